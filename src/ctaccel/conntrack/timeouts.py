@@ -1,0 +1,64 @@
+"""Default conntrack timeouts and the tracker result codes.
+
+What: the userspace OVS default timeout for every tracker state, as a table with the reason
+for each entry, and the codes an L4 tracker's update returns.
+
+Design: jitted trackers receive the timeouts as an int64 array in milliseconds indexed by the
+``TM_*`` constants, so a caller can change them (tests use short ones) without recompiling.
+
+Invariants: every ``TM_*`` index is < ``N_TIMEOUTS``; values are milliseconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Tracker result codes (OVS enum ct_update_res).
+CT_UPDATE_INVALID = 0  # the packet does not fit the connection: ct_state inv
+CT_UPDATE_VALID = 1  # fits; the connection is (or stays) established
+CT_UPDATE_NEW = 2  # fits, but the connection is still "new" (e.g. a repeated SYN)
+CT_UPDATE_VALID_NEW = 3  # the old connection is over; this packet starts a new one (port reuse)
+
+TM_TCP_SYN_SENT = 0
+TM_TCP_SYN_RECV = 1
+TM_TCP_ESTABLISHED = 2
+TM_TCP_FIN_WAIT = 3
+TM_TCP_TIME_WAIT = 4
+TM_TCP_CLOSE = 5
+TM_UDP_FIRST = 6
+TM_UDP_SINGLE = 7
+TM_UDP_MULTIPLE = 8
+TM_ICMP_FIRST = 9
+TM_ICMP_REPLY = 10
+TM_OTHER_FIRST = 11
+TM_OTHER_MULTIPLE = 12
+TM_OTHER_BIDIR = 13
+N_TIMEOUTS = 14
+
+# (index, name as in `ovs-vsctl add-zone-tp`, seconds, why)
+DEFAULT_TIMEOUTS = (
+    (TM_TCP_SYN_SENT, "tcp_syn_sent", 30, "SYN seen from one side only"),
+    (TM_TCP_SYN_RECV, "tcp_syn_recv", 30, "SYN/ACK seen, handshake not complete"),
+    (TM_TCP_ESTABLISHED, "tcp_established", 86400, "both sides established: one day idle"),
+    (TM_TCP_FIN_WAIT, "tcp_fin_wait", 900, "a FIN was seen, the other side may still send"),
+    (TM_TCP_TIME_WAIT, "tcp_time_wait", 45, "both FINs acknowledged, or after a RST"),
+    (TM_TCP_CLOSE, "tcp_close", 30, "closed or half-open states"),
+    (TM_UDP_FIRST, "udp_first", 60, "first packet of a flow"),
+    (TM_UDP_SINGLE, "udp_single", 60, "more packets, one direction only"),
+    (TM_UDP_MULTIPLE, "udp_multiple", 30, "packets seen in both directions"),
+    (TM_ICMP_FIRST, "icmp_first", 60, "echo request, no reply yet"),
+    (TM_ICMP_REPLY, "icmp_reply", 30, "echo reply seen"),
+    (TM_OTHER_FIRST, "other_first", 60, "other protocols: first packet"),
+    (TM_OTHER_MULTIPLE, "other_multiple", 60, "other protocols: one direction"),
+    (TM_OTHER_BIDIR, "other_bidir", 30, "other protocols: both directions"),
+)
+
+TIMEOUT_NAMES = {name: idx for idx, name, _s, _why in DEFAULT_TIMEOUTS}
+
+
+def default_timeouts_ms() -> np.ndarray:
+    """A fresh int64 array of the default timeouts in milliseconds."""
+    out = np.zeros(N_TIMEOUTS, np.int64)
+    for idx, _name, seconds, _why in DEFAULT_TIMEOUTS:
+        out[idx] = seconds * 1000
+    return out
