@@ -1,0 +1,334 @@
+"""The reference engine: OVS's pipeline, one packet at a time, in plain Python.
+
+What: parse a frame, look it up in table 0, execute the matched rule's actions (resubmit,
+goto_table, registers, ct, output, ...), recirculate after ``ct(table=N)``, and report what
+happened: the frames emitted on each port in order, the ct_state the last matched rule saw,
+and a named drop reason when nothing left.
+
+Design: this is the *semantics*; the compiled datapath (next issue) must produce the same
+results. Rule lookup and action interpretation are plain Python; conntrack and header parsing
+are the numba kernels shared with the compiled path. Execution follows dpif-netdev's order:
+a ``ct(table=N)`` runs conntrack, then the recirculated copy is processed to completion (it
+may recirculate again, up to depth 8), then the original continues with its ct fields cleared.
+A pass works on a *group* of frames that share one flow key: normally one frame, but when the
+last fragment of a datagram completes reassembly at a ct action, all its fragments continue
+together, as OVS puts them back in the batch, and each recirculates separately.
+
+Invariants:
+- Nothing here reads a clock or opens a file; ``now_ms`` comes from the caller.
+- Per-rule counters count every lookup that matched (recirculated passes too), bytes are the
+  frame length, as OVS's rule stats.
+- A packet's ct handle (OVS's ``md.conn``) travels with the packet through recirculation and
+  is dropped by ``ct_clear``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ctaccel.conntrack import Conntrack
+from ctaccel.ofproto import actions as A
+from ctaccel.ofproto.classifier import FlowTables
+from ctaccel.packet import key as K
+from ctaccel.packet.parse import parse_frame
+
+MAX_RECIRC_DEPTH = 8  # dpif-netdev MAX_RECIRC_DEPTH
+MAX_RESUBMIT_DEPTH = 64  # ofproto-dpif-xlate MAX_DEPTH
+ETH_HEADER_LEN = 14
+CONTROLLER = "controller"
+
+# Drop reasons (the value of ``drop_reason`` in packets.jsonl), each with why.
+DROP_REASONS = {
+    "rx_invalid": "frame shorter than an Ethernet header (dpif-netdev drops it on receive)",
+    "table_miss": "the last lookup matched no rule (table-miss: drop)",
+    "no_output": "rules matched but their actions emitted nothing (drop, or ct without output)",
+    "recirc_depth": "more than 8 recirculations",
+    "resubmit_depth": "resubmit nesting deeper than 64",
+    "ipf_held": "IP fragment stored for reassembly; emitted when its datagram completes",
+    "ipf_invalid": "IP fragment rejected by reassembly (see ipf counters)",
+}
+
+_CT_FIRST, _CT_LAST = K.CT_STATE, K.CT_TP_DST
+
+
+@dataclass
+class PacketResult:
+    """What happened to one input packet."""
+
+    outputs: list = field(default_factory=list)  # [(port or "controller", frame bytes)]
+    ct_state: str | None = None  # as OVS prints it; "" untracked; None if no rule matched
+    drop_reason: str | None = None
+    last_lookup_missed: bool = False
+    matched: bool = False
+    recirculations: int = 0
+    recirc_dropped: bool = False
+
+    @property
+    def out_ports(self) -> list:
+        return [p for p, _f in self.outputs]
+
+
+@dataclass
+class _Group:
+    """Frames that share one flow key through a pass (usually one frame)."""
+
+    frames: list  # list of np.ndarray[uint8]
+    key: np.ndarray
+    ct_handle: int = -1  # OVS md.conn: slot * 2 + reply, or -1
+    depth: int = 0  # recirculations so far
+    table: int = 0  # table of the rule being executed (for resubmit without a table)
+
+
+class ReferenceEngine:
+    """OVS pipeline semantics over a rule set and a connection tracker."""
+
+    def __init__(self, rules, conntrack: Conntrack | None = None, ipf=None, tracer=None):
+        self.tables = rules if isinstance(rules, FlowTables) else FlowTables(rules)
+        self.conntrack = conntrack if conntrack is not None else Conntrack()
+        if ipf is None:
+            from ctaccel.conntrack.ipf import Ipf
+
+            ipf = Ipf()
+        self.ipf = ipf
+        self.tracer = tracer
+        self.counters: dict[str, int] = {}
+        self._result: PacketResult | None = None
+        self._now_ms = 0
+        self._in_port = 0
+        self._dispatch = {
+            A.Output: self._act_output,
+            A.OutputInPort: self._act_output_in_port,
+            A.Controller: self._act_controller,
+            A.Drop: self._act_nothing,
+            A.Note: self._act_nothing,
+            A.Ct: self._act_ct,
+            A.CtClear: self._act_ct_clear,
+            A.Resubmit: self._act_resubmit,
+            A.GotoTable: self._act_goto_table,
+            A.SetField: self._act_set_field,
+            A.Move: self._act_move,
+        }
+
+    # ------------------------------------------------------------------ public
+    def replace_rules(self, rules) -> None:
+        self.tables = rules if isinstance(rules, FlowTables) else FlowTables(rules)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def process(self, frame, in_port: int, now_ms: int) -> PacketResult:
+        """Run one packet through the pipeline. ``frame`` is bytes or a uint8 array."""
+        if not isinstance(frame, np.ndarray):
+            frame = np.frombuffer(bytes(frame), np.uint8)
+        res = PacketResult()
+        self._result = res
+        self._now_ms = int(now_ms)
+        self._in_port = int(in_port)
+        if len(frame) < ETH_HEADER_LEN:
+            res.drop_reason = "rx_invalid"
+            self.count("drop_rx_invalid")
+            return res
+        key = np.zeros(K.KEY_WIDTH, np.int64)
+        parse_frame(frame, np.int64(in_port), key)
+        group = _Group([frame], key)
+        if self.tracer:
+            self.tracer.on_pass(group, 0, None)
+        self._pass(group, 0)
+        if res.outputs:
+            res.drop_reason = None
+        elif res.drop_reason is None:
+            if res.recirc_dropped:
+                res.drop_reason = "recirc_depth"
+            elif res.last_lookup_missed:
+                res.drop_reason = "table_miss"
+            else:
+                res.drop_reason = "no_output"
+        if res.drop_reason:
+            self.count("drop_" + res.drop_reason)
+        return res
+
+    # ------------------------------------------------------------------ passes
+    def _pass(self, group: _Group, table_id: int) -> None:
+        """One datapath pass: look up ``table_id`` and execute, following goto_table."""
+        self._lookup_and_execute(group, table_id, resubmit_depth=0)
+
+    def _lookup_and_execute(self, group: _Group, table_id, resubmit_depth: int) -> None:
+        res = self._result
+        while table_id is not None and group.frames:
+            rule = self.tables.lookup(table_id, group.key)
+            if self.tracer:
+                self.tracer.on_lookup(group, table_id, rule, resubmit_depth)
+            if rule is None:
+                res.last_lookup_missed = True
+                return
+            group.table = table_id
+            res.last_lookup_missed = False
+            res.matched = True
+            res.ct_state = K.format_ct_state(int(group.key[K.CT_STATE]))
+            rule.n_packets += 1
+            rule.n_bytes += len(group.frames[-1])
+            table_id = self._execute(group, rule.actions, resubmit_depth)
+
+    def _execute(self, group: _Group, actions, resubmit_depth: int):
+        """Execute a rule's actions; returns the goto_table target or None."""
+        goto = None
+        for act in actions:
+            if not group.frames:  # stolen (fragment held) or dropped
+                return None
+            if self.tracer:
+                self.tracer.on_action(group, act, resubmit_depth)
+            r = self._dispatch[type(act)](group, act, resubmit_depth)
+            if r is not None:
+                goto = r
+        return goto
+
+    # ------------------------------------------------------------------ actions
+    def _emit(self, group: _Group, port) -> None:
+        for f in group.frames:
+            self._result.outputs.append((port, f.tobytes()))
+
+    def _act_output(self, group, act, _d):
+        port = int(act.port)
+        if port != int(group.key[K.IN_PORT]):  # OVS: output to in_port needs `in_port`
+            self._emit(group, port)
+
+    def _act_output_in_port(self, group, _act, _d):
+        self._emit(group, int(group.key[K.IN_PORT]))
+
+    def _act_controller(self, group, _act, _d):
+        self._emit(group, CONTROLLER)
+
+    def _act_nothing(self, _group, _act, _d):
+        return None
+
+    def _act_goto_table(self, _group, act, _d):
+        return int(act.table)
+
+    def _act_resubmit(self, group, act, depth):
+        if depth + 1 > MAX_RESUBMIT_DEPTH:
+            self._result.drop_reason = "resubmit_depth"
+            group.frames = []
+            return
+        table = group.table if act.table is None else int(act.table)
+        saved_port = int(group.key[K.IN_PORT])
+        if act.in_port is not None:
+            group.key[K.IN_PORT] = int(act.in_port)
+        saved_table = group.table
+        self._lookup_and_execute(group, table, depth + 1)
+        group.table = saved_table
+        group.key[K.IN_PORT] = saved_port
+
+    def _act_set_field(self, group, act, _d):
+        _write_field(group.key, act.field, act.value, act.mask)
+
+    def _act_move(self, group, act, _d):
+        value = _read_field(group.key, act.src)
+        _write_field(group.key, act.dst, value, (1 << act.dst.nbits) - 1)
+
+    def _act_ct_clear(self, group, _act, _d):
+        group.key[_CT_FIRST : _CT_LAST + 1] = 0
+        group.ct_handle = -1
+
+    def _act_ct(self, group, act, _depth):
+        key = group.key
+        zone = int(act.zone) if act.zone is not None else 0
+        if act.zone_field is not None:
+            zone = _read_field(key, act.zone_field) & 0xFFFF
+        mark = label = None
+        mark_mask, label_mask = 0xFFFFFFFF, (1 << 128) - 1
+        for sf in act.exec_ or ():
+            if sf.field.name == "ct_mark":
+                mark, mark_mask = sf.value, sf.mask
+            elif sf.field.name == "ct_label":
+                label, label_mask = sf.value, sf.mask
+        ct_frame, ct_key = group.frames[0], key
+        if key[K.NW_FRAG] & K.FRAG_ANY:
+            whole = self._reassemble(group, zone)
+            if whole is None:
+                return  # held or invalid: the packet left the pipeline
+            ct_frame, ct_key = whole
+        group.ct_handle = self.conntrack.execute(
+            ct_frame, ct_key, zone, commit=bool(act.commit), force=bool(act.force),
+            mark=mark, mark_mask=mark_mask, label=label, label_mask=label_mask,
+            now_ms=self._now_ms, cached_conn=group.ct_handle,
+        )
+        if ct_key is not key:
+            key[_CT_FIRST : _CT_LAST + 1] = ct_key[_CT_FIRST : _CT_LAST + 1]
+        if self.tracer:
+            self.tracer.on_ct(group, act)
+        if act.table is not None:
+            self._recirculate(group, int(act.table))
+        # The original continues with its ct fields cleared (flow_clear_conntrack); the
+        # packet keeps its connection handle for a later ct in the same zone.
+        key[_CT_FIRST : _CT_LAST + 1] = 0
+
+    # ------------------------------------------------------------------ recirculation
+    def _recirculate(self, group: _Group, table_id: int) -> None:
+        res = self._result
+        if group.depth >= MAX_RECIRC_DEPTH:
+            self.count("recirc_depth_exceeded")
+            res.recirc_dropped = True
+            return
+        res.recirculations += 1
+        for frame, key in _split_for_recirc(group):
+            copy = _Group([frame], key, group.ct_handle, group.depth + 1)
+            if self.tracer:
+                self.tracer.on_pass(copy, table_id, group)
+            self._lookup_and_execute(copy, table_id, 0)
+
+    # ------------------------------------------------------------------ fragments
+    def _reassemble(self, group: _Group, zone: int):
+        """Fragment at a ct action: hold it, drop it, or (last one) return the whole
+        datagram (frame, key) for conntrack; the group then carries all its fragments."""
+        r = self.ipf.process(group.frames[0].tobytes(), group.key, zone, self._now_ms)
+        if r.kind == "not_fragment":
+            return group.frames[0], group.key
+        if r.kind != "complete":
+            group.frames = []
+            self._result.drop_reason = "ipf_held" if r.kind == "held" else "ipf_invalid"
+            if r.kind != "held":
+                self.count("ipf_" + str(r.reason))
+            return None
+        whole = np.frombuffer(r.reassembled, np.uint8)
+        whole_key = np.zeros(K.KEY_WIDTH, np.int64)
+        parse_frame(whole, np.int64(group.key[K.IN_PORT]), whole_key)
+        _copy_metadata(group.key, whole_key)
+        whole_key[_CT_FIRST : _CT_LAST + 1] = group.key[_CT_FIRST : _CT_LAST + 1]
+        group.frames = [np.frombuffer(f, np.uint8) for f in r.fragments]
+        return whole, whole_key
+
+
+def _split_for_recirc(group):
+    """(frame, key) per frame for a recirculation: one frame keeps a copy of the group key;
+    several (fragments) are re-parsed and get the group's metadata and ct fields."""
+    key = group.key
+    if len(group.frames) == 1:
+        return [(group.frames[0], key.copy())]
+    out = []
+    for f in group.frames:
+        k = np.zeros(K.KEY_WIDTH, np.int64)
+        parse_frame(f, np.int64(key[K.IN_PORT]), k)
+        _copy_metadata(key, k)
+        k[_CT_FIRST : _CT_LAST + 1] = key[_CT_FIRST : _CT_LAST + 1]
+        out.append((f, k))
+    return out
+
+
+def _copy_metadata(src, dst) -> None:
+    """in_port, registers and metadata: what survives into a re-parsed key."""
+    dst[K.IN_PORT] = src[K.IN_PORT]
+    dst[K.REG0 : K.METADATA + 2] = src[K.REG0 : K.METADATA + 2]
+
+
+def _read_field(key, ref) -> int:
+    whole = K.get_wide(key, ref.col, ref.ncols)
+    return (whole >> ref.start) & ((1 << ref.nbits) - 1)
+
+
+def _write_field(key, ref, value: int, mask: int) -> None:
+    mask &= (1 << ref.nbits) - 1
+    whole = K.get_wide(key, ref.col, ref.ncols)
+    whole = (whole & ~(mask << ref.start)) | ((value & mask) << ref.start)
+    K.set_wide(key, ref.col, ref.ncols, whole)
