@@ -240,9 +240,9 @@ class ReferenceEngine:
         mark_mask, label_mask = 0xFFFFFFFF, (1 << 128) - 1
         for sf in act.exec_ or ():
             if sf.field.name == "ct_mark":
-                mark, mark_mask = sf.value, sf.mask
+                mark, mark_mask = sf.whole_value, sf.whole_mask
             elif sf.field.name == "ct_label":
-                label, label_mask = sf.value, sf.mask
+                label, label_mask = sf.whole_value, sf.whole_mask
         ct_frame, ct_key = group.frames[0], key
         if key[K.NW_FRAG] & K.FRAG_ANY:
             whole = self._reassemble(group, zone)

@@ -83,8 +83,18 @@ class Field:
         return (1 << self.nbits) - 1
 
 
-def _f(name, col, ncols, nbits, kind="int", prereq=P_NONE, maskable=True, writable=False,
-       nxm=None, storage=None):
+def _f(
+    name,
+    col,
+    ncols,
+    nbits,
+    kind="int",
+    prereq=P_NONE,
+    maskable=True,
+    writable=False,
+    nxm=None,
+    storage=None,
+):
     return Field(name, storage or name, col, ncols, nbits, kind, prereq, maskable, writable, nxm)
 
 
@@ -92,31 +102,70 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
     (("in_port",), _f("in_port", K.IN_PORT, 1, 16, "port", maskable=False, nxm="NXM_OF_IN_PORT")),
     (("dl_src", "eth_src"), _f("dl_src", K.DL_SRC, 1, 48, "eth", nxm="NXM_OF_ETH_SRC")),
     (("dl_dst", "eth_dst"), _f("dl_dst", K.DL_DST, 1, 48, "eth", nxm="NXM_OF_ETH_DST")),
-    (("dl_type", "eth_type"),
-     _f("dl_type", K.DL_TYPE, 1, 16, maskable=False, nxm="NXM_OF_ETH_TYPE")),
+    (
+        ("dl_type", "eth_type"),
+        _f("dl_type", K.DL_TYPE, 1, 16, maskable=False, nxm="NXM_OF_ETH_TYPE"),
+    ),
     (("vlan_tci",), _f("vlan_tci", K.VLAN_TCI, 1, 16, nxm="NXM_OF_VLAN_TCI")),
     (("nw_src", "ip_src"), _f("nw_src", K.NW_SRC + 3, 1, 32, "ipv4", P_IPV4, nxm="NXM_OF_IP_SRC")),
     (("nw_dst", "ip_dst"), _f("nw_dst", K.NW_DST + 3, 1, 32, "ipv4", P_IPV4, nxm="NXM_OF_IP_DST")),
-    (("arp_spa",), _f("arp_spa", K.NW_SRC + 3, 1, 32, "ipv4", P_ARP, nxm="NXM_OF_ARP_SPA",
-                      storage="nw_src")),
-    (("arp_tpa",), _f("arp_tpa", K.NW_DST + 3, 1, 32, "ipv4", P_ARP, nxm="NXM_OF_ARP_TPA",
-                      storage="nw_dst")),
-    (("arp_op",), _f("arp_op", K.NW_PROTO, 1, 16, prereq=P_ARP, maskable=False,
-                     nxm="NXM_OF_ARP_OP", storage="nw_proto")),
+    (
+        ("arp_spa",),
+        _f("arp_spa", K.NW_SRC + 3, 1, 32, "ipv4", P_ARP, nxm="NXM_OF_ARP_SPA", storage="nw_src"),
+    ),
+    (
+        ("arp_tpa",),
+        _f("arp_tpa", K.NW_DST + 3, 1, 32, "ipv4", P_ARP, nxm="NXM_OF_ARP_TPA", storage="nw_dst"),
+    ),
+    (
+        ("arp_op",),
+        _f(
+            "arp_op",
+            K.NW_PROTO,
+            1,
+            16,
+            prereq=P_ARP,
+            maskable=False,
+            nxm="NXM_OF_ARP_OP",
+            storage="nw_proto",
+        ),
+    ),
     (("ipv6_src",), _f("ipv6_src", K.NW_SRC, 4, 128, "ipv6", P_IPV6, nxm="NXM_NX_IPV6_SRC")),
     (("ipv6_dst",), _f("ipv6_dst", K.NW_DST, 4, 128, "ipv6", P_IPV6, nxm="NXM_NX_IPV6_DST")),
-    (("ipv6_label",), _f("ipv6_label", K.IPV6_LABEL, 1, 20, prereq=P_IPV6,
-                         nxm="NXM_NX_IPV6_LABEL")),
-    (("nw_proto", "ip_proto"),
-     _f("nw_proto", K.NW_PROTO, 1, 8, prereq=P_IP_ANY, maskable=False, nxm="NXM_OF_IP_PROTO")),
-    (("nw_tos",), _f("nw_tos", K.NW_TOS, 1, 8, "dscp", P_IP_ANY, maskable=False,
-                     nxm="NXM_OF_IP_TOS")),
-    (("nw_ecn",), _f("nw_ecn", K.NW_TOS, 1, 2, "ecn", P_IP_ANY, maskable=False,
-                     nxm="NXM_NX_IP_ECN", storage="nw_tos")),
-    (("nw_ttl",), _f("nw_ttl", K.NW_TTL, 1, 8, prereq=P_IP_ANY, maskable=False,
-                     nxm="NXM_NX_IP_TTL")),
-    (("nw_frag", "ip_frag"), _f("nw_frag", K.NW_FRAG, 1, 8, "frag", P_IP_ANY,
-                                nxm="NXM_NX_IP_FRAG")),
+    (
+        ("ipv6_label",),
+        _f("ipv6_label", K.IPV6_LABEL, 1, 20, prereq=P_IPV6, nxm="NXM_NX_IPV6_LABEL"),
+    ),
+    (
+        ("nw_proto", "ip_proto"),
+        _f("nw_proto", K.NW_PROTO, 1, 8, prereq=P_IP_ANY, maskable=False, nxm="NXM_OF_IP_PROTO"),
+    ),
+    (
+        ("nw_tos",),
+        _f("nw_tos", K.NW_TOS, 1, 8, "dscp", P_IP_ANY, maskable=False, nxm="NXM_OF_IP_TOS"),
+    ),
+    (
+        ("nw_ecn",),
+        _f(
+            "nw_ecn",
+            K.NW_TOS,
+            1,
+            2,
+            "ecn",
+            P_IP_ANY,
+            maskable=False,
+            nxm="NXM_NX_IP_ECN",
+            storage="nw_tos",
+        ),
+    ),
+    (
+        ("nw_ttl",),
+        _f("nw_ttl", K.NW_TTL, 1, 8, prereq=P_IP_ANY, maskable=False, nxm="NXM_NX_IP_TTL"),
+    ),
+    (
+        ("nw_frag", "ip_frag"),
+        _f("nw_frag", K.NW_FRAG, 1, 8, "frag", P_IP_ANY, nxm="NXM_NX_IP_FRAG"),
+    ),
     (("tp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_L4, nxm="NXM_OF_TCP_SRC")),
     (("tp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_L4, nxm="NXM_OF_TCP_DST")),
     (("tcp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_TCP, nxm="NXM_OF_TCP_SRC")),
@@ -125,30 +174,94 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
     (("udp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_UDP, nxm="NXM_OF_UDP_DST")),
     (("sctp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_SCTP, nxm="OXM_OF_SCTP_SRC")),
     (("sctp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_SCTP, nxm="OXM_OF_SCTP_DST")),
-    (("tcp_flags",), _f("tcp_flags", K.TCP_FLAGS, 1, 12, "tcp_flags", P_TCP,
-                        nxm="NXM_NX_TCP_FLAGS")),
-    (("icmp_type",), _f("icmp_type", K.TP_SRC, 1, 8, prereq=P_ICMP, maskable=False,
-                        nxm="NXM_OF_ICMP_TYPE", storage="tp_src")),
-    (("icmp_code",), _f("icmp_code", K.TP_DST, 1, 8, prereq=P_ICMP, maskable=False,
-                        nxm="NXM_OF_ICMP_CODE", storage="tp_dst")),
-    (("icmpv6_type",), _f("icmp_type", K.TP_SRC, 1, 8, prereq=P_ICMP6, maskable=False,
-                          nxm="NXM_NX_ICMPV6_TYPE", storage="tp_src")),
-    (("icmpv6_code",), _f("icmp_code", K.TP_DST, 1, 8, prereq=P_ICMP6, maskable=False,
-                          nxm="NXM_NX_ICMPV6_CODE", storage="tp_dst")),
+    (
+        ("tcp_flags",),
+        _f("tcp_flags", K.TCP_FLAGS, 1, 12, "tcp_flags", P_TCP, nxm="NXM_NX_TCP_FLAGS"),
+    ),
+    (
+        ("icmp_type",),
+        _f(
+            "icmp_type",
+            K.TP_SRC,
+            1,
+            8,
+            prereq=P_ICMP,
+            maskable=False,
+            nxm="NXM_OF_ICMP_TYPE",
+            storage="tp_src",
+        ),
+    ),
+    (
+        ("icmp_code",),
+        _f(
+            "icmp_code",
+            K.TP_DST,
+            1,
+            8,
+            prereq=P_ICMP,
+            maskable=False,
+            nxm="NXM_OF_ICMP_CODE",
+            storage="tp_dst",
+        ),
+    ),
+    (
+        ("icmpv6_type",),
+        _f(
+            "icmp_type",
+            K.TP_SRC,
+            1,
+            8,
+            prereq=P_ICMP6,
+            maskable=False,
+            nxm="NXM_NX_ICMPV6_TYPE",
+            storage="tp_src",
+        ),
+    ),
+    (
+        ("icmpv6_code",),
+        _f(
+            "icmp_code",
+            K.TP_DST,
+            1,
+            8,
+            prereq=P_ICMP6,
+            maskable=False,
+            nxm="NXM_NX_ICMPV6_CODE",
+            storage="tp_dst",
+        ),
+    ),
     (("ct_state",), _f("ct_state", K.CT_STATE, 1, 8, "ct_state", nxm="NXM_NX_CT_STATE")),
     (("ct_zone",), _f("ct_zone", K.CT_ZONE, 1, 16, maskable=False, nxm="NXM_NX_CT_ZONE")),
     (("ct_mark",), _f("ct_mark", K.CT_MARK, 1, 32, writable=True, nxm="NXM_NX_CT_MARK")),
     (("ct_label",), _f("ct_label", K.CT_LABEL, 4, 128, writable=True, nxm="NXM_NX_CT_LABEL")),
-    (("ct_nw_src",), _f("ct_nw_src", K.CT_NW_SRC + 3, 1, 32, "ipv4", P_CT_IPV4,
-                        nxm="NXM_NX_CT_NW_SRC")),
-    (("ct_nw_dst",), _f("ct_nw_dst", K.CT_NW_DST + 3, 1, 32, "ipv4", P_CT_IPV4,
-                        nxm="NXM_NX_CT_NW_DST")),
-    (("ct_ipv6_src",), _f("ct_ipv6_src", K.CT_NW_SRC, 4, 128, "ipv6", P_CT_IPV6,
-                          nxm="NXM_NX_CT_IPV6_SRC")),
-    (("ct_ipv6_dst",), _f("ct_ipv6_dst", K.CT_NW_DST, 4, 128, "ipv6", P_CT_IPV6,
-                          nxm="NXM_NX_CT_IPV6_DST")),
-    (("ct_nw_proto",), _f("ct_nw_proto", K.CT_NW_PROTO, 1, 8, prereq=P_CT, maskable=False,
-                          nxm="NXM_NX_CT_NW_PROTO")),
+    (
+        ("ct_nw_src",),
+        _f("ct_nw_src", K.CT_NW_SRC + 3, 1, 32, "ipv4", P_CT_IPV4, nxm="NXM_NX_CT_NW_SRC"),
+    ),
+    (
+        ("ct_nw_dst",),
+        _f("ct_nw_dst", K.CT_NW_DST + 3, 1, 32, "ipv4", P_CT_IPV4, nxm="NXM_NX_CT_NW_DST"),
+    ),
+    (
+        ("ct_ipv6_src",),
+        _f("ct_ipv6_src", K.CT_NW_SRC, 4, 128, "ipv6", P_CT_IPV6, nxm="NXM_NX_CT_IPV6_SRC"),
+    ),
+    (
+        ("ct_ipv6_dst",),
+        _f("ct_ipv6_dst", K.CT_NW_DST, 4, 128, "ipv6", P_CT_IPV6, nxm="NXM_NX_CT_IPV6_DST"),
+    ),
+    (
+        ("ct_nw_proto",),
+        _f(
+            "ct_nw_proto",
+            K.CT_NW_PROTO,
+            1,
+            8,
+            prereq=P_CT,
+            maskable=False,
+            nxm="NXM_NX_CT_NW_PROTO",
+        ),
+    ),
     (("ct_tp_src",), _f("ct_tp_src", K.CT_TP_SRC, 1, 16, prereq=P_CT_L4, nxm="NXM_NX_CT_TP_SRC")),
     (("ct_tp_dst",), _f("ct_tp_dst", K.CT_TP_DST, 1, 16, prereq=P_CT_L4, nxm="NXM_NX_CT_TP_DST")),
     (("metadata",), _f("metadata", K.METADATA, 2, 64, writable=True, nxm="OXM_OF_METADATA")),
@@ -285,8 +398,8 @@ def parse_value(fld: Field, text: str) -> tuple[int, int]:
     elif kind == "frag":
         if text not in FRAG_VALUES:
             raise ValueError(
-                f"{text}: unknown fragment type (valid types are \"no\", \"yes\", \"first\", "
-                f"\"later\", \"not_later\""
+                f'{text}: unknown fragment type (valid types are "no", "yes", "first", '
+                f'"later", "not_later"'
             )
         return FRAG_VALUES[text]
     elif kind == "port":
@@ -331,29 +444,39 @@ def split_columns(fld: Field, value: int, mask: int) -> list[tuple[int, int, int
 
 @dataclass(frozen=True)
 class FieldRef:
-    """A bit range of a field: bits ``start .. start+nbits-1`` of ``name`` (its NXM name)."""
+    """A bit range of a field: bits ``start .. start+nbits-1`` of field ``name``.
 
-    name: str  # NXM/OXM name, as OVS prints it
+    ``name`` is the OVS field name (``reg0``, ``ct_mark``, ``metadata``, ``tp_src``...);
+    ``nxm`` the NXM/OXM name OVS prints in ``load``/``move`` (``NXM_NX_REG0``).
+    """
+
+    name: str
     col: int
     ncols: int
     start: int
     nbits: int
     field_nbits: int = 32  # width of the whole field, for "[]" printing
+    nxm: str = ""
 
     @property
     def is_whole(self) -> bool:
         return self.start == 0 and self.nbits == self.field_nbits
 
     def format(self) -> str:
+        name = self.nxm or self.name
         if self.is_whole:
-            return f"{self.name}[]"
+            return f"{name}[]"
         if self.nbits == 1:
-            return f"{self.name}[{self.start}]"
-        return f"{self.name}[{self.start}..{self.start + self.nbits - 1}]"
+            return f"{name}[{self.start}]"
+        return f"{name}[{self.start}..{self.start + self.nbits - 1}]"
+
+    def with_bits(self, start: int, nbits: int) -> FieldRef:
+        """The same field, another bit range."""
+        return FieldRef(self.name, self.col, self.ncols, start, nbits, self.field_nbits, self.nxm)
 
     @property
     def field(self) -> Field:
-        return NXM_FIELDS[self.name]
+        return NXM_FIELDS.get(self.nxm) or FIELDS[self.name]
 
 
 def lookup_field(name: str) -> Field | None:
@@ -384,13 +507,13 @@ def parse_field_ref(text: str) -> FieldRef:
         )
     if start > end:
         raise ValueError(f"{text}: starting bit {start} is not valid")
-    return FieldRef(fld.nxm, fld.col, fld.ncols, start, end - start + 1, width)
+    return FieldRef(fld.name, fld.col, fld.ncols, start, end - start + 1, width, fld.nxm)
 
 
 def field_ref_for(fld: Field, start: int = 0, nbits: int | None = None) -> FieldRef:
     """The FieldRef of a whole field (or of a bit range of it)."""
-    return FieldRef(fld.nxm or fld.name, fld.col, fld.ncols, start,
-                    fld.nbits if nbits is None else nbits, fld.nbits)
+    width = fld.nbits if nbits is None else nbits
+    return FieldRef(fld.name, fld.col, fld.ncols, start, width, fld.nbits, fld.nxm or "")
 
 
 # --- value printing (OVS match_format) -------------------------------------------------------

@@ -1,0 +1,105 @@
+"""Flow tables: priority lookup of a flow key, with megaflow wildcard tracking.
+
+What: :class:`FlowTables` holds the rules of every table in lookup order (priority
+descending; among equal priorities the rule that came first in the file) and finds the rule
+a flow key hits. When asked, it also reports which key bits the decision depended on (``wc``),
+so the datapath can install a megaflow that is valid for every packet agreeing on those bits.
+
+Design: two lookups that must agree (OVS's test-classifier idea):
+- :meth:`FlowTables.lookup_linear` walks the table in order and ORs into ``wc`` the masks of
+  every rule it examined, up to and including the hit: the obvious, trusted reference.
+- :meth:`FlowTables.lookup` first narrows the table with an index on the exact ``dl_type`` a
+  rule matches (rules that leave dl_type wildcarded are in every bucket), then walks only that
+  bucket. Skipping rules because of their dl_type makes the result depend on dl_type, so when
+  the bucket skipped anything, the full dl_type mask goes into ``wc``.
+Both return the same rule for every key; their ``wc`` may differ but each is sound: any key
+that agrees with the looked-up key on the ``wc`` bits gets the same rule (tests check this).
+This is the slow path (plain Python, once per megaflow miss), so clarity beats speed here.
+
+Invariants: ``tables[t]`` is sorted by (-priority, order); every rule's match values are
+masked (``value & ~mask == 0``), so a hit is ``key[col] & mask == value`` for each triple.
+"""
+
+from __future__ import annotations
+
+from ctaccel.ofproto.rules import Rule
+from ctaccel.packet import key as K
+
+_DL_TYPE_FULL = 0xFFFF
+
+
+def _sort_key(rule: Rule):
+    return (-rule.priority, rule.order)
+
+
+def _exact_dl_type(rule: Rule) -> int | None:
+    for col, value, mask in rule.match:
+        if col == K.DL_TYPE and mask == _DL_TYPE_FULL:
+            return value
+    return None
+
+
+class FlowTables:
+    """All OpenFlow tables of one rule set, ready for lookups."""
+
+    def __init__(self, rules: list[Rule]):
+        self.tables: dict[int, list[Rule]] = {}
+        for rule in rules:
+            self.tables.setdefault(rule.table, []).append(rule)
+        for table in self.tables.values():
+            table.sort(key=_sort_key)
+        # Per table: dl_type -> candidate rules in lookup order, plus the wildcard bucket.
+        self._by_dl_type: dict[int, dict[int, list[Rule]]] = {}
+        self._wild: dict[int, list[Rule]] = {}
+        for table_id, table in self.tables.items():
+            exact = {r_id: _exact_dl_type(r) for r_id, r in enumerate(table)}
+            wild = [r for i, r in enumerate(table) if exact[i] is None]
+            buckets: dict[int, list[Rule]] = {}
+            for dl_type in {d for d in exact.values() if d is not None}:
+                buckets[dl_type] = [
+                    r for i, r in enumerate(table) if exact[i] is None or exact[i] == dl_type
+                ]
+            self._by_dl_type[table_id] = buckets
+            self._wild[table_id] = wild
+
+    def all_rules(self) -> list[Rule]:
+        """Every rule in dump order: table ascending, then lookup order within a table."""
+        return [r for t in sorted(self.tables) for r in self.tables[t]]
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.tables.values())
+
+    @staticmethod
+    def _scan(candidates: list[Rule], key_values: list[int], wc) -> Rule | None:
+        for rule in candidates:
+            hit = True
+            for col, value, mask in rule.match:
+                if wc is not None:
+                    wc[col] |= mask
+                if key_values[col] & mask != value:
+                    hit = False
+                    if wc is None:
+                        break
+            if hit:
+                return rule
+        return None
+
+    def lookup_linear(self, table_id: int, key, wc=None) -> Rule | None:
+        """Reference lookup: every rule of the table in order."""
+        return self._scan(self.tables.get(table_id, []), key.tolist(), wc)
+
+    def lookup(self, table_id: int, key, wc=None) -> Rule | None:
+        """The highest-priority rule of ``table_id`` matching ``key`` (None: table miss).
+
+        ``wc`` (int64 array of KEY_WIDTH), when given, gets the masks of the key bits the
+        decision depended on OR-ed in.
+        """
+        table = self.tables.get(table_id)
+        if not table:
+            return None
+        key_values = key.tolist()
+        buckets = self._by_dl_type[table_id]
+        candidates = buckets.get(key_values[K.DL_TYPE], self._wild[table_id])
+        if wc is not None and len(candidates) != len(table):
+            wc[K.DL_TYPE] |= _DL_TYPE_FULL
+        return self._scan(candidates, key_values, wc)
