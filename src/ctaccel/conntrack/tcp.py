@@ -502,7 +502,9 @@ def tcp_state_name(conns, slot: int) -> str:
     OVS keeps a state per side but prints one: the larger, with FIN_WAIT_2 shown as TIME_WAIT
     and SYN_RECV as ESTABLISHED (to read like the kernel's single state).
     """
-    state = max(int(conns[slot, C_TCP + P_STATE]), int(conns[slot, C_TCP + TCP_PEER_WIDTH + P_STATE]))
+    state = max(
+        int(conns[slot, C_TCP + P_STATE]), int(conns[slot, C_TCP + TCP_PEER_WIDTH + P_STATE])
+    )
     if state == TCPS_FIN_WAIT_2:
         state = TCPS_TIME_WAIT
     elif state == TCPS_SYN_RECV:
