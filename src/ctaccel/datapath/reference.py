@@ -76,6 +76,9 @@ class _Group:
 
     frames: list  # list of np.ndarray[uint8]
     key: np.ndarray
+    # Per frame: None, or the ct columns (CT_STATE..CT_TP_DST) this frame carries instead of
+    # the key's (fragments flushed by ipf with another datagram's ct results).
+    frame_ct: list | None = None
     ct_handle: int = -1  # OVS md.conn: slot * 2 + reply, or -1
     depth: int = 0  # recirculations so far
     table: int = 0  # table of the rule being executed (for resubmit without a table)
@@ -157,7 +160,7 @@ class ReferenceEngine:
     def _lookup_and_execute(self, group: _Group, table_id, resubmit_depth: int) -> None:
         res = self._result
         while table_id is not None and group.frames:
-            rule = self.tables.lookup(table_id, group.key)
+            rule = self.tables.lookup(table_id, _lookup_key(group.key))
             if self.tracer:
                 self.tracer.on_lookup(group, table_id, rule, resubmit_depth)
             if rule is None:
@@ -243,26 +246,76 @@ class ReferenceEngine:
                 mark, mark_mask = sf.whole_value, sf.whole_mask
             elif sf.field.name == "ct_label":
                 label, label_mask = sf.whole_value, sf.whole_mask
-        ct_frame, ct_key = group.frames[0], key
+
+        def conntrack(frame, ct_key, cached):
+            return self.conntrack.execute(
+                frame, ct_key, zone, commit=bool(act.commit), force=bool(act.force),
+                mark=mark, mark_mask=mark_mask, label=label, label_mask=label_mask,
+                now_ms=self._now_ms, cached_conn=cached,
+            )
+
         if key[K.NW_FRAG] & K.FRAG_ANY:
-            whole = self._reassemble(group, zone)
-            if whole is None:
-                return  # held or invalid: the packet left the pipeline
-            ct_frame, ct_key = whole
-        group.ct_handle = self.conntrack.execute(
-            ct_frame, ct_key, zone, commit=bool(act.commit), force=bool(act.force),
-            mark=mark, mark_mask=mark_mask, label=label, label_mask=label_mask,
-            now_ms=self._now_ms, cached_conn=group.ct_handle,
-        )
-        if ct_key is not key:
-            key[_CT_FIRST : _CT_LAST + 1] = ct_key[_CT_FIRST : _CT_LAST + 1]
+            self._ct_fragment(group, zone, conntrack)
+        else:
+            group.ct_handle = conntrack(group.frames[0], key, group.ct_handle)
+            if self._now_ms >= self.ipf.next_flush_ms:
+                self._append_flushed(group, self.ipf.flush(self._now_ms, 1, int(key[K.DL_TYPE])))
         if self.tracer:
             self.tracer.on_ct(group, act)
-        if act.table is not None:
+        if act.table is not None and group.frames:
             self._recirculate(group, int(act.table))
         # The original continues with its ct fields cleared (flow_clear_conntrack); the
         # packet keeps its connection handle for a later ct in the same zone.
         key[_CT_FIRST : _CT_LAST + 1] = 0
+
+    def _ct_fragment(self, group: _Group, zone: int, conntrack) -> None:
+        """A fragment at a ct action (OVS ipf): held, invalid, or the last one of its
+        datagram: conntrack then runs on the reassembled datagram (which is never emitted)
+        and every fragment continues with its result. See conntrack/ipf.py."""
+        key = group.key
+        r = self.ipf.process(group.frames[0].tobytes(), key, zone, self._now_ms,
+                             recirc_id=group.depth)
+        if r.kind == "not_fragment":
+            group.ct_handle = conntrack(group.frames[0], key, group.ct_handle)
+        elif r.kind == "held":
+            group.frames, group.frame_ct = [], None
+            self._result.drop_reason = "ipf_held"
+        elif r.kind == "invalid":
+            self.count("ipf_" + str(r.reason))
+            key[_CT_FIRST : _CT_LAST + 1] = 0
+            key[K.CT_STATE] = K.CS_INVALID | K.CS_TRACKED
+            key[K.CT_ZONE] = zone
+            group.ct_handle = -1
+        else:  # complete
+            whole = np.frombuffer(r.reassembled, np.uint8)
+            whole_key = np.zeros(K.KEY_WIDTH, np.int64)
+            parse_frame(whole, np.int64(key[K.IN_PORT]), whole_key)
+            _copy_metadata(key, whole_key)
+            whole_key[_CT_FIRST : _CT_LAST + 1] = key[_CT_FIRST : _CT_LAST + 1]
+            conntrack(whole, whole_key, -1)
+            r.ct_md = whole_key[_CT_FIRST : _CT_LAST + 1].copy()
+            key[_CT_FIRST : _CT_LAST + 1] = r.ct_md
+            group.frames = [np.frombuffer(f, np.uint8) for f in r.fragments]
+            group.frame_ct = None
+            group.ct_handle = -1
+        self._append_flushed(group, r.flushed)
+
+    def _append_flushed(self, group: _Group, flushed) -> None:
+        """Fragments of other datagrams that ipf releases after this packet: they follow it
+        through the actions after the current ct, each with its own ct results."""
+        if not flushed:
+            return
+        if group.frame_ct is None:
+            group.frame_ct = [None] * len(group.frames)
+        for ff in flushed:
+            md = np.zeros(_CT_LAST - _CT_FIRST + 1, np.int64)
+            if ff.expired:
+                md[0] = K.CS_INVALID  # OVS: inv without trk
+                md[K.CT_ZONE - _CT_FIRST] = ff.zone
+            else:
+                md[:] = ff.result.ct_md
+            group.frames.append(np.frombuffer(ff.frame, np.uint8))
+            group.frame_ct.append(md)
 
     # ------------------------------------------------------------------ recirculation
     def _recirculate(self, group: _Group, table_id: int) -> None:
@@ -278,42 +331,32 @@ class ReferenceEngine:
                 self.tracer.on_pass(copy, table_id, group)
             self._lookup_and_execute(copy, table_id, 0)
 
-    # ------------------------------------------------------------------ fragments
-    def _reassemble(self, group: _Group, zone: int):
-        """Fragment at a ct action: hold it, drop it, or (last one) return the whole
-        datagram (frame, key) for conntrack; the group then carries all its fragments."""
-        r = self.ipf.process(group.frames[0].tobytes(), group.key, zone, self._now_ms)
-        if r.kind == "not_fragment":
-            return group.frames[0], group.key
-        if r.kind != "complete":
-            group.frames = []
-            self._result.drop_reason = "ipf_held" if r.kind == "held" else "ipf_invalid"
-            if r.kind != "held":
-                self.count("ipf_" + str(r.reason))
-            return None
-        whole = np.frombuffer(r.reassembled, np.uint8)
-        whole_key = np.zeros(K.KEY_WIDTH, np.int64)
-        parse_frame(whole, np.int64(group.key[K.IN_PORT]), whole_key)
-        _copy_metadata(group.key, whole_key)
-        whole_key[_CT_FIRST : _CT_LAST + 1] = group.key[_CT_FIRST : _CT_LAST + 1]
-        group.frames = [np.frombuffer(f, np.uint8) for f in r.fragments]
-        return whole, whole_key
-
 
 def _split_for_recirc(group):
-    """(frame, key) per frame for a recirculation: one frame keeps a copy of the group key;
-    several (fragments) are re-parsed and get the group's metadata and ct fields."""
+    """(frame, key) per frame for a recirculation: a single frame keeps a copy of the group
+    key; several (fragments) are re-parsed and get the group's metadata and their ct fields."""
     key = group.key
-    if len(group.frames) == 1:
+    if len(group.frames) == 1 and not group.frame_ct:
         return [(group.frames[0], key.copy())]
     out = []
-    for f in group.frames:
+    for i, f in enumerate(group.frames):
         k = np.zeros(K.KEY_WIDTH, np.int64)
         parse_frame(f, np.int64(key[K.IN_PORT]), k)
         _copy_metadata(key, k)
-        k[_CT_FIRST : _CT_LAST + 1] = key[_CT_FIRST : _CT_LAST + 1]
+        md = group.frame_ct[i] if group.frame_ct else None
+        k[_CT_FIRST : _CT_LAST + 1] = key[_CT_FIRST : _CT_LAST + 1] if md is None else md
         out.append((f, k))
     return out
+
+
+def _lookup_key(key):
+    """The key OpenFlow lookups see: OVS's default fragment handling ("normal") hides the
+    transport ports of every IP fragment, the first one included."""
+    if key[K.NW_FRAG] & K.FRAG_ANY:
+        key = key.copy()
+        key[K.TP_SRC] = 0
+        key[K.TP_DST] = 0
+    return key
 
 
 def _copy_metadata(src, dst) -> None:
