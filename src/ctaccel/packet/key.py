@@ -79,7 +79,7 @@ PF_L3_TRUNC = 1 << 0  # IP header shorter than claimed / frame too short for it
 PF_L3_BAD_CSUM = 1 << 1  # IPv4 header checksum wrong
 PF_L4_TRUNC = 1 << 2  # L4 header does not fit (e.g. TCP data offset past the end)
 PF_L4_BAD_CSUM = 1 << 3  # TCP/UDP/ICMP checksum wrong
-PF_L3_BAD = 1 << 4  # IHL < 5, total length < IHL, version mismatch
+PF_L3_BAD = 1 << 4  # IHL < 5, total length < IHL (the version nibble is not checked, as OVS)
 PF_L2_TRUNC = 1 << 5  # frame shorter than an Ethernet header
 
 # ct_state bits (lib/packets.h CS_*)

@@ -373,8 +373,9 @@ def _parse_l4(frame, l3, l4, l4_len, proto, nw_frag, is_v6, key):
         key[TP_SRC] = _be16(frame, l4)
         key[TP_DST] = _be16(frame, l4 + 2)
         udp_len = _be16(frame, l4 + 4)
-        if udp_len < 8 or udp_len > l4_len:
+        if nw_frag == 0 and (udp_len < 8 or udp_len > l4_len):
             # OVS's flow still has the ports; its conntrack finds the datagram invalid.
+            # (A first fragment holds only part of the datagram the length describes.)
             key[PARSE_FLAGS] |= PF_L4_TRUNC
             return
         if is_v6 or _be16(frame, l4 + 6) != 0:
