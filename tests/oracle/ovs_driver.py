@@ -51,6 +51,7 @@ SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 MAX_RUNDIR_LEN = 80
 # Scenarios are separated by this much virtual time so nothing (fragment lists, timers) leaks.
 SCENARIO_GAP_MS = 3_600_000
+UNLIMITED = 0xFFFFFFFF  # zone limits are 32-bit counts
 
 
 class OracleError(RuntimeError):
@@ -186,6 +187,7 @@ class OvsOracle:
         self._packet_ins: queue.Queue = queue.Queue()
         self._unixctl = None
         self._limited_zones: set[int] = set()
+        self._default_limited = False
         self.now_ms = 0  # virtual monotonic time advanced so far (relative to time/stop)
         self._tx_offsets = [0] * (n_ports + 1)
 
@@ -209,7 +211,8 @@ class OvsOracle:
         d = self.rundir
         d.mkdir(parents=True, exist_ok=True)
         db = d / "conf.db"
-        db.unlink(missing_ok=True)  # a fresh database: no bridge or port from an earlier run
+        for stale in [db, *d.glob("p*-tx.pcap")]:
+            stale.unlink(missing_ok=True)
         self._run("ovsdb-tool", "create", str(db), SCHEMA)
         self._run(
             "ovsdb-server",
@@ -383,11 +386,16 @@ class OvsOracle:
             zones = [f"zone={z}" for z in sorted(self._limited_zones)]
             self.appctl("dpctl/ct-del-limits", ",".join(zones))
             self._limited_zones.clear()
-        self.appctl("dpctl/ct-set-limits", "default=0")
+        if self._default_limited:
+            # OVS cannot delete the default limit, and an explicit "default=0" blocks every
+            # commit (unlike the initial, absent default): the largest limit is "unlimited".
+            self.appctl("dpctl/ct-set-limits", f"default={UNLIMITED}")
+            self._default_limited = False
         limits = []
         for zone, limit in (zone_limits or {}).items():
             if zone == "default":
                 limits.append(f"default={int(limit)}")
+                self._default_limited = True
             else:
                 limits.append(f"zone={int(zone)},limit={int(limit)}")
                 self._limited_zones.add(int(zone))
@@ -403,7 +411,9 @@ class OvsOracle:
     def rule_n_packets(self, n_rules: int) -> list[int]:
         """n_packets of each scenario rule (marker rule excluded), in rule order.
 
-        Rules are recognised by their controller userdata, so this needs instrumented flows."""
+        Rules are recognised by their controller userdata, so this needs instrumented flows.
+        Caveat: OVS credits slow-path (controller) flows' statistics lazily, so these counts
+        can lag the packets just injected; the per-packet hit lists are the exact record."""
         counts = [0] * n_rules
         for line in self.ofctl("dump-flows", self.bridge).splitlines():
             m = re.search(r"n_packets=(\d+).*controller\(userdata=([0-9a-f.]+)", line)

@@ -326,7 +326,7 @@ class ReferenceEngine:
             return
         res.recirculations += 1
         for frame, key in _split_for_recirc(group):
-            copy = _Group([frame], key, group.ct_handle, group.depth + 1)
+            copy = _Group([frame], key, ct_handle=group.ct_handle, depth=group.depth + 1)
             if self.tracer:
                 self.tracer.on_pass(copy, table_id, group)
             self._lookup_and_execute(copy, table_id, 0)

@@ -1,0 +1,26 @@
+"""Shared pytest fixtures. Oracle part: one private OVS userspace switch per session.
+
+The oracle tests skip (with the reason) when Open vSwitch is not installed, except under CI
+(``CI=true``), where a missing OVS is a failure: CI installs openvswitch-switch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ovs_oracle(tmp_path_factory):
+    from oracle.ovs_driver import OvsOracle, ovs_installed
+
+    if not ovs_installed():
+        reason = "Open vSwitch (ovs-vswitchd, ovsdb-server, ovs-ofctl) is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}, and CI=true: install openvswitch-switch", pytrace=False)
+        pytest.skip(reason)
+    oracle = OvsOracle(tmp_path_factory.mktemp("ovs"), n_ports=3)
+    oracle.start()
+    yield oracle
+    oracle.stop()
