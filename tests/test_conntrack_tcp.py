@@ -29,9 +29,9 @@ from ctaccel.conntrack.layout import (
 )
 from ctaccel.conntrack.timeouts import (
     CT_UPDATE_INVALID,
-    CT_UPDATE_NEW,
+    CT_UPDATE_STILL_NEW,
     CT_UPDATE_VALID,
-    CT_UPDATE_VALID_NEW,
+    CT_UPDATE_RESTART,
     N_TIMEOUTS,
     TM_TCP_CLOSE,
     TM_TCP_ESTABLISHED,
@@ -295,7 +295,7 @@ def test_retransmitted_syn_is_new_and_restarts_timer():
     c = Conn()
     c.create(SYN, 1000)
     c.now += 3000
-    assert c.send(False, SYN, 1000) == CT_UPDATE_NEW
+    assert c.send(False, SYN, 1000) == CT_UPDATE_STILL_NEW
     c.assert_timer(TM_TCP_SYN_SENT)
     assert c.states() == (tcp.TCPS_SYN_SENT, tcp.TCPS_CLOSED)
 
@@ -303,7 +303,7 @@ def test_retransmitted_syn_is_new_and_restarts_timer():
 def test_syn_from_reply_side_before_it_spoke_is_new():
     c = Conn()
     c.create(SYN, 1000)
-    assert c.send(True, SYN, 7000) == CT_UPDATE_NEW
+    assert c.send(True, SYN, 7000) == CT_UPDATE_STILL_NEW
     assert c.states() == (tcp.TCPS_SYN_SENT, tcp.TCPS_SYN_SENT)
 
 
@@ -322,7 +322,7 @@ def test_port_reuse_after_close():
     assert c.states() == (tcp.TCPS_FIN_WAIT_2, tcp.TCPS_FIN_WAIT_2)
     expiration = c.expiration
     c.now += 5
-    assert c.send(False, SYN, 99999) == CT_UPDATE_VALID_NEW
+    assert c.send(False, SYN, 99999) == CT_UPDATE_RESTART
     assert c.states() == (tcp.TCPS_CLOSED, tcp.TCPS_CLOSED)
     assert c.expiration == expiration  # the caller ends this connection
 
@@ -345,7 +345,7 @@ def test_syn_after_rst_replaces_connection():
     handshake(c)
     assert c.send(True, "R", 5001) == CT_UPDATE_VALID
     assert c.states() == (tcp.TCPS_TIME_WAIT, tcp.TCPS_TIME_WAIT)
-    assert c.send(False, SYN, 123) == CT_UPDATE_VALID_NEW
+    assert c.send(False, SYN, 123) == CT_UPDATE_RESTART
 
 
 # --- RST --------------------------------------------------------------------------------------
@@ -581,7 +581,7 @@ def ct_state_of(result, reply):
     """The ct_state the ct kernel gives for an update result (for readable expectations)."""
     if result == CT_UPDATE_VALID:
         return "est,rpl" if reply else "est"
-    if result in (CT_UPDATE_NEW, CT_UPDATE_VALID_NEW):
+    if result in (CT_UPDATE_STILL_NEW, CT_UPDATE_RESTART):
         return "new"
     return "inv"
 
@@ -608,7 +608,7 @@ def test_oracle_scenario_verdicts():
     ]
     for reply, flags, seq, ack, data, want in steps:
         assert ct_state_of(a.send(reply, flags, seq, ack=ack, data=data), reply) == want, flags
-    assert a.send(False, SYN, 99999) == CT_UPDATE_VALID_NEW  # D3 reuse -> new connection
+    assert a.send(False, SYN, 99999) == CT_UPDATE_RESTART  # D3 reuse -> new connection
 
     assert first_packet("SA", 7000, ack=2001, reply=True) == "inv"  # B1
     assert first_packet("S", 9000, reply=True) == "new"  # B2
@@ -720,5 +720,5 @@ def test_jitted_matches_python(first, first_opts, packets):
         assert ((seqs >= 0) & (seqs < 2**32)).all()
         wins = jit_conns[1, [tcp_col(p, P_MAX_WIN) for p in (0, 1)]]
         assert ((wins >= 0) & (wins < 2**16)).all()
-        if int(r_jit) == CT_UPDATE_VALID_NEW:
+        if int(r_jit) == CT_UPDATE_RESTART:
             break

@@ -1,26 +1,32 @@
-"""The project's one ``njit`` alias.
+"""The project's one ``njit`` alias, and where compiled kernels are cached.
 
 What: every compiled kernel is decorated with :func:`njit` from here, so the flags (cache,
-error model, no Python objects) are set in one place.
+nogil) are set in one place.
 
-Design: ``cache=True`` needs a writable cache directory. Numba looks next to the source file
-and then in a per-user directory; on a read-only install with no writable home both fail at
-decoration time, i.e. at import. We therefore honour ``NUMBA_CACHE_DIR`` when it is set, and
-otherwise choose a writable fallback (``$XDG_CACHE_HOME/ctaccel/numba`` or a temp dir) *before*
-numba reads its configuration. ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain Python
-(used for coverage and for the kernel-vs-reference tests).
+Design: numba's on-disk cache is invalidated only when the *file of the decorated function*
+changes; a kernel that inlines helpers from other modules (conntrack's kernel calls the TCP
+tracker, the table code, the parser...) would silently keep stale machine code after those
+modules change. So the cache lives in a directory named after a hash of every source file of
+the package: any change to any module gives a fresh directory. The base is
+``NUMBA_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/ctaccel/numba`` (``~/.cache/...``), else a
+temp dir: the first writable one wins, so a read-only install still imports (numba would
+otherwise fail at decoration time). ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain
+Python (coverage, kernel-vs-reference tests).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _writable(path: str) -> bool:
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
         with open(probe, "w"):
             pass
         os.unlink(probe)
@@ -29,36 +35,52 @@ def _writable(path: str) -> bool:
         return False
 
 
+def source_digest() -> str:
+    """A short hash of every .py file of the package (names and contents)."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(_PACKAGE_DIR):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                h.update(os.path.relpath(path, _PACKAGE_DIR).encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 def _choose_cache_dir() -> str | None:
+    sub = f"ctaccel-{source_digest()}"
+    bases = []
     if os.environ.get("NUMBA_CACHE_DIR"):
-        return None  # numba honours it itself
-    here = os.path.dirname(os.path.abspath(__file__))
-    if _writable(os.path.join(here, "__pycache__")):
-        return None  # numba's default in-tree location works
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for cand in (os.path.join(base, "ctaccel", "numba"),
-                 os.path.join(tempfile.gettempdir(), f"ctaccel-numba-{os.getuid()}")):
+        bases.append(os.environ["NUMBA_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    bases.append(os.path.join(xdg, "ctaccel", "numba"))
+    bases.append(os.path.join(tempfile.gettempdir(), f"ctaccel-numba-{os.getuid()}"))
+    for base in bases:
+        # a child process inherits the directory chosen by its parent: keep it as it is
+        cand = base if os.path.basename(os.path.normpath(base)) == sub else os.path.join(base, sub)
         if _writable(cand):
             return cand
     return None
 
 
-_fallback = _choose_cache_dir()
-if _fallback:
-    os.environ["NUMBA_CACHE_DIR"] = _fallback
+CACHE_DIR = _choose_cache_dir()
+if CACHE_DIR:
+    os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR
 
 import numba  # noqa: E402  (must come after the cache dir is chosen)
 
-if _fallback:
-    numba.config.CACHE_DIR = _fallback
+if CACHE_DIR:
+    numba.config.CACHE_DIR = CACHE_DIR
 
 JIT_DISABLED = bool(numba.config.DISABLE_JIT)
 
 
 def njit(*args, **kwargs):
-    """``numba.njit`` with the project's flags: cached, no Python objects, no fastmath."""
-    kwargs.setdefault("cache", True)
+    """``numba.njit`` with the project's flags: cached (when a cache dir exists), nogil."""
+    kwargs.setdefault("cache", CACHE_DIR is not None)
     kwargs.setdefault("nogil", True)
-    if args and callable(args[0]) and len(args) == 1 and not kwargs.get("_sig"):
+    if len(args) == 1 and callable(args[0]):
         return numba.njit(**kwargs)(args[0])
     return numba.njit(*args, **kwargs)

@@ -1,0 +1,229 @@
+"""Conntrack: the Python object that owns the connection tables.
+
+What: the public face of the connection tracker. :class:`Conntrack` allocates and grows the
+arrays (table.py), keeps the zone limits, runs the jitted ct kernel (core.py) on a packet
+with :meth:`Conntrack.execute`, and offers flush, sweep, dump and counters.
+
+Design: all state lives in numpy arrays exposed as attributes (``conns``, ``index``,
+``free_slots``, ``stats``, ``zone_limits``, ``timeouts``) so the compiled datapath can call
+``core.ct_execute`` itself on a whole batch; it must call :meth:`reserve` first (growth
+replaces the arrays, so re-read the attributes afterwards). Time is an argument (ms).
+
+Invariants: the arrays are replaced only by :meth:`reserve` (growth); the capacity never
+exceeds ``max_conns`` rows and there is always at least one free row before a kernel call
+made through :meth:`execute` unless the table holds ``max_conns`` connections.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctaccel.conntrack import core
+from ctaccel.conntrack.core import ZL_COLUMNS, ZL_COUNT, ZL_DEFAULT, ZL_LIMIT, ZL_SEQ
+from ctaccel.conntrack.dump import dump_lines
+from ctaccel.conntrack.layout import C_USED
+from ctaccel.conntrack.table import (
+    COUNTER_NAMES,
+    ST_FLUSHED,
+    ST_FREE_TOP,
+    ST_MAX_CONNS,
+    ST_N_CONNS,
+    ST_SWEPT,
+    grow_tables,
+    new_tables,
+)
+from ctaccel.conntrack.timeouts import TIMEOUT_NAMES, default_timeouts_ms
+from ctaccel.errors import CtaccelError
+
+__all__ = ["Conntrack"]
+
+_LABEL_ALL = (1 << 128) - 1
+
+
+def _label_words(value: int) -> np.ndarray:
+    return np.array([(value >> (32 * (3 - i))) & 0xFFFFFFFF for i in range(4)], np.int64)
+
+
+class Conntrack:
+    """The userspace connection tracker of one datapath (all zones)."""
+
+    def __init__(
+        self,
+        timeouts_ms=None,
+        max_conns: int = 3_000_000,
+        default_zone_limit: int = 0,
+        zone_limits: dict[int, int] | None = None,
+        initial_capacity: int = 1 << 14,
+    ):
+        if max_conns < 0:
+            raise CtaccelError("max_conns must be >= 0")
+        self.timeouts = default_timeouts_ms()
+        if timeouts_ms is not None:
+            items = timeouts_ms.items() if isinstance(timeouts_ms, dict) else None
+            if items is None:
+                arr = np.asarray(timeouts_ms, np.int64)
+                if arr.shape != self.timeouts.shape:
+                    raise CtaccelError("timeouts_ms must have one value per TM_* index")
+                self.timeouts[:] = arr
+            else:
+                for name, ms in items:
+                    idx = TIMEOUT_NAMES.get(name, name)
+                    if not isinstance(idx, int) or not 0 <= idx < len(self.timeouts):
+                        raise CtaccelError(f"unknown timeout {name!r}")
+                    self.timeouts[idx] = int(ms)
+        self.max_conns = int(max_conns)
+        capacity = max(1, min(int(initial_capacity), max(self.max_conns, 1)))
+        self.conns, self.index, self.free_slots, self.stats = new_tables(capacity, self.max_conns)
+        self.zone_limits = np.zeros((3, ZL_COLUMNS), np.int64)
+        self.zone_limits[ZL_LIMIT, :] = -1
+        self._zone_limit_seq = 0
+        if default_zone_limit:
+            self.set_zone_limit(None, default_zone_limit)
+        for zone, limit in (zone_limits or {}).items():
+            self.set_zone_limit(zone, limit)
+        self._no_label = np.zeros(4, np.int64)
+
+    # --- capacity ---------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return int(self.conns.shape[0])
+
+    def reserve(self, n: int = 1) -> None:
+        """Make sure ``n`` more connections fit (up to max_conns): grow the arrays if not."""
+        free = int(self.stats[ST_FREE_TOP])
+        if free >= n or self.capacity >= self.max_conns:
+            return
+        needed = int(self.stats[ST_N_CONNS]) + n
+        new_cap = self.capacity
+        while new_cap < needed:
+            new_cap *= 2
+        new_cap = min(max(new_cap, 1), max(self.max_conns, 1))
+        if new_cap > self.capacity:
+            self.conns, self.index, self.free_slots = grow_tables(self.conns, self.stats, new_cap)
+
+    # --- the ct action -----------------------------------------------------------------------
+    def execute(
+        self,
+        frame,
+        key,
+        zone: int,
+        commit: bool = False,
+        force: bool = False,
+        mark: int | None = None,
+        mark_mask: int = 0xFFFFFFFF,
+        label: int | None = None,
+        label_mask: int = _LABEL_ALL,
+        now_ms: int = 0,
+        cached_conn: int = -1,
+    ) -> int:
+        """Run ct() on one parsed packet; updates ``key``'s ct fields, returns the handle."""
+        if not isinstance(frame, np.ndarray):
+            frame = np.frombuffer(bytes(frame), np.uint8)
+        self.reserve(1)
+        if label is None:
+            label4 = label_mask4 = self._no_label
+        else:
+            label4 = _label_words(int(label))
+            label_mask4 = _label_words(int(label_mask))
+        return int(
+            core.ct_execute(
+                self.conns,
+                self.index,
+                self.free_slots,
+                self.stats,
+                self.zone_limits,
+                frame,
+                key,
+                int(zone) & 0xFFFF,
+                bool(commit or force),
+                bool(force),
+                mark is not None,
+                int(mark or 0) & 0xFFFFFFFF,
+                int(mark_mask) & 0xFFFFFFFF,
+                label is not None,
+                label4,
+                label_mask4,
+                int(now_ms),
+                self.timeouts,
+                int(cached_conn),
+            )
+        )
+
+    # --- zone limits ------------------------------------------------------------------------
+    def set_zone_limit(self, zone: int | None, limit: int) -> None:
+        """OVS ct-set-limits: ``zone=None`` sets the default limit (shared count, as 3.1)."""
+        column = ZL_DEFAULT if zone is None else int(zone)
+        if not 0 <= column < ZL_COLUMNS or limit < 0:
+            raise CtaccelError(f"bad zone limit: zone={zone} limit={limit}")
+        if self.zone_limits[ZL_LIMIT, column] < 0:
+            # a new entry: its count starts at 0 (existing connections are not counted)
+            self.zone_limits[ZL_COUNT, column] = 0
+            self.zone_limits[ZL_SEQ, column] = self._zone_limit_seq
+            self._zone_limit_seq += 1
+        self.zone_limits[ZL_LIMIT, column] = int(limit)
+
+    def del_zone_limit(self, zone: int | None) -> None:
+        """OVS ct-del-limits: the zone falls back to the default limit (if any)."""
+        column = ZL_DEFAULT if zone is None else int(zone)
+        self.zone_limits[ZL_LIMIT, column] = -1
+        self.zone_limits[ZL_COUNT, column] = 0
+
+    def zone_count(self, zone: int | None) -> int:
+        """Connections counted against the zone's own limit entry (0 without one)."""
+        column = ZL_DEFAULT if zone is None else int(zone)
+        if self.zone_limits[ZL_LIMIT, column] < 0:
+            return 0
+        return int(self.zone_limits[ZL_COUNT, column])
+
+    # --- maintenance --------------------------------------------------------------------------
+    def flush(self, zone: int | None = None) -> int:
+        """Remove every connection (of one zone); returns how many."""
+        n = int(
+            core.flush_zone(
+                self.conns,
+                self.index,
+                self.free_slots,
+                self.stats,
+                self.zone_limits,
+                -1 if zone is None else int(zone),
+            )
+        )
+        self.stats[ST_FLUSHED] += n
+        return n
+
+    def sweep(self, now_ms: int) -> int:
+        """Remove every connection expired at ``now_ms``; returns how many."""
+        n = int(
+            core.sweep_expired(
+                self.conns, self.index, self.free_slots, self.stats, self.zone_limits, int(now_ms)
+            )
+        )
+        self.stats[ST_SWEPT] += n
+        return n
+
+    def set_max_conns(self, max_conns: int) -> None:
+        """OVS dpctl/ct-set-maxconns: new commits are refused at this many connections."""
+        self.max_conns = int(max_conns)
+        self.stats[ST_MAX_CONNS] = self.max_conns
+
+    # --- inspection -------------------------------------------------------------------------
+    def dump(self, now_ms: int, zone: int | None = None) -> list[str]:
+        """dpctl/dump-conntrack lines (sorted) of the connections alive at ``now_ms``."""
+        return dump_lines(self.conns, now_ms, zone)
+
+    def __len__(self) -> int:
+        return int(self.stats[ST_N_CONNS])
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Named counters (drops, refusals and events) since creation."""
+        return {name: int(self.stats[col]) for col, name in COUNTER_NAMES}
+
+    def conn_row(self, handle: int) -> np.ndarray | None:
+        """The row of a handle's connection (a view), or None if the slot is free."""
+        if handle < 0:
+            return None
+        slot = handle >> 1
+        if slot >= self.capacity or not self.conns[slot, C_USED]:
+            return None
+        return self.conns[slot]

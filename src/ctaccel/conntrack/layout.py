@@ -51,7 +51,7 @@ C_BYTES_ORIG = 38
 C_PKTS_REPLY = 39
 C_BYTES_REPLY = 40
 C_SEQ = 41  # global creation sequence number (stable ordering / ids)
-C_SPARE0 = 42
+C_ADMIT = 42  # which zone-limit entry admitted the conn (core.py), to give its count back
 C_SPARE1 = 43
 
 # TCP peers (pf-derived tracker), peer 0 = original direction sender, peer 1 = reply sender.

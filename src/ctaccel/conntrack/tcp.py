@@ -31,8 +31,8 @@ agree).
 Invariants:
 - Every seqlo/seqhi stored is in [0, 2**32); max_win in [0, 2**16); wscale in [0, 2**8).
 - Result codes follow this project's timeouts.py names, which swap OVS's two "new" names:
-  ``CT_UPDATE_NEW`` = a repeated SYN (ct_state new; OVS calls it CT_UPDATE_VALID_NEW),
-  ``CT_UPDATE_VALID_NEW`` = port reuse, the old connection is over (OVS: CT_UPDATE_NEW).
+  ``CT_UPDATE_STILL_NEW`` = a repeated SYN (ct_state new; OVS: CT_UPDATE_VALID_NEW),
+  ``CT_UPDATE_RESTART`` = port reuse, the old connection is over (OVS: CT_UPDATE_NEW).
 - Like OVS, an INVALID result can still have changed the row: the first packet from the
   reply side records its sequence state before the window check runs.
 - The timer (``C_EXPIRATION``/``C_TIMEOUT_CLASS``) changes only in tcp_new_conn, on a
@@ -61,9 +61,9 @@ from ctaccel.conntrack.layout import (
 )
 from ctaccel.conntrack.timeouts import (
     CT_UPDATE_INVALID,
-    CT_UPDATE_NEW,
+    CT_UPDATE_STILL_NEW,
     CT_UPDATE_VALID,
-    CT_UPDATE_VALID_NEW,
+    CT_UPDATE_RESTART,
     TM_TCP_CLOSE,
     TM_TCP_ESTABLISHED,
     TM_TCP_FIN_WAIT,
@@ -309,9 +309,9 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
     """Track one packet of the connection in ``conns[slot]``; return a CT_UPDATE_* code.
 
     ``reply`` is true when the packet travels in the reply direction (sent by peer 1).
-    Returns CT_UPDATE_INVALID (ct_state inv), CT_UPDATE_VALID (est), CT_UPDATE_NEW (a pure
+    Returns CT_UPDATE_INVALID (ct_state inv), CT_UPDATE_VALID (est), CT_UPDATE_STILL_NEW (a pure
     SYN while its sender has not got past SYN_SENT: the connection stays new) or
-    CT_UPDATE_VALID_NEW (a pure SYN after both sides closed: the caller must end this
+    CT_UPDATE_RESTART (a pure SYN after both sides closed: the caller must end this
     connection and create a new one from the packet).
     """
     if not _header_fits(frame, l4_ofs, l4_len):
@@ -330,12 +330,12 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
             # Both sides are done: the tuple is being reused by a new connection.
             conns[slot, src + P_STATE] = TCPS_CLOSED
             conns[slot, dst + P_STATE] = TCPS_CLOSED
-            return CT_UPDATE_VALID_NEW
+            return CT_UPDATE_RESTART
         if src_state <= TCPS_SYN_SENT:
             # A retransmitted (or simultaneous-open) SYN: still opening, restart the clock.
             conns[slot, src + P_STATE] = TCPS_SYN_SENT
             _set_timer(conns, slot, now_ms, timeouts, TM_TCP_SYN_SENT)
-            return CT_UPDATE_NEW
+            return CT_UPDATE_STILL_NEW
 
     src_seqlo = conns[slot, src + P_SEQLO]
     src_seqhi = conns[slot, src + P_SEQHI]

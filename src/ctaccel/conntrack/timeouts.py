@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# Tracker result codes (OVS enum ct_update_res).
+# Tracker result codes (OVS enum ct_update_res). OVS names the last two CT_UPDATE_VALID_NEW
+# (still new) and CT_UPDATE_NEW (restart) -- confusingly; we name them for what they mean.
 CT_UPDATE_INVALID = 0  # the packet does not fit the connection: ct_state inv
 CT_UPDATE_VALID = 1  # fits; the connection is (or stays) established
-CT_UPDATE_NEW = 2  # fits, but the connection is still "new" (e.g. a repeated SYN)
-CT_UPDATE_VALID_NEW = 3  # the old connection is over; this packet starts a new one (port reuse)
+CT_UPDATE_STILL_NEW = 2  # fits, but the connection is still "new" (e.g. a repeated SYN)
+CT_UPDATE_RESTART = 3  # the old connection is over; this packet starts a new one (port reuse)
 
 TM_TCP_SYN_SENT = 0
 TM_TCP_SYN_RECV = 1

@@ -1,0 +1,403 @@
+"""Open-addressing hash index over the connection rows, and the conn slot allocator.
+
+What: the storage half of the connection tracker. ``conns[cap, CONN_WIDTH]`` holds one row per
+connection (layout.py); ``index[nbuckets, 2]`` maps a lookup tuple to a connection *handle*
+``slot * 2 + reply``; ``free_slots`` is a stack of free rows; ``stats`` (an int64 vector, the
+``ST_*`` columns below) holds the live count, the free-stack top and the named counters, so a
+jitted kernel can update everything through plain arrays.
+
+Design:
+- A lookup tuple is a small int64 vector ``tup[TUP_WIDTH]``: zone, dl_type, proto, source and
+  destination address (4 words each, IPv4 in the last) and two *endpoint words*. For TCP, UDP
+  and other protocols the endpoint words are the ports (0 for protocols without ports); for
+  ICMP/ICMPv6 they are ``id << 16 | type << 8 | code`` of each endpoint, so one comparison
+  covers OVS's ``struct ct_endpoint`` union (port, or id + type + code).
+- Every connection is indexed twice: its original tuple (handle ``slot*2``) and its reply
+  tuple (handle ``slot*2+1``). One probe with a packet's tuple therefore finds the connection
+  and tells whether the packet travels in the reply direction. The hash is *not* symmetric;
+  with two entries per connection it does not need to be.
+- Linear probing; each bucket stores ``handle + 1`` (0 = empty) and the full 32-bit hash, so
+  probing compares hashes before touching the connection row, and deletion can shift later
+  entries back without recomputing hashes (backward-shift deletion: no tombstones, ever).
+- The index has at least four buckets per connection row (load factor <= 0.5 when every row
+  is in use). Growth is Python-side: :func:`grow_tables` allocates bigger arrays, copies the
+  rows and rebuilds the index; the kernels never allocate.
+
+Invariants:
+- ``stats[ST_N_CONNS]`` equals the number of rows with ``C_USED == 1`` and
+  ``stats[ST_FREE_TOP]`` the number of free rows; ``free_slots[:ST_FREE_TOP]`` lists them.
+- A row in use has exactly two index entries (even if both tuples are equal).
+- ``C_GENERATION`` changes on every allocation and every release of a row.
+- The number of buckets is a power of two.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctaccel.conntrack.layout import (
+    C_DL_TYPE,
+    C_DPORT,
+    C_DST,
+    C_GENERATION,
+    C_ICMP_CODE,
+    C_ICMP_TYPE,
+    C_PROTO,
+    C_R_DPORT,
+    C_R_DST,
+    C_R_SPORT,
+    C_R_SRC,
+    C_SPORT,
+    C_SRC,
+    C_USED,
+    C_ZONE,
+    CONN_WIDTH,
+)
+from ctaccel.jit import njit
+
+# --- lookup tuple columns -----------------------------------------------------------------
+T_ZONE = 0
+T_DL_TYPE = 1
+T_PROTO = 2
+T_SRC = 3  # 4 words
+T_DST = 7  # 4 words
+T_SWORD = 11  # source endpoint word (port, or ICMP id<<16 | type<<8 | code)
+T_DWORD = 12  # destination endpoint word
+TUP_WIDTH = 13
+
+# --- stats vector -------------------------------------------------------------------------
+ST_N_CONNS = 0  # rows in use
+ST_FREE_TOP = 1  # free rows on the stack
+ST_MAX_CONNS = 2  # global connection limit (OVS n_conn_limit)
+ST_NEXT_SEQ = 3  # creation sequence number for C_SEQ
+# named counters (incremented by the kernels; names in COUNTER_NAMES)
+ST_INVALID_KEY = 4  # key extraction failed (bad header, checksum, fragment, port 0, ...)
+ST_INVALID_NEW = 5  # no connection and the packet cannot start one (valid_new failed)
+ST_INVALID_UPDATE = 6  # the L4 tracker rejected the packet on an existing connection
+ST_RELATED_UNMATCHED = 7  # ICMP error whose quoted packet matches no connection
+ST_INVALID_PREMARKED = 8  # packet arrived already marked invalid (fragment reassembly)
+ST_REFUSED_ZONE_LIMIT = 9  # commit refused: the zone limit is reached
+ST_REFUSED_MAX_CONNS = 10  # commit refused: the global maximum is reached
+ST_REFUSED_NO_ROOM = 11  # commit refused: no free row (the caller did not grow the table)
+ST_CREATED = 12  # connections committed
+ST_EXPIRED_AT_LOOKUP = 13  # expired connections removed when a lookup found them
+ST_FORCE_DELETED = 14  # connections deleted by ct(force) seen in the reply direction
+ST_REPLACED = 15  # connections ended by the tracker to start a new one (port reuse)
+ST_CACHED_HITS = 16  # ct() served from the packet's cached connection
+ST_SWEPT = 17  # expired connections removed by sweep()
+ST_FLUSHED = 18  # connections removed by flush()
+ST_WIDTH = 24
+
+COUNTER_NAMES = (
+    (ST_INVALID_KEY, "invalid_key"),
+    (ST_INVALID_NEW, "invalid_new"),
+    (ST_INVALID_UPDATE, "invalid_update"),
+    (ST_RELATED_UNMATCHED, "related_unmatched"),
+    (ST_INVALID_PREMARKED, "invalid_premarked"),
+    (ST_REFUSED_ZONE_LIMIT, "commit_refused_zone_limit"),
+    (ST_REFUSED_MAX_CONNS, "commit_refused_max_conns"),
+    (ST_REFUSED_NO_ROOM, "commit_refused_no_room"),
+    (ST_CREATED, "created"),
+    (ST_EXPIRED_AT_LOOKUP, "expired_at_lookup"),
+    (ST_FORCE_DELETED, "force_deleted"),
+    (ST_REPLACED, "replaced"),
+    (ST_CACHED_HITS, "cached_conn_hits"),
+    (ST_SWEPT, "swept"),
+    (ST_FLUSHED, "flushed"),
+)
+
+_M32 = 0xFFFFFFFF
+# Multiplier below 2**27: a product with a 32-bit value stays below 2**59. Signed overflow
+# must never happen: numba emits no-signed-wrap multiplies, and LLVM then drops masks.
+_MUL = 0x045D9F3B
+BUCKETS_PER_ROW = 4
+
+ETH_IP = 0x0800
+ETH_IPV6 = 0x86DD
+
+
+@njit
+def is_icmp_key(dl_type, proto):
+    """True when the tuple's endpoints are ICMP (id, type, code) rather than ports."""
+    return (dl_type == ETH_IP and proto == 1) or (dl_type == ETH_IPV6 and proto == 58)
+
+
+@njit
+def reverse_icmp_type(dl_type, icmp_type):
+    """The type of the other direction of an ICMP query (echo request <-> reply, ...)."""
+    if dl_type == ETH_IPV6:
+        if icmp_type == 128:
+            return 129
+        if icmp_type == 129:
+            return 128
+        return icmp_type
+    if icmp_type == 8:
+        return 0
+    if icmp_type == 0:
+        return 8
+    if icmp_type == 13:
+        return 14
+    if icmp_type == 14:
+        return 13
+    if icmp_type == 15:
+        return 16
+    if icmp_type == 16:
+        return 15
+    return icmp_type
+
+
+@njit
+def _mix(h, v):
+    """Fold one word (< 2**48) into a 32-bit state without any overflow."""
+    v = (v ^ (v >> 32)) & _M32
+    h = ((h ^ v) * _MUL) & _M32
+    return h ^ (h >> 16)
+
+
+@njit
+def tuple_hash(tup):
+    """32-bit hash of a lookup tuple (identical under jit and plain Python)."""
+    h = 0x2545F491
+    for i in range(TUP_WIDTH):
+        h = _mix(h, tup[i])
+    h = ((h ^ (h >> 15)) * _MUL) & _M32
+    return h ^ (h >> 13)
+
+
+@njit
+def row_endpoint_words(conns, slot, reply):
+    """(source word, destination word) of a connection's original or reply tuple."""
+    dl_type = conns[slot, C_DL_TYPE]
+    proto = conns[slot, C_PROTO]
+    if reply == 0:
+        sport = conns[slot, C_SPORT]
+        dport = conns[slot, C_DPORT]
+    else:
+        sport = conns[slot, C_R_SPORT]
+        dport = conns[slot, C_R_DPORT]
+    if not is_icmp_key(dl_type, proto):
+        return sport, dport
+    t = conns[slot, C_ICMP_TYPE]
+    code = conns[slot, C_ICMP_CODE]
+    rt = reverse_icmp_type(dl_type, t)
+    if reply == 0:
+        return (sport << 16) | (t << 8) | code, (dport << 16) | (rt << 8) | code
+    return (sport << 16) | (rt << 8) | code, (dport << 16) | (t << 8) | code
+
+
+@njit
+def row_tuple(conns, slot, reply, tup):
+    """Fill ``tup`` with a connection's original (reply=0) or reply (reply=1) tuple."""
+    tup[T_ZONE] = conns[slot, C_ZONE]
+    tup[T_DL_TYPE] = conns[slot, C_DL_TYPE]
+    tup[T_PROTO] = conns[slot, C_PROTO]
+    src = C_SRC if reply == 0 else C_R_SRC
+    dst = C_DST if reply == 0 else C_R_DST
+    for i in range(4):
+        tup[T_SRC + i] = conns[slot, src + i]
+        tup[T_DST + i] = conns[slot, dst + i]
+    sw, dw = row_endpoint_words(conns, slot, reply)
+    tup[T_SWORD] = sw
+    tup[T_DWORD] = dw
+
+
+@njit
+def row_matches(conns, slot, reply, tup):
+    """True when the connection's tuple in direction ``reply`` equals ``tup``."""
+    if (
+        conns[slot, C_ZONE] != tup[T_ZONE]
+        or conns[slot, C_PROTO] != tup[T_PROTO]
+        or conns[slot, C_DL_TYPE] != tup[T_DL_TYPE]
+    ):
+        return False
+    src = C_SRC if reply == 0 else C_R_SRC
+    dst = C_DST if reply == 0 else C_R_DST
+    for i in range(4):
+        if conns[slot, src + i] != tup[T_SRC + i] or conns[slot, dst + i] != tup[T_DST + i]:
+            return False
+    sw, dw = row_endpoint_words(conns, slot, reply)
+    return sw == tup[T_SWORD] and dw == tup[T_DWORD]
+
+
+@njit
+def index_lookup(conns, index, tup, h):
+    """Handle (``slot*2 + reply``) of the connection with tuple ``tup`` (hash ``h``), or -1.
+
+    Expiry is not checked here: the caller decides what an expired connection means.
+    """
+    mask = index.shape[0] - 1
+    b = h & mask
+    while True:
+        entry = index[b, 0]
+        if entry == 0:
+            return -1
+        if index[b, 1] == h:
+            handle = entry - 1
+            slot = handle >> 1
+            reply = handle & 1
+            if row_matches(conns, slot, reply, tup):
+                # A connection whose two tuples are equal (src == dst, sport == dport):
+                # OVS compares the original key first, so report the original direction.
+                if reply == 1 and row_matches(conns, slot, 0, tup):
+                    return slot * 2
+                return handle
+        b = (b + 1) & mask
+
+
+@njit
+def index_insert(index, handle, h):
+    """Add an entry; the index must have a free bucket (guaranteed by its sizing)."""
+    mask = index.shape[0] - 1
+    b = h & mask
+    while index[b, 0] != 0:
+        b = (b + 1) & mask
+    index[b, 0] = handle + 1
+    index[b, 1] = h
+
+
+@njit
+def index_remove(index, handle, h):
+    """Remove the entry for ``handle`` (hash ``h``), shifting later entries back.
+
+    Backward shift: after emptying bucket ``hole``, walk the cluster that follows; an entry
+    may move into the hole when its home bucket is not cyclically inside (hole, its bucket].
+    """
+    mask = index.shape[0] - 1
+    b = h & mask
+    while True:
+        if index[b, 0] == 0:
+            return False  # not present (would be a bug in the caller)
+        if index[b, 0] == handle + 1:
+            break
+        b = (b + 1) & mask
+    hole = b
+    j = (hole + 1) & mask
+    while index[j, 0] != 0:
+        home = index[j, 1] & mask
+        # distance from home to j versus from home to the hole, both cyclic
+        if ((j - home) & mask) >= ((j - hole) & mask):
+            index[hole, 0] = index[j, 0]
+            index[hole, 1] = index[j, 1]
+            hole = j
+        j = (j + 1) & mask
+    index[hole, 0] = 0
+    index[hole, 1] = 0
+    return True
+
+
+@njit
+def conn_alloc(conns, index, free_slots, stats, tup, now_ms):
+    """Take a free row, store ``tup`` as its original tuple (reply = reversed) and index both.
+
+    Returns the slot, or -1 when no row is free. Mutable columns are zeroed; the caller's
+    tracker initialises state and expiration.
+    """
+    top = stats[ST_FREE_TOP]
+    if top <= 0:
+        return -1
+    top -= 1
+    slot = free_slots[top]
+    stats[ST_FREE_TOP] = top
+    generation = conns[slot, C_GENERATION] + 1
+    for c in range(CONN_WIDTH):
+        conns[slot, c] = 0
+    conns[slot, C_GENERATION] = generation
+    conns[slot, C_USED] = 1
+    conns[slot, C_ZONE] = tup[T_ZONE]
+    conns[slot, C_DL_TYPE] = tup[T_DL_TYPE]
+    conns[slot, C_PROTO] = tup[T_PROTO]
+    for i in range(4):
+        conns[slot, C_SRC + i] = tup[T_SRC + i]
+        conns[slot, C_DST + i] = tup[T_DST + i]
+        conns[slot, C_R_SRC + i] = tup[T_DST + i]
+        conns[slot, C_R_DST + i] = tup[T_SRC + i]
+    if is_icmp_key(tup[T_DL_TYPE], tup[T_PROTO]):
+        conns[slot, C_SPORT] = tup[T_SWORD] >> 16
+        conns[slot, C_DPORT] = tup[T_DWORD] >> 16
+        conns[slot, C_ICMP_TYPE] = (tup[T_SWORD] >> 8) & 0xFF
+        conns[slot, C_ICMP_CODE] = tup[T_SWORD] & 0xFF
+    else:
+        conns[slot, C_SPORT] = tup[T_SWORD]
+        conns[slot, C_DPORT] = tup[T_DWORD]
+    conns[slot, C_R_SPORT] = conns[slot, C_DPORT]
+    conns[slot, C_R_DPORT] = conns[slot, C_SPORT]
+    index_insert(index, slot * 2, tuple_hash(tup))
+    rtup = np.empty(TUP_WIDTH, np.int64)
+    row_tuple(conns, slot, 1, rtup)
+    index_insert(index, slot * 2 + 1, tuple_hash(rtup))
+    stats[ST_N_CONNS] += 1
+    return slot
+
+
+@njit
+def conn_release(conns, index, free_slots, stats, slot):
+    """Remove a connection from the index and return its row to the free stack."""
+    tup = np.empty(TUP_WIDTH, np.int64)
+    for reply in range(2):
+        row_tuple(conns, slot, reply, tup)
+        index_remove(index, slot * 2 + reply, tuple_hash(tup))
+    conns[slot, C_USED] = 0
+    conns[slot, C_GENERATION] += 1
+    free_slots[stats[ST_FREE_TOP]] = slot
+    stats[ST_FREE_TOP] += 1
+    stats[ST_N_CONNS] -= 1
+
+
+@njit
+def rebuild_index(conns, index, free_slots, stats):
+    """Re-index every row in use and rebuild the free stack (after growth or a copy)."""
+    index[:, :] = 0
+    tup = np.empty(TUP_WIDTH, np.int64)
+    n_used = 0
+    top = 0
+    for slot in range(conns.shape[0] - 1, -1, -1):
+        if conns[slot, C_USED] != 0:
+            n_used += 1
+            for reply in range(2):
+                row_tuple(conns, slot, reply, tup)
+                index_insert(index, slot * 2 + reply, tuple_hash(tup))
+        else:
+            free_slots[top] = slot
+            top += 1
+    stats[ST_N_CONNS] = n_used
+    stats[ST_FREE_TOP] = top
+
+
+def _prefaulted(shape) -> np.ndarray:
+    """A zeroed int64 array whose pages are already touched (no faults in the hot path)."""
+    arr = np.empty(shape, np.int64)
+    arr.fill(0)
+    return arr
+
+
+def index_buckets_for(capacity: int) -> int:
+    """Power-of-two bucket count with at least BUCKETS_PER_ROW buckets per row."""
+    n = 1
+    while n < BUCKETS_PER_ROW * max(int(capacity), 1):
+        n <<= 1
+    return n
+
+
+def new_tables(capacity: int, max_conns: int):
+    """Fresh (conns, index, free_slots, stats) for ``capacity`` rows."""
+    capacity = max(int(capacity), 1)
+    conns = _prefaulted((capacity, CONN_WIDTH))
+    index = _prefaulted((index_buckets_for(capacity), 2))
+    free_slots = _prefaulted(capacity)
+    stats = _prefaulted(ST_WIDTH)
+    stats[ST_MAX_CONNS] = max_conns
+    rebuild_index(conns, index, free_slots, stats)
+    return conns, index, free_slots, stats
+
+
+def grow_tables(conns, stats, new_capacity: int):
+    """Bigger (conns, index, free_slots) holding the same connections (stats updated)."""
+    old = conns.shape[0]
+    if new_capacity <= old:
+        raise ValueError("grow_tables needs a larger capacity")
+    new_conns = _prefaulted((new_capacity, CONN_WIDTH))
+    new_conns[:old] = conns
+    index = _prefaulted((index_buckets_for(new_capacity), 2))
+    free_slots = _prefaulted(new_capacity)
+    rebuild_index(new_conns, index, free_slots, stats)
+    return new_conns, index, free_slots

@@ -1,0 +1,184 @@
+"""The conn table: hash index + slot allocator against a plain dict, growth, jit vs Python."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctaccel.conntrack import table as T
+from ctaccel.conntrack.layout import C_GENERATION, C_USED
+
+
+def make_tuple(n: int, proto: int = 17, zone: int = 0) -> np.ndarray:
+    """A distinct IPv4 UDP tuple per n (n < 2**16) whose reverse is distinct too."""
+    tup = np.zeros(T.TUP_WIDTH, np.int64)
+    tup[T.T_ZONE] = zone
+    tup[T.T_DL_TYPE] = 0x0800
+    tup[T.T_PROTO] = proto
+    tup[T.T_SRC + 3] = 0x0A000000 + n
+    tup[T.T_DST + 3] = 0x0B000000 + n
+    tup[T.T_SWORD] = 1000 + n
+    tup[T.T_DWORD] = 80
+    return tup
+
+
+def reversed_tuple(tup):
+    r = tup.copy()
+    r[T.T_SRC : T.T_SRC + 4], r[T.T_DST : T.T_DST + 4] = (
+        tup[T.T_DST : T.T_DST + 4],
+        tup[T.T_SRC : T.T_SRC + 4].copy(),
+    )
+    r[T.T_SWORD], r[T.T_DWORD] = tup[T.T_DWORD], tup[T.T_SWORD]
+    return r
+
+
+def lookup(tables, tup):
+    conns, index, _free, _stats = tables
+    return int(T.index_lookup(conns, index, tup, T.tuple_hash(tup)))
+
+
+def test_insert_finds_both_directions_and_release_forgets():
+    tables = T.new_tables(8, 100)
+    conns, index, free, stats = tables
+    tup = make_tuple(1)
+    slot = int(T.conn_alloc(conns, index, free, stats, tup, 0))
+    assert slot >= 0 and stats[T.ST_N_CONNS] == 1
+    assert lookup(tables, tup) == slot * 2
+    assert lookup(tables, reversed_tuple(tup)) == slot * 2 + 1
+    other = make_tuple(2)
+    assert lookup(tables, other) == -1
+    gen = conns[slot, C_GENERATION]
+    T.conn_release(conns, index, free, stats, slot)
+    assert conns[slot, C_USED] == 0 and conns[slot, C_GENERATION] == gen + 1
+    assert lookup(tables, tup) == -1 and lookup(tables, reversed_tuple(tup)) == -1
+    assert stats[T.ST_N_CONNS] == 0 and stats[T.ST_FREE_TOP] == 8
+    assert not index[:, 0].any()
+
+
+def test_full_table_refuses_allocation():
+    conns, index, free, stats = T.new_tables(2, 100)
+    assert T.conn_alloc(conns, index, free, stats, make_tuple(1), 0) >= 0
+    assert T.conn_alloc(conns, index, free, stats, make_tuple(2), 0) >= 0
+    assert T.conn_alloc(conns, index, free, stats, make_tuple(3), 0) == -1
+
+
+def test_icmp_tuples_distinguish_type_direction():
+    conns, index, free, stats = T.new_tables(4, 100)
+    tup = np.zeros(T.TUP_WIDTH, np.int64)
+    tup[T.T_DL_TYPE] = 0x0800
+    tup[T.T_PROTO] = 1
+    tup[T.T_SRC + 3] = 1
+    tup[T.T_DST + 3] = 2
+    tup[T.T_SWORD] = (77 << 16) | (8 << 8)  # echo request id 77
+    tup[T.T_DWORD] = (77 << 16) | (0 << 8)
+    slot = int(T.conn_alloc(conns, index, free, stats, tup, 0))
+    reply = reversed_tuple(tup)
+    assert lookup((conns, index, free, stats), reply) == slot * 2 + 1
+    # a second *request* from the other side is not the reply
+    wrong = reply.copy()
+    wrong[T.T_SWORD] = (77 << 16) | (8 << 8)
+    wrong[T.T_DWORD] = (77 << 16) | (0 << 8)
+    assert lookup((conns, index, free, stats), wrong) == -1
+
+
+def test_self_connection_reports_original_direction():
+    conns, index, free, stats = T.new_tables(4, 100)
+    tup = make_tuple(5)
+    tup[T.T_DST + 3] = tup[T.T_SRC + 3]
+    tup[T.T_DWORD] = tup[T.T_SWORD]
+    slot = int(T.conn_alloc(conns, index, free, stats, tup, 0))
+    assert lookup((conns, index, free, stats), tup) == slot * 2
+
+
+def test_backward_shift_keeps_colliding_entries_reachable():
+    # a tiny index where everything collides in a few buckets
+    conns, index, free, stats = T.new_tables(16, 100)
+    small = np.zeros((64, 2), np.int64)
+    tuples = [make_tuple(i) for i in range(16)]
+    slots = [int(T.conn_alloc(conns, small, free, stats, t, 0)) for t in tuples]
+    rng = np.random.default_rng(1)
+    alive = set(range(16))
+    for i in rng.permutation(16)[:10]:
+        T.conn_release(conns, small, free, stats, slots[i])
+        alive.discard(int(i))
+        for j in range(16):
+            expect = slots[j] * 2 if j in alive else -1
+            assert T.index_lookup(conns, small, tuples[j], T.tuple_hash(tuples[j])) == expect
+    assert np.count_nonzero(small[:, 0]) == 2 * len(alive)
+
+
+class Reference:
+    """The behaviour the table must have, as a dict."""
+
+    def __init__(self):
+        self.by_tuple: dict[bytes, int] = {}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["ins", "del", "get", "grow"]), st.integers(0, 40)), max_size=120
+    )
+)
+def test_random_operations_match_a_dict(ops):
+    conns, index, free, stats = T.new_tables(4, 1000)
+    ref: dict[int, int] = {}  # tuple number -> slot
+    for op, n in ops:
+        tup = make_tuple(n)
+        if op == "ins" and n not in ref:
+            if stats[T.ST_FREE_TOP] == 0:
+                conns, index, free = T.grow_tables(conns, stats, conns.shape[0] * 2)
+            slot = int(T.conn_alloc(conns, index, free, stats, tup, 0))
+            assert slot >= 0 and slot not in ref.values()
+            ref[n] = slot
+        elif op == "del" and n in ref:
+            T.conn_release(conns, index, free, stats, ref.pop(n))
+        elif op == "grow":
+            conns, index, free = T.grow_tables(conns, stats, conns.shape[0] + 3)
+        for m in set(ref) | {n}:
+            t = make_tuple(m)
+            expect = ref[m] * 2 if m in ref else -1
+            assert T.index_lookup(conns, index, t, T.tuple_hash(t)) == expect
+            r = reversed_tuple(t)
+            assert T.index_lookup(conns, index, r, T.tuple_hash(r)) == (
+                expect + 1 if expect >= 0 else -1
+            )
+        assert stats[T.ST_N_CONNS] == len(ref) == int(conns[:, C_USED].sum())
+        assert stats[T.ST_FREE_TOP] == conns.shape[0] - len(ref)
+        assert np.count_nonzero(index[:, 0]) == 2 * len(ref)
+        assert set(free[: stats[T.ST_FREE_TOP]].tolist()) == set(range(conns.shape[0])) - set(
+            ref.values()
+        )
+
+
+def test_index_is_sized_for_load_half():
+    for cap in (1, 3, 1000, 1 << 14):
+        n = T.index_buckets_for(cap)
+        assert n & (n - 1) == 0 and n >= 4 * cap
+
+
+def _churn(alloc, release, lookup_fn, hash_fn):
+    conns, index, free, stats = T.new_tables(32, 1000)
+    rng = np.random.default_rng(7)
+    live = {}
+    found = []
+    for _ in range(300):
+        n = int(rng.integers(0, 50))
+        tup = make_tuple(n)
+        if n in live:
+            release(conns, index, free, stats, live.pop(n))
+        elif stats[T.ST_FREE_TOP] > 0:
+            live[n] = int(alloc(conns, index, free, stats, tup, 0))
+        found.append(int(lookup_fn(conns, index, tup, hash_fn(tup))))
+    return conns, index, free, stats, found
+
+
+def test_jitted_kernels_match_plain_python():
+    jit = _churn(T.conn_alloc, T.conn_release, T.index_lookup, T.tuple_hash)
+    py = _churn(
+        T.conn_alloc.py_func, T.conn_release.py_func, T.index_lookup.py_func, T.tuple_hash.py_func
+    )
+    for a, b in zip(jit[:4], py[:4], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert jit[4] == py[4]
