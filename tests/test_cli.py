@@ -34,8 +34,17 @@ def run(args):
 def test_replay_writes_every_output(udp_case, tmp_path):
     flows, inputs, pkts = udp_case
     out = tmp_path / "out"
-    r = run(["replay", "--flows", str(flows), *sum((["--in", i] for i in inputs), []),
-             "--out-dir", str(out), "--quiet"])
+    r = run(
+        [
+            "replay",
+            "--flows",
+            str(flows),
+            *sum((["--in", i] for i in inputs), []),
+            "--out-dir",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert r.exit_code == 0, r.output
     recs = [json.loads(x) for x in (out / "packets.jsonl").read_text().splitlines()]
     assert [x["n"] for x in recs] == list(range(1, len(pkts) + 1))
@@ -58,8 +67,9 @@ def test_replay_writes_every_output(udp_case, tmp_path):
 def test_missing_flows_file_is_one_line_exit_2_and_writes_nothing(udp_case, tmp_path):
     _flows, inputs, _ = udp_case
     out = tmp_path / "never"
-    r = run(["replay", "--flows", str(tmp_path / "nope.txt"), "--in", inputs[0],
-             "--out-dir", str(out)])
+    r = run(
+        ["replay", "--flows", str(tmp_path / "nope.txt"), "--in", inputs[0], "--out-dir", str(out)]
+    )
     assert r.exit_code == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "nope.txt" in r.stderr
     assert not out.exists()
@@ -68,8 +78,19 @@ def test_missing_flows_file_is_one_line_exit_2_and_writes_nothing(udp_case, tmp_
 def test_missing_capture_is_one_line_exit_2_and_writes_nothing(udp_case, tmp_path):
     flows, inputs, _ = udp_case
     out = tmp_path / "never"
-    r = run(["replay", "--flows", str(flows), "--in", inputs[0], "--in", "2=/no/such.pcap",
-             "--out-dir", str(out)])
+    r = run(
+        [
+            "replay",
+            "--flows",
+            str(flows),
+            "--in",
+            inputs[0],
+            "--in",
+            "2=/no/such.pcap",
+            "--out-dir",
+            str(out),
+        ]
+    )
     assert r.exit_code == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "/no/such.pcap" in r.stderr
     assert not out.exists()
@@ -78,8 +99,10 @@ def test_missing_capture_is_one_line_exit_2_and_writes_nothing(udp_case, tmp_pat
 def test_bad_rule_file_is_rejected_whole_with_file_and_line(udp_case, tmp_path):
     _flows, inputs, _ = udp_case
     bad = tmp_path / "bad.txt"
-    bad.write_text("# ok\ntable=0,priority=10,udp,actions=output:2\n"
-                   "table=0,priority=5,udp,actions=frobnicate\n")
+    bad.write_text(
+        "# ok\ntable=0,priority=10,udp,actions=output:2\n"
+        "table=0,priority=5,udp,actions=frobnicate\n"
+    )
     out = tmp_path / "never"
     r = run(["replay", "--flows", str(bad), "--in", inputs[0], "--out-dir", str(out)])
     assert r.exit_code == 2
@@ -96,8 +119,9 @@ def test_bad_in_spec(udp_case, tmp_path):
 
 def test_trace_shows_real_conntrack_state(udp_case):
     flows, inputs, _ = udp_case
-    r = run(["trace", "--flows", str(flows), *sum((["--in", i] for i in inputs), []),
-             "--packet", "2"])
+    r = run(
+        ["trace", "--flows", str(flows), *sum((["--in", i] for i in inputs), []), "--packet", "2"]
+    )
     assert r.exit_code == 0, r.output
     assert "ct_state=est|rpl|trk" in r.output and "Result: output to 1" in r.output
 

@@ -62,8 +62,12 @@ def demo(out_dir):
 @click.option("--flows", required=True, help="Rule file in ovs-ofctl add-flows syntax.")
 @click.option("--in", "inputs", multiple=True, required=True, help=IN_HELP)
 @click.option("--out-dir", required=True, help="Directory for the results.")
-@click.option("--zone-limit", "zone_limits", multiple=True,
-              help="ZONE=N or default=N: conntrack zone limits (dpctl/ct-set-limits).")
+@click.option(
+    "--zone-limit",
+    "zone_limits",
+    multiple=True,
+    help="ZONE=N or default=N: conntrack zone limits (dpctl/ct-set-limits).",
+)
 @click.option("--quiet", is_flag=True, help="No summary.")
 def replay(flows, inputs, out_dir, zone_limits, quiet):
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
@@ -74,8 +78,14 @@ def replay(flows, inputs, out_dir, zone_limits, quiet):
 
     console = Console(stderr=True)
     try:
-        summary = run(flows, parse_inputs(inputs), out_dir, zone_limits=_zone_limits(zone_limits),
-                      progress=not quiet, console=console)
+        summary = run(
+            flows,
+            parse_inputs(inputs),
+            out_dir,
+            zone_limits=_zone_limits(zone_limits),
+            progress=not quiet,
+            console=console,
+        )
     except CtaccelError as e:
         _fail(e)
     if not quiet:
@@ -103,8 +113,13 @@ def _print_summary(s) -> None:
 @main.command()
 @click.option("--flows", required=True, help="Rule file in ovs-ofctl add-flows syntax.")
 @click.option("--in", "inputs", multiple=True, required=True, help=IN_HELP)
-@click.option("--packet", "packet_no", type=int, required=True,
-              help="1-based number of the packet to trace, in processing order.")
+@click.option(
+    "--packet",
+    "packet_no",
+    type=int,
+    required=True,
+    help="1-based number of the packet to trace, in processing order.",
+)
 @click.option("--zone-limit", "zone_limits", multiple=True, help="ZONE=N or default=N.")
 def trace(flows, inputs, packet_no, zone_limits):
     """Show, like ofproto/trace, what the pipeline does with packet N, with the real
@@ -113,8 +128,9 @@ def trace(flows, inputs, packet_no, zone_limits):
     from ctaccel.trace import trace_packet
 
     try:
-        text = trace_packet(flows, parse_inputs(inputs), packet_no,
-                            zone_limits=_zone_limits(zone_limits))
+        text = trace_packet(
+            flows, parse_inputs(inputs), packet_no, zone_limits=_zone_limits(zone_limits)
+        )
     except CtaccelError as e:
         _fail(e)
     click.echo(text, nl=False)

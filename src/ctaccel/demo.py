@@ -112,8 +112,12 @@ def run_demo(out_dir=None, console=None) -> dict:
     results = {}
     for name, title, flows, packets in (
         ("udp-zone5", "The talk's zone-5 UDP example", UDP_FLOWS, udp_packets()),
-        ("tcp-firewall", "Stateful TCP firewall (connections only from port 1)", TCP_FLOWS,
-         tcp_packets()),
+        (
+            "tcp-firewall",
+            "Stateful TCP firewall (connections only from port 1)",
+            TCP_FLOWS,
+            tcp_packets(),
+        ),
     ):
         d, flows_path, inputs = _write_case(base, name, flows, packets)
         out = os.path.join(d, "out")
@@ -125,8 +129,11 @@ def run_demo(out_dir=None, console=None) -> dict:
         for col in ("#", "in", "packet", "ct_state", "verdict"):
             t.add_column(col)
         for rec, (_p, _f, what) in zip(recs, packets, strict=True):
-            verdict = ("→ port " + ",".join(map(str, rec["out"]))) if rec["out"] else (
-                f"dropped ({rec['drop_reason']})")
+            verdict = (
+                ("→ port " + ",".join(map(str, rec["out"])))
+                if rec["out"]
+                else (f"dropped ({rec['drop_reason']})")
+            )
             t.add_row(str(rec["n"]), str(rec["in_port"]), what, rec["ct_state"] or "-", verdict)
         console.print(t)
         with open(os.path.join(out, "conntrack.txt")) as f:

@@ -115,8 +115,9 @@ def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None) -> Re
     return engine
 
 
-def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False,
-           console=None) -> ReplaySummary:
+def replay(
+    flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None
+) -> ReplaySummary:
     """Run the replay; see the module docstring. Raises InputError/RuleError before writing."""
     engine = build_engine(str(flows_path), zone_limits)
     captures, ports = load_inputs(inputs)
@@ -147,9 +148,18 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False,
                         summary.packets_out += 1
                 if res.drop_reason:
                     summary.drops[res.drop_reason] += 1
-                jl.write(json.dumps({"n": n, "in_port": in_port, "out": res.out_ports,
-                                     "ct_state": res.ct_state,
-                                     "drop_reason": res.drop_reason}) + "\n")
+                jl.write(
+                    json.dumps(
+                        {
+                            "n": n,
+                            "in_port": in_port,
+                            "out": res.out_ports,
+                            "ct_state": res.ct_state,
+                            "drop_reason": res.drop_reason,
+                        }
+                    )
+                    + "\n"
+                )
                 if n % SWEEP_EVERY == 0:
                     engine.conntrack.sweep(now_ms)
                 if bar is not None and n % 1024 == 0:
@@ -176,8 +186,14 @@ class _Bar:
     def __init__(self, total, console):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        self._p = Progress("replay", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                           console=console, transient=True)
+        self._p = Progress(
+            "replay",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
         self._p.start()
         self._task = self._p.add_task("replay", total=total)
 

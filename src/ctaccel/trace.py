@@ -132,12 +132,14 @@ class TextTracer:
     def on_pass(self, group, table_id, parent):
         if parent is not None:
             self._recirc += 1
-            self.lines += ["", RULE_LINE,
-                           f"recirc(#{self._recirc}) - resume conntrack with ct_state="
-                           f"{K.format_ct_state(int(group.key[K.CT_STATE]))} at table {table_id}",
-                           RULE_LINE]
-        self.lines += ["", f"Flow: {format_flow(group.key)}", "", 'bridge("br0")',
-                       "-------------"]
+            self.lines += [
+                "",
+                RULE_LINE,
+                f"recirc(#{self._recirc}) - resume conntrack with ct_state="
+                f"{K.format_ct_state(int(group.key[K.CT_STATE]))} at table {table_id}",
+                RULE_LINE,
+            ]
+        self.lines += ["", f"Flow: {format_flow(group.key)}", "", 'bridge("br0")', "-------------"]
 
     def on_lookup(self, group, table_id, rule, depth):
         ind = self._indent(depth)
@@ -161,10 +163,13 @@ class TextTracer:
             extra.append(f"ct_label={label:#x}")
         self.lines.append(f"     -> conntrack: ct_state={state}," + ",".join(extra))
         if act.table is not None:
-            self.lines.append("     -> A clone of the packet is forked to recirculate. The "
-                              f"forked pipeline will be resumed at table {act.table}.")
-        self.lines.append("     -> Sets the packet to an untracked state, and clears all the "
-                          "conntrack fields.")
+            self.lines.append(
+                "     -> A clone of the packet is forked to recirculate. The "
+                f"forked pipeline will be resumed at table {act.table}."
+            )
+        self.lines.append(
+            "     -> Sets the packet to an untracked state, and clears all the conntrack fields."
+        )
 
 
 def trace_packet(flows_path, inputs, packet_no: int, *, zone_limits=None) -> str:
@@ -184,8 +189,10 @@ def trace_packet(flows_path, inputs, packet_no: int, *, zone_limits=None) -> str
     out += ["", RULE_LINE]
     if res.outputs:
         ports = ",".join(str(p) for p in res.out_ports)
-        out.append(f"Result: output to {ports}; ct_state seen by the last rule: "
-                   f"{res.ct_state if res.ct_state else '(untracked)'}")
+        out.append(
+            f"Result: output to {ports}; ct_state seen by the last rule: "
+            f"{res.ct_state if res.ct_state else '(untracked)'}"
+        )
     else:
         out.append(f"Result: dropped ({res.drop_reason})")
     return "\n".join(out) + "\n"

@@ -41,6 +41,7 @@ from ctaccel.conntrack.icmp import (
     icmp_valid_new,
 )
 from ctaccel.conntrack.layout import (
+    C_ADMIT,
     C_CREATED_MS,
     C_DL_TYPE,
     C_DPORT,
@@ -52,7 +53,6 @@ from ctaccel.conntrack.layout import (
     C_MARK,
     C_PROTO,
     C_SEQ,
-    C_ADMIT,
     C_SPORT,
     C_SRC,
     C_USED,
@@ -95,9 +95,9 @@ from ctaccel.conntrack.table import (
 from ctaccel.conntrack.tcp import tcp_conn_update, tcp_new_conn, tcp_valid_new
 from ctaccel.conntrack.timeouts import (
     CT_UPDATE_INVALID,
+    CT_UPDATE_RESTART,
     CT_UPDATE_STILL_NEW,
     CT_UPDATE_VALID,
-    CT_UPDATE_RESTART,
 )
 from ctaccel.jit import njit
 from ctaccel.packet.key import (

@@ -61,9 +61,9 @@ from ctaccel.conntrack.layout import (
 )
 from ctaccel.conntrack.timeouts import (
     CT_UPDATE_INVALID,
+    CT_UPDATE_RESTART,
     CT_UPDATE_STILL_NEW,
     CT_UPDATE_VALID,
-    CT_UPDATE_RESTART,
     TM_TCP_CLOSE,
     TM_TCP_ESTABLISHED,
     TM_TCP_FIN_WAIT,

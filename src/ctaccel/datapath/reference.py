@@ -249,9 +249,17 @@ class ReferenceEngine:
 
         def conntrack(frame, ct_key, cached):
             return self.conntrack.execute(
-                frame, ct_key, zone, commit=bool(act.commit), force=bool(act.force),
-                mark=mark, mark_mask=mark_mask, label=label, label_mask=label_mask,
-                now_ms=self._now_ms, cached_conn=cached,
+                frame,
+                ct_key,
+                zone,
+                commit=bool(act.commit),
+                force=bool(act.force),
+                mark=mark,
+                mark_mask=mark_mask,
+                label=label,
+                label_mask=label_mask,
+                now_ms=self._now_ms,
+                cached_conn=cached,
             )
 
         if key[K.NW_FRAG] & K.FRAG_ANY:
@@ -273,8 +281,9 @@ class ReferenceEngine:
         datagram: conntrack then runs on the reassembled datagram (which is never emitted)
         and every fragment continues with its result. See conntrack/ipf.py."""
         key = group.key
-        r = self.ipf.process(group.frames[0].tobytes(), key, zone, self._now_ms,
-                             recirc_id=group.depth)
+        r = self.ipf.process(
+            group.frames[0].tobytes(), key, zone, self._now_ms, recirc_id=group.depth
+        )
         if r.kind == "not_fragment":
             group.ct_handle = conntrack(group.frames[0], key, group.ct_handle)
         elif r.kind == "held":
