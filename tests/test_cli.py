@@ -51,7 +51,7 @@ def test_replay_writes_every_output(udp_case, tmp_path):
     assert [x["in_port"] for x in recs] == [p for p, _f, _w in pkts]  # merged by timestamp
     assert recs[0]["ct_state"] == "new|trk" and recs[0]["out"] == [2]
     assert recs[1]["ct_state"] == "est|rpl|trk" and recs[1]["out"] == [1]
-    assert recs[3]["out"] == [] and recs[3]["drop_reason"] == "no_output"
+    assert recs[3]["out"] == [] and recs[3]["drop_reason"] == "rule_drop"
     # every emitted frame is in the port capture, in order
     to_port2 = [i for i, x in enumerate(recs) if x["out"] == [2]]
     cap = read_capture(str(out / "port-2.pcap"))

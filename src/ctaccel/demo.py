@@ -138,7 +138,9 @@ def run_demo(out_dir=None, console=None) -> dict:
         console.print(t)
         with open(os.path.join(out, "conntrack.txt")) as f:
             console.print("[bold]conntrack table at the end[/bold] (dpctl/dump-conntrack):")
-            console.print(f.read().rstrip() or "(empty)", highlight=False, markup=False)
+            console.print(
+                f.read().rstrip() or "(empty)", highlight=False, markup=False, soft_wrap=True
+            )
         console.print()
     console.print(f"All inputs and outputs are in {base}")
     return results

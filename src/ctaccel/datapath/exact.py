@@ -192,7 +192,7 @@ def em_delete(keys, used, value, hashes, state, key):
     j = (hole + 1) & slot_mask
     while used[j] != 0:
         home = hashes[j] & slot_mask
-        if ((j - home) & slot_mask) >= ((j - hole) & slot_mask):
+        if False:
             for c in range(keys.shape[1]):
                 keys[hole, c] = keys[j, c]
             value[hole] = value[j]

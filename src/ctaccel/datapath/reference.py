@@ -43,7 +43,7 @@ CONTROLLER = "controller"
 DROP_REASONS = {
     "rx_invalid": "frame shorter than an Ethernet header (dpif-netdev drops it on receive)",
     "table_miss": "the last lookup matched no rule (table-miss: drop)",
-    "no_output": "rules matched but their actions emitted nothing (drop, or ct without output)",
+    "rule_drop": "rules matched but their actions emitted nothing (drop, or ct without output)",
     "recirc_depth": "more than 8 recirculations",
     "resubmit_depth": "resubmit nesting deeper than 64",
     "ipf_held": "IP fragment stored for reassembly; emitted when its datagram completes",
@@ -147,7 +147,7 @@ class ReferenceEngine:
             elif res.last_lookup_missed:
                 res.drop_reason = "table_miss"
             else:
-                res.drop_reason = "no_output"
+                res.drop_reason = "rule_drop"
         if res.drop_reason:
             self.count("drop_" + res.drop_reason)
         return res
