@@ -17,11 +17,16 @@ Design:
 - Deletion is backward shift (no tombstones): after emptying a slot, later members of the
   probe cluster move back when their home slot allows it, so a lookup can stop at the first
   empty slot forever, and a long-running table never degrades.
-- The hash (:func:`hash_word` / :func:`hash_finish`) runs two independent 32-bit
-  multiply-xorshift lanes and joins them into 63 bits. Every product is a value below 2**32
-  times a constant below 2**31, so nothing ever overflows int64: results are identical
-  compiled and as plain Python (numba may assume signed multiplies do not wrap, so code that
-  relies on wrapping is unsafe there). The bucket index uses the low lane.
+- The hash (:func:`hash_column` / :func:`hash_finish`) mixes each column on its own (one
+  multiply and a xorshift, seeded by the column's position), adds the mixes into two
+  32-bit lanes with different weights and avalanches each lane; the result has 63 bits, the
+  bucket index uses the low lane. Columns do not wait on each other, so the CPU overlaps their
+  multiplies. Every product is a value below 2**32 times a constant below 2**31 (or a small
+  weight), so nothing ever overflows int64: results are identical compiled and as plain
+  Python (numba may assume signed multiplies do not wrap, so code relying on wrapping is
+  unsafe there).
+- Small helpers are ``inline="always"``: numba does not inline across separately cached
+  functions, and a call per probe tripled the megaflow lookup time.
 - Growth is Python-side (``grow``): bigger arrays, every entry re-inserted. Kernels never
   allocate; ``em_insert`` returns ``EM_FULL`` when the load limit is reached.
 
@@ -58,23 +63,25 @@ LOAD_NUM = 1  # load limit = nslots * LOAD_NUM // LOAD_DEN
 LOAD_DEN = 2
 
 
-@njit
-def hash_word(a, b, v):
-    """Fold one int64 word into the two 32-bit lanes ``(a, b)``; returns the new lanes.
+@njit(inline="always")
+def hash_column(a, b, col, v):
+    """Fold column ``col`` holding ``v`` into the lanes ``(a, b)``; returns the new lanes.
 
-    The low 32 bits go through the multiply at once; the high bits are xored into the lane
-    after it, so the next word's multiply (or :func:`hash_finish`) mixes them in.
+    Each column first gets its own 32-bit mix (xor a seed from its position, multiply, then a
+    xorshift so that neighbouring values do not differ by a constant; the high bits join
+    after the multiply); the lanes add the mixes with different odd weights, and
+    :func:`hash_finish` avalanches them. Columns are independent of one another, so
+    the CPU overlaps their multiplies instead of waiting on one long chain.
     """
     lo = v & M32
     hi = (v >> 32) & M32
-    a = ((a ^ lo) * HASH_MUL_A) & M32
-    b = ((b ^ lo) * HASH_MUL_B) & M32
-    a = a ^ (a >> 15) ^ hi
-    b = b ^ (b >> 13) ^ ((hi << 11) & M32)
-    return a, b
+    t = ((lo ^ (((col + 1) * HASH_SEED_A) & M32)) * HASH_MUL_A) & M32
+    t = t ^ (t >> 15) ^ hi
+    # a and b stay below 2**32 * (sum of weights): far from overflow for any row width.
+    return (a + t) & M32, (b + t * (2 * col + 1)) & M32
 
 
-@njit
+@njit(inline="always")
 def _avalanche(x, m1, m2):
     x ^= x >> 16
     x = (x * m1) & M32
@@ -83,7 +90,7 @@ def _avalanche(x, m1, m2):
     return x ^ (x >> 16)
 
 
-@njit
+@njit(inline="always")
 def hash_finish(a, b):
     """Join the lanes into a non-negative 63-bit hash (the low 32 bits come from lane b)."""
     a = _avalanche(a, HASH_MUL_B, HASH_MUL_A)
@@ -91,17 +98,17 @@ def hash_finish(a, b):
     return ((a & 0x7FFFFFFF) << 32) | b
 
 
-@njit
+@njit(inline="always")
 def hash_row(row):
-    """63-bit hash of a 1-D int64 row (every column, in order)."""
+    """63-bit hash of a 1-D int64 row (every column, by position)."""
     a = HASH_SEED_A
     b = HASH_SEED_B
     for c in range(row.shape[0]):
-        a, b = hash_word(a, b, row[c])
+        a, b = hash_column(a, b, c, row[c])
     return hash_finish(a, b)
 
 
-@njit
+@njit(inline="always")
 def _row_equals(keys, slot, key):
     for c in range(key.shape[0]):
         if keys[slot, c] != key[c]:
@@ -109,7 +116,7 @@ def _row_equals(keys, slot, key):
     return True
 
 
-@njit
+@njit(inline="always")
 def _find_slot(keys, used, hashes, key, h):
     """Slot holding ``key`` (hash ``h``), or -1."""
     slot_mask = used.shape[0] - 1
@@ -192,7 +199,7 @@ def em_delete(keys, used, value, hashes, state, key):
     j = (hole + 1) & slot_mask
     while used[j] != 0:
         home = hashes[j] & slot_mask
-        if False:
+        if ((j - home) & slot_mask) >= ((j - hole) & slot_mask):
             for c in range(keys.shape[1]):
                 keys[hole, c] = keys[j, c]
             value[hole] = value[j]
@@ -228,8 +235,13 @@ def slots_for(capacity: int) -> int:
     return n
 
 
+def python_source(kernel):
+    """The plain-Python function behind a kernel (itself when NUMBA_DISABLE_JIT=1)."""
+    return getattr(kernel, "py_func", kernel)
+
+
 def _kernels(jit: bool):
-    pick = (lambda f: f) if jit else (lambda f: f.py_func)
+    pick = (lambda f: f) if jit else python_source
     return (
         pick(em_lookup),
         pick(em_lookup_batch),

@@ -45,9 +45,10 @@ import numpy as np
 from ctaccel.datapath.exact import (
     HASH_SEED_A,
     HASH_SEED_B,
+    hash_column,
     hash_finish,
-    hash_word,
     prefaulted_zeros,
+    python_source,
 )
 from ctaccel.jit import njit
 from ctaccel.packet.key import PARSE_FIRST
@@ -83,18 +84,18 @@ def make_mf_keys(keys, recirc_ids, out):
         out[i, MF_RECIRC] = recirc_ids[i]
 
 
-@njit
+@njit(inline="always")
 def _masked_hash(m, key, masks, mask_cols, ncols):
     """Hash of (mask id ``m``, ``key & masks[m]``) over the mask's nonzero columns."""
     a = HASH_SEED_A ^ m
-    b = HASH_SEED_B
+    b = HASH_SEED_B ^ m
     for k in range(ncols):
         c = mask_cols[m, k]
-        a, b = hash_word(a, b, key[c] & masks[m, c])
+        a, b = hash_column(a, b, c, key[c] & masks[m, c])
     return hash_finish(a, b)
 
 
-@njit
+@njit(inline="always")
 def _probe(masks, mask_cols, mask_ncols, entry_key, entry_mask_id, index, m, key):
     """Entry of mask ``m`` matching ``key``, or -1."""
     ncols = mask_ncols[m]
@@ -290,7 +291,7 @@ def buckets_for(capacity: int) -> int:
 
 
 def _pick(f, jit: bool):
-    return f if jit else f.py_func
+    return f if jit else python_source(f)
 
 
 class MegaflowCache:
