@@ -148,3 +148,28 @@ def test_demo_runs_with_no_arguments(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "est|rpl|trk" in r.output
     assert os.path.exists(tmp_path / "demo" / "tcp-firewall" / "out" / "packets.jsonl")
+
+
+def test_merge_by_timestamp_ties_by_input_order_file_order_kept(tmp_path):
+    from ctaccel.packet import build as B
+    from ctaccel.replay import iter_packets, load_inputs
+
+    f = [
+        B.udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2", i, 9)
+        for i in range(1, 7)
+    ]
+    write_pcap(str(tmp_path / "a.pcap"), [f[0], f[1], f[2]], [5_000_000, 3_000_000, 9_000_000])
+    write_pcap(str(tmp_path / "b.pcap"), [f[3], f[4], f[5]], [5_000_000, 6_000_000, 9_000_000])
+    caps, ports = load_inputs([(2, str(tmp_path / "b.pcap")), (1, str(tmp_path / "a.pcap"))])
+    got = [(port, bytes(frame), now) for _n, port, frame, _ts, now in iter_packets(caps, ports)]
+    # b (listed first) wins ties; a's second packet stays after its first (file order), and
+    # the clock does not go back for it.
+    assert [(p, fr) for p, fr, _ in got] == [
+        (2, f[3]),
+        (1, f[0]),
+        (1, f[1]),
+        (2, f[4]),
+        (2, f[5]),
+        (1, f[2]),
+    ]
+    assert [now for _p, _f, now in got] == [5, 5, 5, 6, 9, 9]

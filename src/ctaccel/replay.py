@@ -6,20 +6,20 @@ with its timestamp as the clock, and write DIR/port-N.pcap, DIR/controller.pcap,
 DIR/packets.jsonl, DIR/conntrack.txt, DIR/flows.txt.
 
 Design: everything that can fail on bad input (rules, captures) is checked before DIR is
-touched, so a bad invocation writes nothing. Outputs are streamed: memory holds the input
-indices (a few int64 per packet), the open writers and the tables, never per-packet results.
+touched, so a bad invocation writes nothing. Inputs are memory-mapped and merged as a stream,
+outputs are streamed: memory holds each capture's record index (offset, length, timestamp:
+24 bytes per packet), the open writers and the tables, never per-packet results.
 
 Invariants: packets.jsonl has exactly one line per input packet, in processing order.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from ctaccel.conntrack import Conntrack
 from ctaccel.datapath.reference import CONTROLLER, ReferenceEngine
@@ -43,16 +43,19 @@ class ReplaySummary:
     conntrack_counters: dict = field(default_factory=dict)
 
 
-def merged_order(captures) -> tuple[np.ndarray, np.ndarray]:
-    """(input index, record index) of every packet in processing order: by timestamp, ties by
-    input order then file order (a stable sort over the concatenation does exactly that)."""
-    if not captures:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    which = np.concatenate([np.full(len(c.ts_ns), i, np.int64) for i, c in enumerate(captures)])
-    rec = np.concatenate([np.arange(len(c.ts_ns), dtype=np.int64) for c in captures])
-    ts = np.concatenate([np.asarray(c.ts_ns, np.int64) for c in captures])
-    order = np.argsort(ts, kind="stable")
-    return which[order], rec[order]
+def merged_order(captures):
+    """Yield (input index, record index) of every packet in processing order: a k-way merge
+    by timestamp; ties go to the earlier input; within one input the file order is kept even
+    if its timestamps step back (the clock then stands still: see ``iter_packets``). Streams,
+    so memory does not grow with the number of packets."""
+
+    def records(i, cap):
+        ts = cap.ts_ns
+        for r in range(len(ts)):
+            yield int(ts[r]), i, r
+
+    for _ts, i, r in heapq.merge(*(records(i, c) for i, c in enumerate(captures))):
+        yield i, r
 
 
 def parse_inputs(specs) -> list[tuple[int, str]]:
@@ -88,15 +91,13 @@ def load_inputs(inputs):
 
 def iter_packets(captures, ports):
     """Yield (n, in_port, frame ndarray, ts_ns, now_ms) in processing order (n 1-based)."""
-    which, rec = merged_order(captures)
     now_ms = 0
-    for i in range(len(which)):
-        cap = captures[which[i]]
-        r = rec[i]
+    for n, (i, r) in enumerate(merged_order(captures), 1):
+        cap = captures[i]
         off, ln = int(cap.offsets[r]), int(cap.lengths[r])
         ts_ns = int(cap.ts_ns[r])
         now_ms = max(now_ms, ts_ns // 1_000_000)  # the clock never goes back
-        yield i + 1, ports[which[i]], cap.data[off : off + ln], ts_ns, now_ms
+        yield n, ports[i], cap.data[off : off + ln], ts_ns, now_ms
 
 
 def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None) -> ReferenceEngine:
