@@ -153,3 +153,17 @@ def test_truncated_frames_never_raise(cut):
     )
     r = e.process(udp()[:cut], 1, 0)
     assert r.drop_reason is None and len(r.out_ports) == 1
+
+
+def test_second_ct_in_the_same_pass_starts_from_the_packets_ct_metadata():
+    # OVS: after ct(table=1) the flow reads untracked, but the packet still carries its ct
+    # state; a second ct(table=2) in the same zone reuses the connection (process_one_fast)
+    # and its copy sees the state of the first.
+    e = engine(
+        "table=0,priority=10,udp,ct_state=-trk,actions=ct(commit,table=1),ct(table=2)\n"
+        "table=1,priority=10,udp,actions=output:5\n"
+        "table=2,priority=10,udp,ct_state=+new+trk,actions=output:6\n"
+        "table=2,priority=5,udp,actions=output:7\n"
+    )
+    r = e.process(udp(), 1, 0)
+    assert r.out_ports == [5, 6] and r.ct_state == "new|trk"

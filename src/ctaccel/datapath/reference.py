@@ -80,6 +80,10 @@ class _Group:
     # the key's (fragments flushed by ipf with another datagram's ct results).
     frame_ct: list | None = None
     ct_handle: int = -1  # OVS md.conn: slot * 2 + reply, or -1
+    # The ct fields the *packet* carries (OVS's datapath metadata), as opposed to the key's,
+    # which are what rules see: after a ct action the flow reads as untracked again
+    # (flow_clear_conntrack) but a later ct in the pass still starts from this.
+    md: np.ndarray | None = None
     depth: int = 0  # recirculations so far
     table: int = 0  # table of the rule being executed (for resubmit without a table)
 
@@ -233,6 +237,7 @@ class ReferenceEngine:
     def _act_ct_clear(self, group, _act, _d):
         group.key[_CT_FIRST : _CT_LAST + 1] = 0
         group.ct_handle = -1
+        group.md = None
 
     def _act_ct(self, group, act, _depth):
         key = group.key
@@ -262,12 +267,14 @@ class ReferenceEngine:
                 cached_conn=cached,
             )
 
+        key[_CT_FIRST : _CT_LAST + 1] = 0 if group.md is None else group.md
         if key[K.NW_FRAG] & K.FRAG_ANY:
             self._ct_fragment(group, zone, conntrack)
         else:
             group.ct_handle = conntrack(group.frames[0], key, group.ct_handle)
             if self._now_ms >= self.ipf.next_flush_ms:
                 self._append_flushed(group, self.ipf.flush(self._now_ms, 1, int(key[K.DL_TYPE])))
+        group.md = key[_CT_FIRST : _CT_LAST + 1].copy()
         if self.tracer:
             self.tracer.on_ct(group, act)
         if act.table is not None and group.frames:
@@ -335,7 +342,13 @@ class ReferenceEngine:
             return
         res.recirculations += 1
         for frame, key in _split_for_recirc(group):
-            copy = _Group([frame], key, ct_handle=group.ct_handle, depth=group.depth + 1)
+            copy = _Group(
+                [frame],
+                key,
+                ct_handle=group.ct_handle,
+                depth=group.depth + 1,
+                md=key[_CT_FIRST : _CT_LAST + 1].copy(),
+            )
             if self.tracer:
                 self.tracer.on_pass(copy, table_id, group)
             self._lookup_and_execute(copy, table_id, 0)

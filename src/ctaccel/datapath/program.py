@@ -1,0 +1,103 @@
+"""Datapath action programs: what a megaflow entry tells compiled code to do.
+
+What: the translation of one datapath pass (``ofproto/xlate.py``) is a short program of
+fixed-width int64 rows; the compiled executor (``datapath/kernel.py``) runs it per packet.
+This file is the encoding both sides share.
+
+Design: a program is ``ops[n, OPW]`` (int64); row ``[opcode, a0, a1, ...]``. Every decision
+that depends only on the flow key is taken at translation time (rule lookups, resubmit,
+goto_table, output-to-in_port, zone taken from a register, move from a field), so the
+program contains only what must happen per packet: counters, key writes, conntrack,
+recirculation and outputs. This mirrors OVS's xlate → datapath actions split.
+
+Invariants:
+- ``OP_CT`` is always followed by an optional ``OP_RECIRC`` and then ``OP_CLEAR_CT_FIELDS``
+  (the original continues with its ct fields cleared, OVS's flow_clear_conntrack).
+- recirc ids: ``recirc_id = table + 1``; 0 is the first pass. Registers, metadata and ct
+  fields are part of the megaflow key, so the table is all the frozen state needed.
+- Drop reason codes index ``DROP_REASON_NAMES``; 0 means none.
+"""
+
+from __future__ import annotations
+
+OPW = 16  # int64 words per op row
+
+OP_END = 0  # padding; never executed
+OP_RULE = 1  # a0 = rule id: a rule matched (counters +1 packet +len bytes; last ct_state := md;
+#             the lookup did not miss)
+OP_MISS = 2  # a lookup matched no rule (table miss): remember it for the drop reason
+OP_OUTPUT = 3  # a0 = port
+OP_CONTROLLER = 4  # send to the controller
+OP_SET = 5  # a0 = key column, a1 = value, a2 = mask: key[c] = (key[c] & ~mask) | (value & mask)
+OP_CT = 6  # a0 = zone, a1 = CTF_* flags, a2 = mark, a3 = mark mask,
+#            a4..a7 = label (4 x 32 bits, most significant first), a8..a11 = label mask
+OP_RECIRC = 7  # a0 = recirc id: fork; the copy is processed to completion first
+OP_CLEAR_CT_FIELDS = 8  # the flow's ct fields read as untracked (the packet keeps its ct md)
+OP_CT_CLEAR = 9  # the ct_clear action: ct fields, ct md and the connection handle cleared
+OP_DROP = 10  # a0 = drop reason code: stop this pass (e.g. resubmit too deep)
+
+OP_NAMES = {
+    OP_END: "end",
+    OP_RULE: "rule",
+    OP_MISS: "miss",
+    OP_OUTPUT: "output",
+    OP_CONTROLLER: "controller",
+    OP_SET: "set",
+    OP_CT: "ct",
+    OP_RECIRC: "recirc",
+    OP_CLEAR_CT_FIELDS: "clear_ct_fields",
+    OP_CT_CLEAR: "ct_clear",
+    OP_DROP: "drop",
+}
+
+CTF_COMMIT = 1
+CTF_FORCE = 2
+CTF_SET_MARK = 4
+CTF_SET_LABEL = 8
+
+# Drop reasons, in packets.jsonl and stats; code = index.
+DROP_REASON_NAMES = (
+    "",
+    "rx_invalid",
+    "table_miss",
+    "rule_drop",
+    "recirc_depth",
+    "resubmit_depth",
+    "ipf_held",
+    "ipf_invalid",
+)
+DROP_CODE = {name: i for i, name in enumerate(DROP_REASON_NAMES) if name}
+
+CONTROLLER_PORT = -1  # the controller in compiled output-port arrays
+
+
+def recirc_id_for_table(table: int) -> int:
+    return table + 1
+
+
+def table_for_recirc_id(recirc_id: int) -> int:
+    return recirc_id - 1
+
+
+def format_program(ops) -> str:
+    """Human-readable program, one op per line (for traces and test failures)."""
+    lines = []
+    for row in ops:
+        op = int(row[0])
+        name = OP_NAMES.get(op, f"op{op}")
+        if op in (OP_RULE, OP_OUTPUT, OP_RECIRC, OP_DROP):
+            lines.append(f"{name}({int(row[1])})")
+        elif op == OP_SET:
+            lines.append(f"set(col={int(row[1])},value={int(row[2]):#x},mask={int(row[3]):#x})")
+        elif op == OP_CT:
+            flags = int(row[2])
+            parts = [f"zone={int(row[1])}"]
+            parts += [n for b, n in ((CTF_COMMIT, "commit"), (CTF_FORCE, "force")) if flags & b]
+            if flags & CTF_SET_MARK:
+                parts.append(f"mark={int(row[3]):#x}/{int(row[4]):#x}")
+            if flags & CTF_SET_LABEL:
+                parts.append("label")
+            lines.append(f"ct({','.join(parts)})")
+        else:
+            lines.append(name)
+    return "\n".join(lines)
