@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from oracle.compare import differences, ovs_result, run_ctaccel
@@ -12,11 +10,10 @@ from oracle.scenarios import SCENARIOS
 pytestmark = pytest.mark.oracle
 
 
+@pytest.mark.parametrize("mode", ["reference", "recirc", "assume-established"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_ctaccel_matches_ovs(scenario, ovs_oracle, tmp_path):
+def test_ctaccel_matches_ovs(scenario, mode, ovs_oracle, tmp_path):
     ovs = ovs_result(ovs_oracle, scenario)
-    if importlib.util.find_spec("ctaccel.replay") is None:
-        pytest.skip("ctaccel.replay is not written yet (OVS side ran)")
-    ours, conntrack = run_ctaccel(scenario, tmp_path)
+    ours, conntrack = run_ctaccel(scenario, tmp_path, mode)
     report = differences(scenario, ovs, ours, conntrack)
     assert report is None, "\n" + report

@@ -68,8 +68,12 @@ def demo(out_dir):
     multiple=True,
     help="ZONE=N or default=N: conntrack zone limits (dpctl/ct-set-limits).",
 )
+@click.option("--mode", type=click.Choice(["assume-established", "recirc", "reference"]),
+              default="assume-established", show_default=True,
+              help="Datapath: the talk's fast path, OVS's recirculation model (both compiled), "
+              "or the plain-Python reference engine.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No summary.")
-def replay(flows, inputs, out_dir, zone_limits, quiet):
+def replay(flows, inputs, out_dir, zone_limits, mode, quiet):
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
     from rich.console import Console
 
@@ -96,7 +100,7 @@ def _print_summary(s) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"replay → {s.out_dir}", show_header=False)
+    t = Table(title=f"replay ({s.mode}) → {s.out_dir}", show_header=False)
     t.add_row("packets in", str(s.packets_in))
     t.add_row("packets out (frames on ports)", str(s.packets_out))
     if s.to_controller:
@@ -107,6 +111,13 @@ def _print_summary(s) -> None:
     for name, n in sorted(s.conntrack_counters.items()):
         if n:
             t.add_row(f"conntrack: {name}", str(n))
+    for path, n in sorted(s.paths.items()):
+        t.add_row(f"path: {path}", str(n))
+    for name, n in s.datapath_stats.items():
+        if n:
+            t.add_row(f"datapath: {name}", str(n))
+    rate = s.packets_in / s.seconds / 1e3 if s.seconds else 0.0
+    t.add_row("time", f"{s.seconds:.2f} s ({rate:.1f} kpps, including writing the outputs)")
     Console().print(t)
 
 
@@ -167,6 +178,14 @@ def dump_conntrack(flows, inputs, zone, zone_limits):
     for line in engine.conntrack.dump(engine.last_now_ms, zone=zone):
         click.echo(line)
 
+
+def _attach_optional_commands() -> None:
+    from ctaccel.bench.gen_cli import gen
+
+    main.add_command(gen)
+
+
+_attach_optional_commands()
 
 if __name__ == "__main__":
     main()

@@ -18,11 +18,14 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ctaccel.conntrack import Conntrack
-from ctaccel.datapath.reference import CONTROLLER, ReferenceEngine
+from ctaccel.datapath.reference import CONTROLLER, PacketResult, ReferenceEngine
 from ctaccel.errors import InputError
 from ctaccel.io.pcap import PcapWriter, read_capture
 from ctaccel.ofproto.dumpflows import format_dump_flows
@@ -41,6 +44,10 @@ class ReplaySummary:
     out_dir: str = ""
     engine_counters: dict = field(default_factory=dict)
     conntrack_counters: dict = field(default_factory=dict)
+    mode: str = "reference"
+    seconds: float = 0.0
+    paths: dict = field(default_factory=dict)
+    datapath_stats: dict = field(default_factory=dict)
 
 
 def merged_order(captures):
@@ -116,11 +123,64 @@ def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None) -> Re
     return engine
 
 
-def replay(
-    flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None
-) -> ReplaySummary:
+MODES = ("assume-established", "recirc", "reference")
+
+
+def _reference_results(engine, captures, ports):
+    """(n, in_port, ts_ns, now_ms, PacketResult) per packet, one packet at a time."""
+    for n, in_port, frame, ts_ns, now_ms in iter_packets(captures, ports):
+        res = engine.process(frame, in_port, now_ms)
+        res.path = "reference"
+        yield n, in_port, ts_ns, now_ms, res
+
+
+def _batched_results(engine, captures, ports):
+    """The same, through the compiled engine in batches of ``engine.batch_size``."""
+    batch: list = []
+
+    def flush():
+        frames = [b[2] for b in batch]
+        lengths = np.array([len(f) for f in frames], np.int64)
+        offsets = np.zeros(len(frames), np.int64)
+        offsets[1:] = np.cumsum(lengths[:-1])
+        buf = np.concatenate(frames) if frames else np.zeros(0, np.uint8)
+        br = engine.run(buf, offsets, lengths, np.array([b[1] for b in batch], np.int64),
+                        np.array([b[4] for b in batch], np.int64))  # fmt: skip
+        for j, (n, in_port, frame, ts_ns, now_ms) in enumerate(batch):
+            if j in br.slow:
+                res = br.slow[j]
+            else:
+                res = PacketResult(outputs=[(p, frame) for p in br.ports(j)],
+                                   ct_state=br.ct_state(j), drop_reason=br.drop_reason(j),
+                                   recirculations=br.recirculations(j))  # fmt: skip
+            res.path = br.path(j)
+            yield n, in_port, ts_ns, now_ms, res
+
+    for item in iter_packets(captures, ports):
+        batch.append(item)
+        if len(batch) == engine.batch_size:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def make_engine(flows_path, mode, zone_limits=None):
+    """The engine for ``mode``: the reference engine or the compiled one."""
+    if mode not in MODES:
+        raise InputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    ref = build_engine(str(flows_path), zone_limits)
+    if mode == "reference":
+        return ref
+    from ctaccel.datapath.engine import DatapathEngine
+
+    return DatapathEngine(ref.tables, mode=mode, conntrack=ref.conntrack, ipf=ref.ipf)
+
+
+def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None,
+           mode="assume-established") -> ReplaySummary:  # fmt: skip
     """Run the replay; see the module docstring. Raises InputError/RuleError before writing."""
-    engine = build_engine(str(flows_path), zone_limits)
+    engine = make_engine(flows_path, mode, zone_limits)
     captures, ports = load_inputs(inputs)
     out_dir = str(out_dir)
     try:
@@ -129,14 +189,18 @@ def replay(
         raise InputError(f"cannot create output directory {out_dir!r}: {e.strerror}") from e
 
     total = sum(len(c.ts_ns) for c in captures)
-    summary = ReplaySummary(out_dir=out_dir, packets_in=total)
+    summary = ReplaySummary(out_dir=out_dir, packets_in=total, mode=mode)
     writers: dict = {}
     now_ms = 0
+    paths: Counter = Counter()
     bar = _progress(total, progress, console)
+    results = (_reference_results if mode == "reference" else _batched_results)(
+        engine, captures, ports
+    )
+    t0 = time.perf_counter()
     try:
         with open(os.path.join(out_dir, "packets.jsonl"), "w") as jl:
-            for n, in_port, frame, ts_ns, now_ms in iter_packets(captures, ports):
-                res = engine.process(frame, in_port, now_ms)
+            for n, in_port, ts_ns, now_ms, res in results:
                 for port, out_frame in res.outputs:
                     w = writers.get(port)
                     if w is None:
@@ -149,18 +213,11 @@ def replay(
                         summary.packets_out += 1
                 if res.drop_reason:
                     summary.drops[res.drop_reason] += 1
-                jl.write(
-                    json.dumps(
-                        {
-                            "n": n,
-                            "in_port": in_port,
-                            "out": res.out_ports,
-                            "ct_state": res.ct_state,
-                            "drop_reason": res.drop_reason,
-                        }
-                    )
-                    + "\n"
-                )
+                paths[res.path] += 1
+                record = {"n": n, "in_port": in_port, "out": res.out_ports,
+                          "ct_state": res.ct_state, "drop_reason": res.drop_reason,
+                          "path": res.path}  # fmt: skip
+                jl.write(json.dumps(record) + "\n")
                 if n % SWEEP_EVERY == 0:
                     engine.conntrack.sweep(now_ms)
                 if bar is not None and n % 1024 == 0:
@@ -170,14 +227,24 @@ def replay(
             w.close()
         if bar is not None:
             bar.finish()
+    summary.seconds = time.perf_counter() - t0
     with open(os.path.join(out_dir, "conntrack.txt"), "w") as f:
         lines = engine.conntrack.dump(now_ms)
         summary.connections = len(lines)
         f.write("".join(line + "\n" for line in lines))
+    if mode != "reference":
+        engine.rule_counters()  # fold the compiled path's counts into the rules
     with open(os.path.join(out_dir, "flows.txt"), "w") as f:
         f.write(format_dump_flows(engine.tables.all_rules()))
-    summary.engine_counters = dict(engine.counters)
+    summary.paths = dict(paths)
+    summary.engine_counters = dict(getattr(engine, "counters", {}))
     summary.conntrack_counters = dict(engine.conntrack.counters)
+    summary.datapath_stats = dict(engine.stats) if mode != "reference" else {}
+    with open(os.path.join(out_dir, "stats.json"), "w") as f:
+        json.dump({"mode": mode, "packets": total, "seconds": round(summary.seconds, 3),
+                   "paths": summary.paths, "drops": dict(summary.drops),
+                   "datapath": summary.datapath_stats,
+                   "conntrack": summary.conntrack_counters}, f, indent=2)  # fmt: skip
     return summary
 
 

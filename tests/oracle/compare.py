@@ -61,8 +61,11 @@ def write_inputs(scenario: Scenario, directory: Path) -> tuple[Path, list[tuple[
     return flows_path, inputs
 
 
-def run_ctaccel(scenario: Scenario, tmp_path: Path) -> tuple[list[dict], list[str]]:
-    """Replay ``scenario`` with ctaccel; returns (packets.jsonl records, conntrack lines)."""
+def run_ctaccel(
+    scenario: Scenario, tmp_path: Path, mode: str = "assume-established"
+) -> tuple[list[dict], list[str]]:
+    """Replay ``scenario`` with ctaccel in ``mode``; returns (packets.jsonl records, conntrack
+    lines)."""
     from ctaccel.replay import replay
 
     flows_path, inputs = write_inputs(scenario, tmp_path / "in")
@@ -73,6 +76,7 @@ def run_ctaccel(scenario: Scenario, tmp_path: Path) -> tuple[list[dict], list[st
         out_dir=out_dir,
         zone_limits=scenario.zone_limits or None,
         progress=False,
+        mode=mode,
     )
     records = [
         json.loads(line)

@@ -70,6 +70,7 @@ from ctaccel.conntrack.table import (
     ST_INVALID_NEW,
     ST_INVALID_PREMARKED,
     ST_INVALID_UPDATE,
+    ST_LIMIT_SWEEP_MS,
     ST_MAX_CONNS,
     ST_N_CONNS,
     ST_NEXT_SEQ,
@@ -78,6 +79,7 @@ from ctaccel.conntrack.table import (
     ST_REFUSED_ZONE_LIMIT,
     ST_RELATED_UNMATCHED,
     ST_REPLACED,
+    ST_SWEPT,
     T_DL_TYPE,
     T_DST,
     T_DWORD,
@@ -282,7 +284,17 @@ def commit_conn(
         column = zone
     elif zone_limits[ZL_LIMIT, ZL_DEFAULT] >= 0:
         column = ZL_DEFAULT
-    if column >= 0 and zone_limits[ZL_COUNT, column] >= zone_limits[ZL_LIMIT, column]:
+    at_limit = column >= 0 and zone_limits[ZL_COUNT, column] >= zone_limits[ZL_LIMIT, column]
+    if (at_limit or stats[ST_N_CONNS] >= stats[ST_MAX_CONNS]) and (
+        stats[ST_LIMIT_SWEEP_MS] != now_ms + 1
+    ):
+        # Expired connections must not hold a place. OVS frees them from a timer-driven
+        # sweeper, so when they stop counting depends on wall-clock luck; we free them here,
+        # so the answer depends only on packet times (and not on when sweep() last ran).
+        stats[ST_LIMIT_SWEEP_MS] = now_ms + 1
+        stats[ST_SWEPT] += sweep_expired(conns, index, free_slots, stats, zone_limits, now_ms)
+        at_limit = column >= 0 and zone_limits[ZL_COUNT, column] >= zone_limits[ZL_LIMIT, column]
+    if at_limit:
         stats[ST_REFUSED_ZONE_LIMIT] += 1
         return -1
     if stats[ST_N_CONNS] >= stats[ST_MAX_CONNS]:

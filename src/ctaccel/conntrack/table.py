@@ -86,6 +86,7 @@ ST_REPLACED = 15  # connections ended by the tracker to start a new one (port re
 ST_CACHED_HITS = 16  # ct() served from the packet's cached connection
 ST_SWEPT = 17  # expired connections removed by sweep()
 ST_FLUSHED = 18  # connections removed by flush()
+ST_LIMIT_SWEEP_MS = 19  # 1 + the packet time of the last sweep made by a commit at a limit
 ST_WIDTH = 24
 
 COUNTER_NAMES = (

@@ -17,7 +17,8 @@ that agrees with the looked-up key on the ``wc`` bits gets the same rule (tests 
 This is the slow path (plain Python, once per megaflow miss), so clarity beats speed here.
 
 Invariants: ``tables[t]`` is sorted by (-priority, order); every rule's match values are
-masked (``value & ~mask == 0``), so a hit is ``key[col] & mask == value`` for each triple.
+masked (``value & ~mask == 0``), so a hit is ``key[col] & mask == value`` for each triple;
+``rule.rule_id`` is the rule's index in :meth:`FlowTables.all_rules` (set when built).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class FlowTables:
                 ]
             self._by_dl_type[table_id] = buckets
             self._wild[table_id] = wild
+        # A stable integer id per rule (its index in all_rules()): datapath programs name
+        # the rules they hit by it (OP_RULE), for counters.
+        for rule_id, rule in enumerate(self.all_rules()):
+            rule.rule_id = rule_id
 
     def all_rules(self) -> list[Rule]:
         """Every rule in dump order: table ascending, then lookup order within a table."""

@@ -1,0 +1,622 @@
+"""The compiled batch datapath: megaflow passes, conntrack, recirculation, the fast path.
+
+What: ``run_batch`` processes packets ``start..n-1`` of a batch in arrival order, in numba,
+and stops only when Python is needed: a megaflow miss (an upcall: translate, install,
+resume this very packet where it stopped) or a packet the compiled path does not handle
+(IP fragments, or a moment when fragment reassembly has something to release): Python runs
+that packet through the reference engine, then calls again from the next one.
+
+Design:
+- Pass 1 parses the whole batch (``parse_batch``); pass 2 runs each packet.
+- recirc mode (OVS): each pass looks up the megaflow cache with (key, recirc id); the entry's
+  program (datapath/program.py) runs; ``OP_RECIRC`` pushes the original on a small stack and
+  processes the copy to completion first, as dpif-netdev does; depth is capped at 8.
+- assume-established mode (the talk): first an exact-match lookup on the packet's entry key
+  (in_port and every header field). An entry exists only for packets whose every ct step was
+  ``+est`` on a committed TCP/UDP connection. On a hit each step is re-checked with
+  ``ct_recheck`` (alive, same generation, not expired, the tracker update valid and without
+  a state change); any doubt restores every touched row and punts to the megaflow path, as
+  if the cache did not exist. Entries are installed here, in compiled code, after full
+  processing of a packet that qualifies.
+- The VM's state (stack, current key, counters of the packet) lives in caller-owned arrays,
+  so a miss can suspend a packet and a later call can resume it.
+
+Invariants:
+- Packets are completed strictly in order; a suspended packet is resumed before any later
+  packet runs.
+- The fast path never creates or deletes a connection and never changes protocol state.
+- Rule counters, outputs, ct_state and drop reason are exactly what the reference engine
+  would produce (tests/test_equivalence.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctaccel.conntrack.core import ct_execute
+from ctaccel.conntrack.established import RECHECK_GONE, ct_recheck
+from ctaccel.conntrack.layout import (
+    C_GENERATION,
+    C_LABEL,
+    C_MARK,
+    C_PROTO,
+    C_USED,
+    C_ZONE,
+    CONN_WIDTH,
+)
+from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup
+from ctaccel.datapath.megaflow import MF_RECIRC, MF_WIDTH, mf_lookup
+from ctaccel.datapath.program import (
+    CTF_COMMIT,
+    CTF_FORCE,
+    CTF_SET_LABEL,
+    CTF_SET_MARK,
+    OP_CLEAR_CT_FIELDS,
+    OP_CONTROLLER,
+    OP_CT,
+    OP_CT_CLEAR,
+    OP_DROP,
+    OP_MISS,
+    OP_OUTPUT,
+    OP_RECIRC,
+    OP_RULE,
+    OP_SET,
+)
+from ctaccel.jit import njit
+from ctaccel.packet.key import (
+    CS_ESTABLISHED,
+    CS_INVALID,
+    CS_NEW,
+    CS_RELATED,
+    CT_STATE,
+    CT_TP_DST,
+    DL_TYPE,
+    ETH_TYPE_IP,
+    ETH_TYPE_IPV6,
+    FRAG_ANY,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    KEY_WIDTH,
+    L4_LEN,
+    L4_OFS,
+    NW_FRAG,
+    PARSE_FIRST,
+    PARSE_FLAGS,
+    TCP_FLAGS,
+)
+from ctaccel.packet.parse import parse_batch
+
+MAX_RECIRC_DEPTH = 8
+NCT = CT_TP_DST - CT_STATE + 1  # ct columns of the key
+EM_WIDTH = TCP_FLAGS + 1  # entry key: in_port .. tcp_flags
+ETH_HEADER_LEN = 14
+
+# run_batch return status (vm[VM_STATUS])
+ST_DONE = 0  # every packet processed
+ST_MISS = 1  # megaflow miss: vm holds the suspended packet; upcall then resume
+ST_SLOW = 2  # packet vm[VM_PACKET] must be processed by the reference engine
+ST_FULL = 3  # an output array is full: Python drains results and calls again
+
+# vm scalars
+VM_STATUS = 0
+VM_PACKET = 1  # packet index the status refers to
+VM_RESUME = 2  # 1: the packet at `start` is suspended and must be resumed
+VM_DEPTH = 3  # stack depth (recirculations in progress)
+VM_PROG = 4
+VM_PC = 5
+VM_END = 6
+VM_HANDLE = 7
+VM_RECIRC_ID = 8
+VM_MATCHED = 9
+VM_MISSED = 10
+VM_LAST_CT = 11
+VM_RECIRC_DROPPED = 12
+VM_DROP_CODE = 13
+VM_RECIRCS = 14
+VM_NOUT = 15  # outputs of the current packet
+VM_OUT_BASE = 16  # where its outputs start in out_ports
+VM_NSTEPS = 17  # ct steps recorded for a fast-path install
+VM_NRULES = 18
+VM_ELIGIBLE = 19
+VM_UPCALLED = 20  # this packet needed at least one upcall
+VM_NEED_LOOKUP = 21
+VM_WIDTH = 24
+
+# per-packet results
+R_NOUT = 0
+R_OUT_START = 1
+R_CT_STATE = 2  # -1: no rule matched
+R_DROP = 3  # program.DROP_REASON_NAMES index
+R_PATH = 4
+R_RECIRCS = 5
+R_PUNT = 6
+RES_WIDTH = 8
+
+PATH_NONE = 0
+PATH_FAST = 1
+PATH_MEGAFLOW = 2
+PATH_UPCALL = 3
+PATH_SLOW = 4
+PATH_RX_INVALID = 5
+PATH_NAMES = ("", "fast", "megaflow", "upcall", "slow", "rx_invalid")
+
+PUNT_NONE = 0
+PUNT_MISS = 1  # no exact-match entry
+PUNT_CONN = 2  # a connection is gone, replaced or expired
+PUNT_STATE = 3  # the tracker would change state or reject the packet
+PUNT_INELIGIBLE = 4  # the packet itself cannot take the fast path (parse flags, fragment)
+PUNT_NAMES = ("", "miss", "conn", "state", "ineligible")
+
+# kernel statistics (kstats)
+KS_FAST = 0
+KS_PUNT_MISS = 1
+KS_PUNT_CONN = 2
+KS_PUNT_STATE = 3
+KS_PUNT_INELIGIBLE = 4
+KS_MF_LOOKUPS = 5
+KS_MF_HITS = 6
+KS_RECIRCS = 7
+KS_FP_INSTALLS = 8
+KS_FP_FULL = 9  # times the fast-path cache was full and started afresh
+KS_CT_CALLS = 10
+KS_OUT_OVERFLOW = 11
+KS_WIDTH = 16
+
+# fast-path entries
+MAX_STEPS = 4
+MAX_FP_OUT = 8
+MAX_FP_RULES = 16
+FI_NSTEPS = 0
+FI_NOUT = 1
+FI_NRULES = 2
+FI_CT_STATE = 3
+FI_DROP = 4
+FI_RECIRCS = 5
+FI_WIDTH = 8
+S_SLOT = 0
+S_GEN = 1
+S_REPLY = 2
+S_PROTO = 3
+S_STATE = 4  # expected ct_state after the step
+S_UPDATE = 5  # 1: the step updated the connection (first lookup); 0: reused the handle
+S_MARK = 6  # ct_mark and ct_label the rules saw (later rules may match on them)
+S_LABEL = 7  # 4 columns
+S_WIDTH = 11
+MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT_OVERFLOW)
+FP_COUNT = 0  # fp_state: entries used
+FP_CAP = 1
+
+
+@njit(inline="always")
+def _copy_ct_fields(src, dst):
+    for c in range(NCT):
+        dst[c] = src[CT_STATE + c]
+
+
+@njit
+def _finish_packet(i, vm, res, out_ports):
+    """Fill the packet's results from the VM scalars (the reference engine's rules)."""
+    nout = vm[VM_NOUT]
+    res[i, R_NOUT] = nout
+    res[i, R_OUT_START] = vm[VM_OUT_BASE]
+    res[i, R_CT_STATE] = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
+    res[i, R_RECIRCS] = vm[VM_RECIRCS]
+    drop = 0
+    if nout == 0:
+        if vm[VM_DROP_CODE] != 0:
+            drop = vm[VM_DROP_CODE]
+        elif vm[VM_RECIRC_DROPPED]:
+            drop = 4  # recirc_depth
+        elif vm[VM_MISSED]:
+            drop = 2  # table_miss
+        else:
+            drop = 3  # rule_drop
+    res[i, R_DROP] = drop
+
+
+@njit
+def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_info, fp_steps, fp_out,
+                fp_rules, rule_stats, saved, res, i, out_ports, out_n):  # fmt: skip
+    """Try the fast path with entry ``e``; PUNT_NONE when the packet was completed."""
+    nsteps = fp_info[e, FI_NSTEPS]
+    l4_ofs = key[L4_OFS]
+    l4_len = min(key[L4_LEN], flen - l4_ofs)
+    for s in range(nsteps):
+        slot = fp_steps[e, s, S_SLOT]
+        if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != fp_steps[e, s, S_GEN]:
+            _restore(conns, fp_steps, e, s, saved)
+            return PUNT_CONN
+        same_md = conns[slot, C_MARK] == fp_steps[e, s, S_MARK]
+        for c in range(4):
+            if conns[slot, C_LABEL + c] != fp_steps[e, s, S_LABEL + c]:
+                same_md = False
+        if not same_md:  # later rules may match ct_mark/ct_label: their path could differ
+            _restore(conns, fp_steps, e, s, saved)
+            return PUNT_STATE
+        if fp_steps[e, s, S_UPDATE] == 0:
+            continue  # full processing reuses the packet's connection without an update
+        st = ct_recheck(conns, slot, fp_steps[e, s, S_GEN], fp_steps[e, s, S_REPLY],
+                        fp_steps[e, s, S_PROTO], frame, l4_ofs, l4_len, now_ms, timeouts,
+                        saved[s])  # fmt: skip
+        if st != fp_steps[e, s, S_STATE]:
+            _restore(conns, fp_steps, e, s, saved)
+            if st >= 0:  # valid but a different ct_state than recorded: undo this one too
+                for c in range(CONN_WIDTH):
+                    conns[slot, c] = saved[s, c]
+            return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
+    for r in range(fp_info[e, FI_NRULES]):
+        rid = fp_rules[e, r]
+        rule_stats[rid, 0] += 1
+        rule_stats[rid, 1] += flen
+    nout = fp_info[e, FI_NOUT]
+    base = out_n[0]
+    for o in range(nout):
+        out_ports[base + o] = fp_out[e, o]
+    out_n[0] = base + nout
+    res[i, R_NOUT] = nout
+    res[i, R_OUT_START] = base
+    res[i, R_CT_STATE] = fp_info[e, FI_CT_STATE]
+    res[i, R_DROP] = fp_info[e, FI_DROP] if nout == 0 else 0
+    res[i, R_RECIRCS] = fp_info[e, FI_RECIRCS]
+    res[i, R_PATH] = PATH_FAST
+    return PUNT_NONE
+
+
+@njit
+def _restore(conns, fp_steps, e, upto, saved):
+    """Undo the updates of steps 0..upto-1 (in reverse), so the rows are as before."""
+    for s in range(upto - 1, -1, -1):
+        if fp_steps[e, s, S_UPDATE] == 0:
+            continue
+        slot = fp_steps[e, s, S_SLOT]
+        for c in range(CONN_WIDTH):
+            conns[slot, c] = saved[s, c]
+
+
+@njit
+def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_info, fp_steps,
+             fp_out, fp_rules, fp_state, em_keys, em_used, em_value, em_hashes, em_state,
+             kstats):  # fmt: skip
+    """Record a fast-path entry for a packet whose full processing qualified."""
+    nsteps = vm[VM_NSTEPS]
+    nrules = vm[VM_NRULES]
+    nout = vm[VM_NOUT]
+    if nsteps > MAX_STEPS or nrules > MAX_FP_RULES or nout > MAX_FP_OUT:
+        return
+    for s in range(nsteps):
+        slot = trace_steps[s, S_SLOT]
+        if slot < 0:
+            return
+        st = trace_steps[s, S_STATE]
+        if not (st & CS_ESTABLISHED) or (st & (CS_NEW | CS_INVALID | CS_RELATED)):
+            return
+        proto = conns[slot, C_PROTO]
+        if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
+            return  # ICMP ids and other keys are not all in the entry key
+    e = em_lookup(em_keys, em_used, em_value, em_hashes, em_state, em_key)
+    if e < 0:
+        e = fp_state[FP_COUNT]
+        if e >= fp_state[FP_CAP] or em_state[ES_COUNT] >= em_state[ES_LIMIT]:
+            # Full: start the cache afresh (an entry is only ever a shortcut; dropping all
+            # of them costs a punt each, never a different answer).
+            kstats[KS_FP_FULL] += 1
+            em_used[:] = 0
+            em_hashes[:] = 0
+            em_state[ES_COUNT] = 0
+            e = 0
+        em_insert(em_keys, em_used, em_value, em_hashes, em_state, em_key, e)
+        fp_state[FP_COUNT] = e + 1
+    fp_info[e, FI_NSTEPS] = nsteps
+    fp_info[e, FI_NOUT] = nout
+    fp_info[e, FI_NRULES] = nrules
+    fp_info[e, FI_CT_STATE] = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
+    fp_info[e, FI_RECIRCS] = vm[VM_RECIRCS]
+    drop = 0
+    if nout == 0:
+        if vm[VM_DROP_CODE] != 0:
+            drop = vm[VM_DROP_CODE]
+        elif vm[VM_RECIRC_DROPPED]:
+            drop = 4
+        elif vm[VM_MISSED]:
+            drop = 2
+        else:
+            drop = 3
+    fp_info[e, FI_DROP] = drop
+    for s in range(nsteps):
+        for c in range(S_WIDTH):
+            fp_steps[e, s, c] = trace_steps[s, c]
+    for o in range(nout):
+        fp_out[e, o] = out_ports[vm[VM_OUT_BASE] + o]
+    for r in range(nrules):
+        fp_rules[e, r] = trace_rules[r]
+    kstats[KS_FP_INSTALLS] += 1
+
+
+@njit
+def run_batch(
+    mode,
+    start,
+    buf,
+    offsets,
+    lengths,
+    in_ports,
+    now_ms,
+    keys,
+    parsed,
+    ipf_next_flush_ms,
+    # conntrack
+    conns,
+    ct_index,
+    free_slots,
+    ct_stats,
+    zone_limits,
+    timeouts,
+    # megaflow cache
+    masks,
+    mask_cols,
+    mask_ncols,
+    mask_hits,
+    mask_order,
+    entry_key,
+    entry_mask_id,
+    entry_value,
+    entry_hits,
+    mf_index,
+    mf_state,
+    # programs
+    prog_ops,
+    prog_start,
+    prog_len,
+    # exact-match fast path
+    em_keys,
+    em_used,
+    em_value,
+    em_hashes,
+    em_state,
+    fp_info,
+    fp_steps,
+    fp_out,
+    fp_rules,
+    fp_state,
+    # counters and results
+    rule_stats,
+    kstats,
+    res,
+    out_ports,
+    out_n,
+    # VM state
+    vm,
+    stack_key,
+    stack_md,
+    stack_frame,
+    cur_key,
+    cur_md,
+    trace_steps,
+    trace_rules,
+    mf_key,
+    em_key,
+    saved,
+):
+    """Process packets from ``start``; returns with vm[VM_STATUS] set (see ST_*)."""
+    n = offsets.shape[0]
+    if parsed[0] == 0:
+        parse_batch(buf, offsets, lengths, in_ports, keys)
+        parsed[0] = 1
+    label4 = np.zeros(4, np.int64)
+    label_mask4 = np.zeros(4, np.int64)
+    for i in range(start, n):
+        off = offsets[i]
+        flen = lengths[i]
+        frame = buf[off : off + flen]
+        now = now_ms[i]
+        if vm[VM_RESUME] == 1 and i == start:
+            vm[VM_RESUME] = 0
+        else:
+            # ---- a fresh packet ----------------------------------------------------------
+            res[i, R_PUNT] = PUNT_NONE
+            if flen < ETH_HEADER_LEN:
+                res[i, R_NOUT] = 0
+                res[i, R_OUT_START] = out_n[0]
+                res[i, R_CT_STATE] = -1
+                res[i, R_DROP] = 1  # rx_invalid
+                res[i, R_PATH] = PATH_RX_INVALID
+                res[i, R_RECIRCS] = 0
+                continue
+            if out_n[0] + MAX_OUT_PER_PACKET > out_ports.shape[0]:
+                vm[VM_STATUS] = ST_FULL
+                vm[VM_PACKET] = i
+                return
+            key = keys[i]
+            dl_type = key[DL_TYPE]
+            is_ip = dl_type == ETH_TYPE_IP or dl_type == ETH_TYPE_IPV6
+            if (is_ip and key[NW_FRAG] & FRAG_ANY) or now >= ipf_next_flush_ms:
+                vm[VM_STATUS] = ST_SLOW
+                vm[VM_PACKET] = i
+                return
+            if mode == 1:
+                for c in range(EM_WIDTH):
+                    em_key[c] = key[c]
+                punt = PUNT_INELIGIBLE
+                if key[PARSE_FLAGS] == 0:
+                    e = em_lookup(em_keys, em_used, em_value, em_hashes, em_state, em_key)
+                    if e < 0:
+                        punt = PUNT_MISS
+                    else:
+                        punt = _fast_apply(e, frame, flen, key, now, conns, timeouts, fp_info,
+                                           fp_steps, fp_out, fp_rules, rule_stats, saved, res,
+                                           i, out_ports, out_n)  # fmt: skip
+                if punt == PUNT_NONE:
+                    kstats[KS_FAST] += 1
+                    continue
+                kstats[punt] += 1  # KS_PUNT_* == PUNT_* by construction
+                res[i, R_PUNT] = punt
+                vm[VM_ELIGIBLE] = 1 if key[PARSE_FLAGS] == 0 else 0
+            else:
+                vm[VM_ELIGIBLE] = 0
+            for c in range(KEY_WIDTH):
+                cur_key[c] = key[c]
+            for c in range(NCT):
+                cur_md[c] = 0
+            vm[VM_DEPTH] = 0
+            vm[VM_HANDLE] = -1
+            vm[VM_RECIRC_ID] = 0
+            vm[VM_MATCHED] = 0
+            vm[VM_MISSED] = 0
+            vm[VM_LAST_CT] = 0
+            vm[VM_RECIRC_DROPPED] = 0
+            vm[VM_DROP_CODE] = 0
+            vm[VM_RECIRCS] = 0
+            vm[VM_NOUT] = 0
+            vm[VM_OUT_BASE] = out_n[0]
+            vm[VM_NSTEPS] = 0
+            vm[VM_NRULES] = 0
+            vm[VM_UPCALLED] = 0
+            vm[VM_NEED_LOOKUP] = 1
+        # ---- the VM: passes until the packet and all its recirculations are done ---------
+        while True:
+            if vm[VM_NEED_LOOKUP] == 1:
+                for c in range(PARSE_FIRST):
+                    mf_key[c] = cur_key[c]
+                mf_key[MF_RECIRC] = vm[VM_RECIRC_ID]
+                kstats[KS_MF_LOOKUPS] += 1
+                ent = mf_lookup(masks, mask_cols, mask_ncols, mask_hits, mask_order, entry_key,
+                                entry_mask_id, entry_value, entry_hits, mf_index, mf_state,
+                                mf_key)  # fmt: skip
+                if ent < 0:
+                    vm[VM_STATUS] = ST_MISS
+                    vm[VM_PACKET] = i
+                    vm[VM_UPCALLED] = 1
+                    return
+                kstats[KS_MF_HITS] += 1
+                prog = entry_value[ent]
+                vm[VM_PROG] = prog
+                vm[VM_PC] = prog_start[prog]
+                vm[VM_END] = prog_start[prog] + prog_len[prog]
+                vm[VM_NEED_LOOKUP] = 0
+            pc = vm[VM_PC]
+            end = vm[VM_END]
+            recirculate = False
+            while pc < end:
+                op = prog_ops[pc, 0]
+                pc += 1
+                if op == OP_RULE:
+                    rid = prog_ops[pc - 1, 1]
+                    rule_stats[rid, 0] += 1
+                    rule_stats[rid, 1] += flen
+                    vm[VM_MATCHED] = 1
+                    vm[VM_MISSED] = 0
+                    vm[VM_LAST_CT] = cur_key[CT_STATE]
+                    if vm[VM_NRULES] < MAX_FP_RULES:
+                        trace_rules[vm[VM_NRULES]] = rid
+                    vm[VM_NRULES] += 1
+                elif op == OP_MISS:
+                    vm[VM_MISSED] = 1
+                elif op == OP_OUTPUT or op == OP_CONTROLLER:
+                    if vm[VM_NOUT] >= MAX_OUT_PER_PACKET:
+                        kstats[KS_OUT_OVERFLOW] += 1
+                        continue
+                    port = prog_ops[pc - 1, 1] if op == OP_OUTPUT else -1
+                    out_ports[vm[VM_OUT_BASE] + vm[VM_NOUT]] = port
+                    vm[VM_NOUT] += 1
+                    out_n[0] = vm[VM_OUT_BASE] + vm[VM_NOUT]
+                elif op == OP_SET:
+                    col = prog_ops[pc - 1, 1]
+                    mask = prog_ops[pc - 1, 3]
+                    cur_key[col] = (cur_key[col] & ~mask) | (prog_ops[pc - 1, 2] & mask)
+                elif op == OP_CT:
+                    zone = prog_ops[pc - 1, 1]
+                    flags = prog_ops[pc - 1, 2]
+                    for c in range(4):
+                        label4[c] = prog_ops[pc - 1, 5 + c]
+                        label_mask4[c] = prog_ops[pc - 1, 9 + c]
+                    for c in range(NCT):
+                        cur_key[CT_STATE + c] = cur_md[c]
+                    handle_in = vm[VM_HANDLE]
+                    force = (flags & CTF_FORCE) != 0
+                    reuse = False
+                    if handle_in >= 0 and not force and cur_key[CT_STATE] != CS_INVALID:
+                        hs = handle_in >> 1
+                        if hs < conns.shape[0] and conns[hs, C_USED] != 0:
+                            reuse = conns[hs, C_ZONE] == zone
+                    kstats[KS_CT_CALLS] += 1
+                    handle = ct_execute(conns, ct_index, free_slots, ct_stats, zone_limits,
+                                        frame, cur_key, zone, (flags & CTF_COMMIT) != 0, force,
+                                        (flags & CTF_SET_MARK) != 0, prog_ops[pc - 1, 3],
+                                        prog_ops[pc - 1, 4], (flags & CTF_SET_LABEL) != 0,
+                                        label4, label_mask4, now, timeouts,
+                                        handle_in)  # fmt: skip
+                    vm[VM_HANDLE] = handle
+                    _copy_ct_fields(cur_key, cur_md)
+                    s = vm[VM_NSTEPS]
+                    if s < MAX_STEPS:
+                        slot = handle >> 1 if handle >= 0 else -1
+                        trace_steps[s, S_SLOT] = slot
+                        trace_steps[s, S_GEN] = conns[slot, C_GENERATION] if slot >= 0 else 0
+                        trace_steps[s, S_REPLY] = handle & 1 if handle >= 0 else 0
+                        trace_steps[s, S_PROTO] = conns[slot, C_PROTO] if slot >= 0 else 0
+                        trace_steps[s, S_STATE] = cur_key[CT_STATE]
+                        trace_steps[s, S_UPDATE] = 0 if reuse else 1
+                        trace_steps[s, S_MARK] = conns[slot, C_MARK] if slot >= 0 else 0
+                        for c in range(4):
+                            trace_steps[s, S_LABEL + c] = (
+                                conns[slot, C_LABEL + c] if slot >= 0 else 0
+                            )
+                    vm[VM_NSTEPS] = s + 1
+                    if flags & (CTF_SET_MARK | CTF_SET_LABEL | CTF_FORCE):
+                        vm[VM_ELIGIBLE] = 0
+                elif op == OP_RECIRC:
+                    if vm[VM_DEPTH] >= MAX_RECIRC_DEPTH:
+                        vm[VM_RECIRC_DROPPED] = 1
+                        continue
+                    d = vm[VM_DEPTH]
+                    for c in range(KEY_WIDTH):
+                        stack_key[d, c] = cur_key[c]
+                    for c in range(NCT):
+                        stack_md[d, c] = cur_md[c]
+                    stack_frame[d, 0] = pc
+                    stack_frame[d, 1] = end
+                    stack_frame[d, 2] = vm[VM_HANDLE]
+                    stack_frame[d, 3] = vm[VM_RECIRC_ID]
+                    vm[VM_DEPTH] = d + 1
+                    vm[VM_RECIRCS] += 1
+                    kstats[KS_RECIRCS] += 1
+                    vm[VM_RECIRC_ID] = prog_ops[pc - 1, 1]
+                    vm[VM_NEED_LOOKUP] = 1
+                    recirculate = True
+                    break
+                elif op == OP_CLEAR_CT_FIELDS:
+                    for c in range(NCT):
+                        cur_key[CT_STATE + c] = 0
+                elif op == OP_CT_CLEAR:
+                    for c in range(NCT):
+                        cur_key[CT_STATE + c] = 0
+                        cur_md[c] = 0
+                    vm[VM_HANDLE] = -1
+                elif op == OP_DROP:
+                    vm[VM_DROP_CODE] = prog_ops[pc - 1, 1]
+                    pc = end
+            vm[VM_PC] = pc
+            if recirculate:
+                continue
+            # this pass is over: resume the original of the innermost fork, if any
+            if vm[VM_DEPTH] == 0:
+                break
+            d = vm[VM_DEPTH] - 1
+            vm[VM_DEPTH] = d
+            for c in range(KEY_WIDTH):
+                cur_key[c] = stack_key[d, c]
+            for c in range(NCT):
+                cur_md[c] = stack_md[d, c]
+            vm[VM_PC] = stack_frame[d, 0]
+            vm[VM_END] = stack_frame[d, 1]
+            vm[VM_HANDLE] = stack_frame[d, 2]
+            vm[VM_RECIRC_ID] = stack_frame[d, 3]
+        # ---- the packet is complete -------------------------------------------------------
+        _finish_packet(i, vm, res, out_ports)
+        res[i, R_PATH] = PATH_UPCALL if vm[VM_UPCALLED] else PATH_MEGAFLOW
+        if mode == 1 and vm[VM_ELIGIBLE] == 1:
+            _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_info, fp_steps,
+                     fp_out, fp_rules, fp_state, em_keys, em_used, em_value, em_hashes,
+                     em_state, kstats)  # fmt: skip
+    vm[VM_STATUS] = ST_DONE
+    vm[VM_PACKET] = n
