@@ -164,7 +164,7 @@ class _Translator:
         nbits = ref.nbits if nbits is None else min(nbits, ref.nbits)
         range_mask = ((1 << nbits) - 1) << ref.start
         for col, bits in _column_words(ref.col, ref.ncols, range_mask):
-            pass
+            self.wc[col] |= bits
         whole = K.get_wide(self.key, ref.col, ref.ncols)
         return (whole >> ref.start) & ((1 << nbits) - 1)
 
