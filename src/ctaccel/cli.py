@@ -116,6 +116,8 @@ def _print_summary(s) -> None:
     for name, n in s.datapath_stats.items():
         if n:
             t.add_row(f"datapath: {name}", str(n))
+    if s.warmup_seconds:
+        t.add_row("warm-up (compile or cache load)", f"{s.warmup_seconds:.2f} s")
     rate = s.packets_in / s.seconds / 1e3 if s.seconds else 0.0
     t.add_row("time", f"{s.seconds:.2f} s ({rate:.1f} kpps, including writing the outputs)")
     Console().print(t)

@@ -117,6 +117,11 @@ class DatapathEngine:
         for i, rule in enumerate(self.rules):
             rule.rule_id = i
         self.rule_stats = np.zeros((max(len(self.rules), 1), 2), np.int64)
+        # The fast path's entry key leaves TCP flags out unless a rule looks at them.
+        self._em_flags_mask = 0
+        for rule in self.rules:
+            if any(col == K.TCP_FLAGS and mask for col, _v, mask in rule.match):
+                self._em_flags_mask = 0xFFF
         self.reference = ReferenceEngine(self.tables, self.conntrack, self.ipf)
         self.megaflow = MegaflowCache(self._megaflow_capacity)
         self.exact = ExactTable(KR.EM_WIDTH, self._fastpath_capacity)
@@ -221,7 +226,7 @@ class DatapathEngine:
             em = self.exact.tables
             KR.run_batch(
                 mode, start, buf, offsets, lengths, in_ports, now_ms, keys, parsed,
-                self.ipf.next_flush_ms,
+                self.ipf.next_flush_ms, self._em_flags_mask,
                 ct.conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, ct.timeouts,
                 *mf,
                 self._prog_ops, self._prog_start, self._prog_len,

@@ -12,7 +12,7 @@ Design:
   program (datapath/program.py) runs; ``OP_RECIRC`` pushes the original on a small stack and
   processes the copy to completion first, as dpif-netdev does; depth is capped at 8.
 - assume-established mode (the talk): first an exact-match lookup on the packet's entry key
-  (in_port and every header field). An entry exists only for packets whose every ct step was
+  (in_port and every header field; TCP flags only when a rule matches on them). An entry exists only for packets whose every ct step was
   ``+est`` on a committed TCP/UDP connection. On a hit each step is re-checked with
   ``ct_recheck`` (alive, same generation, not expired, the tracker update valid and without
   a state change); any doubt restores every touched row and punts to the megaflow path, as
@@ -45,7 +45,7 @@ from ctaccel.conntrack.layout import (
     CONN_WIDTH,
 )
 from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup
-from ctaccel.datapath.megaflow import MF_RECIRC, MF_WIDTH, mf_lookup
+from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
 from ctaccel.datapath.program import (
     CTF_COMMIT,
     CTF_FORCE,
@@ -344,6 +344,7 @@ def run_batch(
     keys,
     parsed,
     ipf_next_flush_ms,
+    em_flags_mask,
     # conntrack
     conns,
     ct_index,
@@ -436,6 +437,9 @@ def run_batch(
             if mode == 1:
                 for c in range(EM_WIDTH):
                     em_key[c] = key[c]
+                # TCP flags are part of the entry key only if some rule matches on them;
+                # otherwise the pipeline cannot depend on them (the recheck still looks).
+                em_key[TCP_FLAGS] &= em_flags_mask
                 punt = PUNT_INELIGIBLE
                 if key[PARSE_FLAGS] == 0:
                     e = em_lookup(em_keys, em_used, em_value, em_hashes, em_state, em_key)
