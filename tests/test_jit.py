@@ -1,0 +1,82 @@
+"""Compiled kernels: the same answers without the compiler, and a cache that cannot go stale
+or stop an import."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import ctaccel.jit as jit
+
+RUN_BOTH_MODES = textwrap.dedent(
+    """
+    import json
+    from ctaccel.conntrack import Conntrack
+    from ctaccel.datapath.engine import DatapathEngine
+    from ctaccel.datapath.reference import ReferenceEngine
+    from ctaccel.demo import TCP_FLOWS, UDP_FLOWS, tcp_packets, udp_packets
+    from ctaccel.ofproto.rules import parse_flows
+
+    out = {}
+    for name, flows, pkts in (("udp", UDP_FLOWS, udp_packets()), ("tcp", TCP_FLOWS, tcp_packets())):
+        frames = [f for _p, f, _w in pkts] * 2
+        ports = [p for p, _f, _w in pkts] * 2
+        now = [1000 + i for i in range(len(frames))]
+        for mode in ("recirc", "assume-established"):
+            eng = DatapathEngine(parse_flows(flows, "x"), mode=mode, batch_size=7)
+            rs = eng.process_batch(frames, ports, now)
+            out[name + "/" + mode] = {
+                "packets": [[r.out_ports, r.ct_state, r.drop_reason, r.path] for r in rs],
+                "conntrack": eng.conntrack.dump(now[-1]),
+                "rules": eng.rule_counters(),
+            }
+        ref = ReferenceEngine(parse_flows(flows, "x"), Conntrack())
+        rs = [ref.process(f, p, t) for f, p, t in zip(frames, ports, now)]
+        out[name + "/reference"] = {
+            "packets": [[r.out_ports, r.ct_state, r.drop_reason] for r in rs],
+            "conntrack": ref.conntrack.dump(now[-1]),
+            "rules": [[r.n_packets, r.n_bytes] for r in ref.tables.all_rules()],
+        }
+    print(json.dumps(out))
+    """
+)
+
+
+def _run(code, env_extra):
+    env = dict(os.environ, **env_extra)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_kernels_without_jit_give_the_jitted_answers_and_the_references():
+    plain = _run(RUN_BOTH_MODES, {"NUMBA_DISABLE_JIT": "1"})
+    compiled = _run(RUN_BOTH_MODES, {})
+    assert plain == compiled
+    for name in ("udp", "tcp"):
+        ref = compiled[name + "/reference"]
+        for mode in ("recirc", "assume-established"):
+            got = compiled[f"{name}/{mode}"]
+            assert [p[:3] for p in got["packets"]] == ref["packets"]
+            assert got["conntrack"] == ref["conntrack"]
+            assert [list(x) for x in got["rules"]] == ref["rules"]
+    # the replayed half of the TCP conversation reuses cached entries in the fast mode
+    paths = [p[3] for p in compiled["udp/assume-established"]["packets"]]
+    assert "fast" in paths
+
+
+def test_an_unwritable_cache_location_falls_back_and_still_imports(tmp_path):
+    code = "import ctaccel.datapath.kernel, ctaccel.jit as j, json; print(json.dumps(j.CACHE_DIR))"
+    env = {"NUMBA_CACHE_DIR": "/proc/ctaccel-cannot-write-here",
+           "XDG_CACHE_HOME": "/proc/nor-here", "HOME": "/proc", "TMPDIR": str(tmp_path)}  # fmt: skip
+    chosen = _run(code, env)
+    assert chosen.startswith(str(tmp_path)) and jit.source_digest() in chosen
+
+
+def test_cache_directory_is_named_after_the_sources():
+    assert jit.source_digest() == jit.source_digest()
+    assert jit.CACHE_DIR is None or jit.source_digest() in jit.CACHE_DIR
