@@ -1,0 +1,195 @@
+"""The fast path's guarantees (assume-established mode) and the recirc mode's shape.
+
+What: on the talk's workload A, established data takes path "fast"; in recirc mode every
+packet recirculates exactly once; on workload B upcalls are per megaflow, not per
+connection; a spoofed or out-of-window packet on a cached 5-tuple, a RST, a FIN, a packet
+after a flush or after expiry, are all left to full processing and get the reference
+engine's verdict; a run of fast hits creates no connection.
+
+Design: each scenario is a packet list from ``traffic`` (warm-up, then probe packets in a
+batch of their own); the reference engine runs the same list for the expected verdicts, and
+the whole run is also compared packet for packet (``traffic.first_divergence``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import traffic as T
+
+try:
+    from ctaccel.datapath.engine import DatapathEngine
+except ImportError as exc:  # the engine is not there yet
+    pytest.skip(f"ctaccel.datapath.engine unavailable: {exc}", allow_module_level=True)
+
+FAST = "fast"
+AE = "assume-established"
+
+
+def run_checked(packets, plan: T.Plan, mode: str = AE, rules: str = T.WORKLOAD_FLOWS):
+    """(reference run, engine run), after checking they agree packet for packet."""
+    expected = T.run_reference(rules, packets, plan)
+    got = T.run_engine(DatapathEngine, mode, rules, packets, plan)
+    report = T.first_divergence(packets, expected, got, mode, plan,
+                                compare_recirculations=(mode == "recirc"))  # fmt: skip
+    assert report is None, report
+    return expected, got
+
+
+def warm_then(n_flows: int, probe, rounds: int = 2, seed: int = 3, v6: bool = False):
+    """Workload A with ``rounds`` data rounds (fast-path entries installed and used), then
+    the packets ``probe(convs)`` returns, one ms later, in a batch of their own."""
+    warm, convs = T.workload_a_with_conversations(n_flows, rounds, seed, v6)
+    now = warm[-1][2] + 1
+    probes = [(p, f, now) for p, f in probe(convs)]
+    return warm + probes, T.Plan((len(warm), len(probes))), len(warm)
+
+
+def data_round(convs):
+    return [c.data(d, 64) for c in convs for d in (True, False)]
+
+
+# --- workload A ---------------------------------------------------------------------------------
+
+
+def test_established_data_takes_the_fast_path():
+    n_flows, rounds = 2000, 6
+    packets, _convs = T.workload_a_with_conversations(n_flows, rounds, seed=5)
+    plan = T.Plan(tuple(T.batch_sizes(len(packets), 5, 256, 256)))
+    run = T.run_engine(DatapathEngine, AE, T.WORKLOAD_FLOWS, packets, plan, keep_engine=True)
+    handshakes, per_round = 3 * n_flows, 2 * n_flows
+    # Round 1 holds each direction's first data segment (its fast-path entry is installed
+    # then); from round 2 on, established data must go fast.
+    steady = run.results[handshakes + per_round :]
+    assert len(steady) == (rounds - 1) * per_round
+    fast = [r for r in steady if r.path == FAST]
+    assert len(fast) >= 0.99 * len(steady), _path_histogram(steady)
+    for (port, _f, _t), r in zip(packets[handshakes + per_round :], steady, strict=True):
+        assert r.out_ports == [2 if port == 1 else 1] and r.ct_state.startswith("est")
+    assert run.stats["fast_path_hits"] >= len(fast)
+    assert len(run.engine.conntrack) == n_flows
+
+
+def _path_histogram(results) -> dict:
+    hist: dict = {}
+    for r in results:
+        key = (r.path, getattr(r, "punt", ""))
+        hist[key] = hist.get(key, 0) + 1
+    return hist
+
+
+def test_recirc_mode_recirculates_every_packet_exactly_once():
+    packets = T.workload_a(300, 4, seed=6)
+    _expected, got = run_checked(packets, T.plan_for(packets, 6), mode="recirc")
+    assert all(r.recirculations == 1 for r in got.results)
+    assert not any(r.path == FAST for r in got.results)
+    assert got.stats["recirculations"] == len(packets)
+
+
+# --- workload B: upcalls per megaflow --------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["recirc", AE])
+def test_upcalls_are_per_megaflow_not_per_connection(mode):
+    upcalls = {}
+    for n_flows in (40, 400):
+        packets = T.workload_b(n_flows, 4, seed=n_flows)
+        plan = T.Plan(tuple(T.batch_sizes(len(packets), 1, 256, 256)))
+        run = T.run_engine(DatapathEngine, mode, T.WORKLOAD_FLOWS, packets, plan)
+        new = sum(r.ct_state == "new|trk" for r in run.results)
+        assert new >= len(packets) // 4  # ~1 in 3 NEW (the first round of SYNs included)
+        upcalls[n_flows] = run.stats["upcalls"]
+    assert upcalls[40] == upcalls[400], upcalls
+    assert upcalls[400] <= 32, upcalls
+
+
+# --- what the fast path must not accept --------------------------------------------------------
+
+SPOOFS = {
+    "out_of_window": lambda c: c.out_of_window(True),
+    "seq_behind": lambda c: c.blind_data(False),
+    "ack_of_unsent_data": lambda c: c.ack_unsent(True),
+    "blind_rst": lambda c: c.blind_rst(False),
+    "bad_checksum": lambda c: c.bad_checksum(True),
+}
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("spoof", sorted(SPOOFS))
+def test_spoofed_packet_on_an_established_flow_is_not_fast(spoof, v6):
+    def probe(convs):
+        c = convs[3]
+        return [SPOOFS[spoof](c), c.data(True, 10), c.data(False, 10)]
+
+    packets, plan, at = warm_then(20, probe, v6=v6)
+    expected, got = run_checked(packets, plan)
+    assert got.results[at - 1].path == FAST  # the 5-tuple's entries are live
+    spoofed = got.results[at]
+    assert spoofed.path != FAST
+    assert spoofed.ct_state == expected.results[at].ct_state == "inv|trk"
+    assert spoofed.out_ports == [] and spoofed.drop_reason == "rule_drop"
+    # the connection is unharmed: the next genuine segments go fast again
+    assert [r.path for r in got.results[at + 1 :]] == [FAST, FAST]
+
+
+@pytest.mark.parametrize("kind", ["rst_client", "rst_server", "fin_client", "fin_server"])
+def test_rst_or_fin_on_an_established_flow_is_punted(kind):
+    def probe(convs):
+        c = convs[5]
+        from_client = kind.endswith("client")
+        first = c.rst(from_client) if kind.startswith("rst") else c.fin(from_client)
+        return [first, c.data(not from_client, 10), c.data(from_client, 10)]
+
+    packets, plan, at = warm_then(20, probe)
+    expected, got = run_checked(packets, plan)
+    assert got.results[at].path != FAST
+    assert got.results[at].ct_state == expected.results[at].ct_state
+    # after the state change, packets still get the reference verdict (checked above) and
+    # none is accepted on the strength of an entry recorded before it
+    assert got.results[at].out_ports == expected.results[at].out_ports
+
+
+def test_flush_invalidates_cached_entries():
+    packets, _plan, at = warm_then(30, data_round)
+    plan = T.Plan((at, len(packets) - at), flush_at=at)
+    expected, got = run_checked(packets, plan)
+    probe = got.results[at:]
+    assert not any(r.path == FAST for r in probe[:2])
+    # as in the reference: the first segment after the flush is new again (picked up)
+    assert probe[0].ct_state == expected.results[at].ct_state == "new|trk"
+
+
+def test_expired_connection_is_not_served_from_the_cache():
+    warm, convs = T.workload_a_with_conversations(30, 2, seed=4)
+    later = warm[-1][2] + T.TEST_TIMEOUTS_MS["tcp_established"] + 1
+    probes = [(p, f, later) for p, f in data_round(convs)]
+    packets = warm + probes
+    at = len(warm)
+    expected, got = run_checked(packets, T.Plan((at, len(probes))))
+    assert not any(r.path == FAST for r in got.results[at : at + 2])
+    assert got.results[at].ct_state == expected.results[at].ct_state
+    assert expected.results[at].ct_state != "est|trk"  # the reference saw it expired too
+
+
+def test_fast_hits_create_no_state():
+    n_flows = 50
+    packets, plan, at = warm_then(n_flows, lambda convs: data_round(convs) + data_round(convs))
+    got = T.run_engine(
+        DatapathEngine, AE, T.WORKLOAD_FLOWS, packets[:at], T.Plan((at,)), keep_engine=True
+    )
+    eng = got.engine
+    conns_before = len(eng.conntrack)
+    tuples_before = {_tuple_of(line) for line in eng.conntrack.dump(packets[at][2])}
+    hits_before = eng.stats["fast_path_hits"]
+    probe = packets[at:]
+    results = eng.process_batch([f for _p, f, _t in probe], [p for p, _f, _t in probe],
+                                [t for _p, _f, t in probe])  # fmt: skip
+    assert all(r.path == FAST for r in results), _path_histogram(results)
+    assert len(eng.conntrack) == conns_before == n_flows
+    assert {_tuple_of(line) for line in eng.conntrack.dump(probe[-1][2])} == tuples_before
+    assert eng.stats["fast_path_hits"] - hits_before == len(probe)
+
+
+def _tuple_of(dump_line: str) -> str:
+    """The connection part of a dump line (without timers or protocol state)."""
+    return dump_line.split("),reply=")[0]
