@@ -173,3 +173,35 @@ def test_merge_by_timestamp_ties_by_input_order_file_order_kept(tmp_path):
         (1, f[2]),
     ]
     assert [now for _p, _f, now in got] == [5, 5, 5, 6, 9, 9]
+
+
+@pytest.mark.parametrize("mode", ["recirc", "assume-established"])
+def test_every_mode_writes_the_same_files(tmp_path, mode):
+    """packets.jsonl (but `path`), port captures, conntrack.txt and flows.txt are identical."""
+    from ctaccel.demo import TCP_FLOWS, tcp_packets
+    from ctaccel.replay import replay
+
+    flows = tmp_path / "flows.txt"
+    flows.write_text(TCP_FLOWS)
+    pkts = tcp_packets() * 3
+    inputs = []
+    for port in (1, 2):
+        sel = [(i, f) for i, (p, f, _w) in enumerate(pkts) if p == port]
+        path = tmp_path / f"p{port}.pcap"
+        write_pcap(str(path), [f for _i, f in sel], [(5 + i) * 1_000_000 for i, _f in sel])
+        inputs.append((port, str(path)))
+    outs = {}
+    for m in ("reference", mode):
+        d = tmp_path / m
+        replay(str(flows), inputs, str(d), mode=m)
+        recs = [json.loads(x) for x in (d / "packets.jsonl").read_text().splitlines()]
+        for r in recs:
+            assert r.pop("path")
+        files = {
+            name: (d / name).read_bytes()
+            for name in sorted(os.listdir(d))
+            if name.endswith(".pcap") or name in ("conntrack.txt", "flows.txt")
+        }
+        outs[m] = (recs, files)
+    assert outs[mode] == outs["reference"]
+    assert set(outs[mode][1]) >= {"port-1.pcap", "port-2.pcap", "conntrack.txt", "flows.txt"}

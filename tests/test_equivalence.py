@@ -42,11 +42,16 @@ MIN_TOTAL_PACKETS = 100_000
 _packets_by_test: dict[str, int] = {}
 
 
+# CTACCEL_EQUIV_EXPLORE=N: draw N fresh random examples per test instead of the fixed ones
+# (for a developer hunting divergences; CI keeps the derandomized set).
+_EXPLORE = int(os.environ.get("CTACCEL_EQUIV_EXPLORE", "0") or 0)
+
+
 def _settings(n: int):
     return settings(
-        max_examples=n,
+        max_examples=_EXPLORE or n,
         deadline=None,
-        derandomize=True,
+        derandomize=not _EXPLORE,
         database=None,
         # No shrinking: an example takes seconds and the report already names the first
         # diverging packet (and hypothesis prints the parameters to replay it).

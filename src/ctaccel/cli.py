@@ -133,8 +133,11 @@ def _print_summary(s) -> None:
     required=True,
     help="1-based number of the packet to trace, in processing order.",
 )
+@click.option("--mode", type=click.Choice(["assume-established", "recirc", "reference"]),
+              default="assume-established", show_default=True,
+              help="Datapath that processes the packets (see replay --help).")  # fmt: skip
 @click.option("--zone-limit", "zone_limits", multiple=True, help="ZONE=N or default=N.")
-def trace(flows, inputs, packet_no, zone_limits):
+def trace(flows, inputs, packet_no, zone_limits, mode):
     """Show, like ofproto/trace, what the pipeline does with packet N, with the real
     conntrack state built by the packets before it."""
     from ctaccel.replay import parse_inputs
@@ -142,7 +145,11 @@ def trace(flows, inputs, packet_no, zone_limits):
 
     try:
         text = trace_packet(
-            flows, parse_inputs(inputs), packet_no, zone_limits=_zone_limits(zone_limits)
+            flows,
+            parse_inputs(inputs),
+            packet_no,
+            zone_limits=_zone_limits(zone_limits),
+            mode=mode,
         )
     except CtaccelError as e:
         _fail(e)
@@ -152,13 +159,16 @@ def trace(flows, inputs, packet_no, zone_limits):
 @main.command("dump-flows")
 @click.option("--flows", required=True, help="Rule file in ovs-ofctl add-flows syntax.")
 @click.option("--in", "inputs", multiple=True, help=IN_HELP + " Counters come from these.")
-def dump_flows(flows, inputs):
+@click.option("--mode", type=click.Choice(["assume-established", "recirc", "reference"]),
+              default="assume-established", show_default=True,
+              help="Datapath that processes the packets (see replay --help).")  # fmt: skip
+def dump_flows(flows, inputs, mode):
     """Print the rules as `ovs-ofctl dump-flows` does (with counters after --in traffic)."""
     from ctaccel.ofproto.dumpflows import format_dump_flows
     from ctaccel.replay import parse_inputs, run_quietly
 
     try:
-        engine = run_quietly(flows, parse_inputs(inputs))
+        engine = run_quietly(flows, parse_inputs(inputs), mode=mode)
     except CtaccelError as e:
         _fail(e)
     click.echo(format_dump_flows(engine.tables.all_rules()), nl=False)
@@ -168,13 +178,18 @@ def dump_flows(flows, inputs):
 @click.option("--flows", required=True, help="Rule file in ovs-ofctl add-flows syntax.")
 @click.option("--in", "inputs", multiple=True, required=True, help=IN_HELP)
 @click.option("--zone", type=int, default=None, help="Only this zone.")
+@click.option("--mode", type=click.Choice(["assume-established", "recirc", "reference"]),
+              default="assume-established", show_default=True,
+              help="Datapath that processes the packets (see replay --help).")  # fmt: skip
 @click.option("--zone-limit", "zone_limits", multiple=True, help="ZONE=N or default=N.")
-def dump_conntrack(flows, inputs, zone, zone_limits):
+def dump_conntrack(flows, inputs, zone, zone_limits, mode):
     """Replay the traffic and print the connection table as `dpctl/dump-conntrack` does."""
     from ctaccel.replay import parse_inputs, run_quietly
 
     try:
-        engine = run_quietly(flows, parse_inputs(inputs), zone_limits=_zone_limits(zone_limits))
+        engine = run_quietly(
+            flows, parse_inputs(inputs), zone_limits=_zone_limits(zone_limits), mode=mode
+        )
     except CtaccelError as e:
         _fail(e)
     for line in engine.conntrack.dump(engine.last_now_ms, zone=zone):

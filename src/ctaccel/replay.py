@@ -108,34 +108,18 @@ def iter_packets(captures, ports):
         yield n, ports[i], cap.data[off : off + ln], ts_ns, now_ms
 
 
-def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None) -> ReferenceEngine:
-    """Process the inputs, keep only the engine's final state (for dump commands/trace).
-    With ``stop_before=N`` packets 1..N-1 are processed and the engine returned."""
-    engine = build_engine(str(flows_path), zone_limits)
-    captures, ports = load_inputs(inputs)
-    engine.last_now_ms = 0
-    for n, in_port, frame, _ts, now_ms in iter_packets(captures, ports):
-        if stop_before is not None and n >= stop_before:
-            engine.next_packet = (n, in_port, frame, now_ms)
-            return engine
-        engine.process(frame, in_port, now_ms)
-        engine.last_now_ms = now_ms
-    engine.next_packet = None
-    return engine
-
-
 MODES = ("assume-established", "recirc", "reference")
 
 
-def _reference_results(engine, captures, ports):
+def _reference_results(engine, packets):
     """(n, in_port, ts_ns, now_ms, PacketResult) per packet, one packet at a time."""
-    for n, in_port, frame, ts_ns, now_ms in iter_packets(captures, ports):
+    for n, in_port, frame, ts_ns, now_ms in packets:
         res = engine.process(frame, in_port, now_ms)
         res.path = "reference"
         yield n, in_port, ts_ns, now_ms, res
 
 
-def _batched_results(engine, captures, ports):
+def _batched_results(engine, packets):
     """The same, through the compiled engine in batches of ``engine.batch_size``."""
     batch: list = []
 
@@ -157,13 +141,41 @@ def _batched_results(engine, captures, ports):
             res.path = br.path(j)
             yield n, in_port, ts_ns, now_ms, res
 
-    for item in iter_packets(captures, ports):
+    for item in packets:
         batch.append(item)
         if len(batch) == engine.batch_size:
             yield from flush()
             batch = []
     if batch:
         yield from flush()
+
+
+def _results(engine, mode, packets):
+    return (_reference_results if mode == "reference" else _batched_results)(engine, packets)
+
+
+def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None,
+                mode="assume-established"):  # fmt: skip
+    """Process the inputs and keep only the engine's final state (dump commands, trace).
+    With ``stop_before=N``, packets 1..N-1 are processed and packet N is left in
+    ``engine.next_packet`` as (n, in_port, frame, now_ms)."""
+    engine = make_engine(flows_path, mode, zone_limits)
+    captures, ports = load_inputs(inputs)
+    engine.last_now_ms = 0
+    engine.next_packet = None
+
+    def prefix():
+        for item in iter_packets(captures, ports):
+            if stop_before is not None and item[0] >= stop_before:
+                engine.next_packet = (item[0], item[1], item[2], item[4])
+                return
+            yield item
+
+    for _n, _port, _ts, now_ms, _res in _results(engine, mode, prefix()):
+        engine.last_now_ms = now_ms
+    if mode != "reference":
+        engine.rule_counters()  # fold the compiled path's counts into the rules
+    return engine
 
 
 def make_engine(flows_path, mode, zone_limits=None):
@@ -195,9 +207,7 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
     now_ms = 0
     paths: Counter = Counter()
     bar = _progress(total, progress, console)
-    results = (_reference_results if mode == "reference" else _batched_results)(
-        engine, captures, ports
-    )
+    results = _results(engine, mode, iter_packets(captures, ports))
     if mode != "reference":
         from ctaccel.datapath.engine import warm_up
 

@@ -1,0 +1,109 @@
+"""``ctaccel bench``: the talk's two experiments, measured and plotted, in one command.
+
+What: a click command over :func:`ctaccel.bench.runner.run_bench`. With no arguments it
+runs experiment A (10,000 established TCP flows) and B (A + 10,000 unidirectional flows:
+one packet in three is NEW) in both modes plus the stateless ceiling, 5 repeats each, and
+prints the table; ``--flows`` and ``--new-fraction`` add sweeps, ``--quick`` is a seconds-long
+smoke run, ``--with-ovs-dpdk`` also runs the real OVS-DPDK on the same captures and rules.
+The lead attaches it to the ``ctaccel`` group (``main.add_command(bench)``).
+
+Design: thin: options map onto ``run_bench``'s arguments; bad option values are click usage
+errors (exit 2); errors the user can fix (unwritable directory...) are one line, exit 2.
+
+Invariants: results go only under ``--out-dir``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ctaccel.errors import CtaccelError
+
+
+def _flow_counts(values) -> list[int]:
+    """``--flows 1000 --flows 10k,100k`` -> [1000, 10000, 100000] (k/M suffixes allowed)."""
+    counts = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip().lower().replace("_", "")
+            if not part:
+                continue
+            scale = {"k": 1_000, "m": 1_000_000}.get(part[-1], 1)
+            digits = part[:-1] if scale > 1 else part
+            try:
+                n = int(float(digits) * scale)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{value!r} is not a flow count", param_hint="--flows"
+                ) from None
+            if n < 1:
+                raise click.BadParameter(f"{value!r}: flows must be >= 1", param_hint="--flows")
+            counts.append(n)
+    return counts
+
+
+@click.command("bench")
+@click.option("--flows", "flows", multiple=True,
+              help="Established TCP flows (repeatable or a comma list, e.g. 1k,10k,100k,1M) "
+                   "[default: 10,000].")  # fmt: skip
+@click.option("--new-fraction", "new_fractions", type=float, multiple=True,
+              help="Also run workload B with this share of NEW packets (repeatable), "
+                   "at the first --flows.")  # fmt: skip
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Runs per measurement (fresh engine each); medians are reported.")  # fmt: skip
+@click.option(
+    "--packets",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Packets per capture [default: the complete rounds closest to 1,000,000].",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Packets per engine.run call.")  # fmt: skip
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Smoke run: 1,000 flows, 50,000 packets, 2 repeats, no cold start-up.",
+)
+@click.option("--no-startup", is_flag=True, help="Skip the start-up measurements.")
+@click.option("--out-dir", default="benchmarks/results", show_default=True,
+              help="Where the JSON, PNGs and generated workloads go.")  # fmt: skip
+@click.option("--with-ovs-dpdk", is_flag=True,
+              help="Also run OVS-DPDK (benchmarks/ovs_dpdk.py, needs root) on the same "
+                   "captures and rules; writes comparison.json.")  # fmt: skip
+@click.option("--ovs-dpdk-repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="OVS-DPDK runs per capture (it restarts for each).")  # fmt: skip
+def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup, out_dir,
+          with_ovs_dpdk, ovs_dpdk_repeats):  # fmt: skip
+    """Measure both datapath modes on the talk's workloads; write JSON and PNG plots."""
+    from rich.console import Console
+
+    from ctaccel.bench import runner
+
+    flows_list = _flow_counts(flows) or None
+    for f in new_fractions:
+        if not 0.0 <= f < 1.0:
+            raise click.BadParameter(f"{f} is not in [0, 1)", param_hint="--new-fraction")
+    console = Console()
+    try:
+        report = runner.run_bench(flows_list=flows_list, new_fractions=list(new_fractions),
+                                  repeats=repeats, packets=packets, out_dir=out_dir,
+                                  quick=quick, progress=True, batch_size=batch_size,
+                                  startup_times=not no_startup, console=console)  # fmt: skip
+    except CtaccelError as err:
+        click.echo(f"ctaccel: error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:
+        click.echo(f"ctaccel: error: {err}", err=True)
+        sys.exit(2)
+    if with_ovs_dpdk:
+        comparison = runner.compare_with_ovs_dpdk(report, out_dir, ovs_dpdk_repeats, console)
+        if "error" not in comparison:
+            from ctaccel.bench import plots
+
+            plots.plot_run_bars(report, f"{out_dir}/modes.png", comparison)
+    else:
+        why = runner.ovs_dpdk_unavailable()
+        hint = why or "run `ctaccel bench --with-ovs-dpdk` or `python benchmarks/run_all.py`"
+        console.print(f"[dim]OVS-DPDK side by side: {hint}[/]")

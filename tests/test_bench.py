@@ -1,0 +1,196 @@
+"""``ctaccel bench``: the quick smoke run end to end, and the pieces it is built from.
+
+The smoke run goes through click's CliRunner into a temporary directory and checks what the
+report claims against facts known independently of the runner: what the workload generator
+says the capture holds (NEW packets, connections) and, for the two modes' agreement, a
+per-packet comparison made here through the engine's public BatchResult API.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ctaccel.bench import runner
+from ctaccel.bench import workloads as W
+from ctaccel.bench.bench_cli import _flow_counts, bench
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = CliRunner().invoke(bench, ["--quick", "--out-dir", str(out)],
+                                catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "latest.json").read_text())
+    return out, report, result.output
+
+
+def _result(report, kind, series):
+    for r in report["results"]:
+        name = runner.STATELESS if r["rules"] == runner.STATELESS else r["mode"]
+        if r["workload"]["kind"] == kind and name == series and r["role"] == "flows":
+            return r
+    raise AssertionError(f"no {kind}/{series} result in the report")
+
+
+def test_smoke_writes_json_and_plots(smoke):
+    out, report, output = smoke
+    assert report["files"]["json"].startswith(str(out))
+    stamped = json.loads(open(report["files"]["json"]).read())
+    assert stamped["results"] == report["results"]
+    for png in ("throughput-vs-flows.png", "speedup.png", "new-fraction.png", "modes.png"):
+        data = (out / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5_000, png
+    assert "ratios (same run, same machine)" in output  # the ratio table was printed
+    m = report["machine"]
+    assert m["cores"] >= 1 and m["numba"] and m["numpy"] and m["cpu"]
+
+
+def test_smoke_has_both_modes_and_the_ceiling(smoke):
+    _out, report, _ = smoke
+    for kind in ("A", "B"):
+        for series in ("recirc", "assume-established", runner.STATELESS):
+            r = _result(report, kind, series)
+            assert len(r["repeats"]) == runner.QUICK_REPEATS
+            assert r["median"]["mpps"] > 0
+            assert r["median"]["packets"] == runner.QUICK_PACKETS
+    ratios = {row["kind"]: row for row in report["ratios"]}
+    assert set(ratios) == {"A", "B"}
+    for row in ratios.values():
+        mpps = row["mpps"]
+        assert row["ae_over_recirc"] == pytest.approx(mpps["assume-established"] / mpps["recirc"])
+
+
+def test_smoke_fast_path_and_recirculation_counts(smoke):
+    _out, report, _ = smoke
+    ae = _result(report, "A", "assume-established")["median"]
+    rec = _result(report, "A", "recirc")["median"]
+    assert ae["fast_path_share"] > 0.9
+    assert ae["recirculations_per_packet"] < 0.1
+    # recirc mode: every packet passes ct() once and is recirculated once.
+    assert rec["recirculations_per_packet"] == pytest.approx(1.0, abs=0.01)
+    assert rec["fast_path_share"] == 0
+    # stateless rules never recirculate.
+    assert _result(report, "A", runner.STATELESS)["median"]["recirculations_per_packet"] == 0
+
+
+def test_smoke_counts_match_the_generated_workloads(smoke):
+    out, report, _ = smoke
+    for kind in ("A", "B"):
+        w = W.generate(kind, runner.QUICK_FLOWS, runner.QUICK_PACKETS,
+                       out_dir=out / "regenerated")  # fmt: skip
+        for series in ("recirc", "assume-established"):
+            first = _result(report, kind, series)["repeats"][0]
+            assert first["new_packets"] == w.expected_new
+            assert first["connections_created"] == w.flows
+            assert first["memory"]["connections"] == w.flows
+            assert first["memory"]["bytes_per_connection_conntrack"] >= first["memory"][
+                "conn_row_bytes"]  # fmt: skip
+
+
+def test_smoke_modes_agree(smoke):
+    _out, report, _ = smoke
+    for row in report["ratios"]:
+        assert row["same_results"] is True, row["workload"]
+
+
+def test_modes_agree_packet_by_packet(smoke):
+    """Independent of the runner's digest: outputs, ct_state and drop reason per packet."""
+    _out, report, _ = smoke
+    from ctaccel.datapath.engine import DatapathEngine
+    from ctaccel.ofproto.rules import parse_flows
+
+    for kind in ("A", "B"):
+        info = _result(report, kind, "recirc")["workload"]
+        cap = runner.load_capture(info["pcap"])
+        seen = {}
+        for mode in ("recirc", "assume-established"):
+            text = open(info["rules"]).read()
+            eng = DatapathEngine(parse_flows(text, info["rules"]), mode=mode)
+            per_packet = []
+            for lo in range(0, cap.packets, 1024):
+                hi = min(cap.packets, lo + 1024)
+                br = eng.run(cap.buf, cap.offsets[lo:hi], cap.lengths[lo:hi],
+                             cap.in_ports[lo:hi], cap.now_ms[lo:hi])  # fmt: skip
+                per_packet += [(tuple(br.ports(j)), br.ct_state(j), br.drop_reason(j))
+                               for j in range(hi - lo)]  # fmt: skip
+            seen[mode] = per_packet
+        assert seen["recirc"] == seen["assume-established"]
+        # The firewall forwards every packet of these captures to port 2.
+        assert {p for p, _s, _d in seen["recirc"]} == {(W.OUT_PORT,)}
+
+
+def test_smoke_startup_and_slow_path_share(smoke):
+    _out, report, _ = smoke
+    warm = report["startup"]["warm"]
+    assert warm.get("warm_up_seconds", 0) > 0, warm
+    assert report["startup"]["cold"].get("skipped")
+    for r in report["results"]:
+        md = r["median"]
+        assert 0 <= md["slow_path_share"] < 1
+        assert md["slow_path_seconds"] + md["fast_path_seconds"] == pytest.approx(md["seconds"])
+        assert md["upcalls"] >= 1  # the first packet of every fresh engine misses
+
+
+def test_sweeps_over_flows_and_new_fraction(tmp_path):
+    args = ["--flows", "200,400", "--new-fraction", "0.5", "--packets", "6000", "--repeats", "1",
+            "--no-startup", "--out-dir", str(tmp_path)]  # fmt: skip
+    result = CliRunner().invoke(bench, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "latest.json").read_text())
+    seen = {(r["workload"]["kind"], r["workload"]["flows"], r["role"], r["mode"], r["rules"])
+            for r in report["results"]}  # fmt: skip
+    for flows in (200, 400):
+        for kind in ("A", "B"):
+            for mode in ("recirc", "assume-established"):
+                assert (kind, flows, "flows", mode, "ct") in seen
+            assert (kind, flows, "flows", "recirc", runner.STATELESS) in seen
+    swept = [r for r in report["results"] if r["role"] == "new_fraction"]
+    assert {r["mode"] for r in swept} == {"recirc", "assume-established"}
+    for r in swept:  # at the first flow count; NEW share as asked (handshakes dilute it)
+        assert r["workload"]["flows"] == 200
+        assert 0.4 < r["repeats"][0]["new_packets"] / r["median"]["packets"] < 0.55
+    assert len(report["ratios"]) == 5 and all(row["same_results"] for row in report["ratios"])
+    assert "startup" not in report
+    assert (tmp_path / "speedup.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_workload_cache_reuses_files(tmp_path):
+    first = runner.cached_workload("A", 40, 400, None, tmp_path)
+    stamp = first.pcap_path.stat().st_mtime_ns
+    again = runner.cached_workload("A", 40, 400, None, tmp_path)
+    assert again == first
+    assert again.pcap_path.stat().st_mtime_ns == stamp
+    other = runner.cached_workload("B", 40, 400, 0.2, tmp_path)
+    assert other.pcap_path != first.pcap_path and other.unidirectional_flows > 0
+
+
+def test_load_capture_is_writable_and_monotonic(tmp_path):
+    w = runner.cached_workload("B", 40, 500, None, tmp_path)
+    cap = runner.load_capture(w.pcap_path)
+    assert cap.packets == 500 and cap.buf.flags.writeable and cap.buf.flags.c_contiguous
+    assert np.all(np.diff(cap.now_ms) >= 0)
+    assert np.all(cap.in_ports == W.IN_PORT)
+    assert np.all(cap.offsets + cap.lengths <= len(cap.buf))
+
+
+def test_measure_rejects_bad_arguments(tmp_path):
+    w = runner.cached_workload("A", 40, 200, None, tmp_path)
+    with pytest.raises(ValueError):
+        runner.measure(w, "fast", repeats=1)
+    with pytest.raises(ValueError):
+        runner.measure(w, "recirc", repeats=0)
+
+
+def test_flow_count_option_parsing():
+    assert _flow_counts(["1000", "10k,100K", "1M"]) == [1000, 10_000, 100_000, 1_000_000]
+    result = CliRunner().invoke(bench, ["--flows", "many"])
+    assert result.exit_code == 2 and "flow count" in result.output
+    result = CliRunner().invoke(bench, ["--new-fraction", "1.5"])
+    assert result.exit_code == 2
