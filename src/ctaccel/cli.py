@@ -197,9 +197,11 @@ def dump_conntrack(flows, inputs, zone, zone_limits, mode):
 
 
 def _attach_optional_commands() -> None:
+    from ctaccel.bench.bench_cli import bench
     from ctaccel.bench.gen_cli import gen
 
     main.add_command(gen)
+    main.add_command(bench)
 
 
 _attach_optional_commands()

@@ -35,10 +35,21 @@ def _writable(path: str) -> bool:
         return False
 
 
+# The packages whose modules hold compiled kernels (or constants they read). Editing anything
+# else (rules, CLI, benchmarks) must not throw the compiled cache away.
+KERNEL_PACKAGES = ("io", "packet", "conntrack", "datapath")
+
+
 def source_digest() -> str:
-    """A short hash of every .py file of the package (names and contents)."""
+    """A short hash of the sources kernels can depend on: jit.py and every .py file of
+    KERNEL_PACKAGES (names and contents)."""
     h = hashlib.sha256()
+    with open(os.path.abspath(__file__), "rb") as f:
+        h.update(f.read())
     for root, dirs, files in os.walk(_PACKAGE_DIR):
+        if root == _PACKAGE_DIR:
+            dirs[:] = sorted(d for d in dirs if d in KERNEL_PACKAGES)
+            continue
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
             if name.endswith(".py"):

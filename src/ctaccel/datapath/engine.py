@@ -83,7 +83,7 @@ class DatapathEngine:
 
     def __init__(self, rules, mode: str = "assume-established", conntrack: Conntrack | None = None,
                  ipf: Ipf | None = None, batch_size: int = 256, megaflow_capacity: int = 4096,
-                 fastpath_capacity: int = 1 << 16):  # fmt: skip
+                 fastpath_capacity: int = 4096, max_fast_path: int = 1 << 22):  # fmt: skip
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -92,6 +92,7 @@ class DatapathEngine:
         self.ipf = ipf if ipf is not None else Ipf()
         self._megaflow_capacity = megaflow_capacity
         self._fastpath_capacity = fastpath_capacity
+        self.max_fast_path = max_fast_path
         self.kstats = np.zeros(KR.KS_WIDTH, np.int64)
         self.upcalls = 0
         self.slow_packets = 0
@@ -124,8 +125,9 @@ class DatapathEngine:
                 self._em_flags_mask = 0xFFF
         self.reference = ReferenceEngine(self.tables, self.conntrack, self.ipf)
         self.megaflow = MegaflowCache(self._megaflow_capacity)
-        self.exact = ExactTable(KR.EM_WIDTH, self._fastpath_capacity)
-        cap = self._fastpath_capacity
+        # recirc mode never uses the fast path: give it minimal arrays
+        cap = self._fastpath_capacity if self.mode == "assume-established" else 1
+        self.exact = ExactTable(KR.EM_WIDTH, cap)
         self._fp_info = np.zeros((cap, KR.FI_WIDTH), np.int64)
         self._fp_steps = np.zeros((cap, KR.MAX_STEPS, KR.S_WIDTH), np.int64)
         self._fp_out = np.zeros((cap, KR.MAX_FP_OUT), np.int64)
@@ -141,6 +143,36 @@ class DatapathEngine:
         """Replace the rule set; every cache built from the old rules is dropped."""
         self._fold_counters()
         self._install_rules(rules)
+
+    def _reserve_fast_path(self, n: int) -> None:
+        """Room for ``n`` more fast-path entries (the kernel installs without Python): grow
+        the entry arrays and the exact-match table, up to ``max_fast_path``."""
+        from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT
+
+        count = int(self._fp_state[KR.FP_COUNT])
+        cap = int(self._fp_state[KR.FP_CAP])
+        want = count + n
+        if want <= cap and int(self.exact.state[ES_COUNT]) + n <= int(self.exact.state[ES_LIMIT]):
+            return
+        if cap >= self.max_fast_path:
+            return  # the kernel starts the cache afresh when it is full
+        new_cap = cap
+        while new_cap < want:
+            new_cap *= 2
+        new_cap = min(new_cap, self.max_fast_path)
+
+        def grown(a):
+            b = np.zeros((new_cap,) + a.shape[1:], a.dtype)
+            b[:cap] = a
+            return b
+
+        self._fp_info = grown(self._fp_info)
+        self._fp_steps = grown(self._fp_steps)
+        self._fp_out = grown(self._fp_out)
+        self._fp_rules = grown(self._fp_rules)
+        self._fp_state[KR.FP_CAP] = new_cap
+        while int(self.exact.state[ES_LIMIT]) < new_cap:
+            self.exact.grow()
 
     def flush_fast_path(self) -> None:
         self.exact.clear()
@@ -202,11 +234,15 @@ class DatapathEngine:
     def run(self, buf, offsets, lengths, in_ports, now_ms) -> BatchResult:
         """Process one batch given as a flat buffer + per-packet arrays."""
         n = len(offsets)
-        buf = np.ascontiguousarray(buf, np.uint8)
-        offsets = np.ascontiguousarray(offsets, np.int64)
-        lengths = np.ascontiguousarray(lengths, np.int64)
-        in_ports = np.ascontiguousarray(in_ports, np.int64)
-        now_ms = np.ascontiguousarray(now_ms, np.int64)
+        # One array type for every argument (C-contiguous, writable): numba compiles a kernel
+        # once per argument types, and a read-only buffer would be a second specialisation.
+        buf = np.require(buf, np.uint8, ("C", "W"))
+        offsets = np.require(offsets, np.int64, ("C", "W"))
+        lengths = np.require(lengths, np.int64, ("C", "W"))
+        in_ports = np.require(in_ports, np.int64, ("C", "W"))
+        now_ms = np.require(now_ms, np.int64, ("C", "W"))
+        if self.mode == "assume-established":
+            self._reserve_fast_path(n)
         keys = np.zeros((n, K.KEY_WIDTH), np.int64)
         parsed = np.zeros(1, np.int64)
         res = np.zeros((n, KR.RES_WIDTH), np.int64)
