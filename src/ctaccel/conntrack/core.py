@@ -231,7 +231,7 @@ def delete_conn(conns, index, free_slots, stats, zone_limits, slot):
     conn_release(conns, index, free_slots, stats, slot)
 
 
-@njit
+@njit(inline="always")
 def lookup_live(conns, index, free_slots, stats, zone_limits, tup, now_ms):
     """Handle of the live connection for ``tup`` or -1; an expired one is removed first."""
     handle = index_lookup(conns, index, tup, tuple_hash(tup))
@@ -245,7 +245,7 @@ def lookup_live(conns, index, free_slots, stats, zone_limits, tup, now_ms):
     return handle
 
 
-@njit
+@njit(inline="always")
 def _l4_valid_new(proto, frame, l4_ofs, l4_len):
     if proto == 6:
         return tcp_valid_new(frame, l4_ofs, l4_len)
@@ -254,7 +254,7 @@ def _l4_valid_new(proto, frame, l4_ofs, l4_len):
     return True
 
 
-@njit
+@njit(inline="always")
 def _l4_new_conn(conns, slot, proto, frame, l4_ofs, l4_len, now_ms, timeouts):
     if proto == 6:
         tcp_new_conn(conns, slot, frame, l4_ofs, l4_len, now_ms, timeouts)
@@ -264,7 +264,7 @@ def _l4_new_conn(conns, slot, proto, frame, l4_ofs, l4_len, now_ms, timeouts):
         other_new_conn(conns, slot, now_ms, timeouts)
 
 
-@njit
+@njit(inline="always")
 def _l4_update(conns, slot, reply, proto, frame, l4_ofs, l4_len, now_ms, timeouts):
     if proto == 6:
         return tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
@@ -315,7 +315,7 @@ def commit_conn(
     return slot
 
 
-@njit
+@njit(inline="always")
 def _write_md_none(key, zone):
     """OVS write_ct_md without a connection or key: tracked, zeros everywhere else."""
     key[CT_STATE] |= CS_TRACKED
@@ -330,7 +330,7 @@ def _write_md_none(key, zone):
     key[CT_TP_DST] = 0
 
 
-@njit
+@njit(inline="always")
 def _write_md(key, zone, conns, slot, tup):
     """OVS write_ct_md: mark/label of the connection, original tuple of it (or of tup)."""
     key[CT_STATE] |= CS_TRACKED
@@ -363,7 +363,7 @@ def _write_md(key, zone, conns, slot, tup):
         key[CT_TP_DST] = tup[T_DWORD]
 
 
-@njit
+@njit(inline="always")
 def _apply_mark_label(key, conns, slot, set_mark, mark, mark_mask, set_label, label4, label_mask4):
     """OVS set_mark/set_label: new = value | (current & ~mask), stored in conn and packet."""
     if set_mark:

@@ -9,7 +9,8 @@ is left exactly as it was and -1 is returned (RECHECK_*), so full processing see
 the fast path had never looked.
 
 Design: it calls the very same tracker update as ``core.ct_execute`` (``core._l4_update``),
-on the live row, after saving the row; "no protocol state change" is checked by comparing the
+on the live row, after saving its hot columns (layout.HOT_WIDTH: the only ones an update
+writes); "no protocol state change" is checked by comparing the
 state columns (TCP: both peers' states and window-scale flags; others: the tracker state) and
 anything but CT_UPDATE_VALID restores the saved row. The expiry test is the one lookups use
 (dead at ``now >= expiration``).
@@ -27,7 +28,7 @@ from ctaccel.conntrack.layout import (
     C_L4_STATE,
     C_TCP,
     C_USED,
-    CONN_WIDTH,
+    HOT_WIDTH,
     P_STATE,
     P_WSCALE,
     TCP_PEER_WIDTH,
@@ -40,12 +41,12 @@ RECHECK_GONE = -2  # freed, re-used for another connection, or expired
 RECHECK_STATE = -1  # the tracker would reject the packet or move to another state
 
 
-@njit
+@njit(inline="always")
 def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now_ms, timeouts,
                saved):  # fmt: skip
     """Apply the tracker update for a fast-path packet, or say why not.
 
-    ``saved`` is scratch space (int64[CONN_WIDTH]). Returns the ct_state full processing
+    ``saved`` is scratch space (int64[>= HOT_WIDTH]). Returns the ct_state full processing
     would give (est|trk, plus rpl for the reply direction), ``RECHECK_GONE`` when the
     connection is not there any more (freed, replaced or expired), or ``RECHECK_STATE`` when
     the tracker would reject the packet or change state; in both cases the row is untouched."""
@@ -55,7 +56,7 @@ def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now
         return RECHECK_GONE
     if now_ms >= conns[slot, C_EXPIRATION]:
         return RECHECK_GONE
-    for c in range(CONN_WIDTH):
+    for c in range(HOT_WIDTH):  # a tracker update only ever writes hot columns
         saved[c] = conns[slot, c]
     result = _l4_update(conns, slot, reply, proto, frame, l4_ofs, l4_len, now_ms, timeouts)
     same = result == CT_UPDATE_VALID
@@ -70,7 +71,7 @@ def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now
         elif conns[slot, C_L4_STATE] != saved[C_L4_STATE]:
             same = False
     if not same:
-        for c in range(CONN_WIDTH):
+        for c in range(HOT_WIDTH):
             conns[slot, c] = saved[c]
         return RECHECK_STATE
     state = CS_TRACKED | CS_ESTABLISHED

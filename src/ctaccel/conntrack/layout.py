@@ -21,41 +21,26 @@ Invariants:
 
 from __future__ import annotations
 
-# --- immutable after creation --------------------------------------------------------------
+# Hot columns first: everything a packet of an established connection reads or writes
+# (liveness, zone, timers, mark/label, tracker state, TCP peers) lies in the first 32 columns,
+# four cache lines; rows are 64 columns (512 bytes), so a row never straddles more lines than
+# it must. ``HOT_WIDTH`` bounds what a tracker update can change.
 C_USED = 0  # 1 in use, 0 free
 C_GENERATION = 1  # bumped on every alloc/free of this slot
 C_ZONE = 2  # conntrack zone (16 bits)
 C_DL_TYPE = 3  # 0x0800 or 0x86dd
 C_PROTO = 4  # IP protocol
-C_SRC = 5  # 4 columns: original-direction source address
-C_DST = 9  # 4 columns: original-direction destination address
-C_SPORT = 13  # original source port (ICMP: id)
-C_DPORT = 14  # original destination port (ICMP: id)
-C_ICMP_TYPE = 15  # original-direction ICMP type (ICMP only)
-C_ICMP_CODE = 16
-C_R_SRC = 17  # 4 columns: reply-direction tuple (reversed original unless NATed)
-C_R_DST = 21  # 4 columns
-C_R_SPORT = 25
-C_R_DPORT = 26
-C_CREATED_MS = 27  # time of creation (ms), for dumps and stats
-C_NAT_FLAGS = 28  # NAT issue: which translation applies; 0 = none
-
-# --- mutable ---------------------------------------------------------------------------------
-C_EXPIRATION = 29  # ms; the connection is dead at now >= expiration
-C_TIMEOUT_CLASS = 30  # TM_* index of the timeout last applied (for dumps)
-C_MARK = 31  # ct_mark (32 bits)
-C_LABEL = 32  # 4 columns: ct_label
-C_L4_STATE = 36  # UDP/other/ICMP tracker state (OTHERS_FIRST/MULTIPLE/BIDIR, ICMP_FIRST/REPLY)
-C_PKTS_ORIG = 37
-C_BYTES_ORIG = 38
-C_PKTS_REPLY = 39
-C_BYTES_REPLY = 40
-C_SEQ = 41  # global creation sequence number (stable ordering / ids)
-C_ADMIT = 42  # which zone-limit entry admitted the conn (core.py), to give its count back
-C_SPARE1 = 43
+C_EXPIRATION = 5  # ms; the connection is dead at now >= expiration            (mutable)
+C_TIMEOUT_CLASS = 6  # TM_* index of the timeout last applied (for dumps)       (mutable)
+C_MARK = 7  # ct_mark (32 bits)                                                 (mutable)
+C_LABEL = 8  # 4 columns: ct_label                                              (mutable)
+C_L4_STATE = 12  # UDP/other/ICMP tracker state (FIRST/MULTIPLE/BIDIR, ...)   (mutable)
+C_ADMIT = 13  # which zone-limit entry admitted the conn (core.py), to give its count back
+C_SPARE0 = 14
+C_SPARE1 = 15
 
 # TCP peers (pf-derived tracker), peer 0 = original direction sender, peer 1 = reply sender.
-C_TCP = 44
+C_TCP = 16
 TCP_PEER_WIDTH = 8
 P_SEQLO = 0
 P_SEQHI = 1
@@ -65,8 +50,31 @@ P_STATE = 4  # CT_DPIF_TCPS_* value
 P_FLAGS = 5  # per-peer flags (e.g. be-liberal)
 P_SPARE0 = 6
 P_SPARE1 = 7
+HOT_WIDTH = C_TCP + 2 * TCP_PEER_WIDTH  # 32
 
-CONN_WIDTH = C_TCP + 2 * TCP_PEER_WIDTH  # 60
+# --- cold: immutable after creation ---------------------------------------------------------
+C_SRC = 32  # 4 columns: original-direction source address
+C_DST = 36  # 4 columns: original-direction destination address
+C_SPORT = 40  # original source port (ICMP: id)
+C_DPORT = 41  # original destination port (ICMP: id)
+C_ICMP_TYPE = 42  # original-direction ICMP type (ICMP only)
+C_ICMP_CODE = 43
+C_R_SRC = 44  # 4 columns: reply-direction tuple (reversed original unless NATed)
+C_R_DST = 48  # 4 columns
+C_R_SPORT = 52
+C_R_DPORT = 53
+C_CREATED_MS = 54  # time of creation (ms), for dumps and stats
+C_NAT_FLAGS = 55  # NAT issue: which translation applies; 0 = none
+C_PKTS_ORIG = 56
+C_BYTES_ORIG = 57
+C_PKTS_REPLY = 58
+C_BYTES_REPLY = 59
+C_SEQ = 60  # global creation sequence number (stable ordering / ids)
+C_SPARE2 = 61
+C_SPARE3 = 62
+C_SPARE4 = 63
+
+CONN_WIDTH = 64
 
 
 def tcp_col(peer: int, field: int) -> int:

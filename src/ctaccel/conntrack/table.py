@@ -117,13 +117,13 @@ ETH_IP = 0x0800
 ETH_IPV6 = 0x86DD
 
 
-@njit
+@njit(inline="always")
 def is_icmp_key(dl_type, proto):
     """True when the tuple's endpoints are ICMP (id, type, code) rather than ports."""
     return (dl_type == ETH_IP and proto == 1) or (dl_type == ETH_IPV6 and proto == 58)
 
 
-@njit
+@njit(inline="always")
 def reverse_icmp_type(dl_type, icmp_type):
     """The type of the other direction of an ICMP query (echo request <-> reply, ...)."""
     if dl_type == ETH_IPV6:
@@ -147,7 +147,7 @@ def reverse_icmp_type(dl_type, icmp_type):
     return icmp_type
 
 
-@njit
+@njit(inline="always")
 def _mix(h, v):
     """Fold one word (< 2**48) into a 32-bit state without any overflow."""
     v = (v ^ (v >> 32)) & _M32
@@ -155,7 +155,7 @@ def _mix(h, v):
     return h ^ (h >> 16)
 
 
-@njit
+@njit(inline="always")
 def tuple_hash(tup):
     """32-bit hash of a lookup tuple (identical under jit and plain Python)."""
     h = 0x2545F491
@@ -165,7 +165,7 @@ def tuple_hash(tup):
     return h ^ (h >> 13)
 
 
-@njit
+@njit(inline="always")
 def row_endpoint_words(conns, slot, reply):
     """(source word, destination word) of a connection's original or reply tuple."""
     dl_type = conns[slot, C_DL_TYPE]
@@ -186,7 +186,7 @@ def row_endpoint_words(conns, slot, reply):
     return (sport << 16) | (rt << 8) | code, (dport << 16) | (t << 8) | code
 
 
-@njit
+@njit(inline="always")
 def row_tuple(conns, slot, reply, tup):
     """Fill ``tup`` with a connection's original (reply=0) or reply (reply=1) tuple."""
     tup[T_ZONE] = conns[slot, C_ZONE]
@@ -202,7 +202,7 @@ def row_tuple(conns, slot, reply, tup):
     tup[T_DWORD] = dw
 
 
-@njit
+@njit(inline="always")
 def row_matches(conns, slot, reply, tup):
     """True when the connection's tuple in direction ``reply`` equals ``tup``."""
     if (
@@ -220,7 +220,7 @@ def row_matches(conns, slot, reply, tup):
     return sw == tup[T_SWORD] and dw == tup[T_DWORD]
 
 
-@njit
+@njit(inline="always")
 def index_lookup(conns, index, tup, h):
     """Handle (``slot*2 + reply``) of the connection with tuple ``tup`` (hash ``h``), or -1.
 
@@ -245,7 +245,7 @@ def index_lookup(conns, index, tup, h):
         b = (b + 1) & mask
 
 
-@njit
+@njit(inline="always")
 def index_insert(index, handle, h):
     """Add an entry; the index must have a free bucket (guaranteed by its sizing)."""
     mask = index.shape[0] - 1

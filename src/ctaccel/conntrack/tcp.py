@@ -132,7 +132,7 @@ _SEQ_MOD = 0x100000000
 # --- small helpers (inlined by numba) -----------------------------------------------------
 
 
-@njit
+@njit(inline="always")
 def _seq_diff(a, b):
     """(a - b) mod 2**32 read as a signed 32-bit number: how far a is after b."""
     d = (a - b) & SEQ_MASK
@@ -141,12 +141,12 @@ def _seq_diff(a, b):
     return d
 
 
-@njit
+@njit(inline="always")
 def _be16(frame, ofs):
     return (np.int64(frame[ofs]) << 8) | np.int64(frame[ofs + 1])
 
 
-@njit
+@njit(inline="always")
 def _be32(frame, ofs):
     return (
         (np.int64(frame[ofs]) << 24)
@@ -156,18 +156,18 @@ def _be32(frame, ofs):
     )
 
 
-@njit
+@njit(inline="always")
 def _tcp_flags(frame, l4_ofs):
     """The 12 flag bits (NS..FIN), as OVS's TCP_FLAGS()."""
     return ((np.int64(frame[l4_ofs + 12]) & 0x0F) << 8) | np.int64(frame[l4_ofs + 13])
 
 
-@njit
+@njit(inline="always")
 def _header_len(frame, l4_ofs):
     return (np.int64(frame[l4_ofs + 12]) >> 4) * 4
 
 
-@njit
+@njit(inline="always")
 def _payload_len(frame, l4_ofs, l4_len):
     """Payload bytes after the TCP header; 0 when the data offset is nonsense (as OVS)."""
     hlen = _header_len(frame, l4_ofs)
@@ -176,12 +176,12 @@ def _payload_len(frame, l4_ofs, l4_len):
     return np.int64(l4_len - hlen)
 
 
-@njit
+@njit(inline="always")
 def _header_fits(frame, l4_ofs, l4_len):
     return l4_ofs >= 0 and l4_len >= TCP_HEADER_LEN and l4_ofs + TCP_HEADER_LEN <= frame.shape[0]
 
 
-@njit
+@njit(inline="always")
 def _invalid_flags(flags):
     """Flag combinations no tracker state accepts (pf's normalisation rules, as OVS)."""
     if flags & TCP_SYN:
@@ -229,7 +229,7 @@ def tcp_get_wscale(frame, l4_ofs, l4_len):
     return wscale
 
 
-@njit
+@njit(inline="always")
 def _set_timer(conns, slot, now_ms, timeouts, tm):
     conns[slot, C_EXPIRATION] = now_ms + timeouts[tm]
     conns[slot, C_TIMEOUT_CLASS] = tm
@@ -238,7 +238,7 @@ def _set_timer(conns, slot, now_ms, timeouts, tm):
 # --- public kernels ---------------------------------------------------------------------------
 
 
-@njit
+@njit(inline="always")
 def tcp_valid_new(frame, l4_ofs, l4_len):
     """May this packet create a connection? Valid flags and not a SYN/ACK.
 

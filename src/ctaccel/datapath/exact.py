@@ -128,7 +128,7 @@ def _find_slot(keys, used, hashes, key, h):
     return -1
 
 
-@njit
+@njit(inline="always")
 def em_lookup(keys, used, value, hashes, state, key):
     """Value stored for ``key``, or -1."""
     s = _find_slot(keys, used, hashes, key, hash_row(key))
@@ -174,7 +174,7 @@ def em_insert(keys, used, value, hashes, state, key, val):
     return s
 
 
-@njit
+@njit(inline="always")
 def _clear_slot(keys, used, value, hashes, s):
     for c in range(keys.shape[1]):
         keys[s, c] = 0

@@ -42,7 +42,7 @@ from ctaccel.conntrack.layout import (
     C_PROTO,
     C_USED,
     C_ZONE,
-    CONN_WIDTH,
+    HOT_WIDTH,
 )
 from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup
 from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
@@ -70,25 +70,39 @@ from ctaccel.packet.key import (
     CS_RELATED,
     CT_STATE,
     CT_TP_DST,
+    DL_DST,
+    DL_SRC,
     DL_TYPE,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
     FRAG_ANY,
+    IN_PORT,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    IPV6_LABEL,
     KEY_WIDTH,
     L4_LEN,
     L4_OFS,
+    NW_DST,
     NW_FRAG,
+    NW_PROTO,
+    NW_SRC,
+    NW_TOS,
+    NW_TTL,
     PARSE_FIRST,
     PARSE_FLAGS,
     TCP_FLAGS,
+    TP_DST,
+    TP_SRC,
+    VLAN_TCI,
 )
 from ctaccel.packet.parse import parse_batch
 
 MAX_RECIRC_DEPTH = 8
 NCT = CT_TP_DST - CT_STATE + 1  # ct columns of the key
-EM_WIDTH = TCP_FLAGS + 1  # entry key: in_port .. tcp_flags
+# The entry key: in_port and every header field (key columns IN_PORT..TCP_FLAGS, about 490
+# bits) packed into 9 words, so an entry's key is one or two cache lines, not three.
+EM_WIDTH = 9
 ETH_HEADER_LEN = 14
 
 # run_batch return status (vm[VM_STATUS])
@@ -188,12 +202,45 @@ FP_CAP = 1
 
 
 @njit(inline="always")
+def _pack_em_key(key, em_key, flags_mask):
+    """The entry key of a packet: every header column, packed without loss (each column
+    holds at most its field's width: ports/types 16 bits, MACs 48, address words 32, ...).
+    TCP flags count only under ``flags_mask`` (see run_batch)."""
+    # Address words are 32 bits: a word shifted by 32 keeps its low 31 bits there and its top
+    # bit goes to word 8, so no word reaches the sign bit (int64 shifts must not overflow).
+    low31 = 0x7FFFFFFF
+    em_key[0] = key[IN_PORT] | (key[DL_TYPE] << 16) | (key[VLAN_TCI] << 32)
+    em_key[1] = key[DL_SRC]
+    em_key[2] = key[DL_DST]
+    em_key[3] = key[NW_SRC + 3] | ((key[NW_DST + 3] & low31) << 32)
+    em_key[4] = key[NW_SRC] | ((key[NW_SRC + 1] & low31) << 32)
+    em_key[5] = key[NW_SRC + 2] | ((key[NW_DST] & low31) << 32)
+    em_key[6] = key[NW_DST + 1] | ((key[NW_DST + 2] & low31) << 32)
+    em_key[7] = (
+        key[TP_SRC]
+        | (key[TP_DST] << 16)
+        | ((key[TCP_FLAGS] & flags_mask) << 32)
+        | (key[NW_PROTO] << 44)
+        | (key[NW_TOS] << 52)
+    )
+    em_key[8] = (
+        key[IPV6_LABEL]
+        | (key[NW_FRAG] << 20)
+        | (key[NW_TTL] << 24)
+        | ((key[NW_DST + 3] >> 31) << 32)
+        | ((key[NW_SRC + 1] >> 31) << 33)
+        | ((key[NW_DST] >> 31) << 34)
+        | ((key[NW_DST + 2] >> 31) << 35)
+    )
+
+
+@njit(inline="always")
 def _copy_ct_fields(src, dst):
     for c in range(NCT):
         dst[c] = src[CT_STATE + c]
 
 
-@njit
+@njit(inline="always")
 def _finish_packet(i, vm, res, out_ports):
     """Fill the packet's results from the VM scalars (the reference engine's rules)."""
     nout = vm[VM_NOUT]
@@ -214,7 +261,7 @@ def _finish_packet(i, vm, res, out_ports):
     res[i, R_DROP] = drop
 
 
-@njit
+@njit(inline="always")
 def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_info, fp_steps, fp_out,
                 fp_rules, rule_stats, saved, res, i, out_ports, out_n):  # fmt: skip
     """Try the fast path with entry ``e``; PUNT_NONE when the packet was completed."""
@@ -241,7 +288,7 @@ def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_info, fp_steps,
         if st != fp_steps[e, s, S_STATE]:
             _restore(conns, fp_steps, e, s, saved)
             if st >= 0:  # valid but a different ct_state than recorded: undo this one too
-                for c in range(CONN_WIDTH):
+                for c in range(HOT_WIDTH):
                     conns[slot, c] = saved[s, c]
             return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
     for r in range(fp_info[e, FI_NRULES]):
@@ -269,7 +316,7 @@ def _restore(conns, fp_steps, e, upto, saved):
         if fp_steps[e, s, S_UPDATE] == 0:
             continue
         slot = fp_steps[e, s, S_SLOT]
-        for c in range(CONN_WIDTH):
+        for c in range(HOT_WIDTH):
             conns[slot, c] = saved[s, c]
 
 
@@ -435,11 +482,9 @@ def run_batch(
                 vm[VM_PACKET] = i
                 return
             if mode == 1:
-                for c in range(EM_WIDTH):
-                    em_key[c] = key[c]
                 # TCP flags are part of the entry key only if some rule matches on them;
                 # otherwise the pipeline cannot depend on them (the recheck still looks).
-                em_key[TCP_FLAGS] &= em_flags_mask
+                _pack_em_key(key, em_key, em_flags_mask)
                 punt = PUNT_INELIGIBLE
                 if key[PARSE_FLAGS] == 0:
                     e = em_lookup(em_keys, em_used, em_value, em_hashes, em_state, em_key)

@@ -113,22 +113,22 @@ PROTO_DSTOPTS = 60
 PROTO_SCTP = 132
 
 
-@njit
+@njit(inline="always")
 def _be16(frame, ofs):
     return (np.int64(frame[ofs]) << 8) | np.int64(frame[ofs + 1])
 
 
-@njit
+@njit(inline="always")
 def _be32(frame, ofs):
     return (_be16(frame, ofs) << 16) | _be16(frame, ofs + 2)
 
 
-@njit
+@njit(inline="always")
 def _be48(frame, ofs):
     return (_be32(frame, ofs) << 16) | _be16(frame, ofs + 4)
 
 
-@njit
+@njit(inline="always")
 def _is_vlan_tpid(ethertype):
     return ethertype == ETH_TYPE_8021Q or ethertype == ETH_TYPE_8021AD
 
@@ -139,7 +139,7 @@ def parse_frame(frame, in_port, key):
     parse_frame_vlan_limit(frame, in_port, key, DEFAULT_VLAN_LIMIT)
 
 
-@njit
+@njit(inline="always")
 def parse_frame_vlan_limit(frame, in_port, key, vlan_limit):
     """:func:`parse_frame` with an explicit OVS ``vlan-limit`` (0 means the maximum, 2)."""
     key[:] = 0
@@ -203,7 +203,7 @@ def parse_frame_vlan_limit(frame, in_port, key, vlan_limit):
         _parse_arp(frame, pos, size, key)
 
 
-@njit
+@njit(inline="always")
 def _parse_arp(frame, pos, size, key):
     if size - pos < ARP_ETH_HEADER_LEN:
         key[PARSE_FLAGS] |= PF_L3_TRUNC
@@ -223,7 +223,7 @@ def _parse_arp(frame, pos, size, key):
         key[NW_PROTO] = opcode
 
 
-@njit
+@njit(inline="always")
 def _parse_ipv4(frame, l3, size, key):
     avail = size - l3
     if avail < IPV4_HEADER_LEN:
@@ -277,7 +277,7 @@ def _parse_ipv4(frame, l3, size, key):
     _parse_l4(frame, l3, l4, l4_len, proto, nw_frag, False, key)
 
 
-@njit
+@njit(inline="always")
 def _parse_ipv6(frame, l3, size, key):
     avail = size - l3
     if avail < IPV6_HEADER_LEN:
@@ -350,7 +350,7 @@ def _parse_ipv6(frame, l3, size, key):
     _parse_l4(frame, l3, pos, end - pos, proto, nw_frag, True, key)
 
 
-@njit
+@njit(inline="always")
 def _parse_l4(frame, l3, l4, l4_len, proto, nw_frag, is_v6, key):
     """Ports / type+code / TCP flags, L4 truncation, and the L4 checksum fact."""
     checksum_kind = 0  # 0: none, 1: pseudo-header checksum, 2: plain (ICMPv4)
