@@ -51,6 +51,7 @@ from ctaccel.datapath.program import (
     CTF_FORCE,
     CTF_SET_LABEL,
     CTF_SET_MARK,
+    DROP_CODE,
     OP_CLEAR_CT_FIELDS,
     OP_CONTROLLER,
     OP_CT,
@@ -99,6 +100,10 @@ from ctaccel.packet.key import (
 from ctaccel.packet.parse import parse_batch
 
 MAX_RECIRC_DEPTH = 8
+DROP_CODE_RX_INVALID = DROP_CODE["rx_invalid"]
+DROP_CODE_TABLE_MISS = DROP_CODE["table_miss"]
+DROP_CODE_RULE_DROP = DROP_CODE["rule_drop"]
+DROP_CODE_RECIRC_DEPTH = DROP_CODE["recirc_depth"]
 NCT = CT_TP_DST - CT_STATE + 1  # ct columns of the key
 # The entry key: in_port and every header field (key columns IN_PORT..TCP_FLAGS, about 490
 # bits) packed into 9 words, so an entry's key is one or two cache lines, not three.
@@ -241,6 +246,22 @@ def _copy_ct_fields(src, dst):
 
 
 @njit(inline="always")
+def _drop_code(vm):
+    """The packet's drop reason (program.DROP_REASON_NAMES index), by the reference engine's
+    rule: none if anything was emitted; else an explicit reason, then the recirculation cap,
+    then a table miss, else the rules dropped it."""
+    if vm[VM_NOUT] != 0:
+        return 0
+    if vm[VM_DROP_CODE] != 0:
+        return vm[VM_DROP_CODE]
+    if vm[VM_RECIRC_DROPPED]:
+        return DROP_CODE_RECIRC_DEPTH
+    if vm[VM_MISSED]:
+        return DROP_CODE_TABLE_MISS
+    return DROP_CODE_RULE_DROP
+
+
+@njit(inline="always")
 def _finish_packet(i, vm, res, out_ports):
     """Fill the packet's results from the VM scalars (the reference engine's rules)."""
     nout = vm[VM_NOUT]
@@ -248,17 +269,7 @@ def _finish_packet(i, vm, res, out_ports):
     res[i, R_OUT_START] = vm[VM_OUT_BASE]
     res[i, R_CT_STATE] = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
     res[i, R_RECIRCS] = vm[VM_RECIRCS]
-    drop = 0
-    if nout == 0:
-        if vm[VM_DROP_CODE] != 0:
-            drop = vm[VM_DROP_CODE]
-        elif vm[VM_RECIRC_DROPPED]:
-            drop = 4  # recirc_depth
-        elif vm[VM_MISSED]:
-            drop = 2  # table_miss
-        else:
-            drop = 3  # rule_drop
-    res[i, R_DROP] = drop
+    res[i, R_DROP] = _drop_code(vm)
 
 
 @njit(inline="always")
@@ -358,17 +369,7 @@ def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_info, fp
     fp_info[e, FI_NRULES] = nrules
     fp_info[e, FI_CT_STATE] = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
     fp_info[e, FI_RECIRCS] = vm[VM_RECIRCS]
-    drop = 0
-    if nout == 0:
-        if vm[VM_DROP_CODE] != 0:
-            drop = vm[VM_DROP_CODE]
-        elif vm[VM_RECIRC_DROPPED]:
-            drop = 4
-        elif vm[VM_MISSED]:
-            drop = 2
-        else:
-            drop = 3
-    fp_info[e, FI_DROP] = drop
+    fp_info[e, FI_DROP] = _drop_code(vm)
     for s in range(nsteps):
         for c in range(S_WIDTH):
             fp_steps[e, s, c] = trace_steps[s, c]
@@ -466,7 +467,7 @@ def run_batch(
                 res[i, R_NOUT] = 0
                 res[i, R_OUT_START] = out_n[0]
                 res[i, R_CT_STATE] = -1
-                res[i, R_DROP] = 1  # rx_invalid
+                res[i, R_DROP] = DROP_CODE_RX_INVALID
                 res[i, R_PATH] = PATH_RX_INVALID
                 res[i, R_RECIRCS] = 0
                 continue
