@@ -179,9 +179,7 @@ def _memory(engine, mode: str) -> dict:
     megaflow = _array_bytes(engine.megaflow.tables)
     fast_path = 0
     if mode == "assume-established":  # recirc mode allocates them too but never uses them
-        fast_path = _array_bytes(engine.exact.tables) + _array_bytes(
-            (engine._fp_info, engine._fp_steps, engine._fp_out, engine._fp_rules)
-        )
+        fast_path = _array_bytes(engine.exact.tables) + _array_bytes((engine._fp_rows,))
     per = (lambda b: b / conns) if conns else (lambda b: None)
     return {
         "connections": conns,

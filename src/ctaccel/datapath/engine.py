@@ -128,10 +128,7 @@ class DatapathEngine:
         # recirc mode never uses the fast path: give it minimal arrays
         cap = self._fastpath_capacity if self.mode == "assume-established" else 1
         self.exact = ExactTable(KR.EM_WIDTH, cap)
-        self._fp_info = np.zeros((cap, KR.FI_WIDTH), np.int64)
-        self._fp_steps = np.zeros((cap, KR.MAX_STEPS, KR.S_WIDTH), np.int64)
-        self._fp_out = np.zeros((cap, KR.MAX_FP_OUT), np.int64)
-        self._fp_rules = np.zeros((cap, KR.MAX_FP_RULES), np.int64)
+        self._fp_rows = np.zeros((cap, KR.FP_WIDTH), np.int64)
         self._fp_state = np.array([0, cap], np.int64)
         self._prog_ops = np.zeros((256, OPW), np.int64)
         self._prog_start = np.zeros(64, np.int64)
@@ -166,10 +163,7 @@ class DatapathEngine:
             b[:cap] = a
             return b
 
-        self._fp_info = grown(self._fp_info)
-        self._fp_steps = grown(self._fp_steps)
-        self._fp_out = grown(self._fp_out)
-        self._fp_rules = grown(self._fp_rules)
+        self._fp_rows = grown(self._fp_rows)
         self._fp_state[KR.FP_CAP] = new_cap
         while int(self.exact.state[ES_LIMIT]) < new_cap:
             self.exact.grow()
@@ -267,7 +261,7 @@ class DatapathEngine:
                 *mf,
                 self._prog_ops, self._prog_start, self._prog_len,
                 *em,
-                self._fp_info, self._fp_steps, self._fp_out, self._fp_rules, self._fp_state,
+                self._fp_rows, self._fp_state,
                 self.rule_stats, self.kstats, res, self._out_ports, out_n,
                 vm, self._stack_key, self._stack_md, self._stack_frame, self._cur_key,
                 self._cur_md, self._trace_steps, self._trace_rules, self._mf_key, self._em_key,

@@ -181,7 +181,8 @@ KS_CT_CALLS = 10
 KS_OUT_OVERFLOW = 11
 KS_WIDTH = 16
 
-# fast-path entries
+# fast-path entries: one row of FP_WIDTH int64 per entry, packed so that what a hit reads
+# (the header, its steps, outputs and rule ids) is contiguous: a few adjacent cache lines.
 MAX_STEPS = 4
 MAX_FP_OUT = 8
 MAX_FP_RULES = 16
@@ -191,7 +192,7 @@ FI_NRULES = 2
 FI_CT_STATE = 3
 FI_DROP = 4
 FI_RECIRCS = 5
-FI_WIDTH = 8
+FI_STEPS = 8  # steps start here, S_WIDTH words each; then the outputs; then the rule ids
 S_SLOT = 0
 S_GEN = 1
 S_REPLY = 2
@@ -201,6 +202,7 @@ S_UPDATE = 5  # 1: the step updated the connection (first lookup); 0: reused the
 S_MARK = 6  # ct_mark and ct_label the rules saw (later rules may match on them)
 S_LABEL = 7  # 4 columns
 S_WIDTH = 11
+FP_WIDTH = FI_STEPS + MAX_STEPS * S_WIDTH + MAX_FP_OUT + MAX_FP_RULES  # 76
 MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT_OVERFLOW)
 FP_COUNT = 0  # fp_state: entries used
 FP_CAP = 1
@@ -273,68 +275,71 @@ def _finish_packet(i, vm, res, out_ports):
 
 
 @njit(inline="always")
-def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_info, fp_steps, fp_out,
-                fp_rules, rule_stats, saved, res, i, out_ports, out_n):  # fmt: skip
+def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stats, saved, res,
+                i, out_ports, out_n):  # fmt: skip
     """Try the fast path with entry ``e``; PUNT_NONE when the packet was completed."""
-    nsteps = fp_info[e, FI_NSTEPS]
+    nsteps = fp_rows[e, FI_NSTEPS]
     l4_ofs = key[L4_OFS]
     l4_len = min(key[L4_LEN], flen - l4_ofs)
     for s in range(nsteps):
-        slot = fp_steps[e, s, S_SLOT]
-        if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != fp_steps[e, s, S_GEN]:
-            _restore(conns, fp_steps, e, s, saved)
+        base = FI_STEPS + s * S_WIDTH
+        slot = fp_rows[e, base + S_SLOT]
+        if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != fp_rows[e, base + S_GEN]:
+            _restore(conns, fp_rows, e, s, saved)
             return PUNT_CONN
-        same_md = conns[slot, C_MARK] == fp_steps[e, s, S_MARK]
+        same_md = conns[slot, C_MARK] == fp_rows[e, base + S_MARK]
         for c in range(4):
-            if conns[slot, C_LABEL + c] != fp_steps[e, s, S_LABEL + c]:
+            if conns[slot, C_LABEL + c] != fp_rows[e, base + S_LABEL + c]:
                 same_md = False
         if not same_md:  # later rules may match ct_mark/ct_label: their path could differ
-            _restore(conns, fp_steps, e, s, saved)
+            _restore(conns, fp_rows, e, s, saved)
             return PUNT_STATE
-        if fp_steps[e, s, S_UPDATE] == 0:
+        if fp_rows[e, base + S_UPDATE] == 0:
             continue  # full processing reuses the packet's connection without an update
-        st = ct_recheck(conns, slot, fp_steps[e, s, S_GEN], fp_steps[e, s, S_REPLY],
-                        fp_steps[e, s, S_PROTO], frame, l4_ofs, l4_len, now_ms, timeouts,
+        st = ct_recheck(conns, slot, fp_rows[e, base + S_GEN], fp_rows[e, base + S_REPLY],
+                        fp_rows[e, base + S_PROTO], frame, l4_ofs, l4_len, now_ms, timeouts,
                         saved[s])  # fmt: skip
-        if st != fp_steps[e, s, S_STATE]:
-            _restore(conns, fp_steps, e, s, saved)
+        if st != fp_rows[e, base + S_STATE]:
+            _restore(conns, fp_rows, e, s, saved)
             if st >= 0:  # valid but a different ct_state than recorded: undo this one too
                 for c in range(HOT_WIDTH):
                     conns[slot, c] = saved[s, c]
             return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
-    for r in range(fp_info[e, FI_NRULES]):
-        rid = fp_rules[e, r]
+    nout = fp_rows[e, FI_NOUT]
+    outs = FI_STEPS + nsteps * S_WIDTH
+    rules = outs + nout
+    for r in range(fp_rows[e, FI_NRULES]):
+        rid = fp_rows[e, rules + r]
         rule_stats[rid, 0] += 1
         rule_stats[rid, 1] += flen
-    nout = fp_info[e, FI_NOUT]
     base = out_n[0]
     for o in range(nout):
-        out_ports[base + o] = fp_out[e, o]
+        out_ports[base + o] = fp_rows[e, outs + o]
     out_n[0] = base + nout
     res[i, R_NOUT] = nout
     res[i, R_OUT_START] = base
-    res[i, R_CT_STATE] = fp_info[e, FI_CT_STATE]
-    res[i, R_DROP] = fp_info[e, FI_DROP] if nout == 0 else 0
-    res[i, R_RECIRCS] = fp_info[e, FI_RECIRCS]
+    res[i, R_CT_STATE] = fp_rows[e, FI_CT_STATE]
+    res[i, R_DROP] = fp_rows[e, FI_DROP] if nout == 0 else 0
+    res[i, R_RECIRCS] = fp_rows[e, FI_RECIRCS]
     res[i, R_PATH] = PATH_FAST
     return PUNT_NONE
 
 
 @njit
-def _restore(conns, fp_steps, e, upto, saved):
+def _restore(conns, fp_rows, e, upto, saved):
     """Undo the updates of steps 0..upto-1 (in reverse), so the rows are as before."""
     for s in range(upto - 1, -1, -1):
-        if fp_steps[e, s, S_UPDATE] == 0:
+        base = FI_STEPS + s * S_WIDTH
+        if fp_rows[e, base + S_UPDATE] == 0:
             continue
-        slot = fp_steps[e, s, S_SLOT]
+        slot = fp_rows[e, base + S_SLOT]
         for c in range(HOT_WIDTH):
             conns[slot, c] = saved[s, c]
 
 
 @njit
-def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_info, fp_steps,
-             fp_out, fp_rules, fp_state, em_keys, em_used, em_value, em_hashes, em_state,
-             kstats):  # fmt: skip
+def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
+             em_keys, em_used, em_value, em_hashes, em_state, kstats):  # fmt: skip
     """Record a fast-path entry for a packet whose full processing qualified."""
     nsteps = vm[VM_NSTEPS]
     nrules = vm[VM_NRULES]
@@ -364,19 +369,20 @@ def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_info, fp
             e = 0
         em_insert(em_keys, em_used, em_value, em_hashes, em_state, em_key, e)
         fp_state[FP_COUNT] = e + 1
-    fp_info[e, FI_NSTEPS] = nsteps
-    fp_info[e, FI_NOUT] = nout
-    fp_info[e, FI_NRULES] = nrules
-    fp_info[e, FI_CT_STATE] = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
-    fp_info[e, FI_RECIRCS] = vm[VM_RECIRCS]
-    fp_info[e, FI_DROP] = _drop_code(vm)
+    fp_rows[e, FI_NSTEPS] = nsteps
+    fp_rows[e, FI_NOUT] = nout
+    fp_rows[e, FI_NRULES] = nrules
+    fp_rows[e, FI_CT_STATE] = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
+    fp_rows[e, FI_RECIRCS] = vm[VM_RECIRCS]
+    fp_rows[e, FI_DROP] = _drop_code(vm)
     for s in range(nsteps):
         for c in range(S_WIDTH):
-            fp_steps[e, s, c] = trace_steps[s, c]
+            fp_rows[e, FI_STEPS + s * S_WIDTH + c] = trace_steps[s, c]
+    outs = FI_STEPS + nsteps * S_WIDTH
     for o in range(nout):
-        fp_out[e, o] = out_ports[vm[VM_OUT_BASE] + o]
+        fp_rows[e, outs + o] = out_ports[vm[VM_OUT_BASE] + o]
     for r in range(nrules):
-        fp_rules[e, r] = trace_rules[r]
+        fp_rows[e, outs + nout + r] = trace_rules[r]
     kstats[KS_FP_INSTALLS] += 1
 
 
@@ -422,10 +428,7 @@ def run_batch(
     em_value,
     em_hashes,
     em_state,
-    fp_info,
-    fp_steps,
-    fp_out,
-    fp_rules,
+    fp_rows,
     fp_state,
     # counters and results
     rule_stats,
@@ -492,9 +495,9 @@ def run_batch(
                     if e < 0:
                         punt = PUNT_MISS
                     else:
-                        punt = _fast_apply(e, frame, flen, key, now, conns, timeouts, fp_info,
-                                           fp_steps, fp_out, fp_rules, rule_stats, saved, res,
-                                           i, out_ports, out_n)  # fmt: skip
+                        punt = _fast_apply(e, frame, flen, key, now, conns, timeouts, fp_rows,
+                                           rule_stats, saved, res, i, out_ports,
+                                           out_n)  # fmt: skip
                 if punt == PUNT_NONE:
                     kstats[KS_FAST] += 1
                     continue
@@ -665,8 +668,7 @@ def run_batch(
         _finish_packet(i, vm, res, out_ports)
         res[i, R_PATH] = PATH_UPCALL if vm[VM_UPCALLED] else PATH_MEGAFLOW
         if mode == 1 and vm[VM_ELIGIBLE] == 1:
-            _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_info, fp_steps,
-                     fp_out, fp_rules, fp_state, em_keys, em_used, em_value, em_hashes,
-                     em_state, kstats)  # fmt: skip
+            _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
+                     em_keys, em_used, em_value, em_hashes, em_state, kstats)  # fmt: skip
     vm[VM_STATUS] = ST_DONE
     vm[VM_PACKET] = n

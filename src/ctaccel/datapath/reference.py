@@ -103,7 +103,6 @@ class ReferenceEngine:
         self.counters: dict[str, int] = {}
         self._result: PacketResult | None = None
         self._now_ms = 0
-        self._in_port = 0
         self._dispatch = {
             A.Output: self._act_output,
             A.OutputInPort: self._act_output_in_port,
@@ -132,7 +131,6 @@ class ReferenceEngine:
         res = PacketResult()
         self._result = res
         self._now_ms = int(now_ms)
-        self._in_port = int(in_port)
         if len(frame) < ETH_HEADER_LEN:
             res.drop_reason = "rx_invalid"
             self.count("drop_rx_invalid")
@@ -164,7 +162,7 @@ class ReferenceEngine:
     def _lookup_and_execute(self, group: _Group, table_id, resubmit_depth: int) -> None:
         res = self._result
         while table_id is not None and group.frames:
-            rule = self.tables.lookup(table_id, _lookup_key(group.key))
+            rule = self.tables.lookup(table_id, lookup_key(group.key))
             if self.tracer:
                 self.tracer.on_lookup(group, table_id, rule, resubmit_depth)
             if rule is None:
@@ -371,7 +369,7 @@ def _split_for_recirc(group):
     return out
 
 
-def _lookup_key(key):
+def lookup_key(key):
     """The key OpenFlow lookups see: OVS's default fragment handling ("normal") hides the
     transport ports of every IP fragment, the first one included."""
     if key[K.NW_FRAG] & K.FRAG_ANY:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ctaccel.datapath import program as P
-from ctaccel.datapath.reference import MAX_RESUBMIT_DEPTH, _lookup_key
+from ctaccel.datapath.reference import MAX_RESUBMIT_DEPTH, lookup_key
 from ctaccel.errors import CtaccelError
 from ctaccel.ofproto import actions as A
 from ctaccel.packet import key as K
@@ -133,7 +133,7 @@ class _Translator:
         ``_lookup_and_execute``)."""
         while table_id is not None and not self.stopped:
             lookup_wc = np.zeros(K.KEY_WIDTH, np.int64)
-            rule = self.tables.lookup(table_id, _lookup_key(self.key), lookup_wc)
+            rule = self.tables.lookup(table_id, lookup_key(self.key), lookup_wc)
             if self.is_fragment:
                 lookup_wc[K.TP_SRC] = 0
                 lookup_wc[K.TP_DST] = 0
