@@ -126,7 +126,7 @@ def run_demo(out_dir=None, console=None) -> dict:
             recs = [json.loads(line) for line in f]
         results[name] = recs
         t = Table(title=title)
-        for col in ("#", "in", "packet", "ct_state", "verdict"):
+        for col in ("#", "in", "packet", "ct_state", "verdict", "path"):
             t.add_column(col)
         for rec, (_p, _f, what) in zip(recs, packets, strict=True):
             verdict = (
@@ -134,7 +134,10 @@ def run_demo(out_dir=None, console=None) -> dict:
                 if rec["out"]
                 else (f"dropped ({rec['drop_reason']})")
             )
-            t.add_row(str(rec["n"]), str(rec["in_port"]), what, rec["ct_state"] or "-", verdict)
+            t.add_row(
+                str(rec["n"]), str(rec["in_port"]), what, rec["ct_state"] or "-", verdict,
+                rec.get("path", ""),
+            )  # fmt: skip
         console.print(t)
         with open(os.path.join(out, "conntrack.txt")) as f:
             console.print("[bold]conntrack table at the end[/bold] (dpctl/dump-conntrack):")
@@ -142,5 +145,9 @@ def run_demo(out_dir=None, console=None) -> dict:
                 f.read().rstrip() or "(empty)", highlight=False, markup=False, soft_wrap=True
             )
         console.print()
+    console.print(
+        "path: 'fast' = the assume-established fast path (one exact-match lookup and a check "
+        "of the connection), 'megaflow'/'upcall' = full processing with ct and recirculation."
+    )
     console.print(f"All inputs and outputs are in {base}")
     return results
