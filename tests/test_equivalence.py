@@ -25,10 +25,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+import equiv_harness as H
 import traffic as T
 
 if os.environ.get("CTACCEL_EQUIV_ENGINE") == "reference":
-    ENGINE = T.ReferenceBatchEngine
+    ENGINE = H.ReferenceBatchEngine
 else:
     try:
         from ctaccel.datapath.engine import DatapathEngine as ENGINE
@@ -60,7 +61,7 @@ def _settings(n: int):
     )
 
 
-def check_equivalent(rules_text: str, packets, plan: T.Plan, test: str) -> None:
+def check_equivalent(rules_text: str, packets, plan: H.Plan, test: str) -> None:
     """Reference vs both modes on one sequence; fail with the first difference."""
     report = _compare(rules_text, packets, plan)
     if report:  # raised here, where no engine is alive (failing examples are retained)
@@ -68,11 +69,11 @@ def check_equivalent(rules_text: str, packets, plan: T.Plan, test: str) -> None:
     _packets_by_test[test] = _packets_by_test.get(test, 0) + len(packets)
 
 
-def _compare(rules_text: str, packets, plan: T.Plan) -> str | None:
-    expected = T.run_reference(rules_text, packets, plan)
+def _compare(rules_text: str, packets, plan: H.Plan) -> str | None:
+    expected = H.run_reference(rules_text, packets, plan)
     for mode in MODES:
-        got = T.run_engine(ENGINE, mode, rules_text, packets, plan)
-        report = T.first_divergence(packets, expected, got, mode, plan,
+        got = H.run_engine(ENGINE, mode, rules_text, packets, plan)
+        report = H.first_divergence(packets, expected, got, mode, plan,
                                     compare_recirculations=(mode == "recirc"))  # fmt: skip
         if report:
             return report
@@ -88,7 +89,7 @@ def test_random_traffic_gives_the_reference_results(rule_set):
     @given(params=T.traffic_params(500, 3000), batch_seed=st.integers(0, 2**31))
     def run(params, batch_seed):
         packets = T.random_traffic(params)
-        check_equivalent(T.RULE_SETS[rule_set], packets, T.plan_for(packets, batch_seed),
+        check_equivalent(T.RULE_SETS[rule_set], packets, H.plan_for(packets, batch_seed),
                          f"random[{rule_set}]")  # fmt: skip
 
     run()
@@ -104,7 +105,7 @@ def test_rule_replacement_mid_stream(before, after):
            flush=st.booleans())  # fmt: skip
     def run(params, batch_seed, flush):
         packets = T.random_traffic(params)
-        plan = T.plan_for(packets, batch_seed, replace=T.RULE_SETS[after], flush=flush)
+        plan = H.plan_for(packets, batch_seed, replace=T.RULE_SETS[after], flush=flush)
         check_equivalent(T.RULE_SETS[before], packets, plan, f"replace[{before}->{after}]")
 
     run()
@@ -116,7 +117,7 @@ def test_rule_replacement_mid_stream(before, after):
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_workload_a_established_flows(v6):
     packets = T.workload_a(250, 12, seed=7, v6=v6)
-    check_equivalent(T.WORKLOAD_FLOWS, packets, T.plan_for(packets, 11), f"workload_a[{v6}]")
+    check_equivalent(T.WORKLOAD_FLOWS, packets, H.plan_for(packets, 11), f"workload_a[{v6}]")
 
 
 def test_workload_a_with_flush_and_expiry():
@@ -124,13 +125,13 @@ def test_workload_a_with_flush_and_expiry():
     # fast path must not use entries whose connections are gone.
     packets = T.workload_a(150, 12, seed=8)
     packets = T.with_clock_jump(packets, len(packets) * 3 // 4, 151_000)
-    check_equivalent(T.WORKLOAD_FLOWS, packets, T.plan_for(packets, 12, flush=True),
+    check_equivalent(T.WORKLOAD_FLOWS, packets, H.plan_for(packets, 12, flush=True),
                      "workload_a_flush_expiry")  # fmt: skip
 
 
 def test_workload_b_one_in_three_new():
     packets = T.workload_b(200, 10, seed=9)
-    check_equivalent(T.WORKLOAD_FLOWS, packets, T.plan_for(packets, 13), "workload_b")
+    check_equivalent(T.WORKLOAD_FLOWS, packets, H.plan_for(packets, 13), "workload_b")
 
 
 @_settings(6)
@@ -139,7 +140,7 @@ def test_workload_b_one_in_three_new():
                                                    "two_zone_pipeline")))  # fmt: skip
 def test_attacks_on_established_flows(seed, attack_prob, v6, rule_set):
     packets = T.established_with_attacks(60, 10, seed, attack_prob, v6)
-    check_equivalent(T.RULE_SETS[rule_set], packets, T.plan_for(packets, seed), "attacks")
+    check_equivalent(T.RULE_SETS[rule_set], packets, H.plan_for(packets, seed), "attacks")
 
 
 # --- the harness itself --------------------------------------------------------------------------
@@ -148,15 +149,15 @@ def test_attacks_on_established_flows(seed, attack_prob, v6, rule_set):
 def test_harness_reports_a_divergence():
     """The comparison is not vacuous: a wrong result is reported with the packet."""
     packets = T.workload_a(3, 2, seed=1)
-    plan = T.plan_for(packets, 1)
-    expected = T.run_reference(T.WORKLOAD_FLOWS, packets, plan)
-    tampered = T.run_reference(T.WORKLOAD_FLOWS, packets, plan)
+    plan = H.plan_for(packets, 1)
+    expected = H.run_reference(T.WORKLOAD_FLOWS, packets, plan)
+    tampered = H.run_reference(T.WORKLOAD_FLOWS, packets, plan)
     tampered.results[10].ct_state = "inv|trk"
-    report = T.first_divergence(packets, expected, tampered, "tampered", plan)
+    report = H.first_divergence(packets, expected, tampered, "tampered", plan)
     assert report is not None and "packet #10 differs" in report
-    tampered = T.run_reference(T.WORKLOAD_FLOWS, packets, plan)
+    tampered = H.run_reference(T.WORKLOAD_FLOWS, packets, plan)
     tampered.counters[0] = (0, 0)
-    assert "rule counters differ" in T.first_divergence(packets, expected, tampered, "t", plan)
+    assert "rule counters differ" in H.first_divergence(packets, expected, tampered, "t", plan)
 
 
 def test_total_packets_compared():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pytest
 
+import equiv_harness as H
 import traffic as T
 
 try:
@@ -26,11 +27,11 @@ FAST = "fast"
 AE = "assume-established"
 
 
-def run_checked(packets, plan: T.Plan, mode: str = AE, rules: str = T.WORKLOAD_FLOWS):
+def run_checked(packets, plan: H.Plan, mode: str = AE, rules: str = T.WORKLOAD_FLOWS):
     """(reference run, engine run), after checking they agree packet for packet."""
-    expected = T.run_reference(rules, packets, plan)
-    got = T.run_engine(DatapathEngine, mode, rules, packets, plan)
-    report = T.first_divergence(packets, expected, got, mode, plan,
+    expected = H.run_reference(rules, packets, plan)
+    got = H.run_engine(DatapathEngine, mode, rules, packets, plan)
+    report = H.first_divergence(packets, expected, got, mode, plan,
                                 compare_recirculations=(mode == "recirc"))  # fmt: skip
     assert report is None, report
     return expected, got
@@ -42,7 +43,7 @@ def warm_then(n_flows: int, probe, rounds: int = 2, seed: int = 3, v6: bool = Fa
     warm, convs = T.workload_a_with_conversations(n_flows, rounds, seed, v6)
     now = warm[-1][2] + 1
     probes = [(p, f, now) for p, f in probe(convs)]
-    return warm + probes, T.Plan((len(warm), len(probes))), len(warm)
+    return warm + probes, H.Plan((len(warm), len(probes))), len(warm)
 
 
 def data_round(convs):
@@ -55,8 +56,8 @@ def data_round(convs):
 def test_established_data_takes_the_fast_path():
     n_flows, rounds = 2000, 6
     packets, _convs = T.workload_a_with_conversations(n_flows, rounds, seed=5)
-    plan = T.Plan(tuple(T.batch_sizes(len(packets), 5, 256, 256)))
-    run = T.run_engine(DatapathEngine, AE, T.WORKLOAD_FLOWS, packets, plan, keep_engine=True)
+    plan = H.Plan(tuple(T.batch_sizes(len(packets), 5, 256, 256)))
+    run = H.run_engine(DatapathEngine, AE, T.WORKLOAD_FLOWS, packets, plan, keep_engine=True)
     handshakes, per_round = 3 * n_flows, 2 * n_flows
     # Round 1 holds each direction's first data segment (its fast-path entry is installed
     # then); from round 2 on, established data must go fast.
@@ -80,7 +81,7 @@ def _path_histogram(results) -> dict:
 
 def test_recirc_mode_recirculates_every_packet_exactly_once():
     packets = T.workload_a(300, 4, seed=6)
-    _expected, got = run_checked(packets, T.plan_for(packets, 6), mode="recirc")
+    _expected, got = run_checked(packets, H.plan_for(packets, 6), mode="recirc")
     assert all(r.recirculations == 1 for r in got.results)
     assert not any(r.path == FAST for r in got.results)
     assert got.stats["recirculations"] == len(packets)
@@ -94,8 +95,8 @@ def test_upcalls_are_per_megaflow_not_per_connection(mode):
     upcalls = {}
     for n_flows in (40, 400):
         packets = T.workload_b(n_flows, 4, seed=n_flows)
-        plan = T.Plan(tuple(T.batch_sizes(len(packets), 1, 256, 256)))
-        run = T.run_engine(DatapathEngine, mode, T.WORKLOAD_FLOWS, packets, plan)
+        plan = H.Plan(tuple(T.batch_sizes(len(packets), 1, 256, 256)))
+        run = H.run_engine(DatapathEngine, mode, T.WORKLOAD_FLOWS, packets, plan)
         new = sum(r.ct_state == "new|trk" for r in run.results)
         assert new >= len(packets) // 4  # ~1 in 3 NEW (the first round of SYNs included)
         upcalls[n_flows] = run.stats["upcalls"]
@@ -151,7 +152,7 @@ def test_rst_or_fin_on_an_established_flow_is_punted(kind):
 
 def test_flush_invalidates_cached_entries():
     packets, _plan, at = warm_then(30, data_round)
-    plan = T.Plan((at, len(packets) - at), flush_at=at)
+    plan = H.Plan((at, len(packets) - at), flush_at=at)
     expected, got = run_checked(packets, plan)
     probe = got.results[at:]
     assert not any(r.path == FAST for r in probe[:2])
@@ -165,7 +166,7 @@ def test_expired_connection_is_not_served_from_the_cache():
     probes = [(p, f, later) for p, f in data_round(convs)]
     packets = warm + probes
     at = len(warm)
-    expected, got = run_checked(packets, T.Plan((at, len(probes))))
+    expected, got = run_checked(packets, H.Plan((at, len(probes))))
     assert not any(r.path == FAST for r in got.results[at : at + 2])
     assert got.results[at].ct_state == expected.results[at].ct_state
     assert expected.results[at].ct_state != "est|trk"  # the reference saw it expired too
@@ -174,8 +175,8 @@ def test_expired_connection_is_not_served_from_the_cache():
 def test_fast_hits_create_no_state():
     n_flows = 50
     packets, plan, at = warm_then(n_flows, lambda convs: data_round(convs) + data_round(convs))
-    got = T.run_engine(
-        DatapathEngine, AE, T.WORKLOAD_FLOWS, packets[:at], T.Plan((at,)), keep_engine=True
+    got = H.run_engine(
+        DatapathEngine, AE, T.WORKLOAD_FLOWS, packets[:at], H.Plan((at,)), keep_engine=True
     )
     eng = got.engine
     conns_before = len(eng.conntrack)
