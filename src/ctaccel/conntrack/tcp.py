@@ -304,7 +304,7 @@ def tcp_new_conn(conns, slot, frame, l4_ofs, l4_len, now_ms, timeouts):
     _set_timer(conns, slot, now_ms, timeouts, TM_TCP_SYN_SENT)
 
 
-@njit
+@njit(inline="always")
 def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts):
     """Track one packet of the connection in ``conns[slot]``; return a CT_UPDATE_* code.
 

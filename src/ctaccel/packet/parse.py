@@ -133,7 +133,7 @@ def _is_vlan_tpid(ethertype):
     return ethertype == ETH_TYPE_8021Q or ethertype == ETH_TYPE_8021AD
 
 
-@njit
+@njit(inline="always")
 def parse_frame(frame, in_port, key):
     """Zero ``key`` and fill it from ``frame`` (uint8 array) received on ``in_port``."""
     parse_frame_vlan_limit(frame, in_port, key, DEFAULT_VLAN_LIMIT)
