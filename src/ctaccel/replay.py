@@ -80,8 +80,8 @@ def parse_inputs(specs) -> list[tuple[int, str]]:
     return out
 
 
-def build_engine(flows_path: str, zone_limits=None, **ct_kwargs) -> ReferenceEngine:
-    rules = load_flows(flows_path)
+def build_conntrack(zone_limits=None, **ct_kwargs) -> Conntrack:
+    """A connection tracker with ``--zone-limit`` style limits ({zone or "default": n})."""
     limits = dict(zone_limits or {})
     default = limits.pop("default", None)
     if default is not None:
@@ -89,7 +89,7 @@ def build_engine(flows_path: str, zone_limits=None, **ct_kwargs) -> ReferenceEng
     ct = Conntrack(**ct_kwargs)
     for zone, limit in limits.items():
         ct.set_zone_limit(int(zone), int(limit))
-    return ReferenceEngine(rules, ct)
+    return ct
 
 
 def load_inputs(inputs):
@@ -182,12 +182,13 @@ def make_engine(flows_path, mode, zone_limits=None):
     """The engine for ``mode``: the reference engine or the compiled one."""
     if mode not in MODES:
         raise InputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
-    ref = build_engine(str(flows_path), zone_limits)
+    rules = load_flows(str(flows_path))
+    conntrack = build_conntrack(zone_limits)
     if mode == "reference":
-        return ref
+        return ReferenceEngine(rules, conntrack)
     from ctaccel.datapath.engine import DatapathEngine
 
-    return DatapathEngine(ref.tables, mode=mode, conntrack=ref.conntrack, ipf=ref.ipf)
+    return DatapathEngine(rules, mode=mode, conntrack=conntrack)
 
 
 def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None,
