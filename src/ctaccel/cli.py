@@ -89,6 +89,7 @@ def replay(flows, inputs, out_dir, zone_limits, mode, quiet):
             zone_limits=_zone_limits(zone_limits),
             progress=not quiet,
             console=console,
+            mode=mode,
         )
     except CtaccelError as e:
         _fail(e)
