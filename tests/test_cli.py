@@ -205,3 +205,17 @@ def test_every_mode_writes_the_same_files(tmp_path, mode):
         outs[m] = (recs, files)
     assert outs[mode] == outs["reference"]
     assert set(outs[mode][1]) >= {"port-1.pcap", "port-2.pcap", "conntrack.txt", "flows.txt"}
+
+
+@pytest.mark.parametrize("mode", ["recirc", "reference", "assume-established"])
+def test_replay_command_runs_the_mode_asked_for(udp_case, tmp_path, mode):
+    flows, inputs, _pkts = udp_case
+    out = tmp_path / "out"
+    r = run(["replay", "--flows", str(flows), *sum((["--in", i] for i in inputs), []),
+             "--out-dir", str(out), "--mode", mode, "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["mode"] == mode
+    paths = {json.loads(x)["path"] for x in (out / "packets.jsonl").read_text().splitlines()}
+    if mode != "assume-established":
+        assert "fast" not in paths
