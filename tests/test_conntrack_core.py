@@ -24,6 +24,7 @@ from scapy.all import (
 )
 
 from ctaccel.conntrack import Conntrack, core
+from ctaccel.conntrack.nat import no_nat_spec
 from ctaccel.conntrack.timeouts import TM_UDP_FIRST, TM_UDP_MULTIPLE
 from ctaccel.packet.key import (
     CT_LABEL,
@@ -54,7 +55,7 @@ class Packet:
     """A frame and its key, as the engine would carry them between ct() actions."""
 
     def __init__(self, scapy_pkt):
-        self.frame = np.frombuffer(bytes(scapy_pkt), np.uint8)
+        self.frame = np.frombuffer(bytes(scapy_pkt), np.uint8).copy()
         self.key = np.zeros(KEY_WIDTH, np.int64)
         parse_frame(self.frame, 1, self.key)
         self.conn = -1
@@ -462,6 +463,7 @@ def _run_sequence(execute):
             t * 100,
             ct.timeouts,
             -1,
+            no_nat_spec(),
         )
         keys.append((int(handle), p.key.copy()))
     return ct, keys

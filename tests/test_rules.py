@@ -10,7 +10,8 @@ import pytest
 
 from ctaccel.errors import InputError, RuleError
 from ctaccel.ofproto import actions as A
-from ctaccel.ofproto.rules import NAT_UNSUPPORTED, load_flows, parse_flows, parse_rule
+from ctaccel.ofproto.actions import format_actions
+from ctaccel.ofproto.rules import load_flows, parse_flows, parse_rule
 from ctaccel.packet import key as K
 
 # Lines accepted by both ovs-ofctl and us; each exercises a field or action form.
@@ -183,12 +184,43 @@ def test_action_objects():
     assert note.data == b"\xaa" and goto == A.GotoTable(5)
 
 
-def test_nat_parses_but_is_refused_at_load():
-    (rule,) = parse_flows("ip,actions=ct(commit,nat(src=1.1.1.1))", allow_nat=True)
-    assert rule.actions[0].nat == "nat(src=1.1.1.1)"
+def test_nat_actions_parse_and_print_as_ovs():
+    rules = parse_flows(
+        "ip,actions=ct(commit,nat(src=10.0.0.1-10.0.0.5:1000-2000,persistent,random),table=1)\n"
+        "ip,in_port=2,actions=ct(nat)\n"
+        "ipv6,actions=ct(commit,nat(dst=[fd00::1]:80)),ct(commit,nat(src=fd00::1-fd00::3))\n"
+        "ip,in_port=3,actions=ct(commit,nat(dst=10.1.1.2:8080),exec(set_field:1->ct_mark))\n"
+        "ip,in_port=4,actions=ct(commit,nat(src))\n"
+    )
+    nat = rules[0].actions[0].nat
+    assert (nat.kind, nat.family, nat.min_port, nat.max_port) == ("src", 4, 1000, 2000)
+    assert nat.persistent and nat.random and not nat.hash
+    assert [format_actions(r.actions) for r in rules] == [
+        "ct(commit,table=1,nat(src=10.0.0.1-10.0.0.5:1000-2000,persistent,random))",
+        "ct(nat)",
+        "ct(commit,nat(dst=[fd00::1]:80)),ct(commit,nat(src=fd00::1-fd00::3))",
+        "ct(commit,nat(dst=10.1.1.2:8080),exec(load:0x1->NXM_NX_CT_MARK[]))",
+        "ct(commit,nat(src))",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("action", "reason"),
+    [
+        ("nat(src=1.2.3.4,dst=1.2.3.5)", 'May only specify one of "src" or "dst".'),
+        ("nat(persistent)", 'Flags allowed only with "src" or "dst".'),
+        ("nat(src=1.2.3.5-1.2.3.4)", 'invalid nat range "1.2.3.5-1.2.3.4"'),
+        ("nat(src=1.2.3.4:9-8)", 'invalid nat range "1.2.3.4:9-8"'),
+        ("nat(src=1.2.3.4:80x)", 'garbage (x) after nat range "1.2.3.4:80x"'),
+        ("nat(src=1.2.3.4,hash,random)", 'Both "hash" and "random" are not allowed.'),
+        ("nat(src=fd00::1)", "ct(nat(src=fd00::1)): address family does not match the rule's match"),
+        ("nat(foo)", 'invalid key "foo" in "nat" argument'),
+    ],
+)
+def test_bad_nat_is_rejected_with_the_line(action, reason):
     with pytest.raises(RuleError) as err:
-        parse_flows("ip,actions=drop\nip,actions=ct(commit,nat)\n", "n.txt")
-    assert str(err.value) == f"n.txt:2: {NAT_UNSUPPORTED}"
+        parse_flows(f"ip,actions=drop\nip,actions=ct(commit,{action})\n", "n.txt")
+    assert str(err.value) == f"n.txt:2: {reason}"
 
 
 REJECTIONS = [

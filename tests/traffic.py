@@ -681,6 +681,71 @@ table=1,priority=90,tcp,tcp_flags=+syn,actions=output:9
 table=1,priority=80,ip,actions=output:2
 """
 
+# NAT that keeps addresses (nat(src) / nat(dst) without a range: only a colliding source port
+# changes), so the generated replies still reach their connection and every packet of it is
+# translated (+snat/+dnat, checksums rewritten in place), in one zone; ICMP errors included.
+NAT_KEEP = """\
+table=0,priority=100,ip,actions=ct(table=1,zone=7,nat)
+table=0,priority=100,ipv6,actions=ct(table=1,zone=7,nat)
+table=0,priority=0,actions=drop
+table=1,priority=200,ct_state=+trk+inv,actions=drop
+table=1,priority=100,ct_state=+trk+new,in_port=1,ip,actions=ct(commit,zone=7,nat(src)),output:2
+table=1,priority=100,ct_state=+trk+new,in_port=1,ipv6,actions=ct(commit,zone=7,nat(src)),output:2
+table=1,priority=100,ct_state=+trk+new,in_port=3,ip,actions=ct(commit,zone=7,nat(dst)),output:4
+table=1,priority=100,ct_state=+trk+new,in_port=3,ipv6,actions=ct(commit,zone=7,exec(set_field:0x3->ct_mark)),output:4
+table=1,priority=90,ct_state=+trk+est+snat,actions=output:2
+table=1,priority=90,ct_state=+trk+est+dnat,in_port=2,actions=output:1
+table=1,priority=90,ct_state=+trk+est+dnat,actions=output:4
+table=1,priority=80,ct_state=+trk+est,actions=output:5
+table=1,priority=80,ct_state=+trk+rel+dnat,actions=output:1
+table=1,priority=70,ct_state=+trk+rel,actions=output:6
+table=1,priority=0,actions=drop
+"""
+
+# Real translation: inside port 1 SNATed to a 4-port range (exhaustion under load), port 3 to
+# a DNAT backend with a port; replies come back to the original addresses only when they
+# happen to match, so most replies start connections of their own (also NATed: zone 4 runs
+# ct(nat) before anything is known).
+NAT_RANGES = """\
+table=0,priority=100,ip,actions=ct(table=1,zone=4,nat)
+table=0,priority=50,ipv6,actions=ct(table=1,zone=4)
+table=0,priority=0,actions=drop
+table=1,priority=200,ct_state=+trk+inv,actions=drop
+table=1,priority=100,ct_state=+trk+new,in_port=1,ip,actions=ct(commit,zone=4,nat(src=10.0.2.250:5000-5003)),output:2
+table=1,priority=100,ct_state=+trk+new,in_port=3,tcp,actions=ct(commit,zone=4,nat(dst=10.0.2.7:8080)),output:4
+table=1,priority=100,ct_state=+trk+new,in_port=2,udp,actions=ct(commit,zone=4,nat(dst=10.0.1.1-10.0.1.3)),output:1
+table=1,priority=100,ct_state=+trk+new,ipv6,actions=ct(commit,zone=4),output:2
+table=1,priority=90,ct_state=+trk+est,in_port=1,actions=output:2
+table=1,priority=90,ct_state=+trk+est,in_port=2,actions=output:1
+table=1,priority=90,ct_state=+trk+est,actions=output:3
+table=1,priority=80,ct_state=+trk+rel,actions=output:6
+table=1,priority=0,actions=drop
+"""
+
+# DNAT in one zone, then SNAT in another after a recirculation, then a second ct(nat) in the
+# SNAT zone (a no-op: the packet is already translated there).
+NAT_TWO_ZONES = """\
+table=0,priority=100,ip,actions=ct(table=1,zone=1,nat)
+table=0,priority=100,ipv6,actions=ct(table=1,zone=1,nat)
+table=0,priority=0,actions=drop
+table=1,priority=200,ct_state=+trk+inv,actions=drop
+table=1,priority=100,ct_state=+trk+new,in_port=1,ip,actions=ct(commit,zone=1,nat(dst)),ct(table=2,zone=2,nat)
+table=1,priority=100,ct_state=+trk+new,in_port=1,ipv6,actions=ct(commit,zone=1,nat(dst)),ct(table=2,zone=2,nat)
+table=1,priority=90,ct_state=+trk+est,ip,actions=ct(table=2,zone=2,nat)
+table=1,priority=90,ct_state=+trk+est,ipv6,actions=ct(table=2,zone=2,nat)
+table=1,priority=90,ct_state=+trk+rel,ip,actions=ct(table=2,zone=2,nat)
+table=1,priority=90,ct_state=+trk+rel,ipv6,actions=ct(table=2,zone=2)
+table=1,priority=0,actions=drop
+table=2,priority=200,ct_state=+trk+inv,actions=drop
+table=2,priority=100,ct_state=+trk+new,in_port=1,ip,actions=ct(commit,zone=2,nat(src)),ct(zone=2,nat),output:2
+table=2,priority=100,ct_state=+trk+new,in_port=1,ipv6,actions=ct(commit,zone=2,nat(src)),output:2
+table=2,priority=90,ct_state=+trk+est,in_port=1,ip,actions=ct(zone=2,nat),output:2
+table=2,priority=90,ct_state=+trk+est,in_port=1,ipv6,actions=output:2
+table=2,priority=90,ct_state=+trk+est,in_port=2,actions=output:1
+table=2,priority=80,ct_state=+trk+rel,actions=output:3
+table=2,priority=0,actions=drop
+"""
+
 # The rule sets the equivalence tests run, by name.
 RULE_SETS = {
     "demo_tcp_firewall": demo.TCP_FLOWS,
@@ -690,6 +755,9 @@ RULE_SETS = {
     "two_zone_pipeline": TWO_ZONE_PIPELINE,
     "mark_label": MARK_LABEL,
     "stateless": STATELESS,
+    "nat_keep": NAT_KEEP,
+    "nat_ranges": NAT_RANGES,
+    "nat_two_zones": NAT_TWO_ZONES,
 }
 
 # The firewall the workloads run through (the talk's: ct, recirculate, est both ways).
@@ -701,6 +769,7 @@ REPLACEMENTS = (
     ("stateless", "zones_by_port"),
     ("zones_by_port", "zones_by_port_v2"),
     ("two_zone_pipeline", "demo_tcp_firewall"),
+    ("nat_keep", "nat_two_zones"),
 )
 RULE_SETS["zones_by_port_v2"] = FIREWALL_ZONES_BY_PORT.replace(
     "ct_state=+trk+est,in_port=2,actions=output:1",

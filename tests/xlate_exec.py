@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ctaccel.conntrack import Conntrack
+from ctaccel.conntrack.nat import NS_WIDTH
 from ctaccel.datapath import program as P
 from ctaccel.datapath.reference import ETH_HEADER_LEN, MAX_RECIRC_DEPTH, PacketResult
 from ctaccel.ofproto.classifier import FlowTables
@@ -122,7 +123,7 @@ class ProgramExecutor:
         self.passes.append((table, pkt.key.copy(), ops))
         res = self._result
         key = pkt.key
-        for row in ops:
+        for pc, row in enumerate(ops):
             op = int(row[0])
             if op == P.OP_RULE:
                 rule = self.rules[int(row[1])]
@@ -141,7 +142,10 @@ class ProgramExecutor:
                 col, value, mask = int(row[1]), int(row[2]), int(row[3])
                 key[col] = (int(key[col]) & ~mask) | (value & mask)
             elif op == P.OP_CT:
-                self._ct(pkt, row)
+                nat = ops[pc + 1][1 : 1 + NS_WIDTH] if int(row[2]) & P.CTF_NAT else None
+                self._ct(pkt, row, nat)
+            elif op == P.OP_NAT_SPEC:
+                pass
             elif op == P.OP_RECIRC:
                 self._recirculate(pkt, P.table_for_recirc_id(int(row[1])))
             elif op == P.OP_CLEAR_CT_FIELDS:
@@ -156,7 +160,7 @@ class ProgramExecutor:
             else:
                 raise AssertionError(f"unknown op {op}")
 
-    def _ct(self, pkt: _Packet, row) -> None:
+    def _ct(self, pkt: _Packet, row, nat) -> None:
         zone, flags = int(row[1]), int(row[2])
         mark = int(row[3]) if flags & P.CTF_SET_MARK else None
         mark_mask = int(row[4]) if flags & P.CTF_SET_MARK else 0xFFFFFFFF
@@ -164,6 +168,10 @@ class ProgramExecutor:
         label_mask = _label_int(row[9:13]) if flags & P.CTF_SET_LABEL else (1 << 128) - 1
         key = pkt.key
         key[_CT_FIRST : _CT_LAST + 1] = 0 if pkt.md is None else pkt.md
+        if nat is not None:
+            nat = np.array(nat, np.int64)
+            if not pkt.frame.flags.writeable:
+                pkt.frame = pkt.frame.copy()
         pkt.ct_handle = self.conntrack.execute(
             pkt.frame,
             key,
@@ -176,6 +184,7 @@ class ProgramExecutor:
             label_mask=label_mask,
             now_ms=self._now_ms,
             cached_conn=pkt.ct_handle,
+            nat=nat,
         )
         pkt.md = key[_CT_FIRST : _CT_LAST + 1].copy()
 
@@ -188,7 +197,7 @@ class ProgramExecutor:
         res.recirculations += 1
         copy_key = pkt.key.copy()
         copy = _Packet(
-            pkt.frame,
+            pkt.frame.copy() if pkt.frame.flags.writeable else pkt.frame,
             copy_key,
             md=copy_key[_CT_FIRST : _CT_LAST + 1].copy(),
             ct_handle=pkt.ct_handle,

@@ -22,6 +22,7 @@ from ctaccel.conntrack import core
 from ctaccel.conntrack.core import ZL_COLUMNS, ZL_COUNT, ZL_DEFAULT, ZL_LIMIT, ZL_SEQ
 from ctaccel.conntrack.dump import dump_lines
 from ctaccel.conntrack.layout import C_USED
+from ctaccel.conntrack.nat import no_nat_spec
 from ctaccel.conntrack.table import (
     COUNTER_NAMES,
     ST_FLUSHED,
@@ -82,6 +83,7 @@ class Conntrack:
         for zone, limit in (zone_limits or {}).items():
             self.set_zone_limit(zone, limit)
         self._no_label = np.zeros(4, np.int64)
+        self._no_nat = no_nat_spec()
 
     # --- capacity ---------------------------------------------------------------------------
     @property
@@ -115,10 +117,20 @@ class Conntrack:
         label_mask: int = _LABEL_ALL,
         now_ms: int = 0,
         cached_conn: int = -1,
+        nat=None,
     ) -> int:
-        """Run ct() on one parsed packet; updates ``key``'s ct fields, returns the handle."""
+        """Run ct() on one parsed packet; updates ``key``'s ct fields, returns the handle.
+
+        ``nat``: None, or the NAT spec row (conntrack/nat.py ``spec_from_action``); with NAT
+        the frame (a writable uint8 array) and the key's addresses/ports may be rewritten."""
         if not isinstance(frame, np.ndarray):
             frame = np.frombuffer(bytes(frame), np.uint8)
+        if nat is None:
+            nat = self._no_nat
+            if not frame.flags.writeable:
+                frame = frame.copy()  # never written without nat; one array type for numba
+        elif not frame.flags.writeable:
+            raise ValueError("ct with nat rewrites the frame: pass a writable array")
         self.reserve(1)
         if label is None:
             label4 = label_mask4 = self._no_label
@@ -146,6 +158,7 @@ class Conntrack:
                 int(now_ms),
                 self.timeouts,
                 int(cached_conn),
+                nat,
             )
         )
 

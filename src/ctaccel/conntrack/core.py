@@ -42,6 +42,11 @@ from ctaccel.conntrack.icmp import (
 )
 from ctaccel.conntrack.layout import (
     C_ADMIT,
+    C_NAT_FLAGS,
+    C_R_DPORT,
+    C_R_DST,
+    C_R_SPORT,
+    C_R_SRC,
     C_CREATED_MS,
     C_DL_TYPE,
     C_DPORT,
@@ -58,6 +63,23 @@ from ctaccel.conntrack.layout import (
     C_USED,
     C_ZONE,
 )
+from ctaccel.conntrack.nat import (
+    EPHEMERAL_MAX,
+    EPHEMERAL_MIN,
+    MAX_PORT_ATTEMPTS,
+    NAT_DST,
+    NAT_DST_PORT,
+    NAT_SRC,
+    NAT_SRC_PORT,
+    NS_ACTION,
+    NS_MAX_PORT,
+    NS_MIN_ADDR,
+    NS_MIN_PORT,
+    nat_packet,
+    next_random,
+    pick_addr,
+    range_hash,
+)
 from ctaccel.conntrack.other import other_conn_update, other_new_conn
 from ctaccel.conntrack.table import (
     ETH_IP,
@@ -73,6 +95,8 @@ from ctaccel.conntrack.table import (
     ST_LIMIT_SWEEP_MS,
     ST_MAX_CONNS,
     ST_N_CONNS,
+    ST_LAST_CONN,
+    ST_NAT_EXHAUSTED,
     ST_NEXT_SEQ,
     ST_REFUSED_MAX_CONNS,
     ST_REFUSED_NO_ROOM,
@@ -90,8 +114,11 @@ from ctaccel.conntrack.table import (
     TUP_WIDTH,
     conn_alloc,
     conn_release,
+    index_insert,
     index_lookup,
+    index_remove,
     is_icmp_key,
+    row_tuple,
     tuple_hash,
 )
 from ctaccel.conntrack.tcp import tcp_conn_update, tcp_new_conn, tcp_valid_new
@@ -103,11 +130,13 @@ from ctaccel.conntrack.timeouts import (
 )
 from ctaccel.jit import njit
 from ctaccel.packet.key import (
+    CS_DST_NAT,
     CS_ESTABLISHED,
     CS_INVALID,
     CS_NEW,
     CS_RELATED,
     CS_REPLY_DIR,
+    CS_SRC_NAT,
     CS_TRACKED,
     CT_LABEL,
     CT_MARK,
@@ -145,6 +174,7 @@ ZL_COLUMNS = 65537
 # The admitting zone-limit entry of a connection: 0 = none, else (column + 1) | seq << 17.
 _ADMIT_COLUMN_BITS = 17
 
+_NAT_BITS = CS_SRC_NAT | CS_DST_NAT
 _L3_UNUSABLE = PF_L2_TRUNC | PF_L3_TRUNC | PF_L3_BAD | PF_L3_BAD_CSUM
 _M32 = 0xFFFFFFFF
 
@@ -273,11 +303,142 @@ def _l4_update(conns, slot, reply, proto, frame, l4_ofs, l4_len, now_ms, timeout
     return other_conn_update(conns, slot, reply, now_ms, timeouts)
 
 
+@njit(inline="always")
+def _taken(conns, index, free_slots, stats, zone_limits, tup, now_ms):
+    """True when a live connection has ``tup`` as either of its tuples (an expired one found
+    on the way is removed, as OVS's lookups skip it)."""
+    return lookup_live(conns, index, free_slots, stats, zone_limits, tup, now_ms) >= 0
+
+
+@njit
+def _unique_port(conns, index, free_slots, stats, zone_limits, rtup, col, curr, lo, hi, h,
+                 now_ms):  # fmt: skip
+    """OVS nat_get_unique_l4: try ports from ``curr`` upwards through [lo, hi] (wrapping),
+    at most 128, then rounds of 64, 32, 16 and 8 from pseudo-random points; ``rtup[col]``
+    ends on the free port found, or back on ``curr`` (False)."""
+    size = hi - lo + 1
+    attempts = min(size, MAX_PORT_ATTEMPTS)
+    orig = curr
+    round_ = 0
+    while True:
+        n_iter = size + 1 if (curr < lo or curr > hi) else size
+        i = 0
+        for _ in range(n_iter):
+            if i >= attempts:
+                break
+            i += 1
+            rtup[col] = curr
+            if not _taken(conns, index, free_slots, stats, zone_limits, rtup, now_ms):
+                return True
+            curr = lo if (curr < lo or curr > hi or curr == hi) else curr + 1
+        if attempts < size and attempts >= 16:
+            attempts //= 2
+            round_ += 1
+            curr = lo + next_random(h, round_) % size
+            continue
+        rtup[col] = orig
+        return False
+
+
+@njit
+def nat_choose(conns, index, free_slots, stats, zone_limits, tup, spec, now_ms, rtup):
+    """OVS nat_get_unique_tuple: fill ``rtup`` with the reply tuple a new connection ``tup``
+    gets under ``spec`` (an address from the range by hash; the source port kept if free,
+    else searched in its band or the given range; a destination port from its range).
+    False when every candidate is taken (exhaustion)."""
+    action = spec[NS_ACTION]
+    rtup[T_ZONE] = tup[T_ZONE]
+    rtup[T_DL_TYPE] = tup[T_DL_TYPE]
+    rtup[T_PROTO] = tup[T_PROTO]
+    for i in range(4):
+        rtup[T_SRC + i] = tup[T_DST + i]
+        rtup[T_DST + i] = tup[T_SRC + i]
+    rtup[T_SWORD] = tup[T_DWORD]
+    rtup[T_DWORD] = tup[T_SWORD]
+    h = range_hash(spec, tup)
+    addr = np.zeros(4, np.int64)
+    zero = True
+    for i in range(4):
+        if spec[NS_MIN_ADDR + i] != 0:
+            zero = False
+    if zero:
+        if action & NAT_SRC:
+            for i in range(4):
+                addr[i] = tup[T_SRC + i]
+        elif action & NAT_DST:
+            for i in range(4):
+                addr[i] = tup[T_DST + i]
+    else:
+        pick_addr(spec, h, tup[T_DL_TYPE], addr)
+    proto = tup[T_PROTO]
+    pat = proto == 6 or proto == 17
+    sport = tup[T_SWORD]
+    if (action & (NAT_SRC | NAT_SRC_PORT)) == NAT_SRC or action & NAT_DST:
+        curr_s = sport
+        if sport < 512:
+            lo_s, hi_s = 1, 511
+        elif sport < 1024:
+            lo_s, hi_s = 600, 1023
+        else:
+            lo_s, hi_s = EPHEMERAL_MIN, EPHEMERAL_MAX
+    else:
+        lo_s = spec[NS_MIN_PORT]
+        hi_s = spec[NS_MAX_PORT]
+        curr_s = lo_s + h % (hi_s - lo_s + 1)
+    if action & NAT_DST_PORT:
+        lo_d = spec[NS_MIN_PORT]
+        hi_d = spec[NS_MAX_PORT]
+        curr_d = lo_d + h % (hi_d - lo_d + 1)
+    else:
+        curr_d = tup[T_DWORD]
+        lo_d = hi_d = curr_d
+    if pat:
+        rtup[T_SWORD] = curr_d
+        rtup[T_DWORD] = curr_s
+    for i in range(4):
+        if action & NAT_SRC:
+            rtup[T_DST + i] = addr[i]
+        else:
+            rtup[T_SRC + i] = addr[i]
+    if not pat:
+        return not _taken(conns, index, free_slots, stats, zone_limits, rtup, now_ms)
+    found = False
+    if action & NAT_DST_PORT:
+        found = _unique_port(conns, index, free_slots, stats, zone_limits, rtup, T_SWORD,
+                             curr_d, lo_d, hi_d, h, now_ms)  # fmt: skip
+    if not found:
+        found = _unique_port(conns, index, free_slots, stats, zone_limits, rtup, T_DWORD,
+                             curr_s, lo_s, hi_s, h, now_ms)  # fmt: skip
+    return found
+
+
+@njit
+def _set_reply_tuple(conns, index, slot, rtup, action):
+    """Give a fresh connection the reply tuple NAT chose (re-indexing its reply entry)."""
+    old = np.empty(TUP_WIDTH, np.int64)
+    row_tuple(conns, slot, 1, old)
+    index_remove(index, slot * 2 + 1, tuple_hash(old))
+    for i in range(4):
+        conns[slot, C_R_SRC + i] = rtup[T_SRC + i]
+        conns[slot, C_R_DST + i] = rtup[T_DST + i]
+    if is_icmp_key(rtup[T_DL_TYPE], rtup[T_PROTO]):
+        conns[slot, C_R_SPORT] = rtup[T_SWORD] >> 16
+        conns[slot, C_R_DPORT] = rtup[T_DWORD] >> 16
+    else:
+        conns[slot, C_R_SPORT] = rtup[T_SWORD]
+        conns[slot, C_R_DPORT] = rtup[T_DWORD]
+    conns[slot, C_NAT_FLAGS] = action
+    index_insert(index, slot * 2 + 1, tuple_hash(rtup))
+
+
 @njit
 def commit_conn(
-    conns, index, free_slots, stats, zone_limits, tup, frame, l4_ofs, l4_len, now_ms, timeouts
-):
-    """Create the connection for ``tup`` if the limits allow; its slot or -1 (counted)."""
+    conns, index, free_slots, stats, zone_limits, tup, frame, l4_ofs, l4_len, now_ms, timeouts,
+    nat,
+):  # fmt: skip
+    """Create the connection for ``tup`` if the limits allow; its slot or -1 (counted).
+    With a NAT spec (``nat[NS_ACTION] >= 0``) the reply tuple is chosen first; when none is
+    free no connection is created (counted as nat_exhausted)."""
     zone = tup[T_ZONE]
     column = -1
     if zone_limits[ZL_LIMIT, zone] >= 0:
@@ -300,10 +461,17 @@ def commit_conn(
     if stats[ST_N_CONNS] >= stats[ST_MAX_CONNS]:
         stats[ST_REFUSED_MAX_CONNS] += 1
         return -1
+    rtup = np.empty(TUP_WIDTH, np.int64)
+    if nat[NS_ACTION] >= 0:
+        if not nat_choose(conns, index, free_slots, stats, zone_limits, tup, nat, now_ms, rtup):
+            stats[ST_NAT_EXHAUSTED] += 1
+            return -1
     slot = conn_alloc(conns, index, free_slots, stats, tup, now_ms)
     if slot < 0:
         stats[ST_REFUSED_NO_ROOM] += 1
         return -1
+    if nat[NS_ACTION] >= 0:
+        _set_reply_tuple(conns, index, slot, rtup, nat[NS_ACTION])
     _l4_new_conn(conns, slot, tup[T_PROTO], frame, l4_ofs, l4_len, now_ms, timeouts)
     conns[slot, C_CREATED_MS] = now_ms
     conns[slot, C_SEQ] = stats[ST_NEXT_SEQ]
@@ -379,6 +547,14 @@ def _apply_mark_label(key, conns, slot, set_mark, mark, mark_mask, set_label, la
             key[CT_LABEL + i] = value
 
 
+@njit(inline="always")
+def _handle_nat(conns, slot, zone, reply, related, frame, key, state):
+    """OVS handle_nat: translate by the connection unless this zone already did."""
+    if conns[slot, C_NAT_FLAGS] != 0 and (not (state & _NAT_BITS) or key[CT_ZONE] != zone):
+        state = nat_packet(conns, slot, reply, related, frame, key, state & ~_NAT_BITS)
+    return state
+
+
 @njit
 def ct_execute(
     conns,
@@ -400,16 +576,22 @@ def ct_execute(
     now_ms,
     timeouts,
     cached_conn,
+    nat,
 ):
-    """Run ``ct(zone, [commit], [force], [exec(set ct_mark/ct_label)])`` on one packet.
+    """Run ``ct(zone, [commit], [force], [exec(set ct_mark/ct_label)], [nat])`` on one packet.
 
     ``key`` is the packet's flow key as parse_frame left it plus its current ct fields;
-    ``cached_conn`` is the handle a previous ct() of this packet returned (-1 if none).
-    Returns the handle to keep with the packet.
+    ``cached_conn`` is the handle a previous ct() of this packet returned (-1 if none);
+    ``nat`` a NAT spec row (nat.py; ``NS_ACTION`` -1: no nat). With nat the frame and the
+    key's addresses and ports may be rewritten in place.
+    Returns the handle to keep with the packet: -1 after a ct(nat) (OVS forgets it, as any
+    header rewrite does) and for ICMP errors (a later ct finds the same answer by lookup).
     """
+    has_nat = nat[NS_ACTION] >= 0
     if key[CT_STATE] == CS_INVALID:
         # Marked invalid before conntrack (fragment reassembly): OVS only writes metadata.
         stats[ST_INVALID_PREMARKED] += 1
+        stats[ST_LAST_CONN] = -1
         _write_md_none(key, zone)
         return cached_conn
     if cached_conn >= 0 and not force:
@@ -417,6 +599,10 @@ def ct_execute(
         if slot < conns.shape[0] and conns[slot, C_USED] != 0 and conns[slot, C_ZONE] == zone:
             # OVS process_one_fast: same zone, the packet already knows its connection.
             stats[ST_CACHED_HITS] += 1
+            if has_nat:
+                key[CT_STATE] = _handle_nat(
+                    conns, slot, zone, cached_conn & 1, False, frame, key, key[CT_STATE]
+                )
             key[CT_ZONE] = zone
             key[CT_MARK] = conns[slot, C_MARK]
             for i in range(4):
@@ -424,11 +610,13 @@ def ct_execute(
             _apply_mark_label(
                 key, conns, slot, set_mark, mark, mark_mask, set_label, label4, label_mask4
             )
-            return cached_conn
+            stats[ST_LAST_CONN] = cached_conn
+            return -1 if has_nat else cached_conn
     tup = np.empty(TUP_WIDTH, np.int64)
     kind = extract_tuple(frame, key, zone, tup)
     if kind == KEY_INVALID:
         stats[ST_INVALID_KEY] += 1
+        stats[ST_LAST_CONN] = -1
         key[CT_STATE] = CS_INVALID
         _write_md_none(key, zone)
         return cached_conn
@@ -440,7 +628,18 @@ def ct_execute(
         state = 0  # entering another zone: forget what the previous zone said
     related = kind == KEY_RELATED
 
+    natted = (state & _NAT_BITS) != 0
+    if natted:
+        # Already translated by a ct(nat) of this zone: the packet now reads as the other
+        # side's tuple; look that up and take the direction the other way round.
+        _reverse_tuple(tup)
     handle = lookup_live(conns, index, free_slots, stats, zone_limits, tup, now_ms)
+    if natted:
+        if handle >= 0:
+            handle ^= 1
+            row_tuple(conns, handle >> 1, handle & 1, tup)
+        else:
+            _reverse_tuple(tup)
     slot = -1
     reply = 0
     if handle >= 0:
@@ -477,6 +676,8 @@ def ct_execute(
                 create_new = True
             elif result == CT_UPDATE_STILL_NEW:
                 state |= CS_NEW
+        if has_nat and slot >= 0:
+            state = _handle_nat(conns, slot, zone, reply, related, frame, key, state)
     elif related:
         state = CS_INVALID  # an ICMP error must belong to a connection
         stats[ST_RELATED_UNMATCHED] += 1
@@ -503,14 +704,32 @@ def ct_execute(
                     l4_len,
                     now_ms,
                     timeouts,
+                    nat,
                 )
+                if slot >= 0 and has_nat:
+                    state = nat_packet(conns, slot, 0, False, frame, key, state)
 
     key[CT_STATE] = state
     _write_md(key, zone, conns, slot, tup)
     if slot < 0:
+        stats[ST_LAST_CONN] = -1
         return -1
+    stats[ST_LAST_CONN] = slot * 2 + reply
     _apply_mark_label(key, conns, slot, set_mark, mark, mark_mask, set_label, label4, label_mask4)
+    if has_nat or related:
+        return -1
     return slot * 2 + reply
+
+
+@njit(inline="always")
+def _reverse_tuple(tup):
+    for i in range(4):
+        a = tup[T_SRC + i]
+        tup[T_SRC + i] = tup[T_DST + i]
+        tup[T_DST + i] = a
+    w = tup[T_SWORD]
+    tup[T_SWORD] = tup[T_DWORD]
+    tup[T_DWORD] = w
 
 
 @njit

@@ -87,6 +87,9 @@ ST_CACHED_HITS = 16  # ct() served from the packet's cached connection
 ST_SWEPT = 17  # expired connections removed by sweep()
 ST_FLUSHED = 18  # connections removed by flush()
 ST_LIMIT_SWEEP_MS = 19  # 1 + the packet time of the last sweep made by a commit at a limit
+ST_NAT_EXHAUSTED = 20  # commit refused: NAT found no free tuple in its range
+ST_LAST_CONN = 21  # the connection handle the last ct_execute resolved to (-1: none), even
+#                    when it gives the packet no cached handle (after nat): the fast path's trace
 ST_WIDTH = 24
 
 COUNTER_NAMES = (
@@ -105,6 +108,7 @@ COUNTER_NAMES = (
     (ST_CACHED_HITS, "cached_conn_hits"),
     (ST_SWEPT, "swept"),
     (ST_FLUSHED, "flushed"),
+    (ST_NAT_EXHAUSTED, "nat_exhausted"),
 )
 
 _M32 = 0xFFFFFFFF

@@ -43,10 +43,13 @@ class BatchResult:
     """Per-packet results of one batch as arrays (see kernel R_* columns), plus the
     reference engine's results for packets it processed."""
 
-    def __init__(self, res, out_ports, slow):
+    def __init__(self, res, out_ports, slow, out_fofs=None, out_fbuf=None):
         self.res = res
         self.out_ports = out_ports
         self.slow = slow  # {packet index: PacketResult}
+        # per output: -1 (the received frame) or the offset of its rewritten copy in out_fbuf
+        self.out_fofs = out_fofs
+        self.out_fbuf = out_fbuf
 
     def ports(self, i: int) -> list:
         if i in self.slow:
@@ -54,6 +57,19 @@ class BatchResult:
         n, start = int(self.res[i, KR.R_NOUT]), int(self.res[i, KR.R_OUT_START])
         return [CONTROLLER if p == CONTROLLER_PORT else int(p)
                 for p in self.out_ports[start : start + n]]  # fmt: skip
+
+    def outputs(self, i: int, frame: bytes) -> list:
+        """[(port, frame bytes)] of packet i, whose received frame is ``frame``."""
+        if i in self.slow:
+            return self.slow[i].outputs
+        n, start = int(self.res[i, KR.R_NOUT]), int(self.res[i, KR.R_OUT_START])
+        out = []
+        for k in range(start, start + n):
+            p = int(self.out_ports[k])
+            port = CONTROLLER if p == CONTROLLER_PORT else p
+            fo = -1 if self.out_fofs is None else int(self.out_fofs[k])
+            out.append((port, frame if fo < 0 else self.out_fbuf[fo : fo + len(frame)].tobytes()))
+        return out
 
     def ct_state(self, i: int):
         if i in self.slow:
@@ -100,7 +116,9 @@ class DatapathEngine:
         depth = KR.MAX_RECIRC_DEPTH + 1
         self._stack_key = np.zeros((depth, K.KEY_WIDTH), np.int64)
         self._stack_md = np.zeros((depth, KR.NCT), np.int64)
-        self._stack_frame = np.zeros((depth, 4), np.int64)
+        self._stack_frame = np.zeros((depth, KR.STACK_WIDTH), np.int64)
+        self._frames_w = np.zeros((depth + 2, 2048), np.uint8)  # rows: depths, then scratch
+        self._wkey = np.zeros(K.KEY_WIDTH, np.int64)
         self._cur_key = np.zeros(K.KEY_WIDTH, np.int64)
         self._cur_md = np.zeros(KR.NCT, np.int64)
         self._trace_steps = np.zeros((KR.MAX_STEPS, KR.S_WIDTH), np.int64)
@@ -109,6 +127,8 @@ class DatapathEngine:
         self._em_key = np.zeros(KR.EM_WIDTH, np.int64)
         self._saved = np.zeros((KR.MAX_STEPS, self.conntrack.conns.shape[1]), np.int64)
         self._out_ports = np.zeros(max(4096, self.batch_size * 8), np.int64)
+        self._out_fofs = np.zeros(len(self._out_ports), np.int64)
+        self._out_fbuf = np.zeros(1 << 20, np.uint8)
         self._install_rules(rules)
 
     # ------------------------------------------------------------------ rules and caches
@@ -240,10 +260,17 @@ class DatapathEngine:
         keys = np.zeros((n, K.KEY_WIDTH), np.int64)
         parsed = np.zeros(1, np.int64)
         res = np.zeros((n, KR.RES_WIDTH), np.int64)
-        out_n = np.zeros(1, np.int64)
+        out_n = np.zeros(2, np.int64)
         need = n * 4 + KR.MAX_OUT_PER_PACKET
         if len(self._out_ports) < need:
             self._out_ports = np.zeros(need, np.int64)
+            self._out_fofs = np.zeros(need, np.int64)
+        longest = int(lengths.max()) if n else 0
+        if longest > self._frames_w.shape[1]:
+            self._frames_w = np.zeros((self._frames_w.shape[0], longest), np.uint8)
+        fneed = (KR.MAX_OUT_PER_PACKET + 1) * longest
+        if len(self._out_fbuf) < fneed:
+            self._out_fbuf = np.zeros(2 * fneed, np.uint8)
         slow: dict[int, PacketResult] = {}
         start = 0
         vm = self._vm
@@ -262,8 +289,10 @@ class DatapathEngine:
                 self._prog_ops, self._prog_start, self._prog_len,
                 *em,
                 self._fp_rows, self._fp_state,
-                self.rule_stats, self.kstats, res, self._out_ports, out_n,
-                vm, self._stack_key, self._stack_md, self._stack_frame, self._cur_key,
+                self.rule_stats, self.kstats, res, self._out_ports, out_n, self._out_fofs,
+                self._out_fbuf,
+                vm, self._stack_key, self._stack_md, self._stack_frame, self._frames_w,
+                self._wkey, self._cur_key,
                 self._cur_md, self._trace_steps, self._trace_rules, self._mf_key, self._em_key,
                 self._saved,
             )  # fmt: skip
@@ -285,13 +314,18 @@ class DatapathEngine:
                 self.slow_packets += 1
                 start = i + 1
             elif status == KR.ST_FULL:
-                bigger = np.zeros(2 * len(self._out_ports), np.int64)
-                bigger[: len(self._out_ports)] = self._out_ports
-                self._out_ports = bigger
+                used = int(out_n[0])
+                if used + KR.MAX_OUT_PER_PACKET > len(self._out_ports):
+                    self._out_ports = _grown(self._out_ports, used)
+                    self._out_fofs = _grown(self._out_fofs, used)
+                if int(out_n[1]) + fneed > len(self._out_fbuf):
+                    self._out_fbuf = _grown(self._out_fbuf, int(out_n[1]), fneed)
                 start = i
             else:  # pragma: no cover - a kernel bug
                 raise RuntimeError(f"run_batch returned status {status}")
-        return BatchResult(res, self._out_ports[: int(out_n[0])].copy(), slow)
+        used = int(out_n[0])
+        return BatchResult(res, self._out_ports[:used].copy(), slow, self._out_fofs[:used].copy(),
+                           self._out_fbuf[: int(out_n[1])].copy())  # fmt: skip
 
     def process_batch(self, frames, in_ports, now_ms) -> list[PacketResult]:
         """Process frames (bytes) in order; one PacketResult per frame, like the reference
@@ -315,7 +349,7 @@ class DatapathEngine:
                     continue
                 frame = bytes(frames[i])
                 r = PacketResult(
-                    outputs=[(p, frame) for p in br.ports(j)],
+                    outputs=br.outputs(j, frame),
                     ct_state=br.ct_state(j),
                     drop_reason=br.drop_reason(j),
                     recirculations=br.recirculations(j),
@@ -353,6 +387,13 @@ class DatapathEngine:
             "fast_path_entries": int(self._fp_state[KR.FP_COUNT]),
             "programs": len(self._programs),
         }
+
+
+def _grown(a, used: int, extra: int = 0):
+    """A twice-as-large copy of ``a`` (at least ``used + extra``) keeping ``a[:used]``."""
+    bigger = np.zeros(max(2 * len(a), 2 * (used + extra)), a.dtype)
+    bigger[:used] = a[:used]
+    return bigger
 
 
 def warm_up() -> float:

@@ -39,16 +39,20 @@ from ctaccel.conntrack.layout import (
     C_GENERATION,
     C_LABEL,
     C_MARK,
+    C_NAT_FLAGS,
     C_PROTO,
     C_USED,
     C_ZONE,
     HOT_WIDTH,
 )
+from ctaccel.conntrack.nat import NO_NAT, NS_WIDTH, nat_packet
+from ctaccel.conntrack.table import ST_LAST_CONN
 from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup
 from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
 from ctaccel.datapath.program import (
     CTF_COMMIT,
     CTF_FORCE,
+    CTF_NAT,
     CTF_SET_LABEL,
     CTF_SET_MARK,
     DROP_CODE,
@@ -65,12 +69,15 @@ from ctaccel.datapath.program import (
 )
 from ctaccel.jit import njit
 from ctaccel.packet.key import (
+    CS_DST_NAT,
     CS_ESTABLISHED,
     CS_INVALID,
     CS_NEW,
     CS_RELATED,
+    CS_SRC_NAT,
     CT_STATE,
     CT_TP_DST,
+    CT_ZONE,
     DL_DST,
     DL_SRC,
     DL_TYPE,
@@ -139,6 +146,7 @@ VM_NRULES = 18
 VM_ELIGIBLE = 19
 VM_UPCALLED = 20  # this packet needed at least one upcall
 VM_NEED_LOOKUP = 21
+VM_FRAME_W = 22  # 1: the packet's frame is its rewritten copy in frames_w[depth] (after nat)
 VM_WIDTH = 24
 
 # per-packet results
@@ -192,6 +200,7 @@ FI_NRULES = 2
 FI_CT_STATE = 3
 FI_DROP = 4
 FI_RECIRCS = 5
+FI_NAT = 6  # 1: some step rewrites the frame (NAT): outputs carry the rewritten copy
 FI_STEPS = 8  # steps start here, S_WIDTH words each; then the outputs; then the rule ids
 S_SLOT = 0
 S_GEN = 1
@@ -201,8 +210,11 @@ S_STATE = 4  # expected ct_state after the step
 S_UPDATE = 5  # 1: the step updated the connection (first lookup); 0: reused the handle
 S_MARK = 6  # ct_mark and ct_label the rules saw (later rules may match on them)
 S_LABEL = 7  # 4 columns
-S_WIDTH = 11
-FP_WIDTH = FI_STEPS + MAX_STEPS * S_WIDTH + MAX_FP_OUT + MAX_FP_RULES  # 76
+S_NAT = 11  # 1: the step translated the packet (ct(nat) on a NATed connection)
+S_WIDTH = 12
+FP_WIDTH = FI_STEPS + MAX_STEPS * S_WIDTH + MAX_FP_OUT + MAX_FP_RULES  # 80
+STACK_WIDTH = 6  # stack_frame columns: pc, end, handle, recirc id, frame rewritten
+_NAT_BITS = CS_SRC_NAT | CS_DST_NAT
 MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT_OVERFLOW)
 FP_COUNT = 0  # fp_state: entries used
 FP_CAP = 1
@@ -275,8 +287,22 @@ def _finish_packet(i, vm, res, out_ports):
 
 
 @njit(inline="always")
+def _nat_steps(e, fp_rows, conns, frame, flen, key, wframe, wkey):
+    """The packet as an entry's NAT steps rewrite it: ``wframe``/``wkey`` (copies)."""
+    for b in range(flen):
+        wframe[b] = frame[b]
+    for c in range(KEY_WIDTH):
+        wkey[c] = key[c]
+    for s in range(fp_rows[e, FI_NSTEPS]):
+        base = FI_STEPS + s * S_WIDTH
+        if fp_rows[e, base + S_NAT]:
+            nat_packet(conns, fp_rows[e, base + S_SLOT], fp_rows[e, base + S_REPLY], False,
+                       wframe, wkey, 0)  # fmt: skip
+
+
+@njit(inline="always")
 def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stats, saved, res,
-                i, out_ports, out_n):  # fmt: skip
+                i, out_ports, out_n, out_fofs, out_fbuf, wframe, wkey):  # fmt: skip
     """Try the fast path with entry ``e``; PUNT_NONE when the packet was completed."""
     nsteps = fp_rows[e, FI_NSTEPS]
     l4_ofs = key[L4_OFS]
@@ -299,7 +325,9 @@ def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stat
         st = ct_recheck(conns, slot, fp_rows[e, base + S_GEN], fp_rows[e, base + S_REPLY],
                         fp_rows[e, base + S_PROTO], frame, l4_ofs, l4_len, now_ms, timeouts,
                         saved[s])  # fmt: skip
-        if st != fp_rows[e, base + S_STATE]:
+        # NAT bits are not the tracker's: the step's translation (or an earlier one in the same
+        # zone) adds them, the same way for every packet of the entry
+        if st != (fp_rows[e, base + S_STATE] & ~_NAT_BITS):
             _restore(conns, fp_rows, e, s, saved)
             if st >= 0:  # valid but a different ct_state than recorded: undo this one too
                 for c in range(HOT_WIDTH):
@@ -308,6 +336,14 @@ def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stat
     nout = fp_rows[e, FI_NOUT]
     outs = FI_STEPS + nsteps * S_WIDTH
     rules = outs + nout
+    fofs = -1
+    if fp_rows[e, FI_NAT]:
+        _nat_steps(e, fp_rows, conns, frame, flen, key, wframe, wkey)
+        if nout > 0:
+            fofs = out_n[1]
+            for b in range(flen):
+                out_fbuf[fofs + b] = wframe[b]
+            out_n[1] = fofs + flen
     for r in range(fp_rows[e, FI_NRULES]):
         rid = fp_rows[e, rules + r]
         rule_stats[rid, 0] += 1
@@ -315,6 +351,7 @@ def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stat
     base = out_n[0]
     for o in range(nout):
         out_ports[base + o] = fp_rows[e, outs + o]
+        out_fofs[base + o] = fofs
     out_n[0] = base + nout
     res[i, R_NOUT] = nout
     res[i, R_OUT_START] = base
@@ -338,14 +375,37 @@ def _restore(conns, fp_rows, e, upto, saved):
 
 
 @njit
+def _outputs_match(frame, flen, key, vm, trace_steps, conns, out_fofs, out_fbuf, wframe, wkey):
+    """True when every output of the packet carried the frame its NAT steps make, applied
+    in order to the received frame (the fast path emits that one frame on every port)."""
+    for b in range(flen):
+        wframe[b] = frame[b]
+    for c in range(KEY_WIDTH):
+        wkey[c] = key[c]
+    for s in range(vm[VM_NSTEPS]):
+        if trace_steps[s, S_NAT]:
+            nat_packet(conns, trace_steps[s, S_SLOT], trace_steps[s, S_REPLY], False, wframe,
+                       wkey, 0)  # fmt: skip
+    for o in range(vm[VM_NOUT]):
+        fo = out_fofs[vm[VM_OUT_BASE] + o]
+        for b in range(flen):
+            got = frame[b] if fo < 0 else out_fbuf[fo + b]
+            if got != wframe[b]:
+                return False
+    return True
+
+
+@njit
 def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
-             em_keys, em_used, em_value, em_hashes, em_state, kstats):  # fmt: skip
+             em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen, key,
+             out_fofs, out_fbuf, wframe, wkey):  # fmt: skip
     """Record a fast-path entry for a packet whose full processing qualified."""
     nsteps = vm[VM_NSTEPS]
     nrules = vm[VM_NRULES]
     nout = vm[VM_NOUT]
     if nsteps > MAX_STEPS or nrules > MAX_FP_RULES or nout > MAX_FP_OUT:
         return
+    any_nat = 0
     for s in range(nsteps):
         slot = trace_steps[s, S_SLOT]
         if slot < 0:
@@ -356,6 +416,15 @@ def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp
         proto = conns[slot, C_PROTO]
         if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
             return  # ICMP ids and other keys are not all in the entry key
+        if trace_steps[s, S_NAT]:
+            any_nat = 1
+    if any_nat == 0:
+        for o in range(nout):
+            if out_fofs[vm[VM_OUT_BASE] + o] >= 0:
+                any_nat = 2  # rewritten copies that NAT left as they were: check them
+    if any_nat != 0 and not _outputs_match(frame, flen, key, vm, trace_steps, conns, out_fofs,
+                                           out_fbuf, wframe, wkey):  # fmt: skip
+        return
     e = em_lookup(em_keys, em_used, em_value, em_hashes, em_state, em_key)
     if e < 0:
         e = fp_state[FP_COUNT]
@@ -375,9 +444,11 @@ def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp
     fp_rows[e, FI_CT_STATE] = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
     fp_rows[e, FI_RECIRCS] = vm[VM_RECIRCS]
     fp_rows[e, FI_DROP] = _drop_code(vm)
+    fp_rows[e, FI_NAT] = 1 if any_nat == 1 else 0
     for s in range(nsteps):
         for c in range(S_WIDTH):
             fp_rows[e, FI_STEPS + s * S_WIDTH + c] = trace_steps[s, c]
+
     outs = FI_STEPS + nsteps * S_WIDTH
     for o in range(nout):
         fp_rows[e, outs + o] = out_ports[vm[VM_OUT_BASE] + o]
@@ -436,11 +507,15 @@ def run_batch(
     res,
     out_ports,
     out_n,
+    out_fofs,
+    out_fbuf,
     # VM state
     vm,
     stack_key,
     stack_md,
     stack_frame,
+    frames_w,
+    wkey,
     cur_key,
     cur_md,
     trace_steps,
@@ -449,8 +524,16 @@ def run_batch(
     em_key,
     saved,
 ):
-    """Process packets from ``start``; returns with vm[VM_STATUS] set (see ST_*)."""
+    """Process packets from ``start``; returns with vm[VM_STATUS] set (see ST_*).
+
+    Outputs: ``out_ports[k]`` the port of output k, ``out_fofs[k]`` -1 when it carried the
+    received frame, else the offset in ``out_fbuf`` of the rewritten copy it carried (NAT);
+    ``out_n[0]`` outputs and ``out_n[1]`` bytes of ``out_fbuf`` used. ``frames_w`` holds the
+    rewritten frame of each recirculation depth, its last row is scratch."""
     n = offsets.shape[0]
+    no_nat = np.zeros(NS_WIDTH, np.int64)
+    no_nat[0] = NO_NAT
+    spare = frames_w.shape[0] - 1
     if parsed[0] == 0:
         parse_batch(buf, offsets, lengths, in_ports, keys)
         parsed[0] = 1
@@ -474,7 +557,10 @@ def run_batch(
                 res[i, R_PATH] = PATH_RX_INVALID
                 res[i, R_RECIRCS] = 0
                 continue
-            if out_n[0] + MAX_OUT_PER_PACKET > out_ports.shape[0]:
+            if (
+                out_n[0] + MAX_OUT_PER_PACKET > out_ports.shape[0]
+                or out_n[1] + (MAX_OUT_PER_PACKET + 1) * flen > out_fbuf.shape[0]
+            ):
                 vm[VM_STATUS] = ST_FULL
                 vm[VM_PACKET] = i
                 return
@@ -496,8 +582,9 @@ def run_batch(
                         punt = PUNT_MISS
                     else:
                         punt = _fast_apply(e, frame, flen, key, now, conns, timeouts, fp_rows,
-                                           rule_stats, saved, res, i, out_ports,
-                                           out_n)  # fmt: skip
+                                           rule_stats, saved, res, i, out_ports, out_n,
+                                           out_fofs, out_fbuf, frames_w[spare, :flen],
+                                           wkey)  # fmt: skip
                 if punt == PUNT_NONE:
                     kstats[KS_FAST] += 1
                     continue
@@ -525,6 +612,7 @@ def run_batch(
             vm[VM_NRULES] = 0
             vm[VM_UPCALLED] = 0
             vm[VM_NEED_LOOKUP] = 1
+            vm[VM_FRAME_W] = 0
         # ---- the VM: passes until the packet and all its recirculations are done ---------
         while True:
             if vm[VM_NEED_LOOKUP] == 1:
@@ -569,7 +657,17 @@ def run_batch(
                         kstats[KS_OUT_OVERFLOW] += 1
                         continue
                     port = prog_ops[pc - 1, 1] if op == OP_OUTPUT else -1
-                    out_ports[vm[VM_OUT_BASE] + vm[VM_NOUT]] = port
+                    k = vm[VM_OUT_BASE] + vm[VM_NOUT]
+                    out_ports[k] = port
+                    if vm[VM_FRAME_W]:
+                        fb = out_n[1]
+                        d = vm[VM_DEPTH]
+                        for b in range(flen):
+                            out_fbuf[fb + b] = frames_w[d, b]
+                        out_fofs[k] = fb
+                        out_n[1] = fb + flen
+                    else:
+                        out_fofs[k] = -1
                     vm[VM_NOUT] += 1
                     out_n[0] = vm[VM_OUT_BASE] + vm[VM_NOUT]
                 elif op == OP_SET:
@@ -579,9 +677,18 @@ def run_batch(
                 elif op == OP_CT:
                     zone = prog_ops[pc - 1, 1]
                     flags = prog_ops[pc - 1, 2]
+                    ct_row = pc - 1
+                    has_nat = (flags & CTF_NAT) != 0
+                    if has_nat:
+                        pc += 1  # the OP_NAT_SPEC row
+                    d = vm[VM_DEPTH]
+                    if has_nat and vm[VM_FRAME_W] == 0:
+                        for b in range(flen):
+                            frames_w[d, b] = frame[b]
+                        vm[VM_FRAME_W] = 1
                     for c in range(4):
-                        label4[c] = prog_ops[pc - 1, 5 + c]
-                        label_mask4[c] = prog_ops[pc - 1, 9 + c]
+                        label4[c] = prog_ops[ct_row, 5 + c]
+                        label_mask4[c] = prog_ops[ct_row, 9 + c]
                     for c in range(NCT):
                         cur_key[CT_STATE + c] = cur_md[c]
                     handle_in = vm[VM_HANDLE]
@@ -592,20 +699,34 @@ def run_batch(
                         if hs < conns.shape[0] and conns[hs, C_USED] != 0:
                             reuse = conns[hs, C_ZONE] == zone
                     kstats[KS_CT_CALLS] += 1
+                    state_in = cur_key[CT_STATE]
+                    zone_in = cur_key[CT_ZONE]
+                    wframe = frames_w[d, :flen] if vm[VM_FRAME_W] else frame
+                    nat = prog_ops[ct_row + 1, 1 : 1 + NS_WIDTH] if has_nat else no_nat
                     handle = ct_execute(conns, ct_index, free_slots, ct_stats, zone_limits,
-                                        frame, cur_key, zone, (flags & CTF_COMMIT) != 0, force,
-                                        (flags & CTF_SET_MARK) != 0, prog_ops[pc - 1, 3],
-                                        prog_ops[pc - 1, 4], (flags & CTF_SET_LABEL) != 0,
-                                        label4, label_mask4, now, timeouts,
-                                        handle_in)  # fmt: skip
+                                        wframe, cur_key, zone, (flags & CTF_COMMIT) != 0, force,
+                                        (flags & CTF_SET_MARK) != 0, prog_ops[ct_row, 3],
+                                        prog_ops[ct_row, 4], (flags & CTF_SET_LABEL) != 0,
+                                        label4, label_mask4, now, timeouts, handle_in,
+                                        nat)  # fmt: skip
                     vm[VM_HANDLE] = handle
                     _copy_ct_fields(cur_key, cur_md)
                     s = vm[VM_NSTEPS]
                     if s < MAX_STEPS:
-                        slot = handle >> 1 if handle >= 0 else -1
+                        conn = ct_stats[ST_LAST_CONN]
+                        slot = conn >> 1 if conn >= 0 else -1
                         trace_steps[s, S_SLOT] = slot
                         trace_steps[s, S_GEN] = conns[slot, C_GENERATION] if slot >= 0 else 0
-                        trace_steps[s, S_REPLY] = handle & 1 if handle >= 0 else 0
+                        trace_steps[s, S_REPLY] = conn & 1 if conn >= 0 else 0
+                        # OVS handle_nat: a NATed connection translates unless this zone did
+                        trace_steps[s, S_NAT] = (
+                            1
+                            if has_nat
+                            and slot >= 0
+                            and conns[slot, C_NAT_FLAGS] != 0
+                            and (not (state_in & _NAT_BITS) or zone_in != zone)
+                            else 0
+                        )
                         trace_steps[s, S_PROTO] = conns[slot, C_PROTO] if slot >= 0 else 0
                         trace_steps[s, S_STATE] = cur_key[CT_STATE]
                         trace_steps[s, S_UPDATE] = 0 if reuse else 1
@@ -630,6 +751,10 @@ def run_batch(
                     stack_frame[d, 1] = end
                     stack_frame[d, 2] = vm[VM_HANDLE]
                     stack_frame[d, 3] = vm[VM_RECIRC_ID]
+                    stack_frame[d, 4] = vm[VM_FRAME_W]
+                    if vm[VM_FRAME_W]:  # the copy works on its own copy of the rewritten frame
+                        for b in range(flen):
+                            frames_w[d + 1, b] = frames_w[d, b]
                     vm[VM_DEPTH] = d + 1
                     vm[VM_RECIRCS] += 1
                     kstats[KS_RECIRCS] += 1
@@ -664,11 +789,13 @@ def run_batch(
             vm[VM_END] = stack_frame[d, 1]
             vm[VM_HANDLE] = stack_frame[d, 2]
             vm[VM_RECIRC_ID] = stack_frame[d, 3]
+            vm[VM_FRAME_W] = stack_frame[d, 4]
         # ---- the packet is complete -------------------------------------------------------
         _finish_packet(i, vm, res, out_ports)
         res[i, R_PATH] = PATH_UPCALL if vm[VM_UPCALLED] else PATH_MEGAFLOW
         if mode == 1 and vm[VM_ELIGIBLE] == 1:
             _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
-                     em_keys, em_used, em_value, em_hashes, em_state, kstats)  # fmt: skip
+                     em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen,
+                     keys[i], out_fofs, out_fbuf, frames_w[spare, :flen], wkey)  # fmt: skip
     vm[VM_STATUS] = ST_DONE
     vm[VM_PACKET] = n

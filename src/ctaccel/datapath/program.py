@@ -11,8 +11,9 @@ program contains only what must happen per packet: counters, key writes, conntra
 recirculation and outputs. This mirrors OVS's xlate → datapath actions split.
 
 Invariants:
-- ``OP_CT`` is always followed by an optional ``OP_RECIRC`` and then ``OP_CLEAR_CT_FIELDS``
-  (the original continues with its ct fields cleared, OVS's flow_clear_conntrack).
+- ``OP_CT`` is always followed by ``OP_NAT_SPEC`` when its flags have ``CTF_NAT``, then an
+  optional ``OP_RECIRC`` and then ``OP_CLEAR_CT_FIELDS`` (the original continues with its
+  ct fields cleared, OVS's flow_clear_conntrack).
 - recirc ids: ``recirc_id = table + 1``; 0 is the first pass. Registers, metadata and ct
   fields are part of the megaflow key, so the table is all the frozen state needed.
 - Drop reason codes index ``DROP_REASON_NAMES``; 0 means none.
@@ -35,6 +36,8 @@ OP_RECIRC = 7  # a0 = recirc id: fork; the copy is processed to completion first
 OP_CLEAR_CT_FIELDS = 8  # the flow's ct fields read as untracked (the packet keeps its ct md)
 OP_CT_CLEAR = 9  # the ct_clear action: ct fields, ct md and the connection handle cleared
 OP_DROP = 10  # a0 = drop reason code: stop this pass (e.g. resubmit too deep)
+OP_NAT_SPEC = 11  # a0..a11 = the NAT spec row (conntrack/nat.py NS_*) of the OP_CT before it;
+#                   data only, skipped by the executor
 
 OP_NAMES = {
     OP_END: "end",
@@ -48,12 +51,14 @@ OP_NAMES = {
     OP_CLEAR_CT_FIELDS: "clear_ct_fields",
     OP_CT_CLEAR: "ct_clear",
     OP_DROP: "drop",
+    OP_NAT_SPEC: "nat_spec",
 }
 
 CTF_COMMIT = 1
 CTF_FORCE = 2
 CTF_SET_MARK = 4
 CTF_SET_LABEL = 8
+CTF_NAT = 16  # the ct action has nat: its spec is the next row
 
 # Drop reasons, in packets.jsonl and stats; code = index.
 DROP_REASON_NAMES = (
@@ -87,6 +92,8 @@ def format_program(ops) -> str:
         name = OP_NAMES.get(op, f"op{op}")
         if op in (OP_RULE, OP_OUTPUT, OP_RECIRC, OP_DROP):
             lines.append(f"{name}({int(row[1])})")
+        elif op == OP_NAT_SPEC:
+            lines.append(f"nat_spec({','.join(str(int(v)) for v in row[1:13])})")
         elif op == OP_SET:
             lines.append(f"set(col={int(row[1])},value={int(row[2]):#x},mask={int(row[3]):#x})")
         elif op == OP_CT:
@@ -97,6 +104,8 @@ def format_program(ops) -> str:
                 parts.append(f"mark={int(row[3]):#x}/{int(row[4]):#x}")
             if flags & CTF_SET_LABEL:
                 parts.append("label")
+            if flags & CTF_NAT:
+                parts.append("nat")
             lines.append(f"ct({','.join(parts)})")
         else:
             lines.append(name)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ctaccel.conntrack import Conntrack
+from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.ofproto import actions as A
 from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.packet import key as K
@@ -51,6 +52,7 @@ DROP_REASONS = {
 }
 
 _CT_FIRST, _CT_LAST = K.CT_STATE, K.CT_TP_DST
+_HDR_FIRST, _HDR_LAST = K.NW_SRC, K.TP_DST
 
 
 @dataclass
@@ -84,6 +86,10 @@ class _Group:
     # which are what rules see: after a ct action the flow reads as untracked again
     # (flow_clear_conntrack) but a later ct in the pass still starts from this.
     md: np.ndarray | None = None
+    # The packet's own L3/L4 header columns (NW_SRC..TP_DST) once a ct(nat) rewrote them: the
+    # rules of this pass still see the headers the pass started with (OVS translates a whole
+    # pass before the datapath runs it); conntrack and recirculated copies see the rewrite.
+    hdr: np.ndarray | None = None
     depth: int = 0  # recirculations so far
     table: int = 0  # table of the rule being executed (for resubmit without a table)
 
@@ -250,6 +256,10 @@ class ReferenceEngine:
             elif sf.field.name == "ct_label":
                 label, label_mask = sf.whole_value, sf.whole_mask
 
+        nat = spec_from_action(act.nat) if act.nat is not None else None
+        if nat is not None:  # the frames may be rewritten: the packet's own copies
+            group.frames = [f if f.flags.writeable else f.copy() for f in group.frames]
+
         def conntrack(frame, ct_key, cached):
             return self.conntrack.execute(
                 frame,
@@ -263,13 +273,20 @@ class ReferenceEngine:
                 label_mask=label_mask,
                 now_ms=self._now_ms,
                 cached_conn=cached,
+                nat=nat,
             )
 
         key[_CT_FIRST : _CT_LAST + 1] = 0 if group.md is None else group.md
         if key[K.NW_FRAG] & K.FRAG_ANY:
-            self._ct_fragment(group, zone, conntrack)
+            self._ct_fragment(group, zone, conntrack, nat is not None)
         else:
-            group.ct_handle = conntrack(group.frames[0], key, group.ct_handle)
+            pkt_key = packet_key(group)
+            group.ct_handle = conntrack(group.frames[0], pkt_key, group.ct_handle)
+            if pkt_key is not key:
+                key[_CT_FIRST : _CT_LAST + 1] = pkt_key[_CT_FIRST : _CT_LAST + 1]
+                hdr = pkt_key[_HDR_FIRST : _HDR_LAST + 1]
+                if group.hdr is not None or (hdr != key[_HDR_FIRST : _HDR_LAST + 1]).any():
+                    group.hdr = hdr.copy()
             if self._now_ms >= self.ipf.next_flush_ms:
                 self._append_flushed(group, self.ipf.flush(self._now_ms, 1, int(key[K.DL_TYPE])))
         group.md = key[_CT_FIRST : _CT_LAST + 1].copy()
@@ -281,7 +298,7 @@ class ReferenceEngine:
         # packet keeps its connection handle for a later ct in the same zone.
         key[_CT_FIRST : _CT_LAST + 1] = 0
 
-    def _ct_fragment(self, group: _Group, zone: int, conntrack) -> None:
+    def _ct_fragment(self, group: _Group, zone: int, conntrack, nat: bool = False) -> None:
         """A fragment at a ct action (OVS ipf): held, invalid, or the last one of its
         datagram: conntrack then runs on the reassembled datagram (which is never emitted)
         and every fragment continues with its result. See conntrack/ipf.py."""
@@ -301,7 +318,7 @@ class ReferenceEngine:
             key[K.CT_ZONE] = zone
             group.ct_handle = -1
         else:  # complete
-            whole = np.frombuffer(r.reassembled, np.uint8)
+            whole = np.frombuffer(r.reassembled, np.uint8).copy()
             whole_key = np.zeros(K.KEY_WIDTH, np.int64)
             parse_frame(whole, np.int64(key[K.IN_PORT]), whole_key)
             _copy_metadata(key, whole_key)
@@ -310,6 +327,8 @@ class ReferenceEngine:
             r.ct_md = whole_key[_CT_FIRST : _CT_LAST + 1].copy()
             key[_CT_FIRST : _CT_LAST + 1] = r.ct_md
             group.frames = [np.frombuffer(f, np.uint8) for f in r.fragments]
+            if nat:
+                group.frames = _nat_fragments(whole, whole_key, group.frames)
             group.frame_ct = None
             group.ct_handle = -1
         self._append_flushed(group, r.flushed)
@@ -352,12 +371,61 @@ class ReferenceEngine:
             self._lookup_and_execute(copy, table_id, 0)
 
 
+def _nat_fragments(whole, whole_key, frags):
+    """What OVS's ipf does after conntrack ran on a reassembled datagram: the first fragment
+    takes the datagram's L4 bytes it holds (translated ports, updated checksum) and every
+    fragment the datagram's addresses (IPv4: header checksum updated incrementally)."""
+    from ctaccel.conntrack.nat import recalc32
+
+    out = []
+    w3, w4 = int(whole_key[K.L3_OFS]), int(whole_key[K.L4_OFS])
+    v6 = whole_key[K.DL_TYPE] == K.ETH_TYPE_IPV6
+    for i, frag in enumerate(frags):
+        f = frag.copy()
+        k = np.zeros(K.KEY_WIDTH, np.int64)
+        parse_frame(f, np.int64(0), k)
+        l3 = int(k[K.L3_OFS])
+        if i == 0 and k[K.L4_OFS] >= 0:
+            l4 = int(k[K.L4_OFS])
+            size = max(0, min(int(k[K.L4_LEN]), len(f) - l4, len(whole) - w4))
+            f[l4 : l4 + size] = whole[w4 : w4 + size]
+        if v6:
+            f[l3 + 8 : l3 + 40] = whole[w3 + 8 : w3 + 40]
+        else:
+            csum = (int(f[l3 + 10]) << 8) | int(f[l3 + 11])
+            for ofs in (12, 16):
+                old = int.from_bytes(f[l3 + ofs : l3 + ofs + 4].tobytes(), "big")
+                new = int.from_bytes(whole[w3 + ofs : w3 + ofs + 4].tobytes(), "big")
+                csum = recalc32(csum, old, new)
+            f[l3 + 10 : l3 + 12] = np.frombuffer(csum.to_bytes(2, "big"), np.uint8)
+            f[l3 + 12 : l3 + 20] = whole[w3 + 12 : w3 + 20]
+        out.append(f)
+    return out
+
+
+def packet_key(group):
+    """The key as the packet itself reads (headers rewritten by NAT), for conntrack: the
+    group's key when nothing was rewritten, else a copy with the rewritten headers."""
+    if group.hdr is None and not group.frames[0].flags.writeable:
+        return group.key
+    k = group.key.copy()
+    if group.hdr is not None:
+        k[_HDR_FIRST : _HDR_LAST + 1] = group.hdr
+    return k
+
+
 def _split_for_recirc(group):
     """(frame, key) per frame for a recirculation: a single frame keeps a copy of the group
-    key; several (fragments) are re-parsed and get the group's metadata and their ct fields."""
+    key (with the packet's rewritten headers, as OVS re-parses a recirculated packet) and a
+    private copy of a frame that may still be rewritten; several (fragments) are re-parsed
+    and get the group's metadata and their ct fields."""
     key = group.key
     if len(group.frames) == 1 and not group.frame_ct:
-        return [(group.frames[0], key.copy())]
+        frame = group.frames[0]
+        k = key.copy()
+        if group.hdr is not None:
+            k[_HDR_FIRST : _HDR_LAST + 1] = group.hdr
+        return [(frame.copy() if frame.flags.writeable else frame, k)]
     out = []
     for i, f in enumerate(group.frames):
         k = np.zeros(K.KEY_WIDTH, np.int64)

@@ -135,13 +135,62 @@ class Move:
         return f"move:{self.src.format()}->{self.dst.format()}"
 
 
+@dataclass(frozen=True)
+class Nat:
+    """``nat`` inside ``ct(...)``: bare (``kind`` None: apply the connection's translation) or
+    ``nat(src|dst=ADDR[-ADDR][:PORT[-PORT]][,persistent][,hash|random])``.
+
+    ``family`` is 4, 6 or 0 (no address given); addresses are ints; ``max_addr`` None when a
+    single address was given; ports 0 when not given."""
+
+    kind: str | None = None  # "src", "dst" or None
+    family: int = 0
+    min_addr: int = 0
+    max_addr: int | None = None
+    min_port: int = 0
+    max_port: int = 0
+    persistent: bool = False
+    hash: bool = False
+    random: bool = False
+
+    def format(self) -> str:
+        """OVS format_NAT."""
+        if self.kind is None:
+            return "nat"
+        text = self.kind
+        if self.family:
+            text += "=" + self._addr(self.min_addr)
+            if self.max_addr is not None and self.max_addr != self.min_addr:
+                text += "-" + self._addr(self.max_addr)
+            if self.min_port:
+                text += f":{self.min_port}"
+                if self.max_port and self.max_port != self.min_port:
+                    text += f"-{self.max_port}"
+            flags = [n for n, on in (("persistent", self.persistent), ("hash", self.hash),
+                                     ("random", self.random)) if on]  # fmt: skip
+            if flags:
+                text += "," + ",".join(flags)
+        return f"nat({text})"
+
+    def _addr(self, value: int) -> str:
+        import ipaddress
+
+        if self.family == 4:
+            return str(ipaddress.IPv4Address(value))
+        text = str(ipaddress.IPv6Address(value))
+        return f"[{text}]" if self.min_port else text
+
+    def __str__(self) -> str:
+        return self.format()
+
+
 @dataclass
 class Ct:
     """``ct(...)``: send the packet through the connection tracker.
 
     ``zone`` is an immediate zone (None: zone 0 unless ``zone_field`` names the register bits
     to read it from); ``table`` None means no recirculation (later actions see an untracked
-    packet); ``nat`` keeps the parsed ``nat(...)`` text (rejected at load time for now).
+    packet); ``nat`` is the :class:`Nat` inside it, if any.
     """
 
     commit: bool = False
@@ -150,7 +199,7 @@ class Ct:
     zone_field: FieldRef | None = None
     table: int | None = None
     exec_: list[SetField] = field(default_factory=list)
-    nat: object | None = None
+    nat: Nat | None = None
     alg: str | None = None
 
     def format(self) -> str:

@@ -19,8 +19,9 @@ in ovs-ofctl) and only then checked against prerequisites and printed.
 Deviation from ovs-ofctl: a field whose prerequisite is missing (``tp_src`` without
 tcp/udp/sctp, ``nw_src`` without ip) is *rejected*. ovs-ofctl (OpenFlow 1.0 normalisation)
 silently drops such a field with an INFO log, which makes the rule match far more than it
-says. ``ct(nat)`` parses but is refused ("ct(nat) is not supported yet"). Header-rewriting
-``set_field``/``load`` targets (eth/ip/ports) are refused as unsupported.
+says. Header-rewriting ``set_field``/``load`` targets (eth/ip/ports) are refused as
+unsupported. ``ct(...,nat(...))`` is parsed and checked as ovs-ofctl does (str_to_nat_range,
+parse_NAT, check_NAT).
 
 Invariants: every Rule's match values are already masked; ``Rule.order`` is the rule's
 position in the file (the classifier's tie-break among equal priorities).
@@ -41,6 +42,7 @@ from ctaccel.ofproto.actions import (
     OFPP_LOCAL,
     Controller,
     Ct,
+    Nat,
     CtClear,
     GotoTable,
     Move,
@@ -55,7 +57,6 @@ from ctaccel.packet import key as K
 
 DEFAULT_PRIORITY = 32768
 MAX_TABLE = 254  # 255 means "no table" in OpenFlow
-NAT_UNSUPPORTED = "ct(nat) is not supported yet"
 
 # Real OVS actions this engine does not implement (a clearer error than "unknown action").
 _UNSUPPORTED_ACTIONS = frozenset(
@@ -465,7 +466,82 @@ def _parse_move(text: str) -> Move:
     return Move(src, dst)
 
 
-def _parse_ct(text: str, match: _Match, allow_nat: bool) -> Ct:
+_IPV4_RE = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+_IPV6_RE = r"[0-9a-fA-F:.]+|\[[0-9a-fA-F:.]+\]"
+
+
+def _nat_addr(text: str, family: int) -> int:
+    import ipaddress
+
+    text = text.strip("[]")
+    try:
+        addr = ipaddress.IPv4Address(text) if family == 4 else ipaddress.IPv6Address(text)
+    except ValueError:
+        raise ValueError("bad address") from None
+    return int(addr)
+
+
+def _parse_nat_range(text: str) -> dict:
+    """ovs-ofctl str_to_nat_range: ADDR[-ADDR][:PORT[-PORT]], IPv6 optionally bracketed."""
+    bad = f'invalid nat range "{text}"'
+    out: dict = {"family": 0}
+    rest = text
+    for family, pattern in ((4, _IPV4_RE), (6, _IPV6_RE)):
+        m = re.match(rf"({pattern})(?:-({pattern}))?", rest)
+        if not m:
+            continue
+        try:
+            lo = _nat_addr(m.group(1), family)
+            hi = _nat_addr(m.group(2), family) if m.group(2) else None
+        except ValueError:
+            if family == 4 and not m.group(2):
+                continue  # maybe an IPv6 address after all
+            raise ValueError(bad) from None
+        if hi is not None and hi < lo:
+            raise ValueError(bad)
+        out.update(family=family, min_addr=lo, max_addr=hi)
+        rest = rest[m.end() :]
+        break
+    if out["family"] and rest.startswith(":"):
+        m = re.match(r":(\d+)(?:-(\d+))?", rest)
+        if not m:
+            raise ValueError(bad)
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else 0
+        if lo > 0xFFFF or hi > 0xFFFF or (m.group(2) and hi < lo):
+            raise ValueError(bad)
+        out.update(min_port=lo, max_port=hi)
+        rest = rest[m.end() :]
+    if rest:
+        raise ValueError(f'garbage ({rest}) after nat range "{text}"')
+    return out
+
+
+def _parse_nat(value: str) -> Nat:
+    """ovs-ofctl parse_NAT."""
+    if not value:
+        return Nat()
+    kind = None
+    fields: dict = {}
+    flags = {"persistent": False, "hash": False, "random": False}
+    for k, v, _ in _kv_split(value):
+        if k in ("src", "dst"):
+            if kind is not None and kind != k:
+                raise ValueError('May only specify one of "src" or "dst".')
+            kind = k
+            fields = _parse_nat_range(v) if v else {}
+        elif k in flags:
+            flags[k] = True
+        else:
+            raise ValueError(f'invalid key "{k}" in "nat" argument')
+    if kind is None:
+        raise ValueError('Flags allowed only with "src" or "dst".')
+    if flags["hash"] and flags["random"]:
+        raise ValueError('Both "hash" and "random" are not allowed.')
+    return Nat(kind=kind, **fields, **flags)
+
+
+def _parse_ct(text: str, match: _Match, allow_nat: bool = True) -> Ct:
     ct = Ct()
     for key, value, _delim in _kv_split(text) if text else []:
         k = key.lower()
@@ -499,7 +575,7 @@ def _parse_ct(text: str, match: _Match, allow_nat: bool) -> Ct:
                 else:
                     raise ValueError(f"ct action doesn't support nested action {ek}")
         elif k == "nat":
-            ct.nat = "nat" if value in ("", True) else f"nat({value})"
+            ct.nat = _parse_nat("" if value in ("", True) else value)
         elif k == "alg":
             if value not in _CT_ALGS:
                 raise ValueError(f"ct(alg={value}): unknown algorithm")
@@ -516,8 +592,9 @@ def _parse_ct(text: str, match: _Match, allow_nat: bool) -> Ct:
         raise ValueError("ct(commit) cannot match ct_state=+inv")
     if ct.alg and match.get("nw_proto") != _CT_ALGS[ct.alg]:
         raise ValueError(f"ct(alg={ct.alg}) needs {'tcp' if ct.alg == 'ftp' else 'udp'}")
-    if ct.nat is not None and not allow_nat:
-        raise ValueError(NAT_UNSUPPORTED)
+    nat_family = ct.nat.family if ct.nat is not None else 0
+    if nat_family and nat_family != (4 if dl_type == K.ETH_TYPE_IP else 6):
+        raise ValueError(f"ct({ct.nat.format()}): address family does not match the rule's match")
     return ct
 
 
@@ -710,4 +787,4 @@ def load_flows(path: str | os.PathLike, allow_nat: bool = False) -> list[Rule]:
     return parse_flows(text, str(path), allow_nat)
 
 
-__all__ = ["Rule", "parse_flows", "load_flows", "parse_rule", "DEFAULT_PRIORITY", "NAT_UNSUPPORTED"]
+__all__ = ["Rule", "parse_flows", "load_flows", "parse_rule", "DEFAULT_PRIORITY"]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.datapath import program as P
 from ctaccel.datapath.reference import MAX_RESUBMIT_DEPTH, lookup_key
 from ctaccel.errors import CtaccelError
@@ -247,7 +248,11 @@ class _Translator:
                 label, label_mask = sf.whole_value, sf.whole_mask
         label_words = [w for _c, w in _column_words(0, _LABEL_WORDS, label)]
         label_mask_words = [w for _c, w in _column_words(0, _LABEL_WORDS, label_mask)]
+        if act.nat is not None:
+            flags |= P.CTF_NAT
         self.emit(P.OP_CT, zone, flags, mark, mark_mask, *label_words, *label_mask_words)
+        if act.nat is not None:
+            self.emit(P.OP_NAT_SPEC, *(int(v) for v in spec_from_action(act.nat)))
         if act.table is not None:
             self.emit(P.OP_RECIRC, P.recirc_id_for_table(int(act.table)))
         # The original continues untracked (flow_clear_conntrack); the copy, if any, is

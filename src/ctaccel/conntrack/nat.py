@@ -1,0 +1,404 @@
+"""NAT: the translation a connection carries, and rewriting a packet by it.
+
+What: OVS 3.1 userspace NAT (lib/conntrack.c) as numba kernels. A connection committed with
+``ct(commit,nat(src|dst=...))`` stores the translation as its *reply tuple* (layout.py
+``C_R_*``) and the kind in ``C_NAT_FLAGS`` (``NAT_*`` bits below). Every later packet of the
+connection that meets a ``ct(nat)`` is rewritten towards the other side's view: an
+original-direction packet gets the reply tuple reversed, a reply packet the original tuple
+reversed. ICMP errors about a NATed connection get the outer address translated and the quoted
+packet translated back, with the ICMP checksum recomputed, as OVS does.
+
+Design:
+- A NAT *spec* (what a ``ct(...,nat(...))`` action asks for) is a small int64 row, ``NS_*``
+  columns, filled from the parsed action as dpif-netdev fills its ``nat_action_info``:
+  ``NS_ACTION`` is -1 when the ct action has no ``nat`` at all, else the ``NAT_*`` bits (0 for
+  a bare ``nat``); addresses are 4 words (IPv4 in the last); ports 0 when not given.
+- Choosing the tuple (``core.nat_choose``) lives next to the table code it probes; this file
+  has the pure parts: ranges, hashing, incremental checksums, header rewrites.
+- Checksums are updated the way OVS updates them (RFC 1624 incremental, 16 bits at a time,
+  in the same order), so emitted frames are identical byte for byte, including where OVS
+  updates a field the frame does not have in full.
+
+Invariants:
+- Rewrites never read or write outside ``frame``; a field that would lie past its end is
+  left alone.
+- Only TCP and UDP ports are translated (OVS ``pat_packet``); ICMP echo ids are not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctaccel.conntrack.layout import (
+    C_DPORT,
+    C_DST,
+    C_NAT_FLAGS,
+    C_PROTO,
+    C_R_DPORT,
+    C_R_DST,
+    C_R_SPORT,
+    C_R_SRC,
+    C_SPORT,
+    C_SRC,
+)
+from ctaccel.jit import njit
+from ctaccel.packet.checksum import internet_checksum, ones_fold, ones_sum, pseudo_sum_v6
+from ctaccel.packet.key import (
+    CS_DST_NAT,
+    CS_SRC_NAT,
+    DL_TYPE,
+    ETH_TYPE_IP,
+    L3_OFS,
+    L4_LEN,
+    L4_OFS,
+    NW_DST,
+    NW_SRC,
+    TP_DST,
+    TP_SRC,
+)
+
+# NAT kinds (OVS enum nat_action_e)
+NAT_SRC = 1
+NAT_SRC_PORT = 2
+NAT_DST = 4
+NAT_DST_PORT = 8
+
+# NAT spec row
+NS_ACTION = 0  # -1: the ct action has no nat; else NAT_* bits (0: bare "nat")
+NS_MIN_ADDR = 1  # 4 words
+NS_MAX_ADDR = 5  # 4 words
+NS_MIN_PORT = 9
+NS_MAX_PORT = 10
+NS_WIDTH = 12
+
+NO_NAT = -1
+
+# OVS's source-port bands when a port must change and no range was given
+EPHEMERAL_MIN = 1024
+EPHEMERAL_MAX = 65535
+MAX_PORT_ATTEMPTS = 128  # first round; later rounds halve it (OVS nat_get_unique_l4)
+
+_M16 = 0xFFFF
+_M32 = 0xFFFFFFFF
+
+
+def no_nat_spec() -> np.ndarray:
+    spec = np.zeros(NS_WIDTH, np.int64)
+    spec[NS_ACTION] = NO_NAT
+    return spec
+
+
+def spec_from_action(nat) -> np.ndarray:
+    """The spec row for a parsed ``ofproto.actions.Nat`` (None: no nat), as dpif-netdev
+    decodes the datapath action xlate emits for it (ofproto-dpif-xlate put_ct_nat)."""
+    spec = np.zeros(NS_WIDTH, np.int64)
+    if nat is None:
+        spec[NS_ACTION] = NO_NAT
+        return spec
+    action = 0
+    if nat.kind == "src":
+        action = NAT_SRC
+    elif nat.kind == "dst":
+        action = NAT_DST
+    if action and nat.family:
+        lo = int(nat.min_addr)
+        hi = int(nat.max_addr) if nat.max_addr is not None and nat.max_addr > lo else lo
+        for i in range(4):
+            spec[NS_MIN_ADDR + i] = (lo >> (32 * (3 - i))) & _M32
+            spec[NS_MAX_ADDR + i] = (hi >> (32 * (3 - i))) & _M32
+        if nat.min_port:
+            spec[NS_MIN_PORT] = nat.min_port
+            top = nat.max_port if nat.max_port and nat.max_port > nat.min_port else nat.min_port
+            spec[NS_MAX_PORT] = top
+            action |= NAT_SRC_PORT if action == NAT_SRC else NAT_DST_PORT
+    spec[NS_ACTION] = action
+    return spec
+
+
+# --- ones'-complement helpers ------------------------------------------------------------------
+
+
+@njit(inline="always")
+def _rd16(frame, ofs):
+    return (int(frame[ofs]) << 8) | int(frame[ofs + 1])
+
+
+@njit(inline="always")
+def _wr16(frame, ofs, value):
+    frame[ofs] = (value >> 8) & 0xFF
+    frame[ofs + 1] = value & 0xFF
+
+
+@njit(inline="always")
+def _rd32(frame, ofs):
+    return (_rd16(frame, ofs) << 16) | _rd16(frame, ofs + 2)
+
+
+@njit(inline="always")
+def _wr32(frame, ofs, value):
+    _wr16(frame, ofs, (value >> 16) & _M16)
+    _wr16(frame, ofs + 2, value & _M16)
+
+
+@njit(inline="always")
+def recalc16(csum, old, new):
+    """OVS recalc_csum16: the checksum after a 16-bit field changed from old to new."""
+    s = ((~csum) & _M16) + ((~old) & _M16) + (new & _M16)
+    while s >> 16:
+        s = (s & _M16) + (s >> 16)
+    return (~s) & _M16
+
+
+@njit(inline="always")
+def recalc32(csum, old, new):
+    """OVS recalc_csum32: both halves, the first two bytes on the wire first."""
+    csum = recalc16(csum, (old >> 16) & _M16, (new >> 16) & _M16)
+    return recalc16(csum, old & _M16, new & _M16)
+
+
+# --- header rewrites (OVS packet_set_*) -----------------------------------------------------
+
+
+@njit(inline="always")
+def _l4_csum_ofs(proto, frame, l4, l4_size):
+    """Offset of the L4 checksum an address change must update (or -1): TCP when the header
+    fits, UDP when it fits and its checksum is in use, ICMPv6 when its header fits."""
+    if proto == 6 and l4_size >= 20:
+        return l4 + 16
+    if proto == 17 and l4_size >= 8 and _rd16(frame, l4 + 6) != 0:
+        return l4 + 6
+    if proto == 58 and l4_size >= 4:
+        return l4 + 2
+    return -1
+
+
+@njit(inline="always")
+def _fix_udp_zero(proto, frame, ofs):
+    if proto == 17 and _rd16(frame, ofs) == 0:
+        _wr16(frame, ofs, 0xFFFF)  # a computed zero is sent as all ones
+
+
+@njit
+def set_ipv4_addr(frame, l3, l4, l4_size, addr_ofs, new):
+    """Write an IPv4 address, updating the L4 checksum (by the IP protocol of the header at
+    ``l3``) and the header checksum, as packet_set_ipv4_addr."""
+    old = _rd32(frame, addr_ofs)
+    proto = int(frame[l3 + 9])
+    if proto == 6 or proto == 17:
+        c = _l4_csum_ofs(proto, frame, l4, l4_size)
+        if c >= 0 and c + 2 <= frame.shape[0]:
+            _wr16(frame, c, recalc32(_rd16(frame, c), old, new))
+            _fix_udp_zero(proto, frame, c)
+    _wr16(frame, l3 + 10, recalc32(_rd16(frame, l3 + 10), old, new))
+    _wr32(frame, addr_ofs, new)
+
+
+@njit
+def set_ipv6_addr(frame, proto, l4, l4_size, addr_ofs, w0, w1, w2, w3):
+    """Write an IPv6 address, updating the checksum of ``proto`` found at ``l4`` (OVS uses
+    the connection's protocol here, even for an ICMPv6 error about a TCP connection)."""
+    c = _l4_csum_ofs(proto, frame, l4, l4_size)
+    if c >= 0 and c + 2 <= frame.shape[0]:
+        csum = _rd16(frame, c)
+        csum = recalc32(csum, _rd32(frame, addr_ofs), w0)
+        csum = recalc32(csum, _rd32(frame, addr_ofs + 4), w1)
+        csum = recalc32(csum, _rd32(frame, addr_ofs + 8), w2)
+        csum = recalc32(csum, _rd32(frame, addr_ofs + 12), w3)
+        _wr16(frame, c, csum)
+        _fix_udp_zero(proto, frame, c)
+    _wr32(frame, addr_ofs, w0)
+    _wr32(frame, addr_ofs + 4, w1)
+    _wr32(frame, addr_ofs + 8, w2)
+    _wr32(frame, addr_ofs + 12, w3)
+
+
+@njit
+def set_ports(proto, frame, l4, sport, dport):
+    """packet_set_tcp_port / packet_set_udp_port: ports with their checksum; a UDP datagram
+    without checksum keeps none. Fields past the end of the frame are left alone."""
+    if l4 + 4 > frame.shape[0]:
+        return
+    c = l4 + 16 if proto == 6 else l4 + 6
+    has_csum = c + 2 <= frame.shape[0]
+    if proto == 17 and (not has_csum or _rd16(frame, c) == 0):
+        _wr16(frame, l4, sport)
+        _wr16(frame, l4 + 2, dport)
+        return
+    for i in range(2):
+        new = sport if i == 0 else dport
+        old = _rd16(frame, l4 + 2 * i)
+        if old != new:
+            if has_csum:
+                _wr16(frame, c, recalc16(_rd16(frame, c), old, new))
+            _wr16(frame, l4 + 2 * i, new)
+    if has_csum:
+        _fix_udp_zero(proto, frame, c)
+
+
+@njit(inline="always")
+def reverse_action(action):
+    """OVS nat_action_reverse: what a packet of the other direction gets."""
+    if action & NAT_SRC:
+        return (action & ~NAT_SRC) | NAT_DST
+    if action & NAT_DST:
+        return (action & ~NAT_DST) | NAT_SRC
+    return action
+
+
+@njit
+def _inner_offsets(dl_type, frame, l4, tail):
+    """(inner l3, inner l4) of the packet an ICMP error quotes (already validated by key
+    extraction)."""
+    inner_l3 = l4 + 8
+    if dl_type == ETH_TYPE_IP:
+        return inner_l3, inner_l3 + (int(frame[inner_l3]) & 0x0F) * 4
+    ofs = inner_l3 + 40
+    nxt = int(frame[inner_l3 + 6])
+    while ofs < tail and (nxt == 0 or nxt == 43 or nxt == 60 or nxt == 51):
+        if nxt == 51:
+            length = (int(frame[ofs + 1]) + 2) * 4
+        else:
+            length = (int(frame[ofs + 1]) + 1) * 8
+        nxt = int(frame[ofs])
+        ofs += length
+    return inner_l3, ofs
+
+
+@njit
+def nat_packet(conns, slot, reply, related, frame, key, state):
+    """Rewrite the packet by its connection's translation (OVS nat_packet); returns the new
+    ct_state (+snat or +dnat by what this packet got). ``key`` follows the outer header."""
+    action = conns[slot, C_NAT_FLAGS]
+    if reply:
+        action = reverse_action(action)
+        ksrc = C_SRC
+        kdst = C_DST
+        ksport = conns[slot, C_SPORT]
+        kdport = conns[slot, C_DPORT]
+    else:
+        ksrc = C_R_SRC
+        kdst = C_R_DST
+        ksport = conns[slot, C_R_SPORT]
+        kdport = conns[slot, C_R_DPORT]
+    if action & NAT_SRC:
+        state |= CS_SRC_NAT
+    elif action & NAT_DST:
+        state |= CS_DST_NAT
+    else:
+        return state
+    proto = conns[slot, C_PROTO]
+    dl_type = key[DL_TYPE]
+    l3 = key[L3_OFS]
+    l4 = key[L4_OFS]
+    flen = frame.shape[0]
+    l4_size = min(key[L4_LEN], flen - l4)
+    tail = l4 + l4_size
+    # outer address
+    if dl_type == ETH_TYPE_IP:
+        if action & NAT_SRC:
+            set_ipv4_addr(frame, l3, l4, l4_size, l3 + 12, conns[slot, kdst + 3])
+            key[NW_SRC + 3] = conns[slot, kdst + 3]
+        else:
+            set_ipv4_addr(frame, l3, l4, l4_size, l3 + 16, conns[slot, ksrc + 3])
+            key[NW_DST + 3] = conns[slot, ksrc + 3]
+    else:
+        col = kdst if action & NAT_SRC else ksrc
+        ofs = l3 + 8 if action & NAT_SRC else l3 + 24
+        kcol = NW_SRC if action & NAT_SRC else NW_DST
+        set_ipv6_addr(frame, proto, l4, l4_size, ofs, conns[slot, col], conns[slot, col + 1],
+                      conns[slot, col + 2], conns[slot, col + 3])  # fmt: skip
+        for i in range(4):
+            key[kcol + i] = conns[slot, col + i]
+    if not related:
+        if proto == 6 or proto == 17:
+            set_ports(proto, frame, l4, kdport, ksport)
+            key[TP_SRC] = kdport
+            key[TP_DST] = ksport
+        return state
+    # An ICMP error: the quoted packet is translated back (reversed tuple, reversed action),
+    # then the ICMP checksum is computed afresh.
+    inner_l3, inner_l4 = _inner_offsets(dl_type, frame, l4, tail)
+    inner_size = tail - inner_l4
+    if proto == 6 or proto == 17:
+        set_ports(proto, frame, inner_l4, ksport, kdport)
+    raction = reverse_action(action)
+    if dl_type == ETH_TYPE_IP:
+        if raction & NAT_SRC:
+            set_ipv4_addr(frame, inner_l3, inner_l4, inner_size, inner_l3 + 12,
+                          conns[slot, ksrc + 3])  # fmt: skip
+        else:
+            set_ipv4_addr(frame, inner_l3, inner_l4, inner_size, inner_l3 + 16,
+                          conns[slot, kdst + 3])  # fmt: skip
+        _wr16(frame, l4 + 2, 0)
+        _wr16(frame, l4 + 2, internet_checksum(frame, l4, l4_size))
+    else:
+        col = ksrc if raction & NAT_SRC else kdst
+        ofs = inner_l3 + 8 if raction & NAT_SRC else inner_l3 + 24
+        set_ipv6_addr(frame, proto, inner_l4, inner_size, ofs, conns[slot, col],
+                      conns[slot, col + 1], conns[slot, col + 2], conns[slot, col + 3])  # fmt: skip
+        _wr16(frame, l4 + 2, 0)
+        acc = pseudo_sum_v6(frame, l3, 58, l4_size) + ones_sum(frame, l4, l4_size)
+        _wr16(frame, l4 + 2, (~ones_fold(acc)) & _M16)
+    return state
+
+
+# --- choosing a translation: ranges and hashing -----------------------------------------------
+
+
+@njit(inline="always")
+def range_hash(spec, tup_words):
+    """Deterministic 32-bit hash of the range and the connection's tuple (OVS uses a random
+    per-process basis here, so its pick inside a range is not reproducible anyway)."""
+    h = 0x3C6EF372
+    for i in range(NS_WIDTH):
+        v = spec[i] & 0xFFFFFFFFFFFF
+        h = ((h ^ (v & _M32) ^ (v >> 32)) * 0x01000193) & _M32
+        h ^= h >> 15
+    for i in range(tup_words.shape[0]):
+        v = tup_words[i] & 0xFFFFFFFFFFFF
+        h = ((h ^ (v & _M32) ^ (v >> 32)) * 0x01000193) & _M32
+        h ^= h >> 13
+    return h
+
+
+@njit(inline="always")
+def next_random(h, round_):
+    """The pseudo-random restart point of a later search round (OVS: random_uint32())."""
+    x = (h ^ (round_ * 0x9E3779B9)) & _M32
+    x = ((x ^ (x >> 16)) * 0x045D9F3B) & _M32
+    return x ^ (x >> 16)
+
+
+@njit
+def v6_range_size(spec):
+    """Number of addresses in an IPv6 range, capped at 2**32 - 1 as OVS caps its delta."""
+    lo = NS_MIN_ADDR
+    hi = NS_MAX_ADDR
+    if spec[lo] != spec[hi] or spec[lo + 1] != spec[hi + 1]:
+        return 0xFFFFFFFF
+    d2 = spec[hi + 2] - spec[lo + 2]
+    d3 = spec[hi + 3] - spec[lo + 3]
+    if d2 < 0 or d2 > 1:
+        return 0xFFFFFFFF
+    diff = d2 * (1 << 32) + d3
+    if diff < 0 or diff > 0xFFFFFFFE:
+        diff = 0xFFFFFFFE
+    return diff + 1
+
+
+@njit
+def pick_addr(spec, h, dl_type, out4):
+    """The address a new translation uses: min + hash % size of the range."""
+    if dl_type == ETH_TYPE_IP:
+        size = spec[NS_MAX_ADDR + 3] - spec[NS_MIN_ADDR + 3] + 1
+        out4[0] = 0
+        out4[1] = 0
+        out4[2] = 0
+        out4[3] = spec[NS_MIN_ADDR + 3] + h % size
+        return
+    size = v6_range_size(spec)
+    carry = h % size
+    for i in range(3, -1, -1):
+        v = spec[NS_MIN_ADDR + i] + carry
+        out4[i] = v & _M32
+        carry = v >> 32
