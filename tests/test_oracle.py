@@ -6,12 +6,15 @@ import pytest
 
 from oracle.compare import differences, ovs_result, run_ctaccel
 from oracle.scenarios import SCENARIOS
+from oracle.scenarios_nat import NAT_SCENARIOS
+
+ALL = SCENARIOS + NAT_SCENARIOS
 
 pytestmark = pytest.mark.oracle
 
 
 @pytest.mark.parametrize("mode", ["reference", "recirc", "assume-established"])
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", ALL, ids=[s.name for s in ALL])
 def test_ctaccel_matches_ovs(scenario, mode, ovs_oracle, tmp_path):
     ovs = ovs_result(ovs_oracle, scenario)
     ours, conntrack = run_ctaccel(scenario, tmp_path, mode)

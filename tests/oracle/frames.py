@@ -143,3 +143,117 @@ class Timeline:
         self.t = t
         self.packets.append((port, bytes(frame), t))
         return len(self.packets)
+
+
+# -- frames to or from addresses no host owns (NAT addresses, virtual IPs) ---------------------
+def _l3(src: str, dst: str, src_ip: str | None, dst_ip: str | None, v6: bool) -> Ether:
+    """Ethernet (MACs of hosts ``src``/``dst``) + IP with the hosts' addresses unless given."""
+    table = IP6 if v6 else IP4
+    cls = IPv6 if v6 else IP
+    return eth(src, dst) / cls(src=src_ip or table[src], dst=dst_ip or table[dst])
+
+
+def udp_via(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    *,
+    src_ip: str | None = None,
+    dst_ip: str | None = None,
+    data: bytes = b"u" * 16,
+    v6: bool = False,
+    chksum: int | None = None,
+) -> bytes:
+    """Like ``udp`` but with the IP addresses overridable (e.g. a reply to a SNAT address);
+    ``chksum=0`` sends an IPv4 UDP datagram without checksum."""
+    seg = UDP(sport=sport, dport=dport)
+    if chksum is not None:
+        seg.chksum = chksum
+    return bytes(_l3(src, dst, src_ip, dst_ip, v6) / seg / Raw(data))
+
+
+def tcp_via(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    flags: str,
+    seq: int,
+    ack: int = 0,
+    *,
+    src_ip: str | None = None,
+    dst_ip: str | None = None,
+    data: bytes = b"",
+    window: int = 65535,
+    v6: bool = False,
+) -> bytes:
+    """Like ``tcp`` but with the IP addresses overridable."""
+    pkt = _l3(src, dst, src_ip, dst_ip, v6) / TCP(
+        sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=window
+    )
+    if data:
+        pkt = pkt / Raw(data)
+    return bytes(pkt)
+
+
+def icmp_echo_via(
+    src: str,
+    dst: str,
+    ident: int,
+    seq: int,
+    *,
+    reply: bool = False,
+    src_ip: str | None = None,
+    dst_ip: str | None = None,
+) -> bytes:
+    """Like ``icmp_echo`` but with the IP addresses overridable."""
+    l3 = _l3(src, dst, src_ip, dst_ip, False)
+    return bytes(l3 / ICMP(type=0 if reply else 8, id=ident, seq=seq) / Raw(b"p" * 8))
+
+
+def icmp6_echo_via(
+    src: str,
+    dst: str,
+    ident: int,
+    seq: int,
+    *,
+    reply: bool = False,
+    src_ip: str | None = None,
+    dst_ip: str | None = None,
+) -> bytes:
+    """Like ``icmp6_echo`` but with the IP addresses overridable."""
+    cls = ICMPv6EchoReply if reply else ICMPv6EchoRequest
+    return bytes(_l3(src, dst, src_ip, dst_ip, True) / cls(id=ident, seq=seq, data=b"p" * 8))
+
+
+def icmp_error_via(
+    src: str,
+    dst: str,
+    quoted: bytes,
+    *,
+    src_ip: str | None = None,
+    dst_ip: str | None = None,
+    type_: int = 3,
+    code: int = 3,
+    keep: int = 28,
+) -> bytes:
+    """Like ``icmp_error`` but with the outer IP addresses overridable; ``keep=0`` quotes the
+    whole IP packet of ``quoted``."""
+    inner = quoted[14:] if keep == 0 else quoted[14 : 14 + keep]
+    return bytes(_l3(src, dst, src_ip, dst_ip, False) / ICMP(type=type_, code=code) / Raw(inner))
+
+
+def icmp6_error_via(
+    src: str,
+    dst: str,
+    quoted: bytes,
+    *,
+    src_ip: str | None = None,
+    dst_ip: str | None = None,
+    keep: int = 48,
+) -> bytes:
+    """Like ``icmp6_error`` but with the outer IP addresses overridable; ``keep=0`` quotes the
+    whole IPv6 packet of ``quoted``."""
+    inner = quoted[14:] if keep == 0 else quoted[14 : 14 + keep]
+    return bytes(_l3(src, dst, src_ip, dst_ip, True) / ICMPv6DestUnreach(code=4) / Raw(inner))

@@ -19,6 +19,8 @@ Design:
   frame (and every recirculation it caused) is finished and its outputs are in the tx pcaps.
 - ovs-appctl commands go through one persistent ``ovs.unixctl.client`` connection instead of a
   subprocess per command.
+- The frames OVS transmitted for a packet are the new records of the pN-tx.pcap files (marker
+  frames dropped), ordered by their stamp like ``out``; ``PacketOutcome.frames`` keeps them.
 
 Invariants: only processes this object started are ever signalled (pids from its own pid files,
 checked against /proc/PID/cmdline); nothing outside ``workdir`` is written.
@@ -124,6 +126,8 @@ class PacketOutcome:
     hits: list[tuple[int, str]]  # (rule index, ct_state) for every rule match, in order
     out_order_certain: bool = True  # False when two ports got records with the same µs stamp
     packet_ins: list[dict] = field(default_factory=list)  # raw packet-in fields, for debugging
+    # (port, frame bytes) as transmitted, in the same order as ``out`` (marker frames excluded)
+    frames: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -447,10 +451,11 @@ class OvsOracle:
             records, self._tx_offsets[p] = read_pcap_records(
                 self.rundir / f"p{p}-tx.pcap", self._tx_offsets[p]
             )
-            for ts, data in records:
+            for seq, (ts, data) in enumerate(records):
                 if data[12:14] != struct.pack("!H", MARKER_ETHERTYPE):
-                    stamped.append((ts, p))
-        stamped.sort()
+                    stamped.append((ts, p, seq, data))
+        # by stamp; ties keep each port's own record order (never compare the bytes)
+        stamped.sort(key=lambda r: (r[0], r[1], r[2]))
         certain = all(
             a[0] != b[0] or a[1] == b[1] for a, b in zip(stamped, stamped[1:], strict=False)
         )
@@ -460,11 +465,12 @@ class OvsOracle:
             hits.append((index, pin.get("ct_state", "")))
         ct_state = hits[-1][1] if hits else None
         return PacketOutcome(
-            out=[p for _ts, p in stamped],
+            out=[p for _ts, p, _seq, _data in stamped],
             ct_state=ct_state,
             hits=hits,
             out_order_certain=certain,
             packet_ins=packet_ins,
+            frames=[(p, data) for _ts, p, _seq, data in stamped],
         )
 
     def run(
