@@ -61,7 +61,9 @@ def test_smoke_has_both_modes_and_the_ceiling(smoke):
             assert r["median"]["mpps"] > 0
             assert r["median"]["packets"] == runner.QUICK_PACKETS
     ratios = {row["kind"]: row for row in report["ratios"]}
-    assert set(ratios) == {"A", "B"}
+    assert set(ratios) == {"A", "B", "A+snat"}
+    snat = ratios["A+snat"]
+    assert snat["same_results"] and set(snat["mpps"]) == {"recirc", "assume-established"}
     for row in ratios.values():
         mpps = row["mpps"]
         assert row["ae_over_recirc"] == pytest.approx(mpps["assume-established"] / mpps["recirc"])
@@ -156,7 +158,8 @@ def test_sweeps_over_flows_and_new_fraction(tmp_path):
     for r in swept:  # at the first flow count; NEW share as asked (handshakes dilute it)
         assert r["workload"]["flows"] == 200
         assert 0.4 < r["repeats"][0]["new_packets"] / r["median"]["packets"] < 0.55
-    assert len(report["ratios"]) == 5 and all(row["same_results"] for row in report["ratios"])
+    assert len(report["ratios"]) == 6 and all(row["same_results"] for row in report["ratios"])
+    assert [r["workload"]["flows"] for r in report["results"] if r["role"] == "snat"] == [200, 200]
     assert "startup" not in report
     assert (tmp_path / "speedup.png").read_bytes().startswith(PNG_MAGIC)
 

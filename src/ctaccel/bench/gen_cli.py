@@ -39,9 +39,12 @@ from ctaccel.errors import CtaccelError
 @click.option("--new-fraction", type=float, default=None,
               help="Workload B: share of each round's packets that are NEW SYNs "
                    "[default: 1/3].")  # fmt: skip
+@click.option("--nat", type=click.Choice(W.NATS), default=None,
+              help="snat: the firewall also source-NATs every connection to one address "
+                   "and the servers answer that address.")  # fmt: skip
 @click.option("--out-dir", default="./workloads", show_default=True,
               help="Directory for the capture, rule files and manifest.")  # fmt: skip
-def gen(kind, flows, packets, frame_size, ipv6, seed, new_fraction, out_dir):
+def gen(kind, flows, packets, frame_size, ipv6, seed, new_fraction, nat, out_dir):
     """Write a benchmark workload: a pcap of TCP traffic entering on port 1, the conntrack
     firewall rules (zone 5) and the stateless ceiling rules it was measured with."""
     from rich.console import Console
@@ -51,7 +54,7 @@ def gen(kind, flows, packets, frame_size, ipv6, seed, new_fraction, out_dir):
     try:
         w = W.generate(kind=kind, flows=flows, packets=packets, frame_size=frame_size,
                        ipv6=ipv6, seed=seed, new_fraction=new_fraction,
-                       out_dir=out_dir)  # fmt: skip
+                       out_dir=out_dir, nat=nat)  # fmt: skip
     except CtaccelError as err:
         click.echo(f"ctaccel: error: {err}", err=True)
         sys.exit(2)

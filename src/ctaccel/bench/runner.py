@@ -328,7 +328,7 @@ def startup(cold: bool, timeout: float = STARTUP_TIMEOUT_S) -> dict:
 def workload_info(w: W.Workload) -> dict:
     return {
         "name": w.pcap_path.stem,
-        "kind": w.kind,
+        "kind": w.kind + ("+snat" if "-snat-" in w.pcap_path.name else ""),
         "packets": w.packets,
         "flows": w.established_flows,
         "unidirectional_flows": w.unidirectional_flows,
@@ -342,11 +342,11 @@ def workload_info(w: W.Workload) -> dict:
 
 
 def cached_workload(kind: str, flows: int, packets: int | None, new_fraction: float | None,
-                    directory) -> W.Workload:  # fmt: skip
+                    directory, nat: str | None = None) -> W.Workload:  # fmt: skip
     """The workload from ``directory`` if it was generated before, else generate it."""
     # _check resolves the default packet count and frame size exactly as generate() does.
     kind, frame_size, _u, n = W._check(kind, flows, packets, None, False, 0, new_fraction)
-    stem = W.workload_stem(kind, flows, n, frame_size, False, 0, new_fraction)
+    stem = W.workload_stem(kind, flows, n, frame_size, False, 0, new_fraction, nat)
     directory = Path(directory)
     manifest = directory / f"{stem}.json"
     if manifest.is_file():
@@ -361,7 +361,7 @@ def cached_workload(kind: str, flows: int, packets: int | None, new_fraction: fl
                 return w
         except (ValueError, KeyError, TypeError):
             pass  # unreadable manifest: generate afresh
-    return W.generate(kind, flows, packets, new_fraction=new_fraction, out_dir=directory)
+    return W.generate(kind, flows, packets, new_fraction=new_fraction, out_dir=directory, nat=nat)
 
 
 # --- the whole benchmark --------------------------------------------------------------------
@@ -398,6 +398,8 @@ def _plan(flows_list, new_fractions) -> list[tuple[str, int, float | None, str]]
         plan.append(("B", flows, None, "flows"))
     for frac in new_fractions or ():
         plan.append(("B", flows_list[0], float(frac), "new_fraction"))
+    if flows_list[0] <= W.MAX_SNAT_FLOWS:
+        plan.append(("A", flows_list[0], None, "snat"))  # A through an SNAT firewall
     return plan
 
 
@@ -471,7 +473,7 @@ def run_bench(flows_list=None, new_fractions=None, repeats: int = DEFAULT_REPEAT
         "results": [],
     }
     plan = _plan(flows_list, new_fractions)
-    steps = sum(2 if role == "new_fraction" else 3 for *_x, role in plan) * (repeats + 1)
+    steps = sum(3 if role == "flows" else 2 for *_x, role in plan) * (repeats + 1)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, disable=not progress, transient=True) as bar:  # fmt: skip
         task = bar.add_task("warming up (compiling or loading kernels)", total=steps + 1)
@@ -480,7 +482,8 @@ def run_bench(flows_list=None, new_fractions=None, repeats: int = DEFAULT_REPEAT
         for kind, flows, frac, role in plan:
             bar.update(task, description=f"workload {kind}, {flows:,} flows: generating")
             n = max(QUICK_PACKETS, 5 * flows) if quick_packets else packets
-            w = cached_workload(kind, flows, n, frac, out / "workloads")
+            w = cached_workload(kind, flows, n, frac, out / "workloads",
+                                "snat" if role == "snat" else None)  # fmt: skip
             loaded = load_capture(w.pcap_path)
             runs = [(m, "ct") for m in MODES]
             if role == "flows":

@@ -21,6 +21,11 @@ the patched fields were zero in the template, so their words just add to its sum
 pcap is written in chunks of fixed-size records, so memory stays bounded and one million
 packets take about a second.
 
+With ``nat="snat"`` the firewall also source-NATs every connection to one address
+(``ct(commit,nat(src=...))``, every packet through ``ct(nat)``), and the servers answer that
+address: client ports are then drawn without repetition, so OVS keeps each one (no two
+connections compete for a port) and the replies are known when the capture is written.
+
 Invariants:
 - Deterministic: the same arguments give the same bytes (one seeded numpy generator draws
   ports, server addresses and initial sequence numbers, in a fixed order).
@@ -86,6 +91,19 @@ table=0,priority=90,ct_state=+trk+new,ct_zone={zone},{proto},in_port={inp},actio
 table=0,priority=80,ct_state=+trk+est,ct_zone={zone},{proto},actions=output:{out}
 table=0,priority=1,actions=drop
 """
+
+CT_SNAT_RULES = """\
+# Workload {kind} with SNAT: the conntrack firewall, and every connection from port 1 is
+# source-NATed to {snat} (replies come back to it and are translated back).
+table=0,priority=100,ct_state=-trk,{proto},actions=ct(table=0,zone={zone},nat)
+table=0,priority=90,ct_state=+trk+new,ct_zone={zone},{proto},in_port={inp},actions=ct(commit,zone={zone},nat(src={snat})),output:{out}
+table=0,priority=80,ct_state=+trk+est,ct_zone={zone},{proto},actions=output:{out}
+table=0,priority=1,actions=drop
+"""
+NATS = ("snat",)
+SNAT_ADDR_V4 = 0xC0A80001  # 192.168.0.1
+SNAT_ADDR_V6 = (0xFD00 << 112) | (3 << 64) | 1  # fd00:0:0:3::1
+MAX_SNAT_FLOWS = 65536 - 1024  # one distinct client port per connection
 
 STATELESS_RULES = """\
 # Workload {kind}: the stateless ceiling (no conntrack): every TCP packet from port 1 to 2.
@@ -182,14 +200,21 @@ def _check(kind, flows, packets, frame_size, ipv6, seed, new_fraction) -> tuple:
     return kind, frame_size, unidirectional, int(packets)
 
 
-def _endpoints(rng, total: int, ipv6: bool):
-    """Per connection: client/server address, port and initial sequence number."""
+def _endpoints(rng, total: int, ipv6: bool, nat: str | None = None):
+    """Per connection: client/server address, port and initial sequence number; with NAT
+    the client ports are distinct (drawn from their own generator, so the other draws are
+    the same as without NAT)."""
     index = np.arange(total, dtype=np.int64)
     server_host = rng.integers(1, 1 << 20, total, dtype=np.int64)
     client_port = rng.integers(1024, 65536, total, dtype=np.int64)
     server_port = SERVER_PORTS[rng.integers(0, len(SERVER_PORTS), total)]
     isn_client = rng.integers(0, 1 << 32, total, dtype=np.int64)
     isn_server = rng.integers(0, 1 << 32, total, dtype=np.int64)
+    if nat:
+        ports = np.random.default_rng([rng.bit_generator.seed_seq.entropy, 1]).permutation(
+            MAX_SNAT_FLOWS
+        )
+        client_port = ports[:total].astype(np.int64) + 1024
     if ipv6:
         client_ip = [CLIENT_NET_V6 + 1 + int(i) for i in index]
         server_ip = [SERVER_NET_V6 + int(h) for h in server_host]
@@ -199,8 +224,10 @@ def _endpoints(rng, total: int, ipv6: bool):
     return client_ip, server_ip, client_port, server_port, isn_client, isn_server
 
 
-def _templates(endpoints, established: int, total: int, frame_len: int, payload: bytes):
-    """Template frames (seq = ack = flags = 0, checksums correct for that), one per row."""
+def _templates(endpoints, established: int, total: int, frame_len: int, payload: bytes,
+               reply_to=None):  # fmt: skip
+    """Template frames (seq = ack = flags = 0, checksums correct for that), one per row.
+    ``reply_to``: the address servers answer (the SNAT address), else each client's own."""
     client_ip, server_ip, client_port, server_port, _isn_c, _isn_s = endpoints
     frames = []
 
@@ -214,8 +241,9 @@ def _templates(endpoints, established: int, total: int, frame_len: int, payload:
         add(CLIENT_MAC, SERVER_MAC, c[0], s[0], c[1], s[1], b"")
         if f < established:
             add(CLIENT_MAC, SERVER_MAC, c[0], s[0], c[1], s[1], payload)
-            add(SERVER_MAC, CLIENT_MAC, s[0], c[0], s[1], c[1], b"")
-            add(SERVER_MAC, CLIENT_MAC, s[0], c[0], s[1], c[1], payload)
+            back = c[0] if reply_to is None else reply_to
+            add(SERVER_MAC, CLIENT_MAC, s[0], back, s[1], c[1], b"")
+            add(SERVER_MAC, CLIENT_MAC, s[0], back, s[1], c[1], payload)
     # Rows were appended per flow (4 for established, 1 for unidirectional), which is the
     # documented layout only when established flows come first: they do.
     table = np.frombuffer(b"".join(frames), np.uint8).reshape(len(frames), frame_len)
@@ -310,11 +338,13 @@ def _write_rules(path: Path, text: str) -> None:
         raise CtaccelError(f"{path}: cannot write: {exc.strerror}") from None
 
 
-def workload_stem(kind, flows, packets, frame_size, ipv6, seed, new_fraction=None) -> str:
+def workload_stem(kind, flows, packets, frame_size, ipv6, seed, new_fraction=None,
+                  nat=None) -> str:  # fmt: skip
     """File name stem naming every parameter, e.g. ``A-10000flows-990000pkts-64B-seed0``."""
     family = "-ipv6" if ipv6 else ""
     share = "" if new_fraction is None else f"-new{float(new_fraction):g}"
-    return f"{kind}{family}-{flows}flows-{packets}pkts-{frame_size}B{share}-seed{seed}"
+    nat = f"-{nat}" if nat else ""
+    return f"{kind}{family}{nat}-{flows}flows-{packets}pkts-{frame_size}B{share}-seed{seed}"
 
 
 def generate(
@@ -326,6 +356,7 @@ def generate(
     seed: int = 0,
     new_fraction: float | None = None,
     out_dir: str | os.PathLike = "workloads",
+    nat: str | None = None,
 ) -> Workload:
     """Write workload ``kind`` (A or B) into ``out_dir``; return what was written.
 
@@ -334,23 +365,30 @@ def generate(
     partial round; None picks the number of complete rounds closest to one million
     packets. ``frame_size`` counts the FCS (64 = 60-byte captured frames); None picks the
     smallest that fits: 64 for IPv4, 78 for IPv6. Bad arguments raise
-    :class:`CtaccelError` before anything is written."""
+    :class:`CtaccelError` before anything is written. ``nat="snat"``: the SNAT variant
+    (module docstring)."""
     kind, frame_size, unidirectional, packets = _check(
         kind, int(flows), packets, frame_size, ipv6, int(seed), new_fraction
     )
+    if nat is not None and nat not in NATS:
+        raise CtaccelError(f"nat must be one of {', '.join(NATS)}, not {nat!r}")
+    if nat and int(flows) + unidirectional > MAX_SNAT_FLOWS:
+        raise CtaccelError(f"an SNAT workload holds at most {MAX_SNAT_FLOWS:,} connections "
+                           f"(one source port each)")  # fmt: skip
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CtaccelError(f"{out}: cannot create directory: {exc.strerror}") from None
-    stem = workload_stem(kind, flows, packets, frame_size, ipv6, seed, new_fraction)
+    stem = workload_stem(kind, flows, packets, frame_size, ipv6, seed, new_fraction, nat)
 
     frame_len = frame_size - FCS_LEN
     payload_len = frame_len - header_len(ipv6)
     payload = (PAYLOAD_PATTERN * (payload_len // len(PAYLOAD_PATTERN) + 1))[:payload_len]
     total = flows + unidirectional
-    endpoints = _endpoints(np.random.default_rng(seed), total, ipv6)
-    templates = _templates(endpoints, flows, total, frame_len, payload)
+    endpoints = _endpoints(np.random.default_rng(seed), total, ipv6, nat)
+    snat_addr = (SNAT_ADDR_V6 if ipv6 else SNAT_ADDR_V4) if nat else None
+    templates = _templates(endpoints, flows, total, frame_len, payload, snat_addr)
     tcp_ofs = header_len(ipv6) - TCP_HLEN
     stored = (templates[:, tcp_ofs + 16].astype(np.int64) << 8) | templates[:, tcp_ofs + 17]
     tcp_sums = ~stored & 0xFFFF  # the checksum is ~sum: undo it
@@ -375,8 +413,12 @@ def generate(
 
     proto = "tcp6" if ipv6 else "tcp"
     fields = dict(kind=kind, proto=proto, zone=CT_ZONE, inp=IN_PORT, out=OUT_PORT)
+    if nat:
+        import ipaddress
+
+        fields["snat"] = str(ipaddress.ip_address(snat_addr))
     flows_path, stateless_path = out / f"{stem}.ct.flows", out / f"{stem}.stateless.flows"
-    _write_rules(flows_path, CT_RULES.format(**fields))
+    _write_rules(flows_path, (CT_SNAT_RULES if nat else CT_RULES).format(**fields))
     _write_rules(stateless_path, STATELESS_RULES.format(**fields))
     complete_rounds = (packets - sched.handshake) // sched.round_len
     workload = Workload(
@@ -396,7 +438,7 @@ def generate(
         seed=int(seed),
     )
     manifest = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(workload).items()}
-    manifest.update(new_fraction=new_fraction, new_share=workload.new_share, in_port=IN_PORT, out_port=OUT_PORT,
+    manifest.update(nat=nat, new_fraction=new_fraction, new_share=workload.new_share, in_port=IN_PORT, out_port=OUT_PORT,
                     ct_zone=CT_ZONE, start_ns=START_NS, packet_gap_ns=PACKET_GAP_NS)  # fmt: skip
     _write_rules(workload.manifest_path, json.dumps(manifest, indent=2) + "\n")
     return workload
