@@ -63,11 +63,12 @@ class BatchResult:
         if i in self.slow:
             return self.slow[i].outputs
         n, start = int(self.res[i, KR.R_NOUT]), int(self.res[i, KR.R_OUT_START])
+        rewritten = self.out_fofs is not None and self.res[i, KR.R_REWRITTEN] != 0
         out = []
         for k in range(start, start + n):
             p = int(self.out_ports[k])
             port = CONTROLLER if p == CONTROLLER_PORT else p
-            fo = -1 if self.out_fofs is None else int(self.out_fofs[k])
+            fo = int(self.out_fofs[k]) if rewritten else -1
             out.append((port, frame if fo < 0 else self.out_fbuf[fo : fo + len(frame)].tobytes()))
         return out
 

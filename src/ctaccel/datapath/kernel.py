@@ -157,6 +157,7 @@ R_DROP = 3  # program.DROP_REASON_NAMES index
 R_PATH = 4
 R_RECIRCS = 5
 R_PUNT = 6
+R_REWRITTEN = 7  # 1: out_fofs says which outputs carried a rewritten frame (NAT); else none did
 RES_WIDTH = 8
 
 PATH_NONE = 0
@@ -300,9 +301,22 @@ def _nat_steps(e, fp_rows, conns, frame, flen, key, wframe, wkey):
                        wframe, wkey, 0)  # fmt: skip
 
 
+@njit
+def _fast_nat_frame(e, fp_rows, conns, frame, flen, key, frames_w, row, wkey, out_n, out_fbuf):
+    """The entry's translations applied to a copy of the frame, stored once in ``out_fbuf``
+    for all outputs; its offset. (A call, not inlined: only NATed entries pay for it.)"""
+    wframe = frames_w[row, :flen]
+    _nat_steps(e, fp_rows, conns, frame, flen, key, wframe, wkey)
+    fofs = out_n[1]
+    for b in range(flen):
+        out_fbuf[fofs + b] = wframe[b]
+    out_n[1] = fofs + flen
+    return fofs
+
+
 @njit(inline="always")
 def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stats, saved, res,
-                i, out_ports, out_n, out_fofs, out_fbuf, wframe, wkey):  # fmt: skip
+                i, out_ports, out_n, out_fofs, out_fbuf, frames_w, row, wkey):  # fmt: skip
     """Try the fast path with entry ``e``; PUNT_NONE when the packet was completed."""
     nsteps = fp_rows[e, FI_NSTEPS]
     l4_ofs = key[L4_OFS]
@@ -336,14 +350,6 @@ def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stat
     nout = fp_rows[e, FI_NOUT]
     outs = FI_STEPS + nsteps * S_WIDTH
     rules = outs + nout
-    fofs = -1
-    if fp_rows[e, FI_NAT]:
-        _nat_steps(e, fp_rows, conns, frame, flen, key, wframe, wkey)
-        if nout > 0:
-            fofs = out_n[1]
-            for b in range(flen):
-                out_fbuf[fofs + b] = wframe[b]
-            out_n[1] = fofs + flen
     for r in range(fp_rows[e, FI_NRULES]):
         rid = fp_rows[e, rules + r]
         rule_stats[rid, 0] += 1
@@ -351,8 +357,13 @@ def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stat
     base = out_n[0]
     for o in range(nout):
         out_ports[base + o] = fp_rows[e, outs + o]
-        out_fofs[base + o] = fofs
     out_n[0] = base + nout
+    if fp_rows[e, FI_NAT] != 0 and nout > 0:  # every output carries the translated frame
+        fofs = _fast_nat_frame(e, fp_rows, conns, frame, flen, key, frames_w, row, wkey, out_n,
+                               out_fbuf)  # fmt: skip
+        for o in range(nout):
+            out_fofs[base + o] = fofs
+        res[i, R_REWRITTEN] = 1
     res[i, R_NOUT] = nout
     res[i, R_OUT_START] = base
     res[i, R_CT_STATE] = fp_rows[e, FI_CT_STATE]
@@ -583,7 +594,7 @@ def run_batch(
                     else:
                         punt = _fast_apply(e, frame, flen, key, now, conns, timeouts, fp_rows,
                                            rule_stats, saved, res, i, out_ports, out_n,
-                                           out_fofs, out_fbuf, frames_w[spare, :flen],
+                                           out_fofs, out_fbuf, frames_w, spare,
                                            wkey)  # fmt: skip
                 if punt == PUNT_NONE:
                     kstats[KS_FAST] += 1
@@ -666,6 +677,7 @@ def run_batch(
                             out_fbuf[fb + b] = frames_w[d, b]
                         out_fofs[k] = fb
                         out_n[1] = fb + flen
+                        res[i, R_REWRITTEN] = 1
                     else:
                         out_fofs[k] = -1
                     vm[VM_NOUT] += 1
