@@ -54,9 +54,7 @@ def _spec(kind, lo=None, hi=None, pmin=0, pmax=0, family=4):
         return int(ipaddress.ip_address(a)) if a else 0
 
     fam = family if lo else 0
-    return N.spec_from_action(
-        Nat(kind, fam, num(lo), num(hi) if hi else None, pmin, pmax)
-    )
+    return N.spec_from_action(Nat(kind, fam, num(lo), num(hi) if hi else None, pmin, pmax))
 
 
 # --- checksum helpers ------------------------------------------------------------------------
@@ -86,7 +84,10 @@ def test_recalc16_matches_a_full_recomputation(data, ofs, new):
 FRAMES = [
     Ether() / IP(src=A, dst=B) / TCP(sport=1234, dport=80, flags="S") / Raw(b"x" * 7),
     Ether() / IP(src=A, dst=B) / UDP(sport=40000, dport=53) / Raw(b"y" * 12),
-    Ether() / IPv6(src="fd00::1", dst="fd00::2") / TCP(sport=1234, dport=80, flags="PA") / Raw(b"z"),
+    Ether()
+    / IPv6(src="fd00::1", dst="fd00::2")
+    / TCP(sport=1234, dport=80, flags="PA")
+    / Raw(b"z"),
     Ether() / IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=7, dport=9) / Raw(b"w" * 3),
     Ether() / IPv6(src="fd00::1", dst="fd00::2") / ICMPv6EchoRequest(id=5, seq=1),
 ]
@@ -142,7 +143,9 @@ def _run(ct, pkt, port, zone, commit, nat, now, state=0, md_zone=0):
 def test_snat_keeps_the_port_then_takes_the_next_free_one():
     ct = Conntrack()
     spec = _spec("src", S)
-    out1, k1 = _run(ct, Ether() / IP(src=A, dst=B) / UDP(sport=40000, dport=53), 1, 0, True, spec, 0)
+    out1, k1 = _run(
+        ct, Ether() / IP(src=A, dst=B) / UDP(sport=40000, dport=53), 1, 0, True, spec, 0
+    )
     out2, k2 = _run(ct, Ether() / IP(src="10.1.1.3", dst=B) / UDP(sport=40000, dport=53), 1, 0,
                     True, spec, 1)  # fmt: skip
     assert (out1[IP].src, out1[UDP].sport) == (S, 40000)
@@ -197,7 +200,7 @@ def test_second_nat_in_the_same_zone_is_a_noop():
     assert once[IP].src == S
     frame = _arr(once)
     key2 = _key(frame)
-    key2[K.CT_STATE:K.CT_TP_DST + 1] = k[K.CT_STATE:K.CT_TP_DST + 1]
+    key2[K.CT_STATE : K.CT_TP_DST + 1] = k[K.CT_STATE : K.CT_TP_DST + 1]
     ct.execute(frame, key2, 9, now_ms=2, nat=_spec(None))
     assert Ether(frame.tobytes())[IP].src == S
     # found by its translated tuple, original direction; unanswered UDP is still new

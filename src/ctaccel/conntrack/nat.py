@@ -178,7 +178,7 @@ def _fix_udp_zero(proto, frame, ofs):
         _wr16(frame, ofs, 0xFFFF)  # a computed zero is sent as all ones
 
 
-@njit
+@njit(inline="always")
 def set_ipv4_addr(frame, l3, l4, l4_size, addr_ofs, new):
     """Write an IPv4 address, updating the L4 checksum (by the IP protocol of the header at
     ``l3``) and the header checksum, as packet_set_ipv4_addr."""
@@ -193,7 +193,7 @@ def set_ipv4_addr(frame, l3, l4, l4_size, addr_ofs, new):
     _wr32(frame, addr_ofs, new)
 
 
-@njit
+@njit(inline="always")
 def set_ipv6_addr(frame, proto, l4, l4_size, addr_ofs, w0, w1, w2, w3):
     """Write an IPv6 address, updating the checksum of ``proto`` found at ``l4`` (OVS uses
     the connection's protocol here, even for an ICMPv6 error about a TCP connection)."""
@@ -212,7 +212,7 @@ def set_ipv6_addr(frame, proto, l4, l4_size, addr_ofs, w0, w1, w2, w3):
     _wr32(frame, addr_ofs + 12, w3)
 
 
-@njit
+@njit(inline="always")
 def set_ports(proto, frame, l4, sport, dport):
     """packet_set_tcp_port / packet_set_udp_port: ports with their checksum; a UDP datagram
     without checksum keeps none. Fields past the end of the frame are left alone."""
@@ -245,7 +245,7 @@ def reverse_action(action):
     return action
 
 
-@njit
+@njit(inline="always")
 def _inner_offsets(dl_type, frame, l4, tail):
     """(inner l3, inner l4) of the packet an ICMP error quotes (already validated by key
     extraction)."""
@@ -262,6 +262,47 @@ def _inner_offsets(dl_type, frame, l4, tail):
         nxt = int(frame[ofs])
         ofs += length
     return inner_l3, ofs
+
+
+@njit(inline="always")
+def nat_target(conns, slot, reply):
+    """What a packet of direction ``reply`` of a NATed connection is rewritten to (the
+    "header transposition" the fast path caches): (kind, a0, a1, a2, a3, sport, dport) with
+    kind NAT_SRC (the source address becomes a0..a3) or NAT_DST (the destination does), 0 if
+    the connection does not translate; the TCP/UDP ports become sport, dport."""
+    action = conns[slot, C_NAT_FLAGS]
+    if reply:
+        action = reverse_action(action)
+        ksrc = C_SRC
+        kdst = C_DST
+        ksport = conns[slot, C_SPORT]
+        kdport = conns[slot, C_DPORT]
+    else:
+        ksrc = C_R_SRC
+        kdst = C_R_DST
+        ksport = conns[slot, C_R_SPORT]
+        kdport = conns[slot, C_R_DPORT]
+    kind = 0
+    col = ksrc
+    if action & NAT_SRC:
+        kind = NAT_SRC
+        col = kdst
+    elif action & NAT_DST:
+        kind = NAT_DST
+    return (kind, conns[slot, col], conns[slot, col + 1], conns[slot, col + 2],
+            conns[slot, col + 3], kdport, ksport)  # fmt: skip
+
+
+@njit(inline="always")
+def nat_rewrite(kind, a0, a1, a2, a3, sport, dport, proto, dl_type, frame, l3, l4, l4_size):
+    """Rewrite a packet that is not an ICMP error by a ``nat_target`` (as nat_packet does)."""
+    if dl_type == ETH_TYPE_IP:
+        set_ipv4_addr(frame, l3, l4, l4_size, l3 + 12 if kind == NAT_SRC else l3 + 16, a3)
+    else:
+        set_ipv6_addr(frame, proto, l4, l4_size, l3 + 8 if kind == NAT_SRC else l3 + 24, a0, a1,
+                      a2, a3)  # fmt: skip
+    if proto == 6 or proto == 17:
+        set_ports(proto, frame, l4, sport, dport)
 
 
 @njit

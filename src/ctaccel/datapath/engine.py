@@ -119,10 +119,9 @@ class DatapathEngine:
         self._stack_md = np.zeros((depth, KR.NCT), np.int64)
         self._stack_frame = np.zeros((depth, KR.STACK_WIDTH), np.int64)
         self._frames_w = np.zeros((depth + 2, 2048), np.uint8)  # rows: depths, then scratch
-        self._wkey = np.zeros(K.KEY_WIDTH, np.int64)
         self._cur_key = np.zeros(K.KEY_WIDTH, np.int64)
         self._cur_md = np.zeros(KR.NCT, np.int64)
-        self._trace_steps = np.zeros((KR.MAX_STEPS, KR.S_WIDTH), np.int64)
+        self._trace_steps = np.zeros((KR.MAX_STEPS, KR.TRACE_WIDTH), np.int64)
         self._trace_rules = np.zeros(KR.MAX_FP_RULES, np.int64)
         self._mf_key = np.zeros(MF_WIDTH, np.int64)
         self._em_key = np.zeros(KR.EM_WIDTH, np.int64)
@@ -293,7 +292,7 @@ class DatapathEngine:
                 self.rule_stats, self.kstats, res, self._out_ports, out_n, self._out_fofs,
                 self._out_fbuf,
                 vm, self._stack_key, self._stack_md, self._stack_frame, self._frames_w,
-                self._wkey, self._cur_key,
+                self._cur_key,
                 self._cur_md, self._trace_steps, self._trace_rules, self._mf_key, self._em_key,
                 self._saved,
             )  # fmt: skip

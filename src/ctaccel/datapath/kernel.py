@@ -45,7 +45,7 @@ from ctaccel.conntrack.layout import (
     C_ZONE,
     HOT_WIDTH,
 )
-from ctaccel.conntrack.nat import NO_NAT, NS_WIDTH, nat_packet
+from ctaccel.conntrack.nat import NO_NAT, NS_WIDTH, nat_rewrite, nat_target
 from ctaccel.conntrack.table import ST_LAST_CONN
 from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup
 from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
@@ -89,6 +89,7 @@ from ctaccel.packet.key import (
     IPPROTO_UDP,
     IPV6_LABEL,
     KEY_WIDTH,
+    L3_OFS,
     L4_LEN,
     L4_OFS,
     NW_DST,
@@ -211,9 +212,19 @@ S_STATE = 4  # expected ct_state after the step
 S_UPDATE = 5  # 1: the step updated the connection (first lookup); 0: reused the handle
 S_MARK = 6  # ct_mark and ct_label the rules saw (later rules may match on them)
 S_LABEL = 7  # 4 columns
-S_NAT = 11  # 1: the step translated the packet (ct(nat) on a NATed connection)
+S_NAT = 11  # the step translated the packet (ct(nat) on a NATed connection): NAT_SRC or
+#             NAT_DST; its cached header transposition (nat.nat_target) is kept apart
 S_WIDTH = 12
-FP_WIDTH = FI_STEPS + MAX_STEPS * S_WIDTH + MAX_FP_OUT + MAX_FP_RULES  # 80
+# The transposition of a translating step, N_WIDTH words: after the step's S_WIDTH columns in
+# a trace row; in an entry, in a region at the end of the row (FN_NAT + step * N_WIDTH), so
+# what every hit reads (header, steps, outputs, rules) stays in the first cache lines.
+N_ADDR = 0  # 4 columns: the new source (NAT_SRC) or destination (NAT_DST) address
+N_SPORT = 4
+N_DPORT = 5
+N_WIDTH = 6
+TRACE_WIDTH = S_WIDTH + N_WIDTH
+FN_NAT = FI_STEPS + MAX_STEPS * S_WIDTH + MAX_FP_OUT + MAX_FP_RULES  # 80
+FP_WIDTH = FN_NAT + MAX_STEPS * N_WIDTH  # 104
 STACK_WIDTH = 6  # stack_frame columns: pc, end, handle, recirc id, frame rewritten
 _NAT_BITS = CS_SRC_NAT | CS_DST_NAT
 MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT_OVERFLOW)
@@ -288,35 +299,40 @@ def _finish_packet(i, vm, res, out_ports):
 
 
 @njit(inline="always")
-def _nat_steps(e, fp_rows, conns, frame, flen, key, wframe, wkey):
-    """The packet as an entry's NAT steps rewrite it: ``wframe``/``wkey`` (copies)."""
-    for b in range(flen):
-        wframe[b] = frame[b]
-    for c in range(KEY_WIDTH):
-        wkey[c] = key[c]
-    for s in range(fp_rows[e, FI_NSTEPS]):
-        base = FI_STEPS + s * S_WIDTH
-        if fp_rows[e, base + S_NAT]:
-            nat_packet(conns, fp_rows[e, base + S_SLOT], fp_rows[e, base + S_REPLY], False,
-                       wframe, wkey, 0)  # fmt: skip
+def _apply_steps(row, base0, stride, nbase, nstride, nsteps, key, flen, frame):
+    """Apply the cached transpositions of the steps that translate, in order, to ``frame``
+    (the packet's copy). Step s is ``row[base0 + s * stride + S_*]``, its transposition
+    ``row[nbase + s * nstride + N_*]``."""
+    l3 = key[L3_OFS]
+    l4 = key[L4_OFS]
+    l4_size = min(key[L4_LEN], flen - l4)
+    for s in range(nsteps):
+        b = base0 + s * stride
+        kind = row[b + S_NAT]
+        if kind != 0:
+            n = nbase + s * nstride
+            nat_rewrite(kind, row[n + N_ADDR], row[n + N_ADDR + 1], row[n + N_ADDR + 2],
+                        row[n + N_ADDR + 3], row[n + N_SPORT], row[n + N_DPORT],
+                        row[b + S_PROTO], key[DL_TYPE], frame, l3, l4, l4_size)  # fmt: skip
 
 
 @njit
-def _fast_nat_frame(e, fp_rows, conns, frame, flen, key, frames_w, row, wkey, out_n, out_fbuf):
-    """The entry's translations applied to a copy of the frame, stored once in ``out_fbuf``
-    for all outputs; its offset. (A call, not inlined: only NATed entries pay for it.)"""
-    wframe = frames_w[row, :flen]
-    _nat_steps(e, fp_rows, conns, frame, flen, key, wframe, wkey)
+def _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf):
+    """The received frame with the entry's translations, written once to ``out_fbuf`` for all
+    outputs; its offset. (A call, not inlined: only NATed entries pay for it.)"""
     fofs = out_n[1]
+    copy = out_fbuf[fofs : fofs + flen]
     for b in range(flen):
-        out_fbuf[fofs + b] = wframe[b]
+        copy[b] = frame[b]
+    _apply_steps(fp_rows[e], FI_STEPS, S_WIDTH, FN_NAT, N_WIDTH, fp_rows[e, FI_NSTEPS], key, flen,
+                 copy)  # fmt: skip
     out_n[1] = fofs + flen
     return fofs
 
 
 @njit(inline="always")
 def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stats, saved, res,
-                i, out_ports, out_n, out_fofs, out_fbuf, frames_w, row, wkey):  # fmt: skip
+                i, out_ports, out_n, out_fofs, out_fbuf):  # fmt: skip
     """Try the fast path with entry ``e``; PUNT_NONE when the packet was completed."""
     nsteps = fp_rows[e, FI_NSTEPS]
     l4_ofs = key[L4_OFS]
@@ -359,8 +375,7 @@ def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stat
         out_ports[base + o] = fp_rows[e, outs + o]
     out_n[0] = base + nout
     if fp_rows[e, FI_NAT] != 0 and nout > 0:  # every output carries the translated frame
-        fofs = _fast_nat_frame(e, fp_rows, conns, frame, flen, key, frames_w, row, wkey, out_n,
-                               out_fbuf)  # fmt: skip
+        fofs = _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf)
         for o in range(nout):
             out_fofs[base + o] = fofs
         res[i, R_REWRITTEN] = 1
@@ -386,17 +401,13 @@ def _restore(conns, fp_rows, e, upto, saved):
 
 
 @njit
-def _outputs_match(frame, flen, key, vm, trace_steps, conns, out_fofs, out_fbuf, wframe, wkey):
-    """True when every output of the packet carried the frame its NAT steps make, applied
-    in order to the received frame (the fast path emits that one frame on every port)."""
+def _outputs_match(frame, flen, key, vm, trace_steps, out_fofs, out_fbuf, wframe):
+    """True when every output of the packet carried the frame its steps' cached translations
+    make of the received frame (the fast path emits that one frame on every port)."""
     for b in range(flen):
         wframe[b] = frame[b]
-    for c in range(KEY_WIDTH):
-        wkey[c] = key[c]
-    for s in range(vm[VM_NSTEPS]):
-        if trace_steps[s, S_NAT]:
-            nat_packet(conns, trace_steps[s, S_SLOT], trace_steps[s, S_REPLY], False, wframe,
-                       wkey, 0)  # fmt: skip
+    _apply_steps(trace_steps.ravel(), 0, TRACE_WIDTH, S_WIDTH, TRACE_WIDTH, vm[VM_NSTEPS], key,
+                 flen, wframe)  # fmt: skip
     for o in range(vm[VM_NOUT]):
         fo = out_fofs[vm[VM_OUT_BASE] + o]
         for b in range(flen):
@@ -409,7 +420,7 @@ def _outputs_match(frame, flen, key, vm, trace_steps, conns, out_fofs, out_fbuf,
 @njit
 def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
              em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen, key,
-             out_fofs, out_fbuf, wframe, wkey):  # fmt: skip
+             out_fofs, out_fbuf, wframe):  # fmt: skip
     """Record a fast-path entry for a packet whose full processing qualified."""
     nsteps = vm[VM_NSTEPS]
     nrules = vm[VM_NRULES]
@@ -433,8 +444,8 @@ def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp
         for o in range(nout):
             if out_fofs[vm[VM_OUT_BASE] + o] >= 0:
                 any_nat = 2  # rewritten copies that NAT left as they were: check them
-    if any_nat != 0 and not _outputs_match(frame, flen, key, vm, trace_steps, conns, out_fofs,
-                                           out_fbuf, wframe, wkey):  # fmt: skip
+    if any_nat != 0 and not _outputs_match(frame, flen, key, vm, trace_steps, out_fofs,
+                                           out_fbuf, wframe):  # fmt: skip
         return
     e = em_lookup(em_keys, em_used, em_value, em_hashes, em_state, em_key)
     if e < 0:
@@ -459,6 +470,8 @@ def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp
     for s in range(nsteps):
         for c in range(S_WIDTH):
             fp_rows[e, FI_STEPS + s * S_WIDTH + c] = trace_steps[s, c]
+        for c in range(N_WIDTH):
+            fp_rows[e, FN_NAT + s * N_WIDTH + c] = trace_steps[s, S_WIDTH + c]
 
     outs = FI_STEPS + nsteps * S_WIDTH
     for o in range(nout):
@@ -526,7 +539,6 @@ def run_batch(
     stack_md,
     stack_frame,
     frames_w,
-    wkey,
     cur_key,
     cur_md,
     trace_steps,
@@ -594,8 +606,7 @@ def run_batch(
                     else:
                         punt = _fast_apply(e, frame, flen, key, now, conns, timeouts, fp_rows,
                                            rule_stats, saved, res, i, out_ports, out_n,
-                                           out_fofs, out_fbuf, frames_w, spare,
-                                           wkey)  # fmt: skip
+                                           out_fofs, out_fbuf)  # fmt: skip
                 if punt == PUNT_NONE:
                     kstats[KS_FAST] += 1
                     continue
@@ -731,14 +742,19 @@ def run_batch(
                         trace_steps[s, S_GEN] = conns[slot, C_GENERATION] if slot >= 0 else 0
                         trace_steps[s, S_REPLY] = conn & 1 if conn >= 0 else 0
                         # OVS handle_nat: a NATed connection translates unless this zone did
-                        trace_steps[s, S_NAT] = (
-                            1
-                            if has_nat
+                        trace_steps[s, S_NAT] = 0
+                        if (
+                            has_nat
                             and slot >= 0
                             and conns[slot, C_NAT_FLAGS] != 0
                             and (not (state_in & _NAT_BITS) or zone_in != zone)
-                            else 0
-                        )
+                        ):
+                            t = nat_target(conns, slot, conn & 1)
+                            trace_steps[s, S_NAT] = t[0]
+                            for c in range(4):
+                                trace_steps[s, S_WIDTH + N_ADDR + c] = t[1 + c]
+                            trace_steps[s, S_WIDTH + N_SPORT] = t[5]
+                            trace_steps[s, S_WIDTH + N_DPORT] = t[6]
                         trace_steps[s, S_PROTO] = conns[slot, C_PROTO] if slot >= 0 else 0
                         trace_steps[s, S_STATE] = cur_key[CT_STATE]
                         trace_steps[s, S_UPDATE] = 0 if reuse else 1
@@ -808,6 +824,6 @@ def run_batch(
         if mode == 1 and vm[VM_ELIGIBLE] == 1:
             _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
                      em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen,
-                     keys[i], out_fofs, out_fbuf, frames_w[spare, :flen], wkey)  # fmt: skip
+                     keys[i], out_fofs, out_fbuf, frames_w[spare, :flen])  # fmt: skip
     vm[VM_STATUS] = ST_DONE
     vm[VM_PACKET] = n
