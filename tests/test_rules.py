@@ -213,7 +213,10 @@ def test_nat_actions_parse_and_print_as_ovs():
         ("nat(src=1.2.3.4:9-8)", 'invalid nat range "1.2.3.4:9-8"'),
         ("nat(src=1.2.3.4:80x)", 'garbage (x) after nat range "1.2.3.4:80x"'),
         ("nat(src=1.2.3.4,hash,random)", 'Both "hash" and "random" are not allowed.'),
-        ("nat(src=fd00::1)", "ct(nat(src=fd00::1)): address family does not match the rule's match"),
+        (
+            "nat(src=fd00::1)",
+            "ct(nat(src=fd00::1)): address family does not match the rule's match",
+        ),
         ("nat(foo)", 'invalid key "foo" in "nat" argument'),
     ],
 )
