@@ -309,74 +309,46 @@ def nat_rewrite(kind, a0, a1, a2, a3, sport, dport, proto, dl_type, frame, l3, l
 def nat_packet(conns, slot, reply, related, frame, key, state):
     """Rewrite the packet by its connection's translation (OVS nat_packet); returns the new
     ct_state (+snat or +dnat by what this packet got). ``key`` follows the outer header."""
-    action = conns[slot, C_NAT_FLAGS]
-    if reply:
-        action = reverse_action(action)
-        ksrc = C_SRC
-        kdst = C_DST
-        ksport = conns[slot, C_SPORT]
-        kdport = conns[slot, C_DPORT]
-    else:
-        ksrc = C_R_SRC
-        kdst = C_R_DST
-        ksport = conns[slot, C_R_SPORT]
-        kdport = conns[slot, C_R_DPORT]
-    if action & NAT_SRC:
-        state |= CS_SRC_NAT
-    elif action & NAT_DST:
-        state |= CS_DST_NAT
-    else:
+    kind, a0, a1, a2, a3, sport, dport = nat_target(conns, slot, reply)
+    if kind == 0:
         return state
+    state |= CS_SRC_NAT if kind == NAT_SRC else CS_DST_NAT
     proto = conns[slot, C_PROTO]
     dl_type = key[DL_TYPE]
     l3 = key[L3_OFS]
     l4 = key[L4_OFS]
-    flen = frame.shape[0]
-    l4_size = min(key[L4_LEN], flen - l4)
-    tail = l4 + l4_size
-    # outer address
-    if dl_type == ETH_TYPE_IP:
-        if action & NAT_SRC:
-            set_ipv4_addr(frame, l3, l4, l4_size, l3 + 12, conns[slot, kdst + 3])
-            key[NW_SRC + 3] = conns[slot, kdst + 3]
-        else:
-            set_ipv4_addr(frame, l3, l4, l4_size, l3 + 16, conns[slot, ksrc + 3])
-            key[NW_DST + 3] = conns[slot, ksrc + 3]
-    else:
-        col = kdst if action & NAT_SRC else ksrc
-        ofs = l3 + 8 if action & NAT_SRC else l3 + 24
-        kcol = NW_SRC if action & NAT_SRC else NW_DST
-        set_ipv6_addr(frame, proto, l4, l4_size, ofs, conns[slot, col], conns[slot, col + 1],
-                      conns[slot, col + 2], conns[slot, col + 3])  # fmt: skip
-        for i in range(4):
-            key[kcol + i] = conns[slot, col + i]
+    l4_size = min(key[L4_LEN], frame.shape[0] - l4)
+    kcol = NW_SRC if kind == NAT_SRC else NW_DST
+    key[kcol] = a0
+    key[kcol + 1] = a1
+    key[kcol + 2] = a2
+    key[kcol + 3] = a3
     if not related:
+        nat_rewrite(kind, a0, a1, a2, a3, sport, dport, proto, dl_type, frame, l3, l4, l4_size)
         if proto == 6 or proto == 17:
-            set_ports(proto, frame, l4, kdport, ksport)
-            key[TP_SRC] = kdport
-            key[TP_DST] = ksport
+            key[TP_SRC] = sport
+            key[TP_DST] = dport
         return state
-    # An ICMP error: the quoted packet is translated back (reversed tuple, reversed action),
-    # then the ICMP checksum is computed afresh.
-    inner_l3, inner_l4 = _inner_offsets(dl_type, frame, l4, tail)
-    inner_size = tail - inner_l4
-    if proto == 6 or proto == 17:
-        set_ports(proto, frame, inner_l4, ksport, kdport)
-    raction = reverse_action(action)
+    # An ICMP error: the outer address as for any packet, then the quoted packet translated
+    # back (the same address on its other side, the ports swapped), then the ICMP checksum
+    # computed afresh.
+    src = kind == NAT_SRC
     if dl_type == ETH_TYPE_IP:
-        if raction & NAT_SRC:
-            set_ipv4_addr(frame, inner_l3, inner_l4, inner_size, inner_l3 + 12,
-                          conns[slot, ksrc + 3])  # fmt: skip
-        else:
-            set_ipv4_addr(frame, inner_l3, inner_l4, inner_size, inner_l3 + 16,
-                          conns[slot, kdst + 3])  # fmt: skip
+        set_ipv4_addr(frame, l3, l4, l4_size, l3 + 12 if src else l3 + 16, a3)
+    else:
+        set_ipv6_addr(frame, proto, l4, l4_size, l3 + 8 if src else l3 + 24, a0, a1, a2, a3)
+    inner_l3, inner_l4 = _inner_offsets(dl_type, frame, l4, l4 + l4_size)
+    inner_size = l4 + l4_size - inner_l4
+    if proto == 6 or proto == 17:
+        set_ports(proto, frame, inner_l4, dport, sport)
+    if dl_type == ETH_TYPE_IP:
+        set_ipv4_addr(frame, inner_l3, inner_l4, inner_size,
+                      inner_l3 + 16 if src else inner_l3 + 12, a3)  # fmt: skip
         _wr16(frame, l4 + 2, 0)
         _wr16(frame, l4 + 2, internet_checksum(frame, l4, l4_size))
     else:
-        col = ksrc if raction & NAT_SRC else kdst
-        ofs = inner_l3 + 8 if raction & NAT_SRC else inner_l3 + 24
-        set_ipv6_addr(frame, proto, inner_l4, inner_size, ofs, conns[slot, col],
-                      conns[slot, col + 1], conns[slot, col + 2], conns[slot, col + 3])  # fmt: skip
+        set_ipv6_addr(frame, proto, inner_l4, inner_size,
+                      inner_l3 + 24 if src else inner_l3 + 8, a0, a1, a2, a3)  # fmt: skip
         _wr16(frame, l4 + 2, 0)
         acc = pseudo_sum_v6(frame, l3, 58, l4_size) + ones_sum(frame, l4, l4_size)
         _wr16(frame, l4 + 2, (~ones_fold(acc)) & _M16)
