@@ -129,6 +129,8 @@ class DatapathEngine:
         self._out_ports = np.zeros(max(4096, self.batch_size * 8), np.int64)
         self._out_fofs = np.zeros(len(self._out_ports), np.int64)
         self._out_fbuf = np.zeros(1 << 20, np.uint8)
+        self._keys = np.zeros((self.batch_size, K.KEY_WIDTH), np.int64)
+        self._res = np.zeros((self.batch_size, KR.RES_WIDTH), np.int64)
         self._install_rules(rules)
 
     # ------------------------------------------------------------------ rules and caches
@@ -250,16 +252,23 @@ class DatapathEngine:
         n = len(offsets)
         # One array type for every argument (C-contiguous, writable): numba compiles a kernel
         # once per argument types, and a read-only buffer would be a second specialisation.
-        buf = np.require(buf, np.uint8, ("C", "W"))
-        offsets = np.require(offsets, np.int64, ("C", "W"))
-        lengths = np.require(lengths, np.int64, ("C", "W"))
-        in_ports = np.require(in_ports, np.int64, ("C", "W"))
-        now_ms = np.require(now_ms, np.int64, ("C", "W"))
+        buf = _c_writable(buf, np.uint8)
+        offsets = _c_writable(offsets, np.int64)
+        lengths = _c_writable(lengths, np.int64)
+        in_ports = _c_writable(in_ports, np.int64)
+        now_ms = _c_writable(now_ms, np.int64)
         if self.mode == "assume-established":
             self._reserve_fast_path(n)
-        keys = np.zeros((n, K.KEY_WIDTH), np.int64)
+        # Per-batch scratch is kept between calls: fresh arrays this size are fresh pages, and
+        # faulting them in cost more than the rest of the Python side of a batch. The parser
+        # zeroes each key itself; the results must start at zero.
+        if len(self._keys) < n:
+            self._keys = np.zeros((n, K.KEY_WIDTH), np.int64)
+            self._res = np.zeros((n, KR.RES_WIDTH), np.int64)
+        keys = self._keys[:n]
+        res = self._res[:n]
+        res.fill(0)
         parsed = np.zeros(1, np.int64)
-        res = np.zeros((n, KR.RES_WIDTH), np.int64)
         out_n = np.zeros(2, np.int64)
         need = n * 4 + KR.MAX_OUT_PER_PACKET
         if len(self._out_ports) < need:
@@ -324,7 +333,8 @@ class DatapathEngine:
             else:  # pragma: no cover - a kernel bug
                 raise RuntimeError(f"run_batch returned status {status}")
         used = int(out_n[0])
-        return BatchResult(res, self._out_ports[:used].copy(), slow, self._out_fofs[:used].copy(),
+        return BatchResult(res.copy(), self._out_ports[:used].copy(), slow,
+                           self._out_fofs[:used].copy(),
                            self._out_fbuf[: int(out_n[1])].copy())  # fmt: skip
 
     def process_batch(self, frames, in_ports, now_ms) -> list[PacketResult]:
@@ -387,6 +397,15 @@ class DatapathEngine:
             "fast_path_entries": int(self._fp_state[KR.FP_COUNT]),
             "programs": len(self._programs),
         }
+
+
+def _c_writable(a, dtype):
+    """``a`` as a C-contiguous writable array of ``dtype`` (itself when it already is): one
+    argument type per kernel parameter, so numba compiles each kernel once."""
+    if (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
+            and a.flags.writeable):  # fmt: skip
+        return a
+    return np.require(a, dtype, ("C", "W"))
 
 
 def _grown(a, used: int, extra: int = 0):
