@@ -148,6 +148,12 @@ def test_demo_runs_with_no_arguments(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "est|rpl|trk" in r.output
     assert os.path.exists(tmp_path / "demo" / "tcp-firewall" / "out" / "packets.jsonl")
+    # the SNAT case: C's colliding source port is moved to the next one, replies come back
+    snat = tmp_path / "demo" / "snat" / "out"
+    assert "dst=192.168.0.1,sport=80,dport=40001" in (snat / "conntrack.txt").read_text()
+    recs = [json.loads(x) for x in (snat / "packets.jsonl").read_text().splitlines()]
+    assert [r["ct_state"] for r in recs][:3] == ["new|trk", "est|rpl|trk|dnat", "est|trk|snat"]
+    assert "fast" in {r["path"] for r in recs} and recs[-1]["out"] == []
 
 
 def test_merge_by_timestamp_ties_by_input_order_file_order_kept(tmp_path):
