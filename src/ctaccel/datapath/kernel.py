@@ -417,6 +417,27 @@ def _outputs_match(frame, flen, key, vm, trace_steps, out_fofs, out_fbuf, wframe
     return True
 
 
+@njit(inline="always")
+def _install_wanted(vm, trace_steps, conns):
+    """Whether the packet just completed can have a fast-path entry (the cheap part of
+    _install's checks, inline: calling _install, with its many array arguments, costs more
+    than the checks, and most packets that fail them are NEW ones on a hot path)."""
+    nsteps = vm[VM_NSTEPS]
+    if nsteps > MAX_STEPS or vm[VM_NRULES] > MAX_FP_RULES or vm[VM_NOUT] > MAX_FP_OUT:
+        return False
+    for s in range(nsteps):
+        slot = trace_steps[s, S_SLOT]
+        if slot < 0:
+            return False
+        st = trace_steps[s, S_STATE]
+        if not (st & CS_ESTABLISHED) or (st & (CS_NEW | CS_INVALID | CS_RELATED)):
+            return False
+        proto = conns[slot, C_PROTO]
+        if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
+            return False
+    return True
+
+
 @njit
 def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
              em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen, key,
@@ -821,7 +842,7 @@ def run_batch(
         # ---- the packet is complete -------------------------------------------------------
         _finish_packet(i, vm, res, out_ports)
         res[i, R_PATH] = PATH_UPCALL if vm[VM_UPCALLED] else PATH_MEGAFLOW
-        if mode == 1 and vm[VM_ELIGIBLE] == 1:
+        if mode == 1 and vm[VM_ELIGIBLE] == 1 and _install_wanted(vm, trace_steps, conns):
             _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
                      em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen,
                      keys[i], out_fofs, out_fbuf, frames_w[spare, :flen])  # fmt: skip
