@@ -105,16 +105,7 @@ class ProgramExecutor:
         parse_frame(frame, np.int64(in_port), key)
         assert not key[K.NW_FRAG] & K.FRAG_ANY, "xlate_exec does not model ipf"
         self._run_pass(_Packet(frame, key), 0)
-        if res.outputs:
-            res.drop_reason = None
-        elif res.drop_reason is None:
-            if res.recirc_dropped:
-                res.drop_reason = "recirc_depth"
-            elif res.last_lookup_missed:
-                res.drop_reason = "table_miss"
-            else:
-                res.drop_reason = "rule_drop"
-        if res.drop_reason:
+        if res.settle_drop_reason():
             self.count("drop_" + res.drop_reason)
         return res
 

@@ -71,6 +71,20 @@ class PacketResult:
     def out_ports(self) -> list:
         return [p for p, _f in self.outputs]
 
+    def settle_drop_reason(self) -> str | None:
+        """Set the final drop reason (none if anything was emitted; else an explicit reason,
+        then the recirculation cap, then a table miss, else the rules dropped it); return it."""
+        if self.outputs:
+            self.drop_reason = None
+        elif self.drop_reason is None:
+            if self.recirc_dropped:
+                self.drop_reason = "recirc_depth"
+            elif self.last_lookup_missed:
+                self.drop_reason = "table_miss"
+            else:
+                self.drop_reason = "rule_drop"
+        return self.drop_reason
+
 
 @dataclass
 class _Group:
@@ -147,16 +161,7 @@ class ReferenceEngine:
         if self.tracer:
             self.tracer.on_pass(group, 0, None)
         self._pass(group, 0)
-        if res.outputs:
-            res.drop_reason = None
-        elif res.drop_reason is None:
-            if res.recirc_dropped:
-                res.drop_reason = "recirc_depth"
-            elif res.last_lookup_missed:
-                res.drop_reason = "table_miss"
-            else:
-                res.drop_reason = "rule_drop"
-        if res.drop_reason:
+        if res.settle_drop_reason():
             self.count("drop_" + res.drop_reason)
         return res
 
