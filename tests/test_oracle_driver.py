@@ -17,6 +17,9 @@ from oracle.ovs_driver import (
     read_pcap_records,
 )
 from oracle.scenarios import SCENARIOS, Scenario
+from oracle.scenarios_nat import NAT_SCENARIOS
+
+ALL = SCENARIOS + NAT_SCENARIOS
 
 FORWARD_UDP = """
 table=0,priority=10,udp,actions=ct(table=1)
@@ -147,7 +150,7 @@ def test_driver_is_fast_enough(ovs_oracle):
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", ALL, ids=[s.name for s in ALL])
 def test_expectations_hold_on_ovs(scenario, ovs_oracle):
     run = ovs_result(ovs_oracle, scenario)
     assert len(run.packets) == len(scenario.packets)
@@ -156,8 +159,11 @@ def test_expectations_hold_on_ovs(scenario, ovs_oracle):
         assert (got.ct_state, sorted(got.out)) == (ct_state, sorted(out)), f"packet {n}: {got.hits}"
     if scenario.expect_conntrack_lines is not None:
         assert len(run.conntrack) == scenario.expect_conntrack_lines, run.conntrack
+    for text in getattr(scenario, "conntrack_contains", ()):  # NAT scenarios: reply tuples
+        assert any(text in line for line in run.conntrack), (text, run.conntrack)
     for p in run.packets:  # the reported ct_state is the last matched rule's
         assert p.ct_state == (p.hits[-1][1] if p.hits else None)
+        assert [port for port, _frame in p.frames] == p.out
 
 
 @pytest.mark.oracle

@@ -476,16 +476,23 @@ def workload_a(n_flows: int, rounds: int, seed: int = 0, v6: bool = False,
 def workload_a_with_conversations(n_flows, rounds, seed=0, v6=False, data_size=64):
     rng = random.Random(seed + 1)
     convs = established_conversations(n_flows, seed, v6)
+    packets, now = _handshakes(convs)
+    for _ in range(rounds):
+        packets.extend((p, f, now) for p, f in _data_round(rng, convs, data_size))
+        now += 1
+    return packets, convs
+
+
+def _handshakes(convs) -> tuple[list[Packet], int]:
+    """Every conversation's handshake, one conversation per millisecond from START_MS; the
+    packets and the next free time."""
     now = START_MS
     packets: list[Packet] = []
     for conv in convs:
         for port, frame in conv.handshake():
             packets.append((port, frame, now))
         now += 1
-    for _ in range(rounds):
-        packets.extend((p, f, now) for p, f in _data_round(rng, convs, data_size))
-        now += 1
-    return packets, convs
+    return packets, now
 
 
 def _data_round(rng: random.Random, convs, data_size: int):
@@ -501,12 +508,7 @@ def workload_b(n_flows: int, rounds: int, seed: int = 0, v6: bool = False,
     rng = random.Random(seed + 2)
     convs = established_conversations(n_flows, seed, v6)
     syn_only = established_conversations(n_flows, seed + 3, v6, first_sport=50_000)
-    now = START_MS
-    packets: list[Packet] = []
-    for conv in convs:
-        for port, frame in conv.handshake():
-            packets.append((port, frame, now))
-        now += 1
+    packets, now = _handshakes(convs)
     for _ in range(rounds):
         events = _data_round(rng, convs, data_size) + [c.syn() for c in syn_only]
         rng.shuffle(events)  # one SYN per flow per round: their relative order is free

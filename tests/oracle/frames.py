@@ -62,19 +62,38 @@ def eth(src: str, dst: str) -> Ether:
     return Ether(src=MAC[src], dst=MAC[dst])
 
 
-def ip4(src: str, dst: str, **kw) -> Ether:
-    """Ethernet + IPv4 from host ``src`` to host ``dst``."""
-    return eth(src, dst) / IP(src=IP4[src], dst=IP4[dst], **kw)
+def ip4(src: str, dst: str, src_ip: str | None = None, dst_ip: str | None = None, **kw) -> Ether:
+    """Ethernet + IPv4 from host ``src`` to host ``dst``; ``src_ip``/``dst_ip`` override the
+    hosts' addresses (a reply to a NAT address, a virtual IP)."""
+    return eth(src, dst) / IP(src=src_ip or IP4[src], dst=dst_ip or IP4[dst], **kw)
 
 
-def ip6(src: str, dst: str, **kw) -> Ether:
-    """Ethernet + IPv6 from host ``src`` to host ``dst``."""
-    return eth(src, dst) / IPv6(src=IP6[src], dst=IP6[dst], **kw)
+def ip6(src: str, dst: str, src_ip: str | None = None, dst_ip: str | None = None, **kw) -> Ether:
+    """Ethernet + IPv6 from host ``src`` to host ``dst`` (addresses overridable as ``ip4``)."""
+    return eth(src, dst) / IPv6(src=src_ip or IP6[src], dst=dst_ip or IP6[dst], **kw)
 
 
-def udp(src: str, dst: str, sport: int, dport: int, data: bytes = b"u" * 16, v6=False) -> bytes:
-    l3 = ip6(src, dst) if v6 else ip4(src, dst)
-    return bytes(l3 / UDP(sport=sport, dport=dport) / Raw(data))
+def _l3(src, dst, src_ip, dst_ip, v6) -> Ether:
+    return ip6(src, dst, src_ip, dst_ip) if v6 else ip4(src, dst, src_ip, dst_ip)
+
+
+def udp(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    data: bytes = b"u" * 16,
+    v6=False,
+    *,
+    src_ip: str | None = None,
+    dst_ip: str | None = None,
+    chksum: int | None = None,
+) -> bytes:
+    """``chksum=0`` sends an IPv4 UDP datagram without checksum."""
+    seg = UDP(sport=sport, dport=dport)
+    if chksum is not None:
+        seg.chksum = chksum
+    return bytes(_l3(src, dst, src_ip, dst_ip, v6) / seg / Raw(data))
 
 
 def tcp(
@@ -89,38 +108,51 @@ def tcp(
     window: int = 65535,
     v6: bool = False,
     options=None,
+    *,
+    src_ip: str | None = None,
+    dst_ip: str | None = None,
 ) -> bytes:
-    l3 = ip6(src, dst) if v6 else ip4(src, dst)
     seg = TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=window)
     if options is not None:
         seg.options = options
-    pkt = l3 / seg
+    pkt = _l3(src, dst, src_ip, dst_ip, v6) / seg
     if data:
         pkt = pkt / Raw(data)
     return bytes(pkt)
 
 
-def icmp_echo(src: str, dst: str, ident: int, seq: int, reply: bool = False) -> bytes:
-    return bytes(ip4(src, dst) / ICMP(type=0 if reply else 8, id=ident, seq=seq) / Raw(b"p" * 8))
+def icmp_echo(src: str, dst: str, ident: int, seq: int, reply: bool = False, *,
+              src_ip: str | None = None, dst_ip: str | None = None) -> bytes:  # fmt: skip
+    l3 = ip4(src, dst, src_ip, dst_ip)
+    return bytes(l3 / ICMP(type=0 if reply else 8, id=ident, seq=seq) / Raw(b"p" * 8))
 
 
-def icmp6_echo(src: str, dst: str, ident: int, seq: int, reply: bool = False) -> bytes:
+def icmp6_echo(src: str, dst: str, ident: int, seq: int, reply: bool = False, *,
+               src_ip: str | None = None, dst_ip: str | None = None) -> bytes:  # fmt: skip
     cls = ICMPv6EchoReply if reply else ICMPv6EchoRequest
-    return bytes(ip6(src, dst) / cls(id=ident, seq=seq, data=b"p" * 8))
+    return bytes(ip6(src, dst, src_ip, dst_ip) / cls(id=ident, seq=seq, data=b"p" * 8))
 
 
-def icmp_error(src: str, dst: str, quoted: bytes, type_: int = 3, code: int = 3, keep=28) -> bytes:
+def _quote(quoted: bytes, keep: int) -> bytes:
+    """The first ``keep`` bytes of the IP packet in Ethernet frame ``quoted`` (0: all)."""
+    return quoted[14:] if keep == 0 else quoted[14 : 14 + keep]
+
+
+def icmp_error(src: str, dst: str, quoted: bytes, type_: int = 3, code: int = 3, keep=28, *,
+               src_ip: str | None = None, dst_ip: str | None = None) -> bytes:  # fmt: skip
     """ICMPv4 error from ``src`` to ``dst`` quoting the first ``keep`` bytes of the IP packet
-    inside Ethernet frame ``quoted`` (28 = IP header + 8 bytes of L4, the RFC 792 minimum)."""
-    inner = quoted[14 : 14 + keep]
-    return bytes(ip4(src, dst) / ICMP(type=type_, code=code) / Raw(inner))
+    inside Ethernet frame ``quoted`` (28 = IP header + 8 bytes of L4, the RFC 792 minimum;
+    0 = all of it)."""
+    l3 = ip4(src, dst, src_ip, dst_ip)
+    return bytes(l3 / ICMP(type=type_, code=code) / Raw(_quote(quoted, keep)))
 
 
-def icmp6_error(src: str, dst: str, quoted: bytes, keep: int = 48) -> bytes:
+def icmp6_error(src: str, dst: str, quoted: bytes, keep: int = 48, *,
+                src_ip: str | None = None, dst_ip: str | None = None) -> bytes:  # fmt: skip
     """ICMPv6 destination unreachable (port) from ``src`` quoting ``keep`` bytes of ``quoted``'s
-    IPv6 packet (48 = IPv6 header + 8 bytes)."""
-    inner = quoted[14 : 14 + keep]
-    return bytes(ip6(src, dst) / ICMPv6DestUnreach(code=4) / Raw(inner))
+    IPv6 packet (48 = IPv6 header + 8 bytes; 0 = all of it)."""
+    l3 = ip6(src, dst, src_ip, dst_ip)
+    return bytes(l3 / ICMPv6DestUnreach(code=4) / Raw(_quote(quoted, keep)))
 
 
 def raw_ip4(src: str, dst: str, proto: int, data: bytes = b"g" * 20) -> bytes:
@@ -143,117 +175,3 @@ class Timeline:
         self.t = t
         self.packets.append((port, bytes(frame), t))
         return len(self.packets)
-
-
-# -- frames to or from addresses no host owns (NAT addresses, virtual IPs) ---------------------
-def _l3(src: str, dst: str, src_ip: str | None, dst_ip: str | None, v6: bool) -> Ether:
-    """Ethernet (MACs of hosts ``src``/``dst``) + IP with the hosts' addresses unless given."""
-    table = IP6 if v6 else IP4
-    cls = IPv6 if v6 else IP
-    return eth(src, dst) / cls(src=src_ip or table[src], dst=dst_ip or table[dst])
-
-
-def udp_via(
-    src: str,
-    dst: str,
-    sport: int,
-    dport: int,
-    *,
-    src_ip: str | None = None,
-    dst_ip: str | None = None,
-    data: bytes = b"u" * 16,
-    v6: bool = False,
-    chksum: int | None = None,
-) -> bytes:
-    """Like ``udp`` but with the IP addresses overridable (e.g. a reply to a SNAT address);
-    ``chksum=0`` sends an IPv4 UDP datagram without checksum."""
-    seg = UDP(sport=sport, dport=dport)
-    if chksum is not None:
-        seg.chksum = chksum
-    return bytes(_l3(src, dst, src_ip, dst_ip, v6) / seg / Raw(data))
-
-
-def tcp_via(
-    src: str,
-    dst: str,
-    sport: int,
-    dport: int,
-    flags: str,
-    seq: int,
-    ack: int = 0,
-    *,
-    src_ip: str | None = None,
-    dst_ip: str | None = None,
-    data: bytes = b"",
-    window: int = 65535,
-    v6: bool = False,
-) -> bytes:
-    """Like ``tcp`` but with the IP addresses overridable."""
-    pkt = _l3(src, dst, src_ip, dst_ip, v6) / TCP(
-        sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=window
-    )
-    if data:
-        pkt = pkt / Raw(data)
-    return bytes(pkt)
-
-
-def icmp_echo_via(
-    src: str,
-    dst: str,
-    ident: int,
-    seq: int,
-    *,
-    reply: bool = False,
-    src_ip: str | None = None,
-    dst_ip: str | None = None,
-) -> bytes:
-    """Like ``icmp_echo`` but with the IP addresses overridable."""
-    l3 = _l3(src, dst, src_ip, dst_ip, False)
-    return bytes(l3 / ICMP(type=0 if reply else 8, id=ident, seq=seq) / Raw(b"p" * 8))
-
-
-def icmp6_echo_via(
-    src: str,
-    dst: str,
-    ident: int,
-    seq: int,
-    *,
-    reply: bool = False,
-    src_ip: str | None = None,
-    dst_ip: str | None = None,
-) -> bytes:
-    """Like ``icmp6_echo`` but with the IP addresses overridable."""
-    cls = ICMPv6EchoReply if reply else ICMPv6EchoRequest
-    return bytes(_l3(src, dst, src_ip, dst_ip, True) / cls(id=ident, seq=seq, data=b"p" * 8))
-
-
-def icmp_error_via(
-    src: str,
-    dst: str,
-    quoted: bytes,
-    *,
-    src_ip: str | None = None,
-    dst_ip: str | None = None,
-    type_: int = 3,
-    code: int = 3,
-    keep: int = 28,
-) -> bytes:
-    """Like ``icmp_error`` but with the outer IP addresses overridable; ``keep=0`` quotes the
-    whole IP packet of ``quoted``."""
-    inner = quoted[14:] if keep == 0 else quoted[14 : 14 + keep]
-    return bytes(_l3(src, dst, src_ip, dst_ip, False) / ICMP(type=type_, code=code) / Raw(inner))
-
-
-def icmp6_error_via(
-    src: str,
-    dst: str,
-    quoted: bytes,
-    *,
-    src_ip: str | None = None,
-    dst_ip: str | None = None,
-    keep: int = 48,
-) -> bytes:
-    """Like ``icmp6_error`` but with the outer IP addresses overridable; ``keep=0`` quotes the
-    whole IPv6 packet of ``quoted``."""
-    inner = quoted[14:] if keep == 0 else quoted[14 : 14 + keep]
-    return bytes(_l3(src, dst, src_ip, dst_ip, True) / ICMPv6DestUnreach(code=4) / Raw(inner))

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 
 from .frames import (
     Timeline,
-    icmp6_echo_via,
-    icmp6_error_via,
-    icmp_echo_via,
-    icmp_error_via,
-    tcp_via,
-    udp_via,
+    icmp6_echo,
+    icmp6_error,
+    icmp_echo,
+    icmp_error,
+    tcp,
+    udp,
 )
 from .scenarios import INV, NEW, Scenario
 
@@ -110,15 +110,15 @@ SNAT_ONE6 = snat_pipeline(f"nat(src={NAT6})", l3="ipv6")
 @nat_scenario
 def nat_snat_udp():
     t = Timeline()
-    n1 = t.send("A", udp_via("A", "B", 40000, 53))
-    n2 = t.send("B", udp_via("B", "A", 53, 40000, dst_ip=NAT4))
-    n3 = t.send("A", udp_via("A", "B", 40000, 53))
-    n4 = t.send("B", udp_via("B", "A", 53, 40000))  # to A's own address: not this connection
-    n5 = t.send("B", udp_via("B", "A", 53, 40001, dst_ip=NAT4))  # no such NAT binding
-    n6 = t.send("A", udp_via("A", "B", 40001, 53, chksum=0))  # IPv4 UDP without checksum
-    n7 = t.send("B", udp_via("B", "A", 53, 40001, dst_ip=NAT4, chksum=0))
+    n1 = t.send("A", udp("A", "B", 40000, 53))
+    n2 = t.send("B", udp("B", "A", 53, 40000, dst_ip=NAT4))
+    n3 = t.send("A", udp("A", "B", 40000, 53))
+    n4 = t.send("B", udp("B", "A", 53, 40000))  # to A's own address: not this connection
+    n5 = t.send("B", udp("B", "A", 53, 40001, dst_ip=NAT4))  # no such NAT binding
+    n6 = t.send("A", udp("A", "B", 40001, 53, chksum=0))  # IPv4 UDP without checksum
+    n7 = t.send("B", udp("B", "A", 53, 40001, dst_ip=NAT4, chksum=0))
     # after SNAT this datagram's checksum computes to 0, which UDP sends as 0xffff
-    n8 = t.send("A", udp_via("A", "B", 40002, 53, data=b"u" * 14 + (5661).to_bytes(2, "big")))
+    n8 = t.send("A", udp("A", "B", 40002, 53, data=b"u" * 14 + (5661).to_bytes(2, "big")))
     return NatScenario(
         "nat_snat_udp",
         SNAT_ONE,
@@ -160,14 +160,14 @@ def _tcp_session(t: Timeline, a: str, b: str, sport: int, dport: int, *, b_out=N
     kw_a = {"dst_ip": b_out, "v6": v6}
     kw_b = {"dst_ip": a_in, "v6": v6}
     return [
-        t.send(a, tcp_via(a, b, sport, dport, "S", 1000, **kw_a)),
-        t.send(b, tcp_via(b, a, dport, sport, "SA", 5000, 1001, **kw_b)),
-        t.send(a, tcp_via(a, b, sport, dport, "A", 1001, 5001, **kw_a)),
-        t.send(a, tcp_via(a, b, sport, dport, "PA", 1001, 5001, data=b"x" * 20, **kw_a)),
-        t.send(b, tcp_via(b, a, dport, sport, "PA", 5001, 1021, data=b"y" * 30, **kw_b)),
-        t.send(a, tcp_via(a, b, sport, dport, "FA", 1021, 5031, **kw_a)),
-        t.send(b, tcp_via(b, a, dport, sport, "FA", 5031, 1022, **kw_b)),
-        t.send(a, tcp_via(a, b, sport, dport, "A", 1022, 5032, **kw_a)),
+        t.send(a, tcp(a, b, sport, dport, "S", 1000, **kw_a)),
+        t.send(b, tcp(b, a, dport, sport, "SA", 5000, 1001, **kw_b)),
+        t.send(a, tcp(a, b, sport, dport, "A", 1001, 5001, **kw_a)),
+        t.send(a, tcp(a, b, sport, dport, "PA", 1001, 5001, data=b"x" * 20, **kw_a)),
+        t.send(b, tcp(b, a, dport, sport, "PA", 5001, 1021, data=b"y" * 30, **kw_b)),
+        t.send(a, tcp(a, b, sport, dport, "FA", 1021, 5031, **kw_a)),
+        t.send(b, tcp(b, a, dport, sport, "FA", 5031, 1022, **kw_b)),
+        t.send(a, tcp(a, b, sport, dport, "A", 1022, 5032, **kw_a)),
     ]
 
 
@@ -187,7 +187,7 @@ def nat_snat_tcp():
     t = Timeline()
     session = _tcp_session(t, "A", "B", 40000, 80, a_in=NAT4)
     syn, synack, _ack, d_a, d_b, _fin_a, _fin_b, last = session
-    late = t.send("B", tcp_via("B", "A", 80, 40000, "A", 5032, 1022))  # to A directly
+    late = t.send("B", tcp("B", "A", 80, 40000, "A", 5032, 1022))  # to A directly
     return NatScenario(
         "nat_snat_tcp",
         SNAT_ONE,
@@ -214,13 +214,13 @@ def nat_snat_tcp():
 def nat_snat_single_port_exhaustion():
     flows = snat_pipeline(f"nat(src={NAT4}:5000)")
     t = Timeline()
-    u1 = t.send("A", udp_via("A", "B", 40000, 53))
-    u2 = t.send("A", udp_via("A", "B", 40001, 53))  # the only port is taken: NAT fails
-    r1 = t.send("B", udp_via("B", "A", 53, 5000, dst_ip=NAT4))
-    u2b = t.send("A", udp_via("A", "B", 40001, 53))
-    tc = t.send("A", tcp_via("A", "B", 40000, 80, "S", 1))  # another protocol: port 5000 free
-    r2 = t.send("B", tcp_via("B", "A", 80, 5000, "SA", 9, 2, dst_ip=NAT4))
-    u1b = t.send("A", udp_via("A", "B", 40000, 53))
+    u1 = t.send("A", udp("A", "B", 40000, 53))
+    u2 = t.send("A", udp("A", "B", 40001, 53))  # the only port is taken: NAT fails
+    r1 = t.send("B", udp("B", "A", 53, 5000, dst_ip=NAT4))
+    u2b = t.send("A", udp("A", "B", 40001, 53))
+    tc = t.send("A", tcp("A", "B", 40000, 80, "S", 1))  # another protocol: port 5000 free
+    r2 = t.send("B", tcp("B", "A", 80, 5000, "SA", 9, 2, dst_ip=NAT4))
+    u1b = t.send("A", udp("A", "B", 40000, 53))
     return NatScenario(
         "nat_snat_single_port_exhaustion",
         flows,
@@ -255,13 +255,13 @@ def nat_snat_port_range_exhaustion():
     flows = snat_pipeline(f"nat(src={NAT4}:5000-5001)")
     both = frozenset({5000, 5001})
     t = Timeline()
-    u1 = t.send("A", udp_via("A", "B", 40000, 53))
-    u2 = t.send("A", udp_via("A", "B", 40001, 53))
-    u3 = t.send("A", udp_via("A", "B", 40002, 53))  # both ports taken
-    r1 = t.send("B", udp_via("B", "A", 53, 5000, dst_ip=NAT4))
-    r2 = t.send("B", udp_via("B", "A", 53, 5001, dst_ip=NAT4))
-    u3b = t.send("A", udp_via("A", "B", 40002, 53))
-    u1b = t.send("A", udp_via("A", "B", 40000, 53))
+    u1 = t.send("A", udp("A", "B", 40000, 53))
+    u2 = t.send("A", udp("A", "B", 40001, 53))
+    u3 = t.send("A", udp("A", "B", 40002, 53))  # both ports taken
+    r1 = t.send("B", udp("B", "A", 53, 5000, dst_ip=NAT4))
+    r2 = t.send("B", udp("B", "A", 53, 5001, dst_ip=NAT4))
+    u3b = t.send("A", udp("A", "B", 40002, 53))
+    u1b = t.send("A", udp("A", "B", 40000, 53))
     return NatScenario(
         "nat_snat_port_range_exhaustion",
         flows,
@@ -293,21 +293,21 @@ def nat_snat_port_range_exhaustion():
 @nat_scenario
 def nat_snat_sport_collision():
     t = Timeline()
-    a1 = t.send("A", tcp_via("A", "B", 40000, 80, "S", 100))
-    a2 = t.send("A", udp_via("A", "B", 40001, 80))
-    c1 = t.send("C", tcp_via("C", "B", 40000, 80, "S", 200))  # 40000 taken (TCP) -> next
-    c2 = t.send("C", udp_via("C", "B", 40001, 80))  # 40001 taken (UDP) -> 40002
-    c3 = t.send("C", udp_via("C", "B", 40000, 80))  # UDP 40000 is free
-    rc1 = t.send("B", tcp_via("B", "C", 80, 40001, "SA", 900, 201, dst_ip=NAT4))
-    ra1 = t.send("B", tcp_via("B", "A", 80, 40000, "SA", 800, 101, dst_ip=NAT4))
-    rc2 = t.send("B", udp_via("B", "C", 80, 40002, dst_ip=NAT4))
-    lo_a = t.send("A", udp_via("A", "B", 511, 80))
-    lo_c = t.send("C", udp_via("C", "B", 511, 80))  # 511 taken: band 1-511 wraps to 1
-    mid_a = t.send("A", udp_via("A", "B", 1023, 80))
-    mid_c = t.send("C", udp_via("C", "B", 1023, 80))  # band 600-1023 wraps to 600
-    hi_a = t.send("A", udp_via("A", "B", 65535, 80))
-    hi_c = t.send("C", udp_via("C", "B", 65535, 80))  # band 1024-65535 wraps to 1024
-    r_lo = t.send("B", udp_via("B", "C", 80, 1, dst_ip=NAT4))
+    a1 = t.send("A", tcp("A", "B", 40000, 80, "S", 100))
+    a2 = t.send("A", udp("A", "B", 40001, 80))
+    c1 = t.send("C", tcp("C", "B", 40000, 80, "S", 200))  # 40000 taken (TCP) -> next
+    c2 = t.send("C", udp("C", "B", 40001, 80))  # 40001 taken (UDP) -> 40002
+    c3 = t.send("C", udp("C", "B", 40000, 80))  # UDP 40000 is free
+    rc1 = t.send("B", tcp("B", "C", 80, 40001, "SA", 900, 201, dst_ip=NAT4))
+    ra1 = t.send("B", tcp("B", "A", 80, 40000, "SA", 800, 101, dst_ip=NAT4))
+    rc2 = t.send("B", udp("B", "C", 80, 40002, dst_ip=NAT4))
+    lo_a = t.send("A", udp("A", "B", 511, 80))
+    lo_c = t.send("C", udp("C", "B", 511, 80))  # 511 taken: band 1-511 wraps to 1
+    mid_a = t.send("A", udp("A", "B", 1023, 80))
+    mid_c = t.send("C", udp("C", "B", 1023, 80))  # band 600-1023 wraps to 600
+    hi_a = t.send("A", udp("A", "B", 65535, 80))
+    hi_c = t.send("C", udp("C", "B", 65535, 80))  # band 1024-65535 wraps to 1024
+    r_lo = t.send("B", udp("B", "C", 80, 1, dst_ip=NAT4))
     new_out = {n: (NEW, [2]) for n in (a1, a2, c1, c2, c3, lo_a, lo_c, mid_a, mid_c, hi_a, hi_c)}
     return NatScenario(
         "nat_snat_sport_collision",
@@ -364,7 +364,7 @@ def nat_dnat_vip_tcp():
     t = Timeline()
     session = _tcp_session(t, "A", "B", 40000, 80, b_out=VIP4)
     syn, synack, _ack, d_a, d_b, _fin_a, _fin_b, _last = session
-    direct = t.send("A", tcp_via("A", "B", 40001, 80, "S", 7))  # not the VIP: no rule
+    direct = t.send("A", tcp("A", "B", 40001, 80, "S", 7))  # not the VIP: no rule
     return NatScenario(
         "nat_dnat_vip_tcp",
         DNAT,
@@ -389,12 +389,12 @@ def nat_dnat_vip_tcp():
 @nat_scenario
 def nat_dnat_vip_port_tcp():
     t = Timeline()
-    syn = t.send("A", tcp_via("A", "B", 40000, 81, "S", 1000, dst_ip=VIP4))
-    synack = t.send("B", tcp_via("B", "A", 8080, 40000, "SA", 5000, 1001))
-    ack = t.send("A", tcp_via("A", "B", 40000, 81, "A", 1001, 5001, dst_ip=VIP4))
-    d_a = t.send("A", tcp_via("A", "B", 40000, 81, "PA", 1001, 5001, dst_ip=VIP4, data=b"q"))
-    d_b = t.send("B", tcp_via("B", "A", 8080, 40000, "PA", 5001, 1002, data=b"r" * 5))
-    stray = t.send("B", tcp_via("B", "A", 81, 40000, "A", 5006, 1002))  # wrong port: not it
+    syn = t.send("A", tcp("A", "B", 40000, 81, "S", 1000, dst_ip=VIP4))
+    synack = t.send("B", tcp("B", "A", 8080, 40000, "SA", 5000, 1001))
+    ack = t.send("A", tcp("A", "B", 40000, 81, "A", 1001, 5001, dst_ip=VIP4))
+    d_a = t.send("A", tcp("A", "B", 40000, 81, "PA", 1001, 5001, dst_ip=VIP4, data=b"q"))
+    d_b = t.send("B", tcp("B", "A", 8080, 40000, "PA", 5001, 1002, data=b"r" * 5))
+    stray = t.send("B", tcp("B", "A", 81, 40000, "A", 5006, 1002))  # wrong port: not it
     return NatScenario(
         "nat_dnat_vip_port_tcp",
         DNAT,
@@ -471,13 +471,13 @@ def nat_dnat_then_snat_zones():
 @nat_scenario
 def nat_icmp_echo_snat():
     t = Timeline()
-    q1 = t.send("A", icmp_echo_via("A", "B", 77, 1))
-    p1 = t.send("B", icmp_echo_via("B", "A", 77, 1, reply=True, dst_ip=NAT4))
-    q2 = t.send("A", icmp_echo_via("A", "B", 77, 2))
-    qc = t.send("C", icmp_echo_via("C", "B", 77, 1))  # same id from C: reply tuple taken
-    qc2 = t.send("C", icmp_echo_via("C", "B", 78, 1))
-    pc2 = t.send("B", icmp_echo_via("B", "C", 78, 1, reply=True, dst_ip=NAT4))
-    p2 = t.send("B", icmp_echo_via("B", "A", 77, 2, reply=True, dst_ip=NAT4))
+    q1 = t.send("A", icmp_echo("A", "B", 77, 1))
+    p1 = t.send("B", icmp_echo("B", "A", 77, 1, reply=True, dst_ip=NAT4))
+    q2 = t.send("A", icmp_echo("A", "B", 77, 2))
+    qc = t.send("C", icmp_echo("C", "B", 77, 1))  # same id from C: reply tuple taken
+    qc2 = t.send("C", icmp_echo("C", "B", 78, 1))
+    pc2 = t.send("B", icmp_echo("B", "C", 78, 1, reply=True, dst_ip=NAT4))
+    p2 = t.send("B", icmp_echo("B", "A", 77, 2, reply=True, dst_ip=NAT4))
     return NatScenario(
         "nat_icmp_echo_snat",
         SNAT_ONE,
@@ -513,10 +513,10 @@ def nat_icmp_echo_snat():
 @nat_scenario
 def nat_icmp6_echo_snat():
     t = Timeline()
-    q1 = t.send("A", icmp6_echo_via("A", "B", 99, 1))
-    p1 = t.send("B", icmp6_echo_via("B", "A", 99, 1, reply=True, dst_ip=NAT6))
-    q2 = t.send("A", icmp6_echo_via("A", "B", 99, 2))
-    p2 = t.send("B", icmp6_echo_via("B", "A", 99, 2, reply=True, dst_ip=NAT6))
+    q1 = t.send("A", icmp6_echo("A", "B", 99, 1))
+    p1 = t.send("B", icmp6_echo("B", "A", 99, 1, reply=True, dst_ip=NAT6))
+    q2 = t.send("A", icmp6_echo("A", "B", 99, 2))
+    p2 = t.send("B", icmp6_echo("B", "A", 99, 2, reply=True, dst_ip=NAT6))
     return NatScenario(
         "nat_icmp6_echo_snat",
         SNAT_ONE6,
@@ -545,25 +545,25 @@ def nat_icmp6_echo_snat():
 @nat_scenario
 def nat_icmp_error_snat():
     t = Timeline()
-    u = t.send("A", udp_via("A", "B", 40000, 53))
-    as_sent = udp_via("A", "B", 40000, 53, src_ip=NAT4)  # what B received
-    e1 = t.send("B", icmp_error_via("B", "A", as_sent, dst_ip=NAT4, keep=0))
-    s = t.send("A", tcp_via("A", "B", 40001, 81, "S", 1000))
-    syn_sent = tcp_via("A", "B", 40001, 81, "S", 1000, src_ip=NAT4)
-    e2 = t.send("B", icmp_error_via("B", "A", syn_sent, dst_ip=NAT4, code=1))
-    stray = udp_via("A", "B", 40009, 53, src_ip=NAT4)  # about nothing OVS knows
-    e3 = t.send("B", icmp_error_via("B", "A", stray, dst_ip=NAT4))
+    u = t.send("A", udp("A", "B", 40000, 53))
+    as_sent = udp("A", "B", 40000, 53, src_ip=NAT4)  # what B received
+    e1 = t.send("B", icmp_error("B", "A", as_sent, dst_ip=NAT4, keep=0))
+    s = t.send("A", tcp("A", "B", 40001, 81, "S", 1000))
+    syn_sent = tcp("A", "B", 40001, 81, "S", 1000, src_ip=NAT4)
+    e2 = t.send("B", icmp_error("B", "A", syn_sent, dst_ip=NAT4, code=1))
+    stray = udp("A", "B", 40009, 53, src_ip=NAT4)  # about nothing OVS knows
+    e3 = t.send("B", icmp_error("B", "A", stray, dst_ip=NAT4))
     # port-translated flows from C (40000/UDP and 40001/TCP are A's)
-    c_udp = udp_via("C", "B", 40000, 53)
+    c_udp = udp("C", "B", 40000, 53)
     cu = t.send("C", c_udp)
-    e4 = t.send("B", icmp_error_via("B", "C", udp_via("C", "B", 40001, 53, src_ip=NAT4),
+    e4 = t.send("B", icmp_error("B", "C", udp("C", "B", 40001, 53, src_ip=NAT4),
                                     dst_ip=NAT4))  # fmt: skip
-    ct_ = t.send("C", tcp_via("C", "B", 40001, 81, "S", 2000))
-    c_syn_sent = tcp_via("C", "B", 40002, 81, "S", 2000, src_ip=NAT4)
+    ct_ = t.send("C", tcp("C", "B", 40001, 81, "S", 2000))
+    c_syn_sent = tcp("C", "B", 40002, 81, "S", 2000, src_ip=NAT4)
     # The whole TCP header is quoted: with only 8 bytes OVS 3.1.0 still updates the quoted
     # TCP checksum when it changes a quoted port, writing past the end of the packet, which
     # corrupts its heap (ovs-vswitchd dies with a random assertion soon after).
-    e5 = t.send("B", icmp_error_via("B", "C", c_syn_sent, dst_ip=NAT4, keep=40))
+    e5 = t.send("B", icmp_error("B", "C", c_syn_sent, dst_ip=NAT4, keep=40))
     return NatScenario(
         "nat_icmp_error_snat",
         SNAT_ONE,
@@ -637,12 +637,12 @@ table=1,priority=1,actions=drop
 @nat_scenario
 def nat_mark_label_and_flags():
     t = Timeline()
-    m1 = t.send("A", udp_via("A", "B", 40000, 53))
-    m2 = t.send("B", udp_via("B", "A", 53, 40000, dst_ip=NAT4))
-    m3 = t.send("A", udp_via("A", "B", 40000, 53))
-    p1 = t.send("A", udp_via("A", "B", 40001, 54))
-    p2 = t.send("B", udp_via("B", "A", 54, 40001, dst_ip=NAT4))
-    p3 = t.send("A", udp_via("A", "B", 40001, 54))
+    m1 = t.send("A", udp("A", "B", 40000, 53))
+    m2 = t.send("B", udp("B", "A", 53, 40000, dst_ip=NAT4))
+    m3 = t.send("A", udp("A", "B", 40000, 53))
+    p1 = t.send("A", udp("A", "B", 40001, 54))
+    p2 = t.send("B", udp("B", "A", 54, 40001, dst_ip=NAT4))
+    p3 = t.send("A", udp("A", "B", 40001, 54))
     return NatScenario(
         "nat_mark_label_and_flags",
         MARK_NAT,
@@ -683,10 +683,10 @@ table=1,priority=1,actions=drop
 @nat_scenario
 def nat_repeat_ct_nat_noop():
     t = Timeline()
-    u1 = t.send("A", udp_via("A", "B", 40000, 53))
-    r1 = t.send("B", udp_via("B", "A", 53, 40000, dst_ip=NAT4))
-    u2 = t.send("A", udp_via("A", "B", 40000, 53))
-    r2 = t.send("B", udp_via("B", "A", 53, 40000, dst_ip=NAT4))
+    u1 = t.send("A", udp("A", "B", 40000, 53))
+    r1 = t.send("B", udp("B", "A", 53, 40000, dst_ip=NAT4))
+    u2 = t.send("A", udp("A", "B", 40000, 53))
+    r2 = t.send("B", udp("B", "A", 53, 40000, dst_ip=NAT4))
     return NatScenario(
         "nat_repeat_ct_nat_noop",
         REPEAT_NAT,
@@ -723,11 +723,11 @@ table=1,priority=1,actions=drop
 @nat_scenario
 def nat_bare_commit():
     t = Timeline()
-    u1 = t.send("A", udp_via("A", "B", 40000, 53))
-    r1 = t.send("B", udp_via("B", "A", 53, 40000))
-    u2 = t.send("A", udp_via("A", "B", 40000, 53))
-    s1 = t.send("A", tcp_via("A", "B", 40001, 80, "S", 1))
-    s2 = t.send("B", tcp_via("B", "A", 80, 40001, "SA", 9, 2))
+    u1 = t.send("A", udp("A", "B", 40000, 53))
+    r1 = t.send("B", udp("B", "A", 53, 40000))
+    u2 = t.send("A", udp("A", "B", 40000, 53))
+    s1 = t.send("A", tcp("A", "B", 40001, 80, "S", 1))
+    s2 = t.send("B", tcp("B", "A", 80, 40001, "SA", 9, 2))
     return NatScenario(
         "nat_bare_commit",
         BARE_NAT,
@@ -761,10 +761,10 @@ def nat_snat_ipv6_tcp_udp():
     t = Timeline()
     session = _tcp_session(t, "A", "B", 40000, 80, a_in=NAT6, v6=True)
     syn, synack, _ack, _d_a, d_b, _fin_a, _fin_b, _last = session
-    u = t.send("A", udp_via("A", "B", 40000, 53, v6=True))
-    r = t.send("B", udp_via("B", "A", 53, 40000, dst_ip=NAT6, v6=True))
-    sent = udp_via("A", "B", 40000, 53, src_ip=NAT6, v6=True)
-    e = t.send("B", icmp6_error_via("B", "A", sent, dst_ip=NAT6, keep=0))
+    u = t.send("A", udp("A", "B", 40000, 53, v6=True))
+    r = t.send("B", udp("B", "A", 53, 40000, dst_ip=NAT6, v6=True))
+    sent = udp("A", "B", 40000, 53, src_ip=NAT6, v6=True)
+    e = t.send("B", icmp6_error("B", "A", sent, dst_ip=NAT6, keep=0))
     return NatScenario(
         "nat_snat_ipv6_tcp_udp",
         SNAT_ONE6,
