@@ -53,10 +53,6 @@ from ctaccel.conntrack.layout import (
     C_MARK,
     C_NAT_FLAGS,
     C_PROTO,
-    C_R_DPORT,
-    C_R_DST,
-    C_R_SPORT,
-    C_R_SRC,
     C_SEQ,
     C_SPORT,
     C_SRC,
@@ -112,12 +108,11 @@ from ctaccel.conntrack.table import (
     T_SWORD,
     T_ZONE,
     TUP_WIDTH,
-    conn_alloc,
+    conn_alloc_reply,
     conn_release,
-    index_insert,
     index_lookup,
-    index_remove,
     is_icmp_key,
+    reverse_into,
     row_tuple,
     tuple_hash,
 )
@@ -347,14 +342,7 @@ def nat_choose(conns, index, free_slots, stats, zone_limits, tup, spec, now_ms, 
     else searched in its band or the given range; a destination port from its range).
     False when every candidate is taken (exhaustion)."""
     action = spec[NS_ACTION]
-    rtup[T_ZONE] = tup[T_ZONE]
-    rtup[T_DL_TYPE] = tup[T_DL_TYPE]
-    rtup[T_PROTO] = tup[T_PROTO]
-    for i in range(4):
-        rtup[T_SRC + i] = tup[T_DST + i]
-        rtup[T_DST + i] = tup[T_SRC + i]
-    rtup[T_SWORD] = tup[T_DWORD]
-    rtup[T_DWORD] = tup[T_SWORD]
+    reverse_into(tup, rtup)
     h = range_hash(spec, tup)
     addr = np.zeros(4, np.int64)
     zero = True
@@ -413,32 +401,14 @@ def nat_choose(conns, index, free_slots, stats, zone_limits, tup, spec, now_ms, 
 
 
 @njit
-def _set_reply_tuple(conns, index, slot, rtup, action):
-    """Give a fresh connection the reply tuple NAT chose (re-indexing its reply entry)."""
-    old = np.empty(TUP_WIDTH, np.int64)
-    row_tuple(conns, slot, 1, old)
-    index_remove(index, slot * 2 + 1, tuple_hash(old))
-    for i in range(4):
-        conns[slot, C_R_SRC + i] = rtup[T_SRC + i]
-        conns[slot, C_R_DST + i] = rtup[T_DST + i]
-    if is_icmp_key(rtup[T_DL_TYPE], rtup[T_PROTO]):
-        conns[slot, C_R_SPORT] = rtup[T_SWORD] >> 16
-        conns[slot, C_R_DPORT] = rtup[T_DWORD] >> 16
-    else:
-        conns[slot, C_R_SPORT] = rtup[T_SWORD]
-        conns[slot, C_R_DPORT] = rtup[T_DWORD]
-    conns[slot, C_NAT_FLAGS] = action
-    index_insert(index, slot * 2 + 1, tuple_hash(rtup))
-
-
-@njit
 def commit_conn(
     conns, index, free_slots, stats, zone_limits, tup, frame, l4_ofs, l4_len, now_ms, timeouts,
-    nat,
+    nat, rtup,
 ):  # fmt: skip
     """Create the connection for ``tup`` if the limits allow; its slot or -1 (counted).
-    With a NAT spec (``nat[NS_ACTION] >= 0``) the reply tuple is chosen first; when none is
-    free no connection is created (counted as nat_exhausted)."""
+    ``rtup`` is scratch for the reply tuple: the reversed ``tup``, or with a NAT spec
+    (``nat[NS_ACTION] >= 0``) the one NAT chooses; when none is free no connection is
+    created (counted as nat_exhausted)."""
     zone = tup[T_ZONE]
     column = -1
     if zone_limits[ZL_LIMIT, zone] >= 0:
@@ -461,17 +431,17 @@ def commit_conn(
     if stats[ST_N_CONNS] >= stats[ST_MAX_CONNS]:
         stats[ST_REFUSED_MAX_CONNS] += 1
         return -1
-    rtup = np.empty(TUP_WIDTH, np.int64)
-    if nat[NS_ACTION] >= 0:
-        if not nat_choose(conns, index, free_slots, stats, zone_limits, tup, nat, now_ms, rtup):
-            stats[ST_NAT_EXHAUSTED] += 1
-            return -1
-    slot = conn_alloc(conns, index, free_slots, stats, tup, now_ms)
+    if nat[NS_ACTION] < 0:
+        reverse_into(tup, rtup)
+    elif not nat_choose(conns, index, free_slots, stats, zone_limits, tup, nat, now_ms, rtup):
+        stats[ST_NAT_EXHAUSTED] += 1
+        return -1
+    slot = conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms)
     if slot < 0:
         stats[ST_REFUSED_NO_ROOM] += 1
         return -1
     if nat[NS_ACTION] >= 0:
-        _set_reply_tuple(conns, index, slot, rtup, nat[NS_ACTION])
+        conns[slot, C_NAT_FLAGS] = nat[NS_ACTION]
     _l4_new_conn(conns, slot, tup[T_PROTO], frame, l4_ofs, l4_len, now_ms, timeouts)
     conns[slot, C_CREATED_MS] = now_ms
     conns[slot, C_SEQ] = stats[ST_NEXT_SEQ]
@@ -612,7 +582,8 @@ def ct_execute(
             )
             stats[ST_LAST_CONN] = cached_conn
             return -1 if has_nat else cached_conn
-    tup = np.empty(TUP_WIDTH, np.int64)
+    tups = np.empty(2 * TUP_WIDTH, np.int64)  # the packet's tuple, then scratch for a reply
+    tup = tups[:TUP_WIDTH]
     kind = extract_tuple(frame, key, zone, tup)
     if kind == KEY_INVALID:
         stats[ST_INVALID_KEY] += 1
@@ -628,18 +599,17 @@ def ct_execute(
         state = 0  # entering another zone: forget what the previous zone said
     related = kind == KEY_RELATED
 
-    natted = (state & _NAT_BITS) != 0
-    if natted:
+    if state & _NAT_BITS:
         # Already translated by a ct(nat) of this zone: the packet now reads as the other
         # side's tuple; look that up and take the direction the other way round.
-        _reverse_tuple(tup)
-    handle = lookup_live(conns, index, free_slots, stats, zone_limits, tup, now_ms)
-    if natted:
+        rtup = tups[TUP_WIDTH:]
+        reverse_into(tup, rtup)
+        handle = lookup_live(conns, index, free_slots, stats, zone_limits, rtup, now_ms)
         if handle >= 0:
             handle ^= 1
             row_tuple(conns, handle >> 1, handle & 1, tup)
-        else:
-            _reverse_tuple(tup)
+    else:
+        handle = lookup_live(conns, index, free_slots, stats, zone_limits, tup, now_ms)
     slot = -1
     reply = 0
     if handle >= 0:
@@ -705,6 +675,7 @@ def ct_execute(
                     now_ms,
                     timeouts,
                     nat,
+                    tups[TUP_WIDTH:],
                 )
                 if slot >= 0 and has_nat:
                     state = nat_packet(conns, slot, 0, False, frame, key, state)
@@ -719,17 +690,6 @@ def ct_execute(
     if has_nat or related:
         return -1
     return slot * 2 + reply
-
-
-@njit(inline="always")
-def _reverse_tuple(tup):
-    for i in range(4):
-        a = tup[T_SRC + i]
-        tup[T_SRC + i] = tup[T_DST + i]
-        tup[T_DST + i] = a
-    w = tup[T_SWORD]
-    tup[T_SWORD] = tup[T_DWORD]
-    tup[T_DWORD] = w
 
 
 @njit

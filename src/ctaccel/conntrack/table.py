@@ -290,6 +290,19 @@ def index_remove(index, handle, h):
     return True
 
 
+@njit(inline="always")
+def reverse_into(tup, rtup):
+    """``rtup`` := ``tup`` seen from the other side (addresses and endpoint words swapped)."""
+    rtup[T_ZONE] = tup[T_ZONE]
+    rtup[T_DL_TYPE] = tup[T_DL_TYPE]
+    rtup[T_PROTO] = tup[T_PROTO]
+    for i in range(4):
+        rtup[T_SRC + i] = tup[T_DST + i]
+        rtup[T_DST + i] = tup[T_SRC + i]
+    rtup[T_SWORD] = tup[T_DWORD]
+    rtup[T_DWORD] = tup[T_SWORD]
+
+
 @njit
 def conn_alloc(conns, index, free_slots, stats, tup, now_ms):
     """Take a free row, store ``tup`` as its original tuple (reply = reversed) and index both.
@@ -297,6 +310,14 @@ def conn_alloc(conns, index, free_slots, stats, tup, now_ms):
     Returns the slot, or -1 when no row is free. Mutable columns are zeroed; the caller's
     tracker initialises state and expiration.
     """
+    rtup = np.empty(TUP_WIDTH, np.int64)
+    reverse_into(tup, rtup)
+    return conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms)
+
+
+@njit
+def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms):
+    """``conn_alloc`` with the reply tuple given (NAT chose it): both tuples stored, indexed."""
     top = stats[ST_FREE_TOP]
     if top <= 0:
         return -1
@@ -314,21 +335,21 @@ def conn_alloc(conns, index, free_slots, stats, tup, now_ms):
     for i in range(4):
         conns[slot, C_SRC + i] = tup[T_SRC + i]
         conns[slot, C_DST + i] = tup[T_DST + i]
-        conns[slot, C_R_SRC + i] = tup[T_DST + i]
-        conns[slot, C_R_DST + i] = tup[T_SRC + i]
+        conns[slot, C_R_SRC + i] = rtup[T_SRC + i]
+        conns[slot, C_R_DST + i] = rtup[T_DST + i]
     if is_icmp_key(tup[T_DL_TYPE], tup[T_PROTO]):
         conns[slot, C_SPORT] = tup[T_SWORD] >> 16
         conns[slot, C_DPORT] = tup[T_DWORD] >> 16
         conns[slot, C_ICMP_TYPE] = (tup[T_SWORD] >> 8) & 0xFF
         conns[slot, C_ICMP_CODE] = tup[T_SWORD] & 0xFF
+        conns[slot, C_R_SPORT] = rtup[T_SWORD] >> 16
+        conns[slot, C_R_DPORT] = rtup[T_DWORD] >> 16
     else:
         conns[slot, C_SPORT] = tup[T_SWORD]
         conns[slot, C_DPORT] = tup[T_DWORD]
-    conns[slot, C_R_SPORT] = conns[slot, C_DPORT]
-    conns[slot, C_R_DPORT] = conns[slot, C_SPORT]
+        conns[slot, C_R_SPORT] = rtup[T_SWORD]
+        conns[slot, C_R_DPORT] = rtup[T_DWORD]
     index_insert(index, slot * 2, tuple_hash(tup))
-    rtup = np.empty(TUP_WIDTH, np.int64)
-    row_tuple(conns, slot, 1, rtup)
     index_insert(index, slot * 2 + 1, tuple_hash(rtup))
     stats[ST_N_CONNS] += 1
     return slot
