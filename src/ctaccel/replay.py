@@ -135,7 +135,7 @@ def _batched_results(engine, packets):
             if j in br.slow:
                 res = br.slow[j]
             else:
-                res = PacketResult(outputs=br.outputs(j, bytes(frame)),
+                res = PacketResult(outputs=br.outputs(j, frame),
                                    ct_state=br.ct_state(j), drop_reason=br.drop_reason(j),
                                    recirculations=br.recirculations(j))  # fmt: skip
             res.path = br.path(j)

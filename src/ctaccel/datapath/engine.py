@@ -58,19 +58,18 @@ class BatchResult:
         return [CONTROLLER if p == CONTROLLER_PORT else int(p)
                 for p in self.out_ports[start : start + n]]  # fmt: skip
 
-    def outputs(self, i: int, frame: bytes) -> list:
-        """[(port, frame bytes)] of packet i, whose received frame is ``frame``."""
+    def outputs(self, i: int, frame) -> list:
+        """[(port, frame)] of packet i, whose received frame is ``frame``: that frame, or the
+        rewritten copy an output carried (NAT)."""
         if i in self.slow:
             return self.slow[i].outputs
-        n, start = int(self.res[i, KR.R_NOUT]), int(self.res[i, KR.R_OUT_START])
-        rewritten = self.out_fofs is not None and self.res[i, KR.R_REWRITTEN] != 0
-        out = []
-        for k in range(start, start + n):
-            p = int(self.out_ports[k])
-            port = CONTROLLER if p == CONTROLLER_PORT else p
-            fo = int(self.out_fofs[k]) if rewritten else -1
-            out.append((port, frame if fo < 0 else self.out_fbuf[fo : fo + len(frame)].tobytes()))
-        return out
+        ports = self.ports(i)
+        if self.out_fofs is None or self.res[i, KR.R_REWRITTEN] == 0:
+            return [(p, frame) for p in ports]
+        start, n = int(self.res[i, KR.R_OUT_START]), len(frame)
+        fofs = [int(f) for f in self.out_fofs[start : start + len(ports)]]
+        return [(p, frame if f < 0 else self.out_fbuf[f : f + n].tobytes())
+                for p, f in zip(ports, fofs, strict=True)]  # fmt: skip
 
     def ct_state(self, i: int):
         if i in self.slow:

@@ -299,10 +299,12 @@ def _finish_packet(i, vm, res, out_ports):
 
 
 @njit(inline="always")
-def _apply_steps(row, base0, stride, nbase, nstride, nsteps, key, flen, frame):
-    """Apply the cached transpositions of the steps that translate, in order, to ``frame``
-    (the packet's copy). Step s is ``row[base0 + s * stride + S_*]``, its transposition
+def _translated(row, base0, stride, nbase, nstride, nsteps, key, frame, flen, copy):
+    """``copy`` := ``frame`` with the cached transpositions of the steps that translate
+    applied in order. Step s is ``row[base0 + s * stride + S_*]``, its transposition
     ``row[nbase + s * nstride + N_*]``."""
+    for b in range(flen):
+        copy[b] = frame[b]
     l3 = key[L3_OFS]
     l4 = key[L4_OFS]
     l4_size = min(key[L4_LEN], flen - l4)
@@ -313,7 +315,7 @@ def _apply_steps(row, base0, stride, nbase, nstride, nsteps, key, flen, frame):
             n = nbase + s * nstride
             nat_rewrite(kind, row[n + N_ADDR], row[n + N_ADDR + 1], row[n + N_ADDR + 2],
                         row[n + N_ADDR + 3], row[n + N_SPORT], row[n + N_DPORT],
-                        row[b + S_PROTO], key[DL_TYPE], frame, l3, l4, l4_size)  # fmt: skip
+                        row[b + S_PROTO], key[DL_TYPE], copy, l3, l4, l4_size)  # fmt: skip
 
 
 @njit
@@ -321,11 +323,8 @@ def _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf):
     """The received frame with the entry's translations, written once to ``out_fbuf`` for all
     outputs; its offset. (A call, not inlined: only NATed entries pay for it.)"""
     fofs = out_n[1]
-    copy = out_fbuf[fofs : fofs + flen]
-    for b in range(flen):
-        copy[b] = frame[b]
-    _apply_steps(fp_rows[e], FI_STEPS, S_WIDTH, FN_NAT, N_WIDTH, fp_rows[e, FI_NSTEPS], key, flen,
-                 copy)  # fmt: skip
+    _translated(fp_rows[e], FI_STEPS, S_WIDTH, FN_NAT, N_WIDTH, fp_rows[e, FI_NSTEPS], key, frame,
+                flen, out_fbuf[fofs : fofs + flen])  # fmt: skip
     out_n[1] = fofs + flen
     return fofs
 
@@ -404,10 +403,8 @@ def _restore(conns, fp_rows, e, upto, saved):
 def _outputs_match(frame, flen, key, vm, trace_steps, out_fofs, out_fbuf, wframe):
     """True when every output of the packet carried the frame its steps' cached translations
     make of the received frame (the fast path emits that one frame on every port)."""
-    for b in range(flen):
-        wframe[b] = frame[b]
-    _apply_steps(trace_steps.ravel(), 0, TRACE_WIDTH, S_WIDTH, TRACE_WIDTH, vm[VM_NSTEPS], key,
-                 flen, wframe)  # fmt: skip
+    _translated(trace_steps.ravel(), 0, TRACE_WIDTH, S_WIDTH, TRACE_WIDTH, vm[VM_NSTEPS], key,
+                frame, flen, wframe)  # fmt: skip
     for o in range(vm[VM_NOUT]):
         fo = out_fofs[vm[VM_OUT_BASE] + o]
         for b in range(flen):
