@@ -25,6 +25,7 @@ from scapy.all import (
 
 from ctaccel.conntrack import Conntrack, core
 from ctaccel.conntrack.nat import no_nat_spec
+from ctaccel.conntrack.table import TUP_WIDTH
 from ctaccel.conntrack.timeouts import TM_UDP_FIRST, TM_UDP_MULTIPLE
 from ctaccel.packet.key import (
     CT_LABEL,
@@ -464,6 +465,7 @@ def _run_sequence(execute):
             ct.timeouts,
             -1,
             no_nat_spec(),
+            np.zeros(2 * TUP_WIDTH, np.int64),
         )
         keys.append((int(handle), p.key.copy()))
     return ct, keys

@@ -222,6 +222,7 @@ def test_ipv6_range_picks_an_address_inside_it():
 
 def test_ct_execute_with_nat_matches_plain_python():
     from ctaccel.conntrack import core
+    from ctaccel.conntrack.table import TUP_WIDTH
 
     def run(fn):
         ct = Conntrack()
@@ -240,7 +241,8 @@ def test_ct_execute_with_nat_matches_plain_python():
             key = _key(frame, port)
             h = fn(ct.conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, frame, key, 0,
                    commit, False, False, 0, 0, False, np.zeros(4, np.int64),
-                   np.zeros(4, np.int64), t, ct.timeouts, -1, spec)  # fmt: skip
+                   np.zeros(4, np.int64), t, ct.timeouts, -1, spec,
+                   np.zeros(2 * TUP_WIDTH, np.int64))  # fmt: skip
             outs.append((int(h), frame.tobytes(), key.copy()))
         return outs, ct
 

@@ -30,6 +30,7 @@ from ctaccel.conntrack.table import (
     ST_MAX_CONNS,
     ST_N_CONNS,
     ST_SWEPT,
+    TUP_WIDTH,
     grow_tables,
     new_tables,
 )
@@ -84,6 +85,7 @@ class Conntrack:
             self.set_zone_limit(zone, limit)
         self._no_label = np.zeros(4, np.int64)
         self._no_nat = no_nat_spec()
+        self._tups = np.zeros(2 * TUP_WIDTH, np.int64)  # ct_execute's scratch
 
     # --- capacity ---------------------------------------------------------------------------
     @property
@@ -159,6 +161,7 @@ class Conntrack:
                 self.timeouts,
                 int(cached_conn),
                 nat,
+                self._tups,
             )
         )
 

@@ -344,20 +344,19 @@ def nat_choose(conns, index, free_slots, stats, zone_limits, tup, spec, now_ms, 
     action = spec[NS_ACTION]
     reverse_into(tup, rtup)
     h = range_hash(spec, tup)
-    addr = np.zeros(4, np.int64)
     zero = True
     for i in range(4):
         if spec[NS_MIN_ADDR + i] != 0:
             zero = False
-    if zero:
-        if action & NAT_SRC:
-            for i in range(4):
-                addr[i] = tup[T_SRC + i]
-        elif action & NAT_DST:
-            for i in range(4):
-                addr[i] = tup[T_DST + i]
-    else:
-        pick_addr(spec, h, tup[T_DL_TYPE], addr)
+    # The translated address: the reply's destination for SNAT, its source otherwise. With no
+    # range, SNAT/DNAT keep the address the reversed tuple already holds; a bare nat leaves
+    # the reply's source all zeros (OVS 3.1).
+    at = T_DST if action & NAT_SRC else T_SRC
+    if not zero:
+        pick_addr(spec, h, tup[T_DL_TYPE], rtup[at : at + 4])
+    elif not (action & (NAT_SRC | NAT_DST)):
+        for i in range(4):
+            rtup[T_SRC + i] = 0
     proto = tup[T_PROTO]
     pat = proto == 6 or proto == 17
     sport = tup[T_SWORD]
@@ -383,11 +382,6 @@ def nat_choose(conns, index, free_slots, stats, zone_limits, tup, spec, now_ms, 
     if pat:
         rtup[T_SWORD] = curr_d
         rtup[T_DWORD] = curr_s
-    for i in range(4):
-        if action & NAT_SRC:
-            rtup[T_DST + i] = addr[i]
-        else:
-            rtup[T_SRC + i] = addr[i]
     if not pat:
         return not _taken(conns, index, free_slots, stats, zone_limits, rtup, now_ms)
     found = False
@@ -547,13 +541,15 @@ def ct_execute(
     timeouts,
     cached_conn,
     nat,
+    tups,
 ):
     """Run ``ct(zone, [commit], [force], [exec(set ct_mark/ct_label)], [nat])`` on one packet.
 
     ``key`` is the packet's flow key as parse_frame left it plus its current ct fields;
     ``cached_conn`` is the handle a previous ct() of this packet returned (-1 if none);
     ``nat`` a NAT spec row (nat.py; ``NS_ACTION`` -1: no nat). With nat the frame and the
-    key's addresses and ports may be rewritten in place.
+    key's addresses and ports may be rewritten in place. ``tups`` is scratch of
+    ``2 * TUP_WIDTH`` words (the packet's tuple, then a reply tuple): kernels never allocate.
     Returns the handle to keep with the packet: -1 after a ct(nat) (OVS forgets it, as any
     header rewrite does) and for ICMP errors (a later ct finds the same answer by lookup).
     """
@@ -582,7 +578,6 @@ def ct_execute(
             )
             stats[ST_LAST_CONN] = cached_conn
             return -1 if has_nat else cached_conn
-    tups = np.empty(2 * TUP_WIDTH, np.int64)  # the packet's tuple, then scratch for a reply
     tup = tups[:TUP_WIDTH]
     kind = extract_tuple(frame, key, zone, tup)
     if kind == KEY_INVALID:

@@ -56,7 +56,8 @@ def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now
         return RECHECK_GONE
     if now_ms >= conns[slot, C_EXPIRATION]:
         return RECHECK_GONE
-    saved[:HOT_WIDTH] = conns[slot, :HOT_WIDTH]  # a tracker update only writes hot columns
+    for c in range(HOT_WIDTH):  # a tracker update only writes hot columns (a loop: a slice
+        saved[c] = conns[slot, c]  # copy may allocate a temporary)
     result = _l4_update(conns, slot, reply, proto, frame, l4_ofs, l4_len, now_ms, timeouts)
     same = result == CT_UPDATE_VALID
     if same:
@@ -70,7 +71,8 @@ def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now
         elif conns[slot, C_L4_STATE] != saved[C_L4_STATE]:
             same = False
     if not same:
-        conns[slot, :HOT_WIDTH] = saved[:HOT_WIDTH]
+        for c in range(HOT_WIDTH):
+            conns[slot, c] = saved[c]
         return RECHECK_STATE
     state = CS_TRACKED | CS_ESTABLISHED
     if reply:

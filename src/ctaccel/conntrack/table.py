@@ -207,6 +207,26 @@ def row_tuple(conns, slot, reply, tup):
 
 
 @njit(inline="always")
+def row_tuple_hash(conns, slot, reply):
+    """``tuple_hash`` of the tuple ``row_tuple`` would write, without writing it."""
+    src = C_SRC if reply == 0 else C_R_SRC
+    dst = C_DST if reply == 0 else C_R_DST
+    h = 0x2545F491
+    h = _mix(h, conns[slot, C_ZONE])
+    h = _mix(h, conns[slot, C_DL_TYPE])
+    h = _mix(h, conns[slot, C_PROTO])
+    for i in range(4):
+        h = _mix(h, conns[slot, src + i])
+    for i in range(4):
+        h = _mix(h, conns[slot, dst + i])
+    sw, dw = row_endpoint_words(conns, slot, reply)
+    h = _mix(h, sw)
+    h = _mix(h, dw)
+    h = ((h ^ (h >> 15)) * _MUL) & _M32
+    return h ^ (h >> 13)
+
+
+@njit(inline="always")
 def row_matches(conns, slot, reply, tup):
     """True when the connection's tuple in direction ``reply`` equals ``tup``."""
     if (
@@ -358,10 +378,8 @@ def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms):
 @njit
 def conn_release(conns, index, free_slots, stats, slot):
     """Remove a connection from the index and return its row to the free stack."""
-    tup = np.empty(TUP_WIDTH, np.int64)
     for reply in range(2):
-        row_tuple(conns, slot, reply, tup)
-        index_remove(index, slot * 2 + reply, tuple_hash(tup))
+        index_remove(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
     conns[slot, C_USED] = 0
     conns[slot, C_GENERATION] += 1
     free_slots[stats[ST_FREE_TOP]] = slot
@@ -373,15 +391,13 @@ def conn_release(conns, index, free_slots, stats, slot):
 def rebuild_index(conns, index, free_slots, stats):
     """Re-index every row in use and rebuild the free stack (after growth or a copy)."""
     index[:, :] = 0
-    tup = np.empty(TUP_WIDTH, np.int64)
     n_used = 0
     top = 0
     for slot in range(conns.shape[0] - 1, -1, -1):
         if conns[slot, C_USED] != 0:
             n_used += 1
             for reply in range(2):
-                row_tuple(conns, slot, reply, tup)
-                index_insert(index, slot * 2 + reply, tuple_hash(tup))
+                index_insert(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
         else:
             free_slots[top] = slot
             top += 1

@@ -23,6 +23,7 @@ import numpy as np
 
 from ctaccel.conntrack import Conntrack
 from ctaccel.conntrack.ipf import Ipf
+from ctaccel.conntrack.nat import NS_WIDTH, no_nat_spec
 from ctaccel.datapath import kernel as KR
 from ctaccel.datapath.exact import ExactTable
 from ctaccel.datapath.megaflow import MF_RECIRC, MF_WIDTH, MegaflowCache
@@ -124,6 +125,8 @@ class DatapathEngine:
         self._trace_rules = np.zeros(KR.MAX_FP_RULES, np.int64)
         self._mf_key = np.zeros(MF_WIDTH, np.int64)
         self._em_key = np.zeros(KR.EM_WIDTH, np.int64)
+        self._scratch = np.zeros(KR.SCR_WIDTH, np.int64)
+        self._scratch[KR.SCR_NO_NAT : KR.SCR_NO_NAT + NS_WIDTH] = no_nat_spec()
         self._saved = np.zeros((KR.MAX_STEPS, self.conntrack.conns.shape[1]), np.int64)
         self._out_ports = np.zeros(max(4096, self.batch_size * 8), np.int64)
         self._out_fofs = np.zeros(len(self._out_ports), np.int64)
@@ -302,7 +305,7 @@ class DatapathEngine:
                 vm, self._stack_key, self._stack_md, self._stack_frame, self._frames_w,
                 self._cur_key,
                 self._cur_md, self._trace_steps, self._trace_rules, self._mf_key, self._em_key,
-                self._saved,
+                self._saved, self._scratch,
             )  # fmt: skip
             status = int(vm[KR.VM_STATUS])
             i = int(vm[KR.VM_PACKET])

@@ -46,7 +46,7 @@ from ctaccel.conntrack.layout import (
     HOT_WIDTH,
 )
 from ctaccel.conntrack.nat import NO_NAT, NS_WIDTH, nat_rewrite, nat_target
-from ctaccel.conntrack.table import ST_LAST_CONN
+from ctaccel.conntrack.table import ST_LAST_CONN, TUP_WIDTH
 from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup
 from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
 from ctaccel.datapath.program import (
@@ -228,6 +228,10 @@ FP_WIDTH = FN_NAT + MAX_STEPS * N_WIDTH  # 104
 STACK_WIDTH = 6  # stack_frame columns: pc, end, handle, recirc id, frame rewritten
 _NAT_BITS = CS_SRC_NAT | CS_DST_NAT
 MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT_OVERFLOW)
+# scratch: what the kernel would otherwise allocate (it runs without numba's runtime)
+SCR_NO_NAT = 0
+SCR_TUPS = SCR_NO_NAT + NS_WIDTH
+SCR_WIDTH = SCR_TUPS + 2 * TUP_WIDTH
 FP_COUNT = 0  # fp_state: entries used
 FP_CAP = 1
 
@@ -403,7 +407,7 @@ def _restore(conns, fp_rows, e, upto, saved):
 def _outputs_match(frame, flen, key, vm, trace_steps, out_fofs, out_fbuf, wframe):
     """True when every output of the packet carried the frame its steps' cached translations
     make of the received frame (the fast path emits that one frame on every port)."""
-    _translated(trace_steps.ravel(), 0, TRACE_WIDTH, S_WIDTH, TRACE_WIDTH, vm[VM_NSTEPS], key,
+    _translated(trace_steps.reshape(trace_steps.size), 0, TRACE_WIDTH, S_WIDTH, TRACE_WIDTH, vm[VM_NSTEPS], key,
                 frame, flen, wframe)  # fmt: skip
     for o in range(vm[VM_NOUT]):
         fo = out_fofs[vm[VM_OUT_BASE] + o]
@@ -499,7 +503,7 @@ def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp
     kstats[KS_FP_INSTALLS] += 1
 
 
-@njit
+@njit(_nrt=False)
 def run_batch(
     mode,
     start,
@@ -564,22 +568,23 @@ def run_batch(
     mf_key,
     em_key,
     saved,
+    scratch,
 ):
     """Process packets from ``start``; returns with vm[VM_STATUS] set (see ST_*).
 
     Outputs: ``out_ports[k]`` the port of output k, ``out_fofs[k]`` -1 when it carried the
     received frame, else the offset in ``out_fbuf`` of the rewritten copy it carried (NAT);
     ``out_n[0]`` outputs and ``out_n[1]`` bytes of ``out_fbuf`` used. ``frames_w`` holds the
-    rewritten frame of each recirculation depth, its last row is scratch."""
+    rewritten frame of each recirculation depth, its last row is scratch. ``scratch``: the
+    NAT spec of a ct() without nat (``SCR_NO_NAT``), then conntrack's tuple scratch
+    (``SCR_TUPS``); the kernel allocates nothing."""
     n = offsets.shape[0]
-    no_nat = np.zeros(NS_WIDTH, np.int64)
-    no_nat[0] = NO_NAT
+    no_nat = scratch[SCR_NO_NAT : SCR_NO_NAT + NS_WIDTH]
+    ct_tups = scratch[SCR_TUPS : SCR_TUPS + 2 * TUP_WIDTH]
     spare = frames_w.shape[0] - 1
     if parsed[0] == 0:
         parse_batch(buf, offsets, lengths, in_ports, keys)
         parsed[0] = 1
-    label4 = np.zeros(4, np.int64)
-    label_mask4 = np.zeros(4, np.int64)
     for i in range(start, n):
         off = offsets[i]
         flen = lengths[i]
@@ -727,9 +732,8 @@ def run_batch(
                         for b in range(flen):
                             frames_w[d, b] = frame[b]
                         vm[VM_FRAME_W] = 1
-                    for c in range(4):
-                        label4[c] = prog_ops[ct_row, 5 + c]
-                        label_mask4[c] = prog_ops[ct_row, 9 + c]
+                    label4 = prog_ops[ct_row, 5:9]
+                    label_mask4 = prog_ops[ct_row, 9:13]
                     for c in range(NCT):
                         cur_key[CT_STATE + c] = cur_md[c]
                     handle_in = vm[VM_HANDLE]
@@ -749,7 +753,7 @@ def run_batch(
                                         (flags & CTF_SET_MARK) != 0, prog_ops[ct_row, 3],
                                         prog_ops[ct_row, 4], (flags & CTF_SET_LABEL) != 0,
                                         label4, label_mask4, now, timeouts, handle_in,
-                                        nat)  # fmt: skip
+                                        nat, ct_tups)  # fmt: skip
                     vm[VM_HANDLE] = handle
                     _copy_ct_fields(cur_key, cur_md)
                     s = vm[VM_NSTEPS]
