@@ -80,3 +80,29 @@ def test_an_unwritable_cache_location_falls_back_and_still_imports(tmp_path):
 def test_cache_directory_is_named_after_the_sources():
     assert jit.source_digest() == jit.source_digest()
     assert jit.CACHE_DIR is None or jit.source_digest() in jit.CACHE_DIR
+
+
+def test_prefetch_is_a_hint_that_compiles_to_a_prefetch_instruction():
+    """prefetch/prefetch2 change no result, compiled or not, and are real prefetches."""
+    import numpy as np
+
+    @jit.njit(cache=False)
+    def gather(a1, a2, idx):
+        total = 0
+        for k in range(idx.shape[0]):
+            if k + 4 < idx.shape[0]:
+                jit.prefetch(a1, idx[k + 4])
+                jit.prefetch2(a2, idx[k + 4] % a2.shape[0], 3)
+            total += a1[idx[k]] + a2[idx[k] % a2.shape[0], 3]
+        return total
+
+    rng = np.random.default_rng(1)
+    a1 = rng.integers(0, 1000, 4096)
+    a2 = rng.integers(0, 1000, (512, 8))
+    idx = rng.integers(0, 4096, 300)
+    want = int(sum(a1[i] + a2[i % 512, 3] for i in idx))
+    assert int(gather(a1, a2, idx)) == want
+    if not jit.JIT_DISABLED:
+        assert int(gather.py_func(a1, a2, idx)) == want
+        asm = "\n".join(gather.inspect_asm().values())
+        assert "prefetch" in asm

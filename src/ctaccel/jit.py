@@ -95,3 +95,59 @@ def njit(*args, **kwargs):
     if len(args) == 1 and callable(args[0]):
         return numba.njit(**kwargs)(args[0])
     return numba.njit(*args, **kwargs)
+
+
+# --- software prefetch ------------------------------------------------------------------------
+# ``prefetch(a, i)`` / ``prefetch2(a, i, j)`` ask the CPU to bring the cache line holding
+# ``a[i]`` / ``a[i, j]`` closer (LLVM's llvm.prefetch: read, high locality, data cache). A hint:
+# no load, no fault, no effect on results; kernels use it to overlap the cache misses of packets
+# a few places ahead. As plain Python (NUMBA_DISABLE_JIT=1) they do nothing.
+if JIT_DISABLED:
+
+    def prefetch(arr, i):  # noqa: ARG001
+        return None
+
+    def prefetch2(arr, i, j):  # noqa: ARG001
+        return None
+
+else:
+    from llvmlite import ir as _ir
+    from numba.core import cgutils as _cgutils
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    def _prefetch_codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, v, t, _types.intp)
+               for v, t in zip(args[1:], signature.args[1:])]  # fmt: skip
+        ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
+        i8p = builder.bitcast(ptr, _ir.IntType(8).as_pointer())
+        i32 = _ir.IntType(32)
+        fnty = _ir.FunctionType(_ir.VoidType(), [i8p.type, i32, i32, i32])
+        fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [i8p, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    @_intrinsic
+    def _prefetch1(typingctx, arr, i):
+        if not (isinstance(arr, _types.Array) and arr.ndim == 1
+                and isinstance(i, _types.Integer)):  # fmt: skip
+            return None
+        return _types.void(arr, i), _prefetch_codegen
+
+    @_intrinsic
+    def _prefetch2(typingctx, arr, i, j):
+        if not (isinstance(arr, _types.Array) and arr.ndim == 2
+                and isinstance(i, _types.Integer) and isinstance(j, _types.Integer)):  # fmt: skip
+            return None
+        return _types.void(arr, i, j), _prefetch_codegen
+
+    # compiled functions (not bare intrinsics), so that a kernel's .py_func can call them too
+    @njit(inline="always")
+    def prefetch(arr, i):
+        _prefetch1(arr, i)
+
+    @njit(inline="always")
+    def prefetch2(arr, i, j):
+        _prefetch2(arr, i, j)

@@ -95,12 +95,18 @@ class BatchResult:
         return int(self.res[i, KR.R_RECIRCS])
 
 
+# Fast-path entries to start with: one per direction of as many connections as conntrack
+# starts with room for (growing the entry arrays mid-run costs a copy and fresh pages).
+FASTPATH_CAPACITY = 1 << 15
+
+
 class DatapathEngine:
     """OVS semantics, compiled; ``mode`` is "recirc" or "assume-established"."""
 
     def __init__(self, rules, mode: str = "assume-established", conntrack: Conntrack | None = None,
                  ipf: Ipf | None = None, batch_size: int = 256, megaflow_capacity: int = 4096,
-                 fastpath_capacity: int = 4096, max_fast_path: int = 1 << 22):  # fmt: skip
+                 fastpath_capacity: int = FASTPATH_CAPACITY,
+                 max_fast_path: int = 1 << 22):  # fmt: skip
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -124,7 +130,6 @@ class DatapathEngine:
         self._trace_steps = np.zeros((KR.MAX_STEPS, KR.TRACE_WIDTH), np.int64)
         self._trace_rules = np.zeros(KR.MAX_FP_RULES, np.int64)
         self._mf_key = np.zeros(MF_WIDTH, np.int64)
-        self._em_key = np.zeros(KR.EM_WIDTH, np.int64)
         self._scratch = np.zeros(KR.SCR_WIDTH, np.int64)
         self._scratch[KR.SCR_NO_NAT : KR.SCR_NO_NAT + NS_WIDTH] = no_nat_spec()
         self._saved = np.zeros((KR.MAX_STEPS, self.conntrack.conns.shape[1]), np.int64)
@@ -132,7 +137,7 @@ class DatapathEngine:
         self._out_fofs = np.zeros(len(self._out_ports), np.int64)
         self._out_fbuf = np.zeros(1 << 20, np.uint8)
         self._keys = np.zeros((self.batch_size, K.KEY_WIDTH), np.int64)
-        self._res = np.zeros((self.batch_size, KR.RES_WIDTH), np.int64)
+        self._emk = np.zeros((self.batch_size, KR.EMK_WIDTH), np.int64)
         self._install_rules(rules)
 
     # ------------------------------------------------------------------ rules and caches
@@ -263,13 +268,13 @@ class DatapathEngine:
             self._reserve_fast_path(n)
         # Per-batch scratch is kept between calls: fresh arrays this size are fresh pages, and
         # faulting them in cost more than the rest of the Python side of a batch. The parser
-        # zeroes each key itself; the results must start at zero.
+        # zeroes each key itself. The results are the caller's: a fresh array (small enough to
+        # come from the heap), every row written by the kernel.
         if len(self._keys) < n:
             self._keys = np.zeros((n, K.KEY_WIDTH), np.int64)
-            self._res = np.zeros((n, KR.RES_WIDTH), np.int64)
+            self._emk = np.zeros((n, KR.EMK_WIDTH), np.int64)
         keys = self._keys[:n]
-        res = self._res[:n]
-        res.fill(0)
+        res = np.empty((n, KR.RES_WIDTH), np.int64)
         parsed = np.zeros(1, np.int64)
         out_n = np.zeros(2, np.int64)
         need = n * 4 + KR.MAX_OUT_PER_PACKET
@@ -304,7 +309,7 @@ class DatapathEngine:
                 self._out_fbuf,
                 vm, self._stack_key, self._stack_md, self._stack_frame, self._frames_w,
                 self._cur_key,
-                self._cur_md, self._trace_steps, self._trace_rules, self._mf_key, self._em_key,
+                self._cur_md, self._trace_steps, self._trace_rules, self._mf_key, self._emk,
                 self._saved, self._scratch,
             )  # fmt: skip
             status = int(vm[KR.VM_STATUS])
@@ -335,7 +340,7 @@ class DatapathEngine:
             else:  # pragma: no cover - a kernel bug
                 raise RuntimeError(f"run_batch returned status {status}")
         used = int(out_n[0])
-        return BatchResult(res.copy(), self._out_ports[:used].copy(), slow,
+        return BatchResult(res, self._out_ports[:used].copy(), slow,
                            self._out_fofs[:used].copy(),
                            self._out_fbuf[: int(out_n[1])].copy())  # fmt: skip
 

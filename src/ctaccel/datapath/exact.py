@@ -137,6 +137,15 @@ def em_lookup(keys, used, value, hashes, state, key):
     return value[s]
 
 
+@njit(inline="always")
+def em_lookup_hashed(keys, used, value, hashes, key, h):
+    """``em_lookup`` with the key's ``hash_row`` already computed."""
+    s = _find_slot(keys, used, hashes, key, h)
+    if s < 0:
+        return -1
+    return value[s]
+
+
 @njit
 def em_lookup_batch(keys, used, value, hashes, state, qkeys, out):
     """``out[i]`` = value of ``qkeys[i]`` or -1, for every row; returns the number of hits."""

@@ -47,7 +47,13 @@ from ctaccel.conntrack.layout import (
 )
 from ctaccel.conntrack.nat import NO_NAT, NS_WIDTH, nat_rewrite, nat_target
 from ctaccel.conntrack.table import ST_LAST_CONN, TUP_WIDTH
-from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup
+from ctaccel.datapath.exact import (
+    ES_COUNT,
+    ES_LIMIT,
+    em_insert,
+    em_lookup_hashed,
+    hash_row,
+)
 from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
 from ctaccel.datapath.program import (
     CTF_COMMIT,
@@ -67,7 +73,7 @@ from ctaccel.datapath.program import (
     OP_RULE,
     OP_SET,
 )
-from ctaccel.jit import njit
+from ctaccel.jit import njit, prefetch, prefetch2
 from ctaccel.packet.key import (
     CS_DST_NAT,
     CS_ESTABLISHED,
@@ -116,6 +122,16 @@ NCT = CT_TP_DST - CT_STATE + 1  # ct columns of the key
 # The entry key: in_port and every header field (key columns IN_PORT..TCP_FLAGS, about 490
 # bits) packed into 9 words, so an entry's key is one or two cache lines, not three.
 EM_WIDTH = 9
+# emk[i]: packet i's entry key (EM_WIDTH words), its hash_row, and the entry id found when it
+# was prefetched (a hint: only used to prefetch; the packet's own lookup decides)
+EMK_HASH = EM_WIDTH
+EMK_HINT = EM_WIDTH + 1
+EMK_WIDTH = EM_WIDTH + 2
+# prefetch distances (packets ahead of the one being processed) of the three stages
+PF_KEY_AHEAD = 16
+PF_ENTRY_AHEAD = 8
+PF_CONN_AHEAD = 3
+FP_HOT_WORDS = 32  # what a hit of a one- or two-step entry reads of its row, about
 ETH_HEADER_LEN = 14
 
 # run_batch return status (vm[VM_STATUS])
@@ -148,7 +164,11 @@ VM_ELIGIBLE = 19
 VM_UPCALLED = 20  # this packet needed at least one upcall
 VM_NEED_LOOKUP = 21
 VM_FRAME_W = 22  # 1: the packet's frame is its rewritten copy in frames_w[depth] (after nat)
-VM_WIDTH = 24
+# assume-established prefetch pipeline (see run_batch): the next packet of the batch whose ...
+VM_PF_KEY = 23  # ... entry key and hash are in emk, its exact-match slot prefetched
+VM_PF_ENTRY = 24  # ... entry was looked up (hint in emk[i, EMK_HINT]), its row prefetched
+VM_PF_CONN = 25  # ... connections were prefetched
+VM_WIDTH = 28
 
 # per-packet results
 R_NOUT = 0
@@ -440,7 +460,7 @@ def _install_wanted(vm, trace_steps, conns):
 
 
 @njit
-def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
+def _install(em_key, em_hash, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
              em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen, key,
              out_fofs, out_fbuf, wframe):  # fmt: skip
     """Record a fast-path entry for a packet whose full processing qualified."""
@@ -469,7 +489,7 @@ def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp
     if any_nat != 0 and not _outputs_match(frame, flen, key, vm, trace_steps, out_fofs,
                                            out_fbuf, wframe):  # fmt: skip
         return
-    e = em_lookup(em_keys, em_used, em_value, em_hashes, em_state, em_key)
+    e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, em_key, em_hash)
     if e < 0:
         e = fp_state[FP_COUNT]
         if e >= fp_state[FP_CAP] or em_state[ES_COUNT] >= em_state[ES_LIMIT]:
@@ -501,6 +521,54 @@ def _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp
     for r in range(nrules):
         fp_rows[e, outs + nout + r] = trace_rules[r]
     kstats[KS_FP_INSTALLS] += 1
+
+
+@njit(inline="always")
+def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_value, em_hashes,
+                     fp_rows, conns):  # fmt: skip
+    """Software pipeline of the assume-established lookups: while packet ``i`` runs, packet
+    i+PF_KEY_AHEAD gets its entry key hashed and its exact-match slot prefetched, packet
+    i+PF_ENTRY_AHEAD its entry looked up and the entry's row prefetched, packet i+PF_CONN_AHEAD
+    the rows of its connections prefetched. Only hints: results never depend on them."""
+    slot_mask = em_used.shape[0] - 1
+    lim = min(n, i + PF_KEY_AHEAD)
+    while vm[VM_PF_KEY] < lim:
+        j = vm[VM_PF_KEY]
+        row = emk[j]
+        _pack_em_key(keys[j], row, em_flags_mask)
+        h = hash_row(row[:EM_WIDTH])
+        row[EMK_HASH] = h
+        row[EMK_HINT] = -1
+        if keys[j, PARSE_FLAGS] == 0:
+            s = h & slot_mask
+            prefetch(em_used, s)
+            prefetch(em_hashes, s)
+            prefetch2(em_keys, s, 0)  # a key row spans two cache lines
+            prefetch2(em_keys, s, EM_WIDTH - 1)
+            prefetch(em_value, s)
+        vm[VM_PF_KEY] = j + 1
+    lim = min(vm[VM_PF_KEY], i + PF_ENTRY_AHEAD)
+    while vm[VM_PF_ENTRY] < lim:
+        j = vm[VM_PF_ENTRY]
+        if keys[j, PARSE_FLAGS] == 0:
+            e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, emk[j, :EM_WIDTH],
+                                 emk[j, EMK_HASH])  # fmt: skip
+            if e >= 0 and e < fp_rows.shape[0]:
+                emk[j, EMK_HINT] = e
+                for c in range(0, FP_HOT_WORDS, 8):
+                    prefetch2(fp_rows, e, c)
+        vm[VM_PF_ENTRY] = j + 1
+    lim = min(vm[VM_PF_ENTRY], i + PF_CONN_AHEAD)
+    while vm[VM_PF_CONN] < lim:
+        j = vm[VM_PF_CONN]
+        e = emk[j, EMK_HINT]
+        if e >= 0 and e < fp_rows.shape[0]:
+            for st in range(min(fp_rows[e, FI_NSTEPS], MAX_STEPS)):
+                slot = fp_rows[e, FI_STEPS + st * S_WIDTH + S_SLOT]
+                if slot >= 0 and slot < conns.shape[0]:
+                    for c in range(0, HOT_WIDTH, 8):  # what a re-check reads and writes
+                        prefetch2(conns, slot, c)
+        vm[VM_PF_CONN] = j + 1
 
 
 @njit(_nrt=False)
@@ -566,7 +634,7 @@ def run_batch(
     trace_steps,
     trace_rules,
     mf_key,
-    em_key,
+    emk,
     saved,
     scratch,
 ):
@@ -585,6 +653,9 @@ def run_batch(
     if parsed[0] == 0:
         parse_batch(buf, offsets, lengths, in_ports, keys)
         parsed[0] = 1
+        vm[VM_PF_KEY] = 0
+        vm[VM_PF_ENTRY] = 0
+        vm[VM_PF_CONN] = 0
     for i in range(start, n):
         off = offsets[i]
         flen = lengths[i]
@@ -594,7 +665,8 @@ def run_batch(
             vm[VM_RESUME] = 0
         else:
             # ---- a fresh packet ----------------------------------------------------------
-            res[i, R_PUNT] = PUNT_NONE
+            for c in range(RES_WIDTH):
+                res[i, c] = 0  # PUNT_NONE, not rewritten, ...
             if flen < ETH_HEADER_LEN:
                 res[i, R_NOUT] = 0
                 res[i, R_OUT_START] = out_n[0]
@@ -620,10 +692,12 @@ def run_batch(
             if mode == 1:
                 # TCP flags are part of the entry key only if some rule matches on them;
                 # otherwise the pipeline cannot depend on them (the recheck still looks).
-                _pack_em_key(key, em_key, em_flags_mask)
+                _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_value,
+                                 em_hashes, fp_rows, conns)  # fmt: skip
                 punt = PUNT_INELIGIBLE
                 if key[PARSE_FLAGS] == 0:
-                    e = em_lookup(em_keys, em_used, em_value, em_hashes, em_state, em_key)
+                    e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes,
+                                         emk[i, :EM_WIDTH], emk[i, EMK_HASH])  # fmt: skip
                     if e < 0:
                         punt = PUNT_MISS
                     else:
@@ -844,7 +918,7 @@ def run_batch(
         _finish_packet(i, vm, res, out_ports)
         res[i, R_PATH] = PATH_UPCALL if vm[VM_UPCALLED] else PATH_MEGAFLOW
         if mode == 1 and vm[VM_ELIGIBLE] == 1 and _install_wanted(vm, trace_steps, conns):
-            _install(em_key, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
+            _install(emk[i, :EM_WIDTH], emk[i, EMK_HASH], vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
                      em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen,
                      keys[i], out_fofs, out_fbuf, frames_w[spare, :flen])  # fmt: skip
     vm[VM_STATUS] = ST_DONE
