@@ -126,7 +126,10 @@ EM_WIDTH = 9
 # was prefetched (a hint: only used to prefetch; the packet's own lookup decides)
 EMK_HASH = EM_WIDTH
 EMK_HINT = EM_WIDTH + 1
-EMK_WIDTH = EM_WIDTH + 2
+EMK_EPOCH = EM_WIDTH + 2  # kstats[KS_FP_INSTALLS] when the hint was taken: while no entry has
+#                           been installed since, the hint is the lookup's answer (entries are
+#                           only ever added, or all dropped by an install into a full cache)
+EMK_WIDTH = EM_WIDTH + 3
 # prefetch distances (packets ahead of the one being processed) of the three stages
 PF_KEY_AHEAD = 16
 PF_ENTRY_AHEAD = 8
@@ -525,7 +528,7 @@ def _install(em_key, em_hash, vm, trace_steps, trace_rules, out_ports, conns, fp
 
 @njit(inline="always")
 def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_value, em_hashes,
-                     fp_rows, conns):  # fmt: skip
+                     fp_rows, conns, kstats):  # fmt: skip
     """Software pipeline of the assume-established lookups: while packet ``i`` runs, packet
     i+PF_KEY_AHEAD gets its entry key hashed and its exact-match slot prefetched, packet
     i+PF_ENTRY_AHEAD its entry looked up and the entry's row prefetched, packet i+PF_CONN_AHEAD
@@ -539,6 +542,7 @@ def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_va
         h = hash_row(row[:EM_WIDTH])
         row[EMK_HASH] = h
         row[EMK_HINT] = -1
+        row[EMK_EPOCH] = -1
         if keys[j, PARSE_FLAGS] == 0:
             s = h & slot_mask
             prefetch(em_used, s)
@@ -553,8 +557,9 @@ def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_va
         if keys[j, PARSE_FLAGS] == 0:
             e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, emk[j, :EM_WIDTH],
                                  emk[j, EMK_HASH])  # fmt: skip
+            emk[j, EMK_HINT] = e
+            emk[j, EMK_EPOCH] = kstats[KS_FP_INSTALLS]
             if e >= 0 and e < fp_rows.shape[0]:
-                emk[j, EMK_HINT] = e
                 for c in range(0, FP_HOT_WORDS, 8):
                     prefetch2(fp_rows, e, c)
         vm[VM_PF_ENTRY] = j + 1
@@ -693,11 +698,14 @@ def run_batch(
                 # TCP flags are part of the entry key only if some rule matches on them;
                 # otherwise the pipeline cannot depend on them (the recheck still looks).
                 _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_value,
-                                 em_hashes, fp_rows, conns)  # fmt: skip
+                                 em_hashes, fp_rows, conns, kstats)  # fmt: skip
                 punt = PUNT_INELIGIBLE
                 if key[PARSE_FLAGS] == 0:
-                    e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes,
-                                         emk[i, :EM_WIDTH], emk[i, EMK_HASH])  # fmt: skip
+                    if emk[i, EMK_EPOCH] == kstats[KS_FP_INSTALLS]:
+                        e = emk[i, EMK_HINT]
+                    else:
+                        e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes,
+                                             emk[i, :EM_WIDTH], emk[i, EMK_HASH])  # fmt: skip
                     if e < 0:
                         punt = PUNT_MISS
                     else:
