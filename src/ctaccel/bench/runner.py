@@ -15,7 +15,9 @@ Design:
   in_port and now_ms arrays; none of that is timed. Each repeat builds a fresh engine (fresh
   conntrack, empty caches) and times only the ``engine.run`` calls, batch by batch, with
   ``time.perf_counter``. Before the repeats one untimed run over the start of the capture
-  makes numba compile (or load) the kernels for exactly these argument types.
+  makes numba compile (or load) the kernels for exactly these argument types. The
+  configurations of one workload (both modes, the stateless rules) take their repeats in
+  turn, so a machine whose speed drifts (shared hosts do) slows them alike.
 - The slow path is timed by wrapping the engine instance's ``_upcall`` and its reference
   engine's ``process`` (instance attributes shadow the methods; nothing in the engine
   changes). Its share is slow-path time / total ``run`` time; the rest is compiled code.
@@ -264,10 +266,22 @@ def measure(workload: W.Workload, mode: str, repeats: int = DEFAULT_REPEATS,
     ``rules`` is "ct" (the conntrack firewall) or "stateless"; ``loaded`` is the capture
     already in memory (loaded here when None). Returns ``{"workload", "mode", "rules",
     "repeats": [one dict per repeat], "median": {...}}``; see the module docstring."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    if rules not in ("ct", STATELESS):
-        raise ValueError(f"rules must be 'ct' or 'stateless', not {rules!r}")
+    return measure_interleaved(workload, [(mode, rules)], repeats, batch_size,
+                               loaded=loaded)[0]  # fmt: skip
+
+
+def measure_interleaved(workload: W.Workload, runs, repeats: int = DEFAULT_REPEATS,
+                        batch_size: int = DEFAULT_BATCH, *, loaded: LoadedCapture | None = None,
+                        on_run=None) -> list[dict]:  # fmt: skip
+    """:func:`measure` for several ``(mode, rules)`` on one workload, their repeats taken in
+    turn (repeat 1 of each, then repeat 2 of each, ...): on a shared machine whose speed drifts,
+    every configuration then sees the same stretch of time and the ratios of their medians
+    stay fair. ``on_run()`` is called after each run (progress). One dict per ``runs`` item."""
+    for mode, rules in runs:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if rules not in ("ct", STATELESS):
+            raise ValueError(f"rules must be 'ct' or 'stateless', not {rules!r}")
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     if loaded is None:
@@ -275,17 +289,28 @@ def measure(workload: W.Workload, mode: str, repeats: int = DEFAULT_REPEATS,
     # Untimed: compile or load the kernels for these exact argument types.
     warm = LoadedCapture(loaded.path, loaded.buf, *(a[:WARM_RUN_PACKETS] for a in (
         loaded.offsets, loaded.lengths, loaded.in_ports, loaded.now_ms)))  # fmt: skip
-    _one_run(workload, warm, mode, rules, batch_size, fingerprint=False)
-    runs = [_one_run(workload, loaded, mode, rules, batch_size, fingerprint=(i == 0))
-            for i in range(repeats)]  # fmt: skip
-    return {
-        "workload": workload_info(workload),
-        "mode": mode,
-        "rules": rules,
-        "batch_size": batch_size,
-        "repeats": runs,
-        "median": _median_of(runs),
-    }
+    for mode, rules in runs:
+        _one_run(workload, warm, mode, rules, batch_size, fingerprint=False)
+        if on_run:
+            on_run()
+    done: list[list[dict]] = [[] for _ in runs]
+    for i in range(repeats):
+        for k, (mode, rules) in enumerate(runs):
+            done[k].append(_one_run(workload, loaded, mode, rules, batch_size,
+                                    fingerprint=(i == 0)))  # fmt: skip
+            if on_run:
+                on_run()
+    return [
+        {
+            "workload": workload_info(workload),
+            "mode": mode,
+            "rules": rules,
+            "batch_size": batch_size,
+            "repeats": done[k],
+            "median": _median_of(done[k]),
+        }
+        for k, (mode, rules) in enumerate(runs)
+    ]
 
 
 # --- start-up -------------------------------------------------------------------------------
@@ -488,15 +513,14 @@ def run_bench(flows_list=None, new_fractions=None, repeats: int = DEFAULT_REPEAT
             runs = [(m, "ct") for m in MODES]
             if role == "flows":
                 runs.append(("recirc", STATELESS))
-            for mode, rules in runs:
-                label = STATELESS if rules == STATELESS else mode
-                bar.update(task, description=f"workload {kind}, {flows:,} flows"
-                           f"{'' if frac is None else f', NEW {frac:g}'}: {label}")  # fmt: skip
-                r = measure(w, mode, repeats, batch_size, rules=rules, loaded=loaded)
+            labels = ", ".join(STATELESS if r == STATELESS else m for m, r in runs)
+            bar.update(task, description=f"workload {kind}, {flows:,} flows"
+                       f"{'' if frac is None else f', NEW {frac:g}'}: {labels}")  # fmt: skip
+            for r in measure_interleaved(w, runs, repeats, batch_size, loaded=loaded,
+                                         on_run=lambda: bar.advance(task)):  # fmt: skip
                 r["role"] = role
                 r["new_fraction"] = frac
                 report["results"].append(r)
-                bar.advance(task, repeats + 1)
             del loaded
         if startup_times:
             bar.update(task, description="start-up: warm cache (fresh process)")
