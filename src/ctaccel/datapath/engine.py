@@ -136,8 +136,9 @@ class DatapathEngine:
         self._out_ports = np.zeros(max(4096, self.batch_size * 8), np.int64)
         self._out_fofs = np.zeros(len(self._out_ports), np.int64)
         self._out_fbuf = np.zeros(1 << 20, np.uint8)
-        self._keys = np.zeros((self.batch_size, K.KEY_WIDTH), np.int64)
-        self._emk = np.zeros((self.batch_size, KR.EMK_WIDTH), np.int64)
+        # the kernel parses each packet just ahead of use into a small ring (KR.RING rows)
+        self._keys = np.zeros((KR.RING, K.KEY_WIDTH), np.int64)
+        self._emk = np.zeros((KR.RING, KR.EMK_WIDTH), np.int64)
         self._install_rules(rules)
 
     # ------------------------------------------------------------------ rules and caches
@@ -266,14 +267,10 @@ class DatapathEngine:
         now_ms = _c_writable(now_ms, np.int64)
         if self.mode == "assume-established":
             self._reserve_fast_path(n)
-        # Per-batch scratch is kept between calls: fresh arrays this size are fresh pages, and
-        # faulting them in cost more than the rest of the Python side of a batch. The parser
-        # zeroes each key itself. The results are the caller's: a fresh array (small enough to
-        # come from the heap), every row written by the kernel.
-        if len(self._keys) < n:
-            self._keys = np.zeros((n, K.KEY_WIDTH), np.int64)
-            self._emk = np.zeros((n, KR.EMK_WIDTH), np.int64)
-        keys = self._keys[:n]
+        # Scratch is kept between calls (the key rings; the parser zeroes each key itself).
+        # The results are the caller's: a fresh array (small enough to come from the heap),
+        # every row written by the kernel.
+        keys = self._keys
         res = np.empty((n, KR.RES_WIDTH), np.int64)
         parsed = np.zeros(1, np.int64)
         out_n = np.zeros(2, np.int64)

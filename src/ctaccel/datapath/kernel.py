@@ -7,7 +7,8 @@ resume this very packet where it stopped) or a packet the compiled path does not
 that packet through the reference engine, then calls again from the next one.
 
 Design:
-- Pass 1 parses the whole batch (``parse_batch``); pass 2 runs each packet.
+- Each packet is parsed just ahead of use (``parse_record``; in assume-established mode
+  PF_KEY_AHEAD packets ahead, for the prefetch pipeline) into a ring of RING keys, then run.
 - recirc mode (OVS): each pass looks up the megaflow cache with (key, recirc id); the entry's
   program (datapath/program.py) runs; ``OP_RECIRC`` pushes the original on a small stack and
   processes the copy to completion first, as dpif-netdev does; depth is capped at 8.
@@ -111,7 +112,7 @@ from ctaccel.packet.key import (
     TP_SRC,
     VLAN_TCI,
 )
-from ctaccel.packet.parse import parse_batch
+from ctaccel.packet.parse import parse_record
 
 MAX_RECIRC_DEPTH = 8
 DROP_CODE_RX_INVALID = DROP_CODE["rx_invalid"]
@@ -130,6 +131,11 @@ EMK_EPOCH = EM_WIDTH + 2  # kstats[KS_FP_INSTALLS] when the hint was taken: whil
 #                           been installed since, the hint is the lookup's answer (entries are
 #                           only ever added, or all dropped by an install into a full cache)
 EMK_WIDTH = EM_WIDTH + 3
+# Packets are parsed just ahead of use into a ring of keys (and entry keys) indexed by
+# i & RING_MASK, so the batch's keys do not crowd the tables out of the caches; a packet's
+# row stays until packet i + RING is parsed, which happens after packet i is done.
+RING = 64
+RING_MASK = RING - 1
 # prefetch distances (packets ahead of the one being processed) of the three stages
 PF_KEY_AHEAD = 16
 PF_ENTRY_AHEAD = 8
@@ -171,6 +177,7 @@ VM_FRAME_W = 22  # 1: the packet's frame is its rewritten copy in frames_w[depth
 VM_PF_KEY = 23  # ... entry key and hash are in emk, its exact-match slot prefetched
 VM_PF_ENTRY = 24  # ... entry was looked up (hint in emk[i, EMK_HINT]), its row prefetched
 VM_PF_CONN = 25  # ... connections were prefetched
+VM_PARSED = 26  # the next packet of the batch to parse (into keys[i & RING_MASK])
 VM_WIDTH = 28
 
 # per-packet results
@@ -537,13 +544,14 @@ def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_va
     lim = min(n, i + PF_KEY_AHEAD)
     while vm[VM_PF_KEY] < lim:
         j = vm[VM_PF_KEY]
-        row = emk[j]
-        _pack_em_key(keys[j], row, em_flags_mask)
+        r = j & RING_MASK
+        row = emk[r]
+        _pack_em_key(keys[r], row, em_flags_mask)
         h = hash_row(row[:EM_WIDTH])
         row[EMK_HASH] = h
         row[EMK_HINT] = -1
         row[EMK_EPOCH] = -1
-        if keys[j, PARSE_FLAGS] == 0:
+        if keys[r, PARSE_FLAGS] == 0:
             s = h & slot_mask
             prefetch(em_used, s)
             prefetch(em_hashes, s)
@@ -553,27 +561,26 @@ def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_va
         vm[VM_PF_KEY] = j + 1
     lim = min(vm[VM_PF_KEY], i + PF_ENTRY_AHEAD)
     while vm[VM_PF_ENTRY] < lim:
-        j = vm[VM_PF_ENTRY]
-        if keys[j, PARSE_FLAGS] == 0:
-            e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, emk[j, :EM_WIDTH],
-                                 emk[j, EMK_HASH])  # fmt: skip
-            emk[j, EMK_HINT] = e
-            emk[j, EMK_EPOCH] = kstats[KS_FP_INSTALLS]
+        r = vm[VM_PF_ENTRY] & RING_MASK
+        if keys[r, PARSE_FLAGS] == 0:
+            e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, emk[r, :EM_WIDTH],
+                                 emk[r, EMK_HASH])  # fmt: skip
+            emk[r, EMK_HINT] = e
+            emk[r, EMK_EPOCH] = kstats[KS_FP_INSTALLS]
             if e >= 0 and e < fp_rows.shape[0]:
                 for c in range(0, FP_HOT_WORDS, 8):
                     prefetch2(fp_rows, e, c)
-        vm[VM_PF_ENTRY] = j + 1
+        vm[VM_PF_ENTRY] += 1
     lim = min(vm[VM_PF_ENTRY], i + PF_CONN_AHEAD)
     while vm[VM_PF_CONN] < lim:
-        j = vm[VM_PF_CONN]
-        e = emk[j, EMK_HINT]
+        e = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
         if e >= 0 and e < fp_rows.shape[0]:
             for st in range(min(fp_rows[e, FI_NSTEPS], MAX_STEPS)):
                 slot = fp_rows[e, FI_STEPS + st * S_WIDTH + S_SLOT]
                 if slot >= 0 and slot < conns.shape[0]:
                     for c in range(0, HOT_WIDTH, 8):  # what a re-check reads and writes
                         prefetch2(conns, slot, c)
-        vm[VM_PF_CONN] = j + 1
+        vm[VM_PF_CONN] += 1
 
 
 @njit(_nrt=False)
@@ -655,9 +662,9 @@ def run_batch(
     no_nat = scratch[SCR_NO_NAT : SCR_NO_NAT + NS_WIDTH]
     ct_tups = scratch[SCR_TUPS : SCR_TUPS + 2 * TUP_WIDTH]
     spare = frames_w.shape[0] - 1
-    if parsed[0] == 0:
-        parse_batch(buf, offsets, lengths, in_ports, keys)
+    if parsed[0] == 0:  # a new batch
         parsed[0] = 1
+        vm[VM_PARSED] = 0
         vm[VM_PF_KEY] = 0
         vm[VM_PF_ENTRY] = 0
         vm[VM_PF_CONN] = 0
@@ -687,7 +694,12 @@ def run_batch(
                 vm[VM_STATUS] = ST_FULL
                 vm[VM_PACKET] = i
                 return
-            key = keys[i]
+            lim = min(n, i + (PF_KEY_AHEAD if mode == 1 else 1))
+            while vm[VM_PARSED] < lim:
+                j = vm[VM_PARSED]
+                parse_record(buf, offsets, lengths, in_ports, j, keys[j & RING_MASK])
+                vm[VM_PARSED] = j + 1
+            key = keys[i & RING_MASK]
             dl_type = key[DL_TYPE]
             is_ip = dl_type == ETH_TYPE_IP or dl_type == ETH_TYPE_IPV6
             if (is_ip and key[NW_FRAG] & FRAG_ANY) or now >= ipf_next_flush_ms:
@@ -701,11 +713,12 @@ def run_batch(
                                  em_hashes, fp_rows, conns, kstats)  # fmt: skip
                 punt = PUNT_INELIGIBLE
                 if key[PARSE_FLAGS] == 0:
-                    if emk[i, EMK_EPOCH] == kstats[KS_FP_INSTALLS]:
-                        e = emk[i, EMK_HINT]
+                    r = i & RING_MASK
+                    if emk[r, EMK_EPOCH] == kstats[KS_FP_INSTALLS]:
+                        e = emk[r, EMK_HINT]
                     else:
                         e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes,
-                                             emk[i, :EM_WIDTH], emk[i, EMK_HASH])  # fmt: skip
+                                             emk[r, :EM_WIDTH], emk[r, EMK_HASH])  # fmt: skip
                     if e < 0:
                         punt = PUNT_MISS
                     else:
@@ -926,8 +939,9 @@ def run_batch(
         _finish_packet(i, vm, res, out_ports)
         res[i, R_PATH] = PATH_UPCALL if vm[VM_UPCALLED] else PATH_MEGAFLOW
         if mode == 1 and vm[VM_ELIGIBLE] == 1 and _install_wanted(vm, trace_steps, conns):
-            _install(emk[i, :EM_WIDTH], emk[i, EMK_HASH], vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
+            r = i & RING_MASK
+            _install(emk[r, :EM_WIDTH], emk[r, EMK_HASH], vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
                      em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen,
-                     keys[i], out_fofs, out_fbuf, frames_w[spare, :flen])  # fmt: skip
+                     keys[r], out_fofs, out_fbuf, frames_w[spare, :flen])  # fmt: skip
     vm[VM_STATUS] = ST_DONE
     vm[VM_PACKET] = n

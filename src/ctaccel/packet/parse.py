@@ -422,17 +422,22 @@ def parse_batch(buf, offsets, lengths, in_ports, keys):
 
     A record that lies partly outside ``buf`` (or has a negative offset/length) is clipped to
     the bytes that exist, so a corrupt index cannot make the parser read out of bounds."""
+    for i in range(offsets.shape[0]):
+        parse_record(buf, offsets, lengths, in_ports, i, keys[i])
+
+
+@njit(inline="always")
+def parse_record(buf, offsets, lengths, in_ports, i, key):
+    """Parse frame ``i`` of a batch (as parse_batch does) into ``key``."""
     buf_len = buf.shape[0]
-    n = offsets.shape[0]
-    for i in range(n):
-        start = offsets[i]
-        length = lengths[i]
-        if start < 0:
-            start = 0
-        if start > buf_len:
-            start = buf_len
-        if length < 0:
-            length = 0
-        if length > buf_len - start:
-            length = buf_len - start
-        parse_frame(buf[start : start + length], in_ports[i], keys[i])
+    start = offsets[i]
+    length = lengths[i]
+    if start < 0:
+        start = 0
+    if start > buf_len:
+        start = buf_len
+    if length < 0:
+        length = 0
+    if length > buf_len - start:
+        length = buf_len - start
+    parse_frame(buf[start : start + length], in_ports[i], key)
