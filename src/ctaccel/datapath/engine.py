@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ctaccel.arrays import aligned_zeros
+
 from ctaccel.conntrack import Conntrack
 from ctaccel.conntrack.ipf import Ipf
 from ctaccel.conntrack.nat import NS_WIDTH, no_nat_spec
@@ -158,7 +160,7 @@ class DatapathEngine:
         # recirc mode never uses the fast path: give it minimal arrays
         cap = self._fastpath_capacity if self.mode == "assume-established" else 1
         self.exact = ExactTable(KR.EM_WIDTH, cap)
-        self._fp_rows = np.zeros((cap, KR.FP_WIDTH), np.int64)
+        self._fp_rows = aligned_zeros((cap, KR.FP_WIDTH))  # pages touched as entries come
         self._fp_state = np.array([0, cap], np.int64)
         self._prog_ops = np.zeros((256, OPW), np.int64)
         self._prog_start = np.zeros(64, np.int64)
@@ -189,7 +191,7 @@ class DatapathEngine:
         new_cap = min(new_cap, self.max_fast_path)
 
         def grown(a):
-            b = np.zeros((new_cap,) + a.shape[1:], a.dtype)
+            b = aligned_zeros((new_cap,) + a.shape[1:], a.dtype)
             b[:cap] = a
             return b
 
