@@ -120,7 +120,7 @@ else:
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
         idx = [context.cast(builder, v, t, _types.intp)
-               for v, t in zip(args[1:], signature.args[1:])]  # fmt: skip
+               for v, t in zip(args[1:], signature.args[1:], strict=True)]  # fmt: skip
         ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
         i8p = builder.bitcast(ptr, _ir.IntType(8).as_pointer())
         i32 = _ir.IntType(32)

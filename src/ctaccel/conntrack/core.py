@@ -29,8 +29,6 @@ Invariants:
 
 from __future__ import annotations
 
-import numpy as np
-
 from ctaccel.conntrack.icmp import (
     ICMP_KEY_INVALID,
     ICMP_KEY_RELATED,

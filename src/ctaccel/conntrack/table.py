@@ -36,7 +36,6 @@ from __future__ import annotations
 import numpy as np
 
 from ctaccel.arrays import aligned_zeros
-
 from ctaccel.conntrack.layout import (
     C_DL_TYPE,
     C_DPORT,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 from ctaccel.arrays import aligned_zeros
-
 from ctaccel.conntrack import Conntrack
 from ctaccel.conntrack.ipf import Ipf
 from ctaccel.conntrack.nat import NS_WIDTH, no_nat_spec

@@ -43,7 +43,6 @@ from __future__ import annotations
 import numpy as np
 
 from ctaccel.arrays import aligned_zeros
-
 from ctaccel.jit import njit
 
 # --- state vector -------------------------------------------------------------------------

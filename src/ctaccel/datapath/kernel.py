@@ -32,8 +32,6 @@ Invariants:
 
 from __future__ import annotations
 
-import numpy as np
-
 from ctaccel.conntrack.core import ct_execute
 from ctaccel.conntrack.established import RECHECK_GONE, ct_recheck
 from ctaccel.conntrack.layout import (
@@ -46,7 +44,7 @@ from ctaccel.conntrack.layout import (
     C_ZONE,
     HOT_WIDTH,
 )
-from ctaccel.conntrack.nat import NO_NAT, NS_WIDTH, nat_rewrite, nat_target
+from ctaccel.conntrack.nat import NS_WIDTH, nat_rewrite, nat_target
 from ctaccel.conntrack.table import ST_LAST_CONN, TUP_WIDTH
 from ctaccel.datapath.exact import (
     ES_COUNT,
