@@ -1,7 +1,7 @@
 """Numpy arrays laid out for the compiled kernels.
 
 What: :func:`aligned_zeros`, a zeroed C-contiguous array whose data starts on a cache-line
-boundary, optionally with every page already touched.
+boundary, optionally with every page already touched (:func:`prefaulted_zeros`).
 
 Design: the kernels read table rows whose widths are multiples of a cache line (a connection
 row is 512 bytes, its hot columns 256). numpy's large allocations start 16 bytes past a page
@@ -29,3 +29,9 @@ def aligned_zeros(shape, dtype=np.int64, *, prefault: bool = False) -> np.ndarra
     if prefault:
         arr.fill(0)
     return arr
+
+
+def prefaulted_zeros(shape, dtype=np.int64) -> np.ndarray:
+    """A table the hot path fills: zeroed, aligned, every page touched now (no page faults in
+    the hot path)."""
+    return aligned_zeros(shape, dtype, prefault=True)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctaccel.arrays import aligned_zeros
+from ctaccel.arrays import prefaulted_zeros
 from ctaccel.conntrack.layout import (
     C_DL_TYPE,
     C_DPORT,
@@ -160,12 +160,20 @@ def _mix(h, v):
     return h ^ (h >> 16)
 
 
+_TUPLE_SEED = 0x2545F491
+
+
 @njit(inline="always")
 def tuple_hash(tup):
     """32-bit hash of a lookup tuple (identical under jit and plain Python)."""
-    h = 0x2545F491
+    h = _TUPLE_SEED
     for i in range(TUP_WIDTH):
         h = _mix(h, tup[i])
+    return _tuple_finish(h)
+
+
+@njit(inline="always")
+def _tuple_finish(h):
     h = ((h ^ (h >> 15)) * _MUL) & _M32
     return h ^ (h >> 13)
 
@@ -212,8 +220,7 @@ def row_tuple_hash(conns, slot, reply):
     """``tuple_hash`` of the tuple ``row_tuple`` would write, without writing it."""
     src = C_SRC if reply == 0 else C_R_SRC
     dst = C_DST if reply == 0 else C_R_DST
-    h = 0x2545F491
-    h = _mix(h, conns[slot, C_ZONE])
+    h = _mix(_TUPLE_SEED, conns[slot, C_ZONE])
     h = _mix(h, conns[slot, C_DL_TYPE])
     h = _mix(h, conns[slot, C_PROTO])
     for i in range(4):
@@ -222,9 +229,7 @@ def row_tuple_hash(conns, slot, reply):
         h = _mix(h, conns[slot, dst + i])
     sw, dw = row_endpoint_words(conns, slot, reply)
     h = _mix(h, sw)
-    h = _mix(h, dw)
-    h = ((h ^ (h >> 15)) * _MUL) & _M32
-    return h ^ (h >> 13)
+    return _tuple_finish(_mix(h, dw))
 
 
 @njit(inline="always")
@@ -406,12 +411,6 @@ def rebuild_index(conns, index, free_slots, stats):
     stats[ST_FREE_TOP] = top
 
 
-def _prefaulted(shape) -> np.ndarray:
-    """A zeroed, cache-line-aligned int64 array whose pages are already touched (no faults in
-    the hot path)."""
-    return aligned_zeros(shape, np.int64, prefault=True)
-
-
 def index_buckets_for(capacity: int) -> int:
     """Power-of-two bucket count with at least BUCKETS_PER_ROW buckets per row."""
     n = 1
@@ -423,10 +422,10 @@ def index_buckets_for(capacity: int) -> int:
 def new_tables(capacity: int, max_conns: int):
     """Fresh (conns, index, free_slots, stats) for ``capacity`` rows."""
     capacity = max(int(capacity), 1)
-    conns = _prefaulted((capacity, CONN_WIDTH))
-    index = _prefaulted((index_buckets_for(capacity), 2))
-    free_slots = _prefaulted(capacity)
-    stats = _prefaulted(ST_WIDTH)
+    conns = prefaulted_zeros((capacity, CONN_WIDTH))
+    index = prefaulted_zeros((index_buckets_for(capacity), 2))
+    free_slots = prefaulted_zeros(capacity)
+    stats = prefaulted_zeros(ST_WIDTH)
     stats[ST_MAX_CONNS] = max_conns
     rebuild_index(conns, index, free_slots, stats)
     return conns, index, free_slots, stats
@@ -437,9 +436,9 @@ def grow_tables(conns, stats, new_capacity: int):
     old = conns.shape[0]
     if new_capacity <= old:
         raise ValueError("grow_tables needs a larger capacity")
-    new_conns = _prefaulted((new_capacity, CONN_WIDTH))
+    new_conns = prefaulted_zeros((new_capacity, CONN_WIDTH))
     new_conns[:old] = conns
-    index = _prefaulted((index_buckets_for(new_capacity), 2))
-    free_slots = _prefaulted(new_capacity)
+    index = prefaulted_zeros((index_buckets_for(new_capacity), 2))
+    free_slots = prefaulted_zeros(new_capacity)
     rebuild_index(new_conns, index, free_slots, stats)
     return new_conns, index, free_slots

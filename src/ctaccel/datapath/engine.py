@@ -273,7 +273,6 @@ class DatapathEngine:
         # every row written by the kernel.
         keys = self._keys
         res = np.empty((n, KR.RES_WIDTH), np.int64)
-        parsed = np.zeros(1, np.int64)
         out_n = np.zeros(2, np.int64)
         need = n * 4 + KR.MAX_OUT_PER_PACKET
         if len(self._out_ports) < need:
@@ -289,6 +288,7 @@ class DatapathEngine:
         start = 0
         vm = self._vm
         vm[KR.VM_RESUME] = 0
+        vm[KR.VM_PF_KEY : KR.VM_PARSED + 1] = 0  # a new batch: nothing parsed or prefetched
         mode = 1 if self.mode == "assume-established" else 0
         while True:
             self.conntrack.reserve(4 * (n - start) + 16)
@@ -296,7 +296,7 @@ class DatapathEngine:
             mf = self.megaflow.tables
             em = self.exact.tables
             KR.run_batch(
-                mode, start, buf, offsets, lengths, in_ports, now_ms, keys, parsed,
+                mode, start, buf, offsets, lengths, in_ports, now_ms, keys,
                 self.ipf.next_flush_ms, self._em_flags_mask,
                 ct.conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, ct.timeouts,
                 *mf,

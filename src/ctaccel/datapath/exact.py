@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctaccel.arrays import aligned_zeros
+from ctaccel.arrays import prefaulted_zeros
 from ctaccel.jit import njit
 
 # --- state vector -------------------------------------------------------------------------
@@ -130,21 +130,18 @@ def _find_slot(keys, used, hashes, key, h):
 
 
 @njit(inline="always")
-def em_lookup(keys, used, value, hashes, state, key):
-    """Value stored for ``key``, or -1."""
-    s = _find_slot(keys, used, hashes, key, hash_row(key))
-    if s < 0:
-        return -1
-    return value[s]
-
-
-@njit(inline="always")
 def em_lookup_hashed(keys, used, value, hashes, key, h):
     """``em_lookup`` with the key's ``hash_row`` already computed."""
     s = _find_slot(keys, used, hashes, key, h)
     if s < 0:
         return -1
     return value[s]
+
+
+@njit(inline="always")
+def em_lookup(keys, used, value, hashes, state, key):
+    """Value stored for ``key``, or -1."""
+    return em_lookup_hashed(keys, used, value, hashes, key, hash_row(key))
 
 
 @njit
@@ -228,12 +225,6 @@ def em_reinsert_all(old_keys, old_used, old_value, keys, used, value, hashes, st
     for s in range(old_used.shape[0]):
         if old_used[s] != 0:
             em_insert(keys, used, value, hashes, state, old_keys[s], old_value[s])
-
-
-def prefaulted_zeros(shape, dtype=np.int64) -> np.ndarray:
-    """A zeroed, cache-line-aligned array whose pages are already touched (no page faults in
-    the hot path)."""
-    return aligned_zeros(shape, dtype, prefault=True)
 
 
 def slots_for(capacity: int) -> int:

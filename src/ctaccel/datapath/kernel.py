@@ -176,6 +176,7 @@ VM_PF_KEY = 23  # ... entry key and hash are in emk, its exact-match slot prefet
 VM_PF_ENTRY = 24  # ... entry was looked up (hint in emk[i, EMK_HINT]), its row prefetched
 VM_PF_CONN = 25  # ... connections were prefetched
 VM_PARSED = 26  # the next packet of the batch to parse (into keys[i & RING_MASK])
+# (the caller zeroes VM_PF_KEY..VM_PARSED when it starts a batch)
 VM_WIDTH = 28
 
 # per-packet results
@@ -435,8 +436,8 @@ def _restore(conns, fp_rows, e, upto, saved):
 def _outputs_match(frame, flen, key, vm, trace_steps, out_fofs, out_fbuf, wframe):
     """True when every output of the packet carried the frame its steps' cached translations
     make of the received frame (the fast path emits that one frame on every port)."""
-    _translated(trace_steps.reshape(trace_steps.size), 0, TRACE_WIDTH, S_WIDTH, TRACE_WIDTH, vm[VM_NSTEPS], key,
-                frame, flen, wframe)  # fmt: skip
+    _translated(trace_steps.reshape(trace_steps.size), 0, TRACE_WIDTH, S_WIDTH, TRACE_WIDTH,
+                vm[VM_NSTEPS], key, frame, flen, wframe)  # fmt: skip
     for o in range(vm[VM_NOUT]):
         fo = out_fofs[vm[VM_OUT_BASE] + o]
         for b in range(flen):
@@ -448,9 +449,9 @@ def _outputs_match(frame, flen, key, vm, trace_steps, out_fofs, out_fbuf, wframe
 
 @njit(inline="always")
 def _install_wanted(vm, trace_steps, conns):
-    """Whether the packet just completed can have a fast-path entry (the cheap part of
-    _install's checks, inline: calling _install, with its many array arguments, costs more
-    than the checks, and most packets that fail them are NEW ones on a hot path)."""
+    """Whether the packet just completed can have a fast-path entry: every ct step +est on a
+    committed TCP/UDP connection (ICMP ids and other keys are not all in the entry key), and
+    within the entry's limits. Inline: most packets that fail are NEW ones on a hot path."""
     nsteps = vm[VM_NSTEPS]
     if nsteps > MAX_STEPS or vm[VM_NRULES] > MAX_FP_RULES or vm[VM_NOUT] > MAX_FP_OUT:
         return False
@@ -468,26 +469,16 @@ def _install_wanted(vm, trace_steps, conns):
 
 
 @njit
-def _install(em_key, em_hash, vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
+def _install(em_key, em_hash, vm, trace_steps, trace_rules, out_ports, fp_rows, fp_state,
              em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen, key,
              out_fofs, out_fbuf, wframe):  # fmt: skip
-    """Record a fast-path entry for a packet whose full processing qualified."""
+    """Record a fast-path entry for a packet whose full processing qualified (the caller
+    checked _install_wanted)."""
     nsteps = vm[VM_NSTEPS]
     nrules = vm[VM_NRULES]
     nout = vm[VM_NOUT]
-    if nsteps > MAX_STEPS or nrules > MAX_FP_RULES or nout > MAX_FP_OUT:
-        return
     any_nat = 0
     for s in range(nsteps):
-        slot = trace_steps[s, S_SLOT]
-        if slot < 0:
-            return
-        st = trace_steps[s, S_STATE]
-        if not (st & CS_ESTABLISHED) or (st & (CS_NEW | CS_INVALID | CS_RELATED)):
-            return
-        proto = conns[slot, C_PROTO]
-        if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
-            return  # ICMP ids and other keys are not all in the entry key
         if trace_steps[s, S_NAT]:
             any_nat = 1
     if any_nat == 0:
@@ -591,7 +582,6 @@ def run_batch(
     in_ports,
     now_ms,
     keys,
-    parsed,
     ipf_next_flush_ms,
     em_flags_mask,
     # conntrack
@@ -660,12 +650,6 @@ def run_batch(
     no_nat = scratch[SCR_NO_NAT : SCR_NO_NAT + NS_WIDTH]
     ct_tups = scratch[SCR_TUPS : SCR_TUPS + 2 * TUP_WIDTH]
     spare = frames_w.shape[0] - 1
-    if parsed[0] == 0:  # a new batch
-        parsed[0] = 1
-        vm[VM_PARSED] = 0
-        vm[VM_PF_KEY] = 0
-        vm[VM_PF_ENTRY] = 0
-        vm[VM_PF_CONN] = 0
     for i in range(start, n):
         off = offsets[i]
         flen = lengths[i]
@@ -938,8 +922,8 @@ def run_batch(
         res[i, R_PATH] = PATH_UPCALL if vm[VM_UPCALLED] else PATH_MEGAFLOW
         if mode == 1 and vm[VM_ELIGIBLE] == 1 and _install_wanted(vm, trace_steps, conns):
             r = i & RING_MASK
-            _install(emk[r, :EM_WIDTH], emk[r, EMK_HASH], vm, trace_steps, trace_rules, out_ports, conns, fp_rows, fp_state,
-                     em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen,
+            _install(emk[r, :EM_WIDTH], emk[r, EMK_HASH], vm, trace_steps, trace_rules, out_ports,
+                     fp_rows, fp_state, em_keys, em_used, em_value, em_hashes, em_state, kstats, frame, flen,
                      keys[r], out_fofs, out_fbuf, frames_w[spare, :flen])  # fmt: skip
     vm[VM_STATUS] = ST_DONE
     vm[VM_PACKET] = n

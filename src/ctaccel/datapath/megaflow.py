@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ctaccel.arrays import prefaulted_zeros
 from ctaccel.datapath.exact import (
     HASH_SEED_A,
     HASH_SEED_B,
     hash_column,
     hash_finish,
-    prefaulted_zeros,
     python_source,
 )
 from ctaccel.jit import njit
