@@ -194,3 +194,12 @@ def test_fast_hits_create_no_state():
 def _tuple_of(dump_line: str) -> str:
     """The connection part of a dump line (without timers or protocol state)."""
     return dump_line.split("),reply=")[0]
+
+
+@pytest.mark.parametrize("mode", [AE, "recirc"])
+def test_frames_wider_than_the_rewrite_rows_grow_them_mid_batch(mode):
+    # 3,000-byte segments under ct(nat): wider than the engine's first rewrite rows (2,048
+    # bytes), so the kernel stops at the first one, Python widens them and the batch resumes
+    packets, _convs = T.workload_a_with_conversations(40, 3, seed=9, data_size=3000)
+    assert max(len(f) for _p, f, _t in packets) > 2048
+    run_checked(packets, H.Plan((len(packets),)), mode, T.NAT_KEEP)

@@ -26,7 +26,7 @@ from ctaccel.conntrack import Conntrack
 from ctaccel.conntrack.ipf import Ipf
 from ctaccel.conntrack.nat import NS_WIDTH, no_nat_spec
 from ctaccel.datapath import kernel as KR
-from ctaccel.datapath.exact import ExactTable
+from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, ExactTable
 from ctaccel.datapath.megaflow import MF_RECIRC, MF_WIDTH, MegaflowCache
 from ctaccel.datapath.program import (
     CONTROLLER_PORT,
@@ -137,6 +137,7 @@ class DatapathEngine:
         self._out_ports = np.zeros(max(4096, self.batch_size * 8), np.int64)
         self._out_fofs = np.zeros(len(self._out_ports), np.int64)
         self._out_fbuf = np.zeros(1 << 20, np.uint8)
+        self._out_n = np.zeros(2, np.int64)  # outputs and out_fbuf bytes used by the batch
         # the kernel parses each packet just ahead of use into a small ring (KR.RING rows)
         self._keys = np.zeros((KR.RING, K.KEY_WIDTH), np.int64)
         self._emk = np.zeros((KR.RING, KR.EMK_WIDTH), np.int64)
@@ -175,8 +176,6 @@ class DatapathEngine:
     def _reserve_fast_path(self, n: int) -> None:
         """Room for ``n`` more fast-path entries (the kernel installs without Python): grow
         the entry arrays and the exact-match table, up to ``max_fast_path``."""
-        from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT
-
         count = int(self._fp_state[KR.FP_COUNT])
         cap = int(self._fp_state[KR.FP_CAP])
         want = count + n
@@ -271,19 +270,16 @@ class DatapathEngine:
         # Scratch is kept between calls (the key rings; the parser zeroes each key itself).
         # The results are the caller's: a fresh array (small enough to come from the heap),
         # every row written by the kernel.
+        # Frames wider than frames_w, or outputs beyond the output arrays, stop the kernel
+        # (ST_FULL) and are made room for below: no per-batch scan of the lengths.
         keys = self._keys
         res = np.empty((n, KR.RES_WIDTH), np.int64)
-        out_n = np.zeros(2, np.int64)
+        out_n = self._out_n
+        out_n[:] = 0
         need = n * 4 + KR.MAX_OUT_PER_PACKET
         if len(self._out_ports) < need:
             self._out_ports = np.zeros(need, np.int64)
             self._out_fofs = np.zeros(need, np.int64)
-        longest = int(lengths.max()) if n else 0
-        if longest > self._frames_w.shape[1]:
-            self._frames_w = np.zeros((self._frames_w.shape[0], longest), np.uint8)
-        fneed = (KR.MAX_OUT_PER_PACKET + 1) * longest
-        if len(self._out_fbuf) < fneed:
-            self._out_fbuf = np.zeros(2 * fneed, np.uint8)
         slow: dict[int, PacketResult] = {}
         start = 0
         vm = self._vm
@@ -332,6 +328,10 @@ class DatapathEngine:
                 if used + KR.MAX_OUT_PER_PACKET > len(self._out_ports):
                     self._out_ports = _grown(self._out_ports, used)
                     self._out_fofs = _grown(self._out_fofs, used)
+                flen = int(lengths[i])
+                if flen > self._frames_w.shape[1]:
+                    self._frames_w = np.zeros((self._frames_w.shape[0], flen), np.uint8)
+                fneed = (KR.MAX_OUT_PER_PACKET + 1) * flen
                 if int(out_n[1]) + fneed > len(self._out_fbuf):
                     self._out_fbuf = _grown(self._out_fbuf, int(out_n[1]), fneed)
                 start = i

@@ -138,14 +138,16 @@ RING_MASK = RING - 1
 PF_KEY_AHEAD = 16
 PF_ENTRY_AHEAD = 8
 PF_CONN_AHEAD = 3
-FP_HOT_WORDS = 32  # what a hit of a one- or two-step entry reads of its row, about
+# the first lines of an entry's row, prefetched with the entry: all a one-step entry's hit reads
+# (header, step, a few outputs and rule ids); the conn stage prefetches the rest of longer ones
+FP_HOT_WORDS = 24
 ETH_HEADER_LEN = 14
 
 # run_batch return status (vm[VM_STATUS])
 ST_DONE = 0  # every packet processed
 ST_MISS = 1  # megaflow miss: vm holds the suspended packet; upcall then resume
 ST_SLOW = 2  # packet vm[VM_PACKET] must be processed by the reference engine
-ST_FULL = 3  # an output array is full: Python drains results and calls again
+ST_FULL = 3  # an output array is full or a frame is wider than frames_w: Python grows them, calls again
 
 # vm scalars
 VM_STATUS = 0
@@ -564,7 +566,11 @@ def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_va
     while vm[VM_PF_CONN] < lim:
         e = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
         if e >= 0 and e < fp_rows.shape[0]:
-            for st in range(min(fp_rows[e, FI_NSTEPS], MAX_STEPS)):
+            nsteps = min(fp_rows[e, FI_NSTEPS], MAX_STEPS)
+            hot = FI_STEPS + nsteps * S_WIDTH + fp_rows[e, FI_NOUT] + fp_rows[e, FI_NRULES]
+            for c in range(FP_HOT_WORDS, min(hot, FN_NAT), 8):
+                prefetch2(fp_rows, e, c)
+            for st in range(nsteps):
                 slot = fp_rows[e, FI_STEPS + st * S_WIDTH + S_SLOT]
                 if slot >= 0 and slot < conns.shape[0]:
                     for c in range(0, HOT_WIDTH, 8):  # what a re-check reads and writes
@@ -672,6 +678,7 @@ def run_batch(
             if (
                 out_n[0] + MAX_OUT_PER_PACKET > out_ports.shape[0]
                 or out_n[1] + (MAX_OUT_PER_PACKET + 1) * flen > out_fbuf.shape[0]
+                or flen > frames_w.shape[1]
             ):
                 vm[VM_STATUS] = ST_FULL
                 vm[VM_PACKET] = i
