@@ -147,7 +147,7 @@ ETH_HEADER_LEN = 14
 ST_DONE = 0  # every packet processed
 ST_MISS = 1  # megaflow miss: vm holds the suspended packet; upcall then resume
 ST_SLOW = 2  # packet vm[VM_PACKET] must be processed by the reference engine
-ST_FULL = 3  # an output array is full or a frame is wider than frames_w: Python grows them, calls again
+ST_FULL = 3  # output arrays full, or a frame wider than frames_w: Python grows them, calls again
 
 # vm scalars
 VM_STATUS = 0
