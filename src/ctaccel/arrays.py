@@ -4,7 +4,7 @@ What: :func:`aligned_zeros`, a zeroed C-contiguous array whose data starts on a 
 boundary, optionally with every page already touched (:func:`prefaulted_zeros`).
 
 Design: the kernels read table rows whose widths are multiples of a cache line (a connection
-row is 512 bytes, its hot columns 256). numpy's large allocations start 16 bytes past a page
+row is 512 bytes, its hot columns 192). numpy's large allocations start 16 bytes past a page
 boundary, so each of those reads would straddle one line more than it needs; aligning the
 data puts a row's hot columns on the fewest lines. The array views an over-allocated byte
 buffer (kept alive as its base); to numba it is the same array type as any other.

@@ -22,57 +22,52 @@ Invariants:
 from __future__ import annotations
 
 # Hot columns first: everything a packet of an established connection reads or writes
-# (liveness, zone, timers, mark/label, tracker state, TCP peers) lies in the first 32 columns,
-# four cache lines; rows are 64 columns (512 bytes), so a row never straddles more lines than
-# it must. ``HOT_WIDTH`` bounds what a tracker update can change.
+# (liveness, timers, mark/label, tracker state, TCP peers) lies in the first 24 columns, three
+# cache lines (the fast path prefetches them and saves them before a re-check); rows are 64
+# columns (512 bytes) and start on a line. ``HOT_WIDTH`` bounds what a tracker update can
+# change. The lookup reads line 0 (used, zone, protocol) and the tuple's three lines after.
 C_USED = 0  # 1 in use, 0 free
 C_GENERATION = 1  # bumped on every alloc/free of this slot
 C_ZONE = 2  # conntrack zone (16 bits)
-C_DL_TYPE = 3  # 0x0800 or 0x86dd
-C_PROTO = 4  # IP protocol
-C_EXPIRATION = 5  # ms; the connection is dead at now >= expiration            (mutable)
-C_TIMEOUT_CLASS = 6  # TM_* index of the timeout last applied (for dumps)       (mutable)
-C_MARK = 7  # ct_mark (32 bits)                                                 (mutable)
+C_PROTO = 3  # IP protocol
+C_EXPIRATION = 4  # ms; the connection is dead at now >= expiration            (mutable)
+C_TIMEOUT_CLASS = 5  # TM_* index of the timeout last applied (for dumps)       (mutable)
+C_MARK = 6  # ct_mark (32 bits)                                                 (mutable)
+C_L4_STATE = 7  # UDP/other/ICMP tracker state (FIRST/MULTIPLE/BIDIR, ...)    (mutable)
 C_LABEL = 8  # 4 columns: ct_label                                              (mutable)
-C_L4_STATE = 12  # UDP/other/ICMP tracker state (FIRST/MULTIPLE/BIDIR, ...)   (mutable)
-C_ADMIT = 13  # which zone-limit entry admitted the conn (core.py), to give its count back
-C_SPARE0 = 14
-C_SPARE1 = 15
 
 # TCP peers (pf-derived tracker), peer 0 = original direction sender, peer 1 = reply sender.
-C_TCP = 16
-TCP_PEER_WIDTH = 8
+C_TCP = 12
+TCP_PEER_WIDTH = 6
 P_SEQLO = 0
 P_SEQHI = 1
 P_MAX_WIN = 2
 P_WSCALE = 3  # low 4 bits: shift; CT_WSCALE_FLAG / CT_WSCALE_UNKNOWN as in OVS
 P_STATE = 4  # CT_DPIF_TCPS_* value
 P_FLAGS = 5  # per-peer flags (e.g. be-liberal)
-P_SPARE0 = 6
-P_SPARE1 = 7
-HOT_WIDTH = C_TCP + 2 * TCP_PEER_WIDTH  # 32
+HOT_WIDTH = C_TCP + 2 * TCP_PEER_WIDTH  # 24
 
 # --- cold: immutable after creation ---------------------------------------------------------
-C_SRC = 32  # 4 columns: original-direction source address
-C_DST = 36  # 4 columns: original-direction destination address
-C_SPORT = 40  # original source port (ICMP: id)
-C_DPORT = 41  # original destination port (ICMP: id)
-C_ICMP_TYPE = 42  # original-direction ICMP type (ICMP only)
-C_ICMP_CODE = 43
-C_R_SRC = 44  # 4 columns: reply-direction tuple (reversed original unless NATed)
-C_R_DST = 48  # 4 columns
-C_R_SPORT = 52
-C_R_DPORT = 53
-C_CREATED_MS = 54  # time of creation (ms), for dumps and stats
-C_NAT_FLAGS = 55  # NAT issue: which translation applies; 0 = none
-C_PKTS_ORIG = 56
-C_BYTES_ORIG = 57
-C_PKTS_REPLY = 58
-C_BYTES_REPLY = 59
-C_SEQ = 60  # global creation sequence number (stable ordering / ids)
-C_SPARE2 = 61
-C_SPARE3 = 62
-C_SPARE4 = 63
+C_DL_TYPE = 24  # 0x0800 or 0x86dd
+C_ADMIT = 25  # which zone-limit entry admitted the conn (core.py), to give its count back
+C_SRC = 26  # 4 columns: original-direction source address
+C_DST = 30  # 4 columns: original-direction destination address
+C_SPORT = 34  # original source port (ICMP: id)
+C_DPORT = 35  # original destination port (ICMP: id)
+C_ICMP_TYPE = 36  # original-direction ICMP type (ICMP only)
+C_ICMP_CODE = 37
+C_R_SRC = 38  # 4 columns: reply-direction tuple (reversed original unless NATed)
+C_R_DST = 42  # 4 columns
+C_R_SPORT = 46
+C_R_DPORT = 47
+C_CREATED_MS = 48  # time of creation (ms), for dumps and stats
+C_NAT_FLAGS = 49  # NAT issue: which translation applies; 0 = none
+C_PKTS_ORIG = 50
+C_BYTES_ORIG = 51
+C_PKTS_REPLY = 52
+C_BYTES_REPLY = 53
+C_SEQ = 54  # global creation sequence number (stable ordering / ids)
+C_SPARE0 = 55  # 55..63 unused
 
 CONN_WIDTH = 64
 

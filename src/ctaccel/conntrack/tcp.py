@@ -53,8 +53,6 @@ from ctaccel.conntrack.layout import (
     P_MAX_WIN,
     P_SEQHI,
     P_SEQLO,
-    P_SPARE0,
-    P_SPARE1,
     P_STATE,
     P_WSCALE,
     TCP_PEER_WIDTH,
@@ -299,8 +297,6 @@ def tcp_new_conn(conns, slot, frame, l4_ofs, l4_len, now_ms, timeouts):
     conns[slot, dst + P_STATE] = TCPS_CLOSED
     for peer in (src, dst):
         conns[slot, peer + P_FLAGS] = 0
-        conns[slot, peer + P_SPARE0] = 0
-        conns[slot, peer + P_SPARE1] = 0
     _set_timer(conns, slot, now_ms, timeouts, TM_TCP_SYN_SENT)
 
 
