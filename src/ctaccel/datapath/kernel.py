@@ -118,9 +118,9 @@ DROP_CODE_TABLE_MISS = DROP_CODE["table_miss"]
 DROP_CODE_RULE_DROP = DROP_CODE["rule_drop"]
 DROP_CODE_RECIRC_DEPTH = DROP_CODE["recirc_depth"]
 NCT = CT_TP_DST - CT_STATE + 1  # ct columns of the key
-# The entry key: in_port and every header field (key columns IN_PORT..TCP_FLAGS, about 490
-# bits) packed into 9 words, so an entry's key is one or two cache lines, not three.
-EM_WIDTH = 9
+# The entry key: in_port and every header field (key columns IN_PORT..TCP_FLAGS, 490 bits)
+# packed into 8 words of 63 bits, so an entry's key is one cache line (_pack_em_key).
+EM_WIDTH = 8
 # emk[i]: packet i's entry key (EM_WIDTH words), its hash_row, and the entry id found when it
 # was prefetched (a hint: only used to prefetch; the packet's own lookup decides)
 EMK_HASH = EM_WIDTH
@@ -269,34 +269,38 @@ FP_CAP = 1
 
 @njit(inline="always")
 def _pack_em_key(key, em_key, flags_mask):
-    """The entry key of a packet: every header column, packed without loss (each column
-    holds at most its field's width: ports/types 16 bits, MACs 48, address words 32, ...).
-    TCP flags count only under ``flags_mask`` (see run_batch)."""
+    """The entry key of a packet: every header column, packed without loss into 8 words (each
+    column holds at most its field's width: ports/types/VLAN 16 bits, MACs 48, address words
+    32, TOS/TTL/protocol 8, IPv6 label 20, TCP flags 12, fragment bits 2). No word reaches
+    its sign bit (int64 shifts must not overflow). TCP flags count only under ``flags_mask``
+    (see run_batch)."""
     # Address words are 32 bits: a word shifted by 32 keeps its low 31 bits there and its top
-    # bit goes to word 8, so no word reaches the sign bit (int64 shifts must not overflow).
+    # bit goes to word 6; the 20-bit IPv6 label is spread over the spare bits of four words.
     low31 = 0x7FFFFFFF
-    em_key[0] = key[IN_PORT] | (key[DL_TYPE] << 16) | (key[VLAN_TCI] << 32)
-    em_key[1] = key[DL_SRC]
-    em_key[2] = key[DL_DST]
-    em_key[3] = key[NW_SRC + 3] | ((key[NW_DST + 3] & low31) << 32)
-    em_key[4] = key[NW_SRC] | ((key[NW_SRC + 1] & low31) << 32)
-    em_key[5] = key[NW_SRC + 2] | ((key[NW_DST] & low31) << 32)
-    em_key[6] = key[NW_DST + 1] | ((key[NW_DST + 2] & low31) << 32)
-    em_key[7] = (
+    label = key[IPV6_LABEL]
+    em_key[0] = key[DL_SRC] | (key[NW_TOS] << 48) | ((label & 0x1F) << 56)
+    em_key[1] = key[DL_DST] | (key[NW_TTL] << 48) | (((label >> 5) & 0x1F) << 56)
+    em_key[2] = key[NW_SRC + 3] | ((key[NW_DST + 3] & low31) << 32)
+    em_key[3] = key[NW_SRC] | ((key[NW_SRC + 1] & low31) << 32)
+    em_key[4] = key[NW_SRC + 2] | ((key[NW_DST] & low31) << 32)
+    em_key[5] = key[NW_DST + 1] | ((key[NW_DST + 2] & low31) << 32)
+    em_key[6] = (
         key[TP_SRC]
         | (key[TP_DST] << 16)
         | ((key[TCP_FLAGS] & flags_mask) << 32)
         | (key[NW_PROTO] << 44)
-        | (key[NW_TOS] << 52)
+        | ((key[NW_DST + 3] >> 31) << 52)
+        | ((key[NW_SRC + 1] >> 31) << 53)
+        | ((key[NW_DST] >> 31) << 54)
+        | ((key[NW_DST + 2] >> 31) << 55)
+        | (((label >> 10) & 0x7F) << 56)
     )
-    em_key[8] = (
-        key[IPV6_LABEL]
-        | (key[NW_FRAG] << 20)
-        | (key[NW_TTL] << 24)
-        | ((key[NW_DST + 3] >> 31) << 32)
-        | ((key[NW_SRC + 1] >> 31) << 33)
-        | ((key[NW_DST] >> 31) << 34)
-        | ((key[NW_DST + 2] >> 31) << 35)
+    em_key[7] = (
+        key[IN_PORT]
+        | (key[DL_TYPE] << 16)
+        | (key[VLAN_TCI] << 32)
+        | (((label >> 17) & 0x7) << 48)
+        | (key[NW_FRAG] << 51)
     )
 
 
@@ -546,8 +550,7 @@ def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_va
             s = h & slot_mask
             prefetch(em_used, s)
             prefetch(em_hashes, s)
-            prefetch2(em_keys, s, 0)  # a key row spans two cache lines
-            prefetch2(em_keys, s, EM_WIDTH - 1)
+            prefetch2(em_keys, s, 0)  # a key row is one cache line
             prefetch(em_value, s)
         vm[VM_PF_KEY] = j + 1
     lim = min(vm[VM_PF_KEY], i + PF_ENTRY_AHEAD)
