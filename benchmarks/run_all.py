@@ -3,7 +3,9 @@
 What: ``sudo python benchmarks/run_all.py [--flows 10000 ...] [--repeats 5]
 [--ovs-dpdk-repeats 3] [--quick]`` runs ``ctaccel bench`` (experiments A and B, both modes,
 the stateless ceiling, start-up times), then ``benchmarks/ovs_dpdk.py`` on the very same
-captures and rule files: the conntrack firewall on A and B and the stateless rules on A. It
+captures and rule files: the conntrack firewall on A and B and the stateless rules on A, in
+rounds that alternate one OVS-DPDK run with one ctaccel run of each mode (this machine's
+speed drifts within minutes; the comparison's ratios come from those adjacent runs). It
 writes ``benchmarks/results/comparison.json`` (our Mpps and cycles/packet next to OVS-DPDK's,
 ratios ours / OVS-DPDK), ``comparison.png``, the bench's JSON and PNGs, and prints the tables.
 
@@ -31,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
                         "[default: 10000]")  # fmt: skip
     p.add_argument("--new-fraction", type=float, action="append", help="B sweep (ours only)")
     p.add_argument("--repeats", type=int, default=5, help="ctaccel runs per measurement")
-    p.add_argument("--ovs-dpdk-repeats", type=int, default=3, help="OVS-DPDK runs per capture")
+    p.add_argument("--ovs-dpdk-repeats", type=int, default=3,
+                   help="rounds per capture: one OVS-DPDK run after one ctaccel run of each "
+                        "mode, the comparison from these adjacent runs")  # fmt: skip
     p.add_argument("--packets", type=int, default=None, help="packets per capture")
     p.add_argument("--out-dir", default=str(RESULTS))
     p.add_argument("--quick", action="store_true", help="tiny captures: a check of the pipeline")

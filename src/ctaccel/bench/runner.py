@@ -373,20 +373,29 @@ def cached_workload(kind: str, flows: int, packets: int | None, new_fraction: fl
     kind, frame_size, _u, n = W._check(kind, flows, packets, None, False, 0, new_fraction)
     stem = W.workload_stem(kind, flows, n, frame_size, False, 0, new_fraction, nat)
     directory = Path(directory)
-    manifest = directory / f"{stem}.json"
-    if manifest.is_file():
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            names = {f.name for f in fields(W.Workload)}
-            args = {k: v for k, v in data.items() if k in names}
-            for k in ("pcap_path", "flows_path", "stateless_flows_path", "manifest_path"):
-                args[k] = Path(args[k])
-            w = W.Workload(**args)
-            if all(Path(p).is_file() for p in (w.pcap_path, w.flows_path, w.stateless_flows_path)):
-                return w
-        except (ValueError, KeyError, TypeError):
-            pass  # unreadable manifest: generate afresh
+    w = workload_from_manifest(directory / f"{stem}.json")
+    if w is not None:
+        return w
     return W.generate(kind, flows, packets, new_fraction=new_fraction, out_dir=directory, nat=nat)
+
+
+def workload_from_manifest(manifest: Path) -> W.Workload | None:
+    """The workload a manifest (``<stem>.json`` next to its pcap) describes, or None when it
+    is missing, unreadable or names files that are gone."""
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        names = {f.name for f in fields(W.Workload)}
+        args = {k: v for k, v in data.items() if k in names}
+        for k in ("pcap_path", "flows_path", "stateless_flows_path", "manifest_path"):
+            args[k] = Path(args[k])
+        w = W.Workload(**args)
+    except (ValueError, KeyError, TypeError):
+        return None
+    if all(Path(p).is_file() for p in (w.pcap_path, w.flows_path, w.stateless_flows_path)):
+        return w
+    return None
 
 
 # --- the whole benchmark --------------------------------------------------------------------
@@ -640,10 +649,43 @@ def run_ovs_dpdk(pcap, rules_file, repeat: int, json_out, timeout: float = 1800)
     return json.loads(Path(json_out).read_text(encoding="utf-8"))
 
 
+def _rounds_with_ovs_dpdk(wi: dict, rules_file, runs, rounds: int, json_out: Path):
+    """``rounds`` times: one ctaccel run of each ``runs`` item, then one OVS-DPDK run. Returns
+    (OVS-DPDK's report over the rounds, ctaccel's measure dicts over the rounds)."""
+    workload = workload_from_manifest(Path(wi["pcap"]).with_suffix(".json"))
+    if workload is None:
+        return {"error": f"no workload manifest next to {wi['pcap']}"}, []
+    loaded = load_capture(workload.pcap_path)
+    mine: list[list[dict]] = [[] for _ in runs]
+    theirs: list[dict] = []
+    for k in range(rounds):
+        for j, r in enumerate(measure_interleaved(workload, runs, 1, loaded=loaded)):
+            mine[j].extend(r["repeats"])
+        one = run_ovs_dpdk(workload.pcap_path, rules_file, 1, json_out.with_suffix(f".{k}.json"))
+        json_out.with_suffix(f".{k}.json").unlink(missing_ok=True)
+        if "error" in one:
+            return one, []
+        theirs.append(one)
+    peer = dict(theirs[0])
+    peer["repeat"] = rounds
+    peer["runs"] = [run for one in theirs for run in one.get("runs", [])]
+    peer["median"] = _median_of([one["median"] for one in theirs])
+    json_out.write_text(json.dumps(peer, indent=2, default=str) + "\n", encoding="utf-8")
+    ours = [{"workload": workload_info(workload), "mode": mode, "rules": rules,
+             "repeats": mine[j], "median": _median_of(mine[j])}
+            for j, (mode, rules) in enumerate(runs)]  # fmt: skip
+    return peer, ours
+
+
 def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) -> dict:
     """OVS-DPDK on the captures and rules of ``report``'s main workloads: the conntrack
     firewall on A and B, the stateless rules on A; ratios ours / OVS-DPDK. Writes
-    ``comparison.json`` and ``comparison.png`` in ``out_dir``."""
+    ``comparison.json`` and ``comparison.png`` in ``out_dir``.
+
+    The two sides take turns: ``repeat`` rounds of one ctaccel run (each mode) then one
+    OVS-DPDK run, so both see the same stretches of this machine's drifting speed; the
+    comparison uses the medians of those adjacent runs (``report``'s own medians stay in
+    the bench report)."""
     from rich.console import Console
 
     from ctaccel.bench import plots
@@ -666,13 +708,18 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
             continue
         rules_file = wi["stateless_rules"] if rules == "stateless" else wi["rules"]
         json_out = out / f"ovs-dpdk-{wi['name']}-{rules}.json"
-        console.print(f"OVS-DPDK: workload {wi['kind']}, {rules} rules, {repeat} runs ...")
-        peer = run_ovs_dpdk(wi["pcap"], rules_file, repeat, json_out)
-        peers.append({"workload": wi["name"], "kind": wi["kind"], "rules": rules, "report": peer})
+        console.print(f"OVS-DPDK and ctaccel in turn: workload {wi['kind']}, {rules} rules, "
+                      f"{repeat} rounds ...")  # fmt: skip
+        runs = [("recirc", STATELESS)] if rules == "stateless" else [(m, "ct") for m in MODES]
+        peer, mine = _rounds_with_ovs_dpdk(wi, rules_file, runs, repeat, json_out)
+        peers.append({"workload": wi["name"], "kind": wi["kind"], "rules": rules, "report": peer,
+                      "ours": mine})  # fmt: skip
     comparison = {"machine": report["machine"], "ours": report.get("files", {}).get("json"),
-                  "rows": []}  # fmt: skip
-    ours = {(r["workload"]["name"], STATELESS if r["rules"] == STATELESS else r["mode"]): r
-            for r in main}  # fmt: skip
+                  "rounds": repeat, "rows": []}  # fmt: skip
+    ours = {}
+    for p in peers:
+        for r in p["ours"]:
+            ours[(p["workload"], STATELESS if r["rules"] == STATELESS else r["mode"])] = r
     for p in peers:
         med = (p["report"].get("median") or {}) if "error" not in p["report"] else {}
         tsc = p["report"].get("tsc_hz")
@@ -692,7 +739,7 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
                    "ovs_dpdk_error": p["report"].get("error"),
                    "ratio_ours_over_ovs_dpdk": _ratio(mm["mpps"], med.get("mpps"))}  # fmt: skip
             comparison["rows"].append(row)
-    comparison["ovs_dpdk_runs"] = peers
+    comparison["ovs_dpdk_runs"] = [{k: v for k, v in p.items() if k != "ours"} for p in peers]
     (out / "comparison.json").write_text(json.dumps(comparison, indent=2, default=str) + "\n")
     comparison["plot"] = str(plots.plot_comparison(comparison, out / "comparison.png"))
     print_comparison(comparison, console)
