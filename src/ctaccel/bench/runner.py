@@ -651,29 +651,32 @@ def run_ovs_dpdk(pcap, rules_file, repeat: int, json_out, timeout: float = 1800)
 
 def _rounds_with_ovs_dpdk(wi: dict, rules_file, runs, rounds: int, json_out: Path):
     """``rounds`` times: one ctaccel run of each ``runs`` item, then one OVS-DPDK run. Returns
-    (OVS-DPDK's report over the rounds, ctaccel's measure dicts over the rounds)."""
+    (OVS-DPDK's report over the rounds, ctaccel's measure dict over the rounds per mode, the
+    stateless rules under STATELESS)."""
     workload = workload_from_manifest(Path(wi["pcap"]).with_suffix(".json"))
     if workload is None:
-        return {"error": f"no workload manifest next to {wi['pcap']}"}, []
+        return {"error": f"no workload manifest next to {wi['pcap']}"}, {}
     loaded = load_capture(workload.pcap_path)
     mine: list[list[dict]] = [[] for _ in runs]
     theirs: list[dict] = []
     for k in range(rounds):
         for j, r in enumerate(measure_interleaved(workload, runs, 1, loaded=loaded)):
             mine[j].extend(r["repeats"])
-        one = run_ovs_dpdk(workload.pcap_path, rules_file, 1, json_out.with_suffix(f".{k}.json"))
-        json_out.with_suffix(f".{k}.json").unlink(missing_ok=True)
+        round_json = json_out.with_suffix(f".{k}.json")
+        one = run_ovs_dpdk(workload.pcap_path, rules_file, 1, round_json)
+        round_json.unlink(missing_ok=True)
         if "error" in one:
-            return one, []
+            return one, {}
         theirs.append(one)
     peer = dict(theirs[0])
     peer["repeat"] = rounds
     peer["runs"] = [run for one in theirs for run in one.get("runs", [])]
     peer["median"] = _median_of([one["median"] for one in theirs])
     json_out.write_text(json.dumps(peer, indent=2, default=str) + "\n", encoding="utf-8")
-    ours = [{"workload": workload_info(workload), "mode": mode, "rules": rules,
+    ours = {STATELESS if rules == STATELESS else mode:
+            {"workload": workload_info(workload), "mode": mode, "rules": rules,
              "repeats": mine[j], "median": _median_of(mine[j])}
-            for j, (mode, rules) in enumerate(runs)]  # fmt: skip
+            for j, (mode, rules) in enumerate(runs)}  # fmt: skip
     return peer, ours
 
 
@@ -699,6 +702,7 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
     main = [r for r in report["results"] if r.get("role") == "flows"]
     flows = main[0]["workload"]["flows"] if main else None
     peers = []
+    ours: dict[tuple[str, str], dict] = {}  # (workload, rules) -> ctaccel's adjacent runs per mode
     for r in main:
         wi = r["workload"]
         if wi["flows"] != flows or r["mode"] != "recirc":
@@ -711,21 +715,17 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
         console.print(f"OVS-DPDK and ctaccel in turn: workload {wi['kind']}, {rules} rules, "
                       f"{repeat} rounds ...")  # fmt: skip
         runs = [("recirc", STATELESS)] if rules == "stateless" else [(m, "ct") for m in MODES]
-        peer, mine = _rounds_with_ovs_dpdk(wi, rules_file, runs, repeat, json_out)
-        peers.append({"workload": wi["name"], "kind": wi["kind"], "rules": rules, "report": peer,
-                      "ours": mine})  # fmt: skip
+        peer, ours[wi["name"], rules] = _rounds_with_ovs_dpdk(wi, rules_file, runs, repeat,
+                                                             json_out)  # fmt: skip
+        peers.append({"workload": wi["name"], "kind": wi["kind"], "rules": rules, "report": peer})
     comparison = {"machine": report["machine"], "ours": report.get("files", {}).get("json"),
                   "rounds": repeat, "rows": []}  # fmt: skip
-    ours = {}
-    for p in peers:
-        for r in p["ours"]:
-            ours[(p["workload"], STATELESS if r["rules"] == STATELESS else r["mode"])] = r
     for p in peers:
         med = (p["report"].get("median") or {}) if "error" not in p["report"] else {}
         tsc = p["report"].get("tsc_hz")
         modes = [STATELESS] if p["rules"] == "stateless" else list(MODES)
         for mode in modes:
-            mine = ours.get((p["workload"], mode))
+            mine = ours[p["workload"], p["rules"]].get(mode)
             if mine is None:
                 continue
             mm = mine["median"]
@@ -739,7 +739,7 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
                    "ovs_dpdk_error": p["report"].get("error"),
                    "ratio_ours_over_ovs_dpdk": _ratio(mm["mpps"], med.get("mpps"))}  # fmt: skip
             comparison["rows"].append(row)
-    comparison["ovs_dpdk_runs"] = [{k: v for k, v in p.items() if k != "ours"} for p in peers]
+    comparison["ovs_dpdk_runs"] = peers
     (out / "comparison.json").write_text(json.dumps(comparison, indent=2, default=str) + "\n")
     comparison["plot"] = str(plots.plot_comparison(comparison, out / "comparison.png"))
     print_comparison(comparison, console)

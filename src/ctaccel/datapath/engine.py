@@ -328,7 +328,8 @@ class DatapathEngine:
                 if used + KR.MAX_OUT_PER_PACKET > len(self._out_ports):
                     self._out_ports = _grown(self._out_ports, used)
                     self._out_fofs = _grown(self._out_fofs, used)
-                flen = int(lengths[i])
+                # room for the widest frame still to come, so wide frames stop the kernel once
+                flen = int(lengths[i:].max())
                 if flen > self._frames_w.shape[1]:
                     self._frames_w = np.zeros((self._frames_w.shape[0], flen), np.uint8)
                 fneed = (KR.MAX_OUT_PER_PACKET + 1) * flen
