@@ -110,13 +110,16 @@ if JIT_DISABLED:
     def prefetch2(arr, i, j):  # noqa: ARG001
         return None
 
+    def prefetch2_write(arr, i, j):  # noqa: ARG001
+        return None
+
 else:
     from llvmlite import ir as _ir
     from numba.core import cgutils as _cgutils
     from numba.core import types as _types
     from numba.extending import intrinsic as _intrinsic
 
-    def _prefetch_codegen(context, builder, signature, args):
+    def _prefetch_codegen(context, builder, signature, args, rw=0):
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
         idx = [context.cast(builder, v, t, _types.intp)
@@ -126,8 +129,11 @@ else:
         i32 = _ir.IntType(32)
         fnty = _ir.FunctionType(_ir.VoidType(), [i8p.type, i32, i32, i32])
         fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [i8p, i32(0), i32(3), i32(1)])
+        builder.call(fn, [i8p, i32(rw), i32(3), i32(1)])
         return context.get_dummy_value()
+
+    def _prefetch_write_codegen(context, builder, signature, args):
+        return _prefetch_codegen(context, builder, signature, args, rw=1)
 
     @_intrinsic
     def _prefetch1(typingctx, arr, i):
@@ -143,6 +149,13 @@ else:
             return None
         return _types.void(arr, i, j), _prefetch_codegen
 
+    @_intrinsic
+    def _prefetch2_write(typingctx, arr, i, j):
+        if not (isinstance(arr, _types.Array) and arr.ndim == 2
+                and isinstance(i, _types.Integer) and isinstance(j, _types.Integer)):  # fmt: skip
+            return None
+        return _types.void(arr, i, j), _prefetch_write_codegen
+
     # compiled functions (not bare intrinsics), so that a kernel's .py_func can call them too
     @njit(inline="always")
     def prefetch(arr, i):
@@ -151,3 +164,7 @@ else:
     @njit(inline="always")
     def prefetch2(arr, i, j):
         _prefetch2(arr, i, j)
+
+    @njit(inline="always")
+    def prefetch2_write(arr, i, j):
+        _prefetch2_write(arr, i, j)
