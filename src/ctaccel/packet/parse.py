@@ -56,6 +56,7 @@ from ctaccel.packet.key import (
     IN_PORT,
     IP_ID,
     IPV6_LABEL,
+    KEY_WIDTH,
     L3_OFS,
     L4_LEN,
     L4_OFS,
@@ -142,7 +143,11 @@ def parse_frame(frame, in_port, key):
 @njit(inline="always")
 def parse_frame_vlan_limit(frame, in_port, key, vlan_limit):
     """:func:`parse_frame` with an explicit OVS ``vlan-limit`` (0 means the maximum, 2)."""
-    key[:] = 0
+    if key.shape[0] == KEY_WIDTH:  # a constant count: a few vector stores, no memset call
+        for c in range(KEY_WIDTH):
+            key[c] = 0
+    else:
+        key[:] = 0
     key[IN_PORT] = in_port
     key[L3_OFS] = -1
     key[L4_OFS] = -1
