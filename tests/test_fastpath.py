@@ -203,3 +203,74 @@ def test_frames_wider_than_the_rewrite_rows_grow_them_mid_batch(mode):
     packets, _convs = T.workload_a_with_conversations(40, 3, seed=9, data_size=3000)
     assert max(len(f) for _p, f, _t in packets) > 2048
     run_checked(packets, H.Plan((len(packets),)), mode, T.NAT_KEEP)
+
+
+# An entry's compact line packs ct_mark, ct_label, the output port and the rule ids into
+# one cache line; values that do not fit (a label word with its top bit set, two outputs)
+# leave the entry to the full layout. Both kinds must answer like the reference engine and
+# serve established data from the fast path.
+_WIDE = """\
+table=0,priority=100,ip,actions=ct(table=1,zone=3)
+table=0,priority=0,actions=drop
+table=1,priority=200,ct_state=+trk+inv,actions=drop
+table=1,priority=100,ct_state=+trk+new,in_port=1,tcp,actions=ct(commit,zone=3,exec(set_field:{set}->{field})),output:2
+table=1,priority=100,ct_state=+trk+est,{field}={value},in_port=1,actions={orig_out}
+table=1,priority=100,ct_state=+trk+est,{field}={value},in_port=2,actions={reply_out}
+table=1,priority=0,actions=drop
+"""
+_COMPACT_CASES = {
+    # the largest ct_mark: packed at the top of its word
+    "mark-max": (
+        dict(
+            set="0xffffffff",
+            field="ct_mark",
+            value="0xffffffff",
+            orig_out="output:2",
+            reply_out="output:1",
+        ),
+        True,
+    ),
+    # a label word >= 2**31 does not fit; nor do two outputs
+    "label-high-bit": (
+        dict(
+            set="0x80000000",
+            field="ct_label",
+            value="0x80000000",
+            orig_out="output:2",
+            reply_out="output:1",
+        ),
+        False,
+    ),
+    "two-outputs": (
+        dict(
+            set="0x1",
+            field="ct_mark",
+            value="0x1",
+            orig_out="output:2,output:4",
+            reply_out="output:1,output:3",
+        ),
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_COMPACT_CASES))
+def test_compact_and_full_entries_answer_alike(case):
+    from ctaccel.datapath import kernel as KR
+
+    fields, compact = _COMPACT_CASES[case]
+    rules = _WIDE.format(**fields)
+    n_flows, rounds = 120, 4
+    packets, _convs = T.workload_a_with_conversations(n_flows, rounds, seed=13)
+    plan = H.Plan((len(packets),))
+    expected = H.run_reference(rules, packets, plan)
+    run = H.run_engine(DatapathEngine, AE, rules, packets, plan, keep_engine=True)
+    report = H.first_divergence(packets, expected, run, AE, plan)
+    assert report is None, report
+    steady = run.results[3 * n_flows + 2 * n_flows :]
+    assert all(r.path == FAST for r in steady), _path_histogram(steady)
+    engine = run.engine
+    count = int(engine._fp_state[KR.FP_COUNT])
+    heads = engine._fp_rows[:count, KR.FC_HEAD]
+    assert count == 2 * n_flows
+    assert bool((heads & KR.FC_COMPACT).all()) if compact else not (heads & KR.FC_COMPACT).any()

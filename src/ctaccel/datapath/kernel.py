@@ -227,19 +227,36 @@ KS_CT_CALLS = 10
 KS_OUT_OVERFLOW = 11
 KS_WIDTH = 16
 
-# fast-path entries: one row of FP_WIDTH int64 per entry, packed so that what a hit reads
-# (the header, its steps, outputs and rule ids) is contiguous: a few adjacent cache lines.
+# fast-path entries: one row of FP_WIDTH int64 per entry. It opens with a compact line
+# (FC_*, one cache line): everything a hit of a common entry reads (at most one ct step
+# without translation, at most one output and two rules, values small enough to pack), so
+# such a hit reads one line of its row. Every entry also has the full layout after it (FI_*,
+# from FP_FULL), packed so that what a hit reads (the header, its steps, outputs and rule
+# ids) is contiguous; a hit of an entry whose FC_HEAD has no FC_COMPACT bit reads that.
+FC_HEAD = 0  # FC_COMPACT | nsteps << 1 | nout << 2 | nrules << 3 | drop << 8 | recircs << 16
+#              | (ct_state + 1) << 24
+FC_SLOT = 1  # the first step's connection slot, -1 if none (full entries too: prefetch)
+FC_GEN = 2  # its generation
+FC_STEP = 3  # reply | update << 1 | proto << 2 | expected ct_state << 10
+FC_LABEL = 4  # 2 words: ct_label words 0 | 1 << 32 and 2 | 3 << 32 (words 1, 3 < 2**31)
+FC_OUT = 6  # the output port (< 2**31) | ct_mark << 31
+FC_RULES = 7  # rule id | rule id << 31
+FC_WIDTH = 8
+FC_COMPACT = 1
+M31 = (1 << 31) - 1
+M32 = (1 << 32) - 1
 MAX_STEPS = 4
 MAX_FP_OUT = 8
 MAX_FP_RULES = 16
-FI_NSTEPS = 0
-FI_NOUT = 1
-FI_NRULES = 2
-FI_CT_STATE = 3
-FI_DROP = 4
-FI_RECIRCS = 5
-FI_NAT = 6  # 1: some step rewrites the frame (NAT): outputs carry the rewritten copy
-FI_STEPS = 8  # steps start here, S_WIDTH words each; then the outputs; then the rule ids
+FP_FULL = FC_WIDTH
+FI_NSTEPS = FP_FULL + 0
+FI_NOUT = FP_FULL + 1
+FI_NRULES = FP_FULL + 2
+FI_CT_STATE = FP_FULL + 3
+FI_DROP = FP_FULL + 4
+FI_RECIRCS = FP_FULL + 5
+FI_NAT = FP_FULL + 6  # 1: some step rewrites the frame (NAT): outputs carry the rewritten copy
+FI_STEPS = FP_FULL + 8  # steps start here, S_WIDTH words each; then the outputs; then rule ids
 S_SLOT = 0
 S_GEN = 1
 S_REPLY = 2
@@ -259,8 +276,8 @@ N_SPORT = 4
 N_DPORT = 5
 N_WIDTH = 6
 TRACE_WIDTH = S_WIDTH + N_WIDTH
-FN_NAT = FI_STEPS + MAX_STEPS * S_WIDTH + MAX_FP_OUT + MAX_FP_RULES  # 80
-FP_WIDTH = FN_NAT + MAX_STEPS * N_WIDTH  # 104
+FN_NAT = FI_STEPS + MAX_STEPS * S_WIDTH + MAX_FP_OUT + MAX_FP_RULES  # 88
+FP_WIDTH = FN_NAT + MAX_STEPS * N_WIDTH  # 112
 STACK_WIDTH = 6  # stack_frame columns: pc, end, handle, recirc id, frame rewritten
 _NAT_BITS = CS_SRC_NAT | CS_DST_NAT
 MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT_OVERFLOW)
@@ -371,6 +388,100 @@ def _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf):
                 flen, out_fbuf[fofs : fofs + flen])  # fmt: skip
     out_n[1] = fofs + flen
     return fofs
+
+
+@njit(inline="always")
+def _fast_apply_compact(e, head, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stats,
+                        saved, res, i, out_ports, out_n):  # fmt: skip
+    """_fast_apply for an entry with a compact line (``head`` = its FC_HEAD): the same checks
+    and effects, reading only that line of the row."""
+    if head & 2:  # one ct step
+        slot = fp_rows[e, FC_SLOT]
+        gen = fp_rows[e, FC_GEN]
+        if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != gen:
+            return PUNT_CONN
+        lab01 = fp_rows[e, FC_LABEL]
+        lab23 = fp_rows[e, FC_LABEL + 1]
+        if (conns[slot, C_MARK] != (fp_rows[e, FC_OUT] >> 31)
+                or conns[slot, C_LABEL] != (lab01 & M32)
+                or conns[slot, C_LABEL + 1] != (lab01 >> 32)
+                or conns[slot, C_LABEL + 2] != (lab23 & M32)
+                or conns[slot, C_LABEL + 3] != (lab23 >> 32)):  # fmt: skip
+            return PUNT_STATE  # later rules may match ct_mark/ct_label: their path could differ
+        step = fp_rows[e, FC_STEP]
+        if step & 2:  # the step updated the connection
+            l4_ofs = key[L4_OFS]
+            l4_len = min(key[L4_LEN], flen - l4_ofs)
+            st = ct_recheck(conns, slot, gen, step & 1, (step >> 2) & 0xFF, frame, l4_ofs,
+                            l4_len, now_ms, timeouts, saved[0])  # fmt: skip
+            if st != (step >> 10):
+                if st >= 0:  # valid but a different ct_state than recorded: undo it
+                    for c in range(HOT_WIDTH):
+                        conns[slot, c] = saved[0, c]
+                return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
+    nrules = (head >> 3) & 3
+    if nrules > 0:
+        rules = fp_rows[e, FC_RULES]
+        rid = rules & M31
+        rule_stats[rid, 0] += 1
+        rule_stats[rid, 1] += flen
+        if nrules > 1:
+            rid = rules >> 31
+            rule_stats[rid, 0] += 1
+            rule_stats[rid, 1] += flen
+    base = out_n[0]
+    nout = (head >> 2) & 1
+    if nout:
+        out_ports[base] = fp_rows[e, FC_OUT] & M31
+        out_n[0] = base + 1
+    res[i, R_NOUT] = nout
+    res[i, R_OUT_START] = base
+    res[i, R_CT_STATE] = ((head >> 24) & 0x3FF) - 1
+    res[i, R_DROP] = 0 if nout else (head >> 8) & 0xFF
+    res[i, R_RECIRCS] = (head >> 16) & 0xFF
+    res[i, R_PATH] = PATH_FAST
+    return PUNT_NONE
+
+
+@njit(inline="always")
+def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, recircs,
+                  trace_steps, trace_rules, port):  # fmt: skip
+    """Write entry ``e``'s FC_* line: compact when everything a hit needs fits it, else a
+    head of 0 (the full layout serves) with the first step's slot for the prefetcher."""
+    for c in range(FC_WIDTH):
+        fp_rows[e, c] = 0
+    fp_rows[e, FC_SLOT] = trace_steps[0, S_SLOT] if nsteps > 0 else -1
+    if any_nat != 0 or nsteps > 1 or nout > 1 or nrules > 2:
+        return
+    if not (-1 <= ct_state <= 1022 and 0 <= drop <= 0xFF and 0 <= recircs <= 0xFF):
+        return
+    for r in range(nrules):
+        if not 0 <= trace_rules[r] <= M31:
+            return
+    if nout == 1 and not 0 <= port <= M31:
+        return
+    mark = 0
+    if nsteps == 1:
+        mark = trace_steps[0, S_MARK]
+        lab = trace_steps[0, S_LABEL : S_LABEL + 4]
+        if not (0 <= mark <= M32 and 0 <= lab[0] <= M32 and 0 <= lab[1] <= M31
+                and 0 <= lab[2] <= M32 and 0 <= lab[3] <= M31):  # fmt: skip
+            return
+        proto = trace_steps[0, S_PROTO]
+        state = trace_steps[0, S_STATE] & ~_NAT_BITS
+        if not (0 <= proto <= 0xFF and 0 <= state <= 0xFF and trace_steps[0, S_SLOT] >= 0):
+            return
+        fp_rows[e, FC_GEN] = trace_steps[0, S_GEN]
+        fp_rows[e, FC_STEP] = ((1 if trace_steps[0, S_REPLY] else 0)
+                               | (2 if trace_steps[0, S_UPDATE] else 0)
+                               | (proto << 2) | (state << 10))  # fmt: skip
+        fp_rows[e, FC_LABEL] = lab[0] | (lab[1] << 32)
+        fp_rows[e, FC_LABEL + 1] = lab[2] | (lab[3] << 32)
+    fp_rows[e, FC_OUT] = (port if nout == 1 else 0) | (mark << 31)
+    if nrules > 0:
+        fp_rows[e, FC_RULES] = trace_rules[0] | ((trace_rules[1] << 31) if nrules > 1 else 0)
+    fp_rows[e, FC_HEAD] = (FC_COMPACT | (nsteps << 1) | (nout << 2) | (nrules << 3)
+                           | (drop << 8) | (recircs << 16) | ((ct_state + 1) << 24))  # fmt: skip
 
 
 @njit(inline="always")
@@ -512,12 +623,17 @@ def _install(em_key, em_hash, vm, trace_steps, trace_rules, out_ports, fp_rows, 
             e = 0
         em_insert(em_keys, em_used, em_value, em_hashes, em_state, em_key, e)
         fp_state[FP_COUNT] = e + 1
+    ct_state = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
+    drop = _drop_code(vm)
+    port = out_ports[vm[VM_OUT_BASE]] if nout > 0 else 0
+    _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, vm[VM_RECIRCS],
+                  trace_steps, trace_rules, port)  # fmt: skip
     fp_rows[e, FI_NSTEPS] = nsteps
     fp_rows[e, FI_NOUT] = nout
     fp_rows[e, FI_NRULES] = nrules
-    fp_rows[e, FI_CT_STATE] = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
+    fp_rows[e, FI_CT_STATE] = ct_state
     fp_rows[e, FI_RECIRCS] = vm[VM_RECIRCS]
-    fp_rows[e, FI_DROP] = _drop_code(vm)
+    fp_rows[e, FI_DROP] = drop
     fp_rows[e, FI_NAT] = 1 if any_nat == 1 else 0
     for s in range(nsteps):
         for c in range(S_WIDTH):
@@ -568,22 +684,19 @@ def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_va
             emk[r, EMK_HINT] = e
             emk[r, EMK_EPOCH] = kstats[KS_FP_INSTALLS]
             if e >= 0 and e < fp_rows.shape[0]:
-                for c in range(0, FP_HOT_WORDS, 8):
-                    prefetch2(fp_rows, e, c)
+                prefetch2(fp_rows, e, 0)  # the compact line
         vm[VM_PF_ENTRY] += 1
     lim = min(vm[VM_PF_ENTRY], i + PF_CONN_AHEAD)
     while vm[VM_PF_CONN] < lim:
         e = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
         if e >= 0 and e < fp_rows.shape[0]:
-            nsteps = min(fp_rows[e, FI_NSTEPS], MAX_STEPS)
-            hot = FI_STEPS + nsteps * S_WIDTH + fp_rows[e, FI_NOUT] + fp_rows[e, FI_NRULES]
-            for c in range(FP_HOT_WORDS, min(hot, FN_NAT), 8):
-                prefetch2(fp_rows, e, c)
-            for st in range(nsteps):
-                slot = fp_rows[e, FI_STEPS + st * S_WIDTH + S_SLOT]
-                if slot >= 0 and slot < conns.shape[0]:
-                    for c in range(0, HOT_WIDTH, 8):  # what a re-check reads and writes
-                        prefetch2(conns, slot, c)
+            if fp_rows[e, FC_HEAD] & FC_COMPACT == 0:  # a full entry: its layout's first lines
+                for c in range(FP_FULL, FP_FULL + FP_HOT_WORDS, 8):
+                    prefetch2(fp_rows, e, c)
+            slot = fp_rows[e, FC_SLOT]  # the first step's connection (later ones: none)
+            if slot >= 0 and slot < conns.shape[0]:
+                for c in range(0, HOT_WIDTH, 8):  # what a re-check reads and writes
+                    prefetch2(conns, slot, c)
         vm[VM_PF_CONN] += 1
 
 
@@ -732,12 +845,18 @@ def run_batch(
                         # the row an install at the end of full processing would fill
                         nxt = fp_state[FP_COUNT]
                         if nxt < fp_rows.shape[0]:
-                            for c in range(0, FP_HOT_WORDS, 8):
+                            for c in range(0, FP_FULL + FP_HOT_WORDS, 8):
                                 prefetch2_write(fp_rows, nxt, c)
                     else:
-                        punt = _fast_apply(e, frame, flen, key, now, conns, timeouts, fp_rows,
-                                           rule_stats, saved, res, i, out_ports, out_n,
-                                           out_fofs, out_fbuf)  # fmt: skip
+                        head = fp_rows[e, FC_HEAD]
+                        if head & FC_COMPACT:
+                            punt = _fast_apply_compact(e, head, frame, flen, key, now, conns,
+                                                       timeouts, fp_rows, rule_stats, saved, res,
+                                                       i, out_ports, out_n)  # fmt: skip
+                        else:
+                            punt = _fast_apply(e, frame, flen, key, now, conns, timeouts,
+                                               fp_rows, rule_stats, saved, res, i, out_ports,
+                                               out_n, out_fofs, out_fbuf)  # fmt: skip
                 if punt == PUNT_NONE:
                     kstats[KS_FAST] += 1
                     continue
