@@ -119,42 +119,43 @@ else:
     from numba.core import types as _types
     from numba.extending import intrinsic as _intrinsic
 
-    def _prefetch_codegen(context, builder, signature, args, rw=0):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [context.cast(builder, v, t, _types.intp)
-               for v, t in zip(args[1:], signature.args[1:], strict=True)]  # fmt: skip
-        ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
-        i8p = builder.bitcast(ptr, _ir.IntType(8).as_pointer())
-        i32 = _ir.IntType(32)
-        fnty = _ir.FunctionType(_ir.VoidType(), [i8p.type, i32, i32, i32])
-        fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [i8p, i32(rw), i32(3), i32(1)])
-        return context.get_dummy_value()
+    def _prefetch_codegen(rw):
+        """llvm.prefetch of the element the index arguments name; ``rw`` 1 asks for writing."""
 
-    def _prefetch_write_codegen(context, builder, signature, args):
-        return _prefetch_codegen(context, builder, signature, args, rw=1)
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            idx = [context.cast(builder, v, t, _types.intp)
+                   for v, t in zip(args[1:], signature.args[1:], strict=True)]  # fmt: skip
+            ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
+            i8p = builder.bitcast(ptr, _ir.IntType(8).as_pointer())
+            i32 = _ir.IntType(32)
+            fnty = _ir.FunctionType(_ir.VoidType(), [i8p.type, i32, i32, i32])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            builder.call(fn, [i8p, i32(rw), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        return codegen
 
     @_intrinsic
     def _prefetch1(typingctx, arr, i):
         if not (isinstance(arr, _types.Array) and arr.ndim == 1
                 and isinstance(i, _types.Integer)):  # fmt: skip
             return None
-        return _types.void(arr, i), _prefetch_codegen
+        return _types.void(arr, i), _prefetch_codegen(0)
 
-    @_intrinsic
-    def _prefetch2(typingctx, arr, i, j):
-        if not (isinstance(arr, _types.Array) and arr.ndim == 2
-                and isinstance(i, _types.Integer) and isinstance(j, _types.Integer)):  # fmt: skip
-            return None
-        return _types.void(arr, i, j), _prefetch_codegen
+    def _prefetch2_intrinsic(rw):
+        def typer(typingctx, arr, i, j):
+            if not (isinstance(arr, _types.Array) and arr.ndim == 2
+                    and isinstance(i, _types.Integer) and isinstance(j, _types.Integer)):  # fmt: skip
+                return None
+            return _types.void(arr, i, j), _prefetch_codegen(rw)
 
-    @_intrinsic
-    def _prefetch2_write(typingctx, arr, i, j):
-        if not (isinstance(arr, _types.Array) and arr.ndim == 2
-                and isinstance(i, _types.Integer) and isinstance(j, _types.Integer)):  # fmt: skip
-            return None
-        return _types.void(arr, i, j), _prefetch_write_codegen
+        typer.__name__ = typer.__qualname__ = f"_prefetch2_rw{rw}"
+        return _intrinsic(typer)
+
+    _prefetch2 = _prefetch2_intrinsic(0)
+    _prefetch2_write = _prefetch2_intrinsic(1)
 
     # compiled functions (not bare intrinsics), so that a kernel's .py_func can call them too
     @njit(inline="always")

@@ -7,9 +7,10 @@ validate checksums; ``build.py`` uses :func:`checksum_bytes` to fill them in.
 Design: a checksum is computed in two stages, as OVS's csum_continue/csum_finish do: an
 *unfolded* accumulator (a plain int64 sum of big-endian words, 32 bits at a time, then a
 16-bit one; a trailing odd byte is the high byte of a last word padded with zero; it folds to
-the sum of the 16-bit words), then :func:`ones_fold` folds carries back into 16 bits. Sums of several pieces (pseudo-header + L4 bytes) just add accumulators. A
-received header or segment is valid when the folded sum over it (checksum field included)
-is 0xffff, i.e. the finished checksum (``~fold``) is 0.
+the sum of the 16-bit words), then :func:`ones_fold` folds carries back into 16 bits. Sums
+of several pieces (pseudo-header + L4 bytes) just add accumulators. A received header or
+segment is valid when the folded sum over it (checksum field included) is 0xffff, i.e. the
+finished checksum (``~fold``) is 0.
 
 Invariants:
 - Every kernel reads only ``data[start:start+length]`` and clips that range to the array,
