@@ -201,6 +201,8 @@ def plot_comparison(comparison: dict, path) -> Path:
     series: dict = {"recirc": {}, "assume-established": {}, STATELESS: {}, "ovs-dpdk": {}}
     for row in comparison.get("rows", []):
         group = f"{row['kind']} {'stateless' if row['rules'] == 'stateless' else 'firewall'}"
+        if row["rules"] == "stateless":  # the stateless rounds also run AE on the firewall rules
+            group += "\n(assume-established: firewall rules)"
         if group not in groups:
             groups.append(group)
         series[row["ours_mode"]][group] = (row["ours_mpps"], 0, 0)
