@@ -121,6 +121,7 @@ class DatapathEngine:
         self.upcalls = 0
         self.slow_packets = 0
         self._vm = np.zeros(KR.VM_WIDTH, np.int64)
+        self._vm_pipeline = self._vm[KR.VM_PF_KEY : KR.VM_PARSED + 1]  # reset per batch (a view)
         depth = KR.MAX_RECIRC_DEPTH + 1
         self._stack_key = np.zeros((depth, K.KEY_WIDTH), np.int64)
         self._stack_md = np.zeros((depth, KR.NCT), np.int64)
@@ -176,10 +177,10 @@ class DatapathEngine:
     def _reserve_fast_path(self, n: int) -> None:
         """Room for ``n`` more fast-path entries (the kernel installs without Python): grow
         the entry arrays and the exact-match table, up to ``max_fast_path``."""
-        count = int(self._fp_state[KR.FP_COUNT])
-        cap = int(self._fp_state[KR.FP_CAP])
+        fp, es = self._fp_state, self.exact.state
+        count, cap = fp.item(KR.FP_COUNT), fp.item(KR.FP_CAP)
         want = count + n
-        if want <= cap and int(self.exact.state[ES_COUNT]) + n <= int(self.exact.state[ES_LIMIT]):
+        if want <= cap and es.item(ES_COUNT) + n <= es.item(ES_LIMIT):
             return
         if cap >= self.max_fast_path:
             return  # the kernel starts the cache afresh when it is full
@@ -260,11 +261,11 @@ class DatapathEngine:
         n = len(offsets)
         # One array type for every argument (C-contiguous, writable): numba compiles a kernel
         # once per argument types, and a read-only buffer would be a second specialisation.
-        buf = _c_writable(buf, np.uint8)
-        offsets = _c_writable(offsets, np.int64)
-        lengths = _c_writable(lengths, np.int64)
-        in_ports = _c_writable(in_ports, np.int64)
-        now_ms = _c_writable(now_ms, np.int64)
+        buf = _c_writable(buf, _U8)
+        offsets = _c_writable(offsets, _I64)
+        lengths = _c_writable(lengths, _I64)
+        in_ports = _c_writable(in_ports, _I64)
+        now_ms = _c_writable(now_ms, _I64)
         if self.mode == "assume-established":
             self._reserve_fast_path(n)
         # Scratch is kept between calls (the key rings; the parser zeroes each key itself).
@@ -275,7 +276,7 @@ class DatapathEngine:
         keys = self._keys
         res = np.empty((n, KR.RES_WIDTH), np.int64)
         out_n = self._out_n
-        out_n[:] = 0
+        out_n.fill(0)
         need = n * 4 + KR.MAX_OUT_PER_PACKET
         if len(self._out_ports) < need:
             self._out_ports = np.zeros(need, np.int64)
@@ -284,7 +285,7 @@ class DatapathEngine:
         start = 0
         vm = self._vm
         vm[KR.VM_RESUME] = 0
-        vm[KR.VM_PF_KEY : KR.VM_PARSED + 1] = 0  # a new batch: nothing parsed or prefetched
+        self._vm_pipeline.fill(0)  # a new batch: nothing parsed or prefetched
         mode = 1 if self.mode == "assume-established" else 0
         while True:
             self.conntrack.reserve(4 * (n - start) + 16)
@@ -306,8 +307,8 @@ class DatapathEngine:
                 self._cur_md, self._trace_steps, self._trace_rules, self._mf_key, self._emk,
                 self._saved, self._scratch,
             )  # fmt: skip
-            status = int(vm[KR.VM_STATUS])
-            i = int(vm[KR.VM_PACKET])
+            status = vm.item(KR.VM_STATUS)
+            i = vm.item(KR.VM_PACKET)
             if status == KR.ST_DONE:
                 break
             if status == KR.ST_MISS:
@@ -338,10 +339,11 @@ class DatapathEngine:
                 start = i
             else:  # pragma: no cover - a kernel bug
                 raise RuntimeError(f"run_batch returned status {status}")
-        used = int(out_n[0])
+        used, fbytes = out_n.item(0), out_n.item(1)
+        if fbytes == 0:  # no output carried a rewritten frame: out_fofs would be all -1
+            return BatchResult(res, self._out_ports[:used].copy(), slow)
         return BatchResult(res, self._out_ports[:used].copy(), slow,
-                           self._out_fofs[:used].copy(),
-                           self._out_fbuf[: int(out_n[1])].copy())  # fmt: skip
+                           self._out_fofs[:used].copy(), self._out_fbuf[:fbytes].copy())  # fmt: skip
 
     def process_batch(self, frames, in_ports, now_ms) -> list[PacketResult]:
         """Process frames (bytes) in order; one PacketResult per frame, like the reference
@@ -405,11 +407,19 @@ class DatapathEngine:
         }
 
 
+_NPY_C_WRITABLE = 0x1 | 0x400  # NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_WRITEABLE (flags.num)
+_U8, _I64 = np.dtype(np.uint8), np.dtype(np.int64)
+
+
 def _c_writable(a, dtype):
     """``a`` as a C-contiguous writable array of ``dtype`` (itself when it already is): one
-    argument type per kernel parameter, so numba compiles each kernel once."""
-    if (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
-            and a.flags.writeable):  # fmt: skip
+    argument type per kernel parameter, so numba compiles each kernel once. ``dtype`` is a
+    ``np.dtype``; the test is written for speed (it runs five times a batch)."""
+    if (
+        type(a) is np.ndarray
+        and a.dtype is dtype
+        and a.flags.num & _NPY_C_WRITABLE == _NPY_C_WRITABLE
+    ):
         return a
     return np.require(a, dtype, ("C", "W"))
 
