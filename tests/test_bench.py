@@ -206,3 +206,46 @@ def test_flow_count_option_parsing():
     assert result.exit_code == 2 and "flow count" in result.output
     result = CliRunner().invoke(bench, ["--new-fraction", "1.5"])
     assert result.exit_code == 2
+
+
+def test_comparison_pairs_each_round_with_ovs_dpdk(smoke, tmp_path, monkeypatch):
+    """compare_with_ovs_dpdk without OVS-DPDK: a stand-in for its process answers a different
+    rate each round, so the per-round pairing and the median of the rounds' ratios show."""
+    _out, report, _ = smoke
+    rates = iter([1.0, 2.0, 4.0, 1.5, 3.0, 6.0, 0.5, 1.0, 2.0])  # three rounds x three captures
+    calls = []
+
+    def fake_ovs_dpdk(pcap, rules_file, repeat, json_out, timeout=1800):
+        mpps = next(rates)
+        calls.append((str(rules_file), mpps))
+        return {"median": {"mpps": mpps, "cycles_per_packet": 100.0}, "tsc_hz": 2e9,
+                "runs": [{"mpps": mpps}]}  # fmt: skip
+
+    monkeypatch.setattr(runner, "ovs_dpdk_unavailable", lambda: None)
+    monkeypatch.setattr(runner, "run_ovs_dpdk", fake_ovs_dpdk)
+    comparison = runner.compare_with_ovs_dpdk(report, tmp_path, repeat=3)
+    assert len(calls) == 9
+    rows = {(r["kind"], r["rules"], r["ours_mode"]): r for r in comparison["rows"]}
+    assert set(rows) == {("A", "ct", "recirc"), ("A", "ct", "assume-established"),
+                         ("A", "stateless", runner.STATELESS),
+                         ("A", "stateless", "assume-established"),
+                         ("B", "ct", "recirc"), ("B", "ct", "assume-established")}  # fmt: skip
+    # The stateless rounds run assume-established on the firewall rules beside OVS-DPDK's
+    # stateless rules: the target "AE >= OVS-DPDK stateless" is read from that pair.
+    assert rows["A", "stateless", "assume-established"]["ours_rules"] == "ct"
+    assert rows["A", "stateless", runner.STATELESS]["ours_rules"] == runner.STATELESS
+    for row in rows.values():
+        theirs = [m for f, m in calls if f == str(_rules_file(report, row))]
+        assert len(row["ratio_per_round"]) == len(theirs) == 3
+        assert row["ovs_dpdk_mpps"] == pytest.approx(statistics.median(theirs))
+        ours = [x * t for x, t in zip(row["ratio_per_round"], theirs, strict=True)]
+        assert row["ours_mpps"] == pytest.approx(statistics.median(ours))  # one run per round
+        assert row["ratio_ours_over_ovs_dpdk"] == pytest.approx(
+            statistics.median(row["ratio_per_round"]))  # fmt: skip
+    assert (tmp_path / "comparison.json").is_file()
+    assert (tmp_path / "comparison.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def _rules_file(report, row):
+    r = _result(report, row["kind"], "recirc")["workload"]
+    return r["stateless_rules"] if row["rules"] == "stateless" else r["rules"]

@@ -782,9 +782,11 @@ def print_comparison(comparison: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    t = Table(title="ctaccel vs OVS-DPDK (same captures, same rules, one core each, same run)")
+    names = sorted({row["workload"] for row in comparison["rows"]})
+    t = Table(title="ctaccel vs OVS-DPDK (same captures, same rules, one core each, same run): "
+              + ", ".join(names))  # fmt: skip
     for col in ("workload", "OVS-DPDK rules", "ctaccel", "ctaccel Mpps", "cycles/pkt",
-                "OVS-DPDK Mpps", "OVS cycles/pkt", "ours / OVS-DPDK", "(rounds)"):  # fmt: skip
+                "OVS-DPDK Mpps", "OVS cycles/pkt", "ours / OVS-DPDK", "(lowest–highest)"):  # fmt: skip
         t.add_column(
             col, justify="right" if "pkt" in col or "Mpps" in col or "/" in col else "left"
         )
@@ -793,14 +795,14 @@ def print_comparison(comparison: dict, console=None) -> None:
         if row.get("ours_rules", "ct") == "ct" and row["rules"] == "stateless":
             ours += " (firewall rules)"
         rounds = row.get("ratio_per_round") or []
-        t.add_row(row["workload"], row["rules"], ours, _fmt(row["ours_mpps"]),
+        t.add_row(row["kind"], row["rules"], ours, _fmt(row["ours_mpps"]),
                   _fmt(row["ours_cycles_per_packet"], ".0f"), _fmt(row["ovs_dpdk_mpps"]),
                   _fmt(row["ovs_dpdk_cycles_per_packet"], ".0f"),
                   _fmt(row["ratio_ours_over_ovs_dpdk"]),
-                  " ".join(f"{x:.2f}" for x in rounds) or "–")  # fmt: skip
+                  f"{min(rounds):.2f}–{max(rounds):.2f}" if rounds else "–")  # fmt: skip
     console.print(t)
     console.print("ours / OVS-DPDK: the median of the rounds' ratios (one run of each side "
-                  "per round, adjacent in time)")  # fmt: skip
+                  "per round, adjacent in time) and their range")  # fmt: skip
     for p in comparison.get("ovs_dpdk_runs", []):
         if "error" in p["report"]:
             console.print(f"[red]OVS-DPDK {p['workload']} {p['rules']}:[/] {p['report']['error']}")
