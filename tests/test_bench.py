@@ -244,6 +244,18 @@ def test_comparison_pairs_each_round_with_ovs_dpdk(smoke, tmp_path, monkeypatch)
             statistics.median(row["ratio_per_round"]))  # fmt: skip
     assert (tmp_path / "comparison.json").is_file()
     assert (tmp_path / "comparison.png").read_bytes().startswith(PNG_MAGIC)
+    # The targets are read from those rows and from the bench's paired AE / recirc ratios.
+    targets = {t["target"]: t for t in comparison["targets"]}
+    assert len(targets) == len(runner.TARGETS) == 5
+    for name, source, key, threshold in runner.TARGETS:
+        t = targets[name]
+        if source == "comparison":
+            assert t["value"] == rows[key]["ratio_ours_over_ovs_dpdk"]
+            assert t["lowest"] == min(rows[key]["ratio_per_round"])
+        else:
+            ratio = next(r for r in report["ratios"] if r["kind"] == key[0])
+            assert t["value"] == ratio[key[1]]
+        assert t["met"] == (t["value"] >= threshold)
 
 
 def _rules_file(report, row):

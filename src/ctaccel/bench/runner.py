@@ -771,10 +771,64 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
                    "ratio_of_medians": _ratio(mm["mpps"], med.get("mpps"))}  # fmt: skip
             comparison["rows"].append(row)
     comparison["ovs_dpdk_runs"] = peers
+    comparison["targets"] = check_targets(report, comparison)
     (out / "comparison.json").write_text(json.dumps(comparison, indent=2, default=str) + "\n")
     comparison["plot"] = str(plots.plot_comparison(comparison, out / "comparison.png"))
     print_comparison(comparison, console)
+    print_targets(comparison["targets"], console)
     return comparison
+
+
+# The benchmark issue's targets: (name, where the figure comes from, key, threshold). "ratios"
+# keys are (workload kind, field) of report["ratios"]; "comparison" keys are (kind, OVS-DPDK
+# rules, our mode) of comparison["rows"].
+TARGETS = (
+    ("assume-established on A >= 3.5x OVS-DPDK's conntrack pipeline", "comparison",
+     ("A", "ct", "assume-established"), 3.5),
+    ("assume-established on A (firewall rules) >= 1x OVS-DPDK with stateless rules",
+     "comparison", ("A", "stateless", "assume-established"), 1.0),
+    ("assume-established / recirc on A >= 3x", "ratios", ("A", "ae_over_recirc"), 3.0),
+    ("assume-established / recirc on B >= 1.5x", "ratios", ("B", "ae_over_recirc"), 1.5),
+    ("workload B (assume-established) >= OVS-DPDK's rate", "comparison",
+     ("B", "ct", "assume-established"), 1.0),
+)  # fmt: skip
+
+
+def check_targets(report: dict, comparison: dict) -> list[dict]:
+    """Each target's figure from this run (a median of paired ratios), the lowest and highest
+    pair, and whether the median meets it (None when the figure is missing)."""
+    rows = {(r["kind"], r["rules"], r["ours_mode"]): r for r in comparison.get("rows", [])}
+    compared = {r["workload"] for r in comparison.get("rows", [])}  # the first flow count's
+    ratios = {r["kind"]: r for r in report.get("ratios", []) if r["workload"] in compared}
+    out = []
+    for name, source, key, threshold in TARGETS:
+        if source == "comparison":
+            row = rows.get(key) or {}
+            value, pairs = row.get("ratio_ours_over_ovs_dpdk"), row.get("ratio_per_round") or []
+        else:
+            row = ratios.get(key[0]) or {}
+            value, pairs = row.get(key[1]), row.get(key[1] + "_pairs") or []
+        out.append({"target": name, "threshold": threshold, "value": value,
+                    "lowest": min(pairs) if pairs else None,
+                    "highest": max(pairs) if pairs else None,
+                    "met": None if value is None else value >= threshold})  # fmt: skip
+    return out
+
+
+def print_targets(targets: list[dict], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title="the benchmark's targets in this run (medians of paired ratios)")
+    for col in ("target", "measured", "(lowest–highest)", "met"):
+        t.add_column(col, justify="left" if col == "target" else "right")
+    for row in targets:
+        spread = (f"{row['lowest']:.2f}–{row['highest']:.2f}"
+                  if row["lowest"] is not None else "–")  # fmt: skip
+        met = {None: "–", True: "yes", False: "[red]no[/]"}[row["met"]]
+        t.add_row(row["target"], _fmt(row["value"]), spread, met)
+    console.print(t)
 
 
 def print_comparison(comparison: dict, console=None) -> None:
