@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     report = runner.run_bench(flows_list=args.flows, new_fractions=args.new_fraction,
                               repeats=args.repeats, packets=args.packets, out_dir=args.out_dir,
                               quick=args.quick, startup_times=not args.no_startup,
+                              cold_start="measure",
                               console=console)  # fmt: skip
     comparison = runner.compare_with_ovs_dpdk(report, args.out_dir, args.ovs_dpdk_repeats,
                                               console)  # fmt: skip

@@ -261,3 +261,39 @@ def test_comparison_pairs_each_round_with_ovs_dpdk(smoke, tmp_path, monkeypatch)
 def _rules_file(report, row):
     r = _result(report, row["kind"], "recirc")["workload"]
     return r["stateless_rules"] if row["rules"] == "stateless" else r["rules"]
+
+
+def test_cold_startup_reuses_this_build_s_figure(tmp_path, monkeypatch):
+    """The cold start-up is measured once per build of the kernels (a cache directory) and
+    reused; "measure" always measures (the fresh process is stood in for here: it takes
+    minutes)."""
+    from ctaccel import jit
+
+    measured = []
+
+    def fake_startup(cold, timeout=0):
+        measured.append(cold)
+        return {"cold": cold, "warm_up_seconds": 123.0, "total_seconds": 124.0}
+
+    monkeypatch.setattr(jit, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(runner, "startup", fake_startup)
+    assert runner._cache_is_empty()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "kernel.nbi").write_bytes(b"x")
+    assert not runner._cache_is_empty()
+    # No record yet: "auto" measures, and records.
+    first = runner.cold_startup("auto")
+    assert measured == [True] and first["warm_up_seconds"] == 123.0
+    assert json.loads((tmp_path / runner.COLD_START_RECORD).read_text())["warm_up_seconds"] == 123.0
+    # Recorded: "auto" reuses it and says so; "measure" measures again.
+    again = runner.cold_startup("auto")
+    assert measured == [True] and again["warm_up_seconds"] == 123.0
+    assert again["how"].startswith("recorded") and first["measured_at"] in again["how"]
+    runner.cold_startup("measure")
+    assert measured == [True, True]
+    # A process that compiled from an empty cache reports its own warm-up, and records it.
+    own = runner.cold_startup("auto", own_cold_warm_up=42.0)
+    assert measured == [True, True] and own["warm_up_seconds"] == 42.0 and "own" in own["how"]
+    assert runner.cold_startup("auto")["warm_up_seconds"] == 42.0
+    with pytest.raises(ValueError):
+        runner.cold_startup("sometimes")
