@@ -679,11 +679,12 @@ def print_report(report: dict, console=None) -> None:
             total = s.get("total_seconds")
             parts.append(f"{which} {s['warm_up_seconds']:.2f} s warm-up"
                          + (f" ({total:.2f} s with imports)" if total else "")
-                         + (f" [{s['how']}]" if which == "cold" and s.get("how") else ""))  # fmt: skip
+                         + (f" — {s.get('how', 'a fresh process with an empty cache')}"
+                            if which == "cold" else " — a fresh process"))  # fmt: skip
         else:
             parts.append(f"{which}: {s.get('skipped') or s.get('error')}")
     if parts:
-        console.print("start-up (fresh process): " + "; ".join(parts))
+        console.print("start-up: " + "; ".join(parts), markup=False)
     files = report.get("files", {})
     if files:
         console.print(f"wrote {files['json']}, {files['latest']} and "
