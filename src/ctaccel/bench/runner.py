@@ -373,20 +373,20 @@ def cold_startup(how: str = "auto", own_cold_warm_up: float | None = None) -> di
         raise ValueError(f"cold_start must be 'auto' or 'measure', not {how!r}")
     record = Path(jit.CACHE_DIR) / COLD_START_RECORD if jit.CACHE_DIR else None
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    out = None
     if how == "auto" and own_cold_warm_up is not None:
         out = {"cold": True, "warm_up_seconds": own_cold_warm_up, "total_seconds": None,
                "how": "this process's own warm-up: its kernel cache was empty",
                "measured_at": stamp}  # fmt: skip
     elif how == "auto" and record is not None and record.is_file():
         try:
-            out = json.loads(record.read_text(encoding="utf-8"))
-            out["how"] = (
-                f"recorded when this build of the kernels was measured ({out['measured_at']})"
-            )
-            return out
+            recorded = json.loads(record.read_text(encoding="utf-8"))
+            when = recorded["measured_at"]
+            return recorded | {"how": f"recorded when this build of the kernels was measured "
+                                      f"({when})"}  # fmt: skip
         except (OSError, ValueError, KeyError):
-            out = startup(cold=True)
-    else:
+            pass  # unreadable: measure again
+    if out is None:
         out = startup(cold=True)
     out.setdefault("how", "a fresh process with an empty cache")
     out.setdefault("measured_at", stamp)
@@ -492,16 +492,25 @@ def _ratio(a, b):
     return a / b if a and b else None
 
 
-def _paired_ratio(num: dict | None, den: dict | None) -> tuple[float | None, list[float]]:
-    """Median of the per-repeat ratios of two measurements whose repeats were taken in turn
-    (repeat i of one right after repeat i of the other), and those ratios. Pairs see the
-    same stretch of a drifting machine, so this is steadier than the ratio of the medians."""
-    if not num or not den:
+def _paired_ratio(nums, dens) -> tuple[float | None, list[float]]:
+    """Median of the ratios nums[i] / dens[i] of rates taken in turn (run i of one right
+    after run i of the other), and those ratios. Pairs see the same stretch of a drifting
+    machine, so this is steadier than the ratio of the medians."""
+    if not nums or not dens:  # one side was not measured
         return None, []
-    pairs = [_ratio(a.get("mpps"), b.get("mpps"))
-             for a, b in zip(num["repeats"], den["repeats"], strict=True)]  # fmt: skip
-    pairs = [p for p in pairs if p is not None]
+    pairs = [_ratio(a, b) for a, b in zip(nums, dens, strict=True)]
+    pairs = [r for r in pairs if r is not None]
     return (statistics.median(pairs) if pairs else None), pairs
+
+
+def _rates(measured: dict | None) -> list:
+    """The Mpps of each repeat of a measure dict (none for a missing one)."""
+    return [r["mpps"] for r in measured["repeats"]] if measured else []
+
+
+def _spread(values) -> str:
+    """``lowest–highest`` of ``values`` for the tables ("–" when there are none)."""
+    return f"{min(values):.2f}–{max(values):.2f}" if values else "–"
 
 
 def _ratios(results: list[dict]) -> list[dict]:
@@ -523,7 +532,7 @@ def _ratios(results: list[dict]) -> list[dict]:
         }
         for key, num, den in (("ae_over_recirc", ae, rec), ("ae_over_stateless", ae, sl),
                               ("recirc_over_stateless", rec, sl)):  # fmt: skip
-            row[key], row[key + "_pairs"] = _paired_ratio(num, den)
+            row[key], row[key + "_pairs"] = _paired_ratio(_rates(num), _rates(den))
             row[key + "_of_medians"] = _ratio(num and num["median"]["mpps"],
                                               den and den["median"]["mpps"])  # fmt: skip
         if rec and ae:
@@ -663,9 +672,8 @@ def print_report(report: dict, console=None) -> None:
         r.add_column(col, justify="left" if col == "workload" else "right")
     for row in report["ratios"]:
         same = row.get("same_results")
-        pairs = row.get("ae_over_recirc_pairs") or []
-        spread = f"{min(pairs):.2f}–{max(pairs):.2f}" if pairs else "–"
-        r.add_row(row["workload"], _fmt(row["ae_over_recirc"]), spread,
+        r.add_row(row["workload"], _fmt(row["ae_over_recirc"]),
+                  _spread(row.get("ae_over_recirc_pairs")),
                   _fmt(row["ae_over_stateless"]),
                   "–" if same is None else ("yes" if same else "[red]NO[/]"))  # fmt: skip
     console.print(r)
@@ -813,8 +821,7 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
             if mine is None:
                 continue
             mm = mine["median"]
-            rounds = [_ratio(a["mpps"], b) for a, b in zip(mine["repeats"], theirs, strict=True)]
-            rounds = [x for x in rounds if x is not None]
+            median, rounds = _paired_ratio([a["mpps"] for a in mine["repeats"]], theirs)
             row = {"workload": p["workload"], "kind": p["kind"], "rules": p["rules"],
                    "ours_mode": mode, "ours_rules": mine["rules"], "ours_mpps": mm["mpps"],
                    "ours_ns_per_packet": mm["ns_per_packet"],
@@ -823,7 +830,7 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
                    "ovs_dpdk_cycles_per_packet": med.get("cycles_per_packet"),
                    "ovs_dpdk_recirculations_per_packet": med.get("recirculations_per_packet"),
                    "ovs_dpdk_error": p["report"].get("error"),
-                   "ratio_ours_over_ovs_dpdk": statistics.median(rounds) if rounds else None,
+                   "ratio_ours_over_ovs_dpdk": median,
                    "ratio_per_round": rounds,
                    "ratio_of_medians": _ratio(mm["mpps"], med.get("mpps"))}  # fmt: skip
             comparison["rows"].append(row)
@@ -881,8 +888,7 @@ def print_targets(targets: list[dict], console=None) -> None:
     for col in ("target", "measured", "(lowest–highest)", "met"):
         t.add_column(col, justify="left" if col == "target" else "right")
     for row in targets:
-        spread = (f"{row['lowest']:.2f}–{row['highest']:.2f}"
-                  if row["lowest"] is not None else "–")  # fmt: skip
+        spread = _spread([row["lowest"], row["highest"]] if row["lowest"] is not None else [])
         met = {None: "–", True: "yes", False: "[red]no[/]"}[row["met"]]
         t.add_row(row["target"], _fmt(row["value"]), spread, met)
     console.print(t)
@@ -910,7 +916,7 @@ def print_comparison(comparison: dict, console=None) -> None:
                   _fmt(row["ours_cycles_per_packet"], ".0f"), _fmt(row["ovs_dpdk_mpps"]),
                   _fmt(row["ovs_dpdk_cycles_per_packet"], ".0f"),
                   _fmt(row["ratio_ours_over_ovs_dpdk"]),
-                  f"{min(rounds):.2f}–{max(rounds):.2f}" if rounds else "–")  # fmt: skip
+                  _spread(rounds))  # fmt: skip
     console.print(t)
     console.print("ours / OVS-DPDK: the median of the rounds' ratios (one run of each side "
                   "per round, adjacent in time) and their range")  # fmt: skip

@@ -340,10 +340,10 @@ class DatapathEngine:
             else:  # pragma: no cover - a kernel bug
                 raise RuntimeError(f"run_batch returned status {status}")
         used, fbytes = out_n.item(0), out_n.item(1)
-        if fbytes == 0:  # no output carried a rewritten frame: out_fofs would be all -1
-            return BatchResult(res, self._out_ports[:used].copy(), slow)
-        return BatchResult(res, self._out_ports[:used].copy(), slow,
-                           self._out_fofs[:used].copy(), self._out_fbuf[:fbytes].copy())  # fmt: skip
+        # no output carried a rewritten frame (fbytes 0): out_fofs would be all -1, no copies
+        fofs = self._out_fofs[:used].copy() if fbytes else None
+        fbuf = self._out_fbuf[:fbytes].copy() if fbytes else None
+        return BatchResult(res, self._out_ports[:used].copy(), slow, fofs, fbuf)
 
     def process_batch(self, frames, in_ports, now_ms) -> list[PacketResult]:
         """Process frames (bytes) in order; one PacketResult per frame, like the reference
