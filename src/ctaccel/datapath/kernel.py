@@ -230,9 +230,9 @@ KS_WIDTH = 16
 # fast-path entries: one row of FP_WIDTH int64 per entry. It opens with a compact line
 # (FC_*, one cache line): everything a hit of a common entry reads (at most one ct step
 # without translation, at most one output and two rules, values small enough to pack), so
-# such a hit reads one line of its row. Every entry also has the full layout after it (FI_*,
-# from FP_FULL), packed so that what a hit reads (the header, its steps, outputs and rule
-# ids) is contiguous; a hit of an entry whose FC_HEAD has no FC_COMPACT bit reads that.
+# such a hit reads one line of its row. Other entries (FC_HEAD without FC_COMPACT) have the
+# full layout after it (FI_*, from FP_FULL), packed so that what a hit reads (the header, its
+# steps, outputs and rule ids) is contiguous; compact entries leave it unwritten.
 FC_HEAD = 0  # FC_COMPACT | nsteps << 1 | nout << 2 | nrules << 3 | drop << 8 | recircs << 16
 #              | (ct_state + 1) << 24
 FC_SLOT = 1  # the first step's connection slot, -1 if none (full entries too: prefetch)
@@ -446,31 +446,32 @@ def _fast_apply_compact(e, head, frame, flen, key, now_ms, conns, timeouts, fp_r
 @njit(inline="always")
 def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, recircs,
                   trace_steps, trace_rules, port):  # fmt: skip
-    """Write entry ``e``'s FC_* line: compact when everything a hit needs fits it, else a
-    head of 0 (the full layout serves) with the first step's slot for the prefetcher."""
+    """Write entry ``e``'s FC_* line: compact when everything a hit needs fits it (True),
+    else a head of 0 (the full layout serves) with the first step's slot for the prefetcher
+    (False)."""
     for c in range(FC_WIDTH):
         fp_rows[e, c] = 0
     fp_rows[e, FC_SLOT] = trace_steps[0, S_SLOT] if nsteps > 0 else -1
     if any_nat != 0 or nsteps > 1 or nout > 1 or nrules > 2:
-        return
+        return False
     if not (-1 <= ct_state <= 1022 and 0 <= drop <= 0xFF and 0 <= recircs <= 0xFF):
-        return
+        return False
     for r in range(nrules):
         if not 0 <= trace_rules[r] <= M31:
-            return
+            return False
     if nout == 1 and not 0 <= port <= M31:
-        return
+        return False
     mark = 0
     if nsteps == 1:
         mark = trace_steps[0, S_MARK]
         lab = trace_steps[0, S_LABEL : S_LABEL + 4]
         if not (0 <= mark <= M32 and 0 <= lab[0] <= M32 and 0 <= lab[1] <= M31
                 and 0 <= lab[2] <= M32 and 0 <= lab[3] <= M31):  # fmt: skip
-            return
+            return False
         proto = trace_steps[0, S_PROTO]
         state = trace_steps[0, S_STATE] & ~_NAT_BITS
         if not (0 <= proto <= 0xFF and 0 <= state <= 0xFF and trace_steps[0, S_SLOT] >= 0):
-            return
+            return False
         fp_rows[e, FC_GEN] = trace_steps[0, S_GEN]
         fp_rows[e, FC_STEP] = ((1 if trace_steps[0, S_REPLY] else 0)
                                | (2 if trace_steps[0, S_UPDATE] else 0)
@@ -482,6 +483,7 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
         fp_rows[e, FC_RULES] = trace_rules[0] | ((trace_rules[1] << 31) if nrules > 1 else 0)
     fp_rows[e, FC_HEAD] = (FC_COMPACT | (nsteps << 1) | (nout << 2) | (nrules << 3)
                            | (drop << 8) | (recircs << 16) | ((ct_state + 1) << 24))  # fmt: skip
+    return True
 
 
 @njit(inline="always")
@@ -626,8 +628,10 @@ def _install(em_key, em_hash, vm, trace_steps, trace_rules, out_ports, fp_rows, 
     ct_state = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
     drop = _drop_code(vm)
     port = out_ports[vm[VM_OUT_BASE]] if nout > 0 else 0
-    _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, vm[VM_RECIRCS],
-                  trace_steps, trace_rules, port)  # fmt: skip
+    kstats[KS_FP_INSTALLS] += 1
+    if _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, vm[VM_RECIRCS],
+                     trace_steps, trace_rules, port):  # fmt: skip
+        return  # a hit reads the compact line only: the full layout would never be read
     fp_rows[e, FI_NSTEPS] = nsteps
     fp_rows[e, FI_NOUT] = nout
     fp_rows[e, FI_NRULES] = nrules
@@ -647,7 +651,6 @@ def _install(em_key, em_hash, vm, trace_steps, trace_rules, out_ports, fp_rows, 
         fp_rows[e, outs + o] = out_ports[vm[VM_OUT_BASE] + o]
     for r in range(nrules):
         fp_rows[e, outs + nout + r] = trace_rules[r]
-    kstats[KS_FP_INSTALLS] += 1
 
 
 @njit(inline="always")
