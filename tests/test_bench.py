@@ -240,6 +240,9 @@ def test_comparison_pairs_each_round_with_ovs_dpdk(smoke, tmp_path, monkeypatch)
         assert row["ovs_dpdk_mpps"] == pytest.approx(statistics.median(theirs))
         ours = [x * t for x, t in zip(row["ratio_per_round"], theirs, strict=True)]
         assert row["ours_mpps"] == pytest.approx(statistics.median(ours))  # one run per round
+        # the rounds themselves are kept: the plot's whiskers span them
+        assert row["ovs_dpdk_mpps_rounds"] == theirs
+        assert row["ours_mpps_rounds"] == pytest.approx(ours)
         assert row["ratio_ours_over_ovs_dpdk"] == pytest.approx(
             statistics.median(row["ratio_per_round"]))  # fmt: skip
     assert (tmp_path / "comparison.json").is_file()
@@ -256,6 +259,14 @@ def test_comparison_pairs_each_round_with_ovs_dpdk(smoke, tmp_path, monkeypatch)
             ratio = next(r for r in report["ratios"] if r["kind"] == key[0])
             assert t["value"] == ratio[key[1]]
         assert t["met"] == (t["value"] >= threshold)
+
+
+def test_comparison_whiskers_span_the_rounds():
+    from ctaccel.bench.plots import _round_range
+
+    assert _round_range(2.0, [1.5, 2.0, 3.5]) == (2.0, 0.5, 1.5)
+    assert _round_range(2.0, None) == (2.0, 0, 0)  # a comparison written before rounds were kept
+    assert _round_range(2.0, [None, 2.5]) == (2.0, 0, 0.5)
 
 
 def _rules_file(report, row):

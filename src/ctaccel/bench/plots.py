@@ -195,6 +195,15 @@ def plot_run_bars(report: dict, path, comparison: dict | None = None) -> Path:
     return _save(fig, Path(path))
 
 
+def _round_range(median, rounds) -> tuple:
+    """(median, down, up): the whiskers reach the lowest and highest round (none when the
+    rounds were not recorded)."""
+    vals = [v for v in rounds or [] if v is not None]
+    if median is None or not vals:
+        return (median, 0, 0)
+    return (median, max(median - min(vals), 0), max(max(vals) - median, 0))
+
+
 def plot_comparison(comparison: dict, path) -> Path:
     """ctaccel (each mode) next to OVS-DPDK, per workload and rule set."""
     groups: list[str] = []
@@ -205,13 +214,16 @@ def plot_comparison(comparison: dict, path) -> Path:
             group += "\n(assume-established: firewall rules)"
         if group not in groups:
             groups.append(group)
-        series[row["ours_mode"]][group] = (row["ours_mpps"], 0, 0)
+        series[row["ours_mode"]][group] = _round_range(row["ours_mpps"],
+                                                       row.get("ours_mpps_rounds"))  # fmt: skip
         if row.get("ovs_dpdk_mpps"):
-            series["ovs-dpdk"][group] = (row["ovs_dpdk_mpps"], 0, 0)
+            series["ovs-dpdk"][group] = _round_range(row["ovs_dpdk_mpps"],
+                                                     row.get("ovs_dpdk_mpps_rounds"))  # fmt: skip
     fig, ax = plt.subplots(figsize=(8, 5))
     _bars(ax, groups, series, "throughput (Mpps, one core)")
     m = comparison.get("machine", {})
-    ax.set_title("ctaccel vs OVS-DPDK 3.1: same captures and rules, medians\n"
+    ax.set_title("ctaccel vs OVS-DPDK 3.1: same captures and rules, medians (whiskers: "
+                 "lowest and highest round)\n"
                  f"{m.get('cpu', '?')}, {m.get('date', '?')[:10]}", fontsize=10)  # fmt: skip
     return _save(fig, Path(path))
 

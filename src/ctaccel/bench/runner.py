@@ -832,6 +832,8 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
                    "ovs_dpdk_error": p["report"].get("error"),
                    "ratio_ours_over_ovs_dpdk": median,
                    "ratio_per_round": rounds,
+                   "ours_mpps_rounds": [a["mpps"] for a in mine["repeats"]],
+                   "ovs_dpdk_mpps_rounds": list(theirs),
                    "ratio_of_medians": _ratio(mm["mpps"], med.get("mpps"))}  # fmt: skip
             comparison["rows"].append(row)
     comparison["ovs_dpdk_runs"] = peers
