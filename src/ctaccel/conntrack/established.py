@@ -15,6 +15,13 @@ state columns (TCP: both peers' states and window-scale flags; others: the track
 anything but CT_UPDATE_VALID restores the saved row. The expiry test is the one lookups use
 (dead at ``now >= expiration``).
 
+``ct_recheck_ack`` answers the same question without the copy, for the packet most cached
+entries see: a plain ACK (no SYN, FIN or RST) of a TCP connection whose two peers are both
+ESTABLISHED. For it the tracker's update can only accept the packet (window bookkeeping and
+the established timer) or reject it (no write at all): the same arithmetic, in the same order,
+decided before anything is written, so there is nothing to undo. Anything else says
+RECHECK_OTHER and the caller runs ``ct_recheck``.
+
 Invariants: never creates, deletes or re-indexes a connection; on -1 the row is bit-for-bit
 what it was.
 """
@@ -27,18 +34,42 @@ from ctaccel.conntrack.layout import (
     C_GENERATION,
     C_L4_STATE,
     C_TCP,
+    C_TIMEOUT_CLASS,
     C_USED,
     HOT_WIDTH,
+    P_MAX_WIN,
+    P_SEQHI,
+    P_SEQLO,
     P_STATE,
     P_WSCALE,
     TCP_PEER_WIDTH,
 )
-from ctaccel.conntrack.timeouts import CT_UPDATE_VALID
+from ctaccel.conntrack.tcp import (
+    MAXACKWINDOW,
+    SEQ_MASK,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_MAX_WSCALE,
+    TCP_RST,
+    TCP_SYN,
+    TCPS_ESTABLISHED,
+    WSCALE_FLAG,
+    WSCALE_MASK,
+    WSCALE_UNKNOWN,
+    _be16,
+    _be32,
+    _header_fits,
+    _payload_len,
+    _seq_diff,
+    _tcp_flags,
+)
+from ctaccel.conntrack.timeouts import CT_UPDATE_VALID, TM_TCP_ESTABLISHED
 from ctaccel.jit import njit
 from ctaccel.packet.key import CS_ESTABLISHED, CS_REPLY_DIR, CS_TRACKED, IPPROTO_TCP
 
 RECHECK_GONE = -2  # freed, re-used for another connection, or expired
 RECHECK_STATE = -1  # the tracker would reject the packet or move to another state
+RECHECK_OTHER = -3  # ct_recheck_ack: not a plain ACK of an established connection
 
 
 @njit(inline="always")
@@ -77,4 +108,81 @@ def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now
     state = CS_TRACKED | CS_ESTABLISHED
     if reply:
         state |= CS_REPLY_DIR
+    return state
+
+
+@njit(inline="always")
+def ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, expected):
+    """``ct_recheck`` for a plain ACK of a TCP connection with both peers ESTABLISHED, whose
+    entry recorded ct_state ``expected``; the caller has checked the slot's liveness and
+    generation. Returns the ct_state (== ``expected``) with the update applied, RECHECK_GONE
+    (expired), RECHECK_STATE (the tracker would reject it, or another ct_state: row
+    untouched) or RECHECK_OTHER (another kind of packet or state: use ``ct_recheck``).
+
+    The steps are tcp.tcp_conn_update's for this case, in its order: with ACK set and SYN, FIN
+    and RST clear no flag check fails, neither peer is below SYN_SENT and no state moves, so
+    the packet is either in the strict window (bookkeeping, ESTABLISHED timer) or rejected
+    (the loose branch needs a peer below SYN_SENT or past FIN_WAIT_2)."""
+    if not _header_fits(frame, l4_ofs, l4_len):
+        return RECHECK_OTHER
+    flags = _tcp_flags(frame, l4_ofs)
+    if (flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_ACK)) != TCP_ACK:
+        return RECHECK_OTHER
+    src = C_TCP + TCP_PEER_WIDTH if reply else C_TCP
+    dst = C_TCP if reply else C_TCP + TCP_PEER_WIDTH
+    if (
+        conns[slot, src + P_STATE] != TCPS_ESTABLISHED
+        or conns[slot, dst + P_STATE] != TCPS_ESTABLISHED
+    ):
+        return RECHECK_OTHER
+    if now_ms >= conns[slot, C_EXPIRATION]:
+        return RECHECK_GONE
+    state = CS_TRACKED | CS_ESTABLISHED
+    if reply:
+        state |= CS_REPLY_DIR
+    if state != expected:
+        return RECHECK_STATE
+    src_seqlo = conns[slot, src + P_SEQLO]
+    src_seqhi = conns[slot, src + P_SEQHI]
+    src_max_win = conns[slot, src + P_MAX_WIN]
+    src_wscale = conns[slot, src + P_WSCALE]
+    dst_seqlo = conns[slot, dst + P_SEQLO]
+    dst_seqhi = conns[slot, dst + P_SEQHI]
+    dst_max_win = conns[slot, dst + P_MAX_WIN]
+    dst_wscale = conns[slot, dst + P_WSCALE]
+    sws = 0
+    dws = 0
+    if (src_wscale & WSCALE_FLAG) and (dst_wscale & WSCALE_FLAG):
+        sws = src_wscale & WSCALE_MASK
+        dws = dst_wscale & WSCALE_MASK
+    elif (src_wscale & WSCALE_UNKNOWN) and (dst_wscale & WSCALE_UNKNOWN):
+        sws = TCP_MAX_WSCALE
+        dws = TCP_MAX_WSCALE
+    win = _be16(frame, l4_ofs + 14)
+    seq = _be32(frame, l4_ofs + 4)
+    ack = _be32(frame, l4_ofs + 8)
+    end = (seq + _payload_len(frame, l4_ofs, l4_len)) & SEQ_MASK
+    if seq == end:
+        seq = src_seqlo
+        end = src_seqlo
+    ackskew = _seq_diff(dst_seqlo, ack)
+    if not (
+        _seq_diff(src_seqhi, end) >= 0
+        and _seq_diff(seq, src_seqlo - (dst_max_win << dws)) >= 0
+        and ackskew >= -MAXACKWINDOW
+        and ackskew <= (MAXACKWINDOW << sws)
+    ):
+        return RECHECK_STATE
+    scaled_win = win << sws
+    if src_max_win < win:
+        src_max_win = win
+    if _seq_diff(end, src_seqlo) > 0:
+        src_seqlo = end
+    if _seq_diff(ack + scaled_win, dst_seqhi) >= 0:
+        dst_seqhi = (ack + (scaled_win if scaled_win > 1 else 1)) & SEQ_MASK
+    conns[slot, src + P_SEQLO] = src_seqlo & SEQ_MASK
+    conns[slot, src + P_MAX_WIN] = src_max_win
+    conns[slot, dst + P_SEQHI] = dst_seqhi
+    conns[slot, C_EXPIRATION] = now_ms + timeouts[TM_TCP_ESTABLISHED]
+    conns[slot, C_TIMEOUT_CLASS] = TM_TCP_ESTABLISHED
     return state
