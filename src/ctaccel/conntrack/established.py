@@ -45,23 +45,22 @@ from ctaccel.conntrack.layout import (
     TCP_PEER_WIDTH,
 )
 from ctaccel.conntrack.tcp import (
-    MAXACKWINDOW,
     SEQ_MASK,
     TCP_ACK,
     TCP_FIN,
-    TCP_MAX_WSCALE,
     TCP_RST,
     TCP_SYN,
     TCPS_ESTABLISHED,
-    WSCALE_FLAG,
-    WSCALE_MASK,
-    WSCALE_UNKNOWN,
     _be16,
     _be32,
     _header_fits,
     _payload_len,
     _seq_diff,
     _tcp_flags,
+    in_strict_window,
+    load_peers,
+    track_window,
+    window_shifts,
 )
 from ctaccel.conntrack.timeouts import CT_UPDATE_VALID, TM_TCP_ESTABLISHED
 from ctaccel.jit import njit
@@ -142,22 +141,9 @@ def ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, 
         state |= CS_REPLY_DIR
     if state != expected:
         return RECHECK_STATE
-    src_seqlo = conns[slot, src + P_SEQLO]
-    src_seqhi = conns[slot, src + P_SEQHI]
-    src_max_win = conns[slot, src + P_MAX_WIN]
-    src_wscale = conns[slot, src + P_WSCALE]
-    dst_seqlo = conns[slot, dst + P_SEQLO]
-    dst_seqhi = conns[slot, dst + P_SEQHI]
-    dst_max_win = conns[slot, dst + P_MAX_WIN]
-    dst_wscale = conns[slot, dst + P_WSCALE]
-    sws = 0
-    dws = 0
-    if (src_wscale & WSCALE_FLAG) and (dst_wscale & WSCALE_FLAG):
-        sws = src_wscale & WSCALE_MASK
-        dws = dst_wscale & WSCALE_MASK
-    elif (src_wscale & WSCALE_UNKNOWN) and (dst_wscale & WSCALE_UNKNOWN):
-        sws = TCP_MAX_WSCALE
-        dws = TCP_MAX_WSCALE
+    (src_seqlo, src_seqhi, src_max_win, src_wscale,
+     dst_seqlo, dst_seqhi, dst_max_win, dst_wscale) = load_peers(conns, slot, src, dst)  # fmt: skip
+    sws, dws = window_shifts(src_wscale, dst_wscale)
     win = _be16(frame, l4_ofs + 14)
     seq = _be32(frame, l4_ofs + 4)
     ack = _be32(frame, l4_ofs + 8)
@@ -166,20 +152,10 @@ def ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, 
         seq = src_seqlo
         end = src_seqlo
     ackskew = _seq_diff(dst_seqlo, ack)
-    if not (
-        _seq_diff(src_seqhi, end) >= 0
-        and _seq_diff(seq, src_seqlo - (dst_max_win << dws)) >= 0
-        and ackskew >= -MAXACKWINDOW
-        and ackskew <= (MAXACKWINDOW << sws)
-    ):
+    if not in_strict_window(src_seqlo, src_seqhi, dst_max_win, sws, dws, seq, end, ackskew):
         return RECHECK_STATE
-    scaled_win = win << sws
-    if src_max_win < win:
-        src_max_win = win
-    if _seq_diff(end, src_seqlo) > 0:
-        src_seqlo = end
-    if _seq_diff(ack + scaled_win, dst_seqhi) >= 0:
-        dst_seqhi = (ack + (scaled_win if scaled_win > 1 else 1)) & SEQ_MASK
+    src_max_win, src_seqlo, dst_seqhi = track_window(src_max_win, src_seqlo, dst_seqhi, win, end,
+                                                     ack, win << sws)  # fmt: skip
     conns[slot, src + P_SEQLO] = src_seqlo & SEQ_MASK
     conns[slot, src + P_MAX_WIN] = src_max_win
     conns[slot, dst + P_SEQHI] = dst_seqhi

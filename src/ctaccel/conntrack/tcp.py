@@ -192,6 +192,53 @@ def _invalid_flags(flags):
     return False
 
 
+@njit(inline="always")
+def load_peers(conns, slot, src, dst):
+    """The window numbers of the sending peer (columns from ``src``) and the receiving one
+    (``dst``): seqlo, seqhi, max_win and wscale of each, sender first."""
+    return (conns[slot, src + P_SEQLO], conns[slot, src + P_SEQHI], conns[slot, src + P_MAX_WIN],
+            conns[slot, src + P_WSCALE], conns[slot, dst + P_SEQLO], conns[slot, dst + P_SEQHI],
+            conns[slot, dst + P_MAX_WIN], conns[slot, dst + P_WSCALE])  # fmt: skip
+
+
+@njit(inline="always")
+def window_shifts(src_wscale, dst_wscale):
+    """The window-scale shifts (sender, receiver) of a packet without SYN: both announced
+    ones once both SYNs carried the option, the maximum when the connection was picked up
+    mid-stream, else none."""
+    if (src_wscale & WSCALE_FLAG) and (dst_wscale & WSCALE_FLAG):
+        return src_wscale & WSCALE_MASK, dst_wscale & WSCALE_MASK
+    if (src_wscale & WSCALE_UNKNOWN) and (dst_wscale & WSCALE_UNKNOWN):
+        return np.int64(TCP_MAX_WSCALE), np.int64(TCP_MAX_WSCALE)
+    return np.int64(0), np.int64(0)
+
+
+@njit(inline="always")
+def in_strict_window(src_seqlo, src_seqhi, dst_max_win, sws, dws, seq, end, ackskew):
+    """pf's window test (RST's position apart): the last octet within what the receiver
+    allowed, at most a window back, and the ack neither too far behind what was sent nor
+    (scaled) ahead of it."""
+    return (
+        _seq_diff(src_seqhi, end) >= 0
+        and _seq_diff(seq, src_seqlo - (dst_max_win << dws)) >= 0
+        and ackskew >= -MAXACKWINDOW
+        and ackskew <= (MAXACKWINDOW << sws)
+    )
+
+
+@njit(inline="always")
+def track_window(src_max_win, src_seqlo, dst_seqhi, win, end, ack, scaled_win):
+    """An accepted packet's bookkeeping: the sender's largest window and highest octet sent,
+    and how far the receiver now lets the sender go; returns the three new values."""
+    if src_max_win < win:
+        src_max_win = win
+    if _seq_diff(end, src_seqlo) > 0:
+        src_seqlo = end
+    if _seq_diff(ack + scaled_win, dst_seqhi) >= 0:
+        dst_seqhi = (ack + (scaled_win if scaled_win > 1 else 1)) & SEQ_MASK
+    return src_max_win, src_seqlo, dst_seqhi
+
+
 @njit
 def tcp_get_wscale(frame, l4_ofs, l4_len):
     """The wscale byte a SYN announces: WSCALE_FLAG | min(shift, 14), or 0 without the option.
@@ -333,25 +380,14 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
             _set_timer(conns, slot, now_ms, timeouts, TM_TCP_SYN_SENT)
             return CT_UPDATE_STILL_NEW
 
-    src_seqlo = conns[slot, src + P_SEQLO]
-    src_seqhi = conns[slot, src + P_SEQHI]
-    src_max_win = conns[slot, src + P_MAX_WIN]
-    src_wscale = conns[slot, src + P_WSCALE]
-    dst_seqlo = conns[slot, dst + P_SEQLO]
-    dst_seqhi = conns[slot, dst + P_SEQHI]
-    dst_max_win = conns[slot, dst + P_MAX_WIN]
-    dst_wscale = conns[slot, dst + P_WSCALE]
+    (src_seqlo, src_seqhi, src_max_win, src_wscale,
+     dst_seqlo, dst_seqhi, dst_max_win, dst_wscale) = load_peers(conns, slot, src, dst)  # fmt: skip
 
     # Window scaling applies only once both SYNs announced it, and never to a SYN's window.
     sws = np.int64(0)
     dws = np.int64(0)
     if not (flags & TCP_SYN):
-        if (src_wscale & WSCALE_FLAG) and (dst_wscale & WSCALE_FLAG):
-            sws = src_wscale & WSCALE_MASK
-            dws = dst_wscale & WSCALE_MASK
-        elif (src_wscale & WSCALE_UNKNOWN) and (dst_wscale & WSCALE_UNKNOWN):
-            sws = np.int64(TCP_MAX_WSCALE)
-            dws = np.int64(TCP_MAX_WSCALE)
+        sws, dws = window_shifts(src_wscale, dst_wscale)
 
     win = _be16(frame, l4_ofs + 14)
     seq = _be32(frame, l4_ofs + 4)
@@ -416,21 +452,13 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
             or ((orig_seq + 1) & SEQ_MASK) == src_seqlo
         )
     in_window = (
-        _seq_diff(src_seqhi, end) >= 0  # last octet within what the receiver allowed
-        and _seq_diff(seq, src_seqlo - (dst_max_win << dws)) >= 0  # at most a window back
-        and ackskew >= -MAXACKWINDOW  # acks not too far behind what was sent
-        and ackskew <= (MAXACKWINDOW << sws)  # nor (scaled) ahead of it
-        and rst_ok
+        in_strict_window(src_seqlo, src_seqhi, dst_max_win, sws, dws, seq, end, ackskew) and rst_ok
     )
     scaled_win = win << sws
 
     if in_window:
-        if src_max_win < win:
-            src_max_win = win
-        if _seq_diff(end, src_seqlo) > 0:
-            src_seqlo = end
-        if _seq_diff(ack + scaled_win, dst_seqhi) >= 0:
-            dst_seqhi = (ack + (scaled_win if scaled_win > 1 else 1)) & SEQ_MASK
+        src_max_win, src_seqlo, dst_seqhi = track_window(src_max_win, src_seqlo, dst_seqhi, win,
+                                                         end, ack, scaled_win)  # fmt: skip
 
         if (flags & TCP_SYN) and src_state < TCPS_SYN_SENT:
             src_state = np.int64(TCPS_SYN_SENT)
@@ -467,12 +495,8 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
         # mid-way) or the connection is closing (stray FIN/ACKs). Track the sequence space but
         # leave the timer alone, so a flood cannot keep such a connection alive; a proper
         # answer from the other side moves it to the strict branch.
-        if src_max_win < win:
-            src_max_win = win
-        if _seq_diff(end, src_seqlo) > 0:
-            src_seqlo = end
-        if _seq_diff(ack + scaled_win, dst_seqhi) >= 0:
-            dst_seqhi = (ack + (scaled_win if scaled_win > 1 else 1)) & SEQ_MASK
+        src_max_win, src_seqlo, dst_seqhi = track_window(src_max_win, src_seqlo, dst_seqhi, win,
+                                                         end, ack, scaled_win)  # fmt: skip
         if (flags & TCP_FIN) and src_state < TCPS_CLOSING:
             src_state = np.int64(TCPS_CLOSING)
         if flags & TCP_RST:
