@@ -20,7 +20,7 @@ entries see: a plain ACK (no SYN, FIN or RST) of a TCP connection whose two peer
 ESTABLISHED. For it the tracker's update can only accept the packet (window bookkeeping and
 the established timer) or reject it (no write at all): the same arithmetic, in the same order,
 decided before anything is written, so there is nothing to undo. Anything else says
-RECHECK_OTHER and the caller runs ``ct_recheck``.
+RECHECK_OTHER and ``ct_recheck`` runs: ``ct_recheck_one`` chooses, for an entry's single step.
 
 Invariants: never creates, deletes or re-indexes a connection; on -1 the row is bit-for-bit
 what it was.
@@ -34,7 +34,6 @@ from ctaccel.conntrack.layout import (
     C_GENERATION,
     C_L4_STATE,
     C_TCP,
-    C_TIMEOUT_CLASS,
     C_USED,
     HOT_WIDTH,
     P_MAX_WIN,
@@ -56,6 +55,7 @@ from ctaccel.conntrack.tcp import (
     _header_fits,
     _payload_len,
     _seq_diff,
+    _set_timer,
     _tcp_flags,
     in_strict_window,
     load_peers,
@@ -159,6 +159,27 @@ def ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, 
     conns[slot, src + P_SEQLO] = src_seqlo & SEQ_MASK
     conns[slot, src + P_MAX_WIN] = src_max_win
     conns[slot, dst + P_SEQHI] = dst_seqhi
-    conns[slot, C_EXPIRATION] = now_ms + timeouts[TM_TCP_ESTABLISHED]
-    conns[slot, C_TIMEOUT_CLASS] = TM_TCP_ESTABLISHED
+    _set_timer(conns, slot, now_ms, timeouts, TM_TCP_ESTABLISHED)
     return state
+
+
+@njit(inline="always")
+def ct_recheck_one(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now_ms,
+                   timeouts, saved, expected):  # fmt: skip
+    """The re-check of a cached entry's one ct step (nothing after it can need it undone):
+    ``expected`` with the update applied when the packet gets the cached ct_state, else
+    RECHECK_GONE or RECHECK_STATE with the row as it was. A plain ACK of an established TCP
+    connection takes ``ct_recheck_ack`` (no copy); anything else ``ct_recheck``, undone from
+    ``saved`` when it gives another ct_state."""
+    if proto == IPPROTO_TCP:
+        st = ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, expected)
+        if st != RECHECK_OTHER:
+            return st
+    st = ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now_ms,
+                    timeouts, saved)  # fmt: skip
+    if st == expected:
+        return st
+    if st >= 0:  # valid but a different ct_state than cached: undo it
+        for c in range(HOT_WIDTH):
+            conns[slot, c] = saved[c]
+    return RECHECK_GONE if st == RECHECK_GONE else RECHECK_STATE

@@ -33,12 +33,7 @@ Invariants:
 from __future__ import annotations
 
 from ctaccel.conntrack.core import ct_execute
-from ctaccel.conntrack.established import (
-    RECHECK_GONE,
-    RECHECK_OTHER,
-    ct_recheck,
-    ct_recheck_ack,
-)
+from ctaccel.conntrack.established import RECHECK_GONE, ct_recheck, ct_recheck_one
 from ctaccel.conntrack.layout import (
     C_GENERATION,
     C_LABEL,
@@ -417,21 +412,10 @@ def _fast_apply_compact(e, head, frame, flen, key, now_ms, conns, timeouts, fp_r
         if step & 2:  # the step updated the connection
             l4_ofs = key[L4_OFS]
             l4_len = min(key[L4_LEN], flen - l4_ofs)
-            proto = (step >> 2) & 0xFF
-            st = RECHECK_OTHER
-            if proto == IPPROTO_TCP:  # most often a plain ACK: checked before any write
-                st = ct_recheck_ack(conns, slot, step & 1, frame, l4_ofs, l4_len, now_ms,
-                                    timeouts, step >> 10)  # fmt: skip
-                if st != RECHECK_OTHER and st != (step >> 10):
-                    return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
-            if st == RECHECK_OTHER:
-                st = ct_recheck(conns, slot, gen, step & 1, proto, frame, l4_ofs, l4_len,
-                                now_ms, timeouts, saved[0])  # fmt: skip
-                if st != (step >> 10):
-                    if st >= 0:  # valid but a different ct_state than recorded: undo it
-                        for c in range(HOT_WIDTH):
-                            conns[slot, c] = saved[0, c]
-                    return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
+            st = ct_recheck_one(conns, slot, gen, step & 1, (step >> 2) & 0xFF, frame, l4_ofs,
+                                l4_len, now_ms, timeouts, saved[0], step >> 10)  # fmt: skip
+            if st != (step >> 10):
+                return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
     nrules = (head >> 3) & 3
     if nrules > 0:
         rules = fp_rows[e, FC_RULES]
