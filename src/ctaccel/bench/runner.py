@@ -821,7 +821,8 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
             if mine is None:
                 continue
             mm = mine["median"]
-            median, rounds = _paired_ratio([a["mpps"] for a in mine["repeats"]], theirs)
+            ours_rounds = _rates(mine)
+            median, rounds = _paired_ratio(ours_rounds, theirs)
             row = {"workload": p["workload"], "kind": p["kind"], "rules": p["rules"],
                    "ours_mode": mode, "ours_rules": mine["rules"], "ours_mpps": mm["mpps"],
                    "ours_ns_per_packet": mm["ns_per_packet"],
@@ -832,7 +833,7 @@ def compare_with_ovs_dpdk(report: dict, out_dir, repeat: int = 3, console=None) 
                    "ovs_dpdk_error": p["report"].get("error"),
                    "ratio_ours_over_ovs_dpdk": median,
                    "ratio_per_round": rounds,
-                   "ours_mpps_rounds": [a["mpps"] for a in mine["repeats"]],
+                   "ours_mpps_rounds": ours_rounds,
                    "ovs_dpdk_mpps_rounds": list(theirs),
                    "ratio_of_medians": _ratio(mm["mpps"], med.get("mpps"))}  # fmt: skip
             comparison["rows"].append(row)
