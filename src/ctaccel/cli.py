@@ -15,6 +15,7 @@ import sys
 import click
 
 from ctaccel.errors import CtaccelError
+from ctaccel.progress import shows_compiles
 
 IN_HELP = "PORT=PCAP: packets of this capture enter on OpenFlow port PORT (repeatable)."
 
@@ -48,6 +49,7 @@ def main(ctx):
 
 @main.command()
 @click.option("--out-dir", default=None, help="Where to write the demo's replay results.")
+@shows_compiles
 def demo(out_dir):
     """Replay the talk's zone-5 UDP example and a TCP firewall conversation."""
     from ctaccel.demo import run_demo
@@ -73,6 +75,7 @@ def demo(out_dir):
               help="Datapath: the talk's fast path, OVS's recirculation model (both compiled), "
               "or the plain-Python reference engine.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No summary.")
+@shows_compiles
 def replay(flows, inputs, out_dir, zone_limits, mode, quiet):
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
     from rich.console import Console
@@ -138,6 +141,7 @@ def _print_summary(s) -> None:
               default="assume-established", show_default=True,
               help="Datapath that processes the packets (see replay --help).")  # fmt: skip
 @click.option("--zone-limit", "zone_limits", multiple=True, help="ZONE=N or default=N.")
+@shows_compiles
 def trace(flows, inputs, packet_no, zone_limits, mode):
     """Show, like ofproto/trace, what the pipeline does with packet N, with the real
     conntrack state built by the packets before it."""
@@ -163,6 +167,7 @@ def trace(flows, inputs, packet_no, zone_limits, mode):
 @click.option("--mode", type=click.Choice(["assume-established", "recirc", "reference"]),
               default="assume-established", show_default=True,
               help="Datapath that processes the packets (see replay --help).")  # fmt: skip
+@shows_compiles
 def dump_flows(flows, inputs, mode):
     """Print the rules as `ovs-ofctl dump-flows` does (with counters after --in traffic)."""
     from ctaccel.ofproto.dumpflows import format_dump_flows
@@ -183,6 +188,7 @@ def dump_flows(flows, inputs, mode):
               default="assume-established", show_default=True,
               help="Datapath that processes the packets (see replay --help).")  # fmt: skip
 @click.option("--zone-limit", "zone_limits", multiple=True, help="ZONE=N or default=N.")
+@shows_compiles
 def dump_conntrack(flows, inputs, zone, zone_limits, mode):
     """Replay the traffic and print the connection table as `dpctl/dump-conntrack` does."""
     from ctaccel.replay import parse_inputs, run_quietly

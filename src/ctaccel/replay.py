@@ -210,7 +210,7 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
     bar = _progress(total, progress, console)
     results = _results(engine, mode, iter_packets(captures, ports))
     if mode != "reference":
-        from ctaccel.datapath.engine import warm_up
+        from ctaccel.datapath.warmup import warm_up
 
         summary.warmup_seconds = warm_up()  # compile, or load compiled kernels from the cache
     t0 = time.perf_counter()

@@ -20,6 +20,7 @@ import sys
 import click
 
 from ctaccel.errors import CtaccelError
+from ctaccel.progress import shows_compiles
 
 
 def _flow_counts(values) -> list[int]:
@@ -78,6 +79,7 @@ def _flow_counts(values) -> list[int]:
                    "captures and rules; writes comparison.json.")  # fmt: skip
 @click.option("--ovs-dpdk-repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="OVS-DPDK runs per capture (it restarts for each).")  # fmt: skip
+@shows_compiles
 def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup, cold_start,
           out_dir, with_ovs_dpdk, ovs_dpdk_repeats):  # fmt: skip
     """Measure both datapath modes on the talk's workloads; write JSON and PNG plots."""

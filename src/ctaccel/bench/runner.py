@@ -320,7 +320,7 @@ def measure_interleaved(workload: W.Workload, runs, repeats: int = DEFAULT_REPEA
 _STARTUP_CODE = """\
 import json, time
 t0 = time.perf_counter()
-from ctaccel.datapath.engine import warm_up
+from ctaccel.datapath.warmup import warm_up
 t1 = time.perf_counter()
 w = warm_up()
 print(json.dumps({"import_seconds": t1 - t0, "warm_up_seconds": w,
@@ -560,7 +560,7 @@ def run_bench(flows_list=None, new_fractions=None, repeats: int = DEFAULT_REPEAT
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ctaccel.datapath.engine import warm_up
+    from ctaccel.datapath.warmup import warm_up
 
     console = console or Console()
     quick_packets = quick and packets is None  # per workload: at least its handshakes + rounds

@@ -254,7 +254,7 @@ def delete_conn(conns, index, free_slots, stats, zone_limits, slot):
     conn_release(conns, index, free_slots, stats, slot)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def lookup_live(conns, index, free_slots, stats, zone_limits, tup, now_ms):
     """Handle of the live connection for ``tup`` or -1; an expired one is removed first."""
     handle = index_lookup(conns, index, tup, tuple_hash(tup))
@@ -268,7 +268,7 @@ def lookup_live(conns, index, free_slots, stats, zone_limits, tup, now_ms):
     return handle
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _l4_valid_new(proto, frame, l4_ofs, l4_len):
     if proto == 6:
         return tcp_valid_new(frame, l4_ofs, l4_len)
@@ -277,7 +277,7 @@ def _l4_valid_new(proto, frame, l4_ofs, l4_len):
     return True
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _l4_new_conn(conns, slot, proto, frame, l4_ofs, l4_len, now_ms, timeouts):
     if proto == 6:
         tcp_new_conn(conns, slot, frame, l4_ofs, l4_len, now_ms, timeouts)
@@ -287,7 +287,7 @@ def _l4_new_conn(conns, slot, proto, frame, l4_ofs, l4_len, now_ms, timeouts):
         other_new_conn(conns, slot, now_ms, timeouts)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _l4_update(conns, slot, reply, proto, frame, l4_ofs, l4_len, now_ms, timeouts):
     if proto == 6:
         return tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
@@ -296,7 +296,7 @@ def _l4_update(conns, slot, reply, proto, frame, l4_ofs, l4_len, now_ms, timeout
     return other_conn_update(conns, slot, reply, now_ms, timeouts)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _taken(conns, index, free_slots, stats, zone_limits, tup, now_ms):
     """True when a live connection has ``tup`` as either of its tuples (an expired one found
     on the way is removed, as OVS's lookups skip it)."""
@@ -445,7 +445,7 @@ def commit_conn(
     return slot
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _write_md_none(key, zone):
     """OVS write_ct_md without a connection or key: tracked, zeros everywhere else."""
     key[CT_STATE] |= CS_TRACKED
@@ -460,7 +460,7 @@ def _write_md_none(key, zone):
     key[CT_TP_DST] = 0
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _write_md(key, zone, conns, slot, tup):
     """OVS write_ct_md: mark/label of the connection, original tuple of it (or of tup)."""
     key[CT_STATE] |= CS_TRACKED
@@ -493,7 +493,7 @@ def _write_md(key, zone, conns, slot, tup):
         key[CT_TP_DST] = tup[T_DWORD]
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _apply_mark_label(key, conns, slot, set_mark, mark, mark_mask, set_label, label4, label_mask4):
     """OVS set_mark/set_label: new = value | (current & ~mask), stored in conn and packet."""
     if set_mark:
@@ -509,7 +509,7 @@ def _apply_mark_label(key, conns, slot, set_mark, mark, mark_mask, set_label, la
             key[CT_LABEL + i] = value
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _handle_nat(conns, slot, zone, reply, related, frame, key, state):
     """OVS handle_nat: translate by the connection unless this zone already did."""
     if conns[slot, C_NAT_FLAGS] != 0 and (not (state & _NAT_BITS) or key[CT_ZONE] != zone):

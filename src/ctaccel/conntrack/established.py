@@ -71,7 +71,7 @@ RECHECK_STATE = -1  # the tracker would reject the packet or move to another sta
 RECHECK_OTHER = -3  # ct_recheck_ack: not a plain ACK of an established connection
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now_ms, timeouts,
                saved):  # fmt: skip
     """Apply the tracker update for a fast-path packet, or say why not.
@@ -110,7 +110,7 @@ def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now
     return state
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, expected):
     """``ct_recheck`` for a plain ACK of a TCP connection with both peers ESTABLISHED, whose
     entry recorded ct_state ``expected``; the caller has checked the slot's liveness and
@@ -163,7 +163,7 @@ def ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, 
     return state
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def ct_recheck_one(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now_ms,
                    timeouts, saved, expected):  # fmt: skip
     """The re-check of a cached entry's one ct step (nothing after it can need it undone):

@@ -53,12 +53,12 @@ ICMP_KEY_RELATED = 1
 ICMP_ERROR_DATA_L4_LEN = 8  # bytes of quoted L4 header an ICMPv4 error must carry
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def be16(frame, ofs):
     return (int(frame[ofs]) << 8) | int(frame[ofs + 1])
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def be32(frame, ofs):
     return (
         (int(frame[ofs]) << 24)
@@ -68,22 +68,22 @@ def be32(frame, ofs):
     )
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def is_icmp4_query(icmp_type):
     return icmp_type == 0 or icmp_type == 8 or 13 <= icmp_type <= 16
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def is_icmp4_error(icmp_type):
     return 3 <= icmp_type <= 5 or icmp_type == 11 or icmp_type == 12
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def is_icmp6_error(icmp_type):
     return 1 <= icmp_type <= 4
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def icmp_valid_new(proto, frame, l4_ofs, l4_len):
     """Can this packet start a connection? Request types only (OVS picks by protocol)."""
     if l4_len < 1:
@@ -94,20 +94,20 @@ def icmp_valid_new(proto, frame, l4_ofs, l4_len):
     return icmp_type == 128
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _arm(conns, slot, now_ms, timeouts):
     tm = TM_ICMP_FIRST if conns[slot, C_L4_STATE] == ICMPS_FIRST else TM_ICMP_REPLY
     conns[slot, C_TIMEOUT_CLASS] = tm
     conns[slot, C_EXPIRATION] = now_ms + timeouts[tm]
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def icmp_new_conn(conns, slot, now_ms, timeouts):
     conns[slot, C_L4_STATE] = ICMPS_FIRST
     _arm(conns, slot, now_ms, timeouts)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def icmp_conn_update(conns, slot, reply, now_ms, timeouts):
     """Established once a reply was seen; until then requests stay ``new``."""
     result = CT_UPDATE_VALID
@@ -120,7 +120,7 @@ def icmp_conn_update(conns, slot, reply, now_ms, timeouts):
     return result
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _query_words(dl_type, frame, l4_ofs, tup):
     """Endpoint words of an ICMP query: id, own type / reversed type, code 0."""
     icmp_type = int(frame[l4_ofs])

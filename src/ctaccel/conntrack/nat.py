@@ -118,29 +118,29 @@ def spec_from_action(nat) -> np.ndarray:
 # --- ones'-complement helpers ------------------------------------------------------------------
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _rd16(frame, ofs):
     return (int(frame[ofs]) << 8) | int(frame[ofs + 1])
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _wr16(frame, ofs, value):
     frame[ofs] = (value >> 8) & 0xFF
     frame[ofs + 1] = value & 0xFF
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _rd32(frame, ofs):
     return (_rd16(frame, ofs) << 16) | _rd16(frame, ofs + 2)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _wr32(frame, ofs, value):
     _wr16(frame, ofs, (value >> 16) & _M16)
     _wr16(frame, ofs + 2, value & _M16)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def recalc16(csum, old, new):
     """OVS recalc_csum16: the checksum after a 16-bit field changed from old to new."""
     s = ((~csum) & _M16) + ((~old) & _M16) + (new & _M16)
@@ -149,7 +149,7 @@ def recalc16(csum, old, new):
     return (~s) & _M16
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def recalc32(csum, old, new):
     """OVS recalc_csum32: both halves, the first two bytes on the wire first."""
     csum = recalc16(csum, (old >> 16) & _M16, (new >> 16) & _M16)
@@ -159,7 +159,7 @@ def recalc32(csum, old, new):
 # --- header rewrites (OVS packet_set_*) -----------------------------------------------------
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _l4_csum_ofs(proto, frame, l4, l4_size):
     """Offset of the L4 checksum an address change must update (or -1): TCP when the header
     fits, UDP when it fits and its checksum is in use, ICMPv6 when its header fits."""
@@ -172,13 +172,13 @@ def _l4_csum_ofs(proto, frame, l4, l4_size):
     return -1
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _fix_udp_zero(proto, frame, ofs):
     if proto == 17 and _rd16(frame, ofs) == 0:
         _wr16(frame, ofs, 0xFFFF)  # a computed zero is sent as all ones
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def set_ipv4_addr(frame, l3, l4, l4_size, addr_ofs, new):
     """Write an IPv4 address, updating the L4 checksum (by the IP protocol of the header at
     ``l3``) and the header checksum, as packet_set_ipv4_addr."""
@@ -193,7 +193,7 @@ def set_ipv4_addr(frame, l3, l4, l4_size, addr_ofs, new):
     _wr32(frame, addr_ofs, new)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def set_ipv6_addr(frame, proto, l4, l4_size, addr_ofs, w0, w1, w2, w3):
     """Write an IPv6 address, updating the checksum of ``proto`` found at ``l4`` (OVS uses
     the connection's protocol here, even for an ICMPv6 error about a TCP connection)."""
@@ -212,7 +212,7 @@ def set_ipv6_addr(frame, proto, l4, l4_size, addr_ofs, w0, w1, w2, w3):
     _wr32(frame, addr_ofs + 12, w3)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def set_ports(proto, frame, l4, sport, dport):
     """packet_set_tcp_port / packet_set_udp_port: ports with their checksum; a UDP datagram
     without checksum keeps none. Fields past the end of the frame are left alone."""
@@ -235,7 +235,7 @@ def set_ports(proto, frame, l4, sport, dport):
         _fix_udp_zero(proto, frame, c)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def reverse_action(action):
     """OVS nat_action_reverse: what a packet of the other direction gets."""
     if action & NAT_SRC:
@@ -245,7 +245,7 @@ def reverse_action(action):
     return action
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _inner_offsets(dl_type, frame, l4, tail):
     """(inner l3, inner l4) of the packet an ICMP error quotes (already validated by key
     extraction)."""
@@ -264,7 +264,7 @@ def _inner_offsets(dl_type, frame, l4, tail):
     return inner_l3, ofs
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def nat_target(conns, slot, reply):
     """What a packet of direction ``reply`` of a NATed connection is rewritten to (the
     "header transposition" the fast path caches): (kind, a0, a1, a2, a3, sport, dport) with
@@ -293,7 +293,7 @@ def nat_target(conns, slot, reply):
             conns[slot, col + 3], kdport, ksport)  # fmt: skip
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def nat_rewrite(kind, a0, a1, a2, a3, sport, dport, proto, dl_type, frame, l3, l4, l4_size):
     """Rewrite a packet that is not an ICMP error by a ``nat_target`` (as nat_packet does)."""
     if dl_type == ETH_TYPE_IP:
@@ -358,7 +358,7 @@ def nat_packet(conns, slot, reply, related, frame, key, state):
 # --- choosing a translation: ranges and hashing -----------------------------------------------
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def range_hash(spec, tup_words):
     """Deterministic 32-bit hash of the range and the connection's tuple (OVS uses a random
     per-process basis here, so its pick inside a range is not reproducible anyway)."""
@@ -374,7 +374,7 @@ def range_hash(spec, tup_words):
     return h
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def next_random(h, round_):
     """The pseudo-random restart point of a later search round (OVS: random_uint32())."""
     x = (h ^ (round_ * 0x9E3779B9)) & _M32

@@ -48,7 +48,7 @@ OTHER_STATES = (
 IPPROTO_UDP = 17
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def other_timeout_class(proto, state):
     """TM_* index for an other-tracker state (UDP and non-UDP differ only by name)."""
     if proto == IPPROTO_UDP:
@@ -64,27 +64,27 @@ def other_timeout_class(proto, state):
     return TM_OTHER_BIDIR
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _arm(conns, slot, now_ms, timeouts):
     tm = other_timeout_class(conns[slot, C_PROTO], conns[slot, C_L4_STATE])
     conns[slot, C_TIMEOUT_CLASS] = tm
     conns[slot, C_EXPIRATION] = now_ms + timeouts[tm]
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def other_valid_new():
     """Any packet may start an other-protocol connection."""
     return True
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def other_new_conn(conns, slot, now_ms, timeouts):
     """Initialise a freshly allocated row: state FIRST, first-packet timeout."""
     conns[slot, C_L4_STATE] = OTHERS_FIRST
     _arm(conns, slot, now_ms, timeouts)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def other_conn_update(conns, slot, reply, now_ms, timeouts):
     """Advance the state for one packet; CT_UPDATE_VALID once bidirectional, else NEW."""
     state = conns[slot, C_L4_STATE]

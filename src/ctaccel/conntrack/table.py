@@ -122,13 +122,13 @@ ETH_IP = 0x0800
 ETH_IPV6 = 0x86DD
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def is_icmp_key(dl_type, proto):
     """True when the tuple's endpoints are ICMP (id, type, code) rather than ports."""
     return (dl_type == ETH_IP and proto == 1) or (dl_type == ETH_IPV6 and proto == 58)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def reverse_icmp_type(dl_type, icmp_type):
     """The type of the other direction of an ICMP query (echo request <-> reply, ...)."""
     if dl_type == ETH_IPV6:
@@ -152,7 +152,7 @@ def reverse_icmp_type(dl_type, icmp_type):
     return icmp_type
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _mix(h, v):
     """Fold one word (< 2**48) into a 32-bit state without any overflow."""
     v = (v ^ (v >> 32)) & _M32
@@ -163,7 +163,7 @@ def _mix(h, v):
 _TUPLE_SEED = 0x2545F491
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def tuple_hash(tup):
     """32-bit hash of a lookup tuple (identical under jit and plain Python)."""
     h = _TUPLE_SEED
@@ -172,13 +172,13 @@ def tuple_hash(tup):
     return _tuple_finish(h)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _tuple_finish(h):
     h = ((h ^ (h >> 15)) * _MUL) & _M32
     return h ^ (h >> 13)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def row_endpoint_words(conns, slot, reply):
     """(source word, destination word) of a connection's original or reply tuple."""
     dl_type = conns[slot, C_DL_TYPE]
@@ -199,7 +199,7 @@ def row_endpoint_words(conns, slot, reply):
     return (sport << 16) | (rt << 8) | code, (dport << 16) | (t << 8) | code
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def row_tuple(conns, slot, reply, tup):
     """Fill ``tup`` with a connection's original (reply=0) or reply (reply=1) tuple."""
     tup[T_ZONE] = conns[slot, C_ZONE]
@@ -215,7 +215,7 @@ def row_tuple(conns, slot, reply, tup):
     tup[T_DWORD] = dw
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def row_tuple_hash(conns, slot, reply):
     """``tuple_hash`` of the tuple ``row_tuple`` would write, without writing it."""
     src = C_SRC if reply == 0 else C_R_SRC
@@ -232,7 +232,7 @@ def row_tuple_hash(conns, slot, reply):
     return _tuple_finish(_mix(h, dw))
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def row_matches(conns, slot, reply, tup):
     """True when the connection's tuple in direction ``reply`` equals ``tup``."""
     if (
@@ -250,7 +250,7 @@ def row_matches(conns, slot, reply, tup):
     return sw == tup[T_SWORD] and dw == tup[T_DWORD]
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def index_lookup(conns, index, tup, h):
     """Handle (``slot*2 + reply``) of the connection with tuple ``tup`` (hash ``h``), or -1.
 
@@ -275,7 +275,7 @@ def index_lookup(conns, index, tup, h):
         b = (b + 1) & mask
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def index_insert(index, handle, h):
     """Add an entry; the index must have a free bucket (guaranteed by its sizing)."""
     mask = index.shape[0] - 1
@@ -316,7 +316,7 @@ def index_remove(index, handle, h):
     return True
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def reverse_into(tup, rtup):
     """``rtup`` := ``tup`` seen from the other side (addresses and endpoint words swapped)."""
     rtup[T_ZONE] = tup[T_ZONE]

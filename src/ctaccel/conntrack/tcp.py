@@ -127,10 +127,10 @@ _SEQ_SIGN = 0x80000000
 _SEQ_MOD = 0x100000000
 
 
-# --- small helpers (inlined by numba) -----------------------------------------------------
+# --- small helpers (inlined by LLVM) ------------------------------------------------------
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _seq_diff(a, b):
     """(a - b) mod 2**32 read as a signed 32-bit number: how far a is after b."""
     d = (a - b) & SEQ_MASK
@@ -139,12 +139,12 @@ def _seq_diff(a, b):
     return d
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _be16(frame, ofs):
     return (np.int64(frame[ofs]) << 8) | np.int64(frame[ofs + 1])
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _be32(frame, ofs):
     return (
         (np.int64(frame[ofs]) << 24)
@@ -154,18 +154,18 @@ def _be32(frame, ofs):
     )
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _tcp_flags(frame, l4_ofs):
     """The 12 flag bits (NS..FIN), as OVS's TCP_FLAGS()."""
     return ((np.int64(frame[l4_ofs + 12]) & 0x0F) << 8) | np.int64(frame[l4_ofs + 13])
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _header_len(frame, l4_ofs):
     return (np.int64(frame[l4_ofs + 12]) >> 4) * 4
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _payload_len(frame, l4_ofs, l4_len):
     """Payload bytes after the TCP header; 0 when the data offset is nonsense (as OVS)."""
     hlen = _header_len(frame, l4_ofs)
@@ -174,12 +174,12 @@ def _payload_len(frame, l4_ofs, l4_len):
     return np.int64(l4_len - hlen)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _header_fits(frame, l4_ofs, l4_len):
     return l4_ofs >= 0 and l4_len >= TCP_HEADER_LEN and l4_ofs + TCP_HEADER_LEN <= frame.shape[0]
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _invalid_flags(flags):
     """Flag combinations no tracker state accepts (pf's normalisation rules, as OVS)."""
     if flags & TCP_SYN:
@@ -192,7 +192,7 @@ def _invalid_flags(flags):
     return False
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def load_peers(conns, slot, src, dst):
     """The window numbers of the sending peer (columns from ``src``) and the receiving one
     (``dst``): seqlo, seqhi, max_win and wscale of each, sender first."""
@@ -201,7 +201,7 @@ def load_peers(conns, slot, src, dst):
             conns[slot, dst + P_MAX_WIN], conns[slot, dst + P_WSCALE])  # fmt: skip
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def window_shifts(src_wscale, dst_wscale):
     """The window-scale shifts (sender, receiver) of a packet without SYN: both announced
     ones once both SYNs carried the option, the maximum when the connection was picked up
@@ -213,7 +213,7 @@ def window_shifts(src_wscale, dst_wscale):
     return np.int64(0), np.int64(0)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def in_strict_window(src_seqlo, src_seqhi, dst_max_win, sws, dws, seq, end, ackskew):
     """pf's window test (RST's position apart): the last octet within what the receiver
     allowed, at most a window back, and the ack neither too far behind what was sent nor
@@ -226,7 +226,7 @@ def in_strict_window(src_seqlo, src_seqhi, dst_max_win, sws, dws, seq, end, acks
     )
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def track_window(src_max_win, src_seqlo, dst_seqhi, win, end, ack, scaled_win):
     """An accepted packet's bookkeeping: the sender's largest window and highest octet sent,
     and how far the receiver now lets the sender go; returns the three new values."""
@@ -274,7 +274,7 @@ def tcp_get_wscale(frame, l4_ofs, l4_len):
     return wscale
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _set_timer(conns, slot, now_ms, timeouts, tm):
     conns[slot, C_EXPIRATION] = now_ms + timeouts[tm]
     conns[slot, C_TIMEOUT_CLASS] = tm
@@ -283,7 +283,7 @@ def _set_timer(conns, slot, now_ms, timeouts, tm):
 # --- public kernels ---------------------------------------------------------------------------
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def tcp_valid_new(frame, l4_ofs, l4_len):
     """May this packet create a connection? Valid flags and not a SYN/ACK.
 
@@ -347,7 +347,7 @@ def tcp_new_conn(conns, slot, frame, l4_ofs, l4_len, now_ms, timeouts):
     _set_timer(conns, slot, now_ms, timeouts, TM_TCP_SYN_SENT)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts):
     """Track one packet of the connection in ``conns[slot]``; return a CT_UPDATE_* code.
 

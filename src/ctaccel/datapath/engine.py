@@ -429,36 +429,3 @@ def _grown(a, used: int, extra: int = 0):
     bigger = np.zeros(max(2 * len(a), 2 * (used + extra)), a.dtype)
     bigger[:used] = a[:used]
     return bigger
-
-
-def warm_up() -> float:
-    """Compile (or load from the on-disk cache) every kernel the engine uses, by running a
-    few packets of each kind through throwaway engines; returns the seconds it took.
-
-    On a cold cache this is the compile time (tens of seconds on a small machine); on a warm
-    one, the time to load the cached machine code (about a second)."""
-    import time
-
-    from ctaccel.ofproto.rules import parse_flows
-    from ctaccel.packet import build as B
-
-    t0 = time.perf_counter()
-    rules = (
-        "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=1)\n"
-        "table=1,priority=10,ip,ct_state=+trk+new,actions=ct(commit,zone=1),output:2\n"
-        "table=1,priority=10,ip,ct_state=+trk+est,actions=output:2\n"
-        "table=0,priority=1,actions=drop\n"
-    )
-    a, b = "02:00:00:00:00:01", "02:00:00:00:00:02"
-    frames = [
-        B.tcp_frame(a, b, "10.0.0.1", "10.0.0.2", 1000, 80, "S", 1, 0),
-        B.tcp_frame(b, a, "10.0.0.2", "10.0.0.1", 80, 1000, "SA", 9, 2),
-        B.tcp_frame(a, b, "10.0.0.1", "10.0.0.2", 1000, 80, "A", 2, 10),
-        B.tcp_frame(a, b, "10.0.0.1", "10.0.0.2", 1000, 80, "PA", 2, 10, b"x"),
-        B.udp_frame(a, b, "10.0.0.1", "10.0.0.2", 53, 53, b"q"),
-        *B.fragment_ipv4(B.udp_frame(a, b, "10.0.0.1", "10.0.0.2", 7, 7, b"f" * 3000), 1400),
-    ]
-    for mode in MODES:
-        eng = DatapathEngine(parse_flows(rules, "<warm-up>"), mode=mode)
-        eng.process_batch(frames, [1] * len(frames), list(range(len(frames))))
-    return time.perf_counter() - t0

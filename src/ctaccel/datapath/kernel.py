@@ -289,7 +289,7 @@ FP_COUNT = 0  # fp_state: entries used
 FP_CAP = 1
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _pack_em_key(key, em_key, flags_mask):
     """The entry key of a packet: every header column, packed without loss into 8 words (each
     column holds at most its field's width: ports/types/VLAN 16 bits, MACs 48, address words
@@ -326,13 +326,13 @@ def _pack_em_key(key, em_key, flags_mask):
     )
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _copy_ct_fields(src, dst):
     for c in range(NCT):
         dst[c] = src[CT_STATE + c]
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _drop_code(vm):
     """The packet's drop reason (program.DROP_REASON_NAMES index), by the reference engine's
     rule: none if anything was emitted; else an explicit reason, then the recirculation cap,
@@ -348,7 +348,7 @@ def _drop_code(vm):
     return DROP_CODE_RULE_DROP
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _finish_packet(i, vm, res, out_ports):
     """Fill the packet's results from the VM scalars (the reference engine's rules)."""
     nout = vm[VM_NOUT]
@@ -359,7 +359,7 @@ def _finish_packet(i, vm, res, out_ports):
     res[i, R_DROP] = _drop_code(vm)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _translated(row, base0, stride, nbase, nstride, nsteps, key, frame, flen, copy):
     """``copy`` := ``frame`` with the cached transpositions of the steps that translate
     applied in order. Step s is ``row[base0 + s * stride + S_*]``, its transposition
@@ -390,7 +390,7 @@ def _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf):
     return fofs
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _fast_apply_compact(e, head, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stats,
                         saved, res, i, out_ports, out_n):  # fmt: skip
     """_fast_apply for an entry with a compact line (``head`` = its FC_HEAD): the same checks
@@ -440,7 +440,7 @@ def _fast_apply_compact(e, head, frame, flen, key, now_ms, conns, timeouts, fp_r
     return PUNT_NONE
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, recircs,
                   trace_steps, trace_rules, port):  # fmt: skip
     """Write entry ``e``'s FC_* line: compact when everything a hit needs fits it (True),
@@ -483,7 +483,7 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
     return True
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _fast_apply(e, frame, flen, key, now_ms, conns, timeouts, fp_rows, rule_stats, saved, res,
                 i, out_ports, out_n, out_fofs, out_fbuf):  # fmt: skip
     """Try the fast path with entry ``e``; PUNT_NONE when the packet was completed."""
@@ -568,7 +568,7 @@ def _outputs_match(frame, flen, key, vm, trace_steps, out_fofs, out_fbuf, wframe
     return True
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _install_wanted(vm, trace_steps, conns):
     """Whether the packet just completed can have a fast-path entry: every ct step +est on a
     committed TCP/UDP connection (ICMP ids and other keys are not all in the entry key), and
@@ -650,7 +650,7 @@ def _install(em_key, em_hash, vm, trace_steps, trace_rules, out_ports, fp_rows, 
         fp_rows[e, outs + nout + r] = trace_rules[r]
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _prefetch_stages(i, n, keys, emk, em_flags_mask, vm, em_keys, em_used, em_value, em_hashes,
                      fp_rows, conns, kstats):  # fmt: skip
     """Software pipeline of the assume-established lookups: while packet ``i`` runs, packet

@@ -67,7 +67,7 @@ MF_FULL = -2  # mf_insert: no entry row, or no mask slot, left
 BUCKETS_PER_ENTRY = 2
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def make_mf_key(key, recirc_id, out):
     """Fill ``out[MF_WIDTH]`` from a flow key's matchable columns and a recirc_id."""
     for c in range(PARSE_FIRST):
@@ -75,7 +75,7 @@ def make_mf_key(key, recirc_id, out):
     out[MF_RECIRC] = recirc_id
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def make_mf_keys(keys, recirc_ids, out):
     """Batch form of :func:`make_mf_key`: ``out[i]`` from ``keys[i]`` and ``recirc_ids[i]``."""
     for i in range(keys.shape[0]):
@@ -84,7 +84,7 @@ def make_mf_keys(keys, recirc_ids, out):
         out[i, MF_RECIRC] = recirc_ids[i]
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _masked_hash(m, key, masks, mask_cols, ncols):
     """Hash of (mask id ``m``, ``key & masks[m]``) over the mask's nonzero columns."""
     a = HASH_SEED_A ^ m
@@ -95,7 +95,7 @@ def _masked_hash(m, key, masks, mask_cols, ncols):
     return hash_finish(a, b)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _probe(masks, mask_cols, mask_ncols, entry_key, entry_mask_id, index, m, key):
     """Entry of mask ``m`` matching ``key``, or -1."""
     ncols = mask_ncols[m]
@@ -120,7 +120,7 @@ def _probe(masks, mask_cols, mask_ncols, entry_key, entry_mask_id, index, m, key
         b = (b + 1) & bucket_mask
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def mf_lookup(
     masks,
     mask_cols,
@@ -193,7 +193,7 @@ def mf_lookup_batch(
     return n - unresolved
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _find_mask(masks, n_masks, mask):
     for m in range(n_masks):
         same = True
@@ -206,7 +206,7 @@ def _find_mask(masks, n_masks, mask):
     return -1
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _index_add(index, e, h):
     bucket_mask = index.shape[0] - 1
     b = h & bucket_mask

@@ -146,8 +146,11 @@ class ReferenceEngine:
 
     def process(self, frame, in_port: int, now_ms: int) -> PacketResult:
         """Run one packet through the pipeline. ``frame`` is bytes or a uint8 array."""
+        # writable arrays only: a read-only one is another type, so another compile of the parser
         if not isinstance(frame, np.ndarray):
-            frame = np.frombuffer(bytes(frame), np.uint8)
+            frame = np.frombuffer(bytearray(frame), np.uint8)
+        elif not frame.flags.writeable:
+            frame = frame.copy()
         res = PacketResult()
         self._result = res
         self._now_ms = int(now_ms)
@@ -331,7 +334,7 @@ class ReferenceEngine:
             conntrack(whole, whole_key, -1)
             r.ct_md = whole_key[_CT_FIRST : _CT_LAST + 1].copy()
             key[_CT_FIRST : _CT_LAST + 1] = r.ct_md
-            group.frames = [np.frombuffer(f, np.uint8) for f in r.fragments]
+            group.frames = [np.frombuffer(bytearray(f), np.uint8) for f in r.fragments]
             if nat:
                 group.frames = _nat_fragments(whole, whole_key, group.frames)
             group.frame_ct = None
@@ -352,7 +355,7 @@ class ReferenceEngine:
                 md[K.CT_ZONE - _CT_FIRST] = ff.zone
             else:
                 md[:] = ff.result.ct_md
-            group.frames.append(np.frombuffer(ff.frame, np.uint8))
+            group.frames.append(np.frombuffer(bytearray(ff.frame), np.uint8))
             group.frame_ct.append(md)
 
     # ------------------------------------------------------------------ recirculation

@@ -27,7 +27,7 @@ import numpy as np
 from ctaccel.jit import njit
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def ones_sum(data, start, length):
     """Unfolded sum of ``data[start:start+length]`` whose fold is the ones'-complement sum of
     its big-endian 16-bit words."""
@@ -52,7 +52,7 @@ def ones_sum(data, start, length):
     return acc
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def ones_fold(acc):
     """Fold an unfolded accumulator into 16 bits (end-around carry)."""
     while acc > 0xFFFF:
@@ -60,13 +60,13 @@ def ones_fold(acc):
     return acc
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def internet_checksum(data, start, length):
     """The checksum value to store for ``data[start:start+length]`` (field zeroed)."""
     return (~ones_fold(ones_sum(data, start, length))) & 0xFFFF
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def pseudo_sum_v4(data, ip_ofs, proto, l4_len):
     """Unfolded IPv4 pseudo-header sum: source, destination, protocol, L4 length.
 
@@ -74,14 +74,14 @@ def pseudo_sum_v4(data, ip_ofs, proto, l4_len):
     return ones_sum(data, ip_ofs + 12, 8) + proto + l4_len
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def pseudo_sum_v6(data, ip_ofs, proto, l4_len):
     """Unfolded IPv6 pseudo-header sum: source, destination (as in the fixed header, as
     OVS does, even with a routing header), upper-layer length, next header."""
     return ones_sum(data, ip_ofs + 8, 32) + proto + (l4_len >> 16) + (l4_len & 0xFFFF)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def sum_is_valid(acc):
     """True when a received checksum verifies: the folded sum is all ones."""
     return ones_fold(acc) == 0xFFFF

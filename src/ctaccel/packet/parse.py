@@ -114,33 +114,33 @@ PROTO_DSTOPTS = 60
 PROTO_SCTP = 132
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _be16(frame, ofs):
     return (np.int64(frame[ofs]) << 8) | np.int64(frame[ofs + 1])
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _be32(frame, ofs):
     return (_be16(frame, ofs) << 16) | _be16(frame, ofs + 2)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _be48(frame, ofs):
     return (_be32(frame, ofs) << 16) | _be16(frame, ofs + 4)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _is_vlan_tpid(ethertype):
     return ethertype == ETH_TYPE_8021Q or ethertype == ETH_TYPE_8021AD
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def parse_frame(frame, in_port, key):
     """Zero ``key`` and fill it from ``frame`` (uint8 array) received on ``in_port``."""
     parse_frame_vlan_limit(frame, in_port, key, DEFAULT_VLAN_LIMIT)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def parse_frame_vlan_limit(frame, in_port, key, vlan_limit):
     """:func:`parse_frame` with an explicit OVS ``vlan-limit`` (0 means the maximum, 2)."""
     if key.shape[0] == KEY_WIDTH:  # a constant count: a few vector stores, no memset call
@@ -208,7 +208,7 @@ def parse_frame_vlan_limit(frame, in_port, key, vlan_limit):
         _parse_arp(frame, pos, size, key)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _parse_arp(frame, pos, size, key):
     if size - pos < ARP_ETH_HEADER_LEN:
         key[PARSE_FLAGS] |= PF_L3_TRUNC
@@ -228,7 +228,7 @@ def _parse_arp(frame, pos, size, key):
         key[NW_PROTO] = opcode
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _parse_ipv4(frame, l3, size, key):
     avail = size - l3
     if avail < IPV4_HEADER_LEN:
@@ -282,7 +282,7 @@ def _parse_ipv4(frame, l3, size, key):
     _parse_l4(frame, l3, l4, l4_len, proto, nw_frag, False, key)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _parse_ipv6(frame, l3, size, key):
     avail = size - l3
     if avail < IPV6_HEADER_LEN:
@@ -355,7 +355,7 @@ def _parse_ipv6(frame, l3, size, key):
     _parse_l4(frame, l3, pos, end - pos, proto, nw_frag, True, key)
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def _parse_l4(frame, l3, l4, l4_len, proto, nw_frag, is_v6, key):
     """Ports / type+code / TCP flags, L4 truncation, and the L4 checksum fact."""
     checksum_kind = 0  # 0: none, 1: pseudo-header checksum, 2: plain (ICMPv4)
@@ -431,7 +431,7 @@ def parse_batch(buf, offsets, lengths, in_ports, keys):
         parse_record(buf, offsets, lengths, in_ports, i, keys[i])
 
 
-@njit(inline="always")
+@njit(forceinline=True)
 def parse_record(buf, offsets, lengths, in_ports, i, key):
     """Parse frame ``i`` of a batch (as parse_batch does) into ``key``."""
     buf_len = buf.shape[0]
