@@ -73,8 +73,7 @@ def test_helper_entry_point_rejects_unknown_work():
 
 @needs_jit
 def test_helper_compiles_the_ct_kernel_for_the_datapaths_types():
-    from ctaccel.conntrack import Conntrack
-    from ctaccel.conntrack import core
+    from ctaccel.conntrack import Conntrack, core
 
     Conntrack().compile_execute()
     assert len(core.ct_execute.signatures) >= 1
