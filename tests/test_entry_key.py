@@ -1,6 +1,6 @@
 """The fast path's entry key packs every header field without loss.
 
-``kernel._pack_em_key`` packs the key columns into EM_WIDTH words with shifts and masks only,
+``fastpath._pack_em_key`` packs the key columns into EM_WIDTH words with shifts and masks only,
 so it is linear over bits: it is injective exactly when every bit of every field lands on a
 bit of its own. Each bit of each field is set alone and must come out as one bit, never the
 sign bit, never a bit another field bit took; the compiled packer must agree with its source.
@@ -12,8 +12,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctaccel.datapath import kernel as KR
+from ctaccel.datapath import fastpath
 from ctaccel.datapath.exact import python_source
+from ctaccel.datapath.layout import EM_WIDTH
 from ctaccel.jit import njit
 from ctaccel.packet import key as K
 
@@ -36,16 +37,16 @@ FIELDS = {
     K.NW_FRAG: 2,
 }
 ALL_FLAGS = 0xFFF
-plain_pack = python_source(KR._pack_em_key)
+plain_pack = python_source(fastpath._pack_em_key)
 
 
 @njit
 def _compiled_pack(key, out, flags_mask):
-    KR._pack_em_key(key, out, flags_mask)
+    fastpath._pack_em_key(key, out, flags_mask)
 
 
 def _packed(key, jit=False):
-    out = np.zeros(KR.EM_WIDTH, np.int64)
+    out = np.zeros(EM_WIDTH, np.int64)
     (_compiled_pack if jit else plain_pack)(key, out, ALL_FLAGS)
     return out
 

@@ -256,7 +256,7 @@ _COMPACT_CASES = {
 
 @pytest.mark.parametrize("case", sorted(_COMPACT_CASES))
 def test_compact_and_full_entries_answer_alike(case):
-    from ctaccel.datapath import kernel as KR
+    from ctaccel.datapath import layout as KR
 
     fields, compact = _COMPACT_CASES[case]
     rules = _WIDE.format(**fields)

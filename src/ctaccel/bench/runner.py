@@ -146,7 +146,7 @@ def _instrument_slow_path(engine) -> list[float]:
 
 def _fold_results(digest, br) -> int:
     """Add one batch's per-packet results to ``digest``; returns its NEW packets."""
-    from ctaccel.datapath import kernel as KR
+    from ctaccel.datapath import layout as KR
 
     res = br.res
     n = res.shape[0]

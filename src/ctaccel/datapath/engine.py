@@ -25,8 +25,9 @@ from ctaccel.arrays import aligned_zeros
 from ctaccel.conntrack import Conntrack
 from ctaccel.conntrack.ipf import Ipf
 from ctaccel.conntrack.nat import NS_WIDTH, no_nat_spec
-from ctaccel.datapath import kernel as KR
+from ctaccel.datapath import layout as L
 from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, ExactTable
+from ctaccel.datapath.kernel import run_batch
 from ctaccel.datapath.megaflow import MF_RECIRC, MF_WIDTH, MegaflowCache
 from ctaccel.datapath.program import (
     CONTROLLER_PORT,
@@ -56,7 +57,7 @@ class BatchResult:
     def ports(self, i: int) -> list:
         if i in self.slow:
             return self.slow[i].out_ports
-        n, start = int(self.res[i, KR.R_NOUT]), int(self.res[i, KR.R_OUT_START])
+        n, start = int(self.res[i, L.R_NOUT]), int(self.res[i, L.R_OUT_START])
         return [CONTROLLER if p == CONTROLLER_PORT else int(p)
                 for p in self.out_ports[start : start + n]]  # fmt: skip
 
@@ -66,9 +67,9 @@ class BatchResult:
         if i in self.slow:
             return self.slow[i].outputs
         ports = self.ports(i)
-        if self.out_fofs is None or self.res[i, KR.R_REWRITTEN] == 0:
+        if self.out_fofs is None or self.res[i, L.R_REWRITTEN] == 0:
             return [(p, frame) for p in ports]
-        start, n = int(self.res[i, KR.R_OUT_START]), len(frame)
+        start, n = int(self.res[i, L.R_OUT_START]), len(frame)
         fofs = [int(f) for f in self.out_fofs[start : start + len(ports)]]
         return [(p, frame if f < 0 else self.out_fbuf[f : f + n].tobytes())
                 for p, f in zip(ports, fofs, strict=True)]  # fmt: skip
@@ -76,24 +77,24 @@ class BatchResult:
     def ct_state(self, i: int):
         if i in self.slow:
             return self.slow[i].ct_state
-        s = int(self.res[i, KR.R_CT_STATE])
+        s = int(self.res[i, L.R_CT_STATE])
         return None if s < 0 else K.format_ct_state(s)
 
     def drop_reason(self, i: int):
         if i in self.slow:
             return self.slow[i].drop_reason
-        return DROP_REASON_NAMES[int(self.res[i, KR.R_DROP])] or None
+        return DROP_REASON_NAMES[int(self.res[i, L.R_DROP])] or None
 
     def path(self, i: int) -> str:
-        return KR.PATH_NAMES[int(self.res[i, KR.R_PATH])]
+        return L.PATH_NAMES[int(self.res[i, L.R_PATH])]
 
     def punt(self, i: int) -> str:
-        return KR.PUNT_NAMES[int(self.res[i, KR.R_PUNT])]
+        return L.PUNT_NAMES[int(self.res[i, L.R_PUNT])]
 
     def recirculations(self, i: int) -> int:
         if i in self.slow:
             return self.slow[i].recirculations
-        return int(self.res[i, KR.R_RECIRCS])
+        return int(self.res[i, L.R_RECIRCS])
 
 
 # Fast-path entries to start with: one per direction of as many connections as conntrack
@@ -117,31 +118,31 @@ class DatapathEngine:
         self._megaflow_capacity = megaflow_capacity
         self._fastpath_capacity = fastpath_capacity
         self.max_fast_path = max_fast_path
-        self.kstats = np.zeros(KR.KS_WIDTH, np.int64)
+        self.kstats = np.zeros(L.KS_WIDTH, np.int64)
         self.upcalls = 0
         self.slow_packets = 0
-        self._vm = np.zeros(KR.VM_WIDTH, np.int64)
-        self._vm_pipeline = self._vm[KR.VM_PF_KEY : KR.VM_PARSED + 1]  # reset per batch (a view)
-        depth = KR.MAX_RECIRC_DEPTH + 1
+        self._vm = np.zeros(L.VM_WIDTH, np.int64)
+        self._vm_pipeline = self._vm[L.VM_PF_KEY : L.VM_PARSED + 1]  # reset per batch (a view)
+        depth = L.MAX_RECIRC_DEPTH + 1
         self._stack_key = np.zeros((depth, K.KEY_WIDTH), np.int64)
-        self._stack_md = np.zeros((depth, KR.NCT), np.int64)
-        self._stack_frame = np.zeros((depth, KR.STACK_WIDTH), np.int64)
+        self._stack_md = np.zeros((depth, L.NCT), np.int64)
+        self._stack_frame = np.zeros((depth, L.STACK_WIDTH), np.int64)
         self._frames_w = np.zeros((depth + 2, 2048), np.uint8)  # rows: depths, then scratch
         self._cur_key = np.zeros(K.KEY_WIDTH, np.int64)
-        self._cur_md = np.zeros(KR.NCT, np.int64)
-        self._trace_steps = np.zeros((KR.MAX_STEPS, KR.TRACE_WIDTH), np.int64)
-        self._trace_rules = np.zeros(KR.MAX_FP_RULES, np.int64)
+        self._cur_md = np.zeros(L.NCT, np.int64)
+        self._trace_steps = np.zeros((L.MAX_STEPS, L.TRACE_WIDTH), np.int64)
+        self._trace_rules = np.zeros(L.MAX_FP_RULES, np.int64)
         self._mf_key = np.zeros(MF_WIDTH, np.int64)
-        self._scratch = np.zeros(KR.SCR_WIDTH, np.int64)
-        self._scratch[KR.SCR_NO_NAT : KR.SCR_NO_NAT + NS_WIDTH] = no_nat_spec()
-        self._saved = np.zeros((KR.MAX_STEPS, self.conntrack.conns.shape[1]), np.int64)
+        self._scratch = np.zeros(L.SCR_WIDTH, np.int64)
+        self._scratch[L.SCR_NO_NAT : L.SCR_NO_NAT + NS_WIDTH] = no_nat_spec()
+        self._saved = np.zeros((L.MAX_STEPS, self.conntrack.conns.shape[1]), np.int64)
         self._out_ports = np.zeros(max(4096, self.batch_size * 8), np.int64)
         self._out_fofs = np.zeros(len(self._out_ports), np.int64)
         self._out_fbuf = np.zeros(1 << 20, np.uint8)
         self._out_n = np.zeros(2, np.int64)  # outputs and out_fbuf bytes used by the batch
-        # the kernel parses each packet just ahead of use into a small ring (KR.RING rows)
-        self._keys = np.zeros((KR.RING, K.KEY_WIDTH), np.int64)
-        self._emk = np.zeros((KR.RING, KR.EMK_WIDTH), np.int64)
+        # the kernel parses each packet just ahead of use into a small ring (L.RING rows)
+        self._keys = np.zeros((L.RING, K.KEY_WIDTH), np.int64)
+        self._emk = np.zeros((L.RING, L.EMK_WIDTH), np.int64)
         self._install_rules(rules)
 
     # ------------------------------------------------------------------ rules and caches
@@ -160,8 +161,8 @@ class DatapathEngine:
         self.megaflow = MegaflowCache(self._megaflow_capacity)
         # recirc mode never uses the fast path: give it minimal arrays
         cap = self._fastpath_capacity if self.mode == "assume-established" else 1
-        self.exact = ExactTable(KR.EM_WIDTH, cap)
-        self._fp_rows = aligned_zeros((cap, KR.FP_WIDTH))  # pages touched as entries come
+        self.exact = ExactTable(L.EM_WIDTH, cap)
+        self._fp_rows = aligned_zeros((cap, L.FP_WIDTH))  # pages touched as entries come
         self._fp_state = np.array([0, cap], np.int64)
         self._prog_ops = np.zeros((256, OPW), np.int64)
         self._prog_start = np.zeros(64, np.int64)
@@ -178,7 +179,7 @@ class DatapathEngine:
         """Room for ``n`` more fast-path entries (the kernel installs without Python): grow
         the entry arrays and the exact-match table, up to ``max_fast_path``."""
         fp, es = self._fp_state, self.exact.state
-        count, cap = fp.item(KR.FP_COUNT), fp.item(KR.FP_CAP)
+        count, cap = fp.item(L.FP_COUNT), fp.item(L.FP_CAP)
         want = count + n
         if want <= cap and es.item(ES_COUNT) + n <= es.item(ES_LIMIT):
             return
@@ -195,13 +196,13 @@ class DatapathEngine:
             return b
 
         self._fp_rows = grown(self._fp_rows)
-        self._fp_state[KR.FP_CAP] = new_cap
+        self._fp_state[L.FP_CAP] = new_cap
         while int(self.exact.state[ES_LIMIT]) < new_cap:
             self.exact.grow()
 
     def flush_fast_path(self) -> None:
         self.exact.clear()
-        self._fp_state[KR.FP_COUNT] = 0
+        self._fp_state[L.FP_COUNT] = 0
 
     def _fold_counters(self) -> None:
         """Add the compiled path's per-rule counts into the rules' own counters."""
@@ -241,7 +242,7 @@ class DatapathEngine:
         from ctaccel.ofproto.xlate import translate
 
         key = self._cur_key.copy()
-        recirc_id = int(self._vm[KR.VM_RECIRC_ID])
+        recirc_id = int(self._vm[L.VM_RECIRC_ID])
         table = 0 if recirc_id == 0 else table_for_recirc_id(recirc_id)
         tr = translate(self.tables, key, table)
         pid = self._program_id(np.asarray(tr.ops, np.int64).reshape(-1, OPW))
@@ -274,66 +275,62 @@ class DatapathEngine:
         # Frames wider than frames_w, or outputs beyond the output arrays, stop the kernel
         # (ST_FULL) and are made room for below: no per-batch scan of the lengths.
         keys = self._keys
-        res = np.empty((n, KR.RES_WIDTH), np.int64)
+        res = np.empty((n, L.RES_WIDTH), np.int64)
         out_n = self._out_n
         out_n.fill(0)
-        need = n * 4 + KR.MAX_OUT_PER_PACKET
+        need = n * 4 + L.MAX_OUT_PER_PACKET
         if len(self._out_ports) < need:
             self._out_ports = np.zeros(need, np.int64)
             self._out_fofs = np.zeros(need, np.int64)
         slow: dict[int, PacketResult] = {}
         start = 0
         vm = self._vm
-        vm[KR.VM_RESUME] = 0
+        vm[L.VM_RESUME] = 0
         self._vm_pipeline.fill(0)  # a new batch: nothing parsed or prefetched
-        mode = 1 if self.mode == "assume-established" else 0
+        mode = L.MODE_ASSUME_ESTABLISHED if self.mode == "assume-established" else L.MODE_RECIRC
         while True:
             self.conntrack.reserve(4 * (n - start) + 16)
             ct = self.conntrack
-            mf = self.megaflow.tables
-            em = self.exact.tables
-            KR.run_batch(
-                mode, start, buf, offsets, lengths, in_ports, now_ms, keys,
-                self.ipf.next_flush_ms, self._em_flags_mask,
-                ct.conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, ct.timeouts,
-                *mf,
-                self._prog_ops, self._prog_start, self._prog_len,
-                *em,
-                self._fp_rows, self._fp_state,
-                self.rule_stats, self.kstats, res, self._out_ports, out_n, self._out_fofs,
-                self._out_fbuf,
-                vm, self._stack_key, self._stack_md, self._stack_frame, self._frames_w,
-                self._cur_key,
-                self._cur_md, self._trace_steps, self._trace_rules, self._mf_key, self._emk,
-                self._saved, self._scratch,
+            run_batch(
+                mode, start, self.ipf.next_flush_ms, self._em_flags_mask,
+                (buf, offsets, lengths, in_ports, now_ms),
+                (ct.conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, ct.timeouts),
+                self.megaflow.tables,
+                (self._prog_ops, self._prog_start, self._prog_len),
+                (*self.exact.tables, self._fp_rows, self._fp_state),
+                (res, self._out_ports, out_n, self._out_fofs, self._out_fbuf, self.rule_stats,
+                 self.kstats),
+                (vm, keys, self._emk, self._stack_key, self._stack_md, self._stack_frame,
+                 self._frames_w, self._cur_key, self._cur_md, self._trace_steps,
+                 self._trace_rules, self._mf_key, self._saved, self._scratch),
             )  # fmt: skip
-            status = vm.item(KR.VM_STATUS)
-            i = vm.item(KR.VM_PACKET)
-            if status == KR.ST_DONE:
+            status = vm.item(L.VM_STATUS)
+            i = vm.item(L.VM_PACKET)
+            if status == L.ST_DONE:
                 break
-            if status == KR.ST_MISS:
+            if status == L.ST_MISS:
                 self._upcall()
                 start = i
-                vm[KR.VM_RESUME] = 1
-            elif status == KR.ST_SLOW:
+                vm[L.VM_RESUME] = 1
+            elif status == L.ST_SLOW:
                 off, ln = int(offsets[i]), int(lengths[i])
                 r = self.reference.process(buf[off : off + ln], int(in_ports[i]), int(now_ms[i]))
                 slow[i] = r
-                res[i, KR.R_PATH] = KR.PATH_SLOW
-                res[i, KR.R_OUT_START] = out_n[0]
-                res[i, KR.R_NOUT] = 0
+                res[i, L.R_PATH] = L.PATH_SLOW
+                res[i, L.R_OUT_START] = out_n[0]
+                res[i, L.R_NOUT] = 0
                 self.slow_packets += 1
                 start = i + 1
-            elif status == KR.ST_FULL:
+            elif status == L.ST_FULL:
                 used = int(out_n[0])
-                if used + KR.MAX_OUT_PER_PACKET > len(self._out_ports):
+                if used + L.MAX_OUT_PER_PACKET > len(self._out_ports):
                     self._out_ports = _grown(self._out_ports, used)
                     self._out_fofs = _grown(self._out_fofs, used)
                 # room for the widest frame still to come, so wide frames stop the kernel once
                 flen = int(lengths[i:].max())
                 if flen > self._frames_w.shape[1]:
                     self._frames_w = np.zeros((self._frames_w.shape[0], flen), np.uint8)
-                fneed = (KR.MAX_OUT_PER_PACKET + 1) * flen
+                fneed = (L.MAX_OUT_PER_PACKET + 1) * flen
                 if int(out_n[1]) + fneed > len(self._out_fbuf):
                     self._out_fbuf = _grown(self._out_fbuf, int(out_n[1]), fneed)
                 start = i
@@ -386,23 +383,23 @@ class DatapathEngine:
     def stats(self) -> dict:
         ks = self.kstats
         return {
-            "fast_path_hits": int(ks[KR.KS_FAST]),
-            "punt_miss": int(ks[KR.KS_PUNT_MISS]),
-            "punt_conn": int(ks[KR.KS_PUNT_CONN]),
-            "punt_state": int(ks[KR.KS_PUNT_STATE]),
-            "punt_ineligible": int(ks[KR.KS_PUNT_INELIGIBLE]),
-            "megaflow_lookups": int(ks[KR.KS_MF_LOOKUPS]),
-            "megaflow_hits": int(ks[KR.KS_MF_HITS]),
+            "fast_path_hits": int(ks[L.KS_FAST]),
+            "punt_miss": int(ks[L.KS_PUNT_MISS]),
+            "punt_conn": int(ks[L.KS_PUNT_CONN]),
+            "punt_state": int(ks[L.KS_PUNT_STATE]),
+            "punt_ineligible": int(ks[L.KS_PUNT_INELIGIBLE]),
+            "megaflow_lookups": int(ks[L.KS_MF_LOOKUPS]),
+            "megaflow_hits": int(ks[L.KS_MF_HITS]),
             "upcalls": self.upcalls,
-            "recirculations": int(ks[KR.KS_RECIRCS]),
-            "fast_path_installs": int(ks[KR.KS_FP_INSTALLS]),
-            "fast_path_full": int(ks[KR.KS_FP_FULL]),
-            "ct_executions": int(ks[KR.KS_CT_CALLS]),
-            "output_overflow": int(ks[KR.KS_OUT_OVERFLOW]),
+            "recirculations": int(ks[L.KS_RECIRCS]),
+            "fast_path_installs": int(ks[L.KS_FP_INSTALLS]),
+            "fast_path_full": int(ks[L.KS_FP_FULL]),
+            "ct_executions": int(ks[L.KS_CT_CALLS]),
+            "output_overflow": int(ks[L.KS_OUT_OVERFLOW]),
             "slow_path_packets": self.slow_packets,
             "megaflows": len(self.megaflow),
             "megaflow_masks": self.megaflow.n_masks,
-            "fast_path_entries": int(self._fp_state[KR.FP_COUNT]),
+            "fast_path_entries": int(self._fp_state[L.FP_COUNT]),
             "programs": len(self._programs),
         }
 

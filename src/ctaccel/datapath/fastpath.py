@@ -1,0 +1,390 @@
+"""The assume-established fast path: entry keys, exact-match lookup, re-check and apply.
+
+What: :func:`fast_path` tries to complete packet ``i`` of a batch from its exact-match entry
+(the talk's *assume established*): the entry records the final outcome of full processing
+for packets of that exact flow whose every ct step was ``+est`` on a committed connection.
+It returns PUNT_NONE when the packet is done, else the reason it must take full processing
+(the megaflow passes, datapath/vm.py), exactly as if the cache did not exist.
+
+Design:
+- Two passes over the batch, software-pipelined (:func:`_prefetch_stages`): packet i+16 gets
+  its entry key packed and hashed and its exact-match slot prefetched, packet i+8 its entry
+  looked up and the entry's row prefetched, packet i+3 its connection rows prefetched.
+- An entry is one row of ``FastPathTables.rows`` (layout.py FC_*/FI_*). A compact entry (at
+  most one ct step without translation, one output, two rules) is served from its first
+  cache line (:func:`_fast_apply_compact`); others from the full layout (:func:`_fast_apply`),
+  which may translate the frame (NAT) and undo re-checked steps when a later one fails.
+- Each step is re-checked with the very tracker update conntrack runs
+  (conntrack/established.py): alive, same generation, not expired, same ct_mark/ct_label,
+  and an update that yields exactly the recorded ct_state without a state change.
+Entries are installed after full processing (datapath/install.py).
+
+Invariants: the fast path never creates or deletes a connection and never changes protocol
+state; a punt leaves every connection row as it was; results equal full processing's
+(tests/test_equivalence.py, tests/test_fastpath.py).
+"""
+
+from __future__ import annotations
+
+from ctaccel.conntrack.established import RECHECK_GONE, ct_recheck, ct_recheck_one
+from ctaccel.conntrack.layout import C_GENERATION, C_LABEL, C_MARK, C_USED, HOT_WIDTH
+from ctaccel.conntrack.nat import nat_rewrite
+from ctaccel.datapath.exact import em_lookup_hashed, hash_row
+from ctaccel.datapath.layout import (
+    EM_WIDTH,
+    EMK_EPOCH,
+    EMK_HASH,
+    EMK_HINT,
+    FC_COMPACT,
+    FC_GEN,
+    FC_HEAD,
+    FC_LABEL,
+    FC_OUT,
+    FC_RULES,
+    FC_SLOT,
+    FC_STEP,
+    FI_CT_STATE,
+    FI_DROP,
+    FI_NAT,
+    FI_NOUT,
+    FI_NRULES,
+    FI_NSTEPS,
+    FI_RECIRCS,
+    FI_STEPS,
+    FN_NAT,
+    FP_COUNT,
+    FP_FULL,
+    FP_HOT_WORDS,
+    KS_FP_INSTALLS,
+    M31,
+    M32,
+    N_ADDR,
+    N_DPORT,
+    N_SPORT,
+    N_WIDTH,
+    NAT_BITS,
+    PATH_FAST,
+    PF_CONN_AHEAD,
+    PF_ENTRY_AHEAD,
+    PF_KEY_AHEAD,
+    PUNT_CONN,
+    PUNT_INELIGIBLE,
+    PUNT_MISS,
+    PUNT_NONE,
+    PUNT_STATE,
+    R_CT_STATE,
+    R_DROP,
+    R_NOUT,
+    R_OUT_START,
+    R_PATH,
+    R_RECIRCS,
+    R_REWRITTEN,
+    RING_MASK,
+    S_GEN,
+    S_LABEL,
+    S_MARK,
+    S_NAT,
+    S_PROTO,
+    S_REPLY,
+    S_SLOT,
+    S_STATE,
+    S_UPDATE,
+    S_WIDTH,
+    VM_PF_CONN,
+    VM_PF_ENTRY,
+    VM_PF_KEY,
+)
+from ctaccel.jit import njit, prefetch, prefetch2, prefetch2_write
+from ctaccel.packet.key import (
+    DL_DST,
+    DL_SRC,
+    DL_TYPE,
+    IN_PORT,
+    IPV6_LABEL,
+    L3_OFS,
+    L4_LEN,
+    L4_OFS,
+    NW_DST,
+    NW_FRAG,
+    NW_PROTO,
+    NW_SRC,
+    NW_TOS,
+    NW_TTL,
+    PARSE_FLAGS,
+    TCP_FLAGS,
+    TP_DST,
+    TP_SRC,
+    VLAN_TCI,
+)
+
+
+@njit(forceinline=True)
+def _pack_em_key(key, em_key, flags_mask):
+    """The entry key of a packet: every header column, packed without loss into 8 words (each
+    column holds at most its field's width: ports/types/VLAN 16 bits, MACs 48, address words
+    32, TOS/TTL/protocol 8, IPv6 label 20, TCP flags 12, fragment bits 2). No word reaches
+    its sign bit (int64 shifts must not overflow). TCP flags count only under ``flags_mask``
+    (see :func:`fast_path`)."""
+    # Address words are 32 bits: a word shifted by 32 keeps its low 31 bits there and its top
+    # bit goes to word 6; the 20-bit IPv6 label is spread over the spare bits of four words.
+    low31 = 0x7FFFFFFF
+    label = key[IPV6_LABEL]
+    em_key[0] = key[DL_SRC] | (key[NW_TOS] << 48) | ((label & 0x1F) << 56)
+    em_key[1] = key[DL_DST] | (key[NW_TTL] << 48) | (((label >> 5) & 0x1F) << 56)
+    em_key[2] = key[NW_SRC + 3] | ((key[NW_DST + 3] & low31) << 32)
+    em_key[3] = key[NW_SRC] | ((key[NW_SRC + 1] & low31) << 32)
+    em_key[4] = key[NW_SRC + 2] | ((key[NW_DST] & low31) << 32)
+    em_key[5] = key[NW_DST + 1] | ((key[NW_DST + 2] & low31) << 32)
+    em_key[6] = (
+        key[TP_SRC]
+        | (key[TP_DST] << 16)
+        | ((key[TCP_FLAGS] & flags_mask) << 32)
+        | (key[NW_PROTO] << 44)
+        | ((key[NW_DST + 3] >> 31) << 52)
+        | ((key[NW_SRC + 1] >> 31) << 53)
+        | ((key[NW_DST] >> 31) << 54)
+        | ((key[NW_DST + 2] >> 31) << 55)
+        | (((label >> 10) & 0x7F) << 56)
+    )
+    em_key[7] = (
+        key[IN_PORT]
+        | (key[DL_TYPE] << 16)
+        | (key[VLAN_TCI] << 32)
+        | (((label >> 17) & 0x7) << 48)
+        | (key[NW_FRAG] << 51)
+    )
+
+
+@njit(forceinline=True)
+def _translated(row, base0, stride, nbase, nstride, nsteps, key, frame, flen, copy):
+    """``copy`` := ``frame`` with the cached transpositions of the steps that translate
+    applied in order. Step s is ``row[base0 + s * stride + S_*]``, its transposition
+    ``row[nbase + s * nstride + N_*]``."""
+    for b in range(flen):
+        copy[b] = frame[b]
+    l3 = key[L3_OFS]
+    l4 = key[L4_OFS]
+    l4_size = min(key[L4_LEN], flen - l4)
+    for s in range(nsteps):
+        b = base0 + s * stride
+        kind = row[b + S_NAT]
+        if kind != 0:
+            n = nbase + s * nstride
+            nat_rewrite(kind, row[n + N_ADDR], row[n + N_ADDR + 1], row[n + N_ADDR + 2],
+                        row[n + N_ADDR + 3], row[n + N_SPORT], row[n + N_DPORT],
+                        row[b + S_PROTO], key[DL_TYPE], copy, l3, l4, l4_size)  # fmt: skip
+
+
+@njit
+def _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf):
+    """The received frame with the entry's translations, written once to ``out_fbuf`` for all
+    outputs; its offset. (A call, not inlined: only NATed entries pay for it.)"""
+    fofs = out_n[1]
+    _translated(fp_rows[e], FI_STEPS, S_WIDTH, FN_NAT, N_WIDTH, fp_rows[e, FI_NSTEPS], key, frame,
+                flen, out_fbuf[fofs : fofs + flen])  # fmt: skip
+    out_n[1] = fofs + flen
+    return fofs
+
+
+@njit(forceinline=True)
+def _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, saved, i):
+    """_fast_apply for an entry with a compact line (``head`` = its FC_HEAD): the same checks
+    and effects, reading only that line of the row."""
+    conns, timeouts, fp_rows = ct.conns, ct.timeouts, fp.rows
+    rule_stats, res, out_ports, out_n = out.rule_stats, out.res, out.out_ports, out.out_n
+    if head & 2:  # one ct step
+        slot = fp_rows[e, FC_SLOT]
+        gen = fp_rows[e, FC_GEN]
+        if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != gen:
+            return PUNT_CONN
+        lab01 = fp_rows[e, FC_LABEL]
+        lab23 = fp_rows[e, FC_LABEL + 1]
+        if (conns[slot, C_MARK] != (fp_rows[e, FC_OUT] >> 31)
+                or conns[slot, C_LABEL] != (lab01 & M32)
+                or conns[slot, C_LABEL + 1] != (lab01 >> 32)
+                or conns[slot, C_LABEL + 2] != (lab23 & M32)
+                or conns[slot, C_LABEL + 3] != (lab23 >> 32)):  # fmt: skip
+            return PUNT_STATE  # later rules may match ct_mark/ct_label: their path could differ
+        step = fp_rows[e, FC_STEP]
+        if step & 2:  # the step updated the connection
+            l4_ofs = key[L4_OFS]
+            l4_len = min(key[L4_LEN], flen - l4_ofs)
+            st = ct_recheck_one(conns, slot, gen, step & 1, (step >> 2) & 0xFF, frame, l4_ofs,
+                                l4_len, now_ms, timeouts, saved[0], step >> 10)  # fmt: skip
+            if st != (step >> 10):
+                return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
+    nrules = (head >> 3) & 3
+    if nrules > 0:
+        rules = fp_rows[e, FC_RULES]
+        rid = rules & M31
+        rule_stats[rid, 0] += 1
+        rule_stats[rid, 1] += flen
+        if nrules > 1:
+            rid = rules >> 31
+            rule_stats[rid, 0] += 1
+            rule_stats[rid, 1] += flen
+    base = out_n[0]
+    nout = (head >> 2) & 1
+    if nout:
+        out_ports[base] = fp_rows[e, FC_OUT] & M31
+        out_n[0] = base + 1
+    res[i, R_NOUT] = nout
+    res[i, R_OUT_START] = base
+    res[i, R_CT_STATE] = ((head >> 24) & 0x3FF) - 1
+    res[i, R_DROP] = 0 if nout else (head >> 8) & 0xFF
+    res[i, R_RECIRCS] = (head >> 16) & 0xFF
+    res[i, R_PATH] = PATH_FAST
+    return PUNT_NONE
+
+
+@njit(forceinline=True)
+def _fast_apply(e, frame, flen, key, now_ms, ct, fp, out, saved, i):
+    """Try the fast path with entry ``e``; PUNT_NONE when the packet was completed."""
+    conns, timeouts, fp_rows = ct.conns, ct.timeouts, fp.rows
+    rule_stats, res, out_ports, out_n = out.rule_stats, out.res, out.out_ports, out.out_n
+    out_fofs, out_fbuf = out.out_fofs, out.out_fbuf
+    nsteps = fp_rows[e, FI_NSTEPS]
+    l4_ofs = key[L4_OFS]
+    l4_len = min(key[L4_LEN], flen - l4_ofs)
+    for s in range(nsteps):
+        base = FI_STEPS + s * S_WIDTH
+        slot = fp_rows[e, base + S_SLOT]
+        if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != fp_rows[e, base + S_GEN]:
+            _restore(conns, fp_rows, e, s, saved)
+            return PUNT_CONN
+        same_md = conns[slot, C_MARK] == fp_rows[e, base + S_MARK]
+        for c in range(4):
+            if conns[slot, C_LABEL + c] != fp_rows[e, base + S_LABEL + c]:
+                same_md = False
+        if not same_md:  # later rules may match ct_mark/ct_label: their path could differ
+            _restore(conns, fp_rows, e, s, saved)
+            return PUNT_STATE
+        if fp_rows[e, base + S_UPDATE] == 0:
+            continue  # full processing reuses the packet's connection without an update
+        st = ct_recheck(conns, slot, fp_rows[e, base + S_GEN], fp_rows[e, base + S_REPLY],
+                        fp_rows[e, base + S_PROTO], frame, l4_ofs, l4_len, now_ms, timeouts,
+                        saved[s])  # fmt: skip
+        # NAT bits are not the tracker's: the step's translation (or an earlier one in the same
+        # zone) adds them, the same way for every packet of the entry
+        if st != (fp_rows[e, base + S_STATE] & ~NAT_BITS):
+            _restore(conns, fp_rows, e, s, saved)
+            if st >= 0:  # valid but a different ct_state than recorded: undo this one too
+                for c in range(HOT_WIDTH):
+                    conns[slot, c] = saved[s, c]
+            return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
+    nout = fp_rows[e, FI_NOUT]
+    outs = FI_STEPS + nsteps * S_WIDTH
+    rules = outs + nout
+    for r in range(fp_rows[e, FI_NRULES]):
+        rid = fp_rows[e, rules + r]
+        rule_stats[rid, 0] += 1
+        rule_stats[rid, 1] += flen
+    base = out_n[0]
+    for o in range(nout):
+        out_ports[base + o] = fp_rows[e, outs + o]
+    out_n[0] = base + nout
+    if fp_rows[e, FI_NAT] != 0 and nout > 0:  # every output carries the translated frame
+        fofs = _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf)
+        for o in range(nout):
+            out_fofs[base + o] = fofs
+        res[i, R_REWRITTEN] = 1
+    res[i, R_NOUT] = nout
+    res[i, R_OUT_START] = base
+    res[i, R_CT_STATE] = fp_rows[e, FI_CT_STATE]
+    res[i, R_DROP] = fp_rows[e, FI_DROP] if nout == 0 else 0
+    res[i, R_RECIRCS] = fp_rows[e, FI_RECIRCS]
+    res[i, R_PATH] = PATH_FAST
+    return PUNT_NONE
+
+
+@njit
+def _restore(conns, fp_rows, e, upto, saved):
+    """Undo the updates of steps 0..upto-1 (in reverse), so the rows are as before."""
+    for s in range(upto - 1, -1, -1):
+        base = FI_STEPS + s * S_WIDTH
+        if fp_rows[e, base + S_UPDATE] == 0:
+            continue
+        slot = fp_rows[e, base + S_SLOT]
+        for c in range(HOT_WIDTH):
+            conns[slot, c] = saved[s, c]
+
+
+@njit(forceinline=True)
+def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
+    """Software pipeline of the assume-established lookups: while packet ``i`` runs, packet
+    i+PF_KEY_AHEAD gets its entry key hashed and its exact-match slot prefetched, packet
+    i+PF_ENTRY_AHEAD its entry looked up and the entry's row prefetched, packet i+PF_CONN_AHEAD
+    the rows of its connections prefetched. Only hints: results never depend on them."""
+    keys, emk, vm, conns, fp_rows = st.keys, st.emk, st.vm, ct.conns, fp.rows
+    em_keys, em_used, em_value, em_hashes = fp.em_keys, fp.em_used, fp.em_value, fp.em_hashes
+    slot_mask = em_used.shape[0] - 1
+    lim = min(n, i + PF_KEY_AHEAD)
+    while vm[VM_PF_KEY] < lim:
+        j = vm[VM_PF_KEY]
+        r = j & RING_MASK
+        row = emk[r]
+        _pack_em_key(keys[r], row, em_flags_mask)
+        h = hash_row(row[:EM_WIDTH])
+        row[EMK_HASH] = h
+        row[EMK_HINT] = -1
+        row[EMK_EPOCH] = -1
+        if keys[r, PARSE_FLAGS] == 0:
+            s = h & slot_mask
+            prefetch(em_used, s)
+            prefetch(em_hashes, s)
+            prefetch2(em_keys, s, 0)  # a key row is one cache line
+            prefetch(em_value, s)
+        vm[VM_PF_KEY] = j + 1
+    lim = min(vm[VM_PF_KEY], i + PF_ENTRY_AHEAD)
+    while vm[VM_PF_ENTRY] < lim:
+        r = vm[VM_PF_ENTRY] & RING_MASK
+        if keys[r, PARSE_FLAGS] == 0:
+            e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, emk[r, :EM_WIDTH],
+                                 emk[r, EMK_HASH])  # fmt: skip
+            emk[r, EMK_HINT] = e
+            emk[r, EMK_EPOCH] = kstats[KS_FP_INSTALLS]
+            if e >= 0 and e < fp_rows.shape[0]:
+                prefetch2(fp_rows, e, 0)  # the compact line
+        vm[VM_PF_ENTRY] += 1
+    lim = min(vm[VM_PF_ENTRY], i + PF_CONN_AHEAD)
+    while vm[VM_PF_CONN] < lim:
+        e = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
+        if e >= 0 and e < fp_rows.shape[0]:
+            if fp_rows[e, FC_HEAD] & FC_COMPACT == 0:  # a full entry: its layout's first lines
+                for c in range(FP_FULL, FP_FULL + FP_HOT_WORDS, 8):
+                    prefetch2(fp_rows, e, c)
+            slot = fp_rows[e, FC_SLOT]  # the first step's connection (later ones: none)
+            if slot >= 0 and slot < conns.shape[0]:
+                for c in range(0, HOT_WIDTH, 8):  # what a re-check reads and writes
+                    prefetch2(conns, slot, c)
+        vm[VM_PF_CONN] += 1
+
+
+@njit(forceinline=True)
+def fast_path(i, n, frame, flen, now_ms, em_flags_mask, ct, fp, out, st):
+    """Try to complete packet ``i`` (of ``n``; parsed into ``st.keys``) from its exact-match
+    entry; PUNT_NONE when it was, else the punt reason (PUNT_*). TCP flags are part of the
+    entry key only under ``em_flags_mask`` (some rule matches on them); otherwise the
+    pipeline cannot depend on them (the re-check still looks)."""
+    _prefetch_stages(i, n, em_flags_mask, ct, fp, out.kstats, st)
+    r = i & RING_MASK
+    key = st.keys[r]
+    if key[PARSE_FLAGS] != 0:
+        return PUNT_INELIGIBLE
+    emk = st.emk
+    if emk[r, EMK_EPOCH] == out.kstats[KS_FP_INSTALLS]:
+        e = emk[r, EMK_HINT]
+    else:
+        e = em_lookup_hashed(fp.em_keys, fp.em_used, fp.em_value, fp.em_hashes,
+                             emk[r, :EM_WIDTH], emk[r, EMK_HASH])  # fmt: skip
+    if e < 0:
+        # the row an install at the end of full processing would fill
+        nxt = fp.state[FP_COUNT]
+        if nxt < fp.rows.shape[0]:
+            for c in range(0, FP_FULL + FP_HOT_WORDS, 8):
+                prefetch2_write(fp.rows, nxt, c)
+        return PUNT_MISS
+    head = fp.rows[e, FC_HEAD]
+    if head & FC_COMPACT:
+        return _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, st.saved, i)
+    return _fast_apply(e, frame, flen, key, now_ms, ct, fp, out, st.saved, i)

@@ -1,0 +1,239 @@
+"""Installing assume-established entries, in compiled code, after full processing.
+
+What: :func:`maybe_install` records an exact-match entry for packet ``i`` when its full
+processing qualifies: every ct step ``+est`` (not new, invalid or related) on a committed
+TCP or UDP connection, no ct_mark/ct_label/force changes on the way, within the entry's
+limits (MAX_STEPS steps, MAX_FP_OUT outputs, MAX_FP_RULES rules), and, when outputs carried
+a rewritten frame, that frame equal to what the cached translations make of the received one.
+
+Design: the entry stores what a hit needs to replay the outcome (layout.py FC_*/FI_*): the
+connections it relied on (slot, generation, direction, expected ct_state, the ct_mark and
+ct_label the rules saw), the outputs, the rule ids (their counters), the packet's ct_state,
+drop reason and recirculation count. :func:`_compact_line` packs entries that fit into one
+cache line. When the cache is full it starts afresh: an entry is only ever a shortcut.
+
+Invariants: an entry never outlives the rules it was built from (the engine flushes the
+cache on a rule change); a connection deleted or re-created changes its generation, which
+every hit checks.
+"""
+
+from __future__ import annotations
+
+from ctaccel.conntrack.layout import C_PROTO
+from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup_hashed
+from ctaccel.datapath.fastpath import _translated
+from ctaccel.datapath.layout import (
+    EM_WIDTH,
+    EMK_HASH,
+    FC_COMPACT,
+    FC_GEN,
+    FC_HEAD,
+    FC_LABEL,
+    FC_OUT,
+    FC_RULES,
+    FC_SLOT,
+    FC_STEP,
+    FC_WIDTH,
+    FI_CT_STATE,
+    FI_DROP,
+    FI_NAT,
+    FI_NOUT,
+    FI_NRULES,
+    FI_NSTEPS,
+    FI_RECIRCS,
+    FI_STEPS,
+    FN_NAT,
+    FP_CAP,
+    FP_COUNT,
+    KS_FP_FULL,
+    KS_FP_INSTALLS,
+    M31,
+    M32,
+    MAX_FP_OUT,
+    MAX_FP_RULES,
+    MAX_STEPS,
+    N_WIDTH,
+    NAT_BITS,
+    RING_MASK,
+    S_GEN,
+    S_LABEL,
+    S_MARK,
+    S_NAT,
+    S_PROTO,
+    S_REPLY,
+    S_SLOT,
+    S_STATE,
+    S_UPDATE,
+    S_WIDTH,
+    TRACE_WIDTH,
+    VM_ELIGIBLE,
+    VM_LAST_CT,
+    VM_MATCHED,
+    VM_NOUT,
+    VM_NRULES,
+    VM_NSTEPS,
+    VM_OUT_BASE,
+    VM_RECIRCS,
+)
+from ctaccel.datapath.vm import drop_code
+from ctaccel.jit import njit
+from ctaccel.packet.key import (
+    CS_ESTABLISHED,
+    CS_INVALID,
+    CS_NEW,
+    CS_RELATED,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+)
+
+
+@njit(forceinline=True)
+def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, recircs,
+                  trace_steps, trace_rules, port):  # fmt: skip
+    """Write entry ``e``'s FC_* line: compact when everything a hit needs fits it (True),
+    else a head of 0 (the full layout serves) with the first step's slot for the prefetcher
+    (False)."""
+    for c in range(FC_WIDTH):
+        fp_rows[e, c] = 0
+    fp_rows[e, FC_SLOT] = trace_steps[0, S_SLOT] if nsteps > 0 else -1
+    if any_nat != 0 or nsteps > 1 or nout > 1 or nrules > 2:
+        return False
+    if not (-1 <= ct_state <= 1022 and 0 <= drop <= 0xFF and 0 <= recircs <= 0xFF):
+        return False
+    for r in range(nrules):
+        if not 0 <= trace_rules[r] <= M31:
+            return False
+    if nout == 1 and not 0 <= port <= M31:
+        return False
+    mark = 0
+    if nsteps == 1:
+        mark = trace_steps[0, S_MARK]
+        lab = trace_steps[0, S_LABEL : S_LABEL + 4]
+        if not (0 <= mark <= M32 and 0 <= lab[0] <= M32 and 0 <= lab[1] <= M31
+                and 0 <= lab[2] <= M32 and 0 <= lab[3] <= M31):  # fmt: skip
+            return False
+        proto = trace_steps[0, S_PROTO]
+        state = trace_steps[0, S_STATE] & ~NAT_BITS
+        if not (0 <= proto <= 0xFF and 0 <= state <= 0xFF and trace_steps[0, S_SLOT] >= 0):
+            return False
+        fp_rows[e, FC_GEN] = trace_steps[0, S_GEN]
+        fp_rows[e, FC_STEP] = ((1 if trace_steps[0, S_REPLY] else 0)
+                               | (2 if trace_steps[0, S_UPDATE] else 0)
+                               | (proto << 2) | (state << 10))  # fmt: skip
+        fp_rows[e, FC_LABEL] = lab[0] | (lab[1] << 32)
+        fp_rows[e, FC_LABEL + 1] = lab[2] | (lab[3] << 32)
+    fp_rows[e, FC_OUT] = (port if nout == 1 else 0) | (mark << 31)
+    if nrules > 0:
+        fp_rows[e, FC_RULES] = trace_rules[0] | ((trace_rules[1] << 31) if nrules > 1 else 0)
+    fp_rows[e, FC_HEAD] = (FC_COMPACT | (nsteps << 1) | (nout << 2) | (nrules << 3)
+                           | (drop << 8) | (recircs << 16) | ((ct_state + 1) << 24))  # fmt: skip
+    return True
+
+
+@njit
+def _outputs_match(frame, flen, key, vm, trace_steps, out_fofs, out_fbuf, wframe):
+    """True when every output of the packet carried the frame its steps' cached translations
+    make of the received frame (the fast path emits that one frame on every port)."""
+    _translated(trace_steps.reshape(trace_steps.size), 0, TRACE_WIDTH, S_WIDTH, TRACE_WIDTH,
+                vm[VM_NSTEPS], key, frame, flen, wframe)  # fmt: skip
+    for o in range(vm[VM_NOUT]):
+        fo = out_fofs[vm[VM_OUT_BASE] + o]
+        for b in range(flen):
+            got = frame[b] if fo < 0 else out_fbuf[fo + b]
+            if got != wframe[b]:
+                return False
+    return True
+
+
+@njit(forceinline=True)
+def _install_wanted(vm, trace_steps, conns):
+    """Whether the packet just completed can have a fast-path entry: every ct step +est on a
+    committed TCP/UDP connection (ICMP ids and other keys are not all in the entry key), and
+    within the entry's limits. Inline: most packets that fail are NEW ones on a hot path."""
+    nsteps = vm[VM_NSTEPS]
+    if nsteps > MAX_STEPS or vm[VM_NRULES] > MAX_FP_RULES or vm[VM_NOUT] > MAX_FP_OUT:
+        return False
+    for s in range(nsteps):
+        slot = trace_steps[s, S_SLOT]
+        if slot < 0:
+            return False
+        st = trace_steps[s, S_STATE]
+        if not (st & CS_ESTABLISHED) or (st & (CS_NEW | CS_INVALID | CS_RELATED)):
+            return False
+        proto = conns[slot, C_PROTO]
+        if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
+            return False
+    return True
+
+
+@njit
+def _install(r, frame, flen, fp, out, st):
+    """Record a fast-path entry for a packet whose full processing qualified (the caller
+    checked _install_wanted)."""
+    em_key, em_hash = st.emk[r, :EM_WIDTH], st.emk[r, EMK_HASH]
+    vm, trace_steps, trace_rules, key = st.vm, st.trace_steps, st.trace_rules, st.keys[r]
+    wframe = st.frames_w[st.frames_w.shape[0] - 1, :flen]  # the last row is scratch
+    fp_rows, fp_state, em_keys, em_used = fp.rows, fp.state, fp.em_keys, fp.em_used
+    em_value, em_hashes, em_state = fp.em_value, fp.em_hashes, fp.em_state
+    out_ports, out_fofs, out_fbuf, kstats = out.out_ports, out.out_fofs, out.out_fbuf, out.kstats
+    nsteps = vm[VM_NSTEPS]
+    nrules = vm[VM_NRULES]
+    nout = vm[VM_NOUT]
+    any_nat = 0
+    for s in range(nsteps):
+        if trace_steps[s, S_NAT]:
+            any_nat = 1
+    if any_nat == 0:
+        for o in range(nout):
+            if out_fofs[vm[VM_OUT_BASE] + o] >= 0:
+                any_nat = 2  # rewritten copies that NAT left as they were: check them
+    if any_nat != 0 and not _outputs_match(frame, flen, key, vm, trace_steps, out_fofs,
+                                           out_fbuf, wframe):  # fmt: skip
+        return
+    e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, em_key, em_hash)
+    if e < 0:
+        e = fp_state[FP_COUNT]
+        if e >= fp_state[FP_CAP] or em_state[ES_COUNT] >= em_state[ES_LIMIT]:
+            # Full: start the cache afresh (an entry is only ever a shortcut; dropping all
+            # of them costs a punt each, never a different answer).
+            kstats[KS_FP_FULL] += 1
+            em_used[:] = 0
+            em_hashes[:] = 0
+            em_state[ES_COUNT] = 0
+            e = 0
+        em_insert(em_keys, em_used, em_value, em_hashes, em_state, em_key, e)
+        fp_state[FP_COUNT] = e + 1
+    ct_state = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
+    drop = drop_code(vm)
+    port = out_ports[vm[VM_OUT_BASE]] if nout > 0 else 0
+    kstats[KS_FP_INSTALLS] += 1
+    if _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, vm[VM_RECIRCS],
+                     trace_steps, trace_rules, port):  # fmt: skip
+        return  # a hit reads the compact line only: the full layout would never be read
+    fp_rows[e, FI_NSTEPS] = nsteps
+    fp_rows[e, FI_NOUT] = nout
+    fp_rows[e, FI_NRULES] = nrules
+    fp_rows[e, FI_CT_STATE] = ct_state
+    fp_rows[e, FI_RECIRCS] = vm[VM_RECIRCS]
+    fp_rows[e, FI_DROP] = drop
+    fp_rows[e, FI_NAT] = 1 if any_nat == 1 else 0
+    for s in range(nsteps):
+        for c in range(S_WIDTH):
+            fp_rows[e, FI_STEPS + s * S_WIDTH + c] = trace_steps[s, c]
+        if trace_steps[s, S_NAT] != 0:  # read only for a translating step
+            for c in range(N_WIDTH):
+                fp_rows[e, FN_NAT + s * N_WIDTH + c] = trace_steps[s, S_WIDTH + c]
+
+    outs = FI_STEPS + nsteps * S_WIDTH
+    for o in range(nout):
+        fp_rows[e, outs + o] = out_ports[vm[VM_OUT_BASE] + o]
+    for r in range(nrules):
+        fp_rows[e, outs + nout + r] = trace_rules[r]
+
+
+@njit(forceinline=True)
+def maybe_install(i, frame, flen, ct, fp, out, st):
+    """Install an entry for packet ``i``, just completed by full processing, if it qualifies
+    (see the module docstring)."""
+    if st.vm[VM_ELIGIBLE] == 1 and _install_wanted(st.vm, st.trace_steps, ct.conns):
+        _install(i & RING_MASK, frame, flen, fp, out, st)
