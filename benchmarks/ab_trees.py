@@ -27,7 +27,11 @@ WORKLOADS = Path(__file__).resolve().parent / "results" / "workloads"
 def worker(args) -> None:
     """Load the capture once, then one timed run per line read from stdin."""
     from ctaccel.bench import runner as R
-    from ctaccel.datapath.warmup import warm_up
+
+    try:
+        from ctaccel.datapath.warmup import warm_up
+    except ImportError:  # a tree from before datapath/warmup.py
+        from ctaccel.datapath.engine import warm_up
 
     warm_up()
     w = R.cached_workload(args.workload, args.flows, None, None, WORKLOADS, nat=args.nat)

@@ -106,3 +106,22 @@ def test_prefetch_is_a_hint_that_compiles_to_a_prefetch_instruction():
         assert int(gather.py_func(a1, a2, idx)) == want
         asm = "\n".join(gather.inspect_asm().values())
         assert "prefetch" in asm
+
+
+def test_the_digest_follows_kernel_sources_only(tmp_path, monkeypatch):
+    """A change to a file kernels read (ofproto/program.py's op codes) gives a fresh cache
+    directory; a change to the rule parser does not."""
+    import shutil
+    from pathlib import Path
+
+    pkg = tmp_path / "ctaccel"
+    shutil.copytree(Path(jit.__file__).parent, pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    monkeypatch.setattr(jit, "_PACKAGE_DIR", str(pkg))
+    before = jit.source_digest()
+    with open(pkg / "ofproto" / "rules.py", "a") as f:
+        f.write("\n# not read by kernels\n")
+    assert jit.source_digest() == before
+    with open(pkg / "ofproto" / "program.py", "a") as f:
+        f.write("\n# read by kernels\n")
+    assert jit.source_digest() != before

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctaccel.conntrack import Conntrack
-from ctaccel.datapath.reference import DROP_REASONS, ReferenceEngine
+from ctaccel.datapath.reference import ReferenceEngine
 from ctaccel.demo import TCP_FLOWS, UDP_FLOWS
 from ctaccel.io.pcap import write_pcap
+from ctaccel.ofproto.program import DROP_REASONS
 from ctaccel.ofproto.rules import parse_flows
 from ctaccel.packet import build as B
 from ctaccel.replay import replay

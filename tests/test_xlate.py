@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctaccel.conntrack import Conntrack
-from ctaccel.datapath import program as P
 from ctaccel.datapath.reference import MAX_RESUBMIT_DEPTH, ReferenceEngine
 from ctaccel.demo import TCP_FLOWS, UDP_FLOWS, tcp_packets, udp_packets
+from ctaccel.ofproto import program as P
 from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.ofproto.rules import parse_flows
 from ctaccel.ofproto.xlate import translate

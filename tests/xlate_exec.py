@@ -25,8 +25,8 @@ import numpy as np
 
 from ctaccel.conntrack import Conntrack
 from ctaccel.conntrack.nat import NS_WIDTH
-from ctaccel.datapath import program as P
 from ctaccel.datapath.reference import ETH_HEADER_LEN, MAX_RECIRC_DEPTH, PacketResult
+from ctaccel.ofproto import program as P
 from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.ofproto.xlate import translate
 from ctaccel.packet import key as K

@@ -42,17 +42,23 @@ def _writable(path: str) -> bool:
         return False
 
 
-# The packages whose modules hold compiled kernels (or constants they read). Editing anything
-# else (rules, CLI, benchmarks) must not throw the compiled cache away.
+# The packages whose modules hold compiled kernels (or constants they read), and single files
+# elsewhere that kernels read constants from. Editing anything else (rules, CLI, benchmarks)
+# must not throw the compiled cache away.
 KERNEL_PACKAGES = ("io", "packet", "conntrack", "datapath")
+KERNEL_FILES = ("ofproto/program.py",)
 
 
 def source_digest() -> str:
-    """A short hash of the sources kernels can depend on: jit.py and every .py file of
-    KERNEL_PACKAGES (names and contents)."""
+    """A short hash of the sources kernels can depend on: jit.py, KERNEL_FILES and every .py
+    file of KERNEL_PACKAGES (names and contents)."""
     h = hashlib.sha256()
     with open(os.path.abspath(__file__), "rb") as f:
         h.update(f.read())
+    for rel in KERNEL_FILES:
+        h.update(rel.encode())
+        with open(os.path.join(_PACKAGE_DIR, rel), "rb") as f:
+            h.update(f.read())
     for root, dirs, files in os.walk(_PACKAGE_DIR):
         if root == _PACKAGE_DIR:
             dirs[:] = sorted(d for d in dirs if d in KERNEL_PACKAGES)

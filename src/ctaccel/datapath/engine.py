@@ -29,14 +29,14 @@ from ctaccel.datapath import layout as L
 from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, ExactTable
 from ctaccel.datapath.kernel import run_batch
 from ctaccel.datapath.megaflow import MF_RECIRC, MF_WIDTH, MegaflowCache
-from ctaccel.datapath.program import (
+from ctaccel.datapath.reference import CONTROLLER, PacketResult, ReferenceEngine
+from ctaccel.ofproto.classifier import FlowTables
+from ctaccel.ofproto.program import (
     CONTROLLER_PORT,
     DROP_REASON_NAMES,
     OPW,
     table_for_recirc_id,
 )
-from ctaccel.datapath.reference import CONTROLLER, PacketResult, ReferenceEngine
-from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.packet import key as K
 
 MODES = ("recirc", "assume-established")

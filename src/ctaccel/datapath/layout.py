@@ -26,7 +26,7 @@ import numpy as np
 
 from ctaccel.conntrack.nat import NS_WIDTH
 from ctaccel.conntrack.table import TUP_WIDTH
-from ctaccel.datapath.program import DROP_CODE
+from ctaccel.ofproto.program import DROP_CODE
 from ctaccel.packet.key import CS_DST_NAT, CS_SRC_NAT, CT_STATE, CT_TP_DST
 
 # the datapath modes, as the kernel's ``mode`` argument
@@ -250,7 +250,7 @@ class MegaflowTables(NamedTuple):
 
 
 class Programs(NamedTuple):
-    """The action programs (datapath/program.py): ops rows, and per program its first row
+    """The action programs (ofproto/program.py): ops rows, and per program its first row
     and row count."""
 
     ops: np.ndarray

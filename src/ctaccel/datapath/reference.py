@@ -31,25 +31,13 @@ import numpy as np
 from ctaccel.conntrack import Conntrack
 from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.ofproto import actions as A
-from ctaccel.ofproto.classifier import FlowTables
+from ctaccel.ofproto.classifier import MAX_RESUBMIT_DEPTH, FlowTables, lookup_key
 from ctaccel.packet import key as K
 from ctaccel.packet.parse import parse_frame
 
 MAX_RECIRC_DEPTH = 8  # dpif-netdev MAX_RECIRC_DEPTH
-MAX_RESUBMIT_DEPTH = 64  # ofproto-dpif-xlate MAX_DEPTH
 ETH_HEADER_LEN = 14
 CONTROLLER = "controller"
-
-# Drop reasons (the value of ``drop_reason`` in packets.jsonl), each with why.
-DROP_REASONS = {
-    "rx_invalid": "frame shorter than an Ethernet header (dpif-netdev drops it on receive)",
-    "table_miss": "the last lookup matched no rule (table-miss: drop)",
-    "rule_drop": "rules matched but their actions emitted nothing (drop, or ct without output)",
-    "recirc_depth": "more than 8 recirculations",
-    "resubmit_depth": "resubmit nesting deeper than 64",
-    "ipf_held": "IP fragment stored for reassembly; emitted when its datagram completes",
-    "ipf_invalid": "IP fragment rejected by reassembly (see ipf counters)",
-}
 
 _CT_FIRST, _CT_LAST = K.CT_STATE, K.CT_TP_DST
 _HDR_FIRST, _HDR_LAST = K.NW_SRC, K.TP_DST
@@ -443,16 +431,6 @@ def _split_for_recirc(group):
         k[_CT_FIRST : _CT_LAST + 1] = key[_CT_FIRST : _CT_LAST + 1] if md is None else md
         out.append((f, k))
     return out
-
-
-def lookup_key(key):
-    """The key OpenFlow lookups see: OVS's default fragment handling ("normal") hides the
-    transport ports of every IP fragment, the first one included."""
-    if key[K.NW_FRAG] & K.FRAG_ANY:
-        key = key.copy()
-        key[K.TP_SRC] = 0
-        key[K.TP_DST] = 0
-    return key
 
 
 def _copy_metadata(src, dst) -> None:

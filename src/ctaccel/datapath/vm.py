@@ -7,7 +7,7 @@ at the pass that missed). :func:`start_packet` readies the VM for a fresh packet
 :func:`finish_packet` writes its results.
 
 Design (OVS dpif-netdev): each pass looks up the megaflow cache with (key, recirc id) and runs
-the entry's program (datapath/program.py, one op per row). ``OP_RECIRC`` pushes the original
+the entry's program (ofproto/program.py, one op per row). ``OP_RECIRC`` pushes the original
 on a small stack and processes the copy to completion first; depth is capped at
 MAX_RECIRC_DEPTH. ``OP_CT`` runs conntrack (conntrack.core.ct_execute) and records the step in
 ``trace_steps`` (connection, generation, direction, the state it produced, NAT), which is what
@@ -90,7 +90,8 @@ from ctaccel.datapath.layout import (
     VM_UPCALLED,
 )
 from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
-from ctaccel.datapath.program import (
+from ctaccel.jit import njit
+from ctaccel.ofproto.program import (
     CTF_COMMIT,
     CTF_FORCE,
     CTF_NAT,
@@ -107,7 +108,6 @@ from ctaccel.datapath.program import (
     OP_RULE,
     OP_SET,
 )
-from ctaccel.jit import njit
 from ctaccel.packet.key import CS_INVALID, CT_STATE, CT_ZONE, KEY_WIDTH, PARSE_FIRST
 
 # stack_frame columns of a suspended original (OP_RECIRC)

@@ -27,6 +27,17 @@ from ctaccel.ofproto.rules import Rule
 from ctaccel.packet import key as K
 
 _DL_TYPE_FULL = 0xFFFF
+MAX_RESUBMIT_DEPTH = 64  # ofproto-dpif-xlate MAX_DEPTH
+
+
+def lookup_key(key):
+    """The key OpenFlow lookups see: OVS's default fragment handling ("normal") hides the
+    transport ports of every IP fragment, the first one included."""
+    if key[K.NW_FRAG] & K.FRAG_ANY:
+        key = key.copy()
+        key[K.TP_SRC] = 0
+        key[K.TP_DST] = 0
+    return key
 
 
 def _sort_key(rule: Rule):

@@ -3,7 +3,7 @@
 What: :func:`translate` runs one datapath pass of the reference engine's pipeline *at
 translation time* for a flow key (rule lookups, resubmit, goto_table, register writes, output
 resolution) and records what must still happen per packet as a program of op rows
-(``datapath/program.py``): rule counters, key writes, ct, recirculation, outputs. It also
+(``ofproto/program.py``): rule counters, key writes, ct, recirculation, outputs. It also
 returns ``wc``, the key bits the result depended on: any key agreeing with this one on ``wc``
 gets the very same program, so the program can be installed as a megaflow (OVS's upcall:
 xlate_actions filling ``wc``, then a datapath flow with that mask).
@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ctaccel.conntrack.nat import spec_from_action
-from ctaccel.datapath import program as P
-from ctaccel.datapath.reference import MAX_RESUBMIT_DEPTH, lookup_key
 from ctaccel.errors import CtaccelError
 from ctaccel.ofproto import actions as A
+from ctaccel.ofproto import program as P
+from ctaccel.ofproto.classifier import MAX_RESUBMIT_DEPTH, lookup_key
 from ctaccel.packet import key as K
 
 _COLUMN_MASK = 0xFFFFFFFF  # one 32-bit column of a multi-column field

@@ -1,8 +1,10 @@
 """Datapath action programs: what a megaflow entry tells compiled code to do.
 
 What: the translation of one datapath pass (``ofproto/xlate.py``) is a short program of
-fixed-width int64 rows; the compiled executor (``datapath/kernel.py``) runs it per packet.
-This file is the encoding both sides share.
+fixed-width int64 rows; the compiled executor (``datapath/vm.py``) runs it per packet. The
+translator owns this encoding (it lives beside it, in ofproto/); the datapath reads it and
+reaches ofproto otherwise only through the upcall (``xlate.translate``). Also the one
+vocabulary of drop reasons, with why each happens.
 
 Design: a program is ``ops[n, OPW]`` (int64); row ``[opcode, a0, a1, ...]``. Every decision
 that depends only on the flow key is taken at translation time (rule lookups, resubmit,
@@ -60,17 +62,18 @@ CTF_SET_MARK = 4
 CTF_SET_LABEL = 8
 CTF_NAT = 16  # the ct action has nat: its spec is the next row
 
-# Drop reasons, in packets.jsonl and stats; code = index.
-DROP_REASON_NAMES = (
-    "",
-    "rx_invalid",
-    "table_miss",
-    "rule_drop",
-    "recirc_depth",
-    "resubmit_depth",
-    "ipf_held",
-    "ipf_invalid",
-)
+# Drop reasons (the value of ``drop_reason`` in packets.jsonl and stats), each with why. The
+# compiled path reports them as codes: the index in DROP_REASON_NAMES (0: none).
+DROP_REASONS = {
+    "rx_invalid": "frame shorter than an Ethernet header (dpif-netdev drops it on receive)",
+    "table_miss": "the last lookup matched no rule (table-miss: drop)",
+    "rule_drop": "rules matched but their actions emitted nothing (drop, or ct without output)",
+    "recirc_depth": "more than 8 recirculations",
+    "resubmit_depth": "resubmit nesting deeper than 64",
+    "ipf_held": "IP fragment stored for reassembly; emitted when its datagram completes",
+    "ipf_invalid": "IP fragment rejected by reassembly (see ipf counters)",
+}
+DROP_REASON_NAMES = ("", *DROP_REASONS)
 DROP_CODE = {name: i for i, name in enumerate(DROP_REASON_NAMES) if name}
 
 CONTROLLER_PORT = -1  # the controller in compiled output-port arrays
