@@ -4,6 +4,7 @@ record and its helper process."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
@@ -59,24 +60,77 @@ def test_warm_up_leaves_its_record(tmp_path, monkeypatch):
     monkeypatch.setattr(jit, "CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(jit, "JIT_DISABLED", False)
     assert not warmup.is_compiled()
-    monkeypatch.setattr(warmup, "_start_helper", lambda: None)
+    monkeypatch.setattr(warmup, "_start_helper", lambda part: None)
     seconds = warmup.warm_up()
     assert seconds > 0 and warmup.is_compiled()
     assert (tmp_path / warmup.RECORD).exists()
 
 
 def test_helper_entry_point_rejects_unknown_work():
-    run = subprocess.run([sys.executable, "-m", "ctaccel.datapath.warmup", "everything"],
+    run = subprocess.run([sys.executable, "-m", "ctaccel.datapath.warmup", "conntrack"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 2 and "usage" in run.stderr
 
 
 @needs_jit
-def test_helper_compiles_the_ct_kernel_for_the_datapaths_types():
-    from ctaccel.conntrack import Conntrack, core
-
-    Conntrack().compile_execute()
-    assert len(core.ct_execute.signatures) >= 1
-    # the datapath's own warm-up adds no second specialisation
+def test_the_parts_compiled_apart_are_the_ones_the_batch_kernel_calls():
+    """warm-up compiles the batch kernel's parts on their own (two processes on a first
+    run): the argument types must be exactly those run_batch calls them with, or run_batch
+    would compile each part a second time."""
+    parts = warmup.kernel_parts()
+    for fn, types in parts.values():
+        fn.compile(types)
     warmup.warm_up()
-    assert len(core.ct_execute.signatures) == 1, core.ct_execute.signatures
+    for name, (fn, _types) in parts.items():
+        assert len(fn.signatures) == 1, (name, fn.signatures)
+
+
+@needs_jit
+def test_a_kernel_linked_apart_works_from_the_cache_in_new_processes(tmp_path):
+    """The path that once crashed: a kernel calling the stub (``middle``) compiled and
+    cached in one process; a kernel calling it (``top``) compiled in a second, ``middle``
+    loaded from the cache; ``top`` loaded from the cache in a third, which must register the
+    callee's symbol before running it."""
+    pkg = tmp_path / "linkedpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "callee.py").write_text(
+        "from ctaccel.jit import linked_separately, njit\n"
+        "@njit\n"
+        "def scaled_sum(a, k, flag):\n"
+        "    s = 0\n"
+        "    for i in range(a.shape[0]):\n"
+        "        s += a[i] * k if flag else a[i]\n"
+        "    a[0] = s\n"
+        "    return s\n"
+        "scaled_sum_apart = linked_separately(scaled_sum)\n"
+    )
+    (pkg / "middle.py").write_text(
+        "from ctaccel.jit import njit\n"
+        "from linkedpkg.callee import scaled_sum_apart\n"
+        "@njit\n"
+        "def middle(a):\n"
+        "    return scaled_sum_apart(a, 3, True) + scaled_sum_apart(a, 2, False)\n"
+    )
+    (pkg / "top.py").write_text(
+        "from ctaccel.jit import njit\n"
+        "from linkedpkg.middle import middle\n"
+        "@njit\n"
+        "def top(a):\n"
+        "    return middle(a) + 1\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               NUMBA_CACHE_DIR=str(tmp_path / "cache"))  # fmt: skip
+    run_top = "import numpy as np; from linkedpkg.top import top; print(top(np.arange(5)))"
+    steps = [
+        "import numpy as np; from linkedpkg.middle import middle; print(middle(np.arange(5)))",
+        run_top,
+        run_top,
+    ]
+    # arange(5): 30 (sum * 3, written to a[0]), then 30+1+2+3+4 = 40: middle returns 70
+    want = ["70", "71", "71"]
+    for code, expected in zip(steps, want, strict=True):
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.split()[-1] == expected

@@ -130,7 +130,26 @@ def _one_specialisation(dispatcher):
                           {k: unliteral(v) for k, v in kws.items()})  # fmt: skip
 
     dispatcher.get_call_template = get_call_template
+    _keep_reload_hooks(dispatcher)
     return dispatcher
+
+
+def _keep_reload_hooks(dispatcher):
+    """numba runs a cached kernel's reload hooks when it loads it, but leaves them off the
+    loaded library, so a kernel compiled later that links this one would not inherit them
+    (and would call a ``linked_separately`` symbol nobody registered): put them back."""
+    cache = getattr(dispatcher, "_cache", None)
+    load = getattr(cache, "load_overload", None)
+    if load is None:
+        return
+
+    def load_overload(sig, target_context):
+        cres = load(sig, target_context)
+        if cres is not None and cres.reload_init:
+            cres.library._reload_init.update(cres.reload_init)
+        return cres
+
+    cache.load_overload = load_overload
 
 
 # --- software prefetch ------------------------------------------------------------------------
@@ -205,3 +224,95 @@ else:
     @njit(forceinline=True)
     def prefetch2_write(arr, i, j):
         _prefetch2_write(arr, i, j)
+
+
+# --- kernels linked apart ---------------------------------------------------------------------
+# numba links a callee's whole compiled module into each caller and optimises and emits the
+# result again, at every level of a call chain: a large callee under four levels of helpers
+# is compiled five times over. ``linked_separately(kernel)`` gives a stub that compiled code
+# calls instead: it calls the kernel's own machine code through a symbol (``ctaccel_ext_*``,
+# registered with LLVM when the kernel is compiled or loaded), so callers carry one call
+# instruction, not the kernel. For large kernels called once per packet at most (conntrack's
+# ct action, the fast path's install), where inlining buys nothing. The caller's cache entry
+# re-registers the symbol before it is loaded (numba's reload_init hooks), so a cached caller
+# works in a new process.
+_linked: dict[str, object] = {}
+
+
+def _linked_symbol(module: str, qualname: str, argtypes) -> str:
+    key = f"{module}.{qualname}({', '.join(map(str, argtypes))})"
+    return "ctaccel_ext_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _ensure_linked(module: str, qualname: str, argtypes):
+    """Compile (or load) the kernel for ``argtypes`` and register its symbol; returns the
+    symbol and the kernel's return type."""
+    import importlib
+
+    from llvmlite import binding
+
+    name = _linked_symbol(module, qualname, argtypes)
+    if name not in _linked:
+        kernel = getattr(importlib.import_module(module), qualname)
+        kernel.compile(argtypes)
+        cres = kernel.overloads[argtypes]
+        binding.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+        _linked[name] = cres.signature.return_type
+    return name, _linked[name]
+
+
+class _LinkedResolver:
+    """A cached caller's reload hook: register the symbol it calls before it is loaded."""
+
+    def __init__(self, module: str, qualname: str, argtypes):
+        self.module, self.qualname, self.argtypes = module, qualname, tuple(argtypes)
+
+    def _key(self):
+        return self.module, self.qualname, str(self.argtypes)
+
+    def __eq__(self, other):
+        return isinstance(other, _LinkedResolver) and other._key() == self._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __call__(self):
+        _ensure_linked(self.module, self.qualname, self.argtypes)
+
+
+def linked_separately(kernel):
+    """A compiled stub that calls ``kernel`` (a module-level njit function, positional
+    arguments only) through its own machine code instead of linking it into the caller (see
+    above). As plain Python (NUMBA_DISABLE_JIT=1) it is the kernel itself."""
+    if JIT_DISABLED:
+        return kernel
+    from numba.core import cgutils
+    from numba.core import types as nbtypes
+    from numba.extending import intrinsic
+
+    module, qualname = kernel.py_func.__module__, kernel.py_func.__qualname__
+
+    @intrinsic
+    def call(typingctx, args):
+        argtypes = tuple(nbtypes.unliteral(t) for t in args.types)
+        name, restype = _ensure_linked(module, qualname, argtypes)
+
+        def codegen(context, builder, signature, llargs):
+            values = [builder.extract_value(llargs[0], i) for i in range(len(argtypes))]
+            fnty = context.call_conv.get_function_type(restype, argtypes)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            status, result = context.call_conv.call_function(builder, fn, restype, argtypes,
+                                                             values)  # fmt: skip
+            with cgutils.if_unlikely(builder, status.is_error):
+                context.call_conv.return_status_propagate(builder, status)
+            context.active_code_library._reload_init.add(
+                _LinkedResolver(module, qualname, argtypes)
+            )
+            return result
+
+        return restype(args), codegen
+
+    params = ", ".join(f"a{i}" for i in range(kernel.py_func.__code__.co_argcount))
+    namespace = {"call": call}
+    exec(f"def {kernel.py_func.__name__}({params}):\n    return call(({params},))\n", namespace)
+    return numba.njit(forceinline=True, nogil=True)(namespace[kernel.py_func.__name__])

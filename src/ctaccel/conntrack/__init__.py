@@ -36,7 +36,6 @@ from ctaccel.conntrack.table import (
 )
 from ctaccel.conntrack.timeouts import TIMEOUT_NAMES, default_timeouts_ms
 from ctaccel.errors import CtaccelError
-from ctaccel.packet.key import KEY_WIDTH
 
 __all__ = ["Conntrack"]
 
@@ -165,18 +164,6 @@ class Conntrack:
                 self._tups,
             )
         )
-
-    def compile_execute(self) -> None:
-        """Compile the ct action's kernel for the argument types :meth:`execute` (and the
-        compiled datapath) call it with, without running it (a warm-up in another process)."""
-        import numba
-
-        frame = np.zeros(64, np.uint8)
-        key = np.zeros(KEY_WIDTH, np.int64)
-        args = (self.conns, self.index, self.free_slots, self.stats, self.zone_limits, frame, key,
-                0, False, False, False, 0, 0, False, self._no_label, self._no_label, 0,
-                self.timeouts, -1, self._no_nat, self._tups)  # fmt: skip
-        core.ct_execute.compile(tuple(numba.typeof(a) for a in args))
 
     # --- zone limits ------------------------------------------------------------------------
     def set_zone_limit(self, zone: int | None, limit: int) -> None:

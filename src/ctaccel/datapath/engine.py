@@ -274,7 +274,6 @@ class DatapathEngine:
         # every row written by the kernel.
         # Frames wider than frames_w, or outputs beyond the output arrays, stop the kernel
         # (ST_FULL) and are made room for below: no per-batch scan of the lengths.
-        keys = self._keys
         res = np.empty((n, L.RES_WIDTH), np.int64)
         out_n = self._out_n
         out_n.fill(0)
@@ -290,20 +289,13 @@ class DatapathEngine:
         mode = L.MODE_ASSUME_ESTABLISHED if self.mode == "assume-established" else L.MODE_RECIRC
         while True:
             self.conntrack.reserve(4 * (n - start) + 16)
-            ct = self.conntrack
             run_batch(
-                mode, start, self.ipf.next_flush_ms, self._em_flags_mask,
-                (buf, offsets, lengths, in_ports, now_ms),
-                (ct.conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, ct.timeouts),
-                self.megaflow.tables,
-                (self._prog_ops, self._prog_start, self._prog_len),
-                (*self.exact.tables, self._fp_rows, self._fp_state),
-                (res, self._out_ports, out_n, self._out_fofs, self._out_fbuf, self.rule_stats,
-                 self.kstats),
-                (vm, keys, self._emk, self._stack_key, self._stack_md, self._stack_frame,
-                 self._frames_w, self._cur_key, self._cur_md, self._trace_steps,
-                 self._trace_rules, self._mf_key, self._saved, self._scratch),
-            )  # fmt: skip
+                mode,
+                start,
+                self.ipf.next_flush_ms,
+                self._em_flags_mask,
+                *self.kernel_bundles((buf, offsets, lengths, in_ports, now_ms), res),
+            )
             status = vm.item(L.VM_STATUS)
             i = vm.item(L.VM_PACKET)
             if status == L.ST_DONE:
@@ -341,6 +333,25 @@ class DatapathEngine:
         fofs = self._out_fofs[:used].copy() if fbytes else None
         fbuf = self._out_fbuf[:fbytes].copy() if fbytes else None
         return BatchResult(res, self._out_ports[:used].copy(), slow, fofs, fbuf)
+
+    def kernel_bundles(self, batch, res) -> tuple:
+        """The batch kernel's seven bundles (datapath/layout.py), as plain tuples, for the
+        packets ``batch`` (buf, offsets, lengths, in_ports, now_ms) and results ``res``.
+        Built per call: conntrack, the caches and the output arrays may have been replaced
+        (grown) since the last one."""
+        ct = self.conntrack
+        return (
+            batch,
+            (ct.conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, ct.timeouts),
+            self.megaflow.tables,
+            (self._prog_ops, self._prog_start, self._prog_len),
+            (*self.exact.tables, self._fp_rows, self._fp_state),
+            (res, self._out_ports, self._out_n, self._out_fofs, self._out_fbuf, self.rule_stats,
+             self.kstats),
+            (self._vm, self._keys, self._emk, self._stack_key, self._stack_md, self._stack_frame,
+             self._frames_w, self._cur_key, self._cur_md, self._trace_steps, self._trace_rules,
+             self._mf_key, self._saved, self._scratch),
+        )  # fmt: skip
 
     def process_batch(self, frames, in_ports, now_ms) -> list[PacketResult]:
         """Process frames (bytes) in order; one PacketResult per frame, like the reference

@@ -76,7 +76,7 @@ from ctaccel.datapath.layout import (
     VM_RECIRCS,
 )
 from ctaccel.datapath.vm import drop_code
-from ctaccel.jit import njit
+from ctaccel.jit import linked_separately, njit
 from ctaccel.packet.key import (
     CS_ESTABLISHED,
     CS_INVALID,
@@ -231,9 +231,13 @@ def _install(r, frame, flen, fp, out, st):
         fp_rows[e, outs + nout + r] = trace_rules[r]
 
 
+# called through its own machine code: an install runs once per new fast-path entry
+_install_apart = linked_separately(_install)
+
+
 @njit(forceinline=True)
 def maybe_install(i, frame, flen, ct, fp, out, st):
     """Install an entry for packet ``i``, just completed by full processing, if it qualifies
     (see the module docstring)."""
     if st.vm[VM_ELIGIBLE] == 1 and _install_wanted(st.vm, st.trace_steps, ct.conns):
-        _install(i & RING_MASK, frame, flen, fp, out, st)
+        _install_apart(i & RING_MASK, frame, flen, fp, out, st)

@@ -90,7 +90,7 @@ from ctaccel.datapath.layout import (
     VM_UPCALLED,
 )
 from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
-from ctaccel.jit import njit
+from ctaccel.jit import linked_separately, njit
 from ctaccel.ofproto.program import (
     CTF_COMMIT,
     CTF_FORCE,
@@ -109,6 +109,10 @@ from ctaccel.ofproto.program import (
     OP_SET,
 )
 from ctaccel.packet.key import CS_INVALID, CT_STATE, CT_ZONE, KEY_WIDTH, PARSE_FIRST
+
+# conntrack's ct action, called through its own machine code (not linked into the VM: it is
+# large, runs once per ct step, and would otherwise be compiled again at every VM level)
+_ct_execute = linked_separately(ct_execute)
 
 # stack_frame columns of a suspended original (OP_RECIRC)
 SF_PC = 0
@@ -299,7 +303,7 @@ def _op_ct(row, frame, flen, now, ct, ops, kstats, st, no_nat, ct_tups):
     zone_in = cur_key[CT_ZONE]
     wframe = frames_w[d, :flen] if vm[VM_FRAME_W] else frame
     nat = ops[row + 1, 1 : 1 + NS_WIDTH] if has_nat else no_nat
-    handle = ct_execute(conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, wframe,
+    handle = _ct_execute(conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, wframe,
                         cur_key, zone, (flags & CTF_COMMIT) != 0, force,
                         (flags & CTF_SET_MARK) != 0, ops[row, 3], ops[row, 4],
                         (flags & CTF_SET_LABEL) != 0, ops[row, 5:9], ops[row, 9:13], now,
