@@ -13,7 +13,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ovs_oracle(tmp_path_factory):
-    from oracle.ovs_driver import OvsOracle, ovs_installed
+    from support.oracle.ovs_driver import OvsOracle, ovs_installed
 
     if not ovs_installed():
         reason = "Open vSwitch (ovs-vswitchd, ovsdb-server, ovs-ofctl) is not installed"

@@ -21,7 +21,7 @@ Entries are installed after full processing (datapath/install.py).
 
 Invariants: the fast path never creates or deletes a connection and never changes protocol
 state; a punt leaves every connection row as it was; results equal full processing's
-(tests/test_equivalence.py, tests/test_fastpath.py).
+(tests/equivalence/test_equivalence.py, tests/datapath/test_fastpath.py).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Invariants:
   packet runs.
 - The fast path never creates or deletes a connection and never changes protocol state.
 - Rule counters, outputs, ct_state and drop reason are exactly what the reference engine
-  would produce (tests/test_equivalence.py).
+  would produce (tests/equivalence/test_equivalence.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ a case in :func:`_run_program` and its helper. All helpers are inlined into the 
 
 Invariants: the VM's state lives in caller-owned arrays only, so a pass can be suspended at
 any lookup; counters, outputs, ct_state and drop reason follow the reference engine's rules
-(datapath/reference.py), checked by tests/test_equivalence.py.
+(datapath/reference.py), checked by tests/equivalence/test_equivalence.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ report the first diverging packet with both results.
 
 Design: a ``Plan`` fixes the batches and operations, so every engine sees exactly the same
 calls; results are compared packet by packet, then the conntrack table and rule counters.
-Traffic and rule sets come from ``traffic.py``.
+Traffic and rule sets come from ``support/traffic.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from traffic import START_MS, TEST_TIMEOUTS_MS, batch_sizes  # noqa: F401
+from support.traffic import START_MS, TEST_TIMEOUTS_MS, batch_sizes  # noqa: F401
 
 
 @dataclass

@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-import equiv_harness as H
-import traffic as T
+from support import equivalence as H
+from support import traffic as T
 
 if os.environ.get("CTACCEL_EQUIV_ENGINE") == "reference":
     ENGINE = H.ReferenceBatchEngine

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-import equiv_harness as H
-import traffic as T
+from support import equivalence as H
+from support import traffic as T
 
 try:
     from ctaccel.datapath.engine import DatapathEngine

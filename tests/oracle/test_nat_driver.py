@@ -16,11 +16,11 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import Ether
 
-from oracle.compare import differences, frame_difference, mask_reply_ports, ovs_result
-from oracle.frames import tcp, udp
-from oracle.ovs_driver import OracleRun, PacketOutcome
-from oracle.scenarios import SCENARIOS
-from oracle.scenarios_nat import NAT4, NAT_SCENARIOS, NONDETERMINISTIC_FRAMES, NatScenario
+from support.oracle.compare import differences, frame_difference, mask_reply_ports, ovs_result
+from support.oracle.frames import tcp, udp
+from support.oracle.ovs_driver import OracleRun, PacketOutcome
+from support.oracle.scenarios import SCENARIOS
+from support.oracle.scenarios_nat import NAT4, NAT_SCENARIOS, NONDETERMINISTIC_FRAMES, NatScenario
 
 IDS = [s.name for s in NAT_SCENARIOS]
 CHECKSUMMED = (

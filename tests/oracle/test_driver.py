@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from oracle.compare import differences, ovs_result, write_inputs
-from oracle.frames import tcp, udp
-from oracle.ovs_driver import (
+from support.oracle.compare import differences, ovs_result, write_inputs
+from support.oracle.frames import tcp, udp
+from support.oracle.ovs_driver import (
     MARKER_USERDATA,
     OvsOracle,
     flow_lines,
@@ -16,8 +16,8 @@ from oracle.ovs_driver import (
     ovs_installed,
     read_pcap_records,
 )
-from oracle.scenarios import SCENARIOS, Scenario
-from oracle.scenarios_nat import NAT_SCENARIOS
+from support.oracle.scenarios import SCENARIOS, Scenario
+from support.oracle.scenarios_nat import NAT_SCENARIOS
 
 ALL = SCENARIOS + NAT_SCENARIOS
 
@@ -64,7 +64,7 @@ def test_written_pcaps_carry_exact_times(tmp_path):
 
 
 def test_differences_table_marks_first_divergence():
-    from oracle.ovs_driver import OracleRun, PacketOutcome
+    from support.oracle.ovs_driver import OracleRun, PacketOutcome
 
     s = Scenario("t", FORWARD_UDP, [(1, b"a" * 60, 1), (2, b"b" * 60, 2), (1, b"c" * 60, 3)])
     ovs = OracleRun(

@@ -1,7 +1,7 @@
 """Translation of OpenFlow tables into datapath programs (ofproto/xlate.py).
 
 Three kinds of checks:
-1. Equivalence: running the translated programs (tests/xlate_exec.py, real conntrack, a
+1. Equivalence: running the translated programs (tests/support/xlate_exec.py, real conntrack, a
    megaflow cache) gives exactly the reference engine's per-packet results, conntrack table
    and rule counters, on random rule sets and random conversations.
 2. Megaflow soundness: a key agreeing with the translated key on ``wc`` gets the same
@@ -25,7 +25,7 @@ from ctaccel.ofproto.xlate import translate
 from ctaccel.packet import build as B
 from ctaccel.packet import key as K
 from ctaccel.packet.parse import parse_frame
-from xlate_exec import ProgramExecutor
+from support.xlate_exec import ProgramExecutor
 
 MA, MB, MC = "50:54:00:00:00:01", "50:54:00:00:00:02", "50:54:00:00:00:03"
 IA, IB, IC = "10.1.1.1", "10.1.1.2", "10.1.2.3"

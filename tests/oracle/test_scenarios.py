@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from oracle.compare import differences, ovs_result, run_ctaccel
-from oracle.scenarios import SCENARIOS
-from oracle.scenarios_nat import NAT_SCENARIOS
+from support.oracle.compare import differences, ovs_result, run_ctaccel
+from support.oracle.scenarios import SCENARIOS
+from support.oracle.scenarios_nat import NAT_SCENARIOS
 
 ALL = SCENARIOS + NAT_SCENARIOS
 

@@ -1,5 +1,5 @@
 """Traffic and rule-set generators for the equivalence and fast-path tests (the harness that
-runs engines over them is equiv_harness.py).
+runs engines over them is support/equivalence.py).
 
 What: deterministic, seedable packet sequences ``[(in_port, frame, now_ms)]`` built with
 ``ctaccel.packet.build``: a TCP conversation helper that drives both sides with correct
