@@ -23,7 +23,7 @@ from scapy.all import (
     Raw,
 )
 
-from ctaccel.conntrack import Conntrack, core
+from ctaccel.conntrack import Conntrack, action_row, core
 from ctaccel.conntrack.nat import no_nat_spec
 from ctaccel.conntrack.table import TUP_WIDTH
 from ctaccel.conntrack.timeouts import TM_UDP_FIRST, TM_UDP_MULTIPLE
@@ -444,29 +444,9 @@ def _run_sequence(execute):
     keys = []
     for t, (pkt, zone, commit) in enumerate(pkts):
         p = Packet(pkt)
-        handle = execute(
-            ct.conns,
-            ct.index,
-            ct.free_slots,
-            ct.stats,
-            ct.zone_limits,
-            p.frame,
-            p.key,
-            zone,
-            commit,
-            False,
-            t == 1,
-            t,
-            0xFFFFFFFF,
-            False,
-            np.zeros(4, np.int64),
-            np.zeros(4, np.int64),
-            t * 100,
-            ct.timeouts,
-            -1,
-            no_nat_spec(),
-            np.zeros(2 * TUP_WIDTH, np.int64),
-        )
+        act = action_row(zone, commit, mark=t if t == 1 else None)
+        handle = execute(ct.tables, p.frame, p.key, act, t * 100, -1, no_nat_spec(),
+                         np.zeros(2 * TUP_WIDTH, np.int64))  # fmt: skip
         keys.append((int(handle), p.key.copy()))
     return ct, keys
 

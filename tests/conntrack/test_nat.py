@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.all import ICMP, IP, TCP, UDP, Ether, ICMPv6EchoRequest, IPv6, Raw
 
-from ctaccel.conntrack import Conntrack
+from ctaccel.conntrack import Conntrack, action_row
 from ctaccel.conntrack import nat as N
 from ctaccel.ofproto.actions import Nat
 from ctaccel.packet import key as K
@@ -239,9 +239,7 @@ def test_ct_execute_with_nat_matches_plain_python():
         for t, (pkt, port, commit, spec) in enumerate(seq):
             frame = _arr(pkt)
             key = _key(frame, port)
-            h = fn(ct.conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, frame, key, 0,
-                   commit, False, False, 0, 0, False, np.zeros(4, np.int64),
-                   np.zeros(4, np.int64), t, ct.timeouts, -1, spec,
+            h = fn(ct.tables, frame, key, action_row(0, commit), t, -1, spec,
                    np.zeros(2 * TUP_WIDTH, np.int64))  # fmt: skip
             outs.append((int(h), frame.tobytes(), key.copy()))
         return outs, ct

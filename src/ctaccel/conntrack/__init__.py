@@ -6,8 +6,9 @@ with :meth:`Conntrack.execute`, and offers flush, sweep, dump and counters.
 
 Design: all state lives in numpy arrays exposed as attributes (``conns``, ``index``,
 ``free_slots``, ``stats``, ``zone_limits``, ``timeouts``) so the compiled datapath can call
-``core.ct_execute`` itself on a whole batch; it must call :meth:`reserve` first (growth
-replaces the arrays, so re-read the attributes afterwards). Time is an argument (ms).
+``core.ct_execute`` itself on a whole batch, passing them as one bundle (:attr:`tables`, a
+layout.CtTables); it must call :meth:`reserve` first (growth replaces the arrays, so re-read
+them afterwards). Time is an argument (ms).
 
 Invariants: the arrays are replaced only by :meth:`reserve` (growth); the capacity never
 exceeds ``max_conns`` rows and there is always at least one free row before a kernel call
@@ -18,10 +19,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctaccel.conntrack import core
-from ctaccel.conntrack.core import ZL_COLUMNS, ZL_COUNT, ZL_DEFAULT, ZL_LIMIT, ZL_SEQ
+from ctaccel.conntrack import core, lifecycle
 from ctaccel.conntrack.dump import dump_lines
-from ctaccel.conntrack.layout import C_USED
+from ctaccel.conntrack.layout import (
+    C_USED,
+    CA_FLAGS,
+    CA_LABEL,
+    CA_LABEL_MASK,
+    CA_MARK,
+    CA_MARK_MASK,
+    CA_WIDTH,
+    CA_ZONE,
+    CAF_COMMIT,
+    CAF_FORCE,
+    CAF_SET_LABEL,
+    CAF_SET_MARK,
+    CtTables,
+)
+from ctaccel.conntrack.lifecycle import ZL_COLUMNS, ZL_COUNT, ZL_DEFAULT, ZL_LIMIT, ZL_SEQ
 from ctaccel.conntrack.nat import no_nat_spec
 from ctaccel.conntrack.table import (
     COUNTER_NAMES,
@@ -37,13 +52,32 @@ from ctaccel.conntrack.table import (
 from ctaccel.conntrack.timeouts import TIMEOUT_NAMES, default_timeouts_ms
 from ctaccel.errors import CtaccelError
 
-__all__ = ["Conntrack"]
+__all__ = ["Conntrack", "action_row"]
 
 _LABEL_ALL = (1 << 128) - 1
 
 
 def _label_words(value: int) -> np.ndarray:
     return np.array([(value >> (32 * (3 - i))) & 0xFFFFFFFF for i in range(4)], np.int64)
+
+
+def action_row(zone: int, commit: bool = False, force: bool = False, mark: int | None = None,
+               mark_mask: int = 0xFFFFFFFF, label: int | None = None,
+               label_mask: int = _LABEL_ALL) -> np.ndarray:  # fmt: skip
+    """The ct action's parameters as ``core.ct_execute`` reads them (layout ``CA_*``):
+    ``mark``/``label`` None leave them alone; ``force`` implies commit."""
+    act = np.zeros(CA_WIDTH, np.int64)
+    act[CA_ZONE] = int(zone) & 0xFFFF
+    act[CA_FLAGS] = (CAF_COMMIT if commit or force else 0) | (CAF_FORCE if force else 0)
+    if mark is not None:
+        act[CA_FLAGS] |= CAF_SET_MARK
+        act[CA_MARK] = int(mark) & 0xFFFFFFFF
+        act[CA_MARK_MASK] = int(mark_mask) & 0xFFFFFFFF
+    if label is not None:
+        act[CA_FLAGS] |= CAF_SET_LABEL
+        act[CA_LABEL : CA_LABEL + 4] = _label_words(int(label))
+        act[CA_LABEL_MASK : CA_LABEL_MASK + 4] = _label_words(int(label_mask))
+    return act
 
 
 class Conntrack:
@@ -83,9 +117,14 @@ class Conntrack:
             self.set_zone_limit(None, default_zone_limit)
         for zone, limit in (zone_limits or {}).items():
             self.set_zone_limit(zone, limit)
-        self._no_label = np.zeros(4, np.int64)
         self._no_nat = no_nat_spec()
         self._tups = np.zeros(2 * TUP_WIDTH, np.int64)  # ct_execute's scratch
+
+    @property
+    def tables(self) -> CtTables:
+        """The arrays as the kernels take them (valid until the next :meth:`reserve`)."""
+        return CtTables(self.conns, self.index, self.free_slots, self.stats, self.zone_limits,
+                        self.timeouts)  # fmt: skip
 
     # --- capacity ---------------------------------------------------------------------------
     @property
@@ -134,36 +173,10 @@ class Conntrack:
         elif not frame.flags.writeable:
             raise ValueError("ct with nat rewrites the frame: pass a writable array")
         self.reserve(1)
-        if label is None:
-            label4 = label_mask4 = self._no_label
-        else:
-            label4 = _label_words(int(label))
-            label_mask4 = _label_words(int(label_mask))
-        return int(
-            core.ct_execute(
-                self.conns,
-                self.index,
-                self.free_slots,
-                self.stats,
-                self.zone_limits,
-                frame,
-                key,
-                int(zone) & 0xFFFF,
-                bool(commit or force),
-                bool(force),
-                mark is not None,
-                int(mark or 0) & 0xFFFFFFFF,
-                int(mark_mask) & 0xFFFFFFFF,
-                label is not None,
-                label4,
-                label_mask4,
-                int(now_ms),
-                self.timeouts,
-                int(cached_conn),
-                nat,
-                self._tups,
-            )
-        )
+        act = action_row(zone, commit, force, mark, mark_mask, label, label_mask)
+        handle = core.ct_execute(self.tables, frame, key, act, int(now_ms), int(cached_conn), nat,
+                                 self._tups)  # fmt: skip
+        return int(handle)
 
     # --- zone limits ------------------------------------------------------------------------
     def set_zone_limit(self, zone: int | None, limit: int) -> None:
@@ -194,26 +207,13 @@ class Conntrack:
     # --- maintenance --------------------------------------------------------------------------
     def flush(self, zone: int | None = None) -> int:
         """Remove every connection (of one zone); returns how many."""
-        n = int(
-            core.flush_zone(
-                self.conns,
-                self.index,
-                self.free_slots,
-                self.stats,
-                self.zone_limits,
-                -1 if zone is None else int(zone),
-            )
-        )
+        n = int(lifecycle.flush_zone(self.tables, -1 if zone is None else int(zone)))
         self.stats[ST_FLUSHED] += n
         return n
 
     def sweep(self, now_ms: int) -> int:
         """Remove every connection expired at ``now_ms``; returns how many."""
-        n = int(
-            core.sweep_expired(
-                self.conns, self.index, self.free_slots, self.stats, self.zone_limits, int(now_ms)
-            )
-        )
+        n = int(lifecycle.sweep_expired(self.tables, int(now_ms)))
         self.stats[ST_SWEPT] += n
         return n
 

@@ -8,7 +8,7 @@ protocol state change?" If yes the update is applied (windows, timers) exactly a
 is left exactly as it was and -1 is returned (RECHECK_*), so full processing sees the connection as if
 the fast path had never looked.
 
-Design: it calls the very same tracker update as ``core.ct_execute`` (``core._l4_update``),
+Design: it calls the very same tracker update as ``core.ct_execute`` (``trackers.conn_update``),
 on the live row, after saving its hot columns (layout.HOT_WIDTH: the only ones an update
 writes); "no protocol state change" is checked by comparing the
 state columns (TCP: both peers' states and window-scale flags; others: the tracker state) and
@@ -28,7 +28,6 @@ what it was.
 
 from __future__ import annotations
 
-from ctaccel.conntrack.core import _l4_update
 from ctaccel.conntrack.layout import (
     C_EXPIRATION,
     C_GENERATION,
@@ -63,6 +62,7 @@ from ctaccel.conntrack.tcp import (
     window_shifts,
 )
 from ctaccel.conntrack.timeouts import CT_UPDATE_VALID, TM_TCP_ESTABLISHED
+from ctaccel.conntrack.trackers import conn_update
 from ctaccel.jit import njit
 from ctaccel.packet.key import CS_ESTABLISHED, CS_REPLY_DIR, CS_TRACKED, IPPROTO_TCP
 
@@ -88,7 +88,7 @@ def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now
         return RECHECK_GONE
     for c in range(HOT_WIDTH):  # a tracker update only writes hot columns (a loop: a slice
         saved[c] = conns[slot, c]  # copy may allocate a temporary)
-    result = _l4_update(conns, slot, reply, proto, frame, l4_ofs, l4_len, now_ms, timeouts)
+    result = conn_update(conns, slot, reply, proto, frame, l4_ofs, l4_len, now_ms, timeouts)
     same = result == CT_UPDATE_VALID
     if same:
         if proto == IPPROTO_TCP:

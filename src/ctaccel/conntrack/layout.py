@@ -21,6 +21,10 @@ Invariants:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
+
 # Hot columns first: everything a packet of an established connection reads or writes
 # (liveness, timers, mark/label, tracker state, TCP peers) lies in the first 24 columns, three
 # cache lines (the fast path prefetches them and saves them before a re-check); rows are 64
@@ -75,3 +79,33 @@ CONN_WIDTH = 64
 def tcp_col(peer: int, field: int) -> int:
     """Column of TCP peer ``peer`` (0 orig, 1 reply) field ``P_*``."""
     return C_TCP + peer * TCP_PEER_WIDTH + field
+
+
+class CtTables(NamedTuple):
+    """The connection tracker's arrays, as the kernels take them (conntrack.Conntrack.tables):
+    the rows (this layout), the tuple index, the free-slot stack, the counters (table.py ST_*),
+    the zone limits (lifecycle.py ZL_*) and the timeout policy (timeouts.py)."""
+
+    conns: np.ndarray
+    index: np.ndarray
+    free_slots: np.ndarray
+    stats: np.ndarray
+    zone_limits: np.ndarray
+    timeouts: np.ndarray
+
+
+# The ct action's parameters (``ct(zone=, commit, force, exec(set_field ct_mark/ct_label))``)
+# as ct_execute reads them: one int64 row. The program encoding (ofproto/program.py) stores an
+# OP_CT as its op code followed by exactly this row.
+CA_ZONE = 0
+CA_FLAGS = 1  # CAF_* below
+CA_MARK = 2  # ct_mark value and mask (32 bits each)
+CA_MARK_MASK = 3
+CA_LABEL = 4  # 4 words: ct_label value, then 4 words of mask
+CA_LABEL_MASK = 8
+CA_WIDTH = 12
+
+CAF_COMMIT = 1
+CAF_FORCE = 2  # implies CAF_COMMIT
+CAF_SET_MARK = 4
+CAF_SET_LABEL = 8

@@ -13,7 +13,7 @@ Design:
   columns, filled from the parsed action as dpif-netdev fills its ``nat_action_info``:
   ``NS_ACTION`` is -1 when the ct action has no ``nat`` at all, else the ``NAT_*`` bits (0 for
   a bare ``nat``); addresses are 4 words (IPv4 in the last); ports 0 when not given.
-- Choosing the tuple (``core.nat_choose``) lives next to the table code it probes; this file
+- Choosing the tuple (``lifecycle.nat_choose``) lives next to the table code it probes; this file
   has the pure parts: ranges, hashing, incremental checksums, header rewrites.
 - Checksums are updated the way OVS updates them (RFC 1624 incremental, 16 bits at a time,
   in the same order), so emitted frames are identical byte for byte, including where OVS

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ctaccel.conntrack.layout import CtTables  # noqa: F401  (the kernel's ct bundle, owned by conntrack)
 from ctaccel.conntrack.nat import NS_WIDTH
 from ctaccel.conntrack.table import TUP_WIDTH
 from ctaccel.ofproto.program import DROP_CODE
@@ -220,17 +221,6 @@ class Batch(NamedTuple):
     lengths: np.ndarray
     in_ports: np.ndarray
     now_ms: np.ndarray
-
-
-class CtTables(NamedTuple):
-    """The connection tracker's arrays (conntrack.Conntrack), in ct_execute's order."""
-
-    conns: np.ndarray
-    index: np.ndarray
-    free_slots: np.ndarray
-    stats: np.ndarray
-    zone_limits: np.ndarray
-    timeouts: np.ndarray
 
 
 class MegaflowTables(NamedTuple):

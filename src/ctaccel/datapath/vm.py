@@ -31,6 +31,7 @@ from ctaccel.conntrack.layout import (
     C_PROTO,
     C_USED,
     C_ZONE,
+    CA_WIDTH,
 )
 from ctaccel.conntrack.nat import NS_WIDTH, nat_target
 from ctaccel.conntrack.table import ST_LAST_CONN
@@ -92,7 +93,6 @@ from ctaccel.datapath.layout import (
 from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
 from ctaccel.jit import linked_separately, njit
 from ctaccel.ofproto.program import (
-    CTF_COMMIT,
     CTF_FORCE,
     CTF_NAT,
     CTF_SET_LABEL,
@@ -303,11 +303,8 @@ def _op_ct(row, frame, flen, now, ct, ops, kstats, st, no_nat, ct_tups):
     zone_in = cur_key[CT_ZONE]
     wframe = frames_w[d, :flen] if vm[VM_FRAME_W] else frame
     nat = ops[row + 1, 1 : 1 + NS_WIDTH] if has_nat else no_nat
-    handle = _ct_execute(conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, wframe,
-                        cur_key, zone, (flags & CTF_COMMIT) != 0, force,
-                        (flags & CTF_SET_MARK) != 0, ops[row, 3], ops[row, 4],
-                        (flags & CTF_SET_LABEL) != 0, ops[row, 5:9], ops[row, 9:13], now,
-                        ct.timeouts, handle_in, nat, ct_tups)  # fmt: skip
+    handle = _ct_execute(ct, wframe, cur_key, ops[row, 1 : 1 + CA_WIDTH], now, handle_in, nat,
+                         ct_tups)  # fmt: skip
     vm[VM_HANDLE] = handle
     _copy_ct_fields(cur_key, cur_md)
     _trace_step(conns, ct.stats[ST_LAST_CONN], reuse, has_nat, state_in, zone_in, zone, st)

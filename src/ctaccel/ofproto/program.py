@@ -23,6 +23,8 @@ Invariants:
 
 from __future__ import annotations
 
+from ctaccel.conntrack.layout import CA_WIDTH, CAF_COMMIT, CAF_FORCE, CAF_SET_LABEL, CAF_SET_MARK
+
 OPW = 16  # int64 words per op row
 
 OP_END = 0  # padding; never executed
@@ -32,8 +34,9 @@ OP_MISS = 2  # a lookup matched no rule (table miss): remember it for the drop r
 OP_OUTPUT = 3  # a0 = port
 OP_CONTROLLER = 4  # send to the controller
 OP_SET = 5  # a0 = key column, a1 = value, a2 = mask: key[c] = (key[c] & ~mask) | (value & mask)
-OP_CT = 6  # a0 = zone, a1 = CTF_* flags, a2 = mark, a3 = mark mask,
-#            a4..a7 = label (4 x 32 bits, most significant first), a8..a11 = label mask
+OP_CT = 6  # a0..a11 = the ct action's row as conntrack takes it (conntrack/layout.py CA_*):
+#            zone, CTF_* flags, mark, mark mask, label (4 x 32 bits, most significant
+#            first), label mask
 OP_RECIRC = 7  # a0 = recirc id: fork; the copy is processed to completion first
 OP_CLEAR_CT_FIELDS = 8  # the flow's ct fields read as untracked (the packet keeps its ct md)
 OP_CT_CLEAR = 9  # the ct_clear action: ct fields, ct md and the connection handle cleared
@@ -56,11 +59,15 @@ OP_NAMES = {
     OP_NAT_SPEC: "nat_spec",
 }
 
-CTF_COMMIT = 1
-CTF_FORCE = 2
-CTF_SET_MARK = 4
-CTF_SET_LABEL = 8
+# OP_CT flags: conntrack's own (conntrack/layout.py CAF_*), plus CTF_NAT, which only the
+# executor reads
+CTF_COMMIT = CAF_COMMIT
+CTF_FORCE = CAF_FORCE
+CTF_SET_MARK = CAF_SET_MARK
+CTF_SET_LABEL = CAF_SET_LABEL
 CTF_NAT = 16  # the ct action has nat: its spec is the next row
+assert not CTF_NAT & (CAF_COMMIT | CAF_FORCE | CAF_SET_MARK | CAF_SET_LABEL)
+assert 1 + CA_WIDTH <= OPW
 
 # Drop reasons (the value of ``drop_reason`` in packets.jsonl and stats), each with why. The
 # compiled path reports them as codes: the index in DROP_REASON_NAMES (0: none).

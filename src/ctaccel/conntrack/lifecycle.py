@@ -1,0 +1,282 @@
+"""Connections come and go: live lookup, commit under the limits, NAT's choice, removal.
+
+What: the parts of the ct action that change which connections exist. :func:`lookup_live`
+finds a packet's connection (an expired one is removed on the way, as OVS's lookup skips it);
+:func:`commit_conn` creates one when the zone limit, the table limit and, with NAT, a free
+reply tuple allow (:func:`nat_choose`: OVS's ``nat_get_unique_tuple``); :func:`delete_conn`,
+:func:`sweep_expired` and :func:`flush_zone` remove them, giving back the zone-limit count.
+
+Design: every function takes the tracker's arrays as one :class:`layout.CtTables` bundle
+(``ct``) and works on them in place; the tables themselves (index, free slots) are table.py's.
+Zone limits follow OVS 3.1 exactly: ``zone_limits[3, 65537]``, row ``ZL_LIMIT`` the limit or
+-1 when the zone has no entry, ``ZL_COUNT`` the connections admitted under the entry,
+``ZL_SEQ`` the entry's creation number; column 65536 is the default entry, whose single
+count all zones without their own entry share (OVS fixed that only in 3.5). A connection
+remembers the entry that admitted it (``C_ADMIT``) and gives its count back when it goes,
+unless that entry was deleted or re-created meanwhile.
+
+Invariants: never allocates rows beyond the table (a commit with no free row is refused and
+counted); a refused commit changes nothing but counters (and may sweep expired connections,
+which depends only on packet times).
+"""
+
+from __future__ import annotations
+
+from ctaccel.conntrack.layout import (
+    C_ADMIT,
+    C_CREATED_MS,
+    C_EXPIRATION,
+    C_NAT_FLAGS,
+    C_SEQ,
+    C_USED,
+    C_ZONE,
+)
+from ctaccel.conntrack.nat import (
+    EPHEMERAL_MAX,
+    EPHEMERAL_MIN,
+    MAX_PORT_ATTEMPTS,
+    NAT_DST,
+    NAT_DST_PORT,
+    NAT_SRC,
+    NAT_SRC_PORT,
+    NS_ACTION,
+    NS_MAX_PORT,
+    NS_MIN_ADDR,
+    NS_MIN_PORT,
+    next_random,
+    pick_addr,
+    range_hash,
+)
+from ctaccel.conntrack.table import (
+    ST_CREATED,
+    ST_EXPIRED_AT_LOOKUP,
+    ST_LIMIT_SWEEP_MS,
+    ST_MAX_CONNS,
+    ST_N_CONNS,
+    ST_NAT_EXHAUSTED,
+    ST_NEXT_SEQ,
+    ST_REFUSED_MAX_CONNS,
+    ST_REFUSED_NO_ROOM,
+    ST_REFUSED_ZONE_LIMIT,
+    ST_SWEPT,
+    T_DL_TYPE,
+    T_DST,
+    T_DWORD,
+    T_PROTO,
+    T_SRC,
+    T_SWORD,
+    T_ZONE,
+    conn_alloc_reply,
+    conn_release,
+    index_lookup,
+    reverse_into,
+    tuple_hash,
+)
+from ctaccel.conntrack.trackers import new_conn
+from ctaccel.jit import njit
+
+# zone_limits rows and the default entry's column
+ZL_LIMIT = 0
+ZL_COUNT = 1
+ZL_SEQ = 2
+ZL_DEFAULT = 65536
+ZL_COLUMNS = 65537
+
+# The admitting zone-limit entry of a connection: 0 = none, else (column + 1) | seq << 17.
+_ADMIT_COLUMN_BITS = 17
+
+
+@njit
+def delete_conn(ct, slot):
+    """Remove a connection: give back its zone-limit count, unindex it, free its row."""
+    conns, zone_limits = ct.conns, ct.zone_limits
+    admit = conns[slot, C_ADMIT]
+    if admit != 0:
+        column = (admit & ((1 << _ADMIT_COLUMN_BITS) - 1)) - 1
+        seq = admit >> _ADMIT_COLUMN_BITS
+        if zone_limits[ZL_LIMIT, column] >= 0 and zone_limits[ZL_SEQ, column] == seq:
+            zone_limits[ZL_COUNT, column] -= 1
+    conn_release(conns, ct.index, ct.free_slots, ct.stats, slot)
+
+
+@njit(forceinline=True)
+def lookup_live(ct, tup, now_ms):
+    """Handle of the live connection for ``tup`` or -1; an expired one is removed first."""
+    conns = ct.conns
+    handle = index_lookup(conns, ct.index, tup, tuple_hash(tup))
+    if handle < 0:
+        return -1
+    slot = handle >> 1
+    if now_ms >= conns[slot, C_EXPIRATION]:
+        delete_conn(ct, slot)
+        ct.stats[ST_EXPIRED_AT_LOOKUP] += 1
+        return -1
+    return handle
+
+
+@njit(forceinline=True)
+def _taken(ct, tup, now_ms):
+    """True when a live connection has ``tup`` as either of its tuples (an expired one found
+    on the way is removed, as OVS's lookups skip it)."""
+    return lookup_live(ct, tup, now_ms) >= 0
+
+
+@njit
+def _unique_port(ct, rtup, col, curr, lo, hi, h, now_ms):
+    """OVS nat_get_unique_l4: try ports from ``curr`` upwards through [lo, hi] (wrapping),
+    at most 128, then rounds of 64, 32, 16 and 8 from pseudo-random points; ``rtup[col]``
+    ends on the free port found, or back on ``curr`` (False)."""
+    size = hi - lo + 1
+    attempts = min(size, MAX_PORT_ATTEMPTS)
+    orig = curr
+    round_ = 0
+    while True:
+        n_iter = size + 1 if (curr < lo or curr > hi) else size
+        i = 0
+        for _ in range(n_iter):
+            if i >= attempts:
+                break
+            i += 1
+            rtup[col] = curr
+            if not _taken(ct, rtup, now_ms):
+                return True
+            curr = lo if (curr < lo or curr > hi or curr == hi) else curr + 1
+        if attempts < size and attempts >= 16:
+            attempts //= 2
+            round_ += 1
+            curr = lo + next_random(h, round_) % size
+            continue
+        rtup[col] = orig
+        return False
+
+
+@njit
+def nat_choose(ct, tup, spec, now_ms, rtup):
+    """OVS nat_get_unique_tuple: fill ``rtup`` with the reply tuple a new connection ``tup``
+    gets under ``spec`` (an address from the range by hash; the source port kept if free,
+    else searched in its band or the given range; a destination port from its range).
+    False when every candidate is taken (exhaustion)."""
+    action = spec[NS_ACTION]
+    reverse_into(tup, rtup)
+    h = range_hash(spec, tup)
+    zero = True
+    for i in range(4):
+        if spec[NS_MIN_ADDR + i] != 0:
+            zero = False
+    # The translated address: the reply's destination for SNAT, its source otherwise. With no
+    # range, SNAT/DNAT keep the address the reversed tuple already holds; a bare nat leaves
+    # the reply's source all zeros (OVS 3.1).
+    at = T_DST if action & NAT_SRC else T_SRC
+    if not zero:
+        pick_addr(spec, h, tup[T_DL_TYPE], rtup[at : at + 4])
+    elif not (action & (NAT_SRC | NAT_DST)):
+        for i in range(4):
+            rtup[T_SRC + i] = 0
+    proto = tup[T_PROTO]
+    pat = proto == 6 or proto == 17
+    sport = tup[T_SWORD]
+    if (action & (NAT_SRC | NAT_SRC_PORT)) == NAT_SRC or action & NAT_DST:
+        curr_s = sport
+        if sport < 512:
+            lo_s, hi_s = 1, 511
+        elif sport < 1024:
+            lo_s, hi_s = 600, 1023
+        else:
+            lo_s, hi_s = EPHEMERAL_MIN, EPHEMERAL_MAX
+    else:
+        lo_s = spec[NS_MIN_PORT]
+        hi_s = spec[NS_MAX_PORT]
+        curr_s = lo_s + h % (hi_s - lo_s + 1)
+    if action & NAT_DST_PORT:
+        lo_d = spec[NS_MIN_PORT]
+        hi_d = spec[NS_MAX_PORT]
+        curr_d = lo_d + h % (hi_d - lo_d + 1)
+    else:
+        curr_d = tup[T_DWORD]
+        lo_d = hi_d = curr_d
+    if pat:
+        rtup[T_SWORD] = curr_d
+        rtup[T_DWORD] = curr_s
+    if not pat:
+        return not _taken(ct, rtup, now_ms)
+    found = False
+    if action & NAT_DST_PORT:
+        found = _unique_port(ct, rtup, T_SWORD, curr_d, lo_d, hi_d, h, now_ms)
+    if not found:
+        found = _unique_port(ct, rtup, T_DWORD, curr_s, lo_s, hi_s, h, now_ms)
+    return found
+
+
+@njit
+def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup):
+    """Create the connection for ``tup`` if the limits allow; its slot or -1 (counted).
+    ``rtup`` is scratch for the reply tuple: the reversed ``tup``, or with a NAT spec
+    (``nat[NS_ACTION] >= 0``) the one NAT chooses; when none is free no connection is
+    created (counted as nat_exhausted)."""
+    conns, stats, zone_limits = ct.conns, ct.stats, ct.zone_limits
+    zone = tup[T_ZONE]
+    column = -1
+    if zone_limits[ZL_LIMIT, zone] >= 0:
+        column = zone
+    elif zone_limits[ZL_LIMIT, ZL_DEFAULT] >= 0:
+        column = ZL_DEFAULT
+    at_limit = column >= 0 and zone_limits[ZL_COUNT, column] >= zone_limits[ZL_LIMIT, column]
+    if (at_limit or stats[ST_N_CONNS] >= stats[ST_MAX_CONNS]) and (
+        stats[ST_LIMIT_SWEEP_MS] != now_ms + 1
+    ):
+        # Expired connections must not hold a place. OVS frees them from a timer-driven
+        # sweeper, so when they stop counting depends on wall-clock luck; we free them here,
+        # so the answer depends only on packet times (and not on when sweep() last ran).
+        stats[ST_LIMIT_SWEEP_MS] = now_ms + 1
+        stats[ST_SWEPT] += sweep_expired(ct, now_ms)
+        at_limit = column >= 0 and zone_limits[ZL_COUNT, column] >= zone_limits[ZL_LIMIT, column]
+    if at_limit:
+        stats[ST_REFUSED_ZONE_LIMIT] += 1
+        return -1
+    if stats[ST_N_CONNS] >= stats[ST_MAX_CONNS]:
+        stats[ST_REFUSED_MAX_CONNS] += 1
+        return -1
+    if nat[NS_ACTION] < 0:
+        reverse_into(tup, rtup)
+    elif not nat_choose(ct, tup, nat, now_ms, rtup):
+        stats[ST_NAT_EXHAUSTED] += 1
+        return -1
+    slot = conn_alloc_reply(conns, ct.index, ct.free_slots, stats, tup, rtup, now_ms)
+    if slot < 0:
+        stats[ST_REFUSED_NO_ROOM] += 1
+        return -1
+    if nat[NS_ACTION] >= 0:
+        conns[slot, C_NAT_FLAGS] = nat[NS_ACTION]
+    new_conn(conns, slot, tup[T_PROTO], frame, l4_ofs, l4_len, now_ms, ct.timeouts)
+    conns[slot, C_CREATED_MS] = now_ms
+    conns[slot, C_SEQ] = stats[ST_NEXT_SEQ]
+    stats[ST_NEXT_SEQ] += 1
+    if column >= 0:
+        conns[slot, C_ADMIT] = (column + 1) | (zone_limits[ZL_SEQ, column] << _ADMIT_COLUMN_BITS)
+        zone_limits[ZL_COUNT, column] += 1
+    stats[ST_CREATED] += 1
+    return slot
+
+
+@njit
+def sweep_expired(ct, now_ms):
+    """Remove every connection expired at ``now_ms``; returns how many."""
+    conns = ct.conns
+    removed = 0
+    for slot in range(conns.shape[0]):
+        if conns[slot, C_USED] != 0 and now_ms >= conns[slot, C_EXPIRATION]:
+            delete_conn(ct, slot)
+            removed += 1
+    return removed
+
+
+@njit
+def flush_zone(ct, zone):
+    """Remove every connection of ``zone`` (all zones when zone < 0); returns how many."""
+    conns = ct.conns
+    removed = 0
+    for slot in range(conns.shape[0]):
+        if conns[slot, C_USED] != 0 and (zone < 0 or conns[slot, C_ZONE] == zone):
+            delete_conn(ct, slot)
+            removed += 1
+    return removed
