@@ -348,6 +348,93 @@ def tcp_new_conn(conns, slot, frame, l4_ofs, l4_len, now_ms, timeouts):
 
 
 @njit(forceinline=True)
+def _open_side(conns, slot, src, dst, frame, l4_ofs, l4_len, pkt, sws, dws):
+    """The first packet from side ``src`` (normally the SYN/ACK) sets up its sequence space and,
+    on a SYN, the window scaling both sides agreed; the writes stay even if the window check
+    then rejects the packet (OVS). ``pkt`` is (flags, seq, end, win). Returns the window
+    shifts, the packet's window (a SYN's is unscaled) and whether its ack can be judged."""
+    flags, seq, end, win = pkt
+    (_src_seqlo, src_seqhi, src_max_win, src_wscale,
+     _dst_seqlo, _dst_seqhi, dst_max_win, dst_wscale) = load_peers(conns, slot, src, dst)  # fmt: skip
+    if (flags & TCP_SYN) and (dst_wscale & WSCALE_FLAG):
+        src_wscale = tcp_get_wscale(frame, l4_ofs, l4_len)
+        if src_wscale & WSCALE_FLAG:
+            sws = src_wscale & WSCALE_MASK
+            win = (win + (np.int64(1) << sws) - 1) >> sws  # a SYN's window is unscaled
+            dws = dst_wscale & WSCALE_MASK
+        else:
+            # Scaling needs both sides: undo the other side's, its window was real.
+            dst_max_win = (dst_max_win << (dst_wscale & WSCALE_MASK)) & 0xFFFF
+            dst_wscale = np.int64(0)
+    # Open the window the other side allows (it may already be set if we picked the
+    # connection up); doing so means we cannot judge this packet's ack yet.
+    check_ackskew = True
+    allowed = dst_max_win << dws
+    if allowed < 1:
+        allowed = np.int64(1)
+    if src_seqhi == 1 or _seq_diff(end + allowed, src_seqhi) >= 0:
+        src_seqhi = (end + allowed) & SEQ_MASK
+        check_ackskew = False
+    if win > src_max_win:
+        src_max_win = win
+    conns[slot, src + P_SEQLO] = seq
+    conns[slot, src + P_SEQHI] = src_seqhi
+    conns[slot, src + P_MAX_WIN] = src_max_win
+    conns[slot, src + P_WSCALE] = src_wscale
+    conns[slot, src + P_STATE] = TCPS_SYN_SENT
+    conns[slot, dst + P_MAX_WIN] = dst_max_win
+    conns[slot, dst + P_WSCALE] = dst_wscale
+    return sws, dws, win, check_ackskew
+
+
+@njit(forceinline=True)
+def _strict_states(flags, src_state, dst_state):
+    """The peers' states after a packet inside the window: SYN opens, FIN closes its sender,
+    an ACK moves the receiver on, a RST ends both."""
+    if (flags & TCP_SYN) and src_state < TCPS_SYN_SENT:
+        src_state = np.int64(TCPS_SYN_SENT)
+    if (flags & TCP_FIN) and src_state < TCPS_CLOSING:
+        src_state = np.int64(TCPS_CLOSING)
+    if flags & TCP_ACK:
+        if dst_state == TCPS_SYN_SENT:
+            dst_state = np.int64(TCPS_ESTABLISHED)
+        elif dst_state == TCPS_CLOSING:
+            dst_state = np.int64(TCPS_FIN_WAIT_2)
+    if flags & TCP_RST:
+        src_state = np.int64(TCPS_TIME_WAIT)
+        dst_state = np.int64(TCPS_TIME_WAIT)
+    return src_state, dst_state
+
+
+@njit(forceinline=True)
+def _timeout_class(src_state, dst_state):
+    """The timeout (TM_*) the peers' states call for. OVS's names -> ours: TCP_CLOSED ->
+    tcp_close, TCP_FIN_WAIT -> tcp_time_wait, TCP_OPENING -> tcp_syn_recv, TCP_CLOSING ->
+    tcp_fin_wait (lib/conntrack-tp.c)."""
+    if src_state >= TCPS_FIN_WAIT_2 and dst_state >= TCPS_FIN_WAIT_2:
+        return TM_TCP_CLOSE
+    if src_state >= TCPS_CLOSING and dst_state >= TCPS_CLOSING:
+        return TM_TCP_TIME_WAIT
+    if src_state < TCPS_ESTABLISHED or dst_state < TCPS_ESTABLISHED:
+        return TM_TCP_SYN_RECV
+    if src_state >= TCPS_CLOSING or dst_state >= TCPS_CLOSING:
+        return TM_TCP_FIN_WAIT
+    return TM_TCP_ESTABLISHED
+
+
+@njit(forceinline=True)
+def _loosely_acceptable(src_state, dst_state, src_seqlo, src_seqhi, seq, end):
+    """pf's loose acceptance outside the strict window: the receiver has not spoken
+    (shotgunned SYNs, a stream picked up mid-way) or the connection is closing, and the
+    segment lies within MAXACKWINDOW of the sender's sequence space."""
+    return (
+        (dst_state < TCPS_SYN_SENT or dst_state >= TCPS_FIN_WAIT_2 or src_state >= TCPS_FIN_WAIT_2)
+        and _seq_diff(src_seqhi + MAXACKWINDOW, end) >= 0
+        and _seq_diff(seq, src_seqlo - MAXACKWINDOW) >= 0
+    )
+
+
+@njit(forceinline=True)
 def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts):
     """Track one packet of the connection in ``conns[slot]``; return a CT_UPDATE_* code.
 
@@ -401,37 +488,11 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
 
     check_ackskew = True
     if src_state < TCPS_SYN_SENT:
-        # First packet from this side (normally the SYN/ACK). It sets up the side's sequence
-        # space; these writes stay even if the window check below rejects the packet (OVS).
-        if (flags & TCP_SYN) and (dst_wscale & WSCALE_FLAG):
-            src_wscale = tcp_get_wscale(frame, l4_ofs, l4_len)
-            if src_wscale & WSCALE_FLAG:
-                sws = src_wscale & WSCALE_MASK
-                win = (win + (np.int64(1) << sws) - 1) >> sws  # a SYN's window is unscaled
-                dws = dst_wscale & WSCALE_MASK
-            else:
-                # Scaling needs both sides: undo the other side's, its window was real.
-                dst_max_win = (dst_max_win << (dst_wscale & WSCALE_MASK)) & 0xFFFF
-                dst_wscale = np.int64(0)
-        src_seqlo = seq
+        sws, dws, win, check_ackskew = _open_side(conns, slot, src, dst, frame, l4_ofs, l4_len,
+                                                  (flags, seq, end, win), sws, dws)  # fmt: skip
+        (src_seqlo, src_seqhi, src_max_win, src_wscale,
+         dst_seqlo, dst_seqhi, dst_max_win, dst_wscale) = load_peers(conns, slot, src, dst)  # fmt: skip
         src_state = np.int64(TCPS_SYN_SENT)
-        # Open the window the other side allows (it may already be set if we picked the
-        # connection up); doing so means we cannot judge this packet's ack yet.
-        allowed = dst_max_win << dws
-        if allowed < 1:
-            allowed = np.int64(1)
-        if src_seqhi == 1 or _seq_diff(end + allowed, src_seqhi) >= 0:
-            src_seqhi = (end + allowed) & SEQ_MASK
-            check_ackskew = False
-        if win > src_max_win:
-            src_max_win = win
-        conns[slot, src + P_SEQLO] = src_seqlo
-        conns[slot, src + P_SEQHI] = src_seqhi
-        conns[slot, src + P_MAX_WIN] = src_max_win
-        conns[slot, src + P_WSCALE] = src_wscale
-        conns[slot, src + P_STATE] = src_state
-        conns[slot, dst + P_MAX_WIN] = dst_max_win
-        conns[slot, dst + P_WSCALE] = dst_wscale
 
     if not (flags & TCP_ACK):
         ack = dst_seqlo  # no ack to judge: let it pass the skew check
@@ -460,37 +521,10 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
         src_max_win, src_seqlo, dst_seqhi = track_window(src_max_win, src_seqlo, dst_seqhi, win,
                                                          end, ack, scaled_win)  # fmt: skip
 
-        if (flags & TCP_SYN) and src_state < TCPS_SYN_SENT:
-            src_state = np.int64(TCPS_SYN_SENT)
-        if (flags & TCP_FIN) and src_state < TCPS_CLOSING:
-            src_state = np.int64(TCPS_CLOSING)
-        if flags & TCP_ACK:
-            if dst_state == TCPS_SYN_SENT:
-                dst_state = np.int64(TCPS_ESTABLISHED)
-            elif dst_state == TCPS_CLOSING:
-                dst_state = np.int64(TCPS_FIN_WAIT_2)
-        if flags & TCP_RST:
-            src_state = np.int64(TCPS_TIME_WAIT)
-            dst_state = np.int64(TCPS_TIME_WAIT)
-
-        # OVS's timeout names -> ours: TCP_CLOSED -> tcp_close, TCP_FIN_WAIT -> tcp_time_wait,
-        # TCP_OPENING -> tcp_syn_recv, TCP_CLOSING -> tcp_fin_wait (lib/conntrack-tp.c).
-        if src_state >= TCPS_FIN_WAIT_2 and dst_state >= TCPS_FIN_WAIT_2:
-            tm = TM_TCP_CLOSE
-        elif src_state >= TCPS_CLOSING and dst_state >= TCPS_CLOSING:
-            tm = TM_TCP_TIME_WAIT
-        elif src_state < TCPS_ESTABLISHED or dst_state < TCPS_ESTABLISHED:
-            tm = TM_TCP_SYN_RECV
-        elif src_state >= TCPS_CLOSING or dst_state >= TCPS_CLOSING:
-            tm = TM_TCP_FIN_WAIT
-        else:
-            tm = TM_TCP_ESTABLISHED
+        src_state, dst_state = _strict_states(flags, src_state, dst_state)
+        tm = _timeout_class(src_state, dst_state)
         _set_timer(conns, slot, now_ms, timeouts, tm)
-    elif (
-        (dst_state < TCPS_SYN_SENT or dst_state >= TCPS_FIN_WAIT_2 or src_state >= TCPS_FIN_WAIT_2)
-        and _seq_diff(src_seqhi + MAXACKWINDOW, end) >= 0
-        and _seq_diff(seq, src_seqlo - MAXACKWINDOW) >= 0
-    ):
+    elif _loosely_acceptable(src_state, dst_state, src_seqlo, src_seqhi, seq, end):
         # Loose acceptance: the receiver has not spoken (shotgunned SYNs, a stream picked up
         # mid-way) or the connection is closing (stray FIN/ACKs). Track the sequence space but
         # leave the timer alone, so a flood cannot keep such a connection alive; a proper
