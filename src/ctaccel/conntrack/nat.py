@@ -294,8 +294,10 @@ def nat_target(conns, slot, reply):
 
 
 @njit(forceinline=True)
-def nat_rewrite(kind, a0, a1, a2, a3, sport, dport, proto, dl_type, frame, l3, l4, l4_size):
-    """Rewrite a packet that is not an ICMP error by a ``nat_target`` (as nat_packet does)."""
+def nat_rewrite(target, proto, dl_type, frame, l3, l4, l4_size):
+    """Rewrite a packet that is not an ICMP error by ``target``, a ``nat_target`` tuple (kind,
+    the address's four words, source and destination port), as nat_packet does."""
+    kind, a0, a1, a2, a3, sport, dport = target
     if dl_type == ETH_TYPE_IP:
         set_ipv4_addr(frame, l3, l4, l4_size, l3 + 12 if kind == NAT_SRC else l3 + 16, a3)
     else:
@@ -309,7 +311,8 @@ def nat_rewrite(kind, a0, a1, a2, a3, sport, dport, proto, dl_type, frame, l3, l
 def nat_packet(conns, slot, reply, related, frame, key, state):
     """Rewrite the packet by its connection's translation (OVS nat_packet); returns the new
     ct_state (+snat or +dnat by what this packet got). ``key`` follows the outer header."""
-    kind, a0, a1, a2, a3, sport, dport = nat_target(conns, slot, reply)
+    target = nat_target(conns, slot, reply)
+    kind, a0, a1, a2, a3, sport, dport = target
     if kind == 0:
         return state
     state |= CS_SRC_NAT if kind == NAT_SRC else CS_DST_NAT
@@ -324,7 +327,7 @@ def nat_packet(conns, slot, reply, related, frame, key, state):
     key[kcol + 2] = a2
     key[kcol + 3] = a3
     if not related:
-        nat_rewrite(kind, a0, a1, a2, a3, sport, dport, proto, dl_type, frame, l3, l4, l4_size)
+        nat_rewrite(target, proto, dl_type, frame, l3, l4, l4_size)
         if proto == 6 or proto == 17:
             key[TP_SRC] = sport
             key[TP_DST] = dport

@@ -170,9 +170,9 @@ def _translated(row, base0, stride, nbase, nstride, nsteps, key, frame, flen, co
         kind = row[b + S_NAT]
         if kind != 0:
             n = nbase + s * nstride
-            nat_rewrite(kind, row[n + N_ADDR], row[n + N_ADDR + 1], row[n + N_ADDR + 2],
-                        row[n + N_ADDR + 3], row[n + N_SPORT], row[n + N_DPORT],
-                        row[b + S_PROTO], key[DL_TYPE], copy, l3, l4, l4_size)  # fmt: skip
+            target = (kind, row[n + N_ADDR], row[n + N_ADDR + 1], row[n + N_ADDR + 2],
+                      row[n + N_ADDR + 3], row[n + N_SPORT], row[n + N_DPORT])  # fmt: skip
+            nat_rewrite(target, row[b + S_PROTO], key[DL_TYPE], copy, l3, l4, l4_size)
 
 
 @njit
