@@ -56,8 +56,6 @@ from ctaccel.datapath.layout import (
     FP_FULL,
     FP_HOT_WORDS,
     KS_FP_INSTALLS,
-    M31,
-    M32,
     N_ADDR,
     N_DPORT,
     N_SPORT,
@@ -93,6 +91,20 @@ from ctaccel.datapath.layout import (
     VM_PF_CONN,
     VM_PF_ENTRY,
     VM_PF_KEY,
+    head_ct_state,
+    head_drop,
+    head_has_step,
+    head_nout,
+    head_nrules,
+    head_recircs,
+    high31,
+    high32,
+    low31,
+    low32,
+    step_ct_state,
+    step_proto,
+    step_reply,
+    step_updates,
 )
 from ctaccel.jit import njit, prefetch, prefetch2, prefetch2_write
 from ctaccel.packet.key import (
@@ -192,47 +204,48 @@ def _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, saved, i
     and effects, reading only that line of the row."""
     conns, timeouts, fp_rows = ct.conns, ct.timeouts, fp.rows
     rule_stats, res, out_ports, out_n = out.rule_stats, out.res, out.out_ports, out.out_n
-    if head & 2:  # one ct step
+    if head_has_step(head):  # one ct step
         slot = fp_rows[e, FC_SLOT]
         gen = fp_rows[e, FC_GEN]
         if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != gen:
             return PUNT_CONN
         lab01 = fp_rows[e, FC_LABEL]
         lab23 = fp_rows[e, FC_LABEL + 1]
-        if (conns[slot, C_MARK] != (fp_rows[e, FC_OUT] >> 31)
-                or conns[slot, C_LABEL] != (lab01 & M32)
-                or conns[slot, C_LABEL + 1] != (lab01 >> 32)
-                or conns[slot, C_LABEL + 2] != (lab23 & M32)
-                or conns[slot, C_LABEL + 3] != (lab23 >> 32)):  # fmt: skip
+        if (conns[slot, C_MARK] != high31(fp_rows[e, FC_OUT])
+                or conns[slot, C_LABEL] != low32(lab01)
+                or conns[slot, C_LABEL + 1] != high32(lab01)
+                or conns[slot, C_LABEL + 2] != low32(lab23)
+                or conns[slot, C_LABEL + 3] != high32(lab23)):  # fmt: skip
             return PUNT_STATE  # later rules may match ct_mark/ct_label: their path could differ
         step = fp_rows[e, FC_STEP]
-        if step & 2:  # the step updated the connection
+        if step_updates(step):  # the step updated the connection
             l4_ofs = key[L4_OFS]
             l4_len = min(key[L4_LEN], flen - l4_ofs)
-            st = ct_recheck_one(conns, slot, gen, step & 1, (step >> 2) & 0xFF, frame, l4_ofs,
-                                l4_len, now_ms, timeouts, saved[0], step >> 10)  # fmt: skip
-            if st != (step >> 10):
+            expect = step_ct_state(step)
+            st = ct_recheck_one(conns, slot, gen, step_reply(step), step_proto(step), frame,
+                                l4_ofs, l4_len, now_ms, timeouts, saved[0], expect)  # fmt: skip
+            if st != expect:
                 return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
-    nrules = (head >> 3) & 3
+    nrules = head_nrules(head)
     if nrules > 0:
         rules = fp_rows[e, FC_RULES]
-        rid = rules & M31
+        rid = low31(rules)
         rule_stats[rid, 0] += 1
         rule_stats[rid, 1] += flen
         if nrules > 1:
-            rid = rules >> 31
+            rid = high31(rules)
             rule_stats[rid, 0] += 1
             rule_stats[rid, 1] += flen
     base = out_n[0]
-    nout = (head >> 2) & 1
+    nout = head_nout(head)
     if nout:
-        out_ports[base] = fp_rows[e, FC_OUT] & M31
+        out_ports[base] = low31(fp_rows[e, FC_OUT])
         out_n[0] = base + 1
     res[i, R_NOUT] = nout
     res[i, R_OUT_START] = base
-    res[i, R_CT_STATE] = ((head >> 24) & 0x3FF) - 1
-    res[i, R_DROP] = 0 if nout else (head >> 8) & 0xFF
-    res[i, R_RECIRCS] = (head >> 16) & 0xFF
+    res[i, R_CT_STATE] = head_ct_state(head)
+    res[i, R_DROP] = 0 if nout else head_drop(head)
+    res[i, R_RECIRCS] = head_recircs(head)
     res[i, R_PATH] = PATH_FAST
     return PUNT_NONE
 

@@ -25,7 +25,6 @@ from ctaccel.datapath.fastpath import _translated
 from ctaccel.datapath.layout import (
     EM_WIDTH,
     EMK_HASH,
-    FC_COMPACT,
     FC_GEN,
     FC_HEAD,
     FC_LABEL,
@@ -74,6 +73,10 @@ from ctaccel.datapath.layout import (
     VM_NSTEPS,
     VM_OUT_BASE,
     VM_RECIRCS,
+    pack31,
+    pack32,
+    pack_head,
+    pack_step,
 )
 from ctaccel.datapath.vm import drop_code
 from ctaccel.jit import linked_separately, njit
@@ -117,16 +120,14 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
         if not (0 <= proto <= 0xFF and 0 <= state <= 0xFF and trace_steps[0, S_SLOT] >= 0):
             return False
         fp_rows[e, FC_GEN] = trace_steps[0, S_GEN]
-        fp_rows[e, FC_STEP] = ((1 if trace_steps[0, S_REPLY] else 0)
-                               | (2 if trace_steps[0, S_UPDATE] else 0)
-                               | (proto << 2) | (state << 10))  # fmt: skip
-        fp_rows[e, FC_LABEL] = lab[0] | (lab[1] << 32)
-        fp_rows[e, FC_LABEL + 1] = lab[2] | (lab[3] << 32)
-    fp_rows[e, FC_OUT] = (port if nout == 1 else 0) | (mark << 31)
+        fp_rows[e, FC_STEP] = pack_step(trace_steps[0, S_REPLY], trace_steps[0, S_UPDATE], proto,
+                                        state)  # fmt: skip
+        fp_rows[e, FC_LABEL] = pack32(lab[0], lab[1])
+        fp_rows[e, FC_LABEL + 1] = pack32(lab[2], lab[3])
+    fp_rows[e, FC_OUT] = pack31(port if nout == 1 else 0, mark)
     if nrules > 0:
-        fp_rows[e, FC_RULES] = trace_rules[0] | ((trace_rules[1] << 31) if nrules > 1 else 0)
-    fp_rows[e, FC_HEAD] = (FC_COMPACT | (nsteps << 1) | (nout << 2) | (nrules << 3)
-                           | (drop << 8) | (recircs << 16) | ((ct_state + 1) << 24))  # fmt: skip
+        fp_rows[e, FC_RULES] = pack31(trace_rules[0], trace_rules[1] if nrules > 1 else 0)
+    fp_rows[e, FC_HEAD] = pack_head(nsteps, nout, nrules, drop, recircs, ct_state)
     return True
 
 

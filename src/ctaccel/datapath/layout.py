@@ -27,6 +27,7 @@ import numpy as np
 from ctaccel.conntrack.layout import CtTables  # noqa: F401  (the kernel's ct bundle, owned by conntrack)
 from ctaccel.conntrack.nat import NS_WIDTH
 from ctaccel.conntrack.table import TUP_WIDTH
+from ctaccel.jit import njit
 from ctaccel.ofproto.program import DROP_CODE
 from ctaccel.packet.key import CS_DST_NAT, CS_SRC_NAT, CT_STATE, CT_TP_DST
 
@@ -167,6 +168,106 @@ FC_WIDTH = 8
 FC_COMPACT = 1
 M31 = (1 << 31) - 1
 M32 = (1 << 32) - 1
+
+
+# The compact line's words, packed and read by name (inlined: the same shifts and masks).
+@njit(forceinline=True)
+def pack_head(nsteps, nout, nrules, drop, recircs, ct_state):
+    """FC_HEAD of a compact entry (ct_state -1: none; it is stored + 1)."""
+    return (FC_COMPACT | (nsteps << 1) | (nout << 2) | (nrules << 3) | (drop << 8)
+            | (recircs << 16) | ((ct_state + 1) << 24))  # fmt: skip
+
+
+@njit(forceinline=True)
+def head_has_step(head):
+    return (head & 2) != 0
+
+
+@njit(forceinline=True)
+def head_nout(head):
+    return (head >> 2) & 1
+
+
+@njit(forceinline=True)
+def head_nrules(head):
+    return (head >> 3) & 3
+
+
+@njit(forceinline=True)
+def head_drop(head):
+    return (head >> 8) & 0xFF
+
+
+@njit(forceinline=True)
+def head_recircs(head):
+    return (head >> 16) & 0xFF
+
+
+@njit(forceinline=True)
+def head_ct_state(head):
+    return ((head >> 24) & 0x3FF) - 1
+
+
+@njit(forceinline=True)
+def pack_step(reply, update, proto, ct_state):
+    """FC_STEP: the step's direction, whether it updated the connection, the IP protocol and
+    the ct_state it expects (without the NAT bits)."""
+    return (1 if reply else 0) | (2 if update else 0) | (proto << 2) | (ct_state << 10)
+
+
+@njit(forceinline=True)
+def step_reply(step):
+    return step & 1
+
+
+@njit(forceinline=True)
+def step_updates(step):
+    return (step & 2) != 0
+
+
+@njit(forceinline=True)
+def step_proto(step):
+    return (step >> 2) & 0xFF
+
+
+@njit(forceinline=True)
+def step_ct_state(step):
+    return step >> 10
+
+
+@njit(forceinline=True)
+def pack31(low, high):
+    """Two values in one word: ``low`` < 2**31 (FC_OUT: the port; FC_RULES: a rule id) and
+    ``high`` above it (the ct_mark; the second rule id)."""
+    return low | (high << 31)
+
+
+@njit(forceinline=True)
+def low31(word):
+    return word & M31
+
+
+@njit(forceinline=True)
+def high31(word):
+    return word >> 31
+
+
+@njit(forceinline=True)
+def pack32(low, high):
+    """Two 32-bit words in one (FC_LABEL: ct_label words 0 and 1, 2 and 3; high < 2**31)."""
+    return low | (high << 32)
+
+
+@njit(forceinline=True)
+def low32(word):
+    return word & M32
+
+
+@njit(forceinline=True)
+def high32(word):
+    return word >> 32
+
+
 MAX_STEPS = 4
 MAX_FP_OUT = 8
 MAX_FP_RULES = 16
