@@ -188,6 +188,38 @@ def test_syn_and_its_syn_ack_never_share_an_rx_batch(small_b):
     assert syn_acks == FLOWS
 
 
+# --- in memory: build() and rules() -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kind="B", flows=40, packets=3 * 40 + 3 * 40 * 2 + 11, seed=3),
+        dict(kind="A", flows=30, packets=500, ipv6=True, frame_size=300, nat="snat"),
+    ],
+    ids=["B", "A-ipv6-snat"],
+)
+def test_build_returns_the_packets_generate_writes(tmp_path, kwargs):
+    w = W.generate(out_dir=tmp_path, **kwargs)
+    traffic = W.build(**kwargs)
+    capture = read_capture(w.pcap_path)
+    assert traffic.frames.tobytes() == b"".join(capture.frame(i).tobytes()
+                                                for i in range(len(capture)))  # fmt: skip
+    assert np.array_equal(traffic.ts_ns, capture.ts_ns)
+    assert int(np.count_nonzero(traffic.tcp_flags == W.SYN)) == w.expected_new
+    assert traffic.rounds == w.rounds and traffic.unidirectional_flows == w.unidirectional_flows
+    ipv6 = kwargs.get("ipv6", False)
+    assert W.rules(w.kind, ipv6, kwargs.get("nat")) == w.flows_path.read_text()
+    assert W.rules(w.kind, ipv6, stateless=True) == w.stateless_flows_path.read_text()
+    # a client's frames come from the client MAC, a server's from the server MAC
+    client_mac = np.frombuffer(bytes.fromhex(W.CLIENT_MAC.replace(":", "")), np.uint8)
+    assert np.array_equal(traffic.from_client, (traffic.frames[:, 6:12] == client_mac).all(1))
+    tcp = W.header_len(ipv6) - W.TCP_HLEN
+    sport = (traffic.frames[:, tcp].astype(np.int64) << 8) | traffic.frames[:, tcp + 1]
+    first = traffic.endpoints
+    assert sport[0] == first.client_port[0] and len(first.client_ip) == w.flows
+
+
 # --- through the reference engine -----------------------------------------------------------
 
 

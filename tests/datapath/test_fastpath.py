@@ -6,9 +6,9 @@ connection; a spoofed or out-of-window packet on a cached 5-tuple, a RST, a FIN,
 after a flush or after expiry, are all left to full processing and get the reference
 engine's verdict; a run of fast hits creates no connection.
 
-Design: each scenario is a packet list from ``traffic`` (warm-up, then probe packets in a
+Design: each scenario is a packet list from ``support.workloads`` (warm-up, then probe packets in a
 batch of their own); the reference engine runs the same list for the expected verdicts, and
-the whole run is also compared packet for packet (``traffic.first_divergence``).
+the whole run is also compared packet for packet (``equivalence.first_divergence``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from __future__ import annotations
 import pytest
 
 from support import equivalence as H
-from support import traffic as T
+from support import random_traffic as R
+from support import rulesets as RS
+from support import workloads as WL
 
 try:
     from ctaccel.datapath.engine import DatapathEngine
@@ -27,7 +29,7 @@ FAST = "fast"
 AE = "assume-established"
 
 
-def run_checked(packets, plan: H.Plan, mode: str = AE, rules: str = T.WORKLOAD_FLOWS):
+def run_checked(packets, plan: H.Plan, mode: str = AE, rules: str = WL.WORKLOAD_FLOWS):
     """(reference run, engine run), after checking they agree packet for packet."""
     expected = H.run_reference(rules, packets, plan)
     got = H.run_engine(DatapathEngine, mode, rules, packets, plan)
@@ -40,7 +42,7 @@ def run_checked(packets, plan: H.Plan, mode: str = AE, rules: str = T.WORKLOAD_F
 def warm_then(n_flows: int, probe, rounds: int = 2, seed: int = 3, v6: bool = False):
     """Workload A with ``rounds`` data rounds (fast-path entries installed and used), then
     the packets ``probe(convs)`` returns, one ms later, in a batch of their own."""
-    warm, convs = T.workload_a_with_conversations(n_flows, rounds, seed, v6)
+    warm, convs = WL.workload_a_with_conversations(n_flows, rounds, seed, v6)
     now = warm[-1][2] + 1
     probes = [(p, f, now) for p, f in probe(convs)]
     return warm + probes, H.Plan((len(warm), len(probes))), len(warm)
@@ -55,9 +57,9 @@ def data_round(convs):
 
 def test_established_data_takes_the_fast_path():
     n_flows, rounds = 2000, 6
-    packets, _convs = T.workload_a_with_conversations(n_flows, rounds, seed=5)
-    plan = H.Plan(tuple(T.batch_sizes(len(packets), 5, 256, 256)))
-    run = H.run_engine(DatapathEngine, AE, T.WORKLOAD_FLOWS, packets, plan, keep_engine=True)
+    packets, _convs = WL.workload_a_with_conversations(n_flows, rounds, seed=5)
+    plan = H.Plan(tuple(R.batch_sizes(len(packets), 5, 256, 256)))
+    run = H.run_engine(DatapathEngine, AE, WL.WORKLOAD_FLOWS, packets, plan, keep_engine=True)
     handshakes, per_round = 3 * n_flows, 2 * n_flows
     # Round 1 holds each direction's first data segment (its fast-path entry is installed
     # then); from round 2 on, established data must go fast.
@@ -80,7 +82,7 @@ def _path_histogram(results) -> dict:
 
 
 def test_recirc_mode_recirculates_every_packet_exactly_once():
-    packets = T.workload_a(300, 4, seed=6)
+    packets = WL.workload_a(300, 4, seed=6)
     _expected, got = run_checked(packets, H.plan_for(packets, 6), mode="recirc")
     assert all(r.recirculations == 1 for r in got.results)
     assert not any(r.path == FAST for r in got.results)
@@ -94,9 +96,9 @@ def test_recirc_mode_recirculates_every_packet_exactly_once():
 def test_upcalls_are_per_megaflow_not_per_connection(mode):
     upcalls = {}
     for n_flows in (40, 400):
-        packets = T.workload_b(n_flows, 4, seed=n_flows)
-        plan = H.Plan(tuple(T.batch_sizes(len(packets), 1, 256, 256)))
-        run = H.run_engine(DatapathEngine, mode, T.WORKLOAD_FLOWS, packets, plan)
+        packets = WL.workload_b(n_flows, 4, seed=n_flows)
+        plan = H.Plan(tuple(R.batch_sizes(len(packets), 1, 256, 256)))
+        run = H.run_engine(DatapathEngine, mode, WL.WORKLOAD_FLOWS, packets, plan)
         new = sum(r.ct_state == "new|trk" for r in run.results)
         assert new >= len(packets) // 4  # ~1 in 3 NEW (the first round of SYNs included)
         upcalls[n_flows] = run.stats["upcalls"]
@@ -161,8 +163,8 @@ def test_flush_invalidates_cached_entries():
 
 
 def test_expired_connection_is_not_served_from_the_cache():
-    warm, convs = T.workload_a_with_conversations(30, 2, seed=4)
-    later = warm[-1][2] + T.TEST_TIMEOUTS_MS["tcp_established"] + 1
+    warm, convs = WL.workload_a_with_conversations(30, 2, seed=4)
+    later = warm[-1][2] + R.TEST_TIMEOUTS_MS["tcp_established"] + 1
     probes = [(p, f, later) for p, f in data_round(convs)]
     packets = warm + probes
     at = len(warm)
@@ -176,7 +178,7 @@ def test_fast_hits_create_no_state():
     n_flows = 50
     packets, plan, at = warm_then(n_flows, lambda convs: data_round(convs) + data_round(convs))
     got = H.run_engine(
-        DatapathEngine, AE, T.WORKLOAD_FLOWS, packets[:at], H.Plan((at,)), keep_engine=True
+        DatapathEngine, AE, WL.WORKLOAD_FLOWS, packets[:at], H.Plan((at,)), keep_engine=True
     )
     eng = got.engine
     conns_before = len(eng.conntrack)
@@ -200,9 +202,9 @@ def _tuple_of(dump_line: str) -> str:
 def test_frames_wider_than_the_rewrite_rows_grow_them_mid_batch(mode):
     # 3,000-byte segments under ct(nat): wider than the engine's first rewrite rows (2,048
     # bytes), so the kernel stops at the first one, Python widens them and the batch resumes
-    packets, _convs = T.workload_a_with_conversations(40, 3, seed=9, data_size=3000)
+    packets, _convs = WL.workload_a_with_conversations(40, 3, seed=9, data_size=3000)
     assert max(len(f) for _p, f, _t in packets) > 2048
-    run_checked(packets, H.Plan((len(packets),)), mode, T.NAT_KEEP)
+    run_checked(packets, H.Plan((len(packets),)), mode, RS.NAT_KEEP)
 
 
 # An entry's compact line packs ct_mark, ct_label, the output port and the rule ids into
@@ -261,7 +263,7 @@ def test_compact_and_full_entries_answer_alike(case):
     fields, compact = _COMPACT_CASES[case]
     rules = _WIDE.format(**fields)
     n_flows, rounds = 120, 4
-    packets, _convs = T.workload_a_with_conversations(n_flows, rounds, seed=13)
+    packets, _convs = WL.workload_a_with_conversations(n_flows, rounds, seed=13)
     plan = H.Plan((len(packets),))
     expected = H.run_reference(rules, packets, plan)
     run = H.run_engine(DatapathEngine, AE, rules, packets, plan, keep_engine=True)

@@ -8,35 +8,15 @@ import sys
 import numpy as np
 import pytest
 
+from ctaccel.bench import workloads as W
 from ctaccel.datapath.engine import DatapathEngine
 from ctaccel.ofproto.rules import parse_flows
-from ctaccel.packet import build as B
-
-FIREWALL = (
-    "table=0,priority=100,tcp,ct_state=-trk,actions=ct(table=1,zone=5)\n"
-    "table=1,priority=100,tcp,in_port=1,ct_state=+trk+new,actions=ct(commit,zone=5),output:2\n"
-    "table=1,priority=90,tcp,ct_state=+trk+est,actions=output:2\n"
-    "table=0,priority=1,actions=drop\n"
-)
 
 
-def _established_traffic(flows: int, rounds: int):
-    """Handshakes, then `rounds` data segments each way per flow, all arriving on port 1."""
-    a, b = "02:00:00:00:00:01", "02:00:00:00:00:02"
-    frames = []
-    for i in range(flows):
-        frames.append(B.tcp_frame(a, b, "10.1.0.1", "10.2.0.1", 1000 + i, 80, "S", 100, 0))
-    for i in range(flows):
-        frames.append(B.tcp_frame(b, a, "10.2.0.1", "10.1.0.1", 80, 1000 + i, "SA", 500, 101))
-    for i in range(flows):
-        frames.append(B.tcp_frame(a, b, "10.1.0.1", "10.2.0.1", 1000 + i, 80, "A", 101, 501))
-    for r in range(rounds):
-        for i in range(flows):
-            frames.append(B.tcp_frame(a, b, "10.1.0.1", "10.2.0.1", 1000 + i, 80, "PA",
-                                      101 + r, 501 + r, b"c"))  # fmt: skip
-            frames.append(B.tcp_frame(b, a, "10.2.0.1", "10.1.0.1", 80, 1000 + i, "PA",
-                                      501 + r, 102 + r, b"s"))  # fmt: skip
-    return frames
+def _established_traffic(flows: int, rounds: int) -> W.Traffic:
+    """The talk's workload A from the product generator: handshakes, then ``rounds`` data
+    segments each way per flow, every packet arriving on its port 1."""
+    return W.build("A", flows, packets=3 * flows + 2 * flows * rounds)
 
 
 def _python_calls_during(fn) -> int:
@@ -57,20 +37,20 @@ def _python_calls_during(fn) -> int:
 
 @pytest.mark.parametrize("mode", ["recirc", "assume-established"])
 def test_python_calls_do_not_grow_with_packets(mode):
-    frames = _established_traffic(flows=64, rounds=40)  # 5,312 packets
-    lengths = np.array([len(f) for f in frames], np.int64)
-    offsets = np.zeros(len(frames), np.int64)
-    offsets[1:] = np.cumsum(lengths[:-1])
-    buf = np.frombuffer(b"".join(frames), np.uint8).copy()
-    ports = np.ones(len(frames), np.int64)
-    now = np.full(len(frames), 1000, np.int64)
+    traffic = _established_traffic(flows=64, rounds=40)  # 5,312 packets
+    frames = traffic.frames
+    lengths = np.full(len(frames), frames.shape[1], np.int64)
+    offsets = np.arange(len(frames), dtype=np.int64) * frames.shape[1]
+    buf = frames.reshape(-1).copy()
+    ports = np.full(len(frames), W.IN_PORT, np.int64)
+    now = traffic.ts_ns // 1_000_000
     batch = 1024
 
     def run(engine, lo_hi):
         for lo, hi in lo_hi:
             engine.run(buf, offsets[lo:hi], lengths[lo:hi], ports[lo:hi], now[lo:hi])
 
-    eng = DatapathEngine(parse_flows(FIREWALL, "fw"), mode=mode, batch_size=batch)
+    eng = DatapathEngine(parse_flows(W.rules("A"), "fw"), mode=mode, batch_size=batch)
     run(eng, [(0, 256)])  # compile / load the kernels outside the measurement
     bounds = [(lo, min(lo + batch, len(frames))) for lo in range(256, len(frames), batch)]
     calls = _python_calls_during(lambda: run(eng, bounds))

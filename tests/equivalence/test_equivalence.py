@@ -1,6 +1,6 @@
 """The two datapath modes against the reference engine, packet for packet.
 
-What: for every rule set of ``traffic.RULE_SETS`` and random, adversarial sequences (TCP
+What: for every rule set of ``rulesets.RULE_SETS`` and random, adversarial sequences (TCP
 lives with mistakes, UDP, ICMP, errors quoting live connections, IPv6, fragments, garbage,
 clock jumps past timeouts), run the reference engine (one packet at a time) and
 ``DatapathEngine`` in "recirc" and "assume-established" modes (random batch sizes 1..300),
@@ -9,7 +9,7 @@ the final conntrack dump and the rule counters. Also: rule replacement and a con
 between two batches, and the talk's two workloads.
 
 Design: hypothesis draws the sequence parameters (derandomized: the same examples on every
-run); the sequence itself is a pure function of them (``traffic.random_traffic``). A
+run); the sequence itself is a pure function of them (``random_traffic.random_traffic``). A
 failure names the first diverging packet with both results. The recirc mode must also
 recirculate as often as the reference. The last test checks that a full run of this file
 pushed at least 100,000 packets through the comparison.
@@ -26,7 +26,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from support import equivalence as H
-from support import traffic as T
+from support import random_traffic as R
+from support import rulesets as RS
+from support import workloads as WL
 
 if os.environ.get("CTACCEL_EQUIV_ENGINE") == "reference":
     ENGINE = H.ReferenceBatchEngine
@@ -83,13 +85,13 @@ def _compare(rules_text: str, packets, plan: H.Plan) -> str | None:
 # --- random traffic over every rule set ------------------------------------------------------
 
 
-@pytest.mark.parametrize("rule_set", sorted(T.RULE_SETS))
+@pytest.mark.parametrize("rule_set", sorted(RS.RULE_SETS))
 def test_random_traffic_gives_the_reference_results(rule_set):
     @_settings(7)
-    @given(params=T.traffic_params(500, 3000), batch_seed=st.integers(0, 2**31))
+    @given(params=R.traffic_params(500, 3000), batch_seed=st.integers(0, 2**31))
     def run(params, batch_seed):
-        packets = T.random_traffic(params)
-        check_equivalent(T.RULE_SETS[rule_set], packets, H.plan_for(packets, batch_seed),
+        packets = R.random_traffic(params)
+        check_equivalent(RS.RULE_SETS[rule_set], packets, H.plan_for(packets, batch_seed),
                          f"random[{rule_set}]")  # fmt: skip
 
     run()
@@ -98,15 +100,15 @@ def test_random_traffic_gives_the_reference_results(rule_set):
 # --- rules replaced, conntrack flushed, between two batches ------------------------------------
 
 
-@pytest.mark.parametrize("before,after", T.REPLACEMENTS)
+@pytest.mark.parametrize("before,after", RS.REPLACEMENTS)
 def test_rule_replacement_mid_stream(before, after):
     @_settings(4)
-    @given(params=T.traffic_params(500, 2000), batch_seed=st.integers(0, 2**31),
+    @given(params=R.traffic_params(500, 2000), batch_seed=st.integers(0, 2**31),
            flush=st.booleans())  # fmt: skip
     def run(params, batch_seed, flush):
-        packets = T.random_traffic(params)
-        plan = H.plan_for(packets, batch_seed, replace=T.RULE_SETS[after], flush=flush)
-        check_equivalent(T.RULE_SETS[before], packets, plan, f"replace[{before}->{after}]")
+        packets = R.random_traffic(params)
+        plan = H.plan_for(packets, batch_seed, replace=RS.RULE_SETS[after], flush=flush)
+        check_equivalent(RS.RULE_SETS[before], packets, plan, f"replace[{before}->{after}]")
 
     run()
 
@@ -116,22 +118,22 @@ def test_rule_replacement_mid_stream(before, after):
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_workload_a_established_flows(v6):
-    packets = T.workload_a(250, 12, seed=7, v6=v6)
-    check_equivalent(T.WORKLOAD_FLOWS, packets, H.plan_for(packets, 11), f"workload_a[{v6}]")
+    packets = WL.workload_a(250, 12, seed=7, v6=v6)
+    check_equivalent(WL.WORKLOAD_FLOWS, packets, H.plan_for(packets, 11), f"workload_a[{v6}]")
 
 
 def test_workload_a_with_flush_and_expiry():
     # A flush between two batches, then the clock jumps past the established timeout: the
     # fast path must not use entries whose connections are gone.
-    packets = T.workload_a(150, 12, seed=8)
-    packets = T.with_clock_jump(packets, len(packets) * 3 // 4, 151_000)
-    check_equivalent(T.WORKLOAD_FLOWS, packets, H.plan_for(packets, 12, flush=True),
+    packets = WL.workload_a(150, 12, seed=8)
+    packets = R.with_clock_jump(packets, len(packets) * 3 // 4, 151_000)
+    check_equivalent(WL.WORKLOAD_FLOWS, packets, H.plan_for(packets, 12, flush=True),
                      "workload_a_flush_expiry")  # fmt: skip
 
 
 def test_workload_b_one_in_three_new():
-    packets = T.workload_b(200, 10, seed=9)
-    check_equivalent(T.WORKLOAD_FLOWS, packets, H.plan_for(packets, 13), "workload_b")
+    packets = WL.workload_b(200, 10, seed=9)
+    check_equivalent(WL.WORKLOAD_FLOWS, packets, H.plan_for(packets, 13), "workload_b")
 
 
 @_settings(6)
@@ -139,8 +141,8 @@ def test_workload_b_one_in_three_new():
        v6=st.booleans(), rule_set=st.sampled_from(("zones_by_port", "mark_label",
                                                    "two_zone_pipeline")))  # fmt: skip
 def test_attacks_on_established_flows(seed, attack_prob, v6, rule_set):
-    packets = T.established_with_attacks(60, 10, seed, attack_prob, v6)
-    check_equivalent(T.RULE_SETS[rule_set], packets, H.plan_for(packets, seed), "attacks")
+    packets = WL.established_with_attacks(60, 10, seed, attack_prob, v6)
+    check_equivalent(RS.RULE_SETS[rule_set], packets, H.plan_for(packets, seed), "attacks")
 
 
 # --- the harness itself --------------------------------------------------------------------------
@@ -148,21 +150,21 @@ def test_attacks_on_established_flows(seed, attack_prob, v6, rule_set):
 
 def test_harness_reports_a_divergence():
     """The comparison is not vacuous: a wrong result is reported with the packet."""
-    packets = T.workload_a(3, 2, seed=1)
+    packets = WL.workload_a(3, 2, seed=1)
     plan = H.plan_for(packets, 1)
-    expected = H.run_reference(T.WORKLOAD_FLOWS, packets, plan)
-    tampered = H.run_reference(T.WORKLOAD_FLOWS, packets, plan)
+    expected = H.run_reference(WL.WORKLOAD_FLOWS, packets, plan)
+    tampered = H.run_reference(WL.WORKLOAD_FLOWS, packets, plan)
     tampered.results[10].ct_state = "inv|trk"
     report = H.first_divergence(packets, expected, tampered, "tampered", plan)
     assert report is not None and "packet #10 differs" in report
-    tampered = H.run_reference(T.WORKLOAD_FLOWS, packets, plan)
+    tampered = H.run_reference(WL.WORKLOAD_FLOWS, packets, plan)
     tampered.counters[0] = (0, 0)
     assert "rule counters differ" in H.first_divergence(packets, expected, tampered, "t", plan)
 
 
 def test_total_packets_compared():
     """After a full run of this file, at least 100,000 packets went through the comparison."""
-    expected_tests = len(T.RULE_SETS) + len(T.REPLACEMENTS) + 5
+    expected_tests = len(RS.RULE_SETS) + len(RS.REPLACEMENTS) + 5
     if len(_packets_by_test) < expected_tests:
         pytest.skip(f"only {len(_packets_by_test)} of {expected_tests} comparisons ran")
     total = sum(_packets_by_test.values())

@@ -6,7 +6,8 @@ report the first diverging packet with both results.
 
 Design: a ``Plan`` fixes the batches and operations, so every engine sees exactly the same
 calls; results are compared packet by packet, then the conntrack table and rule counters.
-Traffic and rule sets come from ``support/traffic.py``.
+Traffic comes from ``support/random_traffic.py`` and ``support/workloads.py``, rule sets
+from ``support/rulesets.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from support.traffic import START_MS, TEST_TIMEOUTS_MS, batch_sizes  # noqa: F401
+from support.hosts import START_MS
+from support.random_traffic import TEST_TIMEOUTS_MS, batch_sizes
 
 
 @dataclass

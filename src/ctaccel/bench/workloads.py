@@ -2,7 +2,10 @@
 
 What: :func:`generate` writes a classic pcap of 60-byte (64 on the wire) Ethernet/IPv4 or
 IPv6 TCP frames with correct checksums, the conntrack firewall rules and the stateless
-"ceiling" rules, and returns a :class:`Workload` describing them.
+"ceiling" rules, and returns a :class:`Workload` describing them. It is the project's one
+generator of these workloads: :func:`build` returns the same packets in memory (frames,
+direction, timestamps, the connections' endpoints; the tests' workload adapters in
+tests/support/workloads.py are built on it) and :func:`rules` the same rule text.
 
 - Workload A: ``flows`` TCP connections. First every handshake (all SYNs, then all SYN/ACKs,
   then all ACKs, so a SYN and its SYN/ACK are ``flows`` packets apart), then rounds in which
@@ -19,7 +22,8 @@ with :mod:`ctaccel.packet.build` (seq = ack = flags = 0); a packet is its templa
 seq, ack and flags patched in numpy and the TCP checksum updated incrementally (RFC 1624:
 the patched fields were zero in the template, so their words just add to its sum). The
 pcap is written in chunks of fixed-size records, so memory stays bounded and one million
-packets take about a second.
+packets take about a second. :func:`generate` and :func:`build` share everything up to the
+frames (``_prepare`` then ``_slots`` and ``_patch_frames``), so they cannot drift apart.
 
 With ``nat="snat"`` the firewall also source-NATs every connection to one address
 (``ct(commit,nat(src=...))``, every packet through ``ct(nat)``), and the servers answer that
@@ -46,6 +50,7 @@ import os
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -135,6 +140,18 @@ class Workload:
         return self.expected_new / self.packets if self.packets else 0.0
 
 
+class Endpoints(NamedTuple):
+    """Per connection, established ones first: addresses (ints), ports and initial
+    sequence numbers."""
+
+    client_ip: list[int]
+    server_ip: list[int]
+    client_port: np.ndarray
+    server_port: np.ndarray
+    isn_client: np.ndarray
+    isn_server: np.ndarray
+
+
 @dataclass
 class _Schedule:
     """Slot table: handshake slots first (used once), then one round's slots in order."""
@@ -221,7 +238,7 @@ def _endpoints(rng, total: int, ipv6: bool, nat: str | None = None):
     else:  # each client a distinct address: every 5-tuple is unique
         client_ip = [CLIENT_NET_V4 + 1 + int(i) for i in index]
         server_ip = [SERVER_NET_V4 + int(h) for h in server_host]
-    return client_ip, server_ip, client_port, server_port, isn_client, isn_server
+    return Endpoints(client_ip, server_ip, client_port, server_port, isn_client, isn_server)
 
 
 def _templates(endpoints, established: int, total: int, frame_len: int, payload: bytes,
@@ -298,36 +315,48 @@ def _fold(acc: np.ndarray) -> np.ndarray:
     return (acc & 0xFFFF) + (acc >> 16)
 
 
-def _fill_chunk(sched: _Schedule, templates, tcp_sums, tcp_ofs: int, start: int, stop: int):
-    """Records (16-byte pcap header + frame) for packets ``start..stop-1``; also the flags."""
+def _slots(sched: _Schedule, start: int, stop: int):
+    """Template row, flags, seq and ack of packets ``start..stop-1``."""
     pos = np.arange(start, stop, dtype=np.int64)
     in_rounds = pos >= sched.handshake
     past = pos - sched.handshake
     rnd = np.where(in_rounds, past // sched.round_len, 0)
     slot = np.where(in_rounds, sched.handshake + past % sched.round_len, pos)
-    rows = sched.row[slot]
-    flags = sched.flags[slot]
     seq = (sched.seq0[slot] + rnd * sched.seq_step[slot]) & 0xFFFFFFFF
     ack = (sched.ack0[slot] + rnd * sched.ack_step[slot]) & 0xFFFFFFFF
-    acc = tcp_sums[rows] + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF) + flags
-    checksum = ~_fold(acc) & 0xFFFF
+    return sched.row[slot], sched.flags[slot], seq, ack
 
-    frame_len = templates.shape[1]
+
+def _patch_frames(frames: np.ndarray, plan: _Plan, rows, flags, seq, ack) -> None:
+    """Fill ``frames`` (one row per packet) with the templates, seq/ack/flags patched in."""
+    acc = plan.tcp_sums[rows] + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
+    checksum = ~_fold(acc + flags) & 0xFFFF
+    frames[:] = plan.templates[rows]
+    t = plan.tcp_ofs
+    frames[:, t + 4 : t + 8] = seq.astype(">u4").view(np.uint8).reshape(-1, 4)
+    frames[:, t + 8 : t + 12] = ack.astype(">u4").view(np.uint8).reshape(-1, 4)
+    frames[:, t + 13] = flags  # flags < 0x100: the data-offset byte keeps its template value
+    frames[:, t + 16 : t + 18] = checksum.astype(">u2").view(np.uint8).reshape(-1, 2)
+
+
+def timestamps_ns(start: int, stop: int) -> np.ndarray:
+    """Capture timestamps of packets ``start..stop-1`` (ns)."""
+    return START_NS + np.arange(start, stop, dtype=np.int64) * PACKET_GAP_NS
+
+
+def _fill_chunk(plan: _Plan, start: int, stop: int):
+    """Records (16-byte pcap header + frame) for packets ``start..stop-1``; also the flags."""
+    rows, flags, seq, ack = _slots(plan.sched, start, stop)
+    frame_len = plan.templates.shape[1]
     records = np.empty((stop - start, 16 + frame_len), np.uint8)
-    ts_ns = START_NS + pos * PACKET_GAP_NS
+    ts_ns = timestamps_ns(start, stop)
     header = np.empty((stop - start, 4), "<u4")
     header[:, 0] = ts_ns // 1_000_000_000
     header[:, 1] = (ts_ns % 1_000_000_000) // 1000
     header[:, 2] = frame_len
     header[:, 3] = frame_len
     records[:, :16] = header.view(np.uint8)
-    frames = records[:, 16:]
-    frames[:] = templates[rows]
-    t = tcp_ofs
-    frames[:, t + 4 : t + 8] = seq.astype(">u4").view(np.uint8).reshape(-1, 4)
-    frames[:, t + 8 : t + 12] = ack.astype(">u4").view(np.uint8).reshape(-1, 4)
-    frames[:, t + 13] = flags  # flags < 0x100: the data-offset byte keeps its template value
-    frames[:, t + 16 : t + 18] = checksum.astype(">u2").view(np.uint8).reshape(-1, 2)
+    _patch_frames(records[:, 16:], plan, rows, flags, seq, ack)
     return records, flags
 
 
@@ -345,6 +374,106 @@ def workload_stem(kind, flows, packets, frame_size, ipv6, seed, new_fraction=Non
     share = "" if new_fraction is None else f"-new{float(new_fraction):g}"
     nat = f"-{nat}" if nat else ""
     return f"{kind}{family}{nat}-{flows}flows-{packets}pkts-{frame_size}B{share}-seed{seed}"
+
+
+@dataclass
+class _Plan:
+    """Everything a workload's packets are computed from (shared by generate and build)."""
+
+    kind: str
+    flows: int  # established connections
+    unidirectional: int
+    packets: int
+    frame_size: int
+    ipv6: bool
+    seed: int
+    new_fraction: float | None
+    nat: str | None
+    payload_len: int
+    endpoints: Endpoints
+    snat_addr: int | None  # the address servers answer under SNAT, else None
+    templates: np.ndarray  # (rows, frame_len) uint8
+    tcp_sums: np.ndarray  # per template row: its TCP checksum's one's-complement sum
+    tcp_ofs: int
+    sched: _Schedule
+
+
+def _prepare(kind, flows, packets, frame_size, ipv6, seed, new_fraction, nat) -> _Plan:
+    """Check the arguments (:class:`CtaccelError`), then build templates and schedule."""
+    kind, frame_size, unidirectional, packets = _check(
+        kind, int(flows), packets, frame_size, ipv6, int(seed), new_fraction
+    )
+    if nat is not None and nat not in NATS:
+        raise CtaccelError(f"nat must be one of {', '.join(NATS)}, not {nat!r}")
+    if nat and int(flows) + unidirectional > MAX_SNAT_FLOWS:
+        raise CtaccelError(f"an SNAT workload holds at most {MAX_SNAT_FLOWS:,} connections "
+                           f"(one source port each)")  # fmt: skip
+    frame_len = frame_size - FCS_LEN
+    payload_len = frame_len - header_len(ipv6)
+    payload = (PAYLOAD_PATTERN * (payload_len // len(PAYLOAD_PATTERN) + 1))[:payload_len]
+    total = flows + unidirectional
+    ends = _endpoints(np.random.default_rng(seed), total, ipv6, nat)
+    snat_addr = (SNAT_ADDR_V6 if ipv6 else SNAT_ADDR_V4) if nat else None
+    templates = _templates(ends, flows, total, frame_len, payload, snat_addr)
+    tcp_ofs = header_len(ipv6) - TCP_HLEN
+    stored = (templates[:, tcp_ofs + 16].astype(np.int64) << 8) | templates[:, tcp_ofs + 17]
+    return _Plan(kind=kind, flows=int(flows), unidirectional=unidirectional, packets=packets,
+                 frame_size=frame_size, ipv6=bool(ipv6), seed=int(seed),
+                 new_fraction=new_fraction, nat=nat, payload_len=payload_len, endpoints=ends,
+                 snat_addr=snat_addr, templates=templates,
+                 tcp_sums=~stored & 0xFFFF,  # the stored checksum is ~sum: undo it
+                 tcp_ofs=tcp_ofs,
+                 sched=_schedule(ends, flows, unidirectional, payload_len))  # fmt: skip
+
+
+def rules(kind: str = "A", ipv6: bool = False, nat: str | None = None,
+          stateless: bool = False) -> str:  # fmt: skip
+    """The workload's rules (ovs-ofctl add-flows text): the conntrack firewall (with SNAT
+    when ``nat``), or the stateless ceiling."""
+    fields = dict(kind=str(kind).upper(), proto="tcp6" if ipv6 else "tcp", zone=CT_ZONE,
+                  inp=IN_PORT, out=OUT_PORT)  # fmt: skip
+    if stateless:
+        return STATELESS_RULES.format(**fields)
+    if nat:
+        import ipaddress
+
+        fields["snat"] = str(ipaddress.ip_address(SNAT_ADDR_V6 if ipv6 else SNAT_ADDR_V4))
+        return CT_SNAT_RULES.format(**fields)
+    return CT_RULES.format(**fields)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """A workload's packets in memory (:func:`build`): what :func:`generate` would write."""
+
+    frames: np.ndarray  # (packets, frame_size - FCS_LEN) uint8, one frame per row
+    from_client: np.ndarray  # bool per packet: client -> server, else the server's answer
+    ts_ns: np.ndarray  # capture timestamps, as in the pcap
+    tcp_flags: np.ndarray
+    endpoints: Endpoints  # per connection, established ones first
+    reply_to: int | None  # the address servers answer under SNAT, else None
+    established_flows: int
+    unidirectional_flows: int
+    rounds: int  # complete data rounds (a last partial round may follow)
+    payload_len: int  # TCP payload bytes of every data segment
+
+
+def build(kind: str = "A", flows: int = DEFAULT_FLOWS, packets: int | None = None,
+          frame_size: int | None = None, ipv6: bool = False, seed: int = 0,
+          new_fraction: float | None = None, nat: str | None = None) -> Traffic:  # fmt: skip
+    """Workload ``kind``'s packets in memory, for small workloads (tests, examples): the
+    arguments and the frames are :func:`generate`'s (same arguments, same bytes)."""
+    plan = _prepare(kind, flows, packets, frame_size, ipv6, seed, new_fraction, nat)
+    rows, flags, seq, ack = _slots(plan.sched, 0, plan.packets)
+    frames = np.empty((plan.packets, plan.templates.shape[1]), np.uint8)
+    _patch_frames(frames, plan, rows, flags, seq, ack)
+    established_rows = 4 * plan.flows  # then one row per unidirectional flow (a client's)
+    from_client = (rows >= established_rows) | (rows % 4 < ROW_SERVER_BARE)
+    return Traffic(frames=frames, from_client=from_client, ts_ns=timestamps_ns(0, plan.packets),
+                   tcp_flags=flags, endpoints=plan.endpoints, reply_to=plan.snat_addr,
+                   established_flows=plan.flows, unidirectional_flows=plan.unidirectional,
+                   rounds=(plan.packets - plan.sched.handshake) // plan.sched.round_len,
+                   payload_len=plan.payload_len)  # fmt: skip
 
 
 def generate(
@@ -367,32 +496,14 @@ def generate(
     smallest that fits: 64 for IPv4, 78 for IPv6. Bad arguments raise
     :class:`CtaccelError` before anything is written. ``nat="snat"``: the SNAT variant
     (module docstring)."""
-    kind, frame_size, unidirectional, packets = _check(
-        kind, int(flows), packets, frame_size, ipv6, int(seed), new_fraction
-    )
-    if nat is not None and nat not in NATS:
-        raise CtaccelError(f"nat must be one of {', '.join(NATS)}, not {nat!r}")
-    if nat and int(flows) + unidirectional > MAX_SNAT_FLOWS:
-        raise CtaccelError(f"an SNAT workload holds at most {MAX_SNAT_FLOWS:,} connections "
-                           f"(one source port each)")  # fmt: skip
+    plan = _prepare(kind, flows, packets, frame_size, ipv6, seed, new_fraction, nat)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CtaccelError(f"{out}: cannot create directory: {exc.strerror}") from None
+    kind, packets, frame_size = plan.kind, plan.packets, plan.frame_size
     stem = workload_stem(kind, flows, packets, frame_size, ipv6, seed, new_fraction, nat)
-
-    frame_len = frame_size - FCS_LEN
-    payload_len = frame_len - header_len(ipv6)
-    payload = (PAYLOAD_PATTERN * (payload_len // len(PAYLOAD_PATTERN) + 1))[:payload_len]
-    total = flows + unidirectional
-    endpoints = _endpoints(np.random.default_rng(seed), total, ipv6, nat)
-    snat_addr = (SNAT_ADDR_V6 if ipv6 else SNAT_ADDR_V4) if nat else None
-    templates = _templates(endpoints, flows, total, frame_len, payload, snat_addr)
-    tcp_ofs = header_len(ipv6) - TCP_HLEN
-    stored = (templates[:, tcp_ofs + 16].astype(np.int64) << 8) | templates[:, tcp_ofs + 17]
-    tcp_sums = ~stored & 0xFFFF  # the checksum is ~sum: undo it
-    sched = _schedule(endpoints, flows, unidirectional, payload_len)
 
     pcap_path = out / f"{stem}.pcap"
     partial = out / f".{stem}.pcap.partial"
@@ -402,8 +513,7 @@ def generate(
             fh.write(struct.pack("<IHHiIII", PCAP_MAGIC_US, 2, 4, 0, 0, SNAPLEN,
                                  LINKTYPE_ETHERNET))  # fmt: skip
             for start in range(0, packets, CHUNK_PACKETS):
-                stop = min(packets, start + CHUNK_PACKETS)
-                records, flags = _fill_chunk(sched, templates, tcp_sums, tcp_ofs, start, stop)
+                records, flags = _fill_chunk(plan, start, min(packets, start + CHUNK_PACKETS))
                 records.tofile(fh)
                 expected_new += int(np.count_nonzero(flags == SYN))
         os.replace(partial, pcap_path)  # never leave a half-written capture under its name
@@ -411,16 +521,9 @@ def generate(
         partial.unlink(missing_ok=True)
         raise CtaccelError(f"{pcap_path}: cannot write capture: {exc.strerror}") from None
 
-    proto = "tcp6" if ipv6 else "tcp"
-    fields = dict(kind=kind, proto=proto, zone=CT_ZONE, inp=IN_PORT, out=OUT_PORT)
-    if nat:
-        import ipaddress
-
-        fields["snat"] = str(ipaddress.ip_address(snat_addr))
     flows_path, stateless_path = out / f"{stem}.ct.flows", out / f"{stem}.stateless.flows"
-    _write_rules(flows_path, (CT_SNAT_RULES if nat else CT_RULES).format(**fields))
-    _write_rules(stateless_path, STATELESS_RULES.format(**fields))
-    complete_rounds = (packets - sched.handshake) // sched.round_len
+    _write_rules(flows_path, rules(kind, ipv6, nat))
+    _write_rules(stateless_path, rules(kind, ipv6, stateless=True))
     workload = Workload(
         kind=kind,
         pcap_path=pcap_path,
@@ -428,10 +531,10 @@ def generate(
         stateless_flows_path=stateless_path,
         manifest_path=out / f"{stem}.json",
         packets=packets,
-        flows=total,
-        established_flows=flows,
-        unidirectional_flows=unidirectional,
-        rounds=complete_rounds,
+        flows=plan.flows + plan.unidirectional,
+        established_flows=plan.flows,
+        unidirectional_flows=plan.unidirectional,
+        rounds=(packets - plan.sched.handshake) // plan.sched.round_len,
         expected_new=expected_new,
         frame_size=frame_size,
         ipv6=ipv6,
