@@ -67,7 +67,8 @@ def test_tcp_frame_equals_scapy(v6_, data, sport, dport, seq, ack, flags, window
                                 wscale, ttl, tos, vlan):  # fmt: skip
     src, dst = (data.draw(v6), data.draw(v6)) if v6_ else (data.draw(v4), data.draw(v4))
     ours = B.tcp_frame(MAC1, MAC2, src, dst, sport, dport, flags, seq, ack, payload,
-                       window=window, wscale=wscale, vlan=vlan, ttl=ttl, tos=tos)  # fmt: skip
+                       seg=B.TcpFields(window, wscale=wscale),
+                       hdr=B.HeaderFields(vlan=vlan, ttl=ttl, tos=tos))  # fmt: skip
     opts = [] if wscale is None else [("NOP", None), ("WScale", wscale)]
     l4 = TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags or 0, window=window,
              options=opts)  # fmt: skip
@@ -144,10 +145,12 @@ def test_bad_checksum_options():
     assert pkt[IP].chksum != IP(bytes(IP(src="1.1.1.1", dst="2.2.2.2", proto=6, id=0))).chksum
     assert parse(frame)[K.PARSE_FLAGS] == K.PF_L3_BAD_CSUM
     for src, dst in (("1.1.1.1", "2.2.2.2"), ("::1", "::2")):
-        frame = B.tcp_frame(MAC1, MAC2, src, dst, 1, 2, "S", l4_checksum="bad")
+        frame = B.tcp_frame(MAC1, MAC2, src, dst, 1, 2, "S", hdr=B.HeaderFields(l4_checksum="bad"))
         assert not scapy_checksums_ok(frame)
         assert parse(frame)[K.PARSE_FLAGS] == K.PF_L4_BAD_CSUM
-    keep = B.udp_frame(MAC1, MAC2, "1.1.1.1", "2.2.2.2", 1, 2, b"abc", l4_checksum="keep")
+    keep = B.udp_frame(
+        MAC1, MAC2, "1.1.1.1", "2.2.2.2", 1, 2, b"abc", hdr=B.HeaderFields(l4_checksum="keep")
+    )
     assert Ether(keep)[UDP].chksum == 0 and parse(keep)[K.PARSE_FLAGS] == 0
 
 
@@ -185,7 +188,9 @@ def reassemble_v4(frames: list[bytes]) -> bytes:
 @pytest.mark.parametrize("mtu", [8, 16, 100, 512])
 def test_fragment_ipv4(mtu):
     payload = bytes(range(256)) * 2
-    frame = B.udp_frame(MAC1, MAC2, "10.0.0.1", "10.0.0.2", 5, 6, payload, ident=77, vlan=9)
+    frame = B.udp_frame(
+        MAC1, MAC2, "10.0.0.1", "10.0.0.2", 5, 6, payload, hdr=B.HeaderFields(ident=77, vlan=9)
+    )
     frags = B.fragment_ipv4(frame, mtu)
     whole = bytes(Ether(frame)[IP].payload)
     assert len(frags) == -(-len(whole) // mtu)

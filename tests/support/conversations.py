@@ -66,8 +66,9 @@ class TcpConversation:
         if ack is None:
             ack = peer.nxt if "A" in flags else 0
         frame = B.tcp_frame(*frame_to(me.host, peer.host), me.l4port, peer.l4port, flags,
-                            seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, payload, self.window,
-                            wscale=wscale, l4_checksum=l4_checksum)  # fmt: skip
+                            seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, payload,
+                            B.TcpFields(self.window, wscale=wscale),
+                            B.HeaderFields(l4_checksum=l4_checksum))  # fmt: skip
         if advance:
             me.nxt = seq + len(payload) + ("S" in flags) + ("F" in flags)
         if payload and advance:

@@ -161,7 +161,7 @@ def fragment_actor(rng: random.Random, client: Host, server: Host, sport: int, d
         pieces = B.fragment_ipv6(whole, size, ident=rng.getrandbits(32))
     else:
         whole = B.udp_frame(*frame_to(client, server), sport, dport, payload,
-                            ident=rng.getrandbits(16))  # fmt: skip
+                            hdr=B.HeaderFields(ident=rng.getrandbits(16)))  # fmt: skip
         pieces = B.fragment_ipv4(whole, size)
     order = _pick(rng, (("in_order", 60), ("reversed", 20), ("missing", 20)))
     if order == "reversed":

@@ -73,6 +73,7 @@ PACKET_GAP_NS = 1_000
 CHUNK_PACKETS = 1 << 18
 SNAPLEN = 65535
 TCP_WINDOW = 65535  # no window scaling: every segment must fit in this
+TCP_FIELDS = B.TcpFields(window=TCP_WINDOW)
 
 CLIENT_MAC, SERVER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 CLIENT_NET_V4, SERVER_NET_V4 = 0x0A000000, 0xAC100000  # 10.0.0.0/8, 172.16.0.0/12
@@ -250,7 +251,7 @@ def _templates(endpoints, established: int, total: int, frame_len: int, payload:
 
     def add(src_mac, dst_mac, src, dst, sport, dport, data):
         frame = B.tcp_frame(src_mac, dst_mac, src, dst, int(sport), int(dport), flags=0,
-                            seq=0, ack=0, payload=data, window=TCP_WINDOW)  # fmt: skip
+                            seq=0, ack=0, payload=data, seg=TCP_FIELDS)  # fmt: skip
         frames.append(frame.ljust(frame_len, b"\x00"))  # Ethernet padding for bare segments
 
     for f in range(total):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from ctaccel.packet.checksum import checksum_bytes, sum_bytes
 
@@ -49,6 +50,32 @@ TCP_FLAG_BITS = {"F": 0x001, "S": 0x002, "R": 0x004, "P": 0x008, "A": 0x010, "U"
 
 # Which L4 checksum each protocol has and where it sits in the L4 header.
 _CHECKSUM_OFFSET = {PROTO_TCP: 16, PROTO_UDP: 6, PROTO_ICMPV6: 2}
+
+
+@dataclass(frozen=True)
+class HeaderFields:
+    """The link and IP header fields a frame builder takes beyond addresses and L4: VLAN
+    tag(s) (see :func:`ether`), TTL / hop limit, TOS / traffic class, the IPv4 id, and the
+    L4 checksum mode ("auto", "bad", "keep")."""
+
+    vlan: object = None
+    ttl: int = 64
+    tos: int = 0
+    ident: int = 0
+    l4_checksum: str = "auto"
+
+
+@dataclass(frozen=True)
+class TcpFields:
+    """The TCP header fields :func:`tcp_frame` takes beyond ports, flags, numbers and data."""
+
+    window: int = 65535
+    options: bytes = b""
+    wscale: int | None = None
+
+
+DEFAULT_HEADERS = HeaderFields()
+DEFAULT_TCP = TcpFields()
 
 
 # --- addresses ------------------------------------------------------------------------------
@@ -165,9 +192,7 @@ def ipv4(
     dst,
     proto: int,
     payload: bytes = b"",
-    ttl: int = 64,
-    tos: int = 0,
-    ident: int = 0,
+    hdr: HeaderFields = DEFAULT_HEADERS,
     flags: int = 0,
     frag_offset: int = 0,
     more_fragments: bool = False,
@@ -175,9 +200,8 @@ def ipv4(
     ihl: int = 5,
     total_length: int | None = None,
     options: bytes = b"",
-    l4_checksum: str = "auto",
 ) -> bytes:
-    """IPv4 header + payload.
+    """IPv4 header + payload; TTL, TOS, id and the L4 checksum mode from ``hdr``.
 
     ``flags`` are the 3 header flag bits (0x2 DF, 0x1 MF, 0x4 reserved); ``more_fragments``
     sets MF; ``frag_offset`` is in bytes (multiple of 8). ``ihl`` (words) and
@@ -192,18 +216,18 @@ def ipv4(
     fragmented = more_fragments or frag_offset or (flags & 0x1)
     if not fragmented:
         payload = _fill_l4_checksum(proto, bytes(payload), sum_bytes(src_b + dst_b),
-                                    l4_checksum, False)  # fmt: skip
+                                    hdr.l4_checksum, False)  # fmt: skip
     length = header_len + len(payload) if total_length is None else total_length
     flag_bits = (flags & 0x7) | (0x1 if more_fragments else 0)
     header = bytearray(
         struct.pack(
             "!BBHHHBBH4s4s",
             0x40 | (ihl & 0xF),
-            tos & 0xFF,
+            hdr.tos & 0xFF,
             length & 0xFFFF,
-            ident & 0xFFFF,
+            hdr.ident & 0xFFFF,
             (flag_bits << 13) | ((frag_offset // 8) & 0x1FFF),
-            ttl & 0xFF,
+            hdr.ttl & 0xFF,
             proto & 0xFF,
             0,
             src_b,
@@ -344,46 +368,43 @@ def arp(op: int, sender_mac, sender_ip, target_mac, target_ip) -> bytes:
 # --- whole frames ---------------------------------------------------------------------------
 
 
-def _ip_frame(src_mac, dst_mac, src_ip, dst_ip, proto, l4, vlan, ttl, tos, l4_checksum, ident):
+def _ip_frame(src_mac, dst_mac, src_ip, dst_ip, proto, l4, hdr):
     if is_ipv6(src_ip):
-        packet = ipv6(src_ip, dst_ip, proto, l4, hop_limit=ttl, tc=tos, l4_checksum=l4_checksum)
-        return ether(src_mac, dst_mac, ETH_P_IPV6, packet, vlan)
-    packet = ipv4(src_ip, dst_ip, proto, l4, ttl=ttl, tos=tos, ident=ident,
-                  l4_checksum=l4_checksum)  # fmt: skip
-    return ether(src_mac, dst_mac, ETH_P_IP, packet, vlan)
+        packet = ipv6(src_ip, dst_ip, proto, l4, hop_limit=hdr.ttl, tc=hdr.tos,
+                      l4_checksum=hdr.l4_checksum)  # fmt: skip
+        return ether(src_mac, dst_mac, ETH_P_IPV6, packet, hdr.vlan)
+    return ether(src_mac, dst_mac, ETH_P_IP, ipv4(src_ip, dst_ip, proto, l4, hdr), hdr.vlan)
 
 
 def tcp_frame(src_mac, dst_mac, src_ip, dst_ip, sport: int, dport: int, flags: str | int = "S",
-              seq: int = 0, ack: int = 0, payload: bytes = b"", window: int = 65535,
-              options: bytes = b"", wscale: int | None = None, vlan=None, ttl: int = 64,
-              tos: int = 0, ident: int = 0, l4_checksum: str = "auto") -> bytes:  # fmt: skip
-    """Ethernet + IPv4/IPv6 (chosen from ``src_ip``) + TCP, checksums filled."""
-    segment = tcp(sport, dport, seq, ack, flags, window, payload, options, wscale)
-    return _ip_frame(src_mac, dst_mac, src_ip, dst_ip, PROTO_TCP, segment, vlan, ttl, tos,
-                     l4_checksum, ident)  # fmt: skip
+              seq: int = 0, ack: int = 0, payload: bytes = b"", seg: TcpFields = DEFAULT_TCP,
+              hdr: HeaderFields = DEFAULT_HEADERS) -> bytes:  # fmt: skip
+    """Ethernet + IPv4/IPv6 (chosen from ``src_ip``) + TCP, checksums filled; window and
+    options from ``seg``, VLAN and IP fields from ``hdr``."""
+    segment = tcp(sport, dport, seq, ack, flags, seg.window, payload, seg.options, seg.wscale)
+    return _ip_frame(src_mac, dst_mac, src_ip, dst_ip, PROTO_TCP, segment, hdr)
 
 
 def udp_frame(src_mac, dst_mac, src_ip, dst_ip, sport: int, dport: int, payload: bytes = b"",
-              vlan=None, ttl: int = 64, tos: int = 0, ident: int = 0,
-              l4_checksum: str = "auto") -> bytes:  # fmt: skip
+              hdr: HeaderFields = DEFAULT_HEADERS) -> bytes:  # fmt: skip
     """Ethernet + IPv4/IPv6 + UDP, checksums filled."""
     datagram = udp(sport, dport, payload)
-    return _ip_frame(src_mac, dst_mac, src_ip, dst_ip, PROTO_UDP, datagram, vlan, ttl, tos,
-                     l4_checksum, ident)  # fmt: skip
+    return _ip_frame(src_mac, dst_mac, src_ip, dst_ip, PROTO_UDP, datagram, hdr)
 
 
 def icmp_frame(src_mac, dst_mac, src_ip, dst_ip, type: int | None = None, code: int = 0,
-               id: int = 0, seq: int = 0, payload: bytes = b"", vlan=None, ttl: int = 64,
-               tos: int = 0, ident: int = 0) -> bytes:  # fmt: skip
+               id: int = 0, seq: int = 0, payload: bytes = b"",
+               hdr: HeaderFields = DEFAULT_HEADERS) -> bytes:  # fmt: skip
     """Ethernet + ICMP over IPv4, or ICMPv6 over IPv6 (chosen from ``src_ip``).
-    ``type`` defaults to an echo request (8, or 128 for ICMPv6)."""
+    ``type`` defaults to an echo request (8, or 128 for ICMPv6); the checksum is always
+    computed (``hdr.l4_checksum`` is not used)."""
+    if hdr.l4_checksum != "auto":
+        hdr = HeaderFields(hdr.vlan, hdr.ttl, hdr.tos, hdr.ident)
     if is_ipv6(src_ip):
         message = icmpv6(128 if type is None else type, code, id, seq, payload)
-        return _ip_frame(src_mac, dst_mac, src_ip, dst_ip, PROTO_ICMPV6, message, vlan, ttl,
-                         tos, "auto", ident)  # fmt: skip
+        return _ip_frame(src_mac, dst_mac, src_ip, dst_ip, PROTO_ICMPV6, message, hdr)
     message = icmp(8 if type is None else type, code, id, seq, payload)
-    return _ip_frame(src_mac, dst_mac, src_ip, dst_ip, PROTO_ICMP, message, vlan, ttl, tos,
-                     "auto", ident)  # fmt: skip
+    return _ip_frame(src_mac, dst_mac, src_ip, dst_ip, PROTO_ICMP, message, hdr)
 
 
 def arp_frame(src_mac, dst_mac, op: int, sender_ip, target_ip, target_mac=b"\x00" * 6,
