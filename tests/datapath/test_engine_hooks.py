@@ -114,3 +114,21 @@ def test_replace_flows_starts_counters_afresh():
     assert eng.rule_counters() == [(0, 0)]
     eng.run(*batch([udp(1000)] * 2))
     assert eng.rule_counters() == [(2, 2 * len(udp(1000)))]
+
+
+@pytest.mark.parametrize("case", ["tcp", "nat"])
+def test_replay_flows_txt_counters_equal_in_every_mode(tmp_path, case):
+    """flows.txt (dump-flows of the engine's counters) is the same whichever engine ran."""
+    from ctaccel import demo
+    from ctaccel.replay import replay
+
+    flows, packets = {"tcp": (demo.TCP_FLOWS, demo.tcp_packets()),
+                      "nat": (demo.NAT_FLOWS, demo.nat_packets())}[case]  # fmt: skip
+    _d, flows_path, inputs = demo._write_case(str(tmp_path), case, flows, packets)
+    dumps = {}
+    for mode in ("reference", "recirc", "assume-established"):
+        out = tmp_path / mode
+        replay(flows_path, inputs, out, mode=mode)
+        dumps[mode] = (out / "flows.txt").read_text()
+    assert dumps["recirc"] == dumps["reference"] == dumps["assume-established"]
+    assert any(f"n_packets={len(packets)}," in line for line in dumps["reference"].splitlines())
