@@ -26,7 +26,10 @@ WORKLOADS = Path(__file__).resolve().parent / "results" / "workloads"
 
 def worker(args) -> None:
     """Load the capture once, then one timed run per line read from stdin."""
-    from ctaccel.bench import runner as R
+    try:  # the bench in parts (measure.py), or a tree from before it
+        from ctaccel.bench import measure as R
+    except ImportError:
+        from ctaccel.bench import runner as R
 
     try:
         from ctaccel.datapath.warmup import warm_up
@@ -38,8 +41,13 @@ def worker(args) -> None:
     cap = R.load_capture(w.pcap_path)
     print("ready", flush=True)
     for _line in sys.stdin:  # one run as `ctaccel bench` times it: a fresh engine, run() only
-        run = R._one_run(w, cap, args.mode, "ct", R.DEFAULT_BATCH, fingerprint=False)
-        print(f"{run['ns_per_packet']:.2f}", flush=True)
+        if hasattr(R, "one_run"):
+            tables = R.load_tables(w, "ct")
+            ns = R.one_run(tables, cap, args.mode, R.DEFAULT_BATCH).ns_per_packet
+        else:
+            ns = R._one_run(w, cap, args.mode, "ct", R.DEFAULT_BATCH, fingerprint=False)
+            ns = ns["ns_per_packet"]
+        print(f"{ns:.2f}", flush=True)
 
 
 def _start(src: str, args) -> subprocess.Popen:

@@ -2,16 +2,16 @@
 
 What: ``sudo python benchmarks/run_all.py [--flows 10000 ...] [--repeats 5]
 [--ovs-dpdk-repeats 3] [--quick]`` runs ``ctaccel bench`` (experiments A and B, both modes,
-the stateless ceiling, start-up times), then ``benchmarks/ovs_dpdk.py`` on the very same
+the stateless ceiling, start-up times), then OVS-DPDK (``ctaccel.bench.ovs_dpdk``) on the same
 captures and rule files: the conntrack firewall on A and B and the stateless rules on A, in
 rounds that alternate one OVS-DPDK run with one ctaccel run of each mode (this machine's
 speed drifts within minutes; the comparison's ratios come from those adjacent runs). It
 writes ``benchmarks/results/comparison.json`` (our Mpps and cycles/packet next to OVS-DPDK's,
 ratios ours / OVS-DPDK), ``comparison.png``, the bench's JSON and PNGs, and prints the tables.
 
-Design: a thin driver over ``ctaccel.bench.runner`` (``run_bench`` then
-``compare_with_ovs_dpdk``); OVS-DPDK runs in its own process (``ovs_dpdk.py`` cleans up its
-daemons, hugepages and mounts itself). Both sides measure one core; the ratios come from one
+Design: a thin driver over ``ctaccel.bench.runner.run_bench`` then
+``ctaccel.bench.compare.compare_with_ovs_dpdk``; the OVS-DPDK peer cleans up its daemons,
+hugepages and mounts itself, also when this process is told to stop. Both sides measure one core; the ratios come from one
 run on one machine. Without root, ctaccel's part still runs and the missing step is named.
 
 Invariants: everything is written under ``--out-dir``; nothing is compared across runs.
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from ctaccel.bench import plots, runner
+    from ctaccel.bench import compare, plots, runner
 
     console = Console()
     report = runner.run_bench(flows_list=args.flows, new_fractions=args.new_fraction,
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                               quick=args.quick, startup_times=not args.no_startup,
                               cold_start="measure",
                               console=console)  # fmt: skip
-    comparison = runner.compare_with_ovs_dpdk(report, args.out_dir, args.ovs_dpdk_repeats,
-                                              console)  # fmt: skip
+    comparison = compare.compare_with_ovs_dpdk(report, args.out_dir, args.ovs_dpdk_repeats,
+                                               console)  # fmt: skip
     if "error" in comparison:
         return 1
     plots.plot_run_bars(report, Path(args.out_dir) / "modes.png", comparison)

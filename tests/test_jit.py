@@ -38,7 +38,7 @@ RUN_BOTH_MODES = textwrap.dedent(
         out[name + "/reference"] = {
             "packets": [[r.out_ports, r.ct_state, r.drop_reason] for r in rs],
             "conntrack": ref.conntrack.dump(now[-1]),
-            "rules": [[r.n_packets, r.n_bytes] for r in ref.tables.all_rules()],
+            "rules": ref.rule_counters(),
         }
     print(json.dumps(out))
     """

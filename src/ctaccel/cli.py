@@ -177,7 +177,7 @@ def dump_flows(flows, inputs, mode):
         engine = run_quietly(flows, parse_inputs(inputs), mode=mode)
     except CtaccelError as e:
         _fail(e)
-    click.echo(format_dump_flows(engine.tables.all_rules()), nl=False)
+    click.echo(format_dump_flows(engine.tables.all_rules(), engine.rule_counters()), nl=False)
 
 
 @main.command("dump-conntrack")

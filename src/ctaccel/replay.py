@@ -28,6 +28,7 @@ from ctaccel.conntrack import Conntrack
 from ctaccel.datapath.reference import CONTROLLER, PacketResult, ReferenceEngine
 from ctaccel.errors import InputError
 from ctaccel.io.pcap import PcapWriter, read_capture
+from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.ofproto.dumpflows import format_dump_flows
 from ctaccel.ofproto.rules import load_flows
 
@@ -173,22 +174,27 @@ def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None,
 
     for _n, _port, _ts, now_ms, _res in _results(engine, mode, prefix()):
         engine.last_now_ms = now_ms
-    if mode != "reference":
-        engine.rule_counters()  # fold the compiled path's counts into the rules
     return engine
 
 
-def make_engine(flows_path, mode, zone_limits=None):
-    """The engine for ``mode``: the reference engine or the compiled one."""
+def load_tables(flows_path) -> FlowTables:
+    """The rule file as one FlowTables, to share between the engines that run it."""
+    return FlowTables(load_flows(str(flows_path)))
+
+
+def make_engine(flows_path, mode, zone_limits=None, tables: FlowTables | None = None):
+    """The engine for ``mode``: the reference engine or the compiled one, over ``tables``
+    (loaded from ``flows_path`` when None)."""
     if mode not in MODES:
         raise InputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
-    rules = load_flows(str(flows_path))
+    if tables is None:
+        tables = load_tables(flows_path)
     conntrack = build_conntrack(zone_limits)
     if mode == "reference":
-        return ReferenceEngine(rules, conntrack)
+        return ReferenceEngine(tables, conntrack)
     from ctaccel.datapath.engine import DatapathEngine
 
-    return DatapathEngine(rules, mode=mode, conntrack=conntrack)
+    return DatapathEngine(tables, mode=mode, conntrack=conntrack)
 
 
 def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None,
@@ -248,10 +254,8 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
         lines = engine.conntrack.dump(now_ms)
         summary.connections = len(lines)
         f.write("".join(line + "\n" for line in lines))
-    if mode != "reference":
-        engine.rule_counters()  # fold the compiled path's counts into the rules
     with open(os.path.join(out_dir, "flows.txt"), "w") as f:
-        f.write(format_dump_flows(engine.tables.all_rules()))
+        f.write(format_dump_flows(engine.tables.all_rules(), engine.rule_counters()))
     summary.paths = dict(paths)
     summary.engine_counters = dict(getattr(engine, "counters", {}))
     summary.conntrack_counters = dict(engine.conntrack.counters)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ctaccel.bench import runner
+from ctaccel.bench import compare, measure, runner, startup
 from ctaccel.bench import workloads as W
 from ctaccel.bench.bench_cli import _flow_counts, bench
+from ctaccel.bench.report import STATELESS, Startup
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +35,7 @@ def smoke(tmp_path_factory):
 
 def _result(report, kind, series):
     for r in report["results"]:
-        name = runner.STATELESS if r["rules"] == runner.STATELESS else r["mode"]
+        name = STATELESS if r["rules"] == STATELESS else r["mode"]
         if r["workload"]["kind"] == kind and name == series and r["role"] == "flows":
             return r
     raise AssertionError(f"no {kind}/{series} result in the report")
@@ -56,7 +57,7 @@ def test_smoke_writes_json_and_plots(smoke):
 def test_smoke_has_both_modes_and_the_ceiling(smoke):
     _out, report, _ = smoke
     for kind in ("A", "B"):
-        for series in ("recirc", "assume-established", runner.STATELESS):
+        for series in ("recirc", "assume-established", STATELESS):
             r = _result(report, kind, series)
             assert len(r["repeats"]) == runner.QUICK_REPEATS
             assert r["median"]["mpps"] > 0
@@ -88,7 +89,7 @@ def test_smoke_fast_path_and_recirculation_counts(smoke):
     assert rec["recirculations_per_packet"] == pytest.approx(1.0, abs=0.01)
     assert rec["fast_path_share"] == 0
     # stateless rules never recirculate.
-    assert _result(report, "A", runner.STATELESS)["median"]["recirculations_per_packet"] == 0
+    assert _result(report, "A", STATELESS)["median"]["recirculations_per_packet"] == 0
 
 
 def test_smoke_counts_match_the_generated_workloads(smoke):
@@ -119,7 +120,7 @@ def test_modes_agree_packet_by_packet(smoke):
 
     for kind in ("A", "B"):
         info = _result(report, kind, "recirc")["workload"]
-        cap = runner.load_capture(info["pcap"])
+        cap = measure.load_capture(info["pcap"])
         seen = {}
         for mode in ("recirc", "assume-established"):
             text = open(info["rules"]).read()
@@ -161,7 +162,7 @@ def test_sweeps_over_flows_and_new_fraction(tmp_path):
         for kind in ("A", "B"):
             for mode in ("recirc", "assume-established"):
                 assert (kind, flows, "flows", mode, "ct") in seen
-            assert (kind, flows, "flows", "recirc", runner.STATELESS) in seen
+            assert (kind, flows, "flows", "recirc", STATELESS) in seen
     swept = [r for r in report["results"] if r["role"] == "new_fraction"]
     assert {r["mode"] for r in swept} == {"recirc", "assume-established"}
     for r in swept:  # at the first flow count; NEW share as asked (handshakes dilute it)
@@ -174,18 +175,18 @@ def test_sweeps_over_flows_and_new_fraction(tmp_path):
 
 
 def test_workload_cache_reuses_files(tmp_path):
-    first = runner.cached_workload("A", 40, 400, None, tmp_path)
+    first = measure.cached_workload("A", 40, 400, None, tmp_path)
     stamp = first.pcap_path.stat().st_mtime_ns
-    again = runner.cached_workload("A", 40, 400, None, tmp_path)
+    again = measure.cached_workload("A", 40, 400, None, tmp_path)
     assert again == first
     assert again.pcap_path.stat().st_mtime_ns == stamp
-    other = runner.cached_workload("B", 40, 400, 0.2, tmp_path)
+    other = measure.cached_workload("B", 40, 400, 0.2, tmp_path)
     assert other.pcap_path != first.pcap_path and other.unidirectional_flows > 0
 
 
 def test_load_capture_is_writable_and_monotonic(tmp_path):
-    w = runner.cached_workload("B", 40, 500, None, tmp_path)
-    cap = runner.load_capture(w.pcap_path)
+    w = measure.cached_workload("B", 40, 500, None, tmp_path)
+    cap = measure.load_capture(w.pcap_path)
     assert cap.packets == 500 and cap.buf.flags.writeable and cap.buf.flags.c_contiguous
     assert np.all(np.diff(cap.now_ms) >= 0)
     assert np.all(cap.in_ports == W.IN_PORT)
@@ -193,11 +194,11 @@ def test_load_capture_is_writable_and_monotonic(tmp_path):
 
 
 def test_measure_rejects_bad_arguments(tmp_path):
-    w = runner.cached_workload("A", 40, 200, None, tmp_path)
+    w = measure.cached_workload("A", 40, 200, None, tmp_path)
     with pytest.raises(ValueError):
-        runner.measure(w, "fast", repeats=1)
+        measure.measure(w, "fast", repeats=1)
     with pytest.raises(ValueError):
-        runner.measure(w, "recirc", repeats=0)
+        measure.measure(w, "recirc", repeats=0)
 
 
 def test_flow_count_option_parsing():
@@ -215,25 +216,25 @@ def test_comparison_pairs_each_round_with_ovs_dpdk(smoke, tmp_path, monkeypatch)
     rates = iter([1.0, 2.0, 4.0, 1.5, 3.0, 6.0, 0.5, 1.0, 2.0])  # three rounds x three captures
     calls = []
 
-    def fake_ovs_dpdk(pcap, rules_file, repeat, json_out, timeout=1800):
+    def fake_ovs_dpdk(pcap, rules_file, repeat, json_out):
         mpps = next(rates)
         calls.append((str(rules_file), mpps))
         return {"median": {"mpps": mpps, "cycles_per_packet": 100.0}, "tsc_hz": 2e9,
                 "runs": [{"mpps": mpps}]}  # fmt: skip
 
-    monkeypatch.setattr(runner, "ovs_dpdk_unavailable", lambda: None)
-    monkeypatch.setattr(runner, "run_ovs_dpdk", fake_ovs_dpdk)
-    comparison = runner.compare_with_ovs_dpdk(report, tmp_path, repeat=3)
+    monkeypatch.setattr(compare, "ovs_dpdk_unavailable", lambda: None)
+    monkeypatch.setattr(compare, "run_ovs_dpdk", fake_ovs_dpdk)
+    comparison = compare.compare_with_ovs_dpdk(report, tmp_path, repeat=3)
     assert len(calls) == 9
     rows = {(r["kind"], r["rules"], r["ours_mode"]): r for r in comparison["rows"]}
     assert set(rows) == {("A", "ct", "recirc"), ("A", "ct", "assume-established"),
-                         ("A", "stateless", runner.STATELESS),
+                         ("A", "stateless", STATELESS),
                          ("A", "stateless", "assume-established"),
                          ("B", "ct", "recirc"), ("B", "ct", "assume-established")}  # fmt: skip
     # The stateless rounds run assume-established on the firewall rules beside OVS-DPDK's
     # stateless rules: the target "AE >= OVS-DPDK stateless" is read from that pair.
     assert rows["A", "stateless", "assume-established"]["ours_rules"] == "ct"
-    assert rows["A", "stateless", runner.STATELESS]["ours_rules"] == runner.STATELESS
+    assert rows["A", "stateless", STATELESS]["ours_rules"] == STATELESS
     for row in rows.values():
         theirs = [m for f, m in calls if f == str(_rules_file(report, row))]
         assert len(row["ratio_per_round"]) == len(theirs) == 3
@@ -249,8 +250,8 @@ def test_comparison_pairs_each_round_with_ovs_dpdk(smoke, tmp_path, monkeypatch)
     assert (tmp_path / "comparison.png").read_bytes().startswith(PNG_MAGIC)
     # The targets are read from those rows and from the bench's paired AE / recirc ratios.
     targets = {t["target"]: t for t in comparison["targets"]}
-    assert len(targets) == len(runner.TARGETS) == 5
-    for name, source, key, threshold in runner.TARGETS:
+    assert len(targets) == len(compare.TARGETS) == 5
+    for name, source, key, threshold in compare.TARGETS:
         t = targets[name]
         if source == "comparison":
             assert t["value"] == rows[key]["ratio_ours_over_ovs_dpdk"]
@@ -284,27 +285,29 @@ def test_cold_startup_reuses_this_build_s_figure(tmp_path, monkeypatch):
 
     def fake_startup(cold, timeout=0):
         measured.append(cold)
-        return {"cold": cold, "warm_up_seconds": 123.0, "total_seconds": 124.0}
+        return Startup(cold, warm_up_seconds=123.0, total_seconds=124.0)
 
     monkeypatch.setattr(jit, "CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(runner, "startup", fake_startup)
-    assert runner._cache_is_empty()
+    monkeypatch.setattr(startup, "startup", fake_startup)
+    assert startup.cache_is_empty()
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "kernel.nbi").write_bytes(b"x")
-    assert not runner._cache_is_empty()
+    assert not startup.cache_is_empty()
     # No record yet: "auto" measures, and records.
-    first = runner.cold_startup("auto")
-    assert measured == [True] and first["warm_up_seconds"] == 123.0
-    assert json.loads((tmp_path / runner.COLD_START_RECORD).read_text())["warm_up_seconds"] == 123.0
+    first = startup.cold_startup("auto")
+    assert measured == [True] and first.warm_up_seconds == 123.0
+    record = json.loads((tmp_path / startup.COLD_START_RECORD).read_text())
+    assert record["warm_up_seconds"] == 123.0
     # Recorded: "auto" reuses it and says so; "measure" measures again.
-    again = runner.cold_startup("auto")
-    assert measured == [True] and again["warm_up_seconds"] == 123.0
-    assert again["how"].startswith("recorded") and first["measured_at"] in again["how"]
-    runner.cold_startup("measure")
+    again = startup.cold_startup("auto")
+    assert measured == [True] and again.warm_up_seconds == 123.0
+    assert again.how.startswith("recorded") and first.measured_at in again.how
+    startup.cold_startup("measure")
     assert measured == [True, True]
     # A process that compiled from an empty cache reports its own warm-up, and records it.
-    own = runner.cold_startup("auto", own_cold_warm_up=42.0)
-    assert measured == [True, True] and own["warm_up_seconds"] == 42.0 and "own" in own["how"]
-    assert runner.cold_startup("auto")["warm_up_seconds"] == 42.0
+    own = startup.cold_startup("auto", own_cold_warm_up=42.0)
+    assert measured == [True, True] and own.warm_up_seconds == 42.0 and "own" in own.how
+    assert own.to_json()["total_seconds"] is None  # reported as unknown, not left out
+    assert startup.cold_startup("auto").warm_up_seconds == 42.0
     with pytest.raises(ValueError):
-        runner.cold_startup("sometimes")
+        startup.cold_startup("sometimes")

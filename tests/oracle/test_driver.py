@@ -180,7 +180,7 @@ def test_stop_ends_only_its_own_daemons(tmp_path):
     if not ovs_installed():
         pytest.skip("Open vSwitch is not installed")
     oracle = OvsOracle(tmp_path, n_ports=1).start()
-    pids = dict(oracle._pids)
-    assert all(oracle._alive(name) for name in pids)
+    pids = dict(oracle.ovs.pids)
+    assert all(oracle.ovs.alive(name) for name in pids)
     oracle.stop()
-    assert not any(oracle._alive(name) for name in pids)
+    assert not any(oracle.ovs.alive(name) for name in pids)

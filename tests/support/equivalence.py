@@ -69,13 +69,13 @@ def run_reference(rules_text: str, packets, plan: Plan) -> Run:
     results, before = [], None
     for i, (port, frame, now) in enumerate(packets):
         if i == plan.replace_at:
-            before = [(r.n_packets, r.n_bytes) for r in ref.tables.all_rules()]
+            before = ref.rule_counters()
             ref.replace_rules(parse_flows(plan.new_rules, "new-rules"))
         if i == plan.flush_at:
             ref.conntrack.flush()
         results.append(ref.process(frame, port, now))
     last = packets[-1][2] if packets else START_MS
-    counters = [(r.n_packets, r.n_bytes) for r in ref.tables.all_rules()]
+    counters = ref.rule_counters()
     return Run(results, ref.conntrack.dump(last), counters, before, dict(ref.counters))
 
 
@@ -193,7 +193,7 @@ class ReferenceBatchEngine:
         self._ref.replace_rules(rules)
 
     def rule_counters(self):
-        return [(r.n_packets, r.n_bytes) for r in self._ref.tables.all_rules()]
+        return self._ref.rule_counters()
 
     @property
     def stats(self) -> dict:

@@ -57,6 +57,7 @@ class ProgramExecutor:
     def __init__(self, rules, conntrack: Conntrack | None = None, cache=True, verify=True):
         self.tables = rules if isinstance(rules, FlowTables) else FlowTables(rules)
         self.rules = self.tables.all_rules()
+        self.rule_stats = [[0, 0] for _ in self.rules]  # (n_packets, n_bytes) per rule id
         self.conntrack = conntrack if conntrack is not None else Conntrack()
         self.cache = cache
         self.verify = verify
@@ -67,6 +68,9 @@ class ProgramExecutor:
         self.hits = 0
         self._result: PacketResult | None = None
         self._now_ms = 0
+
+    def rule_counters(self) -> list[tuple[int, int]]:
+        return [(p, b) for p, b in self.rule_stats]
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -117,9 +121,9 @@ class ProgramExecutor:
         for pc, row in enumerate(ops):
             op = int(row[0])
             if op == P.OP_RULE:
-                rule = self.rules[int(row[1])]
-                rule.n_packets += 1
-                rule.n_bytes += len(pkt.frame)
+                stats = self.rule_stats[int(row[1])]
+                stats[0] += 1
+                stats[1] += len(pkt.frame)
                 res.matched = True
                 res.last_lookup_missed = False
                 res.ct_state = K.format_ct_state(int(key[K.CT_STATE]))

@@ -75,7 +75,7 @@ def _flow_counts(values) -> list[int]:
 @click.option("--out-dir", default="benchmarks/results", show_default=True,
               help="Where the JSON, PNGs and generated workloads go.")  # fmt: skip
 @click.option("--with-ovs-dpdk", is_flag=True,
-              help="Also run OVS-DPDK (benchmarks/ovs_dpdk.py, needs root) on the same "
+              help="Also run OVS-DPDK (ctaccel.bench.ovs_dpdk, needs root) on the same "
                    "captures and rules; writes comparison.json.")  # fmt: skip
 @click.option("--ovs-dpdk-repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="OVS-DPDK runs per capture (it restarts for each).")  # fmt: skip
@@ -85,7 +85,7 @@ def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup,
     """Measure both datapath modes on the talk's workloads; write JSON and PNG plots."""
     from rich.console import Console
 
-    from ctaccel.bench import runner
+    from ctaccel.bench import compare, runner
 
     flows_list = _flow_counts(flows) or None
     for f in new_fractions:
@@ -106,12 +106,12 @@ def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup,
         click.echo(f"ctaccel: error: {err}", err=True)
         sys.exit(2)
     if with_ovs_dpdk:
-        comparison = runner.compare_with_ovs_dpdk(report, out_dir, ovs_dpdk_repeats, console)
+        comparison = compare.compare_with_ovs_dpdk(report, out_dir, ovs_dpdk_repeats, console)
         if "error" not in comparison:
             from ctaccel.bench import plots
 
             plots.plot_run_bars(report, f"{out_dir}/modes.png", comparison)
     else:
-        why = runner.ovs_dpdk_unavailable()
+        why = compare.ovs_dpdk_unavailable()
         hint = why or "run `ctaccel bench --with-ovs-dpdk` or `python benchmarks/run_all.py`"
         console.print(f"[dim]OVS-DPDK side by side: {hint}[/]")

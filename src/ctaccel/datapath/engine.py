@@ -9,15 +9,23 @@ an upcall (megaflow miss: ``ofproto.xlate.translate`` once per megaflow, install
 packet where it stopped), for a packet the compiled path leaves to the reference engine (IP
 fragments, or when fragment reassembly has fragments to release: the reference engine shares
 this engine's conntrack, ipf and rules, so state stays one), or when its output array is
-full. Rule counters are counted per rule id in a numpy array by compiled code and added to
-the rules' own counters (which the reference engine increments) when read.
+full. Rule counters belong to the engine, not to the rules: one ``rule_stats`` array
+(n_packets, n_bytes per rule id, the ids ``FlowTables`` gave) that the compiled code and this
+engine's reference engine both count into; ``rule_counters()`` reads it. Python time spent on
+the slow path (upcalls and packets left to the reference engine) is added up in
+``slow_path_seconds``, one clock read pair per upcall or slow packet, never per packet of the
+compiled path. ``memory_bytes()`` and BatchResult's whole-batch arrays (``n_outputs``,
+``ct_state_codes``, ``drop_codes``, ``output_ports``) are the benchmark's view of it.
 
-Invariants: caches never outlive the rules they were built from (``replace_flows`` flushes
-them); programs are deduplicated by content; nothing here keeps per-packet state between
-batches.
+Invariants: caches and counters never outlive the rules they were built from
+(``replace_flows`` starts both afresh); programs are deduplicated by content; nothing here
+keeps per-packet state between batches; the engine never modifies the rules it is given (a
+``FlowTables`` may be shared by several engines, each with its own counters).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -53,6 +61,30 @@ class BatchResult:
         # per output: -1 (the received frame) or the offset of its rewritten copy in out_fbuf
         self.out_fofs = out_fofs
         self.out_fbuf = out_fbuf
+
+    # --- whole-batch arrays (no per-packet Python): packets the reference engine processed
+    # (``slow``) show 0 outputs, ct_state code -1 and drop code 0 here; read them from ``slow``.
+    def n_outputs(self) -> np.ndarray:
+        """Outputs per packet (int64, one per packet)."""
+        return self.res[:, L.R_NOUT]
+
+    def ct_state_codes(self) -> np.ndarray:
+        """The ct_state bits the last matched rule saw, per packet (-1: no rule matched)."""
+        return self.res[:, L.R_CT_STATE]
+
+    def drop_codes(self) -> np.ndarray:
+        """Drop reason codes per packet (``ofproto.program.DROP_REASON_NAMES``; 0: none)."""
+        return self.res[:, L.R_DROP]
+
+    def output_ports(self) -> np.ndarray:
+        """Every packet's output ports in packet order, concatenated (a gather)."""
+        nout = self.res[:, L.R_NOUT]
+        total = int(nout.sum())
+        if not total:
+            return np.zeros(0, np.int64)
+        first = np.repeat(self.res[:, L.R_OUT_START], nout)
+        within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(nout) - nout, nout)
+        return self.out_ports[first + within]
 
     def ports(self, i: int) -> list:
         if i in self.slow:
@@ -121,6 +153,7 @@ class DatapathEngine:
         self.kstats = np.zeros(L.KS_WIDTH, np.int64)
         self.upcalls = 0
         self.slow_packets = 0
+        self.slow_path_seconds = 0.0  # Python time on upcalls and reference-engine packets
         self._vm = np.zeros(L.VM_WIDTH, np.int64)
         self._vm_pipeline = self._vm[L.VM_PF_KEY : L.VM_PARSED + 1]  # reset per batch (a view)
         depth = L.MAX_RECIRC_DEPTH + 1
@@ -148,16 +181,15 @@ class DatapathEngine:
     # ------------------------------------------------------------------ rules and caches
     def _install_rules(self, rules) -> None:
         self.tables = rules if isinstance(rules, FlowTables) else FlowTables(rules)
-        self.rules = self.tables.all_rules()
-        for i, rule in enumerate(self.rules):
-            rule.rule_id = i
+        self.rules = self.tables.all_rules()  # rule ids: positions here (FlowTables)
         self.rule_stats = np.zeros((max(len(self.rules), 1), 2), np.int64)
         # The fast path's entry key leaves TCP flags out unless a rule looks at them.
         self._em_flags_mask = 0
         for rule in self.rules:
             if any(col == K.TCP_FLAGS and mask for col, _v, mask in rule.match):
                 self._em_flags_mask = 0xFFF
-        self.reference = ReferenceEngine(self.tables, self.conntrack, self.ipf)
+        self.reference = ReferenceEngine(self.tables, self.conntrack, self.ipf,
+                                         rule_stats=self.rule_stats)  # fmt: skip
         self.megaflow = MegaflowCache(self._megaflow_capacity)
         # recirc mode never uses the fast path: give it minimal arrays
         cap = self._fastpath_capacity if self.mode == "assume-established" else 1
@@ -171,8 +203,8 @@ class DatapathEngine:
         self._programs: dict[bytes, int] = {}
 
     def replace_flows(self, rules) -> None:
-        """Replace the rule set; every cache built from the old rules is dropped."""
-        self._fold_counters()
+        """Replace the rule set (rules or a FlowTables); every cache built from the old rules
+        is dropped and the new rules' counters start at zero."""
         self._install_rules(rules)
 
     def _reserve_fast_path(self, n: int) -> None:
@@ -204,18 +236,28 @@ class DatapathEngine:
         self.exact.clear()
         self._fp_state[L.FP_COUNT] = 0
 
-    def _fold_counters(self) -> None:
-        """Add the compiled path's per-rule counts into the rules' own counters."""
-        for i, rule in enumerate(self.rules):
-            if self.rule_stats[i, 0]:
-                rule.n_packets += int(self.rule_stats[i, 0])
-                rule.n_bytes += int(self.rule_stats[i, 1])
-        self.rule_stats[:] = 0
-
     def rule_counters(self) -> list[tuple[int, int]]:
-        """(n_packets, n_bytes) per rule, in ``tables.all_rules()`` order."""
-        self._fold_counters()
-        return [(r.n_packets, r.n_bytes) for r in self.rules]
+        """(n_packets, n_bytes) per rule, in ``tables.all_rules()`` order (rule id order)."""
+        return [(p, b) for p, b in self.rule_stats[: len(self.rules)].tolist()]
+
+    def memory_bytes(self) -> dict:
+        """Bytes held by the engine's tables: conntrack's connection table (``conntrack``:
+        rows, index, free list) and its fixed arrays (zone limits, timeouts, counters), the
+        megaflow cache, and the fast path (exact-match table + entries; 0 in recirc mode,
+        which keeps only placeholder arrays); plus the connection count and table shape."""
+        ct = self.conntrack
+        fast_path = 0
+        if self.mode == "assume-established":
+            fast_path = _nbytes(self.exact.tables) + _nbytes((self._fp_rows,))
+        return {
+            "connections": len(ct),
+            "conntrack_capacity": int(ct.conns.shape[0]),
+            "conn_row_bytes": int(ct.conns.shape[1] * ct.conns.itemsize),
+            "conntrack_bytes": _nbytes((ct.conns, ct.index, ct.free_slots)),
+            "conntrack_fixed_bytes": _nbytes((ct.stats, ct.zone_limits, ct.timeouts)),
+            "megaflow_bytes": _nbytes(self.megaflow.tables),
+            "fast_path_bytes": fast_path,
+        }
 
     # ------------------------------------------------------------------ programs
     def _program_id(self, ops: np.ndarray) -> int:
@@ -301,12 +343,16 @@ class DatapathEngine:
             if status == L.ST_DONE:
                 break
             if status == L.ST_MISS:
+                t0 = time.perf_counter()
                 self._upcall()
+                self.slow_path_seconds += time.perf_counter() - t0
                 start = i
                 vm[L.VM_RESUME] = 1
             elif status == L.ST_SLOW:
                 off, ln = int(offsets[i]), int(lengths[i])
+                t0 = time.perf_counter()
                 r = self.reference.process(buf[off : off + ln], int(in_ports[i]), int(now_ms[i]))
+                self.slow_path_seconds += time.perf_counter() - t0
                 slow[i] = r
                 res[i, L.R_PATH] = L.PATH_SLOW
                 res[i, L.R_OUT_START] = out_n[0]
@@ -430,6 +476,10 @@ def _c_writable(a, dtype):
     ):
         return a
     return np.require(a, dtype, ("C", "W"))
+
+
+def _nbytes(arrays) -> int:
+    return int(sum(a.nbytes for a in arrays))
 
 
 def _grown(a, used: int, extra: int = 0):

@@ -17,7 +17,9 @@ together, as OVS puts them back in the batch, and each recirculates separately.
 Invariants:
 - Nothing here reads a clock or opens a file; ``now_ms`` comes from the caller.
 - Per-rule counters count every lookup that matched (recirculated passes too), bytes are the
-  frame length, as OVS's rule stats.
+  frame length, as OVS's rule stats. They live in this engine's ``rule_stats`` array
+  (n_packets, n_bytes per rule id), never in the rules: a datapath engine hands its own
+  array in, so packets it leaves to this engine count where its compiled path counts.
 - A packet's ct handle (OVS's ``md.conn``) travels with the packet through recirculation and
   is dropped by ``ct_clear``.
 """
@@ -99,8 +101,9 @@ class _Group:
 class ReferenceEngine:
     """OVS pipeline semantics over a rule set and a connection tracker."""
 
-    def __init__(self, rules, conntrack: Conntrack | None = None, ipf=None, tracer=None):
-        self.tables = rules if isinstance(rules, FlowTables) else FlowTables(rules)
+    def __init__(self, rules, conntrack: Conntrack | None = None, ipf=None, tracer=None,
+                 rule_stats: np.ndarray | None = None):  # fmt: skip
+        self.replace_rules(rules, rule_stats)
         self.conntrack = conntrack if conntrack is not None else Conntrack()
         if ipf is None:
             from ctaccel.conntrack.ipf import Ipf
@@ -126,8 +129,17 @@ class ReferenceEngine:
         }
 
     # ------------------------------------------------------------------ public
-    def replace_rules(self, rules) -> None:
+    def replace_rules(self, rules, rule_stats: np.ndarray | None = None) -> None:
+        """Use ``rules`` (rules or a FlowTables) from now on; their counters start at zero, in
+        ``rule_stats`` when given (int64, a row per rule id: n_packets, n_bytes)."""
         self.tables = rules if isinstance(rules, FlowTables) else FlowTables(rules)
+        if rule_stats is None:
+            rule_stats = np.zeros((max(len(self.tables), 1), 2), np.int64)
+        self.rule_stats = rule_stats
+
+    def rule_counters(self) -> list[tuple[int, int]]:
+        """(n_packets, n_bytes) per rule, in ``tables.all_rules()`` order (rule id order)."""
+        return [(p, b) for p, b in self.rule_stats[: len(self.tables)].tolist()]
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -174,8 +186,9 @@ class ReferenceEngine:
             res.last_lookup_missed = False
             res.matched = True
             res.ct_state = K.format_ct_state(int(group.key[K.CT_STATE]))
-            rule.n_packets += 1
-            rule.n_bytes += len(group.frames[-1])
+            stats = self.rule_stats[rule.rule_id]
+            stats[0] += 1
+            stats[1] += len(group.frames[-1])
             table_id = self._execute(group, rule.actions, resubmit_depth)
 
     def _execute(self, group: _Group, actions, resubmit_depth: int):

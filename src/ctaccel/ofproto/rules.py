@@ -57,8 +57,6 @@ class Rule:
     order: int = 0  # position in the file: earlier wins among equal priorities
     idle_timeout: int = 0
     hard_timeout: int = 0
-    n_packets: int = 0
-    n_bytes: int = 0
 
     def format_match(self) -> str:
         """``priority=N,`` (omitted at the default 32768) followed by the match, as OVS."""

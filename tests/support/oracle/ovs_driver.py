@@ -17,13 +17,14 @@ Design:
   sends it to the controller) is injected on the same port in the same command. Packet-ins
   leave in the order the upcalls produced them, so the marker's packet-in arriving means the
   frame (and every recirculation it caused) is finished and its outputs are in the tx pcaps.
-- ovs-appctl commands go through one persistent ``ovs.unixctl.client`` connection instead of a
-  subprocess per command.
+- The daemons are started and stopped by ``ctaccel.bench.private_ovs.PrivateOvs`` (shared
+  with the OVS-DPDK speed peer); ovs-appctl commands go through one persistent
+  ``ovs.unixctl.client`` connection instead of a subprocess per command.
 - The frames OVS transmitted for a packet are the new records of the pN-tx.pcap files (marker
   frames dropped), ordered by their stamp like ``out``; ``PacketOutcome.frames`` keeps them.
 
 Invariants: only processes this object started are ever signalled (pids from its own pid files,
-checked against /proc/PID/cmdline); nothing outside ``workdir`` is written.
+checked against /proc/PID/cmdline, by PrivateOvs); nothing outside ``workdir`` is written.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ctaccel.bench.private_ovs import SCHEMA, OvsError, PrivateOvs
+
 MARKER_ETHERTYPE = 0x88B5
 MARKER_USERDATA = "ff.ff.ff.ff"
 MARKER_FRAME = (
@@ -48,7 +51,6 @@ MARKER_FRAME = (
     + struct.pack("!H", MARKER_ETHERTYPE)
     + b"ctaccel-oracle-marker".ljust(46, b"\0")
 )
-SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 # sun_path is 108 bytes; "ovs-vswitchd.ctl" etc. must fit below the run directory.
 MAX_RUNDIR_LEN = 80
 # Scenarios are separated by this much virtual time so nothing (fragment lists, timers) leaks.
@@ -56,7 +58,7 @@ SCENARIO_GAP_MS = 3_600_000
 UNLIMITED = 0xFFFFFFFF  # zone limits are 32-bit counts
 
 
-class OracleError(RuntimeError):
+class OracleError(OvsError):
     """OVS did not behave as the driver expects (daemon died, command failed, no marker)."""
 
 
@@ -177,16 +179,8 @@ class OvsOracle:
         self.rundir = base
         self.n_ports = n_ports
         self.bridge = "br0"
-        self.env = dict(os.environ)
-        self.env.update(
-            OVS_RUNDIR=str(base),
-            OVS_DBDIR=str(base),
-            OVS_LOGDIR=str(base),
-            OVS_SYSCONFDIR=str(base),
-            OVS_PKGDATADIR="/usr/share/openvswitch",
-        )
-        self.env["PATH"] = self.env.get("PATH", "") + ":/usr/sbin:/usr/bin"
-        self._pids: dict[str, int] = {}
+        self.ovs = PrivateOvs(base, cmd_timeout=30)
+        self.env = self.ovs.env
         self._monitor: subprocess.Popen | None = None
         self._packet_ins: queue.Queue = queue.Queue()
         self._unixctl = None
@@ -196,12 +190,6 @@ class OvsOracle:
         self._tx_offsets = [0] * (n_ports + 1)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def _run(self, *args: str, check: bool = True) -> str:
-        r = subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=30)
-        if check and r.returncode != 0:
-            raise OracleError(f"{' '.join(args)} -> rc={r.returncode}: {r.stderr.strip()}")
-        return r.stdout
-
     def start(self) -> OvsOracle:
         """Start the daemons, build the bridge, stop the clock, connect the monitor."""
         try:
@@ -214,42 +202,16 @@ class OvsOracle:
     def _start(self) -> None:
         d = self.rundir
         d.mkdir(parents=True, exist_ok=True)
-        db = d / "conf.db"
-        for stale in [db, *d.glob("p*-tx.pcap")]:
+        for stale in d.glob("p*-tx.pcap"):
             stale.unlink(missing_ok=True)
-        self._run("ovsdb-tool", "create", str(db), SCHEMA)
-        self._run(
-            "ovsdb-server",
-            str(db),
-            f"--remote=punix:{d}/db.sock",
-            f"--pidfile={d}/ovsdb-server.pid",
-            f"--unixctl={d}/ovsdb-server.ctl",
-            f"--log-file={d}/ovsdb-server.log",
-            "-vconsole:off",
-            "--detach",
-            "--no-chdir",
-        )
-        self._pids["ovsdb-server"] = int((d / "ovsdb-server.pid").read_text())
-        self._run("ovs-vsctl", f"--db=unix:{d}/db.sock", "--no-wait", "init")
-        self._run(
-            "ovs-vswitchd",
-            f"unix:{d}/db.sock",
-            "--enable-dummy=override",
-            f"--pidfile={d}/ovs-vswitchd.pid",
-            f"--unixctl={d}/ovs-vswitchd.ctl",
-            f"--log-file={d}/ovs-vswitchd.log",
-            "-vconsole:off",
-            "--detach",
-            "--no-chdir",
-        )
-        self._pids["ovs-vswitchd"] = int((d / "ovs-vswitchd.pid").read_text())
-        vsctl = ["ovs-vsctl", f"--db=unix:{d}/db.sock", "--timeout=20"]
-        cmd = vsctl + ["add-br", self.bridge, "--", "set", "bridge", self.bridge]
+        self.ovs.start_ovsdb(SCHEMA)
+        self.ovs.start_vswitchd(extra=["--enable-dummy=override"])
+        cmd = ["add-br", self.bridge, "--", "set", "bridge", self.bridge]
         cmd += ["datapath_type=netdev", "fail-mode=secure"]
         for i in range(1, self.n_ports + 1):
             cmd += ["--", "add-port", self.bridge, f"p{i}", "--", "set", "Interface", f"p{i}"]
             cmd += ["type=dummy", f"ofport_request={i}", f"options:tx_pcap={d}/p{i}-tx.pcap"]
-        self._run(*cmd)
+        self.ovs.vsctl(*cmd)
         self._connect_unixctl()
         self.appctl("time/stop")
         self._start_monitor()
@@ -304,16 +266,6 @@ class OvsOracle:
                 current = None
         self._packet_ins.put({"eof": True})
 
-    def _alive(self, name: str) -> bool:
-        pid = self._pids.get(name)
-        if pid is None:
-            return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return name.encode() in cmdline and str(self.rundir).encode() in cmdline
-
     def stop(self) -> None:
         """Stop the monitor and the two daemons this object started (and nothing else)."""
         if self._monitor is not None:
@@ -326,19 +278,7 @@ class OvsOracle:
         if self._unixctl is not None:
             self._unixctl.close()
             self._unixctl = None
-        for name in ("ovs-vswitchd", "ovsdb-server"):
-            if not self._alive(name):
-                continue
-            pid = self._pids[name]
-            self._run("ovs-appctl", "-t", str(self.rundir / f"{name}.ctl"), "exit", check=False)
-            for sig in (None, 15, 9):
-                if sig is not None and self._alive(name):
-                    os.kill(pid, sig)
-                deadline = time.monotonic() + 5
-                while self._alive(name) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if not self._alive(name):
-                    break
+        self.ovs.stop()
 
     def __enter__(self) -> OvsOracle:
         return self.start()
@@ -358,7 +298,7 @@ class OvsOracle:
         return result or ""
 
     def ofctl(self, *args: str) -> str:
-        return self._run("ovs-ofctl", *args)
+        return self.ovs.ofctl(*args)
 
     def advance_to(self, target_ms: int) -> None:
         """Warp OVS's stopped monotonic clock forward to ``target_ms`` (never backwards)."""
