@@ -436,6 +436,11 @@ class DatapathEngine:
         return self.process_batch([frame], [in_port], [now_ms])[0]
 
     # ------------------------------------------------------------------ stats
+    def _compact_entries(self) -> int:
+        """Fast-path entries whose hits read one cache line (layout.py FC_COMPACT)."""
+        heads = self._fp_rows[: int(self._fp_state[L.FP_COUNT]), L.FC_HEAD]
+        return int(np.count_nonzero(heads & L.FC_COMPACT))
+
     @property
     def stats(self) -> dict:
         ks = self.kstats
@@ -457,6 +462,7 @@ class DatapathEngine:
             "megaflows": len(self.megaflow),
             "megaflow_masks": self.megaflow.n_masks,
             "fast_path_entries": int(self._fp_state[L.FP_COUNT]),
+            "fast_path_compact_entries": self._compact_entries(),
             "programs": len(self._programs),
         }
 
