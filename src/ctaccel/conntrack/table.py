@@ -16,9 +16,11 @@ Design:
   tuple (handle ``slot*2+1``). One probe with a packet's tuple therefore finds the connection
   and tells whether the packet travels in the reply direction. The hash is *not* symmetric;
   with two entries per connection it does not need to be.
-- Linear probing; each bucket stores ``handle + 1`` (0 = empty) and the full 32-bit hash, so
-  probing compares hashes before touching the connection row, and deletion can shift later
-  entries back without recomputing hashes (backward-shift deletion: no tombstones, ever).
+- ctaccel.hashtable's open addressing, index layout: linear probing; each bucket stores
+  ``handle + 1`` (0 = empty) and the full 32-bit hash, so probing compares hashes before
+  touching the connection row, and deletion can shift later entries back without recomputing
+  hashes (backward-shift deletion: no tombstones, ever). This module gives it the tuple hash
+  and the comparison of a tuple with a connection's row.
 - The index has at least four buckets per connection row (load factor <= 0.5 when every row
   is in use). Growth is Python-side: :func:`grow_tables` allocates bigger arrays, copies the
   rows and rebuilds the index; the kernels never allocate.
@@ -53,6 +55,14 @@ from ctaccel.conntrack.layout import (
     C_USED,
     C_ZONE,
     CONN_WIDTH,
+)
+from ctaccel.hashtable import (
+    INDEX_LAYOUT,
+    index_add,
+    index_ref,
+    index_remove,
+    open_addressing,
+    slots_for,
 )
 from ctaccel.jit import njit
 
@@ -251,69 +261,31 @@ def row_matches(conns, slot, reply, tup):
 
 
 @njit(forceinline=True)
+def _handle_matches(t, b, tup):
+    """Index bucket ``b`` holds the connection direction whose tuple is ``tup``
+    (``t = (index, conns)``)."""
+    handle = index_ref(t[0], b)
+    return row_matches(t[1], handle >> 1, handle & 1, tup)
+
+
+_find = open_addressing(INDEX_LAYOUT, _handle_matches).find
+
+
+@njit(forceinline=True)
 def index_lookup(conns, index, tup, h):
     """Handle (``slot*2 + reply``) of the connection with tuple ``tup`` (hash ``h``), or -1.
 
     Expiry is not checked here: the caller decides what an expired connection means.
     """
-    mask = index.shape[0] - 1
-    b = h & mask
-    while True:
-        entry = index[b, 0]
-        if entry == 0:
-            return -1
-        if index[b, 1] == h:
-            handle = entry - 1
-            slot = handle >> 1
-            reply = handle & 1
-            if row_matches(conns, slot, reply, tup):
-                # A connection whose two tuples are equal (src == dst, sport == dport):
-                # OVS compares the original key first, so report the original direction.
-                if reply == 1 and row_matches(conns, slot, 0, tup):
-                    return slot * 2
-                return handle
-        b = (b + 1) & mask
-
-
-@njit(forceinline=True)
-def index_insert(index, handle, h):
-    """Add an entry; the index must have a free bucket (guaranteed by its sizing)."""
-    mask = index.shape[0] - 1
-    b = h & mask
-    while index[b, 0] != 0:
-        b = (b + 1) & mask
-    index[b, 0] = handle + 1
-    index[b, 1] = h
-
-
-@njit
-def index_remove(index, handle, h):
-    """Remove the entry for ``handle`` (hash ``h``), shifting later entries back.
-
-    Backward shift: after emptying bucket ``hole``, walk the cluster that follows; an entry
-    may move into the hole when its home bucket is not cyclically inside (hole, its bucket].
-    """
-    mask = index.shape[0] - 1
-    b = h & mask
-    while True:
-        if index[b, 0] == 0:
-            return False  # not present (would be a bug in the caller)
-        if index[b, 0] == handle + 1:
-            break
-        b = (b + 1) & mask
-    hole = b
-    j = (hole + 1) & mask
-    while index[j, 0] != 0:
-        home = index[j, 1] & mask
-        # distance from home to j versus from home to the hole, both cyclic
-        if ((j - home) & mask) >= ((j - hole) & mask):
-            index[hole, 0] = index[j, 0]
-            index[hole, 1] = index[j, 1]
-            hole = j
-        j = (j + 1) & mask
-    index[hole, 0] = 0
-    index[hole, 1] = 0
-    return True
+    b = _find((index, conns), tup, h)
+    if b < 0:
+        return -1
+    handle = index_ref(index, b)
+    # A connection whose two tuples are equal (src == dst, sport == dport): OVS compares the
+    # original key first, so report the original direction.
+    if handle & 1 == 1 and row_matches(conns, handle >> 1, 0, tup):
+        return handle - 1
+    return handle
 
 
 @njit(forceinline=True)
@@ -375,8 +347,8 @@ def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms):
         conns[slot, C_DPORT] = tup[T_DWORD]
         conns[slot, C_R_SPORT] = rtup[T_SWORD]
         conns[slot, C_R_DPORT] = rtup[T_DWORD]
-    index_insert(index, slot * 2, tuple_hash(tup))
-    index_insert(index, slot * 2 + 1, tuple_hash(rtup))
+    index_add(index, slot * 2, tuple_hash(tup))
+    index_add(index, slot * 2 + 1, tuple_hash(rtup))
     stats[ST_N_CONNS] += 1
     return slot
 
@@ -403,7 +375,7 @@ def rebuild_index(conns, index, free_slots, stats):
         if conns[slot, C_USED] != 0:
             n_used += 1
             for reply in range(2):
-                index_insert(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
+                index_add(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
         else:
             free_slots[top] = slot
             top += 1
@@ -413,10 +385,7 @@ def rebuild_index(conns, index, free_slots, stats):
 
 def index_buckets_for(capacity: int) -> int:
     """Power-of-two bucket count with at least BUCKETS_PER_ROW buckets per row."""
-    n = 1
-    while n < BUCKETS_PER_ROW * max(int(capacity), 1):
-        n <<= 1
-    return n
+    return slots_for(capacity, BUCKETS_PER_ROW)
 
 
 def new_tables(capacity: int, max_conns: int):
