@@ -47,7 +47,7 @@ _delete_at = OPS.delete_at
 @njit
 def put(index, rows, k, h):
     """Map key number ``k`` (row ``k``) in; True when it was new."""
-    s, found = _find_or_free((index, rows), rows[k], h)
+    s, found = _find_or_free(rows[k], h, index, rows)
     if not found:
         H.index_store(index, s, k, h)
     return not found
@@ -55,18 +55,17 @@ def put(index, rows, k, h):
 
 @njit
 def get(index, rows, key, h):
-    s = _find((index, rows), key, h)
+    s = _find(key, h, index, rows)
     return -1 if s < 0 else H.index_ref(index, s)
 
 
 @njit
 def delete(index, rows, key, h):
-    t = (index, rows)
-    s = _find(t, key, h)
+    s = _find(key, h, index, rows)
     if s < 0:
         return -1
     r = H.index_ref(index, s)
-    _delete_at(t, s)
+    _delete_at(s, index, rows)
     return r
 
 
@@ -138,21 +137,21 @@ def _run(ops, hash_of, plain: bool):
     index = np.zeros((N_SLOTS, 2), np.int64)
     answers = []
     for op, k in ops:
-        t, key, h = (index, ROWS), ROWS[k], hash_of(k)
+        key, h = ROWS[k], hash_of(k)
         if op == "put":
-            s, found = find_or_free(t, key, h)
+            s, found = find_or_free(key, h, index, ROWS)
             answers.append((int(s), bool(found)))
             if not found:
                 add(index, k, h)
         elif op == "del":
-            s = find(t, key, h)
+            s = find(key, h, index, ROWS)
             answers.append(int(s))
             if s >= 0 and k % 2:
-                delete_at(t, s)
+                delete_at(s, index, ROWS)
             elif s >= 0:
                 assert remove(index, k, h)
         else:
-            answers.append(int(find(t, key, h)))
+            answers.append(int(find(key, h, index, ROWS)))
     return index, answers
 
 

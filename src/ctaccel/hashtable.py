@@ -15,7 +15,9 @@ Design:
   hash, one cache line per probe, the entries themselves in the caller's rows (conntrack,
   megaflow); and the exact table's, whose slots hold the key rows themselves.
 - :func:`open_addressing` (layout, ``matches``) returns the compiled operations, written once
-  here: ``find`` / ``find_or_free`` probe from ``hash & (nslots - 1)`` and compare the stored
+  here, each taking the table's arrays as its last arguments (``*t``: a tuple of arrays built
+  by a caller costs an atomic reference count per array per call, which numba does not
+  always prune: conntrack's lookup ran ~1.9x slower so): ``find`` / ``find_or_free`` probe from ``hash & (nslots - 1)`` and compare the stored
   hash before calling ``matches(t, s, key)``, so a probe rarely reads an entry that does not
   match; ``free_slot`` is where a key known to be absent goes; ``delete_at`` empties a slot
   and shifts the rest of its cluster back (no tombstones, ever: lookups stop at the first
@@ -114,10 +116,10 @@ class Layout(NamedTuple):
 class Ops(NamedTuple):
     """The compiled operations over one layout and one way of comparing keys."""
 
-    find: object  # (t, key, h) -> slot holding key, or -1
-    find_or_free: object  # (t, key, h) -> (slot, found): key's slot, or where it would go
-    free_slot: object  # (t, h) -> where a key known to be absent goes
-    delete_at: object  # (t, s): empty slot s, shifting its cluster back
+    find: object  # (key, h, *t) -> slot holding key, or -1
+    find_or_free: object  # (key, h, *t) -> (slot, found): key's slot, or where it would go
+    free_slot: object  # (h, *t) -> where a key known to be absent goes
+    delete_at: object  # (s, *t): empty slot s, shifting its cluster back
 
 
 def open_addressing(layout: Layout, matches) -> Ops:
@@ -127,7 +129,7 @@ def open_addressing(layout: Layout, matches) -> Ops:
     move, clear = layout.move, layout.clear
 
     @njit(forceinline=True)
-    def find(t, key, h):
+    def find(key, h, *t):
         mask = n_slots(t) - 1
         s = h & mask
         while is_used(t, s):
@@ -137,7 +139,7 @@ def open_addressing(layout: Layout, matches) -> Ops:
         return -1
 
     @njit(forceinline=True)
-    def find_or_free(t, key, h):
+    def find_or_free(key, h, *t):
         mask = n_slots(t) - 1
         s = h & mask
         while is_used(t, s):
@@ -147,7 +149,7 @@ def open_addressing(layout: Layout, matches) -> Ops:
         return s, False
 
     @njit(forceinline=True)
-    def free_slot(t, h):
+    def free_slot(h, *t):
         mask = n_slots(t) - 1
         s = h & mask
         while is_used(t, s):
@@ -155,7 +157,7 @@ def open_addressing(layout: Layout, matches) -> Ops:
         return s
 
     @njit(forceinline=True)
-    def delete_at(t, s):
+    def delete_at(s, *t):
         # Backward shift: walk the cluster after the hole; an entry whose home slot is not
         # cyclically inside (hole, its slot] may move into the hole, which then moves to it.
         mask = n_slots(t) - 1
@@ -234,17 +236,16 @@ _delete_at = INDEX_BY_REF.delete_at
 @njit(forceinline=True)
 def index_add(index, ref, h):
     """Add entry ``ref`` (absent) with hash ``h``; the index must have an empty slot."""
-    index_store(index, _free_slot((index,), h), ref, h)
+    index_store(index, _free_slot(h, index), ref, h)
 
 
 @njit(forceinline=True)
 def index_remove(index, ref, h):
     """Remove entry ``ref`` (hash ``h``), shifting later entries back; False when absent."""
-    t = (index,)
-    s = _find_ref(t, ref, h)
+    s = _find_ref(ref, h, index)
     if s < 0:
         return False
-    _delete_at(t, s)
+    _delete_at(s, index)
     return True
 
 

@@ -20,7 +20,8 @@ Design:
   ``handle + 1`` (0 = empty) and the full 32-bit hash, so probing compares hashes before
   touching the connection row, and deletion can shift later entries back without recomputing
   hashes (backward-shift deletion: no tombstones, ever). This module gives it the tuple hash
-  and the comparison of a tuple with a connection's row.
+  and the comparison of a tuple with a connection's row; insertion and deletion are
+  hashtable's, the lookup loop is written out here (see :func:`index_lookup`).
 - The index has at least four buckets per connection row (load factor <= 0.5 when every row
   is in use). Growth is Python-side: :func:`grow_tables` allocates bigger arrays, copies the
   rows and rebuilds the index; the kernels never allocate.
@@ -56,14 +57,7 @@ from ctaccel.conntrack.layout import (
     C_ZONE,
     CONN_WIDTH,
 )
-from ctaccel.hashtable import (
-    INDEX_LAYOUT,
-    index_add,
-    index_ref,
-    index_remove,
-    open_addressing,
-    slots_for,
-)
+from ctaccel.hashtable import index_add, index_remove, slots_for
 from ctaccel.jit import njit
 
 # --- lookup tuple columns -----------------------------------------------------------------
@@ -261,31 +255,32 @@ def row_matches(conns, slot, reply, tup):
 
 
 @njit(forceinline=True)
-def _handle_matches(t, b, tup):
-    """Index bucket ``b`` holds the connection direction whose tuple is ``tup``
-    (``t = (index, conns)``)."""
-    handle = index_ref(t[0], b)
-    return row_matches(t[1], handle >> 1, handle & 1, tup)
-
-
-_find = open_addressing(INDEX_LAYOUT, _handle_matches).find
-
-
-@njit(forceinline=True)
 def index_lookup(conns, index, tup, h):
     """Handle (``slot*2 + reply``) of the connection with tuple ``tup`` (hash ``h``), or -1.
 
-    Expiry is not checked here: the caller decides what an expired connection means.
+    Expiry is not checked here: the caller decides what an expired connection means. The one
+    probe loop not taken from ctaccel.hashtable: through its ``find`` (a matcher reading
+    ``conns`` from the table's arguments) numba kept reference counting around the lookup,
+    ~1.5x its time per packet (conntrack's hottest loop), so it is written out here, the same
+    probe sequence over the same index layout.
     """
-    b = _find((index, conns), tup, h)
-    if b < 0:
-        return -1
-    handle = index_ref(index, b)
-    # A connection whose two tuples are equal (src == dst, sport == dport): OVS compares the
-    # original key first, so report the original direction.
-    if handle & 1 == 1 and row_matches(conns, handle >> 1, 0, tup):
-        return handle - 1
-    return handle
+    mask = index.shape[0] - 1
+    b = h & mask
+    while True:
+        entry = index[b, 0]
+        if entry == 0:
+            return -1
+        if index[b, 1] == h:
+            handle = entry - 1
+            slot = handle >> 1
+            reply = handle & 1
+            if row_matches(conns, slot, reply, tup):
+                # A connection whose two tuples are equal (src == dst, sport == dport):
+                # OVS compares the original key first, so report the original direction.
+                if reply == 1 and row_matches(conns, slot, 0, tup):
+                    return slot * 2
+                return handle
+        b = (b + 1) & mask
 
 
 @njit(forceinline=True)

@@ -106,7 +106,7 @@ _delete_at = _SLOTS.delete_at
 @njit(forceinline=True)
 def em_lookup_hashed(keys, used, value, hashes, key, h):
     """``em_lookup`` with the key's ``hash_row`` already computed."""
-    s = _find((keys, used, value, hashes), key, h)
+    s = _find(key, h, keys, used, value, hashes)
     if s < 0:
         return -1
     return value[s]
@@ -121,11 +121,10 @@ def em_lookup(keys, used, value, hashes, state, key):
 @njit
 def em_lookup_batch(keys, used, value, hashes, state, qkeys, out):
     """``out[i]`` = value of ``qkeys[i]`` or -1, for every row; returns the number of hits."""
-    t = (keys, used, value, hashes)
     hits = 0
     for i in range(qkeys.shape[0]):
         row = qkeys[i]
-        s = _find(t, row, hash_row(row))
+        s = _find(row, hash_row(row), keys, used, value, hashes)
         if s < 0:
             out[i] = -1
         else:
@@ -138,7 +137,7 @@ def em_lookup_batch(keys, used, value, hashes, state, qkeys, out):
 def em_insert(keys, used, value, hashes, state, key, val):
     """Store ``key -> val`` (overwriting an existing value); returns the slot or ``EM_FULL``."""
     h = hash_row(key)
-    s, found = _find_or_free((keys, used, value, hashes), key, h)
+    s, found = _find_or_free(key, h, keys, used, value, hashes)
     if found:
         value[s] = val
         return s
@@ -156,12 +155,11 @@ def em_insert(keys, used, value, hashes, state, key, val):
 @njit
 def em_delete(keys, used, value, hashes, state, key):
     """Remove ``key`` (backward shift); returns its value, or -1 when absent."""
-    t = (keys, used, value, hashes)
-    s = _find(t, key, hash_row(key))
+    s = _find(key, hash_row(key), keys, used, value, hashes)
     if s < 0:
         return -1
     old = value[s]
-    _delete_at(t, s)
+    _delete_at(s, keys, used, value, hashes)
     state[ES_COUNT] -= 1
     return old
 
