@@ -2,10 +2,14 @@
 
 What: the hash of an int64 key row (:func:`hash_row`, built from :func:`hash_column` and
 :func:`hash_finish`) and the algorithm of a power-of-two table with linear probing and
-backward-shift deletion: find a key, find where a new key goes, delete a slot. It serves
-conntrack's connection index (conntrack/table.py), the megaflow cache (datapath/megaflow.py)
-and the exact-match cache of the fast path (datapath/exact.py); each keeps only what is its
-own (what a key is, how it is compared, what a slot carries).
+backward-shift deletion: find a key, find where a new key goes, delete a slot, sizing. Users:
+the exact-match cache of the fast path (datapath/exact.py: every operation), conntrack's
+connection index (conntrack/table.py: insertion, deletion, sizing) and the megaflow cache
+(datapath/megaflow.py: row hash, insertion, sizing). Each keeps only what is its own (what a
+key is, how it is compared, what a slot carries). Conntrack's and megaflow's *lookup* loops
+stay written out in their modules, the same probe sequence over :data:`INDEX_LAYOUT`: through
+``find`` with a matcher that reads their entry arrays, numba kept reference counting around
+every lookup (conntrack 1.5x, megaflow up to 3.7x its lookup time, micro-benchmarks).
 
 Design:
 - A table is a tuple ``t`` of numpy arrays; a :class:`Layout` says how to read and write one
@@ -17,9 +21,9 @@ Design:
 - :func:`open_addressing` (layout, ``matches``) returns the compiled operations, written once
   here, each taking the table's arrays as its last arguments (``*t``: a tuple of arrays built
   by a caller costs an atomic reference count per array per call, which numba does not
-  always prune: conntrack's lookup ran ~1.9x slower so): ``find`` / ``find_or_free`` probe from ``hash & (nslots - 1)`` and compare the stored
-  hash before calling ``matches(t, s, key)``, so a probe rarely reads an entry that does not
-  match; ``free_slot`` is where a key known to be absent goes; ``delete_at`` empties a slot
+  always prune: conntrack's lookup ran ~1.9x slower so). ``find`` / ``find_or_free`` probe
+  from ``hash & (nslots - 1)`` and compare the stored hash before calling
+  ``matches(t, s, key)``, so a probe rarely reads an entry that does not match; ``free_slot`` is where a key known to be absent goes; ``delete_at`` empties a slot
   and shifts the rest of its cluster back (no tombstones, ever: lookups stop at the first
   empty slot however long the table lives). Every callback and operation is
   ``njit(forceinline=True)``: LLVM inlines them into each kernel, so the probe loop is what a
