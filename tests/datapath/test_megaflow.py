@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from ctaccel.datapath.exact import python_source
 from ctaccel.datapath.megaflow import (
     MF_FULL,
     MF_RECIRC,
@@ -29,6 +28,7 @@ from ctaccel.datapath.megaflow import (
     mf_insert,
     mf_lookup,
 )
+from ctaccel.hashtable import python_source
 from ctaccel.packet import key as K
 
 # Columns the random keys vary in; everything else stays 0. A 48-bit MAC, the in_port, a
@@ -206,16 +206,16 @@ def test_kernel_reports_full_and_changes_nothing(jit):
     lookup = mf_lookup if jit else python_source(mf_lookup)
     mask_a = vector({K.IN_PORT: 0xFFFF})
     mask_b = vector({K.TP_DST: 0xFFFF})
-    assert insert(*cache.tables, mask_a, vector({K.IN_PORT: 1}), 10) == 0
+    assert insert(cache.tables, mask_a, vector({K.IN_PORT: 1}), 10) == 0
     before = [a.copy() for a in cache.tables]
     # a second mask when the only mask slot is taken
-    assert insert(*cache.tables, mask_b, vector({K.TP_DST: 80}), 11) == MF_FULL
+    assert insert(cache.tables, mask_b, vector({K.TP_DST: 80}), 11) == MF_FULL
     for a, b in zip(cache.tables, before, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert insert(*cache.tables, mask_a, vector({K.IN_PORT: 2}), 12) == 1
+    assert insert(cache.tables, mask_a, vector({K.IN_PORT: 2}), 12) == 1
     # entry rows used up; an existing entry can still be updated
-    assert insert(*cache.tables, mask_a, vector({K.IN_PORT: 3}), 13) == MF_FULL
-    assert insert(*cache.tables, mask_a, vector({K.IN_PORT: 1, K.TP_DST: 5}), 14) == 0
+    assert insert(cache.tables, mask_a, vector({K.IN_PORT: 3}), 13) == MF_FULL
+    assert insert(cache.tables, mask_a, vector({K.IN_PORT: 1, K.TP_DST: 5}), 14) == 0
     assert lookup(*cache.tables, vector({K.IN_PORT: 1})) == 0
     assert cache.value(0) == 14 and cache.state[MS_N_ENTRIES] == 2
     # The Python method grows and succeeds.

@@ -16,9 +16,12 @@ Design:
   tuple (handle ``slot*2+1``). One probe with a packet's tuple therefore finds the connection
   and tells whether the packet travels in the reply direction. The hash is *not* symmetric;
   with two entries per connection it does not need to be.
-- Linear probing; each bucket stores ``handle + 1`` (0 = empty) and the full 32-bit hash, so
-  probing compares hashes before touching the connection row, and deletion can shift later
-  entries back without recomputing hashes (backward-shift deletion: no tombstones, ever).
+- ctaccel.hashtable's open addressing, index layout: linear probing; each bucket stores
+  ``handle + 1`` (0 = empty) and the full 32-bit hash, so probing compares hashes before
+  touching the connection row, and deletion can shift later entries back without recomputing
+  hashes (backward-shift deletion: no tombstones, ever). This module gives it the tuple hash
+  and the comparison of a tuple with a connection's row; insertion and deletion are
+  hashtable's, the lookup loop is written out here (see :func:`index_lookup`).
 - The index has at least four buckets per connection row (load factor <= 0.5 when every row
   is in use). Growth is Python-side: :func:`grow_tables` allocates bigger arrays, copies the
   rows and rebuilds the index; the kernels never allocate.
@@ -54,6 +57,7 @@ from ctaccel.conntrack.layout import (
     C_ZONE,
     CONN_WIDTH,
 )
+from ctaccel.hashtable import index_add, index_remove, slots_for
 from ctaccel.jit import njit
 
 # --- lookup tuple columns -----------------------------------------------------------------
@@ -254,7 +258,11 @@ def row_matches(conns, slot, reply, tup):
 def index_lookup(conns, index, tup, h):
     """Handle (``slot*2 + reply``) of the connection with tuple ``tup`` (hash ``h``), or -1.
 
-    Expiry is not checked here: the caller decides what an expired connection means.
+    Expiry is not checked here: the caller decides what an expired connection means. The one
+    probe loop not taken from ctaccel.hashtable: through its ``find`` (a matcher reading
+    ``conns`` from the table's arguments) numba kept reference counting around the lookup,
+    ~1.5x its time per packet (conntrack's hottest loop), so it is written out here, the same
+    probe sequence over the same index layout.
     """
     mask = index.shape[0] - 1
     b = h & mask
@@ -273,47 +281,6 @@ def index_lookup(conns, index, tup, h):
                     return slot * 2
                 return handle
         b = (b + 1) & mask
-
-
-@njit(forceinline=True)
-def index_insert(index, handle, h):
-    """Add an entry; the index must have a free bucket (guaranteed by its sizing)."""
-    mask = index.shape[0] - 1
-    b = h & mask
-    while index[b, 0] != 0:
-        b = (b + 1) & mask
-    index[b, 0] = handle + 1
-    index[b, 1] = h
-
-
-@njit
-def index_remove(index, handle, h):
-    """Remove the entry for ``handle`` (hash ``h``), shifting later entries back.
-
-    Backward shift: after emptying bucket ``hole``, walk the cluster that follows; an entry
-    may move into the hole when its home bucket is not cyclically inside (hole, its bucket].
-    """
-    mask = index.shape[0] - 1
-    b = h & mask
-    while True:
-        if index[b, 0] == 0:
-            return False  # not present (would be a bug in the caller)
-        if index[b, 0] == handle + 1:
-            break
-        b = (b + 1) & mask
-    hole = b
-    j = (hole + 1) & mask
-    while index[j, 0] != 0:
-        home = index[j, 1] & mask
-        # distance from home to j versus from home to the hole, both cyclic
-        if ((j - home) & mask) >= ((j - hole) & mask):
-            index[hole, 0] = index[j, 0]
-            index[hole, 1] = index[j, 1]
-            hole = j
-        j = (j + 1) & mask
-    index[hole, 0] = 0
-    index[hole, 1] = 0
-    return True
 
 
 @njit(forceinline=True)
@@ -375,8 +342,8 @@ def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms):
         conns[slot, C_DPORT] = tup[T_DWORD]
         conns[slot, C_R_SPORT] = rtup[T_SWORD]
         conns[slot, C_R_DPORT] = rtup[T_DWORD]
-    index_insert(index, slot * 2, tuple_hash(tup))
-    index_insert(index, slot * 2 + 1, tuple_hash(rtup))
+    index_add(index, slot * 2, tuple_hash(tup))
+    index_add(index, slot * 2 + 1, tuple_hash(rtup))
     stats[ST_N_CONNS] += 1
     return slot
 
@@ -403,7 +370,7 @@ def rebuild_index(conns, index, free_slots, stats):
         if conns[slot, C_USED] != 0:
             n_used += 1
             for reply in range(2):
-                index_insert(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
+                index_add(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
         else:
             free_slots[top] = slot
             top += 1
@@ -413,10 +380,7 @@ def rebuild_index(conns, index, free_slots, stats):
 
 def index_buckets_for(capacity: int) -> int:
     """Power-of-two bucket count with at least BUCKETS_PER_ROW buckets per row."""
-    n = 1
-    while n < BUCKETS_PER_ROW * max(int(capacity), 1):
-        n <<= 1
-    return n
+    return slots_for(capacity, BUCKETS_PER_ROW)
 
 
 def new_tables(capacity: int, max_conns: int):

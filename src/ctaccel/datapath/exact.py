@@ -1,4 +1,4 @@
-"""Exact-match table over fixed-width int64 rows, and the row hash shared by the caches.
+"""Exact-match table over fixed-width int64 rows: the fast path's cache.
 
 What: the lookup structure of the assume-established fast path. A key is an int64 row of a
 width ``W`` chosen at construction (the engine picks the header columns it keys on); a value is
@@ -7,24 +7,18 @@ the ``em_*`` kernels do the work on arrays passed as arguments, so compiled code
 insert and delete without touching Python objects.
 
 Design:
-- Open addressing with linear probing, the key rows stored in the slots themselves:
+- Open addressing with linear probing (ctaccel.hashtable's algorithm, this module gives it the
+  slot layout and the key comparison), the key rows stored in the slots themselves:
   ``keys[nslots, W]``, ``used[nslots]`` (uint8, 1 = occupied), ``value[nslots]`` and
-  ``hashes[nslots]`` (the row's full 63-bit hash, compared before the row so a probe rarely
-  reads a row that does not match). ``state`` is a small int64 vector (``ES_*`` columns) with
-  the entry count and the load limit, so kernels can refuse an insert instead of allocating.
+  ``hashes[nslots]`` (the row's full 63-bit :func:`hash_row`, compared before the row so a
+  probe rarely reads a row that does not match). ``state`` is a small int64 vector (``ES_*``
+  columns) with the entry count and the load limit, so kernels can refuse an insert instead of
+  allocating.
 - Every kernel takes the same arrays in the same order, ``ExactTable.tables``:
   ``(keys, used, value, hashes, state)``, then its own arguments.
 - Deletion is backward shift (no tombstones): after emptying a slot, later members of the
   probe cluster move back when their home slot allows it, so a lookup can stop at the first
   empty slot forever, and a long-running table never degrades.
-- The hash (:func:`hash_column` / :func:`hash_finish`) mixes each column on its own (one
-  multiply and a xorshift, seeded by the column's position), adds the mixes into two
-  32-bit lanes with different weights and avalanches each lane; the result has 63 bits, the
-  bucket index uses the low lane. Columns do not wait on each other, so the CPU overlaps their
-  multiplies. Every product is a value below 2**32 times a constant below 2**31 (or a small
-  weight), so nothing ever overflows int64: results are identical compiled and as plain
-  Python (numba may assume signed multiplies do not wrap, so code relying on wrapping is
-  unsafe there).
 - Small helpers are ``forceinline=True`` (inlined by LLVM, see ctaccel.jit): a call per
   probe tripled the megaflow lookup time.
 - Growth is Python-side (``grow``): bigger arrays, every entry re-inserted. Kernels never
@@ -43,6 +37,8 @@ from __future__ import annotations
 import numpy as np
 
 from ctaccel.arrays import prefaulted_zeros
+from ctaccel.hashtable import Layout, hash_row, open_addressing, python_source
+from ctaccel.hashtable import slots_for as _slots_for
 from ctaccel.jit import njit
 
 # --- state vector -------------------------------------------------------------------------
@@ -52,87 +48,65 @@ ES_WIDTH = 4
 
 EM_FULL = -2  # em_insert: no room for a new key (grow, then retry)
 
-# --- hash constants -----------------------------------------------------------------------
-M32 = 0xFFFFFFFF
-# Odd multipliers below 2**31: (value < 2**32) * multiplier < 2**63, never an overflow.
-HASH_MUL_A = 0x5BD1E995
-HASH_MUL_B = 0x27D4EB2D
-HASH_SEED_A = 0x9E3779B9
-HASH_SEED_B = 0x85EBCA6B
-
 LOAD_NUM = 1  # load limit = nslots * LOAD_NUM // LOAD_DEN
 LOAD_DEN = 2
 
 
+# --- the slot layout: t = (keys, used, value, hashes) ------------------------------------------
 @njit(forceinline=True)
-def hash_column(a, b, col, v):
-    """Fold column ``col`` holding ``v`` into the lanes ``(a, b)``; returns the new lanes.
-
-    Each column first gets its own 32-bit mix (xor a seed from its position, multiply, then a
-    xorshift so that neighbouring values do not differ by a constant; the high bits join
-    after the multiply); the lanes add the mixes with different odd weights, and
-    :func:`hash_finish` avalanches them. Columns are independent of one another, so
-    the CPU overlaps their multiplies instead of waiting on one long chain.
-    """
-    lo = v & M32
-    hi = (v >> 32) & M32
-    t = ((lo ^ (((col + 1) * HASH_SEED_A) & M32)) * HASH_MUL_A) & M32
-    t = t ^ (t >> 15) ^ hi
-    # a and b stay below 2**32 * (sum of weights): far from overflow for any row width.
-    return (a + t) & M32, (b + t * (2 * col + 1)) & M32
+def _n_slots(t):
+    return t[1].shape[0]
 
 
 @njit(forceinline=True)
-def _avalanche(x, m1, m2):
-    x ^= x >> 16
-    x = (x * m1) & M32
-    x ^= x >> 13
-    x = (x * m2) & M32
-    return x ^ (x >> 16)
+def _is_used(t, s):
+    return t[1][s] != 0
 
 
 @njit(forceinline=True)
-def hash_finish(a, b):
-    """Join the lanes into a non-negative 63-bit hash (the low 32 bits come from lane b)."""
-    a = _avalanche(a, HASH_MUL_B, HASH_MUL_A)
-    b = _avalanche(b, HASH_MUL_A, HASH_MUL_B)
-    return ((a & 0x7FFFFFFF) << 32) | b
+def _slot_hash(t, s):
+    return t[3][s]
 
 
 @njit(forceinline=True)
-def hash_row(row):
-    """63-bit hash of a 1-D int64 row (every column, by position)."""
-    a = HASH_SEED_A
-    b = HASH_SEED_B
-    for c in range(row.shape[0]):
-        a, b = hash_column(a, b, c, row[c])
-    return hash_finish(a, b)
+def _move(t, src, dst):
+    keys, used, value, hashes = t
+    for c in range(keys.shape[1]):
+        keys[dst, c] = keys[src, c]
+    value[dst] = value[src]
+    hashes[dst] = hashes[src]
+    used[dst] = 1
 
 
 @njit(forceinline=True)
-def _row_equals(keys, slot, key):
+def _clear(t, s):
+    keys, used, value, hashes = t
+    for c in range(keys.shape[1]):
+        keys[s, c] = 0
+    used[s] = 0
+    value[s] = 0
+    hashes[s] = 0
+
+
+@njit(forceinline=True)
+def _row_equals(t, s, key):
+    keys = t[0]
     for c in range(key.shape[0]):
-        if keys[slot, c] != key[c]:
+        if keys[s, c] != key[c]:
             return False
     return True
 
 
-@njit(forceinline=True)
-def _find_slot(keys, used, hashes, key, h):
-    """Slot holding ``key`` (hash ``h``), or -1."""
-    slot_mask = used.shape[0] - 1
-    s = h & slot_mask
-    while used[s] != 0:
-        if hashes[s] == h and _row_equals(keys, s, key):
-            return s
-        s = (s + 1) & slot_mask
-    return -1
+_SLOTS = open_addressing(Layout(_n_slots, _is_used, _slot_hash, _move, _clear), _row_equals)
+_find = _SLOTS.find
+_find_or_free = _SLOTS.find_or_free
+_delete_at = _SLOTS.delete_at
 
 
 @njit(forceinline=True)
 def em_lookup_hashed(keys, used, value, hashes, key, h):
     """``em_lookup`` with the key's ``hash_row`` already computed."""
-    s = _find_slot(keys, used, hashes, key, h)
+    s = _find(key, h, keys, used, value, hashes)
     if s < 0:
         return -1
     return value[s]
@@ -150,7 +124,7 @@ def em_lookup_batch(keys, used, value, hashes, state, qkeys, out):
     hits = 0
     for i in range(qkeys.shape[0]):
         row = qkeys[i]
-        s = _find_slot(keys, used, hashes, row, hash_row(row))
+        s = _find(row, hash_row(row), keys, used, value, hashes)
         if s < 0:
             out[i] = -1
         else:
@@ -163,13 +137,10 @@ def em_lookup_batch(keys, used, value, hashes, state, qkeys, out):
 def em_insert(keys, used, value, hashes, state, key, val):
     """Store ``key -> val`` (overwriting an existing value); returns the slot or ``EM_FULL``."""
     h = hash_row(key)
-    slot_mask = used.shape[0] - 1
-    s = h & slot_mask
-    while used[s] != 0:
-        if hashes[s] == h and _row_equals(keys, s, key):
-            value[s] = val
-            return s
-        s = (s + 1) & slot_mask
+    s, found = _find_or_free(key, h, keys, used, value, hashes)
+    if found:
+        value[s] = val
+        return s
     if state[ES_COUNT] >= state[ES_LIMIT]:
         return EM_FULL
     for c in range(key.shape[0]):
@@ -181,40 +152,14 @@ def em_insert(keys, used, value, hashes, state, key, val):
     return s
 
 
-@njit(forceinline=True)
-def _clear_slot(keys, used, value, hashes, s):
-    for c in range(keys.shape[1]):
-        keys[s, c] = 0
-    used[s] = 0
-    value[s] = 0
-    hashes[s] = 0
-
-
 @njit
 def em_delete(keys, used, value, hashes, state, key):
-    """Remove ``key``; returns its value, or -1 when absent.
-
-    Backward shift: walk the cluster after the hole; an entry whose home slot is not
-    cyclically inside (hole, its slot] may move into the hole, which then moves to it.
-    """
-    s = _find_slot(keys, used, hashes, key, hash_row(key))
+    """Remove ``key`` (backward shift); returns its value, or -1 when absent."""
+    s = _find(key, hash_row(key), keys, used, value, hashes)
     if s < 0:
         return -1
     old = value[s]
-    slot_mask = used.shape[0] - 1
-    hole = s
-    j = (hole + 1) & slot_mask
-    while used[j] != 0:
-        home = hashes[j] & slot_mask
-        if ((j - home) & slot_mask) >= ((j - hole) & slot_mask):
-            for c in range(keys.shape[1]):
-                keys[hole, c] = keys[j, c]
-            value[hole] = value[j]
-            hashes[hole] = hashes[j]
-            used[hole] = 1
-            hole = j
-        j = (j + 1) & slot_mask
-    _clear_slot(keys, used, value, hashes, hole)
+    _delete_at(s, keys, used, value, hashes)
     state[ES_COUNT] -= 1
     return old
 
@@ -229,15 +174,7 @@ def em_reinsert_all(old_keys, old_used, old_value, keys, used, value, hashes, st
 
 def slots_for(capacity: int) -> int:
     """Power-of-two slot count whose load limit holds at least ``capacity`` entries."""
-    n = 4
-    while n * LOAD_NUM // LOAD_DEN < max(int(capacity), 1):
-        n <<= 1
-    return n
-
-
-def python_source(kernel):
-    """The plain-Python function behind a kernel (itself when NUMBA_DISABLE_JIT=1)."""
-    return getattr(kernel, "py_func", kernel)
+    return _slots_for(max(int(capacity), 1) * LOAD_DEN // LOAD_NUM, 1, 4)
 
 
 def _kernels(jit: bool):

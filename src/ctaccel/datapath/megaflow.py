@@ -14,17 +14,20 @@ Design:
   Hits are counted per mask; :meth:`MegaflowCache.resort` (Python, between batches) sorts the
   order by hits since the previous sort, most first, ties keeping their order, and restarts
   the counts, as dpif-netdev re-sorts its subtables by recent hits.
-- One open-addressing index for all entries, keyed by (mask id, masked key):
-  ``index[nbuckets, 2]`` holds ``entry + 1`` (0 = empty) and the 63-bit hash, in one cache
-  line per probe. Entry rows are allocated in insertion order (``entry_key``, full width with
-  zeros outside the mask, ``entry_mask_id``, ``entry_value``, ``entry_hits``), so an entry
-  index is stable until the next :meth:`flush` or :meth:`grow`.
+- One open-addressing index for all entries, keyed by (mask id, masked key): ctaccel.hashtable's
+  index layout, ``index[nbuckets, 2]`` holding ``entry + 1`` (0 = empty) and the 63-bit hash,
+  in one cache line per probe; this module gives it the masked hash and comparison (insertion
+  is hashtable's; the lookup loop is written out, see :func:`_probe`). Entry
+  rows are allocated in insertion order (``entry_key``, full width with zeros outside the
+  mask, ``entry_mask_id``, ``entry_value``, ``entry_hits``), so an entry index is stable until
+  the next :meth:`flush` or :meth:`grow`.
 - Invalidation is wholesale: :meth:`flush` drops every entry and mask (rule change), in place.
   There is no per-entry deletion yet (OVS's revalidators expire idle megaflows one by one).
-- Every kernel takes ``MegaflowCache.tables`` as its leading arguments, in that order. Kernels
+- Every kernel takes ``MegaflowCache.tables`` (a tuple, ``MegaflowTables``' order) as its first
+  argument, except :func:`mf_lookup`, which the VM calls with the arrays spread out. Kernels
   never allocate: ``mf_insert`` returns ``MF_FULL`` when the entry rows or the mask slots are
   used up, and Python grows (new arrays, index rebuilt) or flushes.
-- Hashing reuses exact.py's lanes, seeded with the mask id.
+- Hashing uses ctaccel.hashtable's row-hash lanes, seeded with the mask id.
 
 Invariants:
 - ``state[MS_N_MASKS]`` masks are in use, ids ``0..n-1``, all distinct, each with at least one
@@ -43,12 +46,14 @@ from __future__ import annotations
 import numpy as np
 
 from ctaccel.arrays import prefaulted_zeros
-from ctaccel.datapath.exact import (
+from ctaccel.hashtable import (
     HASH_SEED_A,
     HASH_SEED_B,
     hash_column,
     hash_finish,
+    index_add,
     python_source,
+    slots_for,
 )
 from ctaccel.jit import njit
 from ctaccel.packet.key import PARSE_FIRST
@@ -97,7 +102,13 @@ def _masked_hash(m, key, masks, mask_cols, ncols):
 
 @njit(forceinline=True)
 def _probe(masks, mask_cols, mask_ncols, entry_key, entry_mask_id, index, m, key):
-    """Entry of mask ``m`` matching ``key``, or -1."""
+    """Entry of mask ``m`` matching ``key``, or -1.
+
+    The probe loop is written out (the same sequence as ctaccel.hashtable's ``find`` over its
+    index layout): through ``find`` with a matcher reading the entry arrays, numba kept
+    reference counting around each probe, 1.1-3.7x the lookup time depending on how the
+    arrays were passed.
+    """
     ncols = mask_ncols[m]
     h = _masked_hash(m, key, masks, mask_cols, ncols)
     bucket_mask = index.shape[0] - 1
@@ -149,27 +160,16 @@ def mf_lookup(
 
 
 @njit
-def mf_lookup_batch(
-    masks,
-    mask_cols,
-    mask_ncols,
-    mask_hits,
-    mask_order,
-    entry_key,
-    entry_mask_id,
-    entry_value,
-    entry_hits,
-    index,
-    state,
-    mf_keys,
-    out_idx,
-):
+def mf_lookup_batch(mf, mf_keys, out_idx):
     """``out_idx[i]`` = entry matching ``mf_keys[i]`` or -1; returns the number of hits.
+    ``mf`` is ``MegaflowCache.tables``.
 
     Mask-major, as dpcls: each mask in order is tried on the keys still unresolved, which
     keeps one mask's columns hot and gives the same answers as one key at a time (the order
     does not change inside a batch).
     """
+    masks, mask_cols, mask_ncols, mask_hits, mask_order = mf[0], mf[1], mf[2], mf[3], mf[4]
+    entry_key, entry_mask_id, entry_hits, index, state = mf[5], mf[6], mf[8], mf[9], mf[10]
     n = mf_keys.shape[0]
     for i in range(n):
         out_idx[i] = -1
@@ -207,38 +207,33 @@ def _find_mask(masks, n_masks, mask):
 
 
 @njit(forceinline=True)
-def _index_add(index, e, h):
-    bucket_mask = index.shape[0] - 1
-    b = h & bucket_mask
-    while index[b, 0] != 0:
-        b = (b + 1) & bucket_mask
-    index[b, 0] = e + 1
-    index[b, 1] = h
+def _add_mask(masks, mask_cols, mask_ncols, mask_hits, mask_order, state, mask):
+    """Append ``mask`` (new) to the masks and to the lookup order; returns its id."""
+    m = state[MS_N_MASKS]
+    ncols = 0
+    for c in range(mask.shape[0]):
+        masks[m, c] = mask[c]
+        if mask[c] != 0:
+            mask_cols[m, ncols] = c
+            ncols += 1
+    mask_ncols[m] = ncols
+    mask_hits[m] = 0
+    mask_order[m] = m
+    state[MS_N_MASKS] = m + 1
+    return m
 
 
 @njit
-def mf_insert(
-    masks,
-    mask_cols,
-    mask_ncols,
-    mask_hits,
-    mask_order,
-    entry_key,
-    entry_mask_id,
-    entry_value,
-    entry_hits,
-    index,
-    state,
-    mask,
-    key,
-    value,
-):
+def mf_insert(mf, mask, key, value):
     """Install ``(mask, key & mask) -> value``; returns the entry index or ``MF_FULL``.
+    ``mf`` is ``MegaflowCache.tables``.
 
     ``key`` may be the full key or already masked. An existing (mask, masked key) entry gets
     the new value and keeps its index and hits. A new mask is appended to the lookup order.
     Nothing changes when the answer is ``MF_FULL``.
     """
+    masks, mask_cols, mask_ncols, mask_hits, mask_order = mf[:5]
+    entry_key, entry_mask_id, entry_value, entry_hits, index, state = mf[5:]
     n_masks = state[MS_N_MASKS]
     m = _find_mask(masks, n_masks, mask)
     if m >= 0:
@@ -252,42 +247,30 @@ def mf_insert(
     if m < 0:
         if n_masks >= masks.shape[0]:
             return MF_FULL
-        m = n_masks
-        ncols = 0
-        for c in range(mask.shape[0]):
-            masks[m, c] = mask[c]
-            if mask[c] != 0:
-                mask_cols[m, ncols] = c
-                ncols += 1
-        mask_ncols[m] = ncols
-        mask_hits[m] = 0
-        mask_order[n_masks] = m
-        state[MS_N_MASKS] = n_masks + 1
+        m = _add_mask(masks, mask_cols, mask_ncols, mask_hits, mask_order, state, mask)
     for c in range(mask.shape[0]):
         entry_key[e, c] = key[c] & mask[c]
     entry_mask_id[e] = m
     entry_value[e] = value
     entry_hits[e] = 0
-    _index_add(index, e, _masked_hash(m, key, masks, mask_cols, mask_ncols[m]))
+    index_add(index, e, _masked_hash(m, key, masks, mask_cols, mask_ncols[m]))
     state[MS_N_ENTRIES] = e + 1
     return e
 
 
 @njit
-def mf_rebuild_index(masks, mask_cols, mask_ncols, entry_key, entry_mask_id, index, n_entries):
-    """Index every entry row ``0..n_entries-1`` into an empty ``index`` (after growth)."""
+def mf_rebuild_index(mf, n_entries):
+    """Index every entry row ``0..n_entries-1`` into the empty index of ``mf`` (after growth)."""
+    masks, mask_cols, mask_ncols = mf[:3]
+    entry_key, entry_mask_id, index = mf[5], mf[6], mf[9]
     for e in range(n_entries):
         m = entry_mask_id[e]
-        h = _masked_hash(m, entry_key[e], masks, mask_cols, mask_ncols[m])
-        _index_add(index, e, h)
+        index_add(index, e, _masked_hash(m, entry_key[e], masks, mask_cols, mask_ncols[m]))
 
 
 def buckets_for(capacity: int) -> int:
     """Power-of-two bucket count with at least BUCKETS_PER_ENTRY buckets per entry row."""
-    n = 4
-    while n < BUCKETS_PER_ENTRY * max(int(capacity), 1):
-        n <<= 1
-    return n
+    return slots_for(capacity, BUCKETS_PER_ENTRY, 4)
 
 
 def _pick(f, jit: bool):
@@ -386,7 +369,7 @@ class MegaflowCache:
         mask = self._vector(mask, "mask")
         key = self._vector(key, "key")
         while True:
-            e = int(self._insert(*self.tables, mask, key, np.int64(value)))
+            e = int(self._insert(self.tables, mask, key, np.int64(value)))
             if e != MF_FULL:
                 return e
             self.grow()
@@ -402,7 +385,7 @@ class MegaflowCache:
             raise ValueError(f"mf_keys must have shape (n, {MF_WIDTH}), got {mf_keys.shape}")
         if out_idx is None:
             out_idx = np.empty(mf_keys.shape[0], np.int64)
-        self._lookup_batch(*self.tables, mf_keys, out_idx)
+        self._lookup_batch(self.tables, mf_keys, out_idx)
         return out_idx
 
     def value(self, entry: int) -> int:
@@ -446,15 +429,7 @@ class MegaflowCache:
                 strict=True,
             ):
                 new[: prev.shape[0]] = prev
-            self._rebuild(
-                self.masks,
-                self.mask_cols,
-                self.mask_ncols,
-                self.entry_key,
-                self.entry_mask_id,
-                self.index,
-                n_entries,
-            )
+            self._rebuild(self.tables, n_entries)
 
     def entries(self):
         """(mask tuple, masked key tuple, value) of every entry, in entry order."""
