@@ -116,3 +116,13 @@ def test_wildcards_record_examined_fields():
     assert tables.lookup(0, key, wc) is rules[1]
     assert wc[K.REG0] == 0xF and wc[K.TP_DST] == 0xFFFF and wc[K.DL_TYPE] == 0xFFFF
     assert wc[K.NW_PROTO] == 0xFF and wc[K.NW_SRC + 3] == 0
+
+
+def test_rule_ids_belong_to_the_tables_not_the_rules():
+    rules = parse_flows(
+        "priority=3,ip,actions=drop\npriority=2,udp,actions=drop\npriority=1,actions=drop\n"
+    )
+    whole, tail = FlowTables(rules), FlowTables(rules[1:])
+    assert [whole.rule_id(r) for r in rules] == [0, 1, 2]
+    assert [tail.rule_id(r) for r in rules[1:]] == [0, 1]
+    assert whole.rule_id(rules[1]) == 1  # building ``tail`` did not renumber ``whole``

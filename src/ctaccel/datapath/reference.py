@@ -186,7 +186,7 @@ class ReferenceEngine:
             res.last_lookup_missed = False
             res.matched = True
             res.ct_state = K.format_ct_state(int(group.key[K.CT_STATE]))
-            stats = self.rule_stats[rule.rule_id]
+            stats = self.rule_stats[self.tables.rule_id(rule)]
             stats[0] += 1
             stats[1] += len(group.frames[-1])
             table_id = self._execute(group, rule.actions, resubmit_depth)

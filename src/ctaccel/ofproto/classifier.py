@@ -18,7 +18,8 @@ This is the slow path (plain Python, once per megaflow miss), so clarity beats s
 
 Invariants: ``tables[t]`` is sorted by (-priority, order); every rule's match values are
 masked (``value & ~mask == 0``), so a hit is ``key[col] & mask == value`` for each triple;
-``rule.rule_id`` is the rule's index in :meth:`FlowTables.all_rules` (set when built).
+``tables.rule_id(rule)`` is the rule's index in :meth:`FlowTables.all_rules`; the Rule
+objects are never written, so one list of rules may back several FlowTables.
 """
 
 from __future__ import annotations
@@ -75,8 +76,11 @@ class FlowTables:
             self._wild[table_id] = wild
         # A stable integer id per rule (its index in all_rules()): datapath programs name
         # the rules they hit by it (OP_RULE), for counters.
-        for rule_id, rule in enumerate(self.all_rules()):
-            rule.rule_id = rule_id
+        self._ids = {id(rule): i for i, rule in enumerate(self.all_rules())}
+
+    def rule_id(self, rule: Rule) -> int:
+        """The rule's index in :meth:`all_rules` (the id OP_RULE and the counters use)."""
+        return self._ids[id(rule)]
 
     def all_rules(self) -> list[Rule]:
         """Every rule in dump order: table ascending, then lookup order within a table."""

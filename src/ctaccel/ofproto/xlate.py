@@ -142,7 +142,7 @@ class _Translator:
             if rule is None:
                 self.emit(P.OP_MISS)
                 return
-            self.emit(P.OP_RULE, rule.rule_id)
+            self.emit(P.OP_RULE, self.tables.rule_id(rule))
             table_id = self.execute(rule.actions, table_id, resubmit_depth)
 
     def execute(self, actions, table_id: int, resubmit_depth: int):
