@@ -354,6 +354,11 @@ class PcapWriter:
         self._file.write(frame[:incl] if incl < orig else frame)
         self.count += 1
 
+    def write_records(self, blob, n: int) -> None:
+        """Append ``n`` complete records already built (io/records.pcap_records)."""
+        self._file.write(blob)
+        self.count += n
+
     def write_batch(self, data: np.ndarray, offsets, lengths, ts_ns) -> None:
         """Append many frames stored in one buffer (``data[offsets[i]:+lengths[i]]``)."""
         for off, length, ts in zip(offsets, lengths, ts_ns, strict=True):

@@ -1,0 +1,266 @@
+"""Replay through the compiled engine a batch at a time: inputs gathered, outputs written per
+batch, nothing done per packet in Python.
+
+What: :func:`merged_order` gives the processing order of all inputs as arrays (input,
+record, clock); :func:`run_batches` runs them through a DatapathEngine in batches of
+``engine.batch_size`` and :class:`BatchWriter` writes each batch's ``packets.jsonl`` lines and
+per-port pcap records with one compiled call and one write each (io/records.py). The files
+are byte for byte what the per-packet path writes (tests compare them).
+
+Design:
+- The merge order: ``heapq.merge`` of the inputs by (timestamp, input, record), whose heads
+  go in timestamp order even where an input's own timestamps step back, is exactly a stable
+  sort by (the running maximum of the input's timestamps, input, record); the clock
+  (``now_ms``) is the running maximum of the merged timestamps in ms, so it never goes back.
+- A batch's frames are gathered into one buffer (a compiled copy per input); the engine's
+  results are read as arrays (BatchResult): outputs, ct_state codes, drop codes, paths. The
+  few packets the reference engine processed (fragments) carry their own results, which are
+  spliced into the same arrays; their frames go to a third frame buffer.
+- Strings are tokens of a closed vocabulary (every ct_state spelling, the drop reasons, the
+  paths, ``controller``), mapped from codes with lookup arrays.
+
+Invariants: one jsonl line per input packet, in processing order; every output frame is
+written to its port's capture in packet order (outputs of one packet in their order);
+expired connections are swept after the packet whose number is a multiple of SWEEP_EVERY, as
+the per-packet path does (batches end on those packets).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import numpy as np
+
+from ctaccel.datapath import layout as L
+from ctaccel.datapath.reference import CONTROLLER
+from ctaccel.io import records as R
+from ctaccel.io.pcap import PcapWriter
+from ctaccel.ofproto.program import CONTROLLER_PORT, DROP_CODE, DROP_REASON_NAMES
+from ctaccel.packet.key import format_ct_state
+
+CT_CODES = 1 << 12  # ct_state codes the lookup covers (the bits OVS prints)
+
+
+def merged_order(captures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input index, record index, ts_ns) of every packet in processing order."""
+    inp, rec, key, ts = [], [], [], []
+    for i, cap in enumerate(captures):
+        t = np.asarray(cap.ts_ns, np.int64)
+        inp.append(np.full(len(t), i, np.int64))
+        rec.append(np.arange(len(t), dtype=np.int64))
+        key.append(np.maximum.accumulate(t) if len(t) else t)
+        ts.append(t)
+    if not inp:
+        z = np.zeros(0, np.int64)
+        return z, z, z
+    inp_a, rec_a, key_a = (np.concatenate(a) for a in (inp, rec, key))
+    order = np.lexsort((rec_a, inp_a, key_a))
+    return inp_a[order], rec_a[order], np.concatenate(ts)[order]
+
+
+def clock_ms(ts_ns: np.ndarray) -> np.ndarray:
+    """The engine's clock per packet: the running maximum of the timestamps in ms (from 0)."""
+    ms = np.maximum(ts_ns // 1_000_000, 0)
+    return np.maximum.accumulate(ms) if len(ms) else ms
+
+
+def gather_frames(captures, inp, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frames of packets ``(inp[i], rec[i])`` in one writable buffer: (buf, offsets,
+    lengths)."""
+    lengths = np.empty(len(inp), np.int64)
+    src_off = np.empty(len(inp), np.int64)
+    for i, cap in enumerate(captures):
+        sel = inp == i
+        lengths[sel] = cap.lengths[rec[sel]]
+        src_off[sel] = cap.offsets[rec[sel]]
+    offsets = np.zeros(len(inp), np.int64)
+    if len(inp):
+        np.cumsum(lengths[:-1], out=offsets[1:])
+    buf = np.empty(int(lengths.sum()), np.uint8)
+    for i, cap in enumerate(captures):
+        sel = np.flatnonzero(inp == i)
+        if len(sel):
+            R.gather(buf, offsets[sel], cap.data, src_off[sel], lengths[sel])
+    return buf, offsets, lengths
+
+
+class _Vocab:
+    """Codes -> JSON token indexes (lookup arrays), the token table for json_lines."""
+
+    def __init__(self):
+        self.table = R.TokenTable()
+        self.ct = np.full(CT_CODES + 1, -1, np.int64)  # code + 1 -> token (filled lazily)
+        self.ct[0] = self.table.add(None)
+        self.drop = np.array([self.table.add(name or None) for name in DROP_REASON_NAMES],
+                             np.int64)  # fmt: skip
+        self.path = np.array([self.table.add(name) for name in L.PATH_NAMES], np.int64)
+        self.controller = self.table.add(CONTROLLER)
+        self._arrays = None
+
+    def ct_tokens(self, codes: np.ndarray) -> np.ndarray:
+        idx = codes + 1
+        missing = np.unique(idx[self.ct[idx] < 0])
+        for m in missing:
+            self.ct[m] = self.table.add(format_ct_state(int(m) - 1))
+            self._arrays = None
+        return self.ct[idx]
+
+    def token_of(self, value) -> int:
+        before = len(self.table)
+        t = self.table.add(value)
+        if len(self.table) != before:
+            self._arrays = None
+        return t
+
+    def arrays(self):
+        if self._arrays is None:
+            self._arrays = self.table.arrays()
+        return self._arrays
+
+
+class BatchWriter:
+    """packets.jsonl and the per-port captures of a replay, written a batch at a time."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.writers: dict[int, PcapWriter] = {}
+        self.jsonl = open(os.path.join(out_dir, "packets.jsonl"), "wb", buffering=1 << 20)  # noqa: SIM115
+        self.vocab = _Vocab()
+        self.parts = R.json_parts()
+        self.packets_out = 0
+        self.to_controller = 0
+        self.drops: Counter = Counter()
+        self.paths: Counter = Counter()
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+        self.jsonl.close()
+
+    def _writer(self, port: int) -> PcapWriter:
+        w = self.writers.get(port)
+        if w is None:
+            name = "controller.pcap" if port == CONTROLLER_PORT else f"port-{port}.pcap"
+            w = self.writers[port] = PcapWriter(os.path.join(self.out_dir, name))
+        return w
+
+    def write(self, first_n: int, in_ports, ts_ns, frames, br) -> None:
+        """One batch: ``frames`` = (buf, offsets, lengths) as given to the engine, ``br`` its
+        BatchResult."""
+        buf, offsets, lengths = frames
+        res = br.res
+        nb = len(lengths)
+        count = res[:, L.R_NOUT].copy()
+        ct = res[:, L.R_CT_STATE].copy()
+        drop = res[:, L.R_DROP].copy()
+        path = res[:, L.R_PATH]
+        # every output of the compiled packets, in packet order
+        pkt = np.repeat(np.arange(nb, dtype=np.int64), count)
+        within = np.arange(len(pkt), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+        idx = res[pkt, L.R_OUT_START] + within
+        port = br.out_ports[idx]
+        which = np.zeros(len(pkt), np.int64)
+        off = offsets[pkt]
+        if br.out_fofs is not None and len(pkt):
+            fofs = br.out_fofs[idx]
+            rewritten = (fofs >= 0) & (res[pkt, L.R_REWRITTEN] != 0)
+            which[rewritten] = 1
+            off = np.where(rewritten, fofs, off)
+        out_len = lengths[pkt]
+        ct_tok = self.vocab.ct_tokens(ct)
+        drop_tok = self.vocab.drop[drop]
+        extra = np.zeros(0, np.uint8)
+        if br.slow:
+            outs = self._splice_slow(br.slow, count, (ct_tok, drop_tok),
+                                     (pkt, port, which, off, out_len))  # fmt: skip
+            pkt, port, which, off, out_len, extra = outs
+            for j, r in br.slow.items():
+                drop[j] = DROP_CODE.get(r.drop_reason, 0) if r.drop_reason else 0
+        fbuf = br.out_fbuf if br.out_fbuf is not None else extra
+        self._write_pcaps(ts_ns[pkt], port, which, off, out_len, (buf, fbuf, extra))
+        self._write_jsonl(first_n, in_ports, count, port, (ct_tok, drop_tok, self.vocab.path[path]))
+        self.packets_out += int(np.count_nonzero(port != CONTROLLER_PORT))
+        self.to_controller += int(np.count_nonzero(port == CONTROLLER_PORT))
+        for code, n in enumerate(np.bincount(drop, minlength=len(DROP_REASON_NAMES))):
+            if code and n:
+                self.drops[DROP_REASON_NAMES[code]] += int(n)
+        for code, n in enumerate(np.bincount(path, minlength=len(L.PATH_NAMES))):
+            if n:
+                self.paths[L.PATH_NAMES[code]] += int(n)
+
+    def _splice_slow(self, slow, count, toks, outs):
+        """The reference engine's results into the batch's arrays (its packets' outputs,
+        counts and tokens); its frames into a third buffer. Returns the outputs, in packet
+        order, and that buffer."""
+        ct_tok, drop_tok = toks
+        s_pkt, s_port, s_len, frames = [], [], [], []
+        for j in sorted(slow):
+            r = slow[j]
+            count[j] = len(r.outputs)
+            ct_tok[j] = self.vocab.token_of(r.ct_state)
+            drop_tok[j] = self.vocab.token_of(r.drop_reason)
+            for p, frame in r.outputs:
+                b = bytes(frame)
+                s_pkt.append(j)
+                s_port.append(CONTROLLER_PORT if p == CONTROLLER else int(p))
+                s_len.append(len(b))
+                frames.append(b)
+        s_len_a = np.array(s_len, np.int64)
+        s_off = np.zeros(len(s_len_a), np.int64)
+        if len(s_len_a):
+            np.cumsum(s_len_a[:-1], out=s_off[1:])
+        extra = (
+            np.frombuffer(b"".join(frames), np.uint8).copy() if frames else np.zeros(0, np.uint8)
+        )
+        pkt, port, which, off, length = outs
+        pkt = np.concatenate([pkt, np.array(s_pkt, np.int64)])
+        order = np.argsort(pkt, kind="stable")
+        port = np.concatenate([port, np.array(s_port, np.int64)])[order]
+        which = np.concatenate([which, np.full(len(s_pkt), 2, np.int64)])[order]
+        off = np.concatenate([off, s_off])[order]
+        length = np.concatenate([length, s_len_a])[order]
+        return pkt[order], port, which, off, length, extra
+
+    def _write_pcaps(self, ts, port, which, off, length, bufs) -> None:
+        for p in np.unique(port):
+            sel = port == p
+            w = self._writer(int(p))
+            blob = np.empty(R.pcap_records_size(length[sel], w.snaplen), np.uint8)
+            used = R.pcap_records(blob, ts[sel], which[sel], off[sel], length[sel], bufs,
+                                  w.snaplen, w.nanosecond)  # fmt: skip
+            w.write_records(blob[:used], int(np.count_nonzero(sel)))
+
+    def _write_jsonl(self, first_n, in_ports, count, port, toks) -> None:
+        nb = len(count)
+        cols = np.empty((nb, R.JL_WIDTH), np.int64)
+        cols[:, R.JL_N] = np.arange(first_n, first_n + nb)
+        cols[:, R.JL_IN_PORT] = in_ports
+        cols[:, R.JL_OUT_START] = np.cumsum(count) - count
+        cols[:, R.JL_OUT_COUNT] = count
+        cols[:, R.JL_CT], cols[:, R.JL_DROP], cols[:, R.JL_PATH] = toks
+        tokens, token_len = self.vocab.arrays()
+        out = np.empty(R.json_lines_size(nb, len(port), tokens.shape[1]), np.uint8)
+        used = R.json_lines(out, cols, port, self.parts, tokens, token_len,
+                            self.vocab.controller)  # fmt: skip
+        self.jsonl.write(out[:used].data)
+
+
+def run_batches(engine, captures, ports, writer: BatchWriter, sweep_every: int, bar=None) -> int:
+    """Every packet of ``captures`` (port ``ports[i]`` for input i) through ``engine`` in
+    batches, each batch's outputs to ``writer``; connections swept after each packet numbered
+    a multiple of ``sweep_every``. Returns the clock (ms) after the last packet."""
+    inp, rec, ts = merged_order(captures)
+    now = clock_ms(ts)
+    in_port = np.asarray(ports, np.int64)[inp] if len(inp) else np.zeros(0, np.int64)
+    size = engine.batch_size
+    for a in range(0, len(inp), size):
+        b = min(a + size, len(inp))
+        frames = gather_frames(captures, inp[a:b], rec[a:b])
+        br = engine.run(*frames, in_port[a:b], now[a:b])
+        writer.write(a + 1, in_port[a:b], ts[a:b], frames, br)
+        for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
+            engine.conntrack.sweep(int(now[n - 1]))
+        if bar is not None:
+            bar.advance(b - a)
+    return int(now[-1]) if len(now) else 0
