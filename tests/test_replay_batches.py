@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from ctaccel import replay as RP
 from ctaccel import replay_batches as RB
+from ctaccel.errors import InputError
 from ctaccel.io.pcap import PcapWriter
 from support.random_traffic import TrafficParams, random_traffic
 from support.rulesets import RULE_SETS
@@ -72,7 +73,8 @@ def test_batched_replay_writes_what_the_per_packet_path_writes(tmp_path, mode, r
     (tmp_path / "per-packet").mkdir()
     summary, paths = RP.ReplaySummary(), Counter()
     results = RP._batched_results(engine, RP.iter_packets(captures, ports))
-    RP._write_per_packet(engine, results, str(tmp_path / "per-packet"), summary, paths, None)
+    RP._write_per_packet(engine, results, (str(tmp_path / "per-packet"), "jsonl"), summary, paths,
+                         None)  # fmt: skip
 
     names = sorted(p.name for p in (tmp_path / "per-packet").iterdir())
     assert "packets.jsonl" in names and any(n.startswith("port-") for n in names)
@@ -87,3 +89,92 @@ def test_batched_replay_writes_what_the_per_packet_path_writes(tmp_path, mode, r
     assert batched.drops == summary.drops and batched.paths == dict(paths)
     assert sum(paths.values()) == 1500
     assert batched.to_controller > 0 and batched.paths.get("slow", 0) > 0  # fragments
+
+
+@pytest.mark.parametrize("mode", ["recirc", "reference"])
+def test_packets_none_writes_everything_but_the_per_packet_lines(tmp_path, mode):
+    flows = tmp_path / "rules.flows"
+    flows.write_text(RULE_SETS["zones_by_port"] + CONTROLLER_RULES)
+    inputs = RP.parse_inputs(_inputs(tmp_path, seed=3))
+    full = RP.replay(flows, inputs, tmp_path / "full", mode=mode)
+    bare = RP.replay(flows, inputs, tmp_path / "bare", mode=mode, packets="none")
+    names = sorted(p.name for p in (tmp_path / "full").iterdir())
+    assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == [
+        n for n in names if n != "packets.jsonl"
+    ]
+    for name in names:
+        if name not in ("packets.jsonl", "stats.json"):
+            assert (tmp_path / "bare" / name).read_bytes() == (
+                tmp_path / "full" / name
+            ).read_bytes()
+    assert (bare.packets_out, bare.drops, bare.paths) == (full.packets_out, full.drops, full.paths)
+    with pytest.raises(InputError, match="--packets"):
+        RP.replay(flows, inputs, tmp_path / "x", mode=mode, packets="csv")
+
+
+@pytest.mark.parametrize("mode", ["assume-established", "recirc"])
+def test_parquet_holds_the_jsonl_values_row_for_row(tmp_path, mode):
+    import json
+
+    import pyarrow.parquet as pq
+
+    flows = tmp_path / "rules.flows"
+    flows.write_text(RULE_SETS["nat_ranges"] + CONTROLLER_RULES)
+    inputs = RP.parse_inputs(_inputs(tmp_path, seed=5))
+    RP.replay(flows, inputs, tmp_path / "j", mode=mode)
+    RP.replay(flows, inputs, tmp_path / "p", mode=mode, packets="parquet")
+    lines = [json.loads(x) for x in (tmp_path / "j" / "packets.jsonl").read_text().splitlines()]
+    table = pq.read_table(tmp_path / "p" / "packets.parquet")
+    i = table.schema.get_field_index("timestamp")
+    rows = table.set_column(i, "timestamp", table.column(i).cast("int64")).to_pylist()
+    assert len(rows) == len(lines) == 1500
+    captures, _ports = RP.load_inputs(inputs)
+    stamps = RB.merged_order(captures)[2]
+    for line, row, ts in zip(lines, rows, stamps, strict=True):
+        want = dict(line, out=[RB.OFPP_CONTROLLER if p == "controller" else p for p in line["out"]])
+        assert {k: v for k, v in row.items() if k != "timestamp"} == want
+        assert row["timestamp"] == ts  # ns since the epoch
+    assert any(RB.OFPP_CONTROLLER in r["out"] for r in rows)
+    assert any(r["ct_state"] is None for r in rows) or any(r["drop_reason"] for r in rows)
+    for name in (p.name for p in (tmp_path / "j").iterdir()):
+        if name.endswith(".pcap"):
+            assert (tmp_path / "p" / name).read_bytes() == (tmp_path / "j" / name).read_bytes()
+
+
+def _udp_capture(path: Path, n: int) -> None:
+    from ctaccel.packet import build as B
+
+    frame = B.udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2", 5, 6)
+    with PcapWriter(path) as w:
+        for k in range(n):
+            w.write(frame, 1_000_000_000 + k * 1000)
+
+
+@pytest.mark.parametrize("show_after, shown", [(0.0, True), (3600.0, False)])
+def test_progress_shows_on_a_terminal_once_a_replay_runs_long(tmp_path, monkeypatch, show_after,
+                                                              shown):  # fmt: skip
+    import io
+
+    from rich.console import Console
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(RP._Bar, "SHOW_AFTER_S", show_after)
+    _udp_capture(tmp_path / "in.pcap", 20_000)
+    (tmp_path / "r.flows").write_text("actions=output:2\n")
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    RP.replay(tmp_path / "r.flows", [(1, str(tmp_path / "in.pcap"))], tmp_path / "o",
+              progress=True, console=console, mode="recirc")  # fmt: skip
+    assert ("20,000" in out.getvalue() or "20000" in out.getvalue()) == shown
+
+
+def test_no_progress_without_a_terminal_under_ci_or_quiet(monkeypatch):
+    from rich.console import Console
+
+    terminal = Console(force_terminal=True)
+    monkeypatch.delenv("CI", raising=False)
+    assert RP._progress(50_000, True, terminal) is not None
+    assert RP._progress(50_000, False, terminal) is None  # --quiet
+    assert RP._progress(50_000, True, Console(force_terminal=False)) is None  # a log file
+    monkeypatch.setenv("CI", "true")
+    assert RP._progress(50_000, True, terminal) is None

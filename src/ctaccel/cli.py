@@ -74,9 +74,14 @@ def demo(out_dir):
               default="assume-established", show_default=True,
               help="Datapath: the talk's fast path, OVS's recirculation model (both compiled), "
               "or the plain-Python reference engine.")  # fmt: skip
+@click.option("--packets", type=click.Choice(["jsonl", "parquet", "none"]), default="jsonl",
+              show_default=True,
+              help="Per-packet results: packets.jsonl (one JSON line per input packet), "
+              "packets.parquet (the same as columns, for pandas/polars), or none (only the "
+              "captures, dumps and stats).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No summary.")
 @shows_compiles
-def replay(flows, inputs, out_dir, zone_limits, mode, quiet):
+def replay(flows, inputs, out_dir, zone_limits, mode, packets, quiet):
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
     from rich.console import Console
 
@@ -93,6 +98,7 @@ def replay(flows, inputs, out_dir, zone_limits, mode, quiet):
             progress=not quiet,
             console=console,
             mode=mode,
+            packets=packets,
         )
     except CtaccelError as e:
         _fail(e)
@@ -124,6 +130,8 @@ def _print_summary(s) -> None:
         t.add_row("warm-up (compile or cache load)", f"{s.warmup_seconds:.2f} s")
     rate = s.packets_in / s.seconds / 1e3 if s.seconds else 0.0
     t.add_row("time", f"{s.seconds:.2f} s ({rate:.1f} kpps, including writing the outputs)")
+    if s.time_split:
+        t.add_row("  of which", ", ".join(f"{k} {v:.2f} s" for k, v in s.time_split.items()))
     Console().print(t)
 
 

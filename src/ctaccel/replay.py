@@ -53,6 +53,7 @@ class ReplaySummary:
     warmup_seconds: float = 0.0
     paths: dict = field(default_factory=dict)
     datapath_stats: dict = field(default_factory=dict)
+    time_split: dict = field(default_factory=dict)  # reading, datapath, writing (seconds)
 
 
 def merged_order(captures):
@@ -113,6 +114,7 @@ def iter_packets(captures, ports):
 
 
 MODES = ("assume-established", "recirc", "reference")
+PACKET_FORMATS = ("jsonl", "parquet", "none")
 
 
 def _reference_results(engine, packets):
@@ -201,8 +203,14 @@ def make_engine(flows_path, mode, zone_limits=None, tables: FlowTables | None = 
 
 
 def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None,
-           mode="assume-established") -> ReplaySummary:  # fmt: skip
-    """Run the replay; see the module docstring. Raises InputError/RuleError before writing."""
+           mode="assume-established", packets="jsonl") -> ReplaySummary:  # fmt: skip
+    """Run the replay; see the module docstring. Raises InputError/RuleError before writing.
+    ``packets``: "jsonl" writes packets.jsonl, "parquet" packets.parquet (the compiled modes),
+    "none" no per-packet results."""
+    if packets not in PACKET_FORMATS:
+        raise InputError(f"--packets {packets!r}: expected one of {', '.join(PACKET_FORMATS)}")
+    if packets == "parquet" and mode == "reference":
+        raise InputError("--packets parquet: the reference mode writes jsonl (or none)")
     engine = make_engine(flows_path, mode, zone_limits)
     captures, ports = load_inputs(inputs)
     out_dir = str(out_dir)
@@ -223,13 +231,14 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
         summary.warmup_seconds = warm_up()  # compile, or load compiled kernels from the cache
     t0 = time.perf_counter()
     if mode == "reference":
-        now_ms = _write_per_packet(engine, results, out_dir, summary, paths, bar)
+        now_ms = _write_per_packet(engine, results, (out_dir, packets), summary, paths, bar)
     else:
         from ctaccel.replay_batches import BatchWriter, run_batches
 
-        writer = BatchWriter(out_dir)
+        writer = BatchWriter(out_dir, packets)
         try:
-            now_ms = run_batches(engine, captures, ports, writer, SWEEP_EVERY, bar)
+            now_ms, summary.time_split = run_batches(engine, captures, ports, writer, SWEEP_EVERY,
+                                                     bar)  # fmt: skip
         finally:
             writer.close()
             if bar is not None:
@@ -252,17 +261,21 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
         json.dump({"mode": mode, "packets": total, "seconds": round(summary.seconds, 3),
                    "warmup_seconds": round(summary.warmup_seconds, 3),
                    "paths": summary.paths, "drops": dict(summary.drops),
+                   "time_split": {k: round(v, 3) for k, v in summary.time_split.items()},
                    "datapath": summary.datapath_stats,
                    "conntrack": summary.conntrack_counters}, f, indent=2)  # fmt: skip
     return summary
 
 
-def _write_per_packet(engine, results, out_dir, summary, paths, bar) -> int:
-    """The reference engine's results, a packet at a time (its engine works that way)."""
+def _write_per_packet(engine, results, out, summary, paths, bar) -> int:
+    """The reference engine's results, a packet at a time (its engine works that way), to
+    ``out`` = (directory, "jsonl" or "none")."""
+    out_dir, packets = out
     writers: dict = {}
     now_ms = 0
+    jsonl = os.path.join(out_dir, "packets.jsonl") if packets == "jsonl" else os.devnull
     try:
-        with open(os.path.join(out_dir, "packets.jsonl"), "w") as jl:
+        with open(jsonl, "w") as jl:
             for n, in_port, ts_ns, now_ms, res in results:
                 for port, out_frame in res.outputs:
                     w = writers.get(port)
@@ -294,30 +307,54 @@ def _write_per_packet(engine, results, out_dir, summary, paths, bar) -> int:
 
 
 class _Bar:
-    """A rich progress bar for long replays (only shown past a size worth showing)."""
+    """A rich progress bar (packets, packets/s, time left) for a replay that runs longer than
+    SHOW_AFTER_S: it appears only then, and leaves no trace when done."""
+
+    SHOW_AFTER_S = 2.0
 
     def __init__(self, total, console):
+        self._total, self._console = total, console
+        self._t0 = time.perf_counter()
+        self._done = 0
+        self._p = None
+
+    def _start(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        self._p = Progress(
-            "replay",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
+        self._p = Progress("replay", BarColumn(), MofNCompleteColumn(), _rate_column(),
+                           TimeRemainingColumn(), console=self._console,
+                           transient=True)  # fmt: skip
         self._p.start()
-        self._task = self._p.add_task("replay", total=total)
+        self._task = self._p.add_task("replay", total=self._total, completed=self._done)
 
     def advance(self, n):
-        self._p.advance(self._task, n)
+        self._done += n
+        if self._p is None and time.perf_counter() - self._t0 >= self.SHOW_AFTER_S:
+            self._start()
+        elif self._p is not None:
+            self._p.advance(self._task, n)
 
     def finish(self):
-        self._p.stop()
+        if self._p is not None:
+            self._p.stop()
+
+
+def _rate_column():
+    """A progress column showing packets per second."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed / 1e3:,.0f} kpps" if task.speed else "", style="cyan")
+
+    return RateColumn()
 
 
 def _progress(total, enabled, console):
-    if not enabled or total < 20_000:
+    """The bar, where a person watches: not with --quiet, not on a non-terminal (CI logs)."""
+    if not enabled or total < 20_000 or console is None or not console.is_terminal:
+        return None
+    if os.environ.get("CI") == "true":
         return None
     return _Bar(total, console)

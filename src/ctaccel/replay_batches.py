@@ -28,6 +28,7 @@ the per-packet path does (batches end on those packets).
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 
 import numpy as np
@@ -44,6 +45,9 @@ CT_CODES = 1 << 12  # ct_state codes the lookup covers (the bits OVS prints)
 
 def merged_order(captures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(input index, record index, ts_ns) of every packet in processing order."""
+    if len(captures) == 1:  # one input: its file order
+        t = np.asarray(captures[0].ts_ns, np.int64)
+        return np.zeros(len(t), np.int64), np.arange(len(t), dtype=np.int64), t
     inp, rec, key, ts = [], [], [], []
     for i, cap in enumerate(captures):
         t = np.asarray(cap.ts_ns, np.int64)
@@ -67,7 +71,19 @@ def clock_ms(ts_ns: np.ndarray) -> np.ndarray:
 
 def gather_frames(captures, inp, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frames of packets ``(inp[i], rec[i])`` in one writable buffer: (buf, offsets,
-    lengths)."""
+    lengths). Consecutive records of one input are one copy of their stretch of the file."""
+    if (
+        len(inp)
+        and inp[0] == inp[-1]
+        and rec[-1] - rec[0] == len(rec) - 1
+        and (inp == inp[0]).all()
+    ):
+        cap = captures[int(inp[0])]
+        first, last = int(rec[0]), int(rec[-1])
+        lo = int(cap.offsets[first])
+        hi = int(cap.offsets[last] + cap.lengths[last])
+        return (cap.data[lo:hi].copy(), cap.offsets[first : last + 1] - lo,
+                np.array(cap.lengths[first : last + 1], np.int64))  # fmt: skip
     lengths = np.empty(len(inp), np.int64)
     src_off = np.empty(len(inp), np.int64)
     for i, cap in enumerate(captures):
@@ -122,10 +138,15 @@ class _Vocab:
 class BatchWriter:
     """packets.jsonl and the per-port captures of a replay, written a batch at a time."""
 
-    def __init__(self, out_dir: str):
+    def __init__(self, out_dir: str, packets: str = "jsonl"):
         self.out_dir = out_dir
         self.writers: dict[int, PcapWriter] = {}
-        self.jsonl = open(os.path.join(out_dir, "packets.jsonl"), "wb", buffering=1 << 20)  # noqa: SIM115
+        self.jsonl = None
+        self.parquet = None
+        if packets == "jsonl":
+            self.jsonl = open(os.path.join(out_dir, "packets.jsonl"), "wb", buffering=1 << 20)  # noqa: SIM115
+        elif packets == "parquet":
+            self.parquet = ParquetPackets(os.path.join(out_dir, "packets.parquet"))
         self.vocab = _Vocab()
         self.parts = R.json_parts()
         self.packets_out = 0
@@ -136,7 +157,10 @@ class BatchWriter:
     def close(self) -> None:
         for w in self.writers.values():
             w.close()
-        self.jsonl.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.parquet is not None:
+            self.parquet.close()
 
     def _writer(self, port: int) -> PcapWriter:
         w = self.writers.get(port)
@@ -179,7 +203,8 @@ class BatchWriter:
                 drop[j] = DROP_CODE.get(r.drop_reason, 0) if r.drop_reason else 0
         fbuf = br.out_fbuf if br.out_fbuf is not None else extra
         self._write_pcaps(ts_ns[pkt], port, which, off, out_len, (buf, fbuf, extra))
-        self._write_jsonl(first_n, in_ports, count, port, (ct_tok, drop_tok, self.vocab.path[path]))
+        toks = (ct_tok, drop_tok, self.vocab.path[path])
+        self._write_packets(first_n, in_ports, ts_ns, count, port, toks)
         self.packets_out += int(np.count_nonzero(port != CONTROLLER_PORT))
         self.to_controller += int(np.count_nonzero(port == CONTROLLER_PORT))
         for code, n in enumerate(np.bincount(drop, minlength=len(DROP_REASON_NAMES))):
@@ -231,7 +256,12 @@ class BatchWriter:
                                   w.snaplen, w.nanosecond)  # fmt: skip
             w.write_records(blob[:used], int(np.count_nonzero(sel)))
 
-    def _write_jsonl(self, first_n, in_ports, count, port, toks) -> None:
+    def _write_packets(self, first_n, in_ports, ts_ns, count, port, toks) -> None:
+        """The batch's per-packet results: packets.jsonl lines or packets.parquet rows."""
+        if self.parquet is not None:
+            self.parquet.write(first_n, in_ports, ts_ns, count, port, toks, self.vocab.table)
+        if self.jsonl is None:
+            return
         nb = len(count)
         cols = np.empty((nb, R.JL_WIDTH), np.int64)
         cols[:, R.JL_N] = np.arange(first_n, first_n + nb)
@@ -246,21 +276,75 @@ class BatchWriter:
         self.jsonl.write(out[:used].data)
 
 
-def run_batches(engine, captures, ports, writer: BatchWriter, sweep_every: int, bar=None) -> int:
+OFPP_CONTROLLER = 0xFFFD  # the controller's OpenFlow port number, in packets.parquet
+
+
+class ParquetPackets:
+    """packets.parquet: the per-packet results as columns, one row group per batch: n,
+    timestamp, in_port, out (list of ports; the controller is OFPP_CONTROLLER, 65533),
+    ct_state, drop_reason, path (strings, null where packets.jsonl has null)."""
+
+    def __init__(self, path: str):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.pa = pa
+        self.schema = pa.schema([
+            ("n", pa.int64()), ("timestamp", pa.timestamp("ns")), ("in_port", pa.int64()),
+            ("out", pa.list_(pa.int64())), ("ct_state", pa.string()),
+            ("drop_reason", pa.string()), ("path", pa.string()),
+        ])  # fmt: skip
+        self.writer = pq.ParquetWriter(path, self.schema)
+        self._values = None
+
+    def write(self, first_n, in_ports, ts_ns, count, port, toks, table) -> None:
+        pa = self.pa
+        if self._values is None or len(self._values) != len(table):
+            self._values = pa.array(table.values, pa.string())
+        offsets = np.zeros(len(count) + 1, np.int32)
+        np.cumsum(count, out=offsets[1:])
+        ports = np.where(port == CONTROLLER_PORT, OFPP_CONTROLLER, port)
+        ct_tok, drop_tok, path_tok = toks
+        columns = [
+            pa.array(np.arange(first_n, first_n + len(count), dtype=np.int64)),
+            pa.array(ts_ns, pa.timestamp("ns")),
+            pa.array(np.asarray(in_ports, np.int64)),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(ports, pa.int64())),
+            *(self._values.take(pa.array(t)) for t in (ct_tok, drop_tok, path_tok)),
+        ]
+        self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def run_batches(engine, captures, ports, writer: BatchWriter, sweep_every: int, bar=None):
     """Every packet of ``captures`` (port ``ports[i]`` for input i) through ``engine`` in
     batches, each batch's outputs to ``writer``; connections swept after each packet numbered
-    a multiple of ``sweep_every``. Returns the clock (ms) after the last packet."""
+    a multiple of ``sweep_every``. Returns the clock (ms) after the last packet and the
+    seconds spent reading (merging, gathering frames), in the datapath (the engine and the
+    sweeps) and writing the outputs."""
+    clock = time.perf_counter
+    t0 = clock()
     inp, rec, ts = merged_order(captures)
     now = clock_ms(ts)
     in_port = np.asarray(ports, np.int64)[inp] if len(inp) else np.zeros(0, np.int64)
+    split = {"reading": clock() - t0, "datapath": 0.0, "writing": 0.0}
     size = engine.batch_size
     for a in range(0, len(inp), size):
         b = min(a + size, len(inp))
+        t0 = clock()
         frames = gather_frames(captures, inp[a:b], rec[a:b])
+        t1 = clock()
         br = engine.run(*frames, in_port[a:b], now[a:b])
-        writer.write(a + 1, in_port[a:b], ts[a:b], frames, br)
         for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
             engine.conntrack.sweep(int(now[n - 1]))
+        t2 = clock()
+        writer.write(a + 1, in_port[a:b], ts[a:b], frames, br)
+        t3 = clock()
+        split["reading"] += t1 - t0
+        split["datapath"] += t2 - t1
+        split["writing"] += t3 - t2
         if bar is not None:
             bar.advance(b - a)
-    return int(now[-1]) if len(now) else 0
+    return (int(now[-1]) if len(now) else 0), split

@@ -32,9 +32,8 @@ PCAP_RECORD_HEADER = 16
 def gather(dst, dst_offsets, src, src_offsets, lengths):
     """Copy frame ``i`` from ``src[src_offsets[i]:]`` to ``dst[dst_offsets[i]:]``."""
     for i in range(lengths.shape[0]):
-        d, s = dst_offsets[i], src_offsets[i]
-        for b in range(lengths[i]):
-            dst[d + b] = src[s + b]
+        d, s, n = dst_offsets[i], src_offsets[i], lengths[i]
+        dst[d : d + n] = src[s : s + n]
 
 
 @njit(forceinline=True)
@@ -67,10 +66,8 @@ def pcap_records(out, ts_ns, which, offsets, lengths, bufs, snaplen, nanosecond)
         _put_u32le(out, pos + 8, incl)
         _put_u32le(out, pos + 12, orig)
         pos += PCAP_RECORD_HEADER
-        src = bufs[which[i]]
         s = offsets[i]
-        for b in range(incl):
-            out[pos + b] = src[s + b]
+        out[pos : pos + incl] = bufs[which[i]][s : s + incl]
         pos += incl
     return pos
 
@@ -164,6 +161,7 @@ class TokenTable:
     def __init__(self):
         self._index: dict = {}
         self._texts: list[bytes] = []
+        self.values: list = []  # the token's value (str or None), by index
 
     def add(self, value) -> int:
         import json
@@ -173,6 +171,7 @@ class TokenTable:
         if t is None:
             t = self._index[key] = len(self._texts)
             self._texts.append(json.dumps(value).encode())
+            self.values.append(value)
         return t
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
