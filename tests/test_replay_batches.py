@@ -22,6 +22,7 @@ from ctaccel import replay as RP
 from ctaccel import replay_batches as RB
 from ctaccel.errors import InputError
 from ctaccel.io.pcap import PcapWriter
+from support.per_packet import batched_results
 from support.random_traffic import TrafficParams, random_traffic
 from support.rulesets import RULE_SETS
 
@@ -72,7 +73,7 @@ def test_batched_replay_writes_what_the_per_packet_path_writes(tmp_path, mode, r
     captures, ports = RP.load_inputs(inputs)
     (tmp_path / "per-packet").mkdir()
     summary, paths = RP.ReplaySummary(), Counter()
-    results = RP._batched_results(engine, RP.iter_packets(captures, ports))
+    results = batched_results(engine, RP.iter_packets(captures, ports))
     RP._write_per_packet(engine, results, (str(tmp_path / "per-packet"), "jsonl"), summary, paths,
                          None)  # fmt: skip
 
@@ -178,3 +179,23 @@ def test_no_progress_without_a_terminal_under_ci_or_quiet(monkeypatch):
     assert RP._progress(50_000, True, Console(force_terminal=False)) is None  # a log file
     monkeypatch.setenv("CI", "true")
     assert RP._progress(50_000, True, terminal) is None
+
+
+@pytest.mark.parametrize("stop_before", [None, 1, 700, 1500, 1501])
+def test_dump_and_trace_prefix_run_in_batches_as_packet_by_packet(tmp_path, stop_before):
+    flows = tmp_path / "rules.flows"
+    flows.write_text(RULE_SETS["zones_by_port"] + CONTROLLER_RULES)
+    inputs = RP.parse_inputs(_inputs(tmp_path, seed=11))
+    ref = RP.run_quietly(flows, inputs, stop_before=stop_before, mode="reference")
+    for mode in ("assume-established", "recirc"):
+        eng = RP.run_quietly(flows, inputs, stop_before=stop_before, mode=mode)
+        assert eng.last_now_ms == ref.last_now_ms
+        assert eng.conntrack.dump(eng.last_now_ms) == ref.conntrack.dump(ref.last_now_ms)
+        assert eng.rule_counters() == ref.rule_counters()
+        if ref.next_packet is None:
+            assert eng.next_packet is None
+        else:
+            n, port, frame, now = eng.next_packet
+            assert (n, port, bytes(frame), now) == (ref.next_packet[0], ref.next_packet[1],
+                                                    bytes(ref.next_packet[2]),
+                                                    ref.next_packet[3])  # fmt: skip

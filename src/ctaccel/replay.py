@@ -22,10 +22,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ctaccel.conntrack import Conntrack
-from ctaccel.datapath.reference import CONTROLLER, PacketResult, ReferenceEngine
+from ctaccel.datapath.reference import CONTROLLER, ReferenceEngine
 from ctaccel.errors import InputError
 from ctaccel.io.pcap import PcapWriter, read_capture
 from ctaccel.ofproto.classifier import FlowTables
@@ -125,41 +123,6 @@ def _reference_results(engine, packets):
         yield n, in_port, ts_ns, now_ms, res
 
 
-def _batched_results(engine, packets):
-    """The same, through the compiled engine in batches of ``engine.batch_size``."""
-    batch: list = []
-
-    def flush():
-        frames = [b[2] for b in batch]
-        lengths = np.array([len(f) for f in frames], np.int64)
-        offsets = np.zeros(len(frames), np.int64)
-        offsets[1:] = np.cumsum(lengths[:-1])
-        buf = np.concatenate(frames) if frames else np.zeros(0, np.uint8)
-        br = engine.run(buf, offsets, lengths, np.array([b[1] for b in batch], np.int64),
-                        np.array([b[4] for b in batch], np.int64))  # fmt: skip
-        for j, (n, in_port, frame, ts_ns, now_ms) in enumerate(batch):
-            if j in br.slow:
-                res = br.slow[j]
-            else:
-                res = PacketResult(outputs=br.outputs(j, frame),
-                                   ct_state=br.ct_state(j), drop_reason=br.drop_reason(j),
-                                   recirculations=br.recirculations(j))  # fmt: skip
-            res.path = br.path(j)
-            yield n, in_port, ts_ns, now_ms, res
-
-    for item in packets:
-        batch.append(item)
-        if len(batch) == engine.batch_size:
-            yield from flush()
-            batch = []
-    if batch:
-        yield from flush()
-
-
-def _results(engine, mode, packets):
-    return (_reference_results if mode == "reference" else _batched_results)(engine, packets)
-
-
 def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None,
                 mode="assume-established"):  # fmt: skip
     """Process the inputs and keep only the engine's final state (dump commands, trace).
@@ -169,6 +132,14 @@ def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None,
     captures, ports = load_inputs(inputs)
     engine.last_now_ms = 0
     engine.next_packet = None
+    if mode != "reference":
+        from ctaccel.replay_batches import packet_at, run_batches
+
+        limit = None if stop_before is None else max(stop_before - 1, 0)
+        engine.last_now_ms, _split = run_batches(engine, captures, ports, None, 0, limit=limit)
+        if stop_before is not None:
+            engine.next_packet = packet_at(captures, ports, stop_before)
+        return engine
 
     def prefix():
         for item in iter_packets(captures, ports):
@@ -177,7 +148,7 @@ def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None,
                 return
             yield item
 
-    for _n, _port, _ts, now_ms, _res in _results(engine, mode, prefix()):
+    for _n, _port, _ts, now_ms, _res in _reference_results(engine, prefix()):
         engine.last_now_ms = now_ms
     return engine
 

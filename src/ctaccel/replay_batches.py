@@ -318,15 +318,28 @@ class ParquetPackets:
         self.writer.close()
 
 
-def run_batches(engine, captures, ports, writer: BatchWriter, sweep_every: int, bar=None):
-    """Every packet of ``captures`` (port ``ports[i]`` for input i) through ``engine`` in
-    batches, each batch's outputs to ``writer``; connections swept after each packet numbered
-    a multiple of ``sweep_every``. Returns the clock (ms) after the last packet and the
-    seconds spent reading (merging, gathering frames), in the datapath (the engine and the
-    sweeps) and writing the outputs."""
+def packet_at(captures, ports, n: int):
+    """Packet ``n`` (1-based, processing order) as (n, in_port, frame, now_ms), or None."""
+    inp, rec, ts = merged_order(captures)
+    if not 1 <= n <= len(inp):
+        return None
+    cap = captures[int(inp[n - 1])]
+    off, length = int(cap.offsets[rec[n - 1]]), int(cap.lengths[rec[n - 1]])
+    now_ms = int(clock_ms(ts[:n])[-1])
+    return n, int(ports[int(inp[n - 1])]), cap.data[off : off + length], now_ms
+
+
+def run_batches(engine, captures, ports, writer, sweep_every: int, bar=None, limit=None):
+    """The first ``limit`` packets (all: None) of ``captures`` (port ``ports[i]`` for input i)
+    through ``engine`` in batches, each batch's outputs to ``writer`` (None: none);
+    connections swept after each packet numbered a multiple of ``sweep_every`` (0: never).
+    Returns the clock (ms) after the last packet and the seconds spent reading (merging,
+    gathering frames), in the datapath (the engine and the sweeps) and writing the outputs."""
     clock = time.perf_counter
     t0 = clock()
     inp, rec, ts = merged_order(captures)
+    if limit is not None:
+        inp, rec, ts = inp[:limit], rec[:limit], ts[:limit]
     now = clock_ms(ts)
     in_port = np.asarray(ports, np.int64)[inp] if len(inp) else np.zeros(0, np.int64)
     split = {"reading": clock() - t0, "datapath": 0.0, "writing": 0.0}
@@ -337,10 +350,12 @@ def run_batches(engine, captures, ports, writer: BatchWriter, sweep_every: int, 
         frames = gather_frames(captures, inp[a:b], rec[a:b])
         t1 = clock()
         br = engine.run(*frames, in_port[a:b], now[a:b])
-        for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
-            engine.conntrack.sweep(int(now[n - 1]))
+        if sweep_every:
+            for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
+                engine.conntrack.sweep(int(now[n - 1]))
         t2 = clock()
-        writer.write(a + 1, in_port[a:b], ts[a:b], frames, br)
+        if writer is not None:
+            writer.write(a + 1, in_port[a:b], ts[a:b], frames, br)
         t3 = clock()
         split["reading"] += t1 - t0
         split["datapath"] += t2 - t1
