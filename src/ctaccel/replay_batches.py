@@ -280,9 +280,11 @@ OFPP_CONTROLLER = 0xFFFD  # the controller's OpenFlow port number, in packets.pa
 
 
 class ParquetPackets:
-    """packets.parquet: the per-packet results as columns, one row group per batch: n,
-    timestamp, in_port, out (list of ports; the controller is OFPP_CONTROLLER, 65533),
+    """packets.parquet: the per-packet results as columns, in row groups of ROW_GROUP rows:
+    n, timestamp, in_port, out (list of ports; the controller is OFPP_CONTROLLER, 65533),
     ct_state, drop_reason, path (strings, null where packets.jsonl has null)."""
+
+    ROW_GROUP = 1 << 16
 
     def __init__(self, path: str):
         import pyarrow as pa
@@ -296,6 +298,8 @@ class ParquetPackets:
         ])  # fmt: skip
         self.writer = pq.ParquetWriter(path, self.schema)
         self._values = None
+        self._pending: list = []
+        self._rows = 0
 
     def write(self, first_n, in_ports, ts_ns, count, port, toks, table) -> None:
         pa = self.pa
@@ -312,9 +316,19 @@ class ParquetPackets:
             pa.ListArray.from_arrays(pa.array(offsets), pa.array(ports, pa.int64())),
             *(self._values.take(pa.array(t)) for t in (ct_tok, drop_tok, path_tok)),
         ]
-        self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+        self._pending.append(pa.Table.from_arrays(columns, schema=self.schema))
+        self._rows += len(count)
+        if self._rows >= self.ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = self.pa.concat_tables(self._pending).combine_chunks()
+            self.writer.write_table(table, row_group_size=max(len(table), 1))
+            self._pending, self._rows = [], 0
 
     def close(self) -> None:
+        self._flush()
         self.writer.close()
 
 
