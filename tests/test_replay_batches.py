@@ -41,6 +41,36 @@ def test_merge_order_is_heapq_merge(inputs):
     assert ts.tolist() == [inputs[i][r] for i, r in zip(inp, rec, strict=True)]
 
 
+class _Stream:
+    """A CaptureStream stand-in: records with offsets 0, 1, ... and the given timestamps."""
+
+    def __init__(self, ts):
+        self.ts = np.array(ts, np.int64)
+        self.pos = 0
+
+    def __len__(self):
+        return len(self.ts)
+
+    def next_chunk(self, n):
+        a, b = self.pos, min(self.pos + n, len(self.ts))
+        self.pos = b
+        off = np.arange(a, b, dtype=np.int64)
+        return off, np.ones(b - a, np.int64), self.ts[a:b]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 6), max_size=12), min_size=1, max_size=4),
+       st.integers(1, 5), st.integers(1, 7))  # fmt: skip
+def test_the_streamed_merge_is_heapq_merge_whatever_the_chunks(inputs, chunk, batch):
+    merged = RB.MergedStream([_Stream(ts) for ts in inputs], chunk=chunk)
+    got = []
+    for inp, off, _length, ts in merged.batches(batch):
+        assert len(inp) <= batch
+        got += list(zip(inp.tolist(), off.tolist(), ts.tolist(), strict=True))
+    want = [(i, r, inputs[i][r]) for i, r in RP.merged_order([_Cap(ts) for ts in inputs])]
+    assert got == want
+
+
 def test_clock_never_goes_back():
     assert RB.clock_ms(np.array([5_000_000, 1_000_000, 9_000_000, -3])).tolist() == [5, 5, 9, 9]
 

@@ -6,9 +6,11 @@ with its timestamp as the clock, and write DIR/port-N.pcap, DIR/controller.pcap,
 DIR/packets.jsonl, DIR/conntrack.txt, DIR/flows.txt.
 
 Design: everything that can fail on bad input (rules, captures) is checked before DIR is
-touched, so a bad invocation writes nothing. Inputs are memory-mapped and merged as a stream,
-outputs are streamed: memory holds each capture's record index (offset, length, timestamp:
-24 bytes per packet), the open writers and the tables, never per-packet results.
+touched, so a bad invocation writes nothing. The compiled modes stream (replay_batches.py):
+inputs are read and merged a chunk at a time and outputs written a batch at a time, so
+memory holds the tables, the open writers and one batch, whatever the captures' size. The
+reference mode works a packet at a time over whole-capture record indexes (24 bytes per
+packet): it is the semantics, not the fast path.
 
 Invariants: packets.jsonl has exactly one line per input packet, in processing order.
 """
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from ctaccel.conntrack import Conntrack
 from ctaccel.datapath.reference import CONTROLLER, ReferenceEngine
 from ctaccel.errors import InputError
-from ctaccel.io.pcap import PcapWriter, read_capture
+from ctaccel.io.pcap import CaptureStream, PcapWriter, read_capture
 from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.ofproto.dumpflows import format_dump_flows
 from ctaccel.ofproto.rules import load_flows
@@ -100,6 +102,11 @@ def load_inputs(inputs):
     return [read_capture(str(path)) for _port, path in inputs], [int(p) for p, _ in inputs]
 
 
+def open_streams(inputs):
+    """Every capture as a CaptureStream, each checked whole before any output is written."""
+    return [CaptureStream(str(path)) for _port, path in inputs], [int(p) for p, _ in inputs]
+
+
 def iter_packets(captures, ports):
     """Yield (n, in_port, frame ndarray, ts_ns, now_ms) in processing order (n 1-based)."""
     now_ms = 0
@@ -129,17 +136,18 @@ def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None,
     With ``stop_before=N``, packets 1..N-1 are processed and packet N is left in
     ``engine.next_packet`` as (n, in_port, frame, now_ms)."""
     engine = make_engine(flows_path, mode, zone_limits)
-    captures, ports = load_inputs(inputs)
     engine.last_now_ms = 0
     engine.next_packet = None
     if mode != "reference":
         from ctaccel.replay_batches import packet_at, run_batches
 
+        streams, ports = open_streams(inputs)
         limit = None if stop_before is None else max(stop_before - 1, 0)
-        engine.last_now_ms, _split = run_batches(engine, captures, ports, None, 0, limit=limit)
+        engine.last_now_ms, _split = run_batches(engine, streams, ports, None, 0, limit=limit)
         if stop_before is not None:
-            engine.next_packet = packet_at(captures, ports, stop_before)
+            engine.next_packet = packet_at(*load_inputs(inputs), stop_before)
         return engine
+    captures, ports = load_inputs(inputs)
 
     def prefix():
         for item in iter_packets(captures, ports):
@@ -183,32 +191,36 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
     if packets == "parquet" and mode == "reference":
         raise InputError("--packets parquet: the reference mode writes jsonl (or none)")
     engine = make_engine(flows_path, mode, zone_limits)
-    captures, ports = load_inputs(inputs)
+    if mode == "reference":
+        captures, ports = load_inputs(inputs)
+        total = sum(len(c.ts_ns) for c in captures)
+    else:
+        streams, ports = open_streams(inputs)
+        total = sum(len(st) for st in streams)
     out_dir = str(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create output directory {out_dir!r}: {e.strerror}") from e
 
-    total = sum(len(c.ts_ns) for c in captures)
     summary = ReplaySummary(out_dir=out_dir, packets_in=total, mode=mode)
     now_ms = 0
     paths: Counter = Counter()
     bar = _progress(total, progress, console)
-    results = _reference_results(engine, iter_packets(captures, ports))
     if mode != "reference":
         from ctaccel.datapath.warmup import warm_up
 
         summary.warmup_seconds = warm_up()  # compile, or load compiled kernels from the cache
     t0 = time.perf_counter()
     if mode == "reference":
+        results = _reference_results(engine, iter_packets(captures, ports))
         now_ms = _write_per_packet(engine, results, (out_dir, packets), summary, paths, bar)
     else:
         from ctaccel.replay_batches import BatchWriter, run_batches
 
         writer = BatchWriter(out_dir, packets)
         try:
-            now_ms, summary.time_split = run_batches(engine, captures, ports, writer, SWEEP_EVERY,
+            now_ms, summary.time_split = run_batches(engine, streams, ports, writer, SWEEP_EVERY,
                                                      bar)  # fmt: skip
         finally:
             writer.close()

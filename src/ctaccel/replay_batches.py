@@ -1,21 +1,26 @@
-"""Replay through the compiled engine a batch at a time: inputs gathered, outputs written per
-batch, nothing done per packet in Python.
+"""Replay through the compiled engine a batch at a time, in bounded memory: inputs merged
+and gathered, outputs written per batch, nothing done per packet in Python.
 
-What: :func:`merged_order` gives the processing order of all inputs as arrays (input,
-record, clock); :func:`run_batches` runs them through a DatapathEngine in batches of
-``engine.batch_size`` and :class:`BatchWriter` writes each batch's ``packets.jsonl`` lines and
-per-port pcap records with one compiled call and one write each (io/records.py). The files
-are byte for byte what the per-packet path writes (tests compare them).
+What: :class:`MergedStream` gives the packets of all inputs (io/pcap.CaptureStream) in
+processing order, a batch at a time; :func:`run_batches` runs the batches through a
+DatapathEngine and :class:`BatchWriter` writes each batch's ``packets.jsonl`` lines (or
+``packets.parquet`` rows) and per-port pcap records with one compiled call and one write
+each (io/records.py). The files are byte for byte what the per-packet path writes (tests
+compare them). :func:`merged_order` / :func:`packet_at` give the same order as whole arrays
+(trace's packet N).
 
 Design:
 - The merge order: ``heapq.merge`` of the inputs by (timestamp, input, record), whose heads
   go in timestamp order even where an input's own timestamps step back, is exactly a stable
-  sort by (the running maximum of the input's timestamps, input, record); the clock
-  (``now_ms``) is the running maximum of the merged timestamps in ms, so it never goes back.
-- A batch's frames are gathered into one buffer (a compiled copy per input); the engine's
-  results are read as arrays (BatchResult): outputs, ct_state codes, drop codes, paths. The
-  few packets the reference engine processed (fragments) carry their own results, which are
-  spliced into the same arrays; their frames go to a third frame buffer.
+  sort by (the running maximum of the input's timestamps, input, record). MergedStream takes
+  it chunk by chunk (see its docstring); the clock (``now_ms``) is the running maximum of
+  the merged timestamps in ms, carried from batch to batch, so it never goes back.
+- Memory does not grow with the captures: each input is read a chunk of records at a time
+  and the mapped pages behind each batch are given back; one batch of frames is gathered
+  into one buffer (a batch from one input is one copy of its stretch of the file).
+- The engine's results are read as arrays (BatchResult): outputs, ct_state codes, drop
+  codes, paths. The few packets the reference engine processed (fragments) carry their own
+  results, which are spliced into the same arrays; their frames go to a third buffer.
 - Strings are tokens of a closed vocabulary (every ct_state spelling, the drop reasons, the
   paths, ``controller``), mapped from codes with lookup arrays.
 
@@ -67,38 +72,6 @@ def clock_ms(ts_ns: np.ndarray) -> np.ndarray:
     """The engine's clock per packet: the running maximum of the timestamps in ms (from 0)."""
     ms = np.maximum(ts_ns // 1_000_000, 0)
     return np.maximum.accumulate(ms) if len(ms) else ms
-
-
-def gather_frames(captures, inp, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The frames of packets ``(inp[i], rec[i])`` in one writable buffer: (buf, offsets,
-    lengths). Consecutive records of one input are one copy of their stretch of the file."""
-    if (
-        len(inp)
-        and inp[0] == inp[-1]
-        and rec[-1] - rec[0] == len(rec) - 1
-        and (inp == inp[0]).all()
-    ):
-        cap = captures[int(inp[0])]
-        first, last = int(rec[0]), int(rec[-1])
-        lo = int(cap.offsets[first])
-        hi = int(cap.offsets[last] + cap.lengths[last])
-        return (cap.data[lo:hi].copy(), cap.offsets[first : last + 1] - lo,
-                np.array(cap.lengths[first : last + 1], np.int64))  # fmt: skip
-    lengths = np.empty(len(inp), np.int64)
-    src_off = np.empty(len(inp), np.int64)
-    for i, cap in enumerate(captures):
-        sel = inp == i
-        lengths[sel] = cap.lengths[rec[sel]]
-        src_off[sel] = cap.offsets[rec[sel]]
-    offsets = np.zeros(len(inp), np.int64)
-    if len(inp):
-        np.cumsum(lengths[:-1], out=offsets[1:])
-    buf = np.empty(int(lengths.sum()), np.uint8)
-    for i, cap in enumerate(captures):
-        sel = np.flatnonzero(inp == i)
-        if len(sel):
-            R.gather(buf, offsets[sel], cap.data, src_off[sel], lengths[sel])
-    return buf, offsets, lengths
 
 
 class _Vocab:
@@ -343,37 +316,133 @@ def packet_at(captures, ports, n: int):
     return n, int(ports[int(inp[n - 1])]), cap.data[off : off + length], now_ms
 
 
-def run_batches(engine, captures, ports, writer, sweep_every: int, bar=None, limit=None):
-    """The first ``limit`` packets (all: None) of ``captures`` (port ``ports[i]`` for input i)
-    through ``engine`` in batches, each batch's outputs to ``writer`` (None: none);
-    connections swept after each packet numbered a multiple of ``sweep_every`` (0: never).
-    Returns the clock (ms) after the last packet and the seconds spent reading (merging,
-    gathering frames), in the datapath (the engine and the sweeps) and writing the outputs."""
+class MergedStream:
+    """The packets of several CaptureStreams in processing order, a batch at a time, without
+    the whole merge order in memory: heapq.merge's order, which is a stable sort by (each
+    input's running-maximum timestamp, input, record), taken chunk by chunk.
+
+    Each input keeps a window of records read ahead. The horizon is the smallest (last key
+    read, input) among the inputs that have more to read: no record still unread can sort
+    before it, so every record in the windows that sorts before it can go, and so can the
+    whole window of the input that sets it."""
+
+    def __init__(self, streams, chunk: int = 1 << 16):
+        self.streams, self.chunk = streams, chunk
+        k = len(streams)
+        self.window = [_empty_window() for _ in range(k)]
+        self.top = [np.iinfo(np.int64).min] * k  # running maximum of each input's timestamps
+        self.done = [len(st) == 0 for st in streams]
+        self.queue = _empty_window()
+
+    def _refill(self, i: int) -> None:
+        if self.done[i] or len(self.window[i][0]):
+            return
+        off, length, ts = self.streams[i].next_chunk(self.chunk)
+        if not len(off):
+            self.done[i] = True
+            return
+        key = np.maximum.accumulate(np.maximum(ts, self.top[i]))
+        self.top[i] = int(key[-1])
+        self.window[i] = (off, length, ts, key)
+
+    def _advance(self) -> bool:
+        """Move what can go from the windows to the queue; False when nothing is left."""
+        for i in range(len(self.streams)):
+            self._refill(i)
+        live = [i for i in range(len(self.streams)) if not self.done[i]]
+        if not live and not any(len(w[0]) for w in self.window):
+            return False
+        horizon = min(((int(self.window[i][3][-1]), i) for i in live), default=None)
+        parts = []
+        for i, (off, length, ts, key) in enumerate(self.window):
+            if not len(off):
+                continue
+            if horizon is None or i == horizon[1]:
+                n = len(off)
+            else:  # records with (key, i) < horizon
+                n = int(np.searchsorted(key, horizon[0], side="left" if i > horizon[1]
+                                        else "right"))  # fmt: skip
+            if n:
+                parts.append((np.full(n, i, np.int64), off[:n], length[:n], ts[:n], key[:n]))
+                self.window[i] = (off[n:], length[n:], ts[n:], key[n:])
+        inp, off, length, ts, key = (np.concatenate(c) for c in zip(*parts, strict=True))
+        order = np.lexsort((off, inp, key))  # within one input, file order is offset order
+        q = self.queue
+        self.queue = tuple(np.concatenate((a, b[order])) for a, b in
+                           zip(q, (inp, off, length, ts), strict=True))  # fmt: skip
+        return True
+
+    def batches(self, size: int):
+        """(input, offset, length, ts_ns) arrays of ``size`` packets (the last may be fewer)."""
+        while True:
+            while len(self.queue[0]) < size and self._advance():
+                pass
+            if not len(self.queue[0]):
+                return
+            yield tuple(a[:size] for a in self.queue)
+            self.queue = tuple(a[size:] for a in self.queue)
+
+
+def _empty_window() -> tuple:
+    return tuple(np.zeros(0, np.int64) for _ in range(4))
+
+
+def gather_stream_frames(streams, inp, off, length) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's frames in one writable buffer: (buf, offsets). A batch from one input (its
+    frames in file order) is one copy of its stretch of the file."""
+    if len(inp) and (inp == inp[0]).all():
+        lo, hi = int(off[0]), int(off[-1] + length[-1])
+        return streams[int(inp[0])].data[lo:hi].copy(), off - lo
+    offsets = np.zeros(len(inp), np.int64)
+    if len(inp):
+        np.cumsum(length[:-1], out=offsets[1:])
+    buf = np.empty(int(length.sum()), np.uint8)
+    for i, st in enumerate(streams):
+        sel = np.flatnonzero(inp == i)
+        if len(sel):
+            R.gather(buf, offsets[sel], st.data, off[sel], length[sel])
+    return buf, offsets
+
+
+def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limit=None):
+    """The first ``limit`` packets (all: None) of ``streams`` (CaptureStreams; port
+    ``ports[i]`` for input i) through ``engine`` in batches, each batch's outputs to
+    ``writer`` (None: none); connections swept after each packet numbered a multiple of
+    ``sweep_every`` (0: never); the pages of the inputs behind each batch given back. Returns
+    the clock (ms) after the last packet and the seconds spent reading (merging, gathering
+    frames), in the datapath (the engine and the sweeps) and writing the outputs."""
     clock = time.perf_counter
-    t0 = clock()
-    inp, rec, ts = merged_order(captures)
-    if limit is not None:
-        inp, rec, ts = inp[:limit], rec[:limit], ts[:limit]
-    now = clock_ms(ts)
-    in_port = np.asarray(ports, np.int64)[inp] if len(inp) else np.zeros(0, np.int64)
-    split = {"reading": clock() - t0, "datapath": 0.0, "writing": 0.0}
-    size = engine.batch_size
-    for a in range(0, len(inp), size):
-        b = min(a + size, len(inp))
+    port_of = np.asarray(ports, np.int64)
+    split = {"reading": 0.0, "datapath": 0.0, "writing": 0.0}
+    now_ms, done = 0, 0
+    batches = MergedStream(streams).batches(engine.batch_size)
+    while limit is None or done < limit:
         t0 = clock()
-        frames = gather_frames(captures, inp[a:b], rec[a:b])
+        batch = next(batches, None)
+        if batch is None:
+            break
+        inp, off, length, ts = batch
+        if limit is not None and done + len(inp) > limit:
+            inp, off, length, ts = (x[: limit - done] for x in batch)
+        buf, offsets = gather_stream_frames(streams, inp, off, length)
+        now = np.maximum.accumulate(np.maximum(ts // 1_000_000, now_ms))
+        in_port = port_of[inp]
         t1 = clock()
-        br = engine.run(*frames, in_port[a:b], now[a:b])
+        br = engine.run(buf, offsets, length, in_port, now)
+        a, b = done, done + len(inp)
         if sweep_every:
             for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
-                engine.conntrack.sweep(int(now[n - 1]))
+                engine.conntrack.sweep(int(now[n - 1 - a]))
         t2 = clock()
         if writer is not None:
-            writer.write(a + 1, in_port[a:b], ts[a:b], frames, br)
+            writer.write(a + 1, in_port, ts, (buf, offsets, length), br)
+        for i in np.unique(inp):
+            streams[int(i)].release_before(int(off[inp == i][-1]))
         t3 = clock()
         split["reading"] += t1 - t0
         split["datapath"] += t2 - t1
         split["writing"] += t3 - t2
+        now_ms, done = int(now[-1]), b
         if bar is not None:
             bar.advance(b - a)
-    return (int(now[-1]) if len(now) else 0), split
+    return now_ms, split

@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -98,16 +99,19 @@ def _u32(data, ofs, big):
 
 
 @njit
-def _scan_pcap(data, big, frac_to_ns, fill, offsets, lengths, orig, ts_ns):
-    """Walk classic pcap records from byte 24. Returns (count, status)."""
+def _scan_pcap(data, big, frac_to_ns, fill, offsets, lengths, orig, ts_ns, state):
+    """Walk classic pcap records from byte ``state[0]`` (24: the first), at most ``state[1]``
+    of them; ``state[0]`` ends on the next record. Returns (count, status)."""
     size = data.shape[0]
-    pos = 24
+    pos = state[0]
     n = 0
-    while pos < size:
+    while pos < size and n < state[1]:
         if size - pos < 16:
+            state[0] = pos
             return n, SCAN_TRUNCATED
         incl = _u32(data, pos + 8, big)
         if incl > size - pos - 16:
+            state[0] = pos
             return n, SCAN_TRUNCATED
         if fill:
             offsets[n] = pos + 16
@@ -116,6 +120,7 @@ def _scan_pcap(data, big, frac_to_ns, fill, offsets, lengths, orig, ts_ns):
             ts_ns[n] = _u32(data, pos, big) * 1_000_000_000 + _u32(data, pos + 4, big) * frac_to_ns
         n += 1
         pos += 16 + incl
+    state[0] = pos
     return n, SCAN_OK
 
 
@@ -145,14 +150,17 @@ def _ticks_to_ns(ticks, resol):
 
 
 @njit
-def _scan_pcapng(data, fill, offsets, lengths, orig, ts_ns, ifaces, if_link, if_snap, if_res):
-    """Walk pcapng blocks. Returns (count, status, detail)."""
+def _scan_pcapng(data, fill, offsets, lengths, orig, ts_ns, ifaces, if_link, if_snap, if_res,
+                 state):  # fmt: skip
+    """Walk pcapng blocks from ``state`` = [byte position, most packets, big-endian section,
+    interfaces so far] (0, n, 0, 0: the start), which ends where the walk stopped. Returns
+    (count, status, detail)."""
     size = data.shape[0]
-    pos = 0
+    pos = state[0]
     n = 0
-    big = False
-    n_if = 0
-    while pos < size:
+    big = state[2] != 0
+    n_if = state[3]
+    while pos < size and n < state[1]:
         if size - pos < 12:
             return n, SCAN_TRUNCATED, pos
         block_type = _u32(data, pos, big)
@@ -235,6 +243,9 @@ def _scan_pcapng(data, fill, offsets, lengths, orig, ts_ns, ifaces, if_link, if_
                 ifaces[n] = 0
             n += 1
         pos += total
+        state[0] = pos
+        state[2] = 1 if big else 0
+        state[3] = n_if
     return n, SCAN_OK, 0
 
 
@@ -254,6 +265,14 @@ def _map_file(path: str) -> np.ndarray:
         raise InputError(f"{path}: cannot read capture: {exc}") from None
 
 
+_ALL = 1 << 62  # "no limit" for a scan's record count
+
+
+def _start_state() -> np.ndarray:
+    """A pcapng scan from the start: position 0, no limit, little-endian, no interfaces."""
+    return np.array([0, _ALL, 0, 0], np.int64)
+
+
 def _empty_index(n: int):
     return tuple(np.zeros(n, np.int64) for _ in range(5))
 
@@ -262,20 +281,30 @@ def read_capture(path) -> Capture:
     """Read a classic pcap (either byte order, µs or ns) or pcapng file of Ethernet frames."""
     path = os.fspath(path)
     data = _map_file(path)
+    kind = _kind(path, data)
+    if kind[0] == "pcapng":
+        return _read_pcapng(path, data)
+    return _read_pcap(path, data, kind[1], kind[2])
+
+
+def _kind(path: str, data: np.ndarray) -> tuple:
+    """("pcapng",) or ("pcap", big-endian, nanosecond), from the file's magic; InputError if
+    neither."""
     if data.shape[0] < 4:
         raise InputError(f"{path}: not a pcap or pcapng file (only {data.shape[0]} bytes)")
     head = bytes(data[:4])
     magic_le = struct.unpack("<I", head)[0]
     magic_be = struct.unpack(">I", head)[0]
     if magic_le == PCAPNG_SHB:
-        return _read_pcapng(path, data)
+        return ("pcapng",)
     for big, magic in ((False, magic_le), (True, magic_be)):
         if magic in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
-            return _read_pcap(path, data, big, magic == PCAP_MAGIC_NS)
+            return ("pcap", big, magic == PCAP_MAGIC_NS)
     raise InputError(f"{path}: not a pcap or pcapng file (magic 0x{magic_be:08x})")
 
 
-def _read_pcap(path: str, data: np.ndarray, big: bool, nanosecond: bool) -> Capture:
+def _pcap_snaplen(path: str, data: np.ndarray, big: bool) -> int:
+    """The classic pcap header's snap length; InputError unless the link type is Ethernet."""
     if data.shape[0] < 24:
         raise InputError(f"{path}: truncated pcap file header")
     order = ">" if big else "<"
@@ -283,11 +312,18 @@ def _read_pcap(path: str, data: np.ndarray, big: bool, nanosecond: bool) -> Capt
     linktype &= 0xFFFF  # the upper bits may carry FCS information
     if linktype != LINKTYPE_ETHERNET:
         raise InputError(f"{path}: link type {linktype} is not Ethernet (1)")
+    return snaplen
+
+
+def _read_pcap(path: str, data: np.ndarray, big: bool, nanosecond: bool) -> Capture:
+    snaplen = _pcap_snaplen(path, data, big)
     frac_to_ns = 1 if nanosecond else 1000
     empty = np.zeros(0, np.int64)
-    n, _status = _scan_pcap(data, big, frac_to_ns, False, empty, empty, empty, empty)
+    n, _status = _scan_pcap(data, big, frac_to_ns, False, empty, empty, empty, empty,
+                            np.array([24, _ALL], np.int64))  # fmt: skip
     offsets, lengths, orig, ts_ns, ifaces = _empty_index(n)
-    n2, status = _scan_pcap(data, big, frac_to_ns, True, offsets, lengths, orig, ts_ns)
+    n2, status = _scan_pcap(data, big, frac_to_ns, True, offsets, lengths, orig, ts_ns,
+                            np.array([24, _ALL], np.int64))  # fmt: skip
     assert n2 == n
     return Capture(path, data, offsets, lengths, orig, ts_ns, ifaces, "pcap",
                    status == SCAN_TRUNCATED, snaplen)  # fmt: skip
@@ -299,7 +335,18 @@ def _read_pcapng(path: str, data: np.ndarray) -> Capture:
     if_res = np.zeros(MAX_INTERFACES, np.int64)
     empty = np.zeros(0, np.int64)
     n, status, detail = _scan_pcapng(data, False, empty, empty, empty, empty, empty,
-                                     if_link, if_snap, if_res)  # fmt: skip
+                                     if_link, if_snap, if_res, _start_state())  # fmt: skip
+    _check_pcapng(path, status, detail)
+    offsets, lengths, orig, ts_ns, ifaces = _empty_index(n)
+    n2, status2, _ = _scan_pcapng(data, True, offsets, lengths, orig, ts_ns, ifaces,
+                                  if_link, if_snap, if_res, _start_state())  # fmt: skip
+    assert n2 == n and status2 == status
+    return Capture(path, data, offsets, lengths, orig, ts_ns, ifaces, "pcapng",
+                   status == SCAN_TRUNCATED, int(if_snap[0]))  # fmt: skip
+
+
+def _check_pcapng(path: str, status: int, detail: int) -> None:
+    """InputError for a pcapng walk that stopped on bad content (truncation is not one)."""
     if status == SCAN_BAD_LINKTYPE:
         raise InputError(f"{path}: link type {detail} is not Ethernet (1)")
     if status == SCAN_BAD_BLOCK:
@@ -310,12 +357,79 @@ def _read_pcapng(path: str, data: np.ndarray) -> Capture:
         raise InputError(f"{path}: packet block for undescribed interface {detail}")
     if status == SCAN_TOO_MANY_INTERFACES:
         raise InputError(f"{path}: more than {MAX_INTERFACES} interfaces in one section")
-    offsets, lengths, orig, ts_ns, ifaces = _empty_index(n)
-    n2, status2, _ = _scan_pcapng(data, True, offsets, lengths, orig, ts_ns, ifaces,
-                                  if_link, if_snap, if_res)  # fmt: skip
-    assert n2 == n and status2 == status
-    return Capture(path, data, offsets, lengths, orig, ts_ns, ifaces, "pcapng",
-                   status == SCAN_TRUNCATED, int(if_snap[0]))  # fmt: skip
+
+
+class CaptureStream:
+    """A capture read a chunk of records at a time, in file order, in bounded memory.
+
+    The file is mapped like :func:`read_capture` maps it, and checked whole first (a walk that
+    counts the records: a bad file is an InputError before anything is processed); then
+    :meth:`next_chunk` gives the next records' offsets, lengths and timestamps, and
+    :meth:`release_before` gives the pages behind the reader back to the kernel, so neither
+    the index nor the mapped file grows with the capture in memory."""
+
+    def __init__(self, path, chunk: int = 1 << 16):
+        self.path = os.fspath(path)
+        self._mmap = None
+        self.data = _map_file(self.path)
+        if self.data.shape[0]:
+            self._mmap = getattr(self.data.base, "_mmap", None)
+        kind = _kind(self.path, self.data)
+        self.format = kind[0]
+        if self.format == "pcap":
+            _pcap_snaplen(self.path, self.data, kind[1])
+            self._big, self._frac = kind[1], (1 if kind[2] else 1000)
+        self._ifs = tuple(np.zeros(MAX_INTERFACES, np.int64) for _ in range(3))
+        self.count, self.truncated = self._count(chunk)
+        self._state = self._start()
+        self._left = self.count
+
+    def _start(self) -> np.ndarray:
+        return np.array([24, 0], np.int64) if self.format == "pcap" else _start_state()
+
+    def _scan(self, fill: bool, arrays, state):
+        if self.format == "pcap":
+            n, status = _scan_pcap(self.data, self._big, self._frac, fill, *arrays[:4], state)
+            return n, status
+        n, status, detail = _scan_pcapng(self.data, fill, *arrays, *self._ifs, state)
+        _check_pcapng(self.path, status, detail)
+        return n, status
+
+    def _count(self, chunk: int) -> tuple[int, bool]:
+        state = self._start()
+        empty = np.zeros(0, np.int64)
+        total, status = 0, SCAN_OK
+        while True:
+            state[1] = chunk
+            n, status = self._scan(False, (empty,) * 5, state)
+            total += n
+            self.release_before(int(state[0]))
+            if n < chunk:
+                return total, status == SCAN_TRUNCATED
+
+    def __len__(self) -> int:
+        return self.count
+
+    def next_chunk(self, max_n: int):
+        """(offsets, lengths, ts_ns) of up to ``max_n`` next records (offsets into ``data``);
+        empty arrays at the end."""
+        n = min(int(max_n), self._left)
+        arrays = _empty_index(n)
+        self._state[1] = n
+        got, _status = self._scan(True, arrays, self._state)
+        assert got == n
+        self._left -= n
+        offsets, lengths, _orig, ts_ns, _ifaces = arrays
+        return offsets, lengths, ts_ns
+
+    def release_before(self, offset: int) -> None:
+        """Give the mapped pages wholly before byte ``offset`` back to the kernel (they are
+        read again from the file if touched later)."""
+        if self._mmap is None or not hasattr(self._mmap, "madvise"):
+            return
+        end = (int(offset) // mmap.PAGESIZE) * mmap.PAGESIZE
+        if end > 0:
+            self._mmap.madvise(mmap.MADV_DONTNEED, 0, end)
 
 
 # --- writing --------------------------------------------------------------------------------
