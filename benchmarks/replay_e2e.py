@@ -7,8 +7,9 @@ Generates workload A (10,000 flows) at two capture sizes, then times the whole c
 fresh process each run, the kernels already compiled) for both modes, with packets.jsonl and
 with ``--packets none``, the runs of one size taking turns. Per packet is the slope between the
 two sizes of the median times (the fixed start-up cost cancels); peak RSS is each process's
-maximum resident set, which must not grow with the capture (replay streams). Writes JSON and
-prints a table.
+maximum resident set, which must not grow with the capture (replay streams). Beside them, the
+engine's own time on the smaller capture, in this process, as ``ctaccel bench`` takes it
+(engine.run only). Writes JSON and prints a table.
 """
 
 from __future__ import annotations
@@ -39,7 +40,25 @@ def _run(cmd: list[str]) -> tuple[float, int]:
     return seconds, int(usage.ru_maxrss)
 
 
+def _engine_only(pcap: Path, flows: Path, repeats: int) -> dict:
+    """ns/packet of engine.run alone per mode (median of ``repeats`` fresh engines)."""
+    from ctaccel.bench import measure
+    from ctaccel.datapath.warmup import warm_up
+    from ctaccel.ofproto.classifier import FlowTables
+    from ctaccel.ofproto.rules import parse_flows
+
+    warm_up()
+    loaded = measure.load_capture(pcap)
+    tables = FlowTables(parse_flows(flows.read_text(encoding="utf-8"), str(flows)))
+    return {m: statistics.median(measure.one_run(tables, loaded, m).ns_per_packet
+                                 for _ in range(repeats)) for m in MODES}  # fmt: skip
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--engine-only"]:
+        pcap, flows, repeats = sys.argv[2:5]
+        print(json.dumps(_engine_only(Path(pcap), Path(flows), int(repeats))))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000000,5000000")
     ap.add_argument("--repeats", type=int, default=3)
@@ -76,6 +95,12 @@ def main() -> None:
                                    "--mode", mode, "--packets", out, "--quiet",
                                    "--out-dir", str(work / "out")])  # fmt: skip
                     runs.setdefault(f"{size} {out} {mode}", []).append((t, rss))
+        if size == sizes[0]:  # in its own process: a parent's resident set would count in the
+            # children's peak (Linux keeps ru_maxrss across exec)
+            done = subprocess.run([sys.executable, __file__, "--engine-only", str(pcap),
+                                   str(flows), str(args.repeats)], capture_output=True,
+                                  text=True, check=True)  # fmt: skip
+            engine_ns = json.loads(done.stdout.splitlines()[-1])
         for p in d.iterdir():
             p.unlink()
     small, big = sizes[0], sizes[-1]
@@ -83,6 +108,13 @@ def main() -> None:
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "runs": {k: [{"seconds": round(t, 3), "max_rss_kb": r} for t, r in v]
                              for k, v in runs.items()}}  # fmt: skip
+    report["engine_only"] = {m: {"ns_per_packet": round(v, 1), "mpps": round(1e3 / v, 2)}
+                             for m, v in engine_ns.items()}  # fmt: skip
+    print(
+        "engine alone: "
+        + ", ".join(f"{m} {v:.0f} ns/packet" for m, v in engine_ns.items())
+        + f" (recirc/AE {engine_ns['recirc'] / engine_ns['assume-established']:.2f})"
+    )
     med = {k: statistics.median(t for t, _ in v) for k, v in runs.items()}
     peak = {k: max(r for _, r in v) for k, v in runs.items()}
     for out in OUTPUTS:
