@@ -1,7 +1,7 @@
 """The house rules of src/ctaccel, checked: sizes a newcomer can read and arrows that run down.
 
 - No function over MAX_FUNCTION_LINES lines, no module over MAX_MODULE_LINES, no parameter
-  list over MAX_PARAMETERS (``self``/``cls`` not counted): the compiled kernels take named
+  list over MAX_PARAMETERS (``self`` counted): the compiled kernels take named
   bundles (layout.py NamedTuples), not dozens of arrays.
 - Imports run down the layers only (LAYERS, lowest first): a package may import its own
   layer and those below it, never one above. The compiled kernels (datapath's kernel, vm,
@@ -83,7 +83,7 @@ def test_functions_modules_and_parameter_lists_stay_small():
                 too_big.append(f"{rel}:{node.name}: {lines} lines")
             a = node.args
             params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
-            params = [p for p in params if p is not None and p.arg not in ("self", "cls")]
+            params = [p for p in params if p is not None]
             if len(params) > MAX_PARAMETERS:
                 too_big.append(f"{rel}:{node.name}: {len(params)} parameters")
     assert not too_big, "\n".join(too_big)

@@ -62,7 +62,9 @@ class Packet:
         self.conn = -1
 
     def ct(self, ct: Conntrack, zone=0, **kw) -> str:
-        self.conn = ct.execute(self.frame, self.key, zone, cached_conn=self.conn, **kw)
+        now_ms, nat = kw.pop("now_ms", 0), kw.pop("nat", None)
+        self.conn = ct.execute(self.frame, self.key, action_row(zone, **kw), now_ms, self.conn,
+                               nat)  # fmt: skip
         return format_ct_state(int(self.key[CT_STATE]))
 
 

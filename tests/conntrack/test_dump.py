@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scapy.all import ICMP, IP, SCTP, TCP, UDP, Ether, ICMPv6EchoRequest, IPv6, Raw
 
-from ctaccel.conntrack import Conntrack
+from ctaccel.conntrack import Conntrack, action_row
 from ctaccel.packet.key import KEY_WIDTH
 from ctaccel.packet.parse import parse_frame
 
@@ -55,7 +55,7 @@ def commit(ct, l3, zone, **kw):
     frame = np.frombuffer(bytes(Ether() / l3), np.uint8)
     key = np.zeros(KEY_WIDTH, np.int64)
     parse_frame(frame, 1, key)
-    return ct.execute(frame, key, zone, commit=True, now_ms=0, **kw)
+    return ct.execute(frame, key, action_row(zone, commit=True, **kw), now_ms=0)
 
 
 def filled() -> Conntrack:

@@ -136,7 +136,7 @@ def _run(ct, pkt, port, zone, commit, nat, now, state=0, md_zone=0):
     key = _key(frame, port)
     key[K.CT_STATE] = state
     key[K.CT_ZONE] = md_zone
-    ct.execute(frame, key, zone, commit=commit, now_ms=now, nat=nat)
+    ct.execute(frame, key, action_row(zone, commit), now_ms=now, nat=nat)
     return Ether(frame.tobytes()), key
 
 
@@ -201,7 +201,7 @@ def test_second_nat_in_the_same_zone_is_a_noop():
     frame = _arr(once)
     key2 = _key(frame)
     key2[K.CT_STATE : K.CT_TP_DST + 1] = k[K.CT_STATE : K.CT_TP_DST + 1]
-    ct.execute(frame, key2, 9, now_ms=2, nat=_spec(None))
+    ct.execute(frame, key2, action_row(9), now_ms=2, nat=_spec(None))
     assert Ether(frame.tobytes())[IP].src == S
     # found by its translated tuple, original direction; unanswered UDP is still new
     assert K.format_ct_state(int(key2[K.CT_STATE])) == "new|trk|snat"

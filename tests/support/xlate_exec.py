@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ctaccel.conntrack import Conntrack
+from ctaccel.conntrack import Conntrack, action_row
 from ctaccel.conntrack.nat import NS_WIDTH
 from ctaccel.datapath.reference import ETH_HEADER_LEN, MAX_RECIRC_DEPTH, PacketResult
 from ctaccel.ofproto import program as P
@@ -167,16 +167,12 @@ class ProgramExecutor:
             nat = np.array(nat, np.int64)
             if not pkt.frame.flags.writeable:
                 pkt.frame = pkt.frame.copy()
+        act = action_row(zone, bool(flags & P.CTF_COMMIT), bool(flags & P.CTF_FORCE), mark,
+                         mark_mask, label, label_mask)  # fmt: skip
         pkt.ct_handle = self.conntrack.execute(
             pkt.frame,
             key,
-            zone,
-            commit=bool(flags & P.CTF_COMMIT),
-            force=bool(flags & P.CTF_FORCE),
-            mark=mark,
-            mark_mask=mark_mask,
-            label=label,
-            label_mask=label_mask,
+            act,
             now_ms=self._now_ms,
             cached_conn=pkt.ct_handle,
             nat=nat,

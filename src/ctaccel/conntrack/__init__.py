@@ -145,24 +145,11 @@ class Conntrack:
             self.conns, self.index, self.free_slots = grow_tables(self.conns, self.stats, new_cap)
 
     # --- the ct action -----------------------------------------------------------------------
-    def execute(
-        self,
-        frame,
-        key,
-        zone: int,
-        commit: bool = False,
-        force: bool = False,
-        mark: int | None = None,
-        mark_mask: int = 0xFFFFFFFF,
-        label: int | None = None,
-        label_mask: int = _LABEL_ALL,
-        now_ms: int = 0,
-        cached_conn: int = -1,
-        nat=None,
-    ) -> int:
+    def execute(self, frame, key, act, now_ms: int = 0, cached_conn: int = -1, nat=None) -> int:
         """Run ct() on one parsed packet; updates ``key``'s ct fields, returns the handle.
 
-        ``nat``: None, or the NAT spec row (conntrack/nat.py ``spec_from_action``); with NAT
+        ``act``: the action's parameters as one row, :func:`action_row` (zone, commit, force,
+        ct_mark/ct_label writes), as the compiled datapath passes them. ``nat``: None, or the NAT spec row (conntrack/nat.py ``spec_from_action``); with NAT
         the frame (a writable uint8 array) and the key's addresses/ports may be rewritten."""
         if not isinstance(frame, np.ndarray):
             frame = np.frombuffer(bytes(frame), np.uint8)
@@ -173,7 +160,6 @@ class Conntrack:
         elif not frame.flags.writeable:
             raise ValueError("ct with nat rewrites the frame: pass a writable array")
         self.reserve(1)
-        act = action_row(zone, commit, force, mark, mark_mask, label, label_mask)
         handle = core.ct_execute(self.tables, frame, key, act, int(now_ms), int(cached_conn), nat,
                                  self._tups)  # fmt: skip
         return int(handle)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ctaccel.conntrack import Conntrack
+from ctaccel.conntrack import Conntrack, action_row
 from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.ofproto import actions as A
 from ctaccel.ofproto.classifier import MAX_RESUBMIT_DEPTH, FlowTables, lookup_key
@@ -269,21 +269,11 @@ class ReferenceEngine:
         if nat is not None:  # the frames may be rewritten: the packet's own copies
             group.frames = [f if f.flags.writeable else f.copy() for f in group.frames]
 
+        ct_act = action_row(zone, bool(act.commit), bool(act.force), mark, mark_mask, label,
+                            label_mask)  # fmt: skip
+
         def conntrack(frame, ct_key, cached):
-            return self.conntrack.execute(
-                frame,
-                ct_key,
-                zone,
-                commit=bool(act.commit),
-                force=bool(act.force),
-                mark=mark,
-                mark_mask=mark_mask,
-                label=label,
-                label_mask=label_mask,
-                now_ms=self._now_ms,
-                cached_conn=cached,
-                nat=nat,
-            )
+            return self.conntrack.execute(frame, ct_key, ct_act, self._now_ms, cached, nat)
 
         key[_CT_FIRST : _CT_LAST + 1] = 0 if group.md is None else group.md
         if key[K.NW_FRAG] & K.FRAG_ANY:
