@@ -1,6 +1,6 @@
 """replay_batches.py: the batched replay writes what the per-packet path writes.
 
-- The merge order of several inputs equals heapq.merge's (replay.merged_order) for any
+- The merge order of several inputs (MergedStream) equals heapq.merge's (replay.merged_order) for any
   timestamps, steps back and ties included.
 - End to end: random traffic with fragments (the reference engine's packets), NAT (rewritten
   frames) and controller outputs, on four ports, through both compiled modes: packets.jsonl
@@ -36,9 +36,11 @@ class _Cap:
 @given(st.lists(st.lists(st.integers(0, 6), max_size=8), min_size=1, max_size=4))
 def test_merge_order_is_heapq_merge(inputs):
     caps = [_Cap(ts) for ts in inputs]
-    inp, rec, ts = RB.merged_order(caps)
-    assert list(zip(inp.tolist(), rec.tolist(), strict=True)) == list(RP.merged_order(caps))
-    assert ts.tolist() == [inputs[i][r] for i, r in zip(inp, rec, strict=True)]
+    merged = RB.MergedStream([_Stream(ts) for ts in inputs], chunk=1 << 20)
+    got = [(i, r, t) for inp, off, _n, ts in merged.batches(1 << 20)
+           for i, r, t in zip(inp.tolist(), off.tolist(), ts.tolist(), strict=True)]  # fmt: skip
+    assert [(i, r) for i, r, _t in got] == list(RP.merged_order(caps))
+    assert [t for _i, _r, t in got] == [inputs[i][r] for i, r, _t in got]
 
 
 class _Stream:
@@ -160,7 +162,7 @@ def test_parquet_holds_the_jsonl_values_row_for_row(tmp_path, mode):
     rows = table.set_column(i, "timestamp", table.column(i).cast("int64")).to_pylist()
     assert len(rows) == len(lines) == 1500
     captures, _ports = RP.load_inputs(inputs)
-    stamps = RB.merged_order(captures)[2]
+    stamps = [int(captures[i].ts_ns[r]) for i, r in RP.merged_order(captures)]
     for line, row, ts in zip(lines, rows, stamps, strict=True):
         want = dict(line, out=[RB.OFPP_CONTROLLER if p == "controller" else p for p in line["out"]])
         assert {k: v for k, v in row.items() if k != "timestamp"} == want

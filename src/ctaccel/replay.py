@@ -145,7 +145,7 @@ def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None,
         limit = None if stop_before is None else max(stop_before - 1, 0)
         engine.last_now_ms, _split = run_batches(engine, streams, ports, None, 0, limit=limit)
         if stop_before is not None:
-            engine.next_packet = packet_at(*load_inputs(inputs), stop_before)
+            engine.next_packet = packet_at(*open_streams(inputs), stop_before)
         return engine
     captures, ports = load_inputs(inputs)
 

@@ -6,8 +6,7 @@ processing order, a batch at a time; :func:`run_batches` runs the batches throug
 DatapathEngine and :class:`BatchWriter` writes each batch's ``packets.jsonl`` lines (or
 ``packets.parquet`` rows) and per-port pcap records with one compiled call and one write
 each (io/records.py). The files are byte for byte what the per-packet path writes (tests
-compare them). :func:`merged_order` / :func:`packet_at` give the same order as whole arrays
-(trace's packet N).
+compare them). :func:`packet_at` finds packet N in the same order (trace).
 
 Design:
 - The merge order: ``heapq.merge`` of the inputs by (timestamp, input, record), whose heads
@@ -48,29 +47,10 @@ from ctaccel.packet.key import format_ct_state
 CT_CODES = 1 << 12  # ct_state codes the lookup covers (the bits OVS prints)
 
 
-def merged_order(captures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(input index, record index, ts_ns) of every packet in processing order."""
-    if len(captures) == 1:  # one input: its file order
-        t = np.asarray(captures[0].ts_ns, np.int64)
-        return np.zeros(len(t), np.int64), np.arange(len(t), dtype=np.int64), t
-    inp, rec, key, ts = [], [], [], []
-    for i, cap in enumerate(captures):
-        t = np.asarray(cap.ts_ns, np.int64)
-        inp.append(np.full(len(t), i, np.int64))
-        rec.append(np.arange(len(t), dtype=np.int64))
-        key.append(np.maximum.accumulate(t) if len(t) else t)
-        ts.append(t)
-    if not inp:
-        z = np.zeros(0, np.int64)
-        return z, z, z
-    inp_a, rec_a, key_a = (np.concatenate(a) for a in (inp, rec, key))
-    order = np.lexsort((rec_a, inp_a, key_a))
-    return inp_a[order], rec_a[order], np.concatenate(ts)[order]
-
-
-def clock_ms(ts_ns: np.ndarray) -> np.ndarray:
-    """The engine's clock per packet: the running maximum of the timestamps in ms (from 0)."""
-    ms = np.maximum(ts_ns // 1_000_000, 0)
+def clock_ms(ts_ns: np.ndarray, start: int = 0) -> np.ndarray:
+    """The engine's clock per packet: the running maximum of the timestamps in ms, from
+    ``start`` (the clock after the packets before)."""
+    ms = np.maximum(ts_ns // 1_000_000, start)
     return np.maximum.accumulate(ms) if len(ms) else ms
 
 
@@ -305,15 +285,18 @@ class ParquetPackets:
         self.writer.close()
 
 
-def packet_at(captures, ports, n: int):
-    """Packet ``n`` (1-based, processing order) as (n, in_port, frame, now_ms), or None."""
-    inp, rec, ts = merged_order(captures)
-    if not 1 <= n <= len(inp):
-        return None
-    cap = captures[int(inp[n - 1])]
-    off, length = int(cap.offsets[rec[n - 1]]), int(cap.lengths[rec[n - 1]])
-    now_ms = int(clock_ms(ts[:n])[-1])
-    return n, int(ports[int(inp[n - 1])]), cap.data[off : off + length], now_ms
+def packet_at(streams, ports, n: int, batch: int = 1 << 16):
+    """Packet ``n`` (1-based, processing order) of fresh CaptureStreams as (n, in_port,
+    frame, now_ms), or None past the end."""
+    done, now_ms = 0, 0
+    for inp, off, length, ts in MergedStream(streams).batches(batch):
+        now = clock_ms(ts, now_ms)
+        if done + len(inp) >= n:
+            j = n - 1 - done
+            frame = streams[int(inp[j])].data[int(off[j]) : int(off[j] + length[j])]
+            return n, int(ports[int(inp[j])]), frame, int(now[j])
+        done, now_ms = done + len(inp), int(now[-1])
+    return None
 
 
 class MergedStream:
@@ -425,7 +408,7 @@ def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limi
         if limit is not None and done + len(inp) > limit:
             inp, off, length, ts = (x[: limit - done] for x in batch)
         buf, offsets = gather_stream_frames(streams, inp, off, length)
-        now = np.maximum.accumulate(np.maximum(ts // 1_000_000, now_ms))
+        now = clock_ms(ts, now_ms)
         in_port = port_of[inp]
         t1 = clock()
         br = engine.run(buf, offsets, length, in_port, now)
