@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -88,12 +89,15 @@ def main() -> None:
                 str(work / "out"),
             ]
         )  # compile / load once
+        shutil.rmtree(work / "out")
         for _ in range(args.repeats):
             for out in OUTPUTS:
                 for mode in MODES:
+                    out_dir = work / "out"  # a new directory each run, as a user's would be
                     t, rss = _run([*cli, "replay", "--flows", str(flows), "--in", f"1={pcap}",
                                    "--mode", mode, "--packets", out, "--quiet",
-                                   "--out-dir", str(work / "out")])  # fmt: skip
+                                   "--out-dir", str(out_dir)])  # fmt: skip
+                    shutil.rmtree(out_dir)
                     runs.setdefault(f"{size} {out} {mode}", []).append((t, rss))
         if size == sizes[0]:  # in its own process: a parent's resident set would count in the
             # children's peak (Linux keeps ru_maxrss across exec)

@@ -94,8 +94,13 @@ def _inputs(tmp: Path, seed: int) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", ["assume-established", "recirc"])
-@pytest.mark.parametrize("rules", ["zones_by_port", "nat_ranges", "mark_label"])
-def test_batched_replay_writes_what_the_per_packet_path_writes(tmp_path, mode, rules):
+@pytest.mark.parametrize(
+    "rules, batch",
+    [("zones_by_port", 4096), ("nat_ranges", 4096), ("mark_label", 4096), ("nat_ranges", 64)],
+)
+def test_batched_replay_writes_what_the_per_packet_path_writes(tmp_path, monkeypatch, mode, rules,
+                                                               batch):  # fmt: skip
+    monkeypatch.setattr(RP, "REPLAY_BATCH", batch)  # 64: many batches, the writer one behind
     flows = tmp_path / "rules.flows"
     flows.write_text(RULE_SETS[rules] + CONTROLLER_RULES)
     inputs = RP.parse_inputs(_inputs(tmp_path, seed=len(rules)))
@@ -231,3 +236,25 @@ def test_dump_and_trace_prefix_run_in_batches_as_packet_by_packet(tmp_path, stop
             assert (n, port, bytes(frame), now) == (ref.next_packet[0], ref.next_packet[1],
                                                     bytes(ref.next_packet[2]),
                                                     ref.next_packet[3])  # fmt: skip
+
+
+class _Failing:
+    """A writer whose second batch fails (a full disk, say)."""
+
+    def __init__(self):
+        self.written = []
+
+    def write(self, n, *_rest):
+        if n == 2:
+            raise OSError(28, "No space left on device")
+        self.written.append(n)
+
+
+def test_an_error_on_the_writer_thread_reaches_the_caller_and_stops_the_writing():
+    behind = RB.WriterThread(_Failing())
+    with pytest.raises(OSError, match="No space left"):
+        for n in range(1, 50):
+            behind.submit(n)
+        behind.finish()
+    behind.finish()  # the thread is gone: nothing hangs, nothing is raised twice
+    assert behind.writer.written == [1]

@@ -156,7 +156,8 @@ def _keep_reload_hooks(dispatcher):
 # ``prefetch(a, i)`` / ``prefetch2(a, i, j)`` ask the CPU to bring the cache line holding
 # ``a[i]`` / ``a[i, j]`` closer (LLVM's llvm.prefetch: read, high locality, data cache). A hint:
 # no load, no fault, no effect on results; kernels use it to overlap the cache misses of packets
-# a few places ahead. As plain Python (NUMBA_DISABLE_JIT=1) they do nothing.
+# a few places ahead. As plain Python (NUMBA_DISABLE_JIT=1) they do nothing. ``copy_bytes``
+# (a memcpy between uint8 arrays) lives here too: another intrinsic.
 if JIT_DISABLED:
 
     def prefetch(arr, i):  # noqa: ARG001
@@ -167,6 +168,9 @@ if JIT_DISABLED:
 
     def prefetch2_write(arr, i, j):  # noqa: ARG001
         return None
+
+    def copy_bytes(dst, dst_pos, src, src_pos, n):
+        dst[dst_pos : dst_pos + n] = src[src_pos : src_pos + n]
 
 else:
     from llvmlite import ir as _ir
@@ -224,6 +228,31 @@ else:
     @njit(forceinline=True)
     def prefetch2_write(arr, i, j):
         _prefetch2_write(arr, i, j)
+
+    @_intrinsic
+    def _memcpy(typingctx, dst, dst_pos, src, src_pos, n):
+        ok = all(isinstance(a, _types.Array) and a.ndim == 1 and a.dtype == _types.uint8
+                 and a.layout == "C" for a in (dst, src))  # fmt: skip
+        if not (ok and all(isinstance(i, _types.Integer) for i in (dst_pos, src_pos, n))):
+            return None
+
+        def codegen(context, builder, signature, args):
+            d_ary = context.make_array(signature.args[0])(context, builder, args[0])
+            s_ary = context.make_array(signature.args[2])(context, builder, args[2])
+            d_at, s_at, count = (context.cast(builder, args[i], signature.args[i], _types.intp)
+                                 for i in (1, 3, 4))  # fmt: skip
+            _cgutils.raw_memcpy(builder, builder.gep(d_ary.data, [d_at]),
+                                builder.gep(s_ary.data, [s_at]), count, 1)  # fmt: skip
+            return context.get_dummy_value()
+
+        return _types.void(dst, dst_pos, src, src_pos, n), codegen
+
+    @njit(forceinline=True)
+    def copy_bytes(dst, dst_pos, src, src_pos, n):
+        """``dst[dst_pos:+n] = src[src_pos:+n]`` as one memcpy (C-contiguous uint8 arrays, the
+        ranges inside them and apart): no array views, so no reference counting, and no
+        byte loop the compiler cannot widen (it cannot tell the arrays apart)."""
+        _memcpy(dst, dst_pos, src, src_pos, n)
 
 
 # --- kernels linked apart ---------------------------------------------------------------------

@@ -209,8 +209,10 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
     bar = _progress(total, progress, console)
     if mode != "reference":
         from ctaccel.datapath.warmup import warm_up
+        from ctaccel.replay_batches import warm_up_writer
 
-        summary.warmup_seconds = warm_up()  # compile, or load compiled kernels from the cache
+        # compile, or load compiled kernels from the cache: the engine's, the writer's
+        summary.warmup_seconds = warm_up() + warm_up_writer()
     t0 = time.perf_counter()
     if mode == "reference":
         results = _reference_results(engine, iter_packets(captures, ports))
@@ -278,7 +280,7 @@ def _write_per_packet(engine, results, out, summary, paths, bar) -> int:
                           "path": res.path}  # fmt: skip
                 jl.write(json.dumps(record) + "\n")
                 if n % SWEEP_EVERY == 0:
-                    engine.conntrack.sweep(now_ms)
+                    engine.conntrack.sweep(now_ms, monotonic=True)
                 if bar is not None and n % 1024 == 0:
                     bar.advance(1024)
     finally:

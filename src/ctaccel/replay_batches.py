@@ -37,11 +37,12 @@ from collections import Counter
 
 import numpy as np
 
+from ctaccel import replay_emit as E
 from ctaccel.datapath import layout as L
 from ctaccel.datapath.reference import CONTROLLER
 from ctaccel.io import records as R
 from ctaccel.io.pcap import PcapWriter
-from ctaccel.ofproto.program import CONTROLLER_PORT, DROP_CODE, DROP_REASON_NAMES
+from ctaccel.ofproto.program import CONTROLLER_PORT, DROP_REASON_NAMES
 from ctaccel.packet.key import format_ct_state
 
 CT_CODES = 1 << 12  # ct_state codes the lookup covers (the bits OVS prints)
@@ -64,13 +65,14 @@ class _Vocab:
         self.drop = np.array([self.table.add(name or None) for name in DROP_REASON_NAMES],
                              np.int64)  # fmt: skip
         self.path = np.array([self.table.add(name) for name in L.PATH_NAMES], np.int64)
-        self.controller = self.table.add(CONTROLLER)
         self._arrays = None
 
     def ct_tokens(self, codes: np.ndarray) -> np.ndarray:
         idx = codes + 1
-        missing = np.unique(idx[self.ct[idx] < 0])
-        for m in missing:
+        tok = self.ct[idx]
+        if not len(tok) or tok.min() >= 0:
+            return tok
+        for m in np.unique(idx[tok < 0]):
             self.ct[m] = self.table.add(format_ct_state(int(m) - 1))
             self._arrays = None
         return self.ct[idx]
@@ -83,13 +85,17 @@ class _Vocab:
         return t
 
     def arrays(self):
+        """(token table, tail cache) for json_line: rebuilt, the cache emptied, when the
+        table has grown."""
         if self._arrays is None:
-            self._arrays = self.table.arrays()
+            self._arrays = (self.table.arrays(), R.new_tails(self.table.max_len))
         return self._arrays
 
 
 class BatchWriter:
-    """packets.jsonl and the per-port captures of a replay, written a batch at a time."""
+    """packets.jsonl (or packets.parquet) and the per-port captures of a replay, written a
+    batch at a time: one compiled call (replay_emit.emit_batch) builds a batch's records and
+    lines, then one write per port and one for the lines."""
 
     def __init__(self, out_dir: str, packets: str = "jsonl"):
         self.out_dir = out_dir
@@ -97,15 +103,40 @@ class BatchWriter:
         self.jsonl = None
         self.parquet = None
         if packets == "jsonl":
-            self.jsonl = open(os.path.join(out_dir, "packets.jsonl"), "wb", buffering=1 << 20)  # noqa: SIM115
+            self.jsonl = _open_new(os.path.join(out_dir, "packets.jsonl"))
         elif packets == "parquet":
             self.parquet = ParquetPackets(os.path.join(out_dir, "packets.parquet"))
         self.vocab = _Vocab()
-        self.parts = R.json_parts()
-        self.packets_out = 0
-        self.to_controller = 0
-        self.drops: Counter = Counter()
-        self.paths: Counter = Counter()
+        self.sink = E.new_sink()
+        self._pk = np.zeros((0, E.PK_WIDTH), np.int64)
+        self._opts = np.zeros(4, np.int64)
+        self._no_slow = (np.zeros(0, np.int64),) * 3
+        self._no_bytes = np.zeros(0, np.uint8)
+        self._no_fofs = np.zeros(0, np.int64)
+
+    @property
+    def packets_out(self) -> int:
+        return int(self.sink[5][E.T_FRAMES_OUT])
+
+    @property
+    def to_controller(self) -> int:
+        return int(self.sink[5][E.T_TO_CONTROLLER])
+
+    @property
+    def drops(self) -> Counter:
+        """Packets per drop reason."""
+        return self._token_counts(0, skip_null=True)
+
+    @property
+    def paths(self) -> Counter:
+        """Packets per path."""
+        return self._token_counts(1, skip_null=False)
+
+    def _token_counts(self, row: int, skip_null: bool) -> Counter:
+        counts = self.sink[6][row]
+        values = self.vocab.table.values
+        return Counter({values[t]: int(counts[t]) for t in np.flatnonzero(counts)
+                        if not (skip_null and values[t] is None)})  # fmt: skip
 
     def close(self) -> None:
         for w in self.writers.values():
@@ -119,7 +150,9 @@ class BatchWriter:
         w = self.writers.get(port)
         if w is None:
             name = "controller.pcap" if port == CONTROLLER_PORT else f"port-{port}.pcap"
-            w = self.writers[port] = PcapWriter(os.path.join(self.out_dir, name))
+            path = os.path.join(self.out_dir, name)
+            _remove_old(path)
+            w = self.writers[port] = PcapWriter(path)
         return w
 
     def write(self, first_n: int, in_ports, ts_ns, frames, br) -> None:
@@ -128,105 +161,122 @@ class BatchWriter:
         buf, offsets, lengths = frames
         res = br.res
         nb = len(lengths)
-        count = res[:, L.R_NOUT].copy()
-        ct = res[:, L.R_CT_STATE].copy()
-        drop = res[:, L.R_DROP].copy()
-        path = res[:, L.R_PATH]
-        # every output of the compiled packets, in packet order
-        pkt = np.repeat(np.arange(nb, dtype=np.int64), count)
-        within = np.arange(len(pkt), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-        idx = res[pkt, L.R_OUT_START] + within
-        port = br.out_ports[idx]
-        which = np.zeros(len(pkt), np.int64)
-        off = offsets[pkt]
-        if br.out_fofs is not None and len(pkt):
-            fofs = br.out_fofs[idx]
-            rewritten = (fofs >= 0) & (res[pkt, L.R_REWRITTEN] != 0)
-            which[rewritten] = 1
-            off = np.where(rewritten, fofs, off)
-        out_len = lengths[pkt]
-        ct_tok = self.vocab.ct_tokens(ct)
-        drop_tok = self.vocab.drop[drop]
-        extra = np.zeros(0, np.uint8)
+        if len(self._pk) < nb:
+            self._pk = np.zeros((nb, E.PK_WIDTH), np.int64)
+        pk = self._pk[:nb]
+        pk[:, E.PK_IN_PORT] = in_ports
+        pk[:, E.PK_TS] = ts_ns
+        pk[:, E.PK_CT] = self.vocab.ct_tokens(res[:, L.R_CT_STATE])
+        pk[:, E.PK_DROP] = self.vocab.drop[res[:, L.R_DROP]]
+        pk[:, E.PK_PATH] = self.vocab.path[res[:, L.R_PATH]]
+        pk[:, E.PK_SLOW_COUNT] = -1
+        slow, extra = self._no_slow, self._no_bytes
         if br.slow:
-            outs = self._splice_slow(br.slow, count, (ct_tok, drop_tok),
-                                     (pkt, port, which, off, out_len))  # fmt: skip
-            pkt, port, which, off, out_len, extra = outs
-            for j, r in br.slow.items():
-                drop[j] = DROP_CODE.get(r.drop_reason, 0) if r.drop_reason else 0
-        fbuf = br.out_fbuf if br.out_fbuf is not None else extra
-        self._write_pcaps(ts_ns[pkt], port, which, off, out_len, (buf, fbuf, extra))
-        toks = (ct_tok, drop_tok, self.vocab.path[path])
-        self._write_packets(first_n, in_ports, ts_ns, count, port, toks)
-        self.packets_out += int(np.count_nonzero(port != CONTROLLER_PORT))
-        self.to_controller += int(np.count_nonzero(port == CONTROLLER_PORT))
-        for code, n in enumerate(np.bincount(drop, minlength=len(DROP_REASON_NAMES))):
-            if code and n:
-                self.drops[DROP_REASON_NAMES[code]] += int(n)
-        for code, n in enumerate(np.bincount(path, minlength=len(L.PATH_NAMES))):
-            if n:
-                self.paths[L.PATH_NAMES[code]] += int(n)
+            slow, extra = self._slow_outputs(br.slow, pk)
+        m = len(br.out_ports) + len(slow[0])
+        self._make_room(nb, m)
+        fofs = br.out_fofs if br.out_fofs is not None else self._no_fofs
+        fbuf = br.out_fbuf if br.out_fbuf is not None else self._no_bytes
+        args = ((buf, offsets, lengths, fbuf, extra), (res, br.out_ports, fofs), slow, pk)
+        self._opts[:] = (first_n, self.jsonl is not None, PCAP_SNAPLEN, 0)
+        text = (self.vocab.arrays(), self._opts)
+        while E.emit_batch(*args, text, tuple(self.sink)) == E.NEED_ROOM:
+            self.sink[2] = np.empty(int(self.sink[5][E.T_PCAP_NEED]) * 2, np.uint8)
+        self._write_out(first_n, in_ports, ts_ns, pk)
 
-    def _splice_slow(self, slow, count, toks, outs):
-        """The reference engine's results into the batch's arrays (its packets' outputs,
-        counts and tokens); its frames into a third buffer. Returns the outputs, in packet
-        order, and that buffer."""
-        ct_tok, drop_tok = toks
-        s_pkt, s_port, s_len, frames = [], [], [], []
+    def _make_room(self, nb: int, m: int) -> None:
+        """The JSON buffer and the flat port array large enough for ``nb`` packets with ``m``
+        outputs; the token tallies for every token."""
+        if len(self.sink[4]) < m:
+            self.sink[4] = np.empty(2 * m, np.int64)
+        if self.jsonl is not None:
+            need = R.json_lines_size(nb, m, self.vocab.table.max_len)
+            if len(self.sink[3]) < need:
+                self.sink[3] = np.empty(2 * need, np.uint8)
+        tt = self.sink[6]
+        if tt.shape[1] < len(self.vocab.table):
+            grown = np.zeros((2, 2 * len(self.vocab.table)), np.int64)
+            grown[:, : tt.shape[1]] = tt
+            self.sink[6] = grown
+
+    def _write_out(self, first_n, in_ports, ts_ns, pk) -> None:
+        """The batch's bytes, once emit_batch has built them: one write per port region,
+        one for the lines (or the batch's rows of packets.parquet)."""
+        portmap, slots, pcap_out, json_out, flat, tally, _tt = self.sink
+        for s in range(int(tally[E.T_SLOTS])):
+            n = int(slots[E.SL_RECORDS, s])
+            if n:
+                lo = int(slots[E.SL_START, s])
+                self._writer(int(slots[E.SL_PORT, s])).write_records(
+                    pcap_out[lo : lo + int(slots[E.SL_BYTES, s])].data, n)  # fmt: skip
+        if self.jsonl is not None:
+            self.jsonl.write(json_out[: int(tally[E.T_JSON_USED])].data)
+        if self.parquet is not None:
+            m = int(tally[E.T_OUTPUTS])
+            toks = (pk[:, E.PK_CT], pk[:, E.PK_DROP], pk[:, E.PK_PATH])
+            self.parquet.write(first_n, in_ports, ts_ns, pk[:, E.PK_COUNT], flat[:m], toks,
+                               self.vocab.table)  # fmt: skip
+
+    def _slow_outputs(self, slow, pk):
+        """The reference engine's results into the PK_* table (tokens, where its outputs
+        are); their (port, offset, length) arrays and frames, in packet order."""
+        ports, lens, frames = [], [], []
         for j in sorted(slow):
             r = slow[j]
-            count[j] = len(r.outputs)
-            ct_tok[j] = self.vocab.token_of(r.ct_state)
-            drop_tok[j] = self.vocab.token_of(r.drop_reason)
+            pk[j, E.PK_CT] = self.vocab.token_of(r.ct_state)
+            pk[j, E.PK_DROP] = self.vocab.token_of(r.drop_reason)
+            pk[j, E.PK_SLOW_START] = len(ports)
+            pk[j, E.PK_SLOW_COUNT] = len(r.outputs)
             for p, frame in r.outputs:
                 b = bytes(frame)
-                s_pkt.append(j)
-                s_port.append(CONTROLLER_PORT if p == CONTROLLER else int(p))
-                s_len.append(len(b))
+                ports.append(CONTROLLER_PORT if p == CONTROLLER else int(p))
+                lens.append(len(b))
                 frames.append(b)
-        s_len_a = np.array(s_len, np.int64)
-        s_off = np.zeros(len(s_len_a), np.int64)
-        if len(s_len_a):
-            np.cumsum(s_len_a[:-1], out=s_off[1:])
-        extra = (
-            np.frombuffer(b"".join(frames), np.uint8).copy() if frames else np.zeros(0, np.uint8)
-        )
-        pkt, port, which, off, length = outs
-        pkt = np.concatenate([pkt, np.array(s_pkt, np.int64)])
-        order = np.argsort(pkt, kind="stable")
-        port = np.concatenate([port, np.array(s_port, np.int64)])[order]
-        which = np.concatenate([which, np.full(len(s_pkt), 2, np.int64)])[order]
-        off = np.concatenate([off, s_off])[order]
-        length = np.concatenate([length, s_len_a])[order]
-        return pkt[order], port, which, off, length, extra
+        s_len = np.array(lens, np.int64)
+        s_off = np.zeros(len(s_len), np.int64)
+        if len(s_len):
+            np.cumsum(s_len[:-1], out=s_off[1:])
+        extra = np.frombuffer(b"".join(frames), np.uint8).copy() if frames else self._no_bytes
+        return (np.array(ports, np.int64), s_off, s_len), extra
 
-    def _write_pcaps(self, ts, port, which, off, length, bufs) -> None:
-        for p in np.unique(port):
-            sel = port == p
-            w = self._writer(int(p))
-            blob = np.empty(R.pcap_records_size(length[sel], w.snaplen), np.uint8)
-            used = R.pcap_records(blob, ts[sel], which[sel], off[sel], length[sel], bufs,
-                                  w.snaplen, w.nanosecond)  # fmt: skip
-            w.write_records(blob[:used], int(np.count_nonzero(sel)))
 
-    def _write_packets(self, first_n, in_ports, ts_ns, count, port, toks) -> None:
-        """The batch's per-packet results: packets.jsonl lines or packets.parquet rows."""
-        if self.parquet is not None:
-            self.parquet.write(first_n, in_ports, ts_ns, count, port, toks, self.vocab.table)
-        if self.jsonl is None:
-            return
-        nb = len(count)
-        cols = np.empty((nb, R.JL_WIDTH), np.int64)
-        cols[:, R.JL_N] = np.arange(first_n, first_n + nb)
-        cols[:, R.JL_IN_PORT] = in_ports
-        cols[:, R.JL_OUT_START] = np.cumsum(count) - count
-        cols[:, R.JL_OUT_COUNT] = count
-        cols[:, R.JL_CT], cols[:, R.JL_DROP], cols[:, R.JL_PATH] = toks
-        tokens, token_len = self.vocab.arrays()
-        out = np.empty(R.json_lines_size(nb, len(port), tokens.shape[1]), np.uint8)
-        used = R.json_lines(out, cols, port, self.parts, tokens, token_len,
-                            self.vocab.controller)  # fmt: skip
-        self.jsonl.write(out[:used].data)
+def warm_up_writer() -> float:
+    """Compile (first run) or load the writer's kernel by writing one packet into a
+    throwaway directory, so that a replay's writing time is writing; returns the seconds."""
+    import tempfile
+
+    from ctaccel.datapath.engine import BatchResult
+
+    t0 = time.perf_counter()
+    res = np.zeros((1, L.RES_WIDTH), np.int64)
+    res[0, L.R_NOUT], res[0, L.R_CT_STATE] = 1, -1
+    frames = (np.zeros(60, np.uint8), np.zeros(1, np.int64), np.full(1, 60, np.int64))
+    with tempfile.TemporaryDirectory(prefix="ctaccel-warm-up-") as d:
+        w = BatchWriter(d, "jsonl")
+        w.write(1, np.ones(1, np.int64), np.zeros(1, np.int64), frames,
+                BatchResult(res, np.array([2], np.int64), {}))  # fmt: skip
+        w.close()
+    return time.perf_counter() - t0
+
+
+PCAP_SNAPLEN = 65535  # the captures are PcapWriter's defaults: this snaplen, microseconds
+
+
+def _remove_old(path: str) -> None:
+    """Remove an output left by an earlier run before writing it again: truncating a large
+    file in place costs as much as removing it, and some file systems then flush the new
+    one to disk on close (ext4's replace-by-truncate heuristic)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass  # opening it says why, if it matters
+
+
+def _open_new(path: str):
+    _remove_old(path)
+    return open(path, "wb", buffering=1 << 20)  # noqa: SIM115
 
 
 OFPP_CONTROLLER = 0xFFFD  # the controller's OpenFlow port number, in packets.parquet
@@ -348,10 +398,14 @@ class MergedStream:
             if n:
                 parts.append((np.full(n, i, np.int64), off[:n], length[:n], ts[:n], key[:n]))
                 self.window[i] = (off[n:], length[n:], ts[n:], key[n:])
-        inp, off, length, ts, key = (np.concatenate(c) for c in zip(*parts, strict=True))
-        order = np.lexsort((off, inp, key))  # within one input, file order is offset order
+        if len(parts) == 1:  # one input's records: already in order (file order)
+            inp, off, length, ts, _key = parts[0]
+        else:
+            inp, off, length, ts, key = (np.concatenate(c) for c in zip(*parts, strict=True))
+            order = np.lexsort((off, inp, key))  # within one input, file order is offset order
+            inp, off, length, ts = inp[order], off[order], length[order], ts[order]
         q = self.queue
-        self.queue = tuple(np.concatenate((a, b[order])) for a, b in
+        self.queue = tuple(np.concatenate((a, b)) if len(a) else b for a, b in
                            zip(q, (inp, off, length, ts), strict=True))  # fmt: skip
         return True
 
@@ -390,42 +444,109 @@ def gather_stream_frames(streams, inp, off, length) -> tuple[np.ndarray, np.ndar
 def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limit=None):
     """The first ``limit`` packets (all: None) of ``streams`` (CaptureStreams; port
     ``ports[i]`` for input i) through ``engine`` in batches, each batch's outputs to
-    ``writer`` (None: none); connections swept after each packet numbered a multiple of
-    ``sweep_every`` (0: never); the pages of the inputs behind each batch given back. Returns
-    the clock (ms) after the last packet and the seconds spent reading (merging, gathering
-    frames), in the datapath (the engine and the sweeps) and writing the outputs."""
+    ``writer`` (None: none) on a second thread, a batch or two behind the datapath;
+    connections swept after each packet numbered a multiple of ``sweep_every`` (0: never);
+    the pages of the inputs behind each batch given back. Returns the clock (ms) after the
+    last packet and the seconds spent reading (merging, gathering frames), in the datapath
+    (the engine and the sweeps), and writing the outputs (on the writer's thread, alongside
+    the other two) or waiting for the writer to catch up."""
     clock = time.perf_counter
     port_of = np.asarray(ports, np.int64)
-    split = {"reading": 0.0, "datapath": 0.0, "writing": 0.0}
+    split = {"reading": 0.0, "datapath": 0.0, "writing": 0.0, "waiting": 0.0}
     now_ms, done = 0, 0
     batches = MergedStream(streams).batches(engine.batch_size)
-    while limit is None or done < limit:
-        t0 = clock()
-        batch = next(batches, None)
-        if batch is None:
-            break
-        inp, off, length, ts = batch
-        if limit is not None and done + len(inp) > limit:
-            inp, off, length, ts = (x[: limit - done] for x in batch)
-        buf, offsets = gather_stream_frames(streams, inp, off, length)
-        now = clock_ms(ts, now_ms)
-        in_port = port_of[inp]
-        t1 = clock()
-        br = engine.run(buf, offsets, length, in_port, now)
-        a, b = done, done + len(inp)
-        if sweep_every:
-            for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
-                engine.conntrack.sweep(int(now[n - 1 - a]))
-        t2 = clock()
-        if writer is not None:
-            writer.write(a + 1, in_port, ts, (buf, offsets, length), br)
-        for i in np.unique(inp):
-            streams[int(i)].release_before(int(off[inp == i][-1]))
-        t3 = clock()
-        split["reading"] += t1 - t0
-        split["datapath"] += t2 - t1
-        split["writing"] += t3 - t2
-        now_ms, done = int(now[-1]), b
-        if bar is not None:
-            bar.advance(b - a)
+    behind = WriterThread(writer) if writer is not None else None
+    try:
+        while limit is None or done < limit:
+            t0 = clock()
+            batch = next(batches, None)
+            if batch is None:
+                break
+            inp, off, length, ts = batch
+            if limit is not None and done + len(inp) > limit:
+                inp, off, length, ts = (x[: limit - done] for x in batch)
+            buf, offsets = gather_stream_frames(streams, inp, off, length)
+            now = clock_ms(ts, now_ms)
+            in_port = port_of[inp]
+            t1 = clock()
+            br = engine.run(buf, offsets, length, in_port, now)
+            a, b = done, done + len(inp)
+            if sweep_every:
+                for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
+                    engine.conntrack.sweep(int(now[n - 1 - a]), monotonic=True)
+            t2 = clock()
+            if behind is not None:
+                behind.submit(a + 1, in_port, ts, (buf, offsets, length), br)
+            _release(streams, inp, off)
+            split["reading"] += t1 - t0
+            split["datapath"] += t2 - t1
+            split["waiting"] += clock() - t2
+            now_ms, done = int(now[-1]), b
+            if bar is not None:
+                bar.advance(b - a)
+    finally:
+        if behind is not None:
+            t3 = clock()
+            behind.finish()
+            split["waiting"] += clock() - t3
+            split["writing"] = behind.busy
     return now_ms, split
+
+
+def _release(streams, inp, off) -> None:
+    """Give back the mapped pages of the inputs up to the batch's last frame of each."""
+    if len(streams) == 1:
+        if len(off):
+            streams[0].release_before(int(off[-1]))
+        return
+    for i in np.unique(inp):
+        streams[int(i)].release_before(int(off[inp == i][-1]))
+
+
+class WriterThread:
+    """A writer's ``write`` calls run on a thread of their own, in order, while the caller
+    goes on with the next batches: its compiled kernels and file writes release the GIL, so on
+    a second core the outputs cost the datapath little. At most DEPTH batches wait; an error
+    in the thread stops the writing and is raised to the caller at its next submit or at
+    finish."""
+
+    DEPTH = 2
+
+    def __init__(self, writer):
+        import queue
+        import threading
+
+        self.writer = writer
+        self.busy = 0.0  # seconds the thread spent writing
+        self._queue: queue.Queue = queue.Queue(maxsize=self.DEPTH)
+        self._error: BaseException | None = None
+        self._failed = False
+        self._thread = threading.Thread(target=self._loop, name="ctaccel-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._failed:
+                continue  # drain: the caller learns of the error at its next call
+            t0 = time.perf_counter()
+            try:
+                self.writer.write(*item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self._error, self._failed = exc, True
+            self.busy += time.perf_counter() - t0
+
+    def submit(self, *args) -> None:
+        self._raise_error()
+        self._queue.put(args)
+
+    def finish(self) -> None:
+        """Wait for every batch submitted to be written; raise the thread's error if any (once)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error

@@ -23,7 +23,7 @@ from scapy.all import (
     Raw,
 )
 
-from ctaccel.conntrack import Conntrack, action_row, core
+from ctaccel.conntrack import Conntrack, action_row, core, lifecycle
 from ctaccel.conntrack.nat import no_nat_spec
 from ctaccel.conntrack.table import TUP_WIDTH
 from ctaccel.conntrack.timeouts import TM_UDP_FIRST, TM_UDP_MULTIPLE
@@ -205,6 +205,42 @@ def test_table_grows_under_churn():
     for port in range(1, 200, 2):
         assert state(ct, udp(B, A, 9, port), now_ms=300) == "est|rpl|trk"
     assert ct.sweep(10**9) == 199 and len(ct) == 0
+
+
+def test_a_monotonic_sweep_removes_what_a_full_sweep_removes(monkeypatch):
+    """sweep(monotonic=True) skips the table scan while nothing can have expired; on the same
+    traffic (a clock that never goes back, short and long timeouts, replies, sweeps at
+    uneven times) it removes the same connections at the same sweeps as a full scan, and it
+    does skip some scans."""
+    rng = np.random.default_rng(7)
+    events, now = [], 0
+    for _ in range(400):
+        now += int(rng.integers(0, 4 * SEC))
+        if rng.random() < 0.2:
+            events.append(("sweep", now))
+        else:
+            port = int(rng.integers(1, 40))
+            pkt = udp(A, B, port, 9) if rng.random() < 0.6 else udp(B, A, 9, port)
+            events.append((pkt, now))
+    timeouts = {"udp_first": 9 * SEC, "udp_single": 9 * SEC, "udp_multiple": 5 * SEC}
+    plain, skipping = Conntrack(timeouts_ms=timeouts), Conntrack(timeouts_ms=timeouts)
+    scanned = []
+    scan = lifecycle.sweep_expired
+    monkeypatch.setattr(
+        lifecycle, "sweep_expired", lambda t, now: scanned.append(now) or scan(t, now)
+    )
+    sweeps = 0
+    for what, t in events:
+        if what != "sweep":
+            got = [state(c, what, commit=True, now_ms=t) for c in (plain, skipping)]
+            assert got[0] == got[1]
+            continue
+        sweeps += 1
+        assert plain.sweep(t) == skipping.sweep(t, monotonic=True)
+        assert plain.dump(t) == skipping.dump(t) and len(plain) == len(skipping)
+    assert plain.counters["swept"] > 10
+    assert skipping.counters["swept"] == plain.counters["swept"]
+    assert sweeps < len(scanned) < 2 * sweeps  # every plain sweep scans; some skipping ones not
 
 
 # --- force, mark, label, cached connection -----------------------------------------------

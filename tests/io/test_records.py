@@ -22,7 +22,6 @@ ROWS = st.lists(st.tuples(st.integers(0, 2**62), st.integers(-5, 2**31), PORTS, 
 
 def _lines(rows, kernel):
     table = R.TokenTable()
-    controller = table.add("controller")
     cols = np.zeros((len(rows), R.JL_WIDTH), np.int64)
     ports: list[int] = []
     for i, (n, in_port, outs, ct, drop, path) in enumerate(rows):
@@ -31,10 +30,11 @@ def _lines(rows, kernel):
         ports += [-1 if p == "controller" else p for p in outs]
         cols[i, R.JL_CT], cols[i, R.JL_DROP] = table.add(ct), table.add(drop)
         cols[i, R.JL_PATH] = table.add(path)
-    tokens, lens = table.arrays()
+    tokens = table.arrays()
     ports_a = np.array(ports, np.int64)
-    out = np.zeros(R.json_lines_size(len(rows), len(ports), tokens.shape[1]), np.uint8)
-    used = kernel(out, cols, ports_a, R.json_parts(), tokens, lens, controller)
+    out = np.zeros(R.json_lines_size(len(rows), len(ports), table.max_len), np.uint8)
+    text = (tokens, R.new_tails(table.max_len))
+    used = kernel(out, cols, ports_a, text)
     return out[:used].tobytes()
 
 

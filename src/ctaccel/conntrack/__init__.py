@@ -119,6 +119,7 @@ class Conntrack:
             self.set_zone_limit(zone, limit)
         self._no_nat = no_nat_spec()
         self._tups = np.zeros(2 * TUP_WIDTH, np.int64)  # ct_execute's scratch
+        self._sweep_due: int | None = None  # sweep(monotonic=True): no expiry before this
 
     @property
     def tables(self) -> CtTables:
@@ -197,10 +198,23 @@ class Conntrack:
         self.stats[ST_FLUSHED] += n
         return n
 
-    def sweep(self, now_ms: int) -> int:
-        """Remove every connection expired at ``now_ms``; returns how many."""
-        n = int(lifecycle.sweep_expired(self.tables, int(now_ms)))
+    def sweep(self, now_ms: int, monotonic: bool = False) -> int:
+        """Remove every connection expired at ``now_ms``; returns how many.
+
+        ``monotonic``: the caller's clock never goes back (no connection is created or
+        refreshed at a time before the last such sweep), so a sweep before the earliest time
+        anything can expire skips the scan of the table: a connection still in the table
+        expires no earlier than the earliest expiration the last sweep saw, and one armed
+        since at ``t >= `` that sweep's time no earlier than ``t`` + the shortest timeout."""
+        now_ms = int(now_ms)
+        if monotonic and self._sweep_due is not None and now_ms < self._sweep_due:
+            return 0
+        n, earliest = lifecycle.sweep_expired(self.tables, now_ms)
+        n = int(n)
         self.stats[ST_SWEPT] += n
+        self._sweep_due = (
+            min(int(earliest), now_ms + int(self.timeouts.min())) if monotonic else None
+        )
         return n
 
     def set_max_conns(self, max_conns: int) -> None:

@@ -22,6 +22,8 @@ which depends only on packet times).
 
 from __future__ import annotations
 
+import numpy as np
+
 from ctaccel.conntrack.layout import (
     C_ADMIT,
     C_CREATED_MS,
@@ -74,6 +76,8 @@ from ctaccel.conntrack.table import (
 )
 from ctaccel.conntrack.trackers import new_conn
 from ctaccel.jit import njit
+
+INT64_MAX = np.iinfo(np.int64).max
 
 # zone_limits rows and the default entry's column
 ZL_LIMIT = 0
@@ -228,7 +232,7 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup):
         # sweeper, so when they stop counting depends on wall-clock luck; we free them here,
         # so the answer depends only on packet times (and not on when sweep() last ran).
         stats[ST_LIMIT_SWEEP_MS] = now_ms + 1
-        stats[ST_SWEPT] += sweep_expired(ct, now_ms)
+        stats[ST_SWEPT] += sweep_expired(ct, now_ms)[0]
         at_limit = column >= 0 and zone_limits[ZL_COUNT, column] >= zone_limits[ZL_LIMIT, column]
     if at_limit:
         stats[ST_REFUSED_ZONE_LIMIT] += 1
@@ -260,14 +264,20 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup):
 
 @njit
 def sweep_expired(ct, now_ms):
-    """Remove every connection expired at ``now_ms``; returns how many."""
+    """Remove every connection expired at ``now_ms``; returns how many, and the earliest
+    expiration among the connections left (INT64 max when none is left)."""
     conns = ct.conns
     removed = 0
+    earliest = INT64_MAX
     for slot in range(conns.shape[0]):
-        if conns[slot, C_USED] != 0 and now_ms >= conns[slot, C_EXPIRATION]:
-            delete_conn(ct, slot)
-            removed += 1
-    return removed
+        if conns[slot, C_USED] != 0:
+            expiration = conns[slot, C_EXPIRATION]
+            if now_ms >= expiration:
+                delete_conn(ct, slot)
+                removed += 1
+            elif expiration < earliest:
+                earliest = expiration
+    return removed, earliest
 
 
 @njit

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctaccel.jit import njit
+from ctaccel.jit import copy_bytes, njit
 
 PCAP_RECORD_HEADER = 16
 
@@ -54,29 +54,26 @@ def pcap_records(out, ts_ns, which, offsets, lengths, bufs, snaplen, nanosecond)
     (cut to ``snaplen``, the original length kept), appended from ``out[0]``; bytes used."""
     pos = 0
     for i in range(lengths.shape[0]):
-        t = ts_ns[i]
-        secs = t // 1_000_000_000
-        frac = t - secs * 1_000_000_000
-        if not nanosecond:
-            frac //= 1000
-        orig = lengths[i]
-        incl = min(orig, snaplen)
-        _put_u32le(out, pos, secs & 0xFFFFFFFF)
-        _put_u32le(out, pos + 4, frac)
-        _put_u32le(out, pos + 8, incl)
-        _put_u32le(out, pos + 12, orig)
-        pos += PCAP_RECORD_HEADER
-        s = offsets[i]
-        out[pos : pos + incl] = bufs[which[i]][s : s + incl]
-        pos += incl
+        pos = pcap_record(out, pos, ts_ns[i], bufs[which[i]], offsets[i], lengths[i],
+                          snaplen, nanosecond)  # fmt: skip
     return pos
 
 
 @njit(forceinline=True)
-def _put_bytes(out, pos, text):
-    for b in range(text.shape[0]):
-        out[pos + b] = text[b]
-    return pos + text.shape[0]
+def pcap_record(out, pos, ts_ns, src, offset, length, snaplen, nanosecond):
+    """The record of frame ``src[offset:+length]`` at ``out[pos:]``; the position after it."""
+    secs = ts_ns // 1_000_000_000
+    frac = ts_ns - secs * 1_000_000_000
+    if not nanosecond:
+        frac //= 1000
+    incl = min(length, snaplen)
+    _put_u32le(out, pos, secs & 0xFFFFFFFF)
+    _put_u32le(out, pos + 4, frac)
+    _put_u32le(out, pos + 8, incl)
+    _put_u32le(out, pos + 12, length)
+    pos += PCAP_RECORD_HEADER
+    copy_bytes(out, pos, src, offset, incl)
+    return pos + incl
 
 
 @njit(forceinline=True)
@@ -98,55 +95,96 @@ def _put_int(out, pos, v):
 
 
 @njit(forceinline=True)
-def _put_token(out, pos, tokens, token_len, t):
-    for b in range(token_len[t]):
-        out[pos + b] = tokens[t, b]
-    return pos + token_len[t]
+def _put_row(out, pos, table, ofs, lens, t):
+    """Entry ``t`` of a byte table (``table[ofs[t]:+lens[t]]``) at ``out[pos:]``."""
+    n = lens[t]
+    copy_bytes(out, pos, table, ofs[t], n)
+    return pos + n
 
 
 # columns of json_lines' per-packet table
 JL_N, JL_IN_PORT, JL_OUT_START, JL_OUT_COUNT, JL_CT, JL_DROP, JL_PATH = range(7)
 JL_WIDTH = 7
 
+TAIL_SLOTS = 256  # the tail cache of json_line: direct-mapped, by (ct, drop, path) tokens
+
+
+@njit(forceinline=True)
+def json_line(out, pos, row, ports, tokens, token_ofs, token_len, tail_key, tail_len, tail_bytes):
+    """The JSON line of one packet at ``out[pos:]``; the position after it. ``row``: its JL_*
+    columns (its outputs are ``ports[out_start:+out_count]``, a port < 0 the controller);
+    ``tokens``/``token_ofs``/``token_len``: the token table (:meth:`TokenTable.arrays`: the
+    line's constant pieces first, then "controller", then the values); ``tail_*``: a tail
+    cache (:func:`new_tails`).
+
+    The line's tail (``], "ct_state": ..., "drop_reason": ..., "path": ...}``) depends only
+    on its three tokens: it is built once per triple into the cache and copied whole. Every
+    copy is one memcpy (jit.copy_bytes): byte loops and array views cost more than the
+    formatting."""
+    pos = _put_row(out, pos, tokens, token_ofs, token_len, 0)
+    pos = _put_int(out, pos, row[JL_N])
+    pos = _put_row(out, pos, tokens, token_ofs, token_len, 1)
+    pos = _put_int(out, pos, row[JL_IN_PORT])
+    pos = _put_row(out, pos, tokens, token_ofs, token_len, 2)
+    start = row[JL_OUT_START]
+    for k in range(row[JL_OUT_COUNT]):
+        if k:
+            pos = _put_row(out, pos, tokens, token_ofs, token_len, 3)
+        p = ports[start + k]
+        if p < 0:
+            pos = _put_row(out, pos, tokens, token_ofs, token_len, TOKEN_CONTROLLER)
+        else:
+            pos = _put_int(out, pos, p)
+    key = (row[JL_CT] << 40) | (row[JL_DROP] << 20) | row[JL_PATH]
+    slot = (key ^ (key >> 17) ^ (key >> 35)) & (TAIL_SLOTS - 1)
+    width = tail_bytes.shape[0] // TAIL_SLOTS
+    if tail_key[slot] != key:
+        at = _put_row(tail_bytes, slot * width, tokens, token_ofs, token_len, 4)
+        at = _put_row(tail_bytes, at, tokens, token_ofs, token_len, row[JL_CT])
+        at = _put_row(tail_bytes, at, tokens, token_ofs, token_len, 5)
+        at = _put_row(tail_bytes, at, tokens, token_ofs, token_len, row[JL_DROP])
+        at = _put_row(tail_bytes, at, tokens, token_ofs, token_len, 6)
+        at = _put_row(tail_bytes, at, tokens, token_ofs, token_len, row[JL_PATH])
+        tail_len[slot] = _put_row(tail_bytes, at, tokens, token_ofs, token_len, 7) - slot * width
+        tail_key[slot] = key
+    n = tail_len[slot]
+    copy_bytes(out, pos, tail_bytes, slot * width, n)
+    return pos + n
+
 
 @njit
-def json_lines(out, cols, ports, parts, tokens, token_len, controller_tok):
+def json_lines(out, cols, ports, text):
     """One JSON line per row of ``cols`` (JL_* columns: n, in_port, the packet's outputs as
     ``ports[out_start:+out_count]``, and the token indexes of its ct_state, drop reason and
-    path); returns the bytes used. ``parts`` holds the constant pieces of a line
-    (:data:`JSON_PARTS`); a port < 0 is written as the token ``controller_tok``."""
+    path); returns the bytes used. ``text`` = (token table, tail cache) as for
+    :func:`json_line`."""
+    (tokens, token_ofs, token_len), (tail_key, tail_len, tail_bytes) = text
     pos = 0
     for i in range(cols.shape[0]):
-        pos = _put_bytes(out, pos, parts[0])
-        pos = _put_int(out, pos, cols[i, JL_N])
-        pos = _put_bytes(out, pos, parts[1])
-        pos = _put_int(out, pos, cols[i, JL_IN_PORT])
-        pos = _put_bytes(out, pos, parts[2])
-        start = cols[i, JL_OUT_START]
-        for k in range(cols[i, JL_OUT_COUNT]):
-            if k:
-                pos = _put_bytes(out, pos, parts[3])
-            p = ports[start + k]
-            if p < 0:
-                pos = _put_token(out, pos, tokens, token_len, controller_tok)
-            else:
-                pos = _put_int(out, pos, p)
-        pos = _put_bytes(out, pos, parts[4])
-        pos = _put_token(out, pos, tokens, token_len, cols[i, JL_CT])
-        pos = _put_bytes(out, pos, parts[5])
-        pos = _put_token(out, pos, tokens, token_len, cols[i, JL_DROP])
-        pos = _put_bytes(out, pos, parts[6])
-        pos = _put_token(out, pos, tokens, token_len, cols[i, JL_PATH])
-        pos = _put_bytes(out, pos, parts[7])
+        pos = json_line(out, pos, cols[i], ports, tokens, token_ofs, token_len, tail_key,
+                        tail_len, tail_bytes)  # fmt: skip
     return pos
 
 
-JSON_PARTS = ('{"n": ', ', "in_port": ', ', "out": [', ", ", '], "ct_state": ',
-              ', "drop_reason": ', ', "path": ', "}\n")  # fmt: skip
+JSON_PARTS = (
+    '{"n": ',
+    ', "in_port": ',
+    ', "out": [',
+    ", ",
+    '], "ct_state": ',
+    ', "drop_reason": ',
+    ', "path": ',
+    "}\n",
+)
+TOKEN_CONTROLLER = len(JSON_PARTS)  # the token "controller", after the constant pieces
 
 
-def json_parts() -> tuple:
-    return tuple(np.frombuffer(p.encode(), np.uint8).copy() for p in JSON_PARTS)
+def new_tails(max_token: int):
+    """An empty tail cache for json_line, for tokens of up to ``max_token`` bytes (a new one
+    is needed when the token table changes: cached tails would be stale)."""
+    width = sum(len(p) for p in JSON_PARTS[4:]) + 3 * max(max_token, 1)
+    return (np.full(TAIL_SLOTS, -1, np.int64), np.zeros(TAIL_SLOTS, np.int64),
+            np.zeros(TAIL_SLOTS * width, np.uint8))  # fmt: skip
 
 
 def json_lines_size(n_packets: int, n_ports: int, max_token: int) -> int:
@@ -160,8 +198,10 @@ class TokenTable:
 
     def __init__(self):
         self._index: dict = {}
-        self._texts: list[bytes] = []
-        self.values: list = []  # the token's value (str or None), by index
+        # the constant pieces of a line, then "controller" (TOKEN_CONTROLLER), then values
+        self._texts: list[bytes] = [p.encode() for p in JSON_PARTS]
+        self.values: list = [None] * len(JSON_PARTS)  # the token's value, by index
+        self.add("controller")
 
     def add(self, value) -> int:
         import json
@@ -174,14 +214,12 @@ class TokenTable:
             self.values.append(value)
         return t
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        width = max((len(t) for t in self._texts), default=1)
-        tokens = np.zeros((max(len(self._texts), 1), width), np.uint8)
-        lens = np.zeros(max(len(self._texts), 1), np.int64)
-        for i, t in enumerate(self._texts):
-            tokens[i, : len(t)] = np.frombuffer(t, np.uint8)
-            lens[i] = len(t)
-        return tokens, lens
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bytes, offsets, lengths): token ``t`` is ``bytes[offsets[t]:+lengths[t]]``."""
+        lens = np.array([len(t) for t in self._texts], np.int64)
+        ofs = np.zeros(len(lens), np.int64)
+        np.cumsum(lens[:-1], out=ofs[1:])
+        return np.frombuffer(b"".join(self._texts), np.uint8).copy(), ofs, lens
 
     def __len__(self) -> int:
         return len(self._texts)
