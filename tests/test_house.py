@@ -30,7 +30,7 @@ LAYERS = [
     {"io", "conntrack"},
     {"ofproto"},
     {"datapath"},
-    {"replay", "replay_batches", "trace", "demo", "bench"},
+    {"replay", "replay_batches", "replay_emit", "trace", "demo", "bench"},
     {"cli", "__main__", "__init__"},
 ]
 KERNEL_MODULES = {"kernel", "vm", "fastpath", "install", "layout"}

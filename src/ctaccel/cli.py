@@ -130,8 +130,14 @@ def _print_summary(s) -> None:
         t.add_row("warm-up (compile or cache load)", f"{s.warmup_seconds:.2f} s")
     rate = s.packets_in / s.seconds / 1e3 if s.seconds else 0.0
     t.add_row("time", f"{s.seconds:.2f} s ({rate:.1f} kpps, including writing the outputs)")
-    if s.time_split:
-        t.add_row("  of which", ", ".join(f"{k} {v:.2f} s" for k, v in s.time_split.items()))
+    split = dict(s.time_split)
+    if split:
+        main_thread = ", ".join(f"{k} {split.pop(k):.2f} s" for k in ("reading", "datapath")
+                                if k in split)  # fmt: skip
+        t.add_row("  of which", main_thread)
+        if "writing" in split:
+            t.add_row("  alongside", f"writing {split['writing']:.2f} s on a second thread "
+                      f"(the datapath waited {split.get('waiting', 0.0):.2f} s for it)")  # fmt: skip
     Console().print(t)
 
 

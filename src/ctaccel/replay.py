@@ -53,7 +53,7 @@ class ReplaySummary:
     warmup_seconds: float = 0.0
     paths: dict = field(default_factory=dict)
     datapath_stats: dict = field(default_factory=dict)
-    time_split: dict = field(default_factory=dict)  # reading, datapath, writing (seconds)
+    time_split: dict = field(default_factory=dict)  # reading, datapath, writing, waiting (s)
 
 
 def merged_order(captures):

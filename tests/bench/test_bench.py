@@ -79,6 +79,24 @@ def test_smoke_has_both_modes_and_the_ceiling(smoke):
         assert row["ae_over_recirc"] == pytest.approx(statistics.median(pairs))
 
 
+def test_smoke_replays_the_main_workloads_through_the_batched_outputs(smoke):
+    """The flows workloads are also replayed from their capture files to output files (the
+    replay's batched path) in both modes, each repeat, beside the engine's own runs."""
+    _out, report, output = smoke
+    for kind in ("A", "B"):
+        for mode in ("recirc", "assume-established"):
+            r = _result(report, kind, mode)
+            runs = r["replay"]["repeats"]
+            assert len(runs) == runner.QUICK_REPEATS
+            for run in runs:
+                assert run["packets"] == runner.QUICK_PACKETS and run["mpps"] > 0
+                assert set(run["time_split"]) == {"reading", "datapath", "writing", "waiting"}
+                # the whole replay cannot beat the engine alone on the same packets
+                assert run["ns_per_packet"] > min(x["ns_per_packet"] for x in r["repeats"])
+        assert "replay" not in _result(report, kind, STATELESS)
+    assert "replay, capture file to output files" in output
+
+
 def test_smoke_fast_path_and_recirculation_counts(smoke):
     _out, report, _ = smoke
     ae = _result(report, "A", "assume-established")["median"]

@@ -4,8 +4,10 @@ What: the workload files (:func:`cached_workload`, :func:`workload_info`), the c
 memory (:func:`load_capture`), one timed run through a fresh engine (:func:`one_run`: Mpps,
 ns/packet, recirculations/packet, fast-path share, upcalls, connections created and NEW
 packets per second, memory per connection, the share of the time spent in the Python slow
-path, a digest of the per-packet results), and :func:`measure` / :func:`measure_interleaved`,
-which take several runs of one or more configurations of a workload in turn.
+path, a digest of the per-packet results), one timed replay of the capture from its file to
+output files through the replay's batched path (:func:`replay_run`: what ``ctaccel replay``
+does once started), and :func:`measure` / :func:`measure_interleaved`, which take several
+runs of one or more configurations of a workload in turn.
 
 Design:
 - The capture is loaded once into one contiguous writable buffer with offset, length,
@@ -25,7 +27,8 @@ Design:
   checked to agree on every packet of the benchmark captures.
 
 Invariants: medians are over runs of the same measurement; every run starts from an empty
-conntrack and empty caches; nothing is written but the workload files asked for.
+conntrack and empty caches; nothing is written but the workload files asked for (a replay
+run writes its outputs into a temporary directory, removed after it).
 """
 
 from __future__ import annotations
@@ -247,13 +250,48 @@ def measure(workload: W.Workload, mode: str, repeats: int = DEFAULT_REPEATS,
                                loaded=loaded)[0]  # fmt: skip
 
 
+def replay_run(tables, pcap_path, mode: str) -> dict:
+    """The capture through a fresh engine in ``mode`` the way ``ctaccel replay`` runs it
+    (replay_batches.run_batches: streamed from the file, packets.jsonl and the per-port
+    captures written by the writer's thread), timed from the first read to the last write:
+    seconds, Mpps, ns/packet and the time split."""
+    import shutil
+    import tempfile
+
+    from ctaccel import replay as RP
+    from ctaccel.datapath.engine import DatapathEngine
+    from ctaccel.io.pcap import CaptureStream
+    from ctaccel.replay_batches import BatchWriter, run_batches
+
+    engine = DatapathEngine(tables, mode=mode, batch_size=RP.REPLAY_BATCH)
+    out = tempfile.mkdtemp(prefix="ctaccel-bench-replay-")
+    try:
+        streams = [CaptureStream(str(pcap_path))]
+        packets = len(streams[0])
+        writer = BatchWriter(out, "jsonl")
+        gc.collect()
+        t0 = time.perf_counter()
+        try:
+            _now, split = run_batches(engine, streams, [W.IN_PORT], writer, RP.SWEEP_EVERY)
+        finally:
+            writer.close()
+        seconds = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"seconds": seconds, "packets": packets, "mpps": packets / seconds / 1e6,
+            "ns_per_packet": seconds * 1e9 / max(packets, 1),
+            "time_split": {k: round(v, 4) for k, v in split.items()}}  # fmt: skip
+
+
 def measure_interleaved(workload: W.Workload, runs, repeats: int = DEFAULT_REPEATS,
                         batch_size: int = DEFAULT_BATCH, *, loaded: LoadedCapture | None = None,
-                        on_run=None) -> list[Measurement]:  # fmt: skip
+                        on_run=None, replay: bool = False) -> list[Measurement]:  # fmt: skip
     """:func:`measure` for several ``(mode, rules)`` on one workload, their repeats taken in
     turn (repeat 1 of each, then repeat 2 of each, ...): on a shared machine whose speed drifts,
     every configuration then sees the same stretch of time and the ratios of their medians
-    stay fair. ``on_run()`` is called after each run (progress). One result per ``runs`` item."""
+    stay fair. ``on_run()`` is called after each run (progress). One result per ``runs`` item.
+    ``replay``: each repeat also replays the capture file to output files
+    (:func:`replay_run`) in each conntrack configuration's mode, the same way in turn."""
     for mode, rules in runs:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -270,12 +308,20 @@ def measure_interleaved(workload: W.Workload, runs, repeats: int = DEFAULT_REPEA
         one_run(tables[rules], warm, mode, batch_size)
         if on_run:
             on_run()
+    if replay:
+        from ctaccel.replay_batches import warm_up_writer
+
+        warm_up_writer()
     done: list[list[RunResult]] = [[] for _ in runs]
+    replays: list[list[dict]] = [[] for _ in runs]
     for i in range(repeats):
         for k, (mode, rules) in enumerate(runs):
             done[k].append(one_run(tables[rules], loaded, mode, batch_size, fingerprint=(i == 0)))
             if on_run:
                 on_run()
+        for k, (mode, rules) in enumerate(runs):
+            if replay and rules == "ct":
+                replays[k].append(replay_run(tables[rules], workload.pcap_path, mode))
     info = workload_info(workload)
-    return [Measurement(info, mode, rules, done[k], batch_size)
+    return [Measurement(info, mode, rules, done[k], batch_size, replay=replays[k] or None)
             for k, (mode, rules) in enumerate(runs)]  # fmt: skip

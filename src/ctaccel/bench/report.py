@@ -86,6 +86,7 @@ class Measurement:
     batch_size: int | None = None
     role: str | None = None  # "flows", "new_fraction" or "snat" in a bench run
     new_fraction: float | None = None
+    replay: list[dict] | None = None  # measure.replay_run per repeat: capture file to files
 
     @property
     def series(self) -> str:
@@ -100,6 +101,8 @@ class Measurement:
         out.update(repeats=runs, median=median_of(runs))
         if self.role is not None:
             out.update(role=self.role, new_fraction=self.new_fraction)
+        if self.replay:
+            out["replay"] = {"repeats": self.replay, "median": median_of(self.replay)}
         return out
 
 
@@ -273,6 +276,7 @@ def print_report(report: dict, console=None) -> None:
                   fmt(row["ae_over_stateless"]),
                   "–" if same is None else ("yes" if same else "[red]NO[/]"))  # fmt: skip
     console.print(r)
+    _print_replay(report["results"], console)
     st = report.get("startup") or {}
     parts = []
     for which in ("cold", "warm"):
@@ -293,3 +297,29 @@ def print_report(report: dict, console=None) -> None:
     if files:
         console.print(f"wrote {files['json']}, {files['latest']} and "
                       f"{len(files.get('plots', []))} plots in {Path(files['latest']).parent}")  # fmt: skip
+
+
+def _print_replay(results: list[dict], console) -> None:
+    """The replay path beside the engine: capture file to packets.jsonl and per-port
+    captures (the runs that have one), and the modes' ratio both ways."""
+    from rich.table import Table
+
+    by = {}
+    for r in results:
+        if r.get("replay"):
+            by.setdefault(r["workload"]["kind"] + f" {r['workload']['flows']:,}", {})[
+                r["mode"]] = r  # fmt: skip
+    if not by:
+        return
+    t = Table(title="replay, capture file to output files (packets.jsonl + pcaps), same run")
+    for col in ("workload", "AE Mpps", "recirc Mpps", "recirc/AE per packet", "engine alone"):
+        t.add_column(col, justify="left" if col == "workload" else "right")
+    for name, modes in by.items():
+        ae, rc = modes.get("assume-established"), modes.get("recirc")
+        if not (ae and rc):
+            continue
+        e2e = rc["replay"]["median"]["ns_per_packet"] / ae["replay"]["median"]["ns_per_packet"]
+        eng = rc["median"]["ns_per_packet"] / ae["median"]["ns_per_packet"]
+        t.add_row(name, fmt(ae["replay"]["median"]["mpps"]), fmt(rc["replay"]["median"]["mpps"]),
+                  fmt(e2e), fmt(eng))  # fmt: skip
+    console.print(t)

@@ -99,7 +99,8 @@ def _measure_plan(report: BenchReport, plan, out: Path, packets, quick_packets: 
         bar.update(task, description=f"workload {kind}, {flows:,} flows"
                    f"{'' if frac is None else f', NEW {frac:g}'}: {labels}")  # fmt: skip
         for m in measure_interleaved(w, runs, repeats, batch_size, loaded=loaded,
-                                     on_run=lambda: bar.advance(task)):  # fmt: skip
+                                     on_run=lambda: bar.advance(task),
+                                     replay=role == "flows"):  # fmt: skip
             m.role, m.new_fraction = role, frac
             report.results.append(m)
         del loaded
