@@ -30,8 +30,8 @@ LAYERS = [
     {"io", "conntrack"},
     {"ofproto"},
     {"datapath"},
-    {"replay", "replay_batches", "replay_emit", "trace", "demo", "bench"},
-    {"cli", "__main__", "__init__"},
+    {"replay", "replay_batches", "replay_emit", "trace", "demo", "bench", "live", "control"},
+    {"cli", "live_cli", "__main__", "__init__"},
 ]
 KERNEL_MODULES = {"kernel", "vm", "fastpath", "install", "layout"}
 

@@ -1,7 +1,7 @@
 """The ``ctaccel`` command line.
 
 What: ``ctaccel`` (no arguments: the demo), ``replay``, ``trace``, ``dump-flows``,
-``dump-conntrack``, ``demo``.
+``dump-conntrack``, ``demo``; ``run`` and ``ctl`` (live_cli.py), ``gen`` and ``bench``.
 
 Design: thin: every command parses its options, calls one library function and prints.
 Errors the user can fix (missing file, bad rule) are one line on stderr and exit code 2;
@@ -220,9 +220,12 @@ def dump_conntrack(flows, inputs, zone, zone_limits, mode):
 def _attach_optional_commands() -> None:
     from ctaccel.bench.bench_cli import bench
     from ctaccel.bench.gen_cli import gen
+    from ctaccel.live_cli import ctl, run
 
     main.add_command(gen)
     main.add_command(bench)
+    main.add_command(run)
+    main.add_command(ctl)
 
 
 _attach_optional_commands()

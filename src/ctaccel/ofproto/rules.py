@@ -190,6 +190,23 @@ def parse_flows(text: str, filename: str = "<rules>", allow_nat: bool = False) -
     return rules
 
 
+def merge_rules(existing: list[Rule], added: list[Rule]) -> list[Rule]:
+    """``ovs-ofctl add-flows`` onto a rule set: each added rule replaces the rule with the same
+    table, priority and match (keeping its place), or comes after the others."""
+    import dataclasses
+
+    rules = list(existing)
+    index = {(r.table, r.priority, tuple(r.match)): i for i, r in enumerate(rules)}
+    for rule in added:
+        identity = (rule.table, rule.priority, tuple(rule.match))
+        if identity in index:
+            rules[index[identity]] = rule
+        else:
+            index[identity] = len(rules)
+            rules.append(rule)
+    return [dataclasses.replace(r, order=i) for i, r in enumerate(rules)]
+
+
 def load_flows(path: str | os.PathLike, allow_nat: bool = False) -> list[Rule]:
     """Read and parse a flow file; a missing or unreadable file is an InputError."""
     try:
@@ -200,4 +217,4 @@ def load_flows(path: str | os.PathLike, allow_nat: bool = False) -> list[Rule]:
     return parse_flows(text, str(path), allow_nat)
 
 
-__all__ = ["Rule", "parse_flows", "load_flows", "parse_rule", "DEFAULT_PRIORITY"]
+__all__ = ["Rule", "parse_flows", "load_flows", "merge_rules", "parse_rule", "DEFAULT_PRIORITY"]

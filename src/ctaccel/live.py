@@ -1,0 +1,231 @@
+"""The running datapath (`ctaccel run`): live interfaces as OpenFlow ports, forwarded through
+the compiled engine, controlled while it runs.
+
+What: :class:`LiveDatapath` owns the engine, the ports (io/afpacket.LivePort) and the control
+socket (control.py), and :meth:`LiveDatapath.run` loops until it is stopped (SIGINT, SIGTERM,
+``ctl stop``): wait for frames (poll with a timeout, or spin with ``busy_poll``), drain every
+port's ring into one batch, run the engine on it, send each port's frames with one call,
+sweep expired connections once a second, answer control requests and notice ports going
+down or up, all between batches.
+
+Design:
+- The clock is the monotonic clock in ms, one reading per batch (conntrack's timers and the
+  sweeps run on it; it never goes back, so sweeps may skip their scan).
+- A batch's outputs are gathered per port with whole-array operations (the same columns the
+  replay writer reads); the reference engine's results (fragments) join through a third
+  buffer. Frames for the controller have nowhere to go here: they are counted.
+- Control requests are served between batches, so a rule change applies to whole batches:
+  ``replace_flows`` swaps the rule set and drops every cache at once; no packet is processed
+  under half of it. A request that fails (a bad rule file, an unknown command) gets an error
+  reply; the datapath goes on.
+
+Invariants: Python runs per batch and per port, never per packet; a port that goes down is
+reported (and comes back when it is up again), not fatal.
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import time
+from collections import Counter
+
+import numpy as np
+
+from ctaccel.datapath import layout as L
+from ctaccel.datapath.reference import CONTROLLER
+from ctaccel.io import afpacket as A
+from ctaccel.ofproto.program import CONTROLLER_PORT
+
+MAX_FRAMES = 16384  # per batch: more than one receive block can hold
+SWEEP_MS = 1000
+IDLE_POLL_MS = 100
+
+
+class LiveDatapath:
+    """The engine between live ports; see the module docstring."""
+
+    def __init__(self, engine, ports: list[tuple[int, str]], control=None, busy_poll=False,
+                 log=None):  # fmt: skip
+        self.engine = engine
+        self.control = control
+        self.ports: dict[int, A.LivePort] = {}
+        try:
+            for no, ifname in ports:
+                self.ports[int(no)] = A.LivePort(ifname, int(no))
+        except BaseException:
+            self.close()
+            raise
+        self.busy_poll = busy_poll
+        self.log = log or (lambda _msg: None)
+        self.stopping = False
+        self.paths: Counter = Counter()
+        self.counters: Counter = Counter()
+        self.batches = 0
+        cap_bytes = 4 * A.LivePort.BLOCK_SIZE + 4 * MAX_FRAMES
+        self._batch = (np.zeros(cap_bytes, np.uint8), np.zeros(MAX_FRAMES, np.int64),
+                       np.zeros(MAX_FRAMES, np.int64), np.zeros(MAX_FRAMES, np.int64),
+                       np.zeros((MAX_FRAMES, A.M_WIDTH), np.int64),
+                       np.zeros(2, np.int64))  # fmt: skip
+        self._now = np.zeros(MAX_FRAMES, np.int64)
+        self._empty = np.zeros(0, np.uint8)
+        self._up = {no: p.is_up() for no, p in self.ports.items()}
+        warm_up_live()
+
+    @staticmethod
+    def clock_ms() -> int:
+        return time.monotonic_ns() // 1_000_000
+
+    def run(self) -> None:
+        """Forward until stopped."""
+        poller = select.poll()
+        for p in self.ports.values():
+            poller.register(p.rx.fileno(), select.POLLIN)
+        if self.control is not None:
+            self.control.register(poller)
+        last_sweep = last_check = self.clock_ms()
+        timeout = 0 if self.busy_poll else IDLE_POLL_MS
+        previous = [signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)]
+        try:
+            while not self.stopping:
+                events = poller.poll(timeout)
+                if self._forward_batch():
+                    timeout = 0  # more may be waiting: look again before sleeping
+                else:
+                    timeout = 0 if self.busy_poll else IDLE_POLL_MS
+                now = self.clock_ms()
+                if now - last_sweep >= SWEEP_MS:
+                    self.engine.conntrack.sweep(now, monotonic=True)
+                    last_sweep = now
+                if now - last_check >= 1000:
+                    self._check_ports()
+                    last_check = now
+                if self.control is not None and events:
+                    self.control.serve(events, self)
+        finally:
+            for s, h in zip((signal.SIGINT, signal.SIGTERM), previous, strict=True):
+                signal.signal(s, h)
+
+    def _stop(self, *_args) -> None:
+        self.stopping = True
+
+    def _forward_batch(self) -> int:
+        """Drain every port into one batch, run it, send the outputs; the frames handled."""
+        buf, offsets, lengths, in_ports, meta, count = self._batch
+        count[:] = 0
+        for no, p in self.ports.items():
+            A.rx_drain(p.rx_ring, p.rx_geometry, p.rx_state, self._batch, no)
+        n = int(count[0])
+        if not n:
+            return 0
+        now = self._now[:n]
+        now.fill(self.clock_ms())
+        br = self.engine.run(buf, offsets[:n], lengths[:n], in_ports[:n], now)
+        self._send(br, n)
+        self.batches += 1
+        for code, k in enumerate(np.bincount(br.res[:, L.R_PATH], minlength=len(L.PATH_NAMES))):
+            if k:
+                self.paths[L.PATH_NAMES[code]] += int(k)
+        return n
+
+    def _send(self, br, n: int) -> None:
+        """Every output of the batch to its port, in packet order, one send per port."""
+        buf, offsets, lengths, _in_ports, meta, _count = self._batch
+        res = br.res
+        count = res[:n, L.R_NOUT]
+        pkt = np.repeat(np.arange(n, dtype=np.int64), count)
+        within = np.arange(len(pkt), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+        idx = res[pkt, L.R_OUT_START] + within
+        port = br.out_ports[idx]
+        which = np.zeros(len(pkt), np.int64)
+        off = offsets[pkt]
+        length = lengths[pkt]
+        if br.out_fofs is not None and len(pkt):
+            rewritten = (br.out_fofs[idx] >= 0) & (res[pkt, L.R_REWRITTEN] != 0)
+            which[rewritten] = 1
+            off = np.where(rewritten, br.out_fofs[idx], off)
+        fbuf = br.out_fbuf if br.out_fbuf is not None else self._empty
+        extra = self._empty
+        if br.slow:
+            pkt, port, which, off, length, extra = _with_slow(br.slow, (pkt, port, which, off,
+                                                                        length))  # fmt: skip
+        bufs = (buf, fbuf, extra)
+        for p in np.unique(port):
+            sel = np.flatnonzero(port == p)
+            target = self.ports.get(int(p))
+            if target is None:
+                key = "to_controller" if p == CONTROLLER_PORT else "tx_no_such_port"
+                self.counters[key] += len(sel)
+                continue
+            gso = (meta[pkt[sel], A.M_GSO_TYPE], meta[pkt[sel], A.M_GSO_SIZE])
+            target.send(bufs, which[sel], off[sel], length[sel], gso)
+
+    def _check_ports(self) -> None:
+        for no, p in self.ports.items():
+            up = p.is_up()
+            if up != self._up[no]:
+                self.log(f"port {no} ({p.ifname}) is {'up' if up else 'down'}")
+                self._up[no] = up
+
+    def stats(self) -> dict:
+        """Per port counters, per path counts, the datapath's counters and cache sizes."""
+        return {"ports": {f"{no} ({p.ifname})": p.counters() for no, p in self.ports.items()},
+                "paths": dict(self.paths), "batches": self.batches, **dict(self.counters),
+                "datapath": dict(self.engine.stats),
+                "conntrack": {"connections": len(self.engine.conntrack),
+                              **self.engine.conntrack.counters}}  # fmt: skip
+
+    def close(self) -> None:
+        for p in self.ports.values():
+            p.close()
+        if self.control is not None:
+            self.control.close()
+
+
+def _with_slow(slow, outs):
+    """The reference engine's outputs (packets it processed) spliced into the batch's output
+    arrays in packet order, their frames in a third buffer."""
+    s_pkt, s_port, s_len, frames = [], [], [], []
+    for j in sorted(slow):
+        for p, frame in slow[j].outputs:
+            b = bytes(frame)
+            s_pkt.append(j)
+            s_port.append(CONTROLLER_PORT if p == CONTROLLER else int(p))
+            s_len.append(len(b))
+            frames.append(b)
+    s_len_a = np.array(s_len, np.int64)
+    s_off = np.zeros(len(s_len_a), np.int64)
+    if len(s_len_a):
+        np.cumsum(s_len_a[:-1], out=s_off[1:])
+    extra = np.frombuffer(b"".join(frames), np.uint8).copy() if frames else np.zeros(0, np.uint8)
+    pkt, port, which, off, length = outs
+    pkt = np.concatenate([pkt, np.array(s_pkt, np.int64)])
+    order = np.argsort(pkt, kind="stable")
+    port = np.concatenate([port, np.array(s_port, np.int64)])[order]
+    which = np.concatenate([which, np.full(len(s_pkt), 2, np.int64)])[order]
+    off = np.concatenate([off, s_off])[order]
+    length = np.concatenate([length, s_len_a])[order]
+    return pkt[order], port, which, off, length, extra
+
+
+def warm_up_live() -> None:
+    """Compile (first run) or load the ports' kernels with the types the loop gives them, so
+    that the first packets do not wait for them: an empty ring drained, no frame sent."""
+    ring = np.zeros(A.LivePort.BLOCK_SIZE, np.uint8)  # every block the kernel's: nothing to read
+    batch = (
+        np.zeros(64, np.uint8),
+        np.zeros(4, np.int64),
+        np.zeros(4, np.int64),
+        np.zeros(4, np.int64),
+        np.zeros((4, A.M_WIDTH), np.int64),
+        np.zeros(2, np.int64),
+    )
+    A.rx_drain(ring, np.array([len(ring), 1], np.int64), np.zeros(A.RS_WIDTH, np.int64), batch, 1)
+    z, u = np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    out = (
+        np.zeros((1, 16), np.uint8),
+        np.zeros((2, 2), np.int64),
+        np.zeros((1, 8), np.int64),
+        np.zeros(5, np.int64),
+    )
+    A.tx_prepare(((u, u, u), z, z, z, z, z), 1500, out, np.zeros(A.TS_WIDTH, np.int64))

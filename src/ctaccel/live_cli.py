@@ -1,0 +1,104 @@
+"""``ctaccel run`` (the live datapath) and ``ctaccel ctl`` (its control socket).
+
+What: ``run --flows FILE --port N=IFACE ... [--mode] [--ctl PATH] [--busy-poll]`` opens the
+interfaces as OpenFlow ports and forwards until SIGINT/SIGTERM or ``ctl stop``; ``ctl
+[--ctl PATH] COMMAND [ARGS]`` sends one request to it and prints the reply.
+
+Design: thin, as cli.py: a problem the user can fix (no such interface, not root, the socket
+path taken, a bad rule file) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ctaccel.errors import CtaccelError
+from ctaccel.progress import shows_compiles
+
+PORT_HELP = "N=IFACE: the interface IFACE is OpenFlow port N (repeatable)."
+
+
+def _fail(err) -> None:
+    click.echo(f"ctaccel: error: {err}", err=True)
+    sys.exit(2)
+
+
+def _ports(specs) -> list[tuple[int, str]]:
+    out, seen = [], set()
+    for spec in specs:
+        no, sep, ifname = spec.partition("=")
+        if not sep or not no.isdigit() or not ifname or not 1 <= int(no) <= 0xFEFF:
+            raise CtaccelError(f"--port {spec!r}: expected N=IFACE with 1 <= N <= 65279")
+        if int(no) in seen or ifname in {i for _n, i in out}:
+            raise CtaccelError(f"--port {spec!r}: port number or interface given twice")
+        seen.add(int(no))
+        out.append((int(no), ifname))
+    return out
+
+
+@click.command()
+@click.option("--flows", required=True, help="Rule file in ovs-ofctl add-flows syntax.")
+@click.option("--port", "ports", multiple=True, required=True, help=PORT_HELP)
+@click.option("--mode", type=click.Choice(["assume-established", "recirc"]),
+              default="assume-established", show_default=True,
+              help="The talk's fast path, or OVS's recirculation model.")  # fmt: skip
+@click.option("--ctl", "ctl_path", default=None,
+              help="Control socket path (default: /run/ctaccel/ctaccel.ctl as root, else "
+              "$XDG_RUNTIME_DIR/ctaccel.ctl).")  # fmt: skip
+@click.option("--busy-poll", is_flag=True, help="Spin instead of sleeping: lowest latency, "
+              "one core busy.")  # fmt: skip
+@shows_compiles
+def run(flows, ports, mode, ctl_path, busy_poll):
+    """Forward between live interfaces through the rules until stopped."""
+    from ctaccel.control import ControlServer
+    from ctaccel.datapath.warmup import warm_up
+    from ctaccel.live import LiveDatapath
+    from ctaccel.replay import make_engine
+
+    dp = None
+    try:
+        port_list = _ports(ports)
+        engine = make_engine(flows, mode)
+        warm_up()
+        control = ControlServer(ctl_path)
+        try:
+            dp = LiveDatapath(engine, port_list, control, busy_poll,
+                              log=lambda m: click.echo(f"ctaccel: {m}", err=True))  # fmt: skip
+        except BaseException:
+            control.close()
+            raise
+        names = ", ".join(f"{n}={i}" for n, i in port_list)
+        click.echo(f"ctaccel: forwarding ({mode}) on {names}; control socket {control.path}",
+                   err=True)  # fmt: skip
+        dp.run()
+    except CtaccelError as e:
+        _fail(e)
+    finally:
+        if dp is not None:
+            dp.close()
+    click.echo("ctaccel: stopped", err=True)
+
+
+@click.command()
+@click.option("--ctl", "ctl_path", default=None, help="Control socket path (as for run).")
+@click.argument("command")
+@click.argument("args", nargs=-1)
+def ctl(ctl_path, command, args):
+    """Ask a running datapath: dump-conntrack [--zone Z], dump-flows, add-flows FILE,
+    replace-flows FILE, del-flows, flush-conntrack [--zone Z], stats, stop."""
+    from ctaccel.control import request
+
+    rule_file = None
+    if command in ("add-flows", "replace-flows"):
+        if len(args) != 1:
+            _fail(f"{command}: expected one rule file")
+        rule_file, args = args[0], ()
+    try:
+        ok, output = request(ctl_path, command, args, rule_file)
+    except CtaccelError as e:
+        _fail(e)
+    if not ok:
+        _fail(output)
+    click.echo(output, nl=False)

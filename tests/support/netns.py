@@ -1,0 +1,142 @@
+"""Live test beds: network namespaces joined through `ctaccel run`, made and always removed.
+
+What: :class:`Topology` makes two namespaces, ``inside`` (10.77.0.1) and ``outside``
+(10.77.0.2), each with an ``eth0`` whose veth peer stays in this namespace as the datapath's
+port 1 (inside) or 2 (outside); every name carries a per-test suffix. :class:`Datapath` runs
+``ctaccel run`` on those two ports in a subprocess, waits until it forwards, talks to its
+control socket and stops it. Helpers run commands inside a namespace with a time limit.
+
+Design: traffic only ever goes to addresses inside the namespaces made here; every wait is
+bounded; ``close()`` deletes the namespaces and veths whatever happened (use as context
+managers or pytest fixtures).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+INSIDE_IP, OUTSIDE_IP = "10.77.0.1", "10.77.0.2"
+
+# the talk's firewall, both ways: connections start inside (port 1) only
+FIREWALL = """\
+table=0,priority=100,ip,ct_state=-trk,actions=ct(table=0,zone=5)
+table=0,priority=90,ip,ct_state=+trk+new,in_port=1,actions=ct(commit,zone=5),output:2
+table=0,priority=80,ip,ct_state=+trk+est,in_port=1,actions=output:2
+table=0,priority=80,ip,ct_state=+trk+est,in_port=2,actions=output:1
+table=0,priority=80,ip,ct_state=+trk+rel,in_port=1,actions=output:2
+table=0,priority=80,ip,ct_state=+trk+rel,in_port=2,actions=output:1
+table=0,priority=10,arp,in_port=1,actions=output:2
+table=0,priority=10,arp,in_port=2,actions=output:1
+table=0,priority=1,actions=drop
+"""
+
+
+def missing_tools() -> list[str]:
+    """The commands the live tests need that this machine lacks (root aside)."""
+    return [t for t in ("ip", "curl", "ping") if shutil.which(t) is None]
+
+
+def sh(*cmd: str, timeout: float = 20, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
+
+
+class Topology:
+    """Two namespaces and two veth pairs; ``ports`` = [(1, inside's peer), (2, outside's)]."""
+
+    def __init__(self):
+        tag = uuid.uuid4().hex[:6]
+        self.ns = {"inside": f"cti{tag}", "outside": f"cto{tag}"}
+        self.links = {"inside": f"cvi{tag}", "outside": f"cvo{tag}"}
+        self.ports = [(1, self.links["inside"]), (2, self.links["outside"])]
+        try:
+            for side, ip in (("inside", INSIDE_IP), ("outside", OUTSIDE_IP)):
+                ns, link = self.ns[side], self.links[side]
+                sh("ip", "netns", "add", ns)
+                sh("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns)
+                sh("ip", "link", "set", link, "up")
+                sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+                sh("ip", "-n", ns, "link", "set", "eth0", "up")
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, side: str, *cmd: str, timeout: float = 30, check: bool = False):
+        return sh("ip", "netns", "exec", self.ns[side], *cmd, timeout=timeout, check=check)
+
+    def popen(self, side: str, *cmd: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.ns[side], *cmd], **kw)
+
+    def close(self) -> None:
+        for ns in self.ns.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+        for link in self.links.values():
+            subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=20)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Datapath:
+    """``ctaccel run`` on a topology's ports with ``rules``, in a subprocess."""
+
+    START_TIMEOUT_S = 300  # a first run compiles the kernels
+
+    def __init__(self, topo: Topology, rules: str, mode: str = "assume-established"):
+        self.dir = tempfile.mkdtemp(prefix="ctaccel-live-")
+        self.flows = os.path.join(self.dir, "rules.flows")
+        with open(self.flows, "w") as f:
+            f.write(rules)
+        self.ctl_path = os.path.join(self.dir, "ctl.sock")
+        self.log_path = os.path.join(self.dir, "run.log")
+        args = [sys.executable, "-m", "ctaccel.cli", "run", "--flows", self.flows, "--mode",
+                mode, "--ctl", self.ctl_path]  # fmt: skip
+        for no, link in topo.ports:
+            args += ["--port", f"{no}={link}"]
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.START_TIMEOUT_S
+        while "forwarding" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"ctaccel run did not start:\n{self.log()}")
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "ctaccel.cli", "ctl", "--ctl", self.ctl_path, *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if check and done.returncode != 0:
+            raise AssertionError(f"ctl {' '.join(args)}: {done.stderr}")
+        return done
+
+    def write_rules(self, name: str, text: str) -> str:
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            subprocess.run([sys.executable, "-m", "ctaccel.cli", "ctl", "--ctl", self.ctl_path,
+                            "stop"], capture_output=True, timeout=60)  # fmt: skip
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+        self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.proc.returncode
