@@ -258,3 +258,61 @@ def test_an_error_on_the_writer_thread_reaches_the_caller_and_stops_the_writing(
         behind.finish()
     behind.finish()  # the thread is gone: nothing hangs, nothing is raised twice
     assert behind.writer.written == [1]
+
+
+@pytest.mark.parametrize("batch", [4096, 64])
+def test_flows_at_replaces_the_rules_when_the_capture_clock_gets_there(tmp_path, monkeypatch,
+                                                                       batch):  # fmt: skip
+    """--flows-at: every mode gives the same results (lines but their path, conntrack.txt,
+    flows.txt, captures); the lines before the change are those of a replay without it, and
+    the new rules decide the packets after it (here: no rule at all, so every packet after
+    the change is dropped at a table miss)."""
+    import json
+
+    monkeypatch.setattr(RP, "REPLAY_BATCH", batch)
+    flows = tmp_path / "rules.flows"
+    flows.write_text(RULE_SETS["zones_by_port"] + CONTROLLER_RULES)
+    empty = tmp_path / "empty.flows"
+    empty.write_text("# no rules\n")
+    inputs = RP.parse_inputs(_inputs(tmp_path, seed=21))
+    captures, _ports = RP.load_inputs(inputs)
+    clock = [now for _n, _p, _f, _ts, now in RP.iter_packets(captures, _ports)]
+    at_ms = (clock[-1] - clock[0]) // 2
+    first_after = next(i for i, now in enumerate(clock) if now >= clock[0] + at_ms)
+    assert 100 < first_after < 1400
+    outs = {}
+    for mode in ("reference", "assume-established", "recirc"):
+        RP.replay(flows, inputs, tmp_path / mode, mode=mode, flows_at=[f"{at_ms / 1000}={empty}"])
+        outs[mode] = [
+            {k: v for k, v in json.loads(x).items() if k != "path"}
+            for x in (tmp_path / mode / "packets.jsonl").read_text().splitlines()
+        ]
+    RP.replay(flows, inputs, tmp_path / "unchanged", mode="recirc")
+    unchanged = [
+        {k: v for k, v in json.loads(x).items() if k != "path"}
+        for x in (tmp_path / "unchanged" / "packets.jsonl").read_text().splitlines()
+    ]
+    assert outs["reference"] == outs["assume-established"] == outs["recirc"]
+    for name in ("conntrack.txt", "flows.txt"):
+        texts = {(tmp_path / m / name).read_text() for m in outs}
+        assert len(texts) == 1, name
+    lines = outs["recirc"]
+    assert lines[:first_after] == unchanged[:first_after]
+    assert all(x["out"] == [] and x["drop_reason"] for x in lines[first_after:])
+    assert any(x["out"] for x in unchanged[first_after:])
+    assert (tmp_path / "recirc" / "flows.txt").read_text().strip() == ""  # no rules left
+
+
+def test_flows_at_rejects_a_bad_spec_or_rule_file_before_writing(tmp_path):
+    from ctaccel.errors import RuleError
+
+    flows = tmp_path / "rules.flows"
+    flows.write_text("actions=output:2\n")
+    bad = tmp_path / "bad.flows"
+    bad.write_text("actions=output:2\nnonsense\n")
+    inputs = RP.parse_inputs(_inputs(tmp_path, seed=2))
+    with pytest.raises(InputError, match="SECONDS=FILE"):
+        RP.replay(flows, inputs, tmp_path / "o1", flows_at=["soon=x.flows"])
+    with pytest.raises(RuleError, match="bad.flows:2"):
+        RP.replay(flows, inputs, tmp_path / "o2", flows_at=[f"1={bad}"])
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()

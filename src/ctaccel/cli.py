@@ -79,9 +79,12 @@ def demo(out_dir):
               help="Per-packet results: packets.jsonl (one JSON line per input packet), "
               "packets.parquet (the same as columns, for pandas/polars), or none (only the "
               "captures, dumps and stats).")  # fmt: skip
+@click.option("--flows-at", "flows_at", multiple=True, metavar="SECONDS=FILE",
+              help="Replace the rules with FILE's when the capture clock is SECONDS past the "
+              "first packet (repeatable): a live rule change (ctl replace-flows) replayed.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No summary.")
 @shows_compiles
-def replay(flows, inputs, out_dir, zone_limits, mode, packets, quiet):
+def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet):
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
     from rich.console import Console
 
@@ -99,6 +102,7 @@ def replay(flows, inputs, out_dir, zone_limits, mode, packets, quiet):
             console=console,
             mode=mode,
             packets=packets,
+            flows_at=flows_at,
         )
     except CtaccelError as e:
         _fail(e)

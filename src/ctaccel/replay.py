@@ -122,9 +122,15 @@ MODES = ("assume-established", "recirc", "reference")
 PACKET_FORMATS = ("jsonl", "parquet", "none")
 
 
-def _reference_results(engine, packets):
-    """(n, in_port, ts_ns, now_ms, PacketResult) per packet, one packet at a time."""
+def _reference_results(engine, packets, changes=()):
+    """(n, in_port, ts_ns, now_ms, PacketResult) per packet, one packet at a time; the rule
+    ``changes`` (ms after the first packet's clock, rules) put in place as the clock reaches
+    them (see replay_batches.run_batches)."""
+    pending, base = list(changes), None
     for n, in_port, frame, ts_ns, now_ms in packets:
+        base = now_ms if base is None else base
+        while pending and now_ms >= base + pending[0][0]:
+            engine.replace_flows(pending.pop(0)[1])
         res = engine.process(frame, in_port, now_ms)
         res.path = "reference"
         yield n, in_port, ts_ns, now_ms, res
@@ -181,11 +187,29 @@ def make_engine(flows_path, mode, zone_limits=None, tables: FlowTables | None = 
     return DatapathEngine(tables, mode=mode, conntrack=conntrack, batch_size=REPLAY_BATCH)
 
 
+def parse_flows_at(specs) -> list[tuple[int, FlowTables]]:
+    """``SECONDS=FILE`` items (replay --flows-at) as (ms, the file's rules), in time order;
+    every file read and checked now (InputError/RuleError), before anything is written."""
+    out = []
+    for spec in specs or ():
+        secs, sep, path = str(spec).partition("=")
+        try:
+            ms = round(float(secs) * 1000)
+        except ValueError:
+            ms = -1
+        if not sep or not path or ms < 0:
+            raise InputError(f"--flows-at {spec!r}: expected SECONDS=FILE with SECONDS >= 0")
+        out.append((ms, load_tables(path)))
+    return sorted(out, key=lambda c: c[0])
+
+
 def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None,
-           mode="assume-established", packets="jsonl") -> ReplaySummary:  # fmt: skip
+           mode="assume-established", packets="jsonl", flows_at=()) -> ReplaySummary:  # fmt: skip
     """Run the replay; see the module docstring. Raises InputError/RuleError before writing.
     ``packets``: "jsonl" writes packets.jsonl, "parquet" packets.parquet (the compiled modes),
-    "none" no per-packet results."""
+    "none" no per-packet results. ``flows_at``: SECONDS=FILE rule changes (the file's rules
+    replace the rule set when the capture clock is SECONDS past the first packet's)."""
+    changes = parse_flows_at(flows_at)
     if packets not in PACKET_FORMATS:
         raise InputError(f"--packets {packets!r}: expected one of {', '.join(PACKET_FORMATS)}")
     if packets == "parquet" and mode == "reference":
@@ -215,7 +239,7 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
         summary.warmup_seconds = warm_up() + warm_up_writer()
     t0 = time.perf_counter()
     if mode == "reference":
-        results = _reference_results(engine, iter_packets(captures, ports))
+        results = _reference_results(engine, iter_packets(captures, ports), changes)
         now_ms = _write_per_packet(engine, results, (out_dir, packets), summary, paths, bar)
     else:
         from ctaccel.replay_batches import BatchWriter, run_batches
@@ -223,7 +247,7 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
         writer = BatchWriter(out_dir, packets)
         try:
             now_ms, summary.time_split = run_batches(engine, streams, ports, writer, SWEEP_EVERY,
-                                                     bar)  # fmt: skip
+                                                     bar, changes=changes)  # fmt: skip
         finally:
             writer.close()
             if bar is not None:

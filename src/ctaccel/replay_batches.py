@@ -441,19 +441,23 @@ def gather_stream_frames(streams, inp, off, length) -> tuple[np.ndarray, np.ndar
     return buf, offsets
 
 
-def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limit=None):
+def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limit=None,
+                changes=None):  # fmt: skip
     """The first ``limit`` packets (all: None) of ``streams`` (CaptureStreams; port
     ``ports[i]`` for input i) through ``engine`` in batches, each batch's outputs to
     ``writer`` (None: none) on a second thread, a batch or two behind the datapath;
     connections swept after each packet numbered a multiple of ``sweep_every`` (0: never);
-    the pages of the inputs behind each batch given back. Returns the clock (ms) after the
-    last packet and the seconds spent reading (merging, gathering frames), in the datapath
-    (the engine and the sweeps), and writing the outputs (on the writer's thread, alongside
-    the other two) or waiting for the writer to catch up."""
+    ``changes``: (ms after the first packet's clock, rules) to put in place, in time order,
+    before the first packet whose clock reaches that time; the pages of the inputs behind
+    each batch given back. Returns the clock (ms) after the last packet and the seconds spent
+    reading (merging, gathering frames), in the datapath (the engine, sweeps and rule
+    changes), and writing the outputs (on the writer's thread, alongside the other two) or
+    waiting for the writer to catch up."""
     clock = time.perf_counter
     port_of = np.asarray(ports, np.int64)
     split = {"reading": 0.0, "datapath": 0.0, "writing": 0.0, "waiting": 0.0}
-    now_ms, done = 0, 0
+    now_ms, done, base = 0, 0, None
+    pending = list(changes or [])
     batches = MergedStream(streams).batches(engine.batch_size)
     behind = WriterThread(writer) if writer is not None else None
     try:
@@ -467,23 +471,28 @@ def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limi
                 inp, off, length, ts = (x[: limit - done] for x in batch)
             buf, offsets = gather_stream_frames(streams, inp, off, length)
             now = clock_ms(ts, now_ms)
+            base = int(now[0]) if base is None else base
             in_port = port_of[inp]
             t1 = clock()
-            br = engine.run(buf, offsets, length, in_port, now)
-            a, b = done, done + len(inp)
-            if sweep_every:
-                for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
-                    engine.conntrack.sweep(int(now[n - 1 - a]), monotonic=True)
+            results = []
+            for lo, hi in _between_changes(engine, now, pending, base):
+                br = engine.run(buf, offsets[lo:hi], length[lo:hi], in_port[lo:hi], now[lo:hi])
+                a, b = done + lo, done + hi
+                if sweep_every:
+                    for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
+                        engine.conntrack.sweep(int(now[n - 1 - done]), monotonic=True)
+                results.append((a + 1, in_port[lo:hi], ts[lo:hi],
+                                (buf, offsets[lo:hi], length[lo:hi]), br))  # fmt: skip
             t2 = clock()
-            if behind is not None:
-                behind.submit(a + 1, in_port, ts, (buf, offsets, length), br)
+            for item in results if behind is not None else ():
+                behind.submit(*item)
             _release(streams, inp, off)
             split["reading"] += t1 - t0
             split["datapath"] += t2 - t1
             split["waiting"] += clock() - t2
-            now_ms, done = int(now[-1]), b
+            now_ms, done = int(now[-1]), done + len(inp)
             if bar is not None:
-                bar.advance(b - a)
+                bar.advance(len(inp))
     finally:
         if behind is not None:
             t3 = clock()
@@ -491,6 +500,20 @@ def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limi
             split["waiting"] += clock() - t3
             split["writing"] = behind.busy
     return now_ms, split
+
+
+def _between_changes(engine, now, pending, base):
+    """(lo, hi) stretches of a batch with one rule set each: a change in ``pending`` ((ms
+    after ``base``, rules), in time order) is put in place, and taken off the list, before
+    the first packet whose clock ``now`` (never going back) has reached its time."""
+    lo, n = 0, len(now)
+    while lo < n:
+        if pending and now[lo] >= base + pending[0][0]:
+            engine.replace_flows(pending.pop(0)[1])
+            continue
+        hi = n if not pending else int(np.searchsorted(now, base + pending[0][0], "left"))
+        yield lo, hi
+        lo = hi
 
 
 def _release(streams, inp, off) -> None:

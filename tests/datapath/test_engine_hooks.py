@@ -106,10 +106,16 @@ def test_counters_are_the_engines_and_equal_in_every_mode():
     assert "n_packets=41" not in format_dump_flows(rules, idle.rule_counters())
 
 
-def test_replace_flows_starts_counters_afresh():
+def test_replace_flows_keeps_the_counters_of_unchanged_rules_only():
+    """As ovs-ofctl replace-flows: a rule identical to an old one (match, priority, table and
+    actions) keeps its counters; a changed or new one starts at zero."""
     eng = DatapathEngine(parse_flows(FIREWALL, "fw"), mode="assume-established")
     eng.run(*batch([udp(1000)]))
-    assert eng.rule_counters()[0][0] == 1
+    old = eng.rule_counters()
+    assert old[0][0] == 1
+    first = FIREWALL.splitlines()[0]
+    eng.replace_flows(parse_flows(f"{first}\npriority=1,actions=output:3\n", "new"))
+    assert eng.rule_counters() == [old[0], (0, 0)]
     eng.replace_flows(parse_flows("priority=1,actions=output:3\n", "new"))
     assert eng.rule_counters() == [(0, 0)]
     eng.run(*batch([udp(1000)] * 2))

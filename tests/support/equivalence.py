@@ -190,7 +190,7 @@ class ReferenceBatchEngine:
         return out
 
     def replace_flows(self, rules) -> None:
-        self._ref.replace_rules(rules)
+        self._ref.replace_flows(rules)
 
     def rule_counters(self):
         return self._ref.rule_counters()

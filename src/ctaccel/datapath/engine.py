@@ -45,6 +45,7 @@ from ctaccel.ofproto.program import (
     OPW,
     table_for_recirc_id,
 )
+from ctaccel.ofproto.rules import carried_counters
 from ctaccel.packet import key as K
 
 MODES = ("recirc", "assume-established")
@@ -203,9 +204,12 @@ class DatapathEngine:
         self._programs: dict[bytes, int] = {}
 
     def replace_flows(self, rules) -> None:
-        """Replace the rule set (rules or a FlowTables); every cache built from the old rules
-        is dropped and the new rules' counters start at zero."""
+        """Replace the rule set (rules or a FlowTables) in one step: every cache built from
+        the old rules is dropped; a rule identical to an old one keeps its counters, the
+        others start at zero (as ``ovs-ofctl replace-flows``). Connections stay."""
+        old_rules, old_stats = self.rules, self.rule_stats.copy()
         self._install_rules(rules)
+        self.rule_stats[:] = carried_counters(old_rules, old_stats, self.rules)
 
     def _reserve_fast_path(self, n: int) -> None:
         """Room for ``n`` more fast-path entries (the kernel installs without Python): grow

@@ -34,6 +34,7 @@ from ctaccel.conntrack import Conntrack, action_row
 from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.ofproto import actions as A
 from ctaccel.ofproto.classifier import MAX_RESUBMIT_DEPTH, FlowTables, lookup_key
+from ctaccel.ofproto.rules import carried_counters
 from ctaccel.packet import key as K
 from ctaccel.packet.parse import parse_frame
 
@@ -136,6 +137,13 @@ class ReferenceEngine:
         if rule_stats is None:
             rule_stats = np.zeros((max(len(self.tables), 1), 2), np.int64)
         self.rule_stats = rule_stats
+
+    def replace_flows(self, rules) -> None:
+        """As DatapathEngine.replace_flows: the new rules from the next packet on, the
+        counters of unchanged rules kept."""
+        old_rules, old_stats = self.tables.all_rules(), self.rule_stats.copy()
+        self.replace_rules(rules)
+        self.rule_stats[:] = carried_counters(old_rules, old_stats, self.tables.all_rules())
 
     def rule_counters(self) -> list[tuple[int, int]]:
         """(n_packets, n_bytes) per rule, in ``tables.all_rules()`` order (rule id order)."""

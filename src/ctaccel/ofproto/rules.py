@@ -207,6 +207,24 @@ def merge_rules(existing: list[Rule], added: list[Rule]) -> list[Rule]:
     return [dataclasses.replace(r, order=i) for i, r in enumerate(rules)]
 
 
+def carried_counters(old_rules: list[Rule], old_stats, new_rules: list[Rule]):
+    """The new rule set's (n_packets, n_bytes) rows: a rule identical to an old one (table,
+    priority, match and actions) keeps the old one's counters, as ``ovs-ofctl replace-flows``
+    leaves unchanged flows alone; every other rule starts at zero."""
+    import numpy as np
+
+    def identity(r):
+        return (r.table, r.priority, tuple(r.match), r.format_actions())
+
+    old = {identity(r): i for i, r in enumerate(old_rules)}
+    out = np.zeros((max(len(new_rules), 1), 2), np.int64)
+    for i, r in enumerate(new_rules):
+        j = old.get(identity(r))
+        if j is not None and j < len(old_stats):
+            out[i] = old_stats[j]
+    return out
+
+
 def load_flows(path: str | os.PathLike, allow_nat: bool = False) -> list[Rule]:
     """Read and parse a flow file; a missing or unreadable file is an InputError."""
     try:
@@ -217,4 +235,12 @@ def load_flows(path: str | os.PathLike, allow_nat: bool = False) -> list[Rule]:
     return parse_flows(text, str(path), allow_nat)
 
 
-__all__ = ["Rule", "parse_flows", "load_flows", "merge_rules", "parse_rule", "DEFAULT_PRIORITY"]
+__all__ = [
+    "Rule",
+    "parse_flows",
+    "load_flows",
+    "merge_rules",
+    "carried_counters",
+    "parse_rule",
+    "DEFAULT_PRIORITY",
+]
