@@ -46,13 +46,13 @@ class LiveDatapath:
     """The engine between live ports; see the module docstring."""
 
     def __init__(self, engine, ports: list[tuple[int, str]], control=None, busy_poll=False,
-                 log=None):  # fmt: skip
+                 log=None, rx: str = "mmsg"):  # fmt: skip
         self.engine = engine
         self.control = control
         self.ports: dict[int, A.LivePort] = {}
         try:
             for no, ifname in ports:
-                self.ports[int(no)] = A.LivePort(ifname, int(no))
+                self.ports[int(no)] = A.LivePort(ifname, int(no), rx)
         except BaseException:
             self.close()
             raise
@@ -62,7 +62,9 @@ class LiveDatapath:
         self.paths: Counter = Counter()
         self.counters: Counter = Counter()
         self.batches = 0
-        cap_bytes = 4 * A.LivePort.BLOCK_SIZE + 4 * MAX_FRAMES
+        # room for every port's whole ring, or a full recvmmsg of super-frames, at once
+        per_port = max(4 * A.LivePort.BLOCK_SIZE, A.MSGS * A.SLOT)
+        cap_bytes = len(self.ports) * per_port + 4 * MAX_FRAMES
         self._batch = (np.zeros(cap_bytes, np.uint8), np.zeros(MAX_FRAMES, np.int64),
                        np.zeros(MAX_FRAMES, np.int64), np.zeros(MAX_FRAMES, np.int64),
                        np.zeros((MAX_FRAMES, A.M_WIDTH), np.int64),
@@ -113,8 +115,8 @@ class LiveDatapath:
         """Drain every port into one batch, run it, send the outputs; the frames handled."""
         buf, offsets, lengths, in_ports, meta, count = self._batch
         count[:] = 0
-        for no, p in self.ports.items():
-            A.rx_drain(p.rx_ring, p.rx_geometry, p.rx_state, self._batch, no)
+        for p in self.ports.values():
+            p.receive(self._batch)
         n = int(count[0])
         if not n:
             return 0
@@ -220,7 +222,10 @@ def warm_up_live() -> None:
         np.zeros((4, A.M_WIDTH), np.int64),
         np.zeros(2, np.int64),
     )
-    A.rx_drain(ring, np.array([len(ring), 1], np.int64), np.zeros(A.RS_WIDTH, np.int64), batch, 1)
+    state = np.zeros(A.RS_WIDTH, np.int64)
+    A.rx_drain(ring, np.array([len(ring), 1], np.int64), state, batch, 1)
+    area, control, _iovecs, msgs = A._mmsg_buffers()
+    A.mmsg_take(area, control, msgs, 0, batch, state, 1)
     z, u = np.zeros(0, np.int64), np.zeros(0, np.uint8)
     out = (
         np.zeros((1, 16), np.uint8),

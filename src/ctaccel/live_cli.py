@@ -49,8 +49,11 @@ def _ports(specs) -> list[tuple[int, str]]:
               "$XDG_RUNTIME_DIR/ctaccel.ctl).")  # fmt: skip
 @click.option("--busy-poll", is_flag=True, help="Spin instead of sleeping: lowest latency, "
               "one core busy.")  # fmt: skip
+@click.option("--rx", type=click.Choice(["mmsg", "ring"]), default="mmsg", show_default=True,
+              help="Receive with recvmmsg (each frame as soon as it arrives) or a TPACKET_V3 "
+              "ring (blocks handed over when full or after 1 ms).")  # fmt: skip
 @shows_compiles
-def run(flows, ports, mode, ctl_path, busy_poll):
+def run(flows, ports, mode, ctl_path, busy_poll, rx):
     """Forward between live interfaces through the rules until stopped."""
     from ctaccel.control import ControlServer
     from ctaccel.datapath.warmup import warm_up
@@ -65,7 +68,7 @@ def run(flows, ports, mode, ctl_path, busy_poll):
         control = ControlServer(ctl_path)
         try:
             dp = LiveDatapath(engine, port_list, control, busy_poll,
-                              log=lambda m: click.echo(f"ctaccel: {m}", err=True))  # fmt: skip
+                              log=lambda m: click.echo(f"ctaccel: {m}", err=True), rx=rx)  # fmt: skip
         except BaseException:
             control.close()
             raise

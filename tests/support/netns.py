@@ -91,7 +91,8 @@ class Datapath:
 
     START_TIMEOUT_S = 300  # a first run compiles the kernels
 
-    def __init__(self, topo: Topology, rules: str, mode: str = "assume-established"):
+    def __init__(self, topo: Topology, rules: str, mode: str = "assume-established",
+                 rx: str = "mmsg"):  # fmt: skip
         self.dir = tempfile.mkdtemp(prefix="ctaccel-live-")
         self.flows = os.path.join(self.dir, "rules.flows")
         with open(self.flows, "w") as f:
@@ -99,7 +100,7 @@ class Datapath:
         self.ctl_path = os.path.join(self.dir, "ctl.sock")
         self.log_path = os.path.join(self.dir, "run.log")
         args = [sys.executable, "-m", "ctaccel.cli", "run", "--flows", self.flows, "--mode",
-                mode, "--ctl", self.ctl_path]  # fmt: skip
+                mode, "--ctl", self.ctl_path, "--rx", rx]  # fmt: skip
         for no, link in topo.ports:
             args += ["--port", f"{no}={link}"]
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()

@@ -74,6 +74,14 @@ GSO_NONE, GSO_TCPV4, GSO_UDP, GSO_TCPV6 = 0, 1, 3, 4
 
 # A receive block is handed over when full or after RETIRE_MS: the latency a lone packet pays
 RETIRE_MS = 1
+# recvmmsg receive: message slots (a GSO super-frame and its virtio header fit one), the
+# struct mmsghdr words read back (msg_controllen, msg_len), the cmsg header before the data
+SLOT = 65536 + 128
+MSGS = 64
+MM_CONTROLLEN, MM_LEN = 5, 7
+CM_HDR = 16
+PACKET_AUXDATA = 8
+MSG_DONTWAIT = 0x40
 
 # per-frame offload facts rx_drain records (columns of ``meta``)
 M_GSO_TYPE, M_GSO_SIZE, M_HDR_LEN = range(3)
@@ -144,34 +152,40 @@ def rx_drain(ring, geometry, state, batch, port_no):
 
 @njit(forceinline=True)
 def _copy_frame(ring, at, batch, state):
-    """One frame of the ring at ``at`` to the end of the batch: its VLAN tag put back, a
-    checksum left to offload completed, its GSO facts recorded."""
-    buf, offsets, lengths, _in_ports, meta, count = batch
-    snap = _u32(ring, at + H3_SNAPLEN)
+    """The ring's frame whose header is at ``at`` to the end of the batch."""
     status = _u32(ring, at + H3_STATUS)
+    tpid = _u16(ring, at + H3_VLAN_TPID) if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
+    tci = _u16(ring, at + H3_VLAN_TCI) if status & TP_STATUS_VLAN_VALID else -1
     mac = at + _u16(ring, at + H3_MAC)
+    _take_frame(ring, mac, _u32(ring, at + H3_SNAPLEN), (tpid, tci), batch, state)
+
+
+@njit(forceinline=True)
+def _take_frame(src, mac, snap, vlan, batch, state):
+    """The frame ``src[mac:mac + snap]`` (its virtio header just before it) to the end of
+    the batch: its VLAN tag ``vlan`` = (tpid, tci; tci < 0: none) put back, a checksum left
+    to offload completed, its GSO facts recorded."""
+    buf, offsets, lengths, _in_ports, meta, count = batch
     vnet = mac - VNET_LEN
     i, pos = count[0], count[1]
     tag = 0
-    if status & TP_STATUS_VLAN_VALID and snap >= 12:
-        tpid = _u16(ring, at + H3_VLAN_TPID) if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
-        tci = _u16(ring, at + H3_VLAN_TCI)
-        copy_bytes(buf, pos, ring, mac, 12)
-        buf[pos + 12], buf[pos + 13] = tpid >> 8, tpid & 0xFF
-        buf[pos + 14], buf[pos + 15] = tci >> 8, tci & 0xFF
-        copy_bytes(buf, pos + 16, ring, mac + 12, snap - 12)
+    if vlan[1] >= 0 and snap >= 12:
+        copy_bytes(buf, pos, src, mac, 12)
+        buf[pos + 12], buf[pos + 13] = vlan[0] >> 8, vlan[0] & 0xFF
+        buf[pos + 14], buf[pos + 15] = vlan[1] >> 8, vlan[1] & 0xFF
+        copy_bytes(buf, pos + 16, src, mac + 12, snap - 12)
         tag = 4
         state[RS_VLAN] += 1
     else:
-        copy_bytes(buf, pos, ring, mac, snap)
+        copy_bytes(buf, pos, src, mac, snap)
     length = snap + tag
     offsets[i], lengths[i] = pos, length
-    meta[i, M_GSO_TYPE] = ring[vnet + 1] & 0x7F  # the ECN bit aside
-    meta[i, M_GSO_SIZE] = _u16(ring, vnet + 4)
-    meta[i, M_HDR_LEN] = _u16(ring, vnet + 2) + tag
-    if ring[vnet] & VNET_NEEDS_CSUM:
-        start = _u16(ring, vnet + 6) + tag
-        field = start + _u16(ring, vnet + 8)
+    meta[i, M_GSO_TYPE] = src[vnet + 1] & 0x7F  # the ECN bit aside
+    meta[i, M_GSO_SIZE] = _u16(src, vnet + 4)
+    meta[i, M_HDR_LEN] = _u16(src, vnet + 2) + tag
+    if src[vnet] & VNET_NEEDS_CSUM:
+        start = _u16(src, vnet + 6) + tag
+        field = start + _u16(src, vnet + 8)
         if field + 2 <= length:
             # the field holds the pseudo-header sum: the sum over the range completes it
             c = (~ones_fold(ones_sum(buf, pos + start, length - start))) & 0xFFFF
@@ -185,6 +199,29 @@ def _copy_frame(ring, at, batch, state):
     state[RS_BYTES] += length
     count[0] += 1
     count[1] += length
+
+
+@njit
+def mmsg_take(area, control, msgs, received, batch, state, port_no):
+    """The ``received`` messages of a recvmmsg (message k's data at ``area[k * SLOT:]``: its
+    virtio header then the frame; its tpacket_auxdata in ``control[k]``) to the end of the
+    batch, as rx_drain does for a ring. The caller made sure they fit."""
+    in_ports, count = batch[3], batch[5]
+    for k in range(received):
+        size = msgs[k, MM_LEN] & 0xFFFFFFFF
+        if size < VNET_LEN + 14:
+            continue
+        tpid, tci = 0x8100, -1
+        c = control[k]
+        if (msgs[k, MM_CONTROLLEN] >= CM_HDR + 20 and _u32(c, 8) == SOL_PACKET
+                and _u32(c, 12) == PACKET_AUXDATA):  # fmt: skip
+            aux_status = _u32(c, CM_HDR)
+            if aux_status & TP_STATUS_VLAN_VALID:
+                tci = _u16(c, CM_HDR + 16)
+                if aux_status & TP_STATUS_VLAN_TPID_VALID:
+                    tpid = _u16(c, CM_HDR + 18)
+        _take_frame(area, k * SLOT + VNET_LEN, size - VNET_LEN, (tpid, tci), batch, state)
+        in_ports[count[0] - 1] = port_no
 
 
 @njit
@@ -263,27 +300,50 @@ class LivePort:
     BLOCK_SIZE = 1 << 18  # a GSO super-frame (64 KiB) and its headers fit a block
     BLOCKS = 64
 
-    def __init__(self, ifname: str, port_no: int):
-        self.ifname, self.port_no = ifname, int(port_no)
+    def __init__(self, ifname: str, port_no: int, rx: str = "mmsg"):
+        if rx not in RX_MODES:
+            raise InputError(f"receive mode {rx!r}: expected one of {', '.join(RX_MODES)}")
+        self.ifname, self.port_no, self.rx_mode = ifname, int(port_no), rx
         self.ifindex = _ifindex(ifname)
         self.mtu = int(_sysfs(ifname, "mtu") or 1500)
         self.rx_state = np.zeros(RS_WIDTH, np.int64)
         self.tx_state = np.zeros(TS_WIDTH, np.int64)
         self.rx = self._rx_socket()
         self.tx = self._tx_socket()
-        self.rx_geometry = np.array([self.BLOCK_SIZE, self.BLOCKS], np.int64)
-        self._rx_map = mmap.mmap(self.rx.fileno(), self.BLOCK_SIZE * self.BLOCKS)
-        self.rx_ring = np.frombuffer(self._rx_map, np.uint8)
+        self._rx_map = None
+        if rx == "ring":
+            self.rx_geometry = np.array([self.BLOCK_SIZE, self.BLOCKS], np.int64)
+            self._rx_map = mmap.mmap(self.rx.fileno(), self.BLOCK_SIZE * self.BLOCKS)
+            self.rx_ring = np.frombuffer(self._rx_map, np.uint8)
+        else:
+            self._mm = _mmsg_buffers()
         self._tx_out = None
+
+    def receive(self, batch) -> int:
+        """Every frame waiting (the ring's handed-over blocks, or up to MSGS messages) to the
+        end of ``batch``; the frames added."""
+        if self.rx_mode == "ring":
+            return rx_drain(self.rx_ring, self.rx_geometry, self.rx_state, batch, self.port_no)
+        area, control, iovecs, msgs = self._mm
+        msgs[:, MM_CONTROLLEN] = control.shape[1]
+        got = _recvmmsg(self.rx.fileno(), msgs.ctypes.data, MSGS)
+        if got <= 0:
+            return 0
+        mmsg_take(area, control, msgs, got, batch, self.rx_state, self.port_no)
+        return got
 
     def _rx_socket(self) -> socket.socket:
         s = _packet_socket(self.ifname, ETH_P_ALL)
         try:
             s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-            s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-            frames = self.BLOCK_SIZE * self.BLOCKS // 2048
-            s.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
-                "IIIIIII", self.BLOCK_SIZE, self.BLOCKS, 2048, frames, RETIRE_MS, 0, 0))  # fmt: skip
+            if self.rx_mode == "ring":
+                s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+                frames = self.BLOCK_SIZE * self.BLOCKS // 2048
+                s.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
+                    "IIIIIII", self.BLOCK_SIZE, self.BLOCKS, 2048, frames, RETIRE_MS, 0,
+                    0))  # fmt: skip
+            else:
+                s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
             s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -350,18 +410,35 @@ class LivePort:
     def close(self) -> None:
         self.rx_ring = None
         try:
-            self._rx_map.close()
+            if self._rx_map is not None:
+                self._rx_map.close()
         except BufferError:
             pass  # a view is still alive somewhere; closing the socket frees the ring
         self.rx.close()
         self.tx.close()
 
 
+RX_MODES = ("mmsg", "ring")
+
+
+def _mmsg_buffers():
+    """recvmmsg's buffers, pointing at each other: (area, control, iovecs, messages)."""
+    area = np.zeros(MSGS * SLOT, np.uint8)
+    control = np.zeros((MSGS, 64), np.uint8)
+    iovecs = np.zeros((MSGS, 2), np.int64)
+    iovecs[:, 0] = area.ctypes.data + SLOT * np.arange(MSGS)
+    iovecs[:, 1] = SLOT
+    msgs = np.zeros((MSGS, 8), np.int64)
+    msgs[:, 2] = iovecs.ctypes.data + 16 * np.arange(MSGS)  # msg_iov
+    msgs[:, 3] = 1  # msg_iovlen
+    msgs[:, 4] = control.ctypes.data + control.shape[1] * np.arange(MSGS)  # msg_control
+    return area, control, iovecs, msgs
+
+
 _libc = None
 
 
-def _sendmmsg(fd: int, msgs_addr: int, n: int) -> int:
-    """libc's sendmmsg on ``n`` struct mmsghdr at ``msgs_addr``; -1 when the first failed."""
+def _c():
     global _libc
     if _libc is None:
         import ctypes
@@ -369,7 +446,19 @@ def _sendmmsg(fd: int, msgs_addr: int, n: int) -> int:
 
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         _libc.sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
-    return _libc.sendmmsg(fd, msgs_addr, n, 0)
+        _libc.recvmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
+                                   ctypes.c_void_p)  # fmt: skip
+    return _libc
+
+
+def _sendmmsg(fd: int, msgs_addr: int, n: int) -> int:
+    """libc's sendmmsg on ``n`` struct mmsghdr at ``msgs_addr``; -1 when the first failed."""
+    return _c().sendmmsg(fd, msgs_addr, n, 0)
+
+
+def _recvmmsg(fd: int, msgs_addr: int, n: int) -> int:
+    """libc's recvmmsg, not waiting: the messages received (-1: none waiting)."""
+    return _c().recvmmsg(fd, msgs_addr, n, MSG_DONTWAIT, None)
 
 
 def _packet_socket(ifname: str, proto: int) -> socket.socket:
