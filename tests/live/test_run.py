@@ -185,6 +185,88 @@ def test_rule_changes_while_a_connection_is_open(topo, mode):
         server.wait(timeout=10)
 
 
+MANY_SERVER = """
+import resource, selectors, socket, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+sel = selectors.DefaultSelector()
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(4096); srv.setblocking(False)
+sel.register(srv, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select(timeout=1):
+        if key.fileobj is srv:
+            c, _ = srv.accept(); c.setblocking(False); sel.register(c, selectors.EVENT_READ)
+            continue
+        try:
+            b = key.fileobj.recv(65536)
+        except OSError:
+            b = b""
+        if b:
+            key.fileobj.sendall(b)
+        else:
+            sel.unregister(key.fileobj); key.fileobj.close()
+"""
+
+MANY_CLIENTS = """
+import os, resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+host, port, n, flags = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+socks = [socket.create_connection((host, port), timeout=10) for _ in range(n)]
+def exchange(tag):
+    for i, s in enumerate(socks):
+        s.sendall(f"{tag}{i}.".encode())
+    ok = 0
+    for i, s in enumerate(socks):
+        want, got = f"{tag}{i}.".encode(), b""
+        try:
+            while len(got) < len(want):
+                got += s.recv(100) or b"!" * 100
+            ok += got == want
+        except OSError:
+            pass
+    return ok
+print(exchange("a"), flush=True)
+for k, flag in enumerate(flags):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(exchange("bcdef"[k]), flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_established_connection_is_lost_across_rule_changes(topo, tmp_path, mode):
+    """1,000 open connections exchange data, then again after each replace-flows whose rules
+    still allow them (the same rules plus one; rules that commit nothing new): every
+    exchange completes on every connection."""
+    n = 1000
+    server = topo.popen("outside", sys.executable, "-c", MANY_SERVER, OUTSIDE_IP, "7100",
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    dp = Datapath(topo, FIREWALL, mode)
+    flags = [str(tmp_path / "go1"), str(tmp_path / "go2")]
+    try:
+        _wait_listening(topo, "outside", 7100)
+        clients = topo.popen("inside", sys.executable, "-c", MANY_CLIENTS, OUTSIDE_IP, "7100",
+                             str(n), *flags, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+        first = clients.stdout.readline().strip()
+        assert first == str(n), clients.stderr.read() if not first else first
+        assert dp.ctl("dump-conntrack").stdout.count("dport=7100") == n
+        plus_one = FIREWALL + "table=0,priority=50,udp,tp_dst=9,actions=drop\n"
+        dp.ctl("replace-flows", dp.write_rules("plus.flows", plus_one))
+        open(flags[0], "w").close()
+        assert clients.stdout.readline().strip() == str(n)
+        dp.ctl("replace-flows", dp.write_rules("no-new.flows", NO_NEW_CONNECTIONS))
+        open(flags[1], "w").close()
+        assert clients.stdout.readline().strip() == str(n)
+        clients.kill()
+        clients.wait(timeout=10)
+    finally:
+        dp.stop()
+        server.kill()
+        server.wait(timeout=10)
+
+
 def test_flush_conntrack_mid_connection_as_ovs_does(topo):
     """After flush-conntrack the open connection's next segment from inside is a new
     connection to OVS's userspace conntrack (a mid-stream ACK may start one; only SYN+ACK may
