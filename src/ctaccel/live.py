@@ -35,9 +35,11 @@ import numpy as np
 from ctaccel.datapath import layout as L
 from ctaccel.datapath.reference import CONTROLLER
 from ctaccel.io import afpacket as A
+from ctaccel.jit import njit
 from ctaccel.ofproto.program import CONTROLLER_PORT
 
 MAX_FRAMES = 16384  # per batch: more than one receive block can hold
+PORTS = 1 << 16  # OpenFlow port numbers (the port map has one more cell: the controller's)
 SWEEP_MS = 1000
 IDLE_POLL_MS = 100
 
@@ -60,7 +62,6 @@ class LiveDatapath:
         self.log = log or (lambda _msg: None)
         self.stopping = False
         self.paths: Counter = Counter()
-        self.counters: Counter = Counter()
         self.batches = 0
         # room for every port's whole ring, or a full recvmmsg of super-frames, at once
         per_port = max(4 * A.LivePort.BLOCK_SIZE, A.MSGS * A.SLOT)
@@ -71,8 +72,25 @@ class LiveDatapath:
                        np.zeros(2, np.int64))  # fmt: skip
         self._now = np.zeros(MAX_FRAMES, np.int64)
         self._empty = np.zeros(0, np.uint8)
+        self._no_fofs = np.zeros(0, np.int64)
         self._up = {no: p.is_up() for no, p in self.ports.items()}
+        self._tx = self._tx_structures()
         warm_up_live()
+
+    def _tx_structures(self):
+        """tx_outputs' ``tx``: the port map, MTUs, one message area per port, counters (each
+        port's transmit counters become a row of the shared array)."""
+        slots = list(self.ports.values())
+        portmap = np.full(PORTS + 1, -1, np.int64)
+        state = np.zeros((len(slots), A.TS_WIDTH), np.int64)
+        for slot, p in enumerate(slots):
+            portmap[p.port_no + 1] = slot
+            state[slot] = p.tx_state
+            p.tx_state = state[slot]
+        mtu = np.array([p.mtu for p in slots], np.int64)
+        out = A.tx_buffers(len(slots), MAX_FRAMES)
+        return (portmap, mtu, out, np.zeros(len(slots), np.int64), state,
+                np.zeros(2, np.int64)), slots  # fmt: skip
 
     @staticmethod
     def clock_ms() -> int:
@@ -131,7 +149,26 @@ class LiveDatapath:
         return n
 
     def _send(self, br, n: int) -> None:
-        """Every output of the batch to its port, in packet order, one send per port."""
+        """Every output of the batch to its port, in packet order, one send per port: the
+        messages built by tx_outputs, or (a batch with packets of the reference engine, whose
+        frames are apart) by whole-array operations and LivePort.send."""
+        if br.slow:
+            self._send_with_slow(br, n)
+            return
+        buf, offsets, lengths, _in_ports, meta, _count = self._batch
+        tx, slots = self._tx
+        fofs = br.out_fofs if br.out_fofs is not None else self._no_fofs
+        fbuf = br.out_fbuf if br.out_fbuf is not None else self._empty
+        addr = tx[2][3]
+        addr[:, 0], addr[:, 1], addr[:, 2] = buf.ctypes.data, fbuf.ctypes.data, 0
+        tx_outputs(br.res, (br.out_ports, fofs), ((buf, fbuf, self._empty), offsets, lengths),
+                   meta, tx)  # fmt: skip
+        counts, msgs = tx[3], tx[2][2]
+        for slot, p in enumerate(slots):
+            if counts[slot]:
+                p.send_messages(msgs[slot].ctypes.data, int(counts[slot]))
+
+    def _send_with_slow(self, br, n: int) -> None:
         buf, offsets, lengths, _in_ports, meta, _count = self._batch
         res = br.res
         count = res[:n, L.R_NOUT]
@@ -156,8 +193,7 @@ class LiveDatapath:
             sel = np.flatnonzero(port == p)
             target = self.ports.get(int(p))
             if target is None:
-                key = "to_controller" if p == CONTROLLER_PORT else "tx_no_such_port"
-                self.counters[key] += len(sel)
+                self._tx[0][5][0 if p == CONTROLLER_PORT else 1] += len(sel)
                 continue
             gso = (meta[pkt[sel], A.M_GSO_TYPE], meta[pkt[sel], A.M_GSO_SIZE])
             target.send(bufs, which[sel], off[sel], length[sel], gso)
@@ -172,7 +208,9 @@ class LiveDatapath:
     def stats(self) -> dict:
         """Per port counters, per path counts, the datapath's counters and cache sizes."""
         return {"ports": {f"{no} ({p.ifname})": p.counters() for no, p in self.ports.items()},
-                "paths": dict(self.paths), "batches": self.batches, **dict(self.counters),
+                "paths": dict(self.paths), "batches": self.batches,
+                "to_controller": int(self._tx[0][5][0]),
+                "tx_no_such_port": int(self._tx[0][5][1]),
                 "datapath": dict(self.engine.stats),
                 "conntrack": {"connections": len(self.engine.conntrack),
                               **self.engine.conntrack.counters}}  # fmt: skip
@@ -182,6 +220,41 @@ class LiveDatapath:
             p.close()
         if self.control is not None:
             self.control.close()
+
+
+@njit
+def tx_outputs(res, outs, frames, meta, tx):
+    """Every output of the batch's packets into its port's sendmmsg messages, in packet
+    order: ``outs`` = (out_ports, out_fofs: empty when nothing was rewritten); ``frames`` =
+    (the three buffers, offsets, lengths); ``tx`` = (portmap: port + 1 -> slot or -1, the
+    ports' MTUs, the messages (afpacket.put_message's ``out``), messages per slot, per-slot
+    counters (afpacket TS_*), [frames to the controller, frames to no port])."""
+    out_ports, out_fofs = outs
+    bufs, offsets, lengths = frames
+    portmap, mtu, out, counts, state, misc = tx
+    rewritable = out_fofs.shape[0] > 0
+    capacity = out[2].shape[1]
+    counts[:] = 0
+    for i in range(res.shape[0]):
+        for k in range(res[i, L.R_NOUT]):
+            idx = res[i, L.R_OUT_START] + k
+            p = out_ports[idx]
+            slot = portmap[p + 1] if 0 <= p + 1 < portmap.shape[0] else -1
+            if slot < 0:
+                misc[0 if p == CONTROLLER_PORT else 1] += 1
+                continue
+            which, off = 0, offsets[i]
+            if res[i, L.R_REWRITTEN] != 0 and rewritable and out_fofs[idx] >= 0:
+                which, off = 1, out_fofs[idx]
+            length = lengths[i]
+            if (length > mtu[slot] + 18 and meta[i, A.M_GSO_TYPE] == A.GSO_NONE) or (
+                    counts[slot] >= capacity):  # fmt: skip
+                state[slot, A.TS_TOO_BIG] += 1
+                continue
+            A.put_message(out, slot, counts[slot], bufs[which], which, off, length,
+                          meta[i, A.M_GSO_TYPE], meta[i, A.M_GSO_SIZE])  # fmt: skip
+            counts[slot] += 1
+            state[slot, A.TS_BYTES] += length
 
 
 def _with_slow(slow, outs):
@@ -227,10 +300,15 @@ def warm_up_live() -> None:
     area, control, _iovecs, msgs = A._mmsg_buffers()
     A.mmsg_take(area, control, msgs, 0, batch, state, 1)
     z, u = np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    out = (
-        np.zeros((1, 16), np.uint8),
-        np.zeros((2, 2), np.int64),
-        np.zeros((1, 8), np.int64),
-        np.zeros(5, np.int64),
+    A.tx_prepare(((u, u, u), z, z, z, z, z), 1500, A.tx_buffers(1, 1),
+                 np.zeros(A.TS_WIDTH, np.int64))  # fmt: skip
+    tx = (
+        np.full(PORTS + 1, -1, np.int64),
+        z,
+        A.tx_buffers(1, 1),
+        np.zeros(1, np.int64),
+        np.zeros((1, A.TS_WIDTH), np.int64),
+        np.zeros(2, np.int64),
     )
-    A.tx_prepare(((u, u, u), z, z, z, z, z), 1500, out, np.zeros(A.TS_WIDTH, np.int64))
+    tx_outputs(np.zeros((0, L.RES_WIDTH), np.int64), (z, z), ((u, u, u), z, z),
+               np.zeros((0, A.M_WIDTH), np.int64), tx)  # fmt: skip

@@ -21,7 +21,14 @@ import time
 
 import pytest
 
-from support.netns import FIREWALL, INSIDE_IP, OUTSIDE_IP, Datapath, Topology, missing_tools
+from ctaccel.bench.netns import (
+    FIREWALL,
+    INSIDE_IP,
+    OUTSIDE_IP,
+    Datapath,
+    Topology,
+    missing_tools,
+)
 
 if os.geteuid() != 0 or missing_tools():
     if os.environ.get("CI") == "true":

@@ -228,34 +228,54 @@ def mmsg_take(area, control, msgs, received, batch, state, port_no):
 def tx_prepare(frames, mtu, out, state):
     """The messages of one ``sendmmsg`` that sends a port's frames of a batch, in order:
     ``frames`` = (bufs: a tuple of three buffers, which, offsets, lengths, gso_type,
-    gso_size); ``out`` = (headers (n, 16) uint8, iovecs (2n, 2) int64, messages (n, 8) int64
-    as struct mmsghdr, addresses: the three buffers', the headers', the iovecs'). Each message is the
-    frame's virtio header and the frame. A frame longer than the MTU allows that is not a
-    GSO super-frame is counted and left out. Returns the number of messages."""
+    gso_size); ``out`` = (headers (1, n, 16) uint8, iovecs (1, 2n, 2) int64, messages
+    (1, n, 8) int64, addresses (1, 5): the three buffers', the headers', the iovecs'), as
+    :func:`put_message` takes them. A frame longer than the MTU allows that is not a GSO
+    super-frame is counted and left out. Returns the number of messages."""
     bufs, which, offsets, lengths, gso_type, gso_size = frames
-    headers, iovecs, msgs, addr = out
     m = 0
     for k in range(lengths.shape[0]):
-        length = lengths[k]
-        if length > mtu + 18 and gso_type[k] == GSO_NONE:
+        if lengths[k] > mtu + 18 and gso_type[k] == GSO_NONE:
             state[TS_TOO_BIG] += 1
             continue
-        src = bufs[which[k]]
-        for b in range(16):
-            headers[m, b] = 0
-        if gso_type[k] != GSO_NONE:
-            _as_gso(headers[m], src, offsets[k], length, gso_type[k], gso_size[k])
-        iovecs[2 * m, 0] = addr[3] + 16 * m
-        iovecs[2 * m, 1] = VNET_LEN
-        iovecs[2 * m + 1, 0] = addr[which[k]] + offsets[k]
-        iovecs[2 * m + 1, 1] = length
-        for w in range(8):
-            msgs[m, w] = 0
-        msgs[m, 2] = addr[4] + 32 * m  # msg_iov
-        msgs[m, 3] = 2  # msg_iovlen
-        state[TS_BYTES] += length
+        put_message(out, 0, m, bufs[which[k]], which[k], offsets[k], lengths[k], gso_type[k],
+                    gso_size[k])  # fmt: skip
+        state[TS_BYTES] += lengths[k]
         m += 1
     return m
+
+
+@njit(forceinline=True)
+def put_message(out, slot, m, src, which, offset, length, gso_type, gso_size):
+    """Message ``m`` of port ``slot`` in ``out`` = (headers (ports, n, 16), iovecs (ports,
+    2n, 2), messages (ports, n, 8) as struct mmsghdr, addresses (ports, 5): the three frame
+    buffers', this port's headers', its iovecs'): the frame ``src[offset:+length]`` (``src``
+    is buffer ``which``) after its virtio header (zero, or GSO for a super-frame)."""
+    headers, iovecs, msgs, addr = out
+    for b in range(16):
+        headers[slot, m, b] = 0
+    if gso_type != GSO_NONE:
+        _as_gso(headers[slot, m], src, offset, length, gso_type, gso_size)
+    iovecs[slot, 2 * m, 0] = addr[slot, 3] + 16 * m
+    iovecs[slot, 2 * m, 1] = VNET_LEN
+    iovecs[slot, 2 * m + 1, 0] = addr[slot, which] + offset
+    iovecs[slot, 2 * m + 1, 1] = length
+    for w in range(8):
+        msgs[slot, m, w] = 0
+    msgs[slot, m, 2] = addr[slot, 4] + 32 * m  # msg_iov
+    msgs[slot, m, 3] = 2  # msg_iovlen
+
+
+def tx_buffers(ports: int, n: int):
+    """Empty message buffers for ``ports`` ports of ``n`` messages each, their addresses
+    filled in but the frame buffers' (see put_message)."""
+    headers = np.zeros((ports, n, 16), np.uint8)
+    iovecs = np.zeros((ports, 2 * n, 2), np.int64)
+    msgs = np.zeros((ports, n, 8), np.int64)
+    addr = np.zeros((ports, 5), np.int64)
+    addr[:, 3] = headers.ctypes.data + 16 * n * np.arange(ports)
+    addr[:, 4] = iovecs.ctypes.data + 32 * n * np.arange(ports)
+    return headers, iovecs, msgs, addr
 
 
 @njit(forceinline=True)
@@ -370,15 +390,21 @@ class LivePort:
         n = len(lengths)
         if n == 0:
             return 0
-        out = self._tx_buffers(n)
-        headers, iovecs, msgs, addr = out
+        if self._tx_out is None or self._tx_out[0].shape[1] < n:
+            self._tx_out = tx_buffers(1, max(n, 1024))
+        out = self._tx_out
         for b in range(3):
-            addr[b] = bufs[b].ctypes.data
+            out[3][0, b] = bufs[b].ctypes.data
         m = tx_prepare((bufs, which, offsets, lengths, gso[0], gso[1]), self.mtu, out,
                        self.tx_state)  # fmt: skip
+        return self.send_messages(out[2][0].ctypes.data, m)
+
+    def send_messages(self, msgs_addr: int, m: int) -> int:
+        """sendmmsg of ``m`` messages built at ``msgs_addr`` (put_message); a message the
+        kernel refuses is counted and skipped. Returns ``m``."""
         sent, errors = 0, int(self.tx_state[TS_ERRORS])
         while sent < m:
-            done = _sendmmsg(self.tx.fileno(), msgs.ctypes.data + 64 * sent, m - sent)
+            done = _sendmmsg(self.tx.fileno(), msgs_addr + 64 * sent, m - sent)
             if done < 0:  # this message failed (the kernel refused it): count it, go on
                 self.tx_state[TS_ERRORS] += 1
                 sent += 1
@@ -386,16 +412,6 @@ class LivePort:
                 sent += done
         self.tx_state[TS_FRAMES] += m - (int(self.tx_state[TS_ERRORS]) - errors)
         return m
-
-    def _tx_buffers(self, n: int):
-        if self._tx_out is None or len(self._tx_out[0]) < n:
-            size = max(n, 1024)
-            headers = np.zeros((size, 16), np.uint8)
-            iovecs = np.zeros((2 * size, 2), np.int64)
-            msgs = np.zeros((size, 8), np.int64)
-            addr = np.array([0, 0, 0, headers.ctypes.data, iovecs.ctypes.data], np.int64)
-            self._tx_out = (headers, iovecs, msgs, addr)
-        return self._tx_out
 
     def is_up(self) -> bool:
         return (_sysfs(self.ifname, "operstate") or "up") in ("up", "unknown")

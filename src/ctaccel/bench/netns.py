@@ -1,10 +1,11 @@
-"""Live test beds: network namespaces joined through `ctaccel run`, made and always removed.
+"""Live test beds: two network namespaces joined by a datapath, made and always removed.
 
 What: :class:`Topology` makes two namespaces, ``inside`` (10.77.0.1) and ``outside``
 (10.77.0.2), each with an ``eth0`` whose veth peer stays in this namespace as the datapath's
-port 1 (inside) or 2 (outside); every name carries a per-test suffix. :class:`Datapath` runs
+port 1 (inside) or 2 (outside); every name carries a random suffix. :class:`Datapath` runs
 ``ctaccel run`` on those two ports in a subprocess, waits until it forwards, talks to its
-control socket and stops it. Helpers run commands inside a namespace with a time limit.
+control socket and stops it. The live tests (tests/live) and the side-by-side benchmark
+(benchmarks/live_vs_ovs.py) share them.
 
 Design: traffic only ever goes to addresses inside the namespaces made here; every wait is
 bounded; ``close()`` deletes the namespaces and veths whatever happened (use as context
