@@ -74,6 +74,9 @@ class LiveDatapath:
         self._empty = np.zeros(0, np.uint8)
         self._no_fofs = np.zeros(0, np.int64)
         self._up = {no: p.is_up() for no, p in self.ports.items()}
+        for no, up in self._up.items():
+            if not up:
+                self.log(f"port {no} ({self.ports[no].ifname}) is down")
         self._tx = self._tx_structures()
         warm_up_live()
 

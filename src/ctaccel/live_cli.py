@@ -57,14 +57,15 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx):
     """Forward between live interfaces through the rules until stopped."""
     from ctaccel.control import ControlServer
     from ctaccel.datapath.warmup import warm_up
+    from ctaccel.io.afpacket import check_ports
     from ctaccel.live import LiveDatapath
     from ctaccel.replay import make_engine
 
     dp = None
-    try:
+    try:  # every check a user can fail comes before the compile (warm_up)
         port_list = _ports(ports)
+        check_ports([ifname for _no, ifname in port_list])
         engine = make_engine(flows, mode)
-        warm_up()
         control = ControlServer(ctl_path)
         try:
             dp = LiveDatapath(engine, port_list, control, busy_poll,
@@ -72,6 +73,7 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx):
         except BaseException:
             control.close()
             raise
+        warm_up()
         names = ", ".join(f"{n}={i}" for n, i in port_list)
         click.echo(f"ctaccel: forwarding ({mode}) on {names}; control socket {control.path}",
                    err=True)  # fmt: skip
@@ -84,10 +86,10 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx):
     click.echo("ctaccel: stopped", err=True)
 
 
-@click.command()
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.option("--ctl", "ctl_path", default=None, help="Control socket path (as for run).")
 @click.argument("command")
-@click.argument("args", nargs=-1)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def ctl(ctl_path, command, args):
     """Ask a running datapath: dump-conntrack [--zone Z], dump-flows, add-flows FILE,
     replace-flows FILE, del-flows, flush-conntrack [--zone Z], stats, stop."""

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -360,3 +361,48 @@ def test_errors_a_user_can_cause_are_one_line_and_exit_2(topo, tmp_path):
                              str(tmp_path / "none.sock"), "stats"], capture_output=True,
                             text=True, timeout=60)  # fmt: skip
     assert no_ctl.returncode == 2 and "no datapath answers" in no_ctl.stderr
+
+
+def test_a_port_going_down_is_reported_not_fatal(topo):
+    dp = Datapath(topo, FIREWALL)
+    try:
+        subprocess.run(["ip", "link", "set", topo.links["outside"], "down"], check=True)
+        deadline = time.monotonic() + 10
+        while "is down" not in dp.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert f"port 2 ({topo.links['outside']}) is down" in dp.log()
+        subprocess.run(["ip", "link", "set", topo.links["outside"], "up"], check=True)
+        deadline = time.monotonic() + 10
+        while "is up" not in dp.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert f"port 2 ({topo.links['outside']}) is up" in dp.log()
+        ping = topo.run("inside", "ping", "-c", "3", "-i", "0.3", "-W", "2", OUTSIDE_IP)
+        assert ping.returncode == 0 and dp.proc.poll() is None
+    finally:
+        assert dp.stop() == 0
+
+
+def test_without_raw_sockets_it_is_one_line_before_any_compile(topo, tmp_path):
+    """Not root (here: root without CAP_NET_RAW, which is what matters): one line, exit 2,
+    and no compile first (a fresh kernel cache, and the answer comes in seconds)."""
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to drop root")
+    work = tempfile.mkdtemp(prefix="ctaccel-nobody-")
+    os.chmod(work, 0o777)
+    flows = os.path.join(work, "fw.flows")
+    with open(flows, "w") as f:
+        f.write(FIREWALL)
+    os.chmod(flows, 0o644)
+    try:
+        done = subprocess.run(
+            ["setpriv", "--bounding-set=-net_raw,-net_admin", sys.executable,
+             "-m", "ctaccel.cli", "run", "--flows", flows, "--ctl", os.path.join(work, "c"),
+             *(a for no, link in topo.ports for a in ("--port", f"{no}={link}"))],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "NUMBA_CACHE_DIR": os.path.join(work, "cache")})  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert done.returncode == 2, done.stderr
+    assert "needs root" in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -477,6 +477,15 @@ def _recvmmsg(fd: int, msgs_addr: int, n: int) -> int:
     return _c().recvmmsg(fd, msgs_addr, n, MSG_DONTWAIT, None)
 
 
+def check_ports(ifnames) -> None:
+    """Raise InputError (one line) if an interface is missing or packet sockets are not
+    allowed here: the checks a user can fail, before anything slow."""
+    for ifname in ifnames:
+        _ifindex(ifname)
+    for ifname in ifnames[:1]:
+        _packet_socket(ifname, 0).close()
+
+
 def _packet_socket(ifname: str, proto: int) -> socket.socket:
     try:
         return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
