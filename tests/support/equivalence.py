@@ -70,7 +70,7 @@ def run_reference(rules_text: str, packets, plan: Plan) -> Run:
     for i, (port, frame, now) in enumerate(packets):
         if i == plan.replace_at:
             before = ref.rule_counters()
-            ref.replace_rules(parse_flows(plan.new_rules, "new-rules"))
+            ref.replace_flows(parse_flows(plan.new_rules, "new-rules"))
         if i == plan.flush_at:
             ref.conntrack.flush()
         results.append(ref.process(frame, port, now))
