@@ -28,7 +28,6 @@ from __future__ import annotations
 import select
 import signal
 import time
-from collections import Counter
 
 import numpy as np
 
@@ -61,7 +60,7 @@ class LiveDatapath:
         self.busy_poll = busy_poll
         self.log = log or (lambda _msg: None)
         self.stopping = False
-        self.paths: Counter = Counter()
+        self._path_counts = np.zeros(len(L.PATH_NAMES), np.int64)
         self.batches = 0
         # room for every port's whole ring, or a full recvmmsg of super-frames, at once
         per_port = max(4 * A.LivePort.BLOCK_SIZE, A.MSGS * A.SLOT)
@@ -78,6 +77,9 @@ class LiveDatapath:
             if not up:
                 self.log(f"port {no} ({self.ports[no].ifname}) is down")
         self._tx = self._tx_structures()
+        msgs = self._tx[0][2][2]
+        self._msg_addr = [msgs.ctypes.data + k * msgs.strides[0] for k in range(msgs.shape[0])]
+        self._tx[0][2][3][:, 0] = self._batch[0].ctypes.data
         warm_up_live()
 
     def _tx_structures(self):
@@ -146,9 +148,7 @@ class LiveDatapath:
         br = self.engine.run(buf, offsets[:n], lengths[:n], in_ports[:n], now)
         self._send(br, n)
         self.batches += 1
-        for code, k in enumerate(np.bincount(br.res[:, L.R_PATH], minlength=len(L.PATH_NAMES))):
-            if k:
-                self.paths[L.PATH_NAMES[code]] += int(k)
+        self._path_counts += np.bincount(br.res[:, L.R_PATH], minlength=len(L.PATH_NAMES))
         return n
 
     def _send(self, br, n: int) -> None:
@@ -163,13 +163,13 @@ class LiveDatapath:
         fofs = br.out_fofs if br.out_fofs is not None else self._no_fofs
         fbuf = br.out_fbuf if br.out_fbuf is not None else self._empty
         addr = tx[2][3]
-        addr[:, 0], addr[:, 1], addr[:, 2] = buf.ctypes.data, fbuf.ctypes.data, 0
+        addr[:, 1] = fbuf.ctypes.data if len(fbuf) else 0  # the batch buffer's is set once
         tx_outputs(br.res, (br.out_ports, fofs), ((buf, fbuf, self._empty), offsets, lengths),
                    meta, tx)  # fmt: skip
-        counts, msgs = tx[3], tx[2][2]
+        counts = tx[3]
         for slot, p in enumerate(slots):
             if counts[slot]:
-                p.send_messages(msgs[slot].ctypes.data, int(counts[slot]))
+                p.send_messages(self._msg_addr[slot], int(counts[slot]))
 
     def _send_with_slow(self, br, n: int) -> None:
         buf, offsets, lengths, _in_ports, meta, _count = self._batch
@@ -211,7 +211,8 @@ class LiveDatapath:
     def stats(self) -> dict:
         """Per port counters, per path counts, the datapath's counters and cache sizes."""
         return {"ports": {f"{no} ({p.ifname})": p.counters() for no, p in self.ports.items()},
-                "paths": dict(self.paths), "batches": self.batches,
+                "paths": {L.PATH_NAMES[c]: int(k) for c, k in enumerate(self._path_counts) if k},
+                "batches": self.batches,
                 "to_controller": int(self._tx[0][5][0]),
                 "tx_no_such_port": int(self._tx[0][5][1]),
                 "datapath": dict(self.engine.stats),

@@ -222,6 +222,8 @@ def mmsg_take(area, control, msgs, received, batch, state, port_no):
                     tpid = _u16(c, CM_HDR + 18)
         _take_frame(area, k * SLOT + VNET_LEN, size - VNET_LEN, (tpid, tci), batch, state)
         in_ports[count[0] - 1] = port_no
+    for k in range(received):  # the kernel wrote the control lengths: room again next call
+        msgs[k, MM_CONTROLLEN] = control.shape[1]
 
 
 @njit
@@ -337,6 +339,9 @@ class LivePort:
             self.rx_ring = np.frombuffer(self._rx_map, np.uint8)
         else:
             self._mm = _mmsg_buffers()
+            self._mm_addr = self._mm[3].ctypes.data
+        self._rx_fd = self.rx.fileno()
+        self._tx_fd = self.tx.fileno()
         self._tx_out = None
 
     def receive(self, batch) -> int:
@@ -344,9 +349,8 @@ class LivePort:
         end of ``batch``; the frames added."""
         if self.rx_mode == "ring":
             return rx_drain(self.rx_ring, self.rx_geometry, self.rx_state, batch, self.port_no)
-        area, control, iovecs, msgs = self._mm
-        msgs[:, MM_CONTROLLEN] = control.shape[1]
-        got = _recvmmsg(self.rx.fileno(), msgs.ctypes.data, MSGS)
+        area, control, _iovecs, msgs = self._mm
+        got = _recvmmsg(self._rx_fd, self._mm_addr, MSGS)
         if got <= 0:
             return 0
         mmsg_take(area, control, msgs, got, batch, self.rx_state, self.port_no)
@@ -404,7 +408,7 @@ class LivePort:
         kernel refuses is counted and skipped. Returns ``m``."""
         sent, errors = 0, int(self.tx_state[TS_ERRORS])
         while sent < m:
-            done = _sendmmsg(self.tx.fileno(), msgs_addr + 64 * sent, m - sent)
+            done = _sendmmsg(self._tx_fd, msgs_addr + 64 * sent, m - sent)
             if done < 0:  # this message failed (the kernel refused it): count it, go on
                 self.tx_state[TS_ERRORS] += 1
                 sent += 1
@@ -448,6 +452,7 @@ def _mmsg_buffers():
     msgs[:, 2] = iovecs.ctypes.data + 16 * np.arange(MSGS)  # msg_iov
     msgs[:, 3] = 1  # msg_iovlen
     msgs[:, 4] = control.ctypes.data + control.shape[1] * np.arange(MSGS)  # msg_control
+    msgs[:, MM_CONTROLLEN] = control.shape[1]
     return area, control, iovecs, msgs
 
 
