@@ -32,7 +32,6 @@ import time
 import numpy as np
 
 from ctaccel.datapath import layout as L
-from ctaccel.datapath.reference import CONTROLLER
 from ctaccel.io import afpacket as A
 from ctaccel.jit import njit
 from ctaccel.ofproto.program import CONTROLLER_PORT
@@ -189,8 +188,7 @@ class LiveDatapath:
         fbuf = br.out_fbuf if br.out_fbuf is not None else self._empty
         extra = self._empty
         if br.slow:
-            pkt, port, which, off, length, extra = _with_slow(br.slow, (pkt, port, which, off,
-                                                                        length))  # fmt: skip
+            pkt, port, which, off, length, extra = _with_slow(br, (pkt, port, which, off, length))
         bufs = (buf, fbuf, extra)
         for p in np.unique(port):
             sel = np.flatnonzero(port == p)
@@ -261,29 +259,17 @@ def tx_outputs(res, outs, frames, meta, tx):
             state[slot, A.TS_BYTES] += length
 
 
-def _with_slow(slow, outs):
+def _with_slow(br, outs):
     """The reference engine's outputs (packets it processed) spliced into the batch's output
     arrays in packet order, their frames in a third buffer."""
-    s_pkt, s_port, s_len, frames = [], [], [], []
-    for j in sorted(slow):
-        for p, frame in slow[j].outputs:
-            b = bytes(frame)
-            s_pkt.append(j)
-            s_port.append(CONTROLLER_PORT if p == CONTROLLER else int(p))
-            s_len.append(len(b))
-            frames.append(b)
-    s_len_a = np.array(s_len, np.int64)
-    s_off = np.zeros(len(s_len_a), np.int64)
-    if len(s_len_a):
-        np.cumsum(s_len_a[:-1], out=s_off[1:])
-    extra = np.frombuffer(b"".join(frames), np.uint8).copy() if frames else np.zeros(0, np.uint8)
+    s_pkt, s_port, s_off, s_len, extra = br.slow_outputs()
     pkt, port, which, off, length = outs
-    pkt = np.concatenate([pkt, np.array(s_pkt, np.int64)])
+    pkt = np.concatenate([pkt, s_pkt])
     order = np.argsort(pkt, kind="stable")
-    port = np.concatenate([port, np.array(s_port, np.int64)])[order]
+    port = np.concatenate([port, s_port])[order]
     which = np.concatenate([which, np.full(len(s_pkt), 2, np.int64)])[order]
     off = np.concatenate([off, s_off])[order]
-    length = np.concatenate([length, s_len_a])[order]
+    length = np.concatenate([length, s_len])[order]
     return pkt[order], port, which, off, length, extra
 
 

@@ -39,7 +39,6 @@ import numpy as np
 
 from ctaccel import replay_emit as E
 from ctaccel.datapath import layout as L
-from ctaccel.datapath.reference import CONTROLLER
 from ctaccel.io import records as R
 from ctaccel.io.pcap import PcapWriter
 from ctaccel.ofproto.program import CONTROLLER_PORT, DROP_REASON_NAMES
@@ -172,7 +171,7 @@ class BatchWriter:
         pk[:, E.PK_SLOW_COUNT] = -1
         slow, extra = self._no_slow, self._no_bytes
         if br.slow:
-            slow, extra = self._slow_outputs(br.slow, pk)
+            slow, extra = self._slow_outputs(br, pk)
         m = len(br.out_ports) + len(slow[0])
         self._make_room(nb, m)
         fofs = br.out_fofs if br.out_fofs is not None else self._no_fofs
@@ -217,27 +216,17 @@ class BatchWriter:
             self.parquet.write(first_n, in_ports, ts_ns, pk[:, E.PK_COUNT], flat[:m], toks,
                                self.vocab.table)  # fmt: skip
 
-    def _slow_outputs(self, slow, pk):
+    def _slow_outputs(self, br, pk):
         """The reference engine's results into the PK_* table (tokens, where its outputs
         are); their (port, offset, length) arrays and frames, in packet order."""
-        ports, lens, frames = [], [], []
-        for j in sorted(slow):
-            r = slow[j]
+        s_pkt, s_port, s_off, s_len, extra = br.slow_outputs()
+        starts = np.searchsorted(s_pkt, np.arange(len(pk)), "left")
+        for j, r in br.slow.items():
             pk[j, E.PK_CT] = self.vocab.token_of(r.ct_state)
             pk[j, E.PK_DROP] = self.vocab.token_of(r.drop_reason)
-            pk[j, E.PK_SLOW_START] = len(ports)
+            pk[j, E.PK_SLOW_START] = starts[j]
             pk[j, E.PK_SLOW_COUNT] = len(r.outputs)
-            for p, frame in r.outputs:
-                b = bytes(frame)
-                ports.append(CONTROLLER_PORT if p == CONTROLLER else int(p))
-                lens.append(len(b))
-                frames.append(b)
-        s_len = np.array(lens, np.int64)
-        s_off = np.zeros(len(s_len), np.int64)
-        if len(s_len):
-            np.cumsum(s_len[:-1], out=s_off[1:])
-        extra = np.frombuffer(b"".join(frames), np.uint8).copy() if frames else self._no_bytes
-        return (np.array(ports, np.int64), s_off, s_len), extra
+        return (s_port, s_off, s_len), extra if len(extra) else self._no_bytes
 
 
 def warm_up_writer() -> float:

@@ -63,6 +63,25 @@ class BatchResult:
         self.out_fofs = out_fofs
         self.out_fbuf = out_fbuf
 
+    def slow_outputs(self):
+        """The outputs of the packets the reference engine processed (``slow``), in packet
+        order: arrays of packet index, port (CONTROLLER_PORT for the controller), offset and
+        length of the frame in the returned buffer, which holds all their frames."""
+        pkt, port, length, frames = [], [], [], []
+        for j in sorted(self.slow):
+            for p, frame in self.slow[j].outputs:
+                b = bytes(frame)
+                pkt.append(j)
+                port.append(CONTROLLER_PORT if p == CONTROLLER else int(p))
+                length.append(len(b))
+                frames.append(b)
+        lengths = np.array(length, np.int64)
+        offsets = np.zeros(len(lengths), np.int64)
+        if len(lengths):
+            np.cumsum(lengths[:-1], out=offsets[1:])
+        buf = np.frombuffer(b"".join(frames), np.uint8).copy() if frames else np.zeros(0, np.uint8)
+        return np.array(pkt, np.int64), np.array(port, np.int64), offsets, lengths, buf
+
     # --- whole-batch arrays (no per-packet Python): packets the reference engine processed
     # (``slow``) show 0 outputs, ct_state code -1 and drop code 0 here; read them from ``slow``.
     def n_outputs(self) -> np.ndarray:
