@@ -230,7 +230,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/live-vs-ovs.json")
+    ap.add_argument("--report-only", action="store_true",
+                    help="Recompute the targets, table and plot of --out's runs; measure nothing.")  # fmt: skip
     args = ap.parse_args()
+    if args.report_only:
+        report = json.loads(Path(args.out).read_text())
+        report["targets"] = targets(report["runs"])
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        _print_and_plot(report, Path(args.out).with_suffix(".png"))
+        return
     rules_path = os.path.join(tempfile.mkdtemp(prefix="ctaccel-fw-"), "fw.flows")
     Path(rules_path).write_text(FIREWALL)
     runs: dict = {}
@@ -248,10 +256,46 @@ def main() -> None:
                     runs.setdefault(key, []).append(r)
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "cpus": os.cpu_count(), "seconds": args.seconds, "rounds": args.rounds,
-              "runs": runs, "median": {k: _median(v) for k, v in runs.items()}}  # fmt: skip
+              "runs": runs, "median": {k: _median(v) for k, v in runs.items()},
+              "targets": targets(runs)}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     _print_and_plot(report, Path(args.out).with_suffix(".png"))
+
+
+# issue 16's targets: (name, (peer, offloads), (peer, offloads), figure, threshold); each
+# ratio is taken within a round (the peers run in turns) and the median over rounds kept
+TARGETS = (
+    ("TCP >= 2x OVS (ctaccel: defaults; OVS: offloads off, as it needs)",
+     ("ctaccel assume-established", "on"), ("OVS userspace", "off"), "tcp1_gbps", 2.0),
+    ("TCP >= 2x OVS, both with offloads off",
+     ("ctaccel assume-established", "off"), ("OVS userspace", "off"), "tcp1_gbps", 2.0),
+    ("connections/s >= 1.5x OVS (ctaccel: defaults)",
+     ("ctaccel assume-established", "on"), ("OVS userspace", "off"), "conn_per_s", 1.5),
+    ("60-byte UDP >= 1.0x OVS (offloads off)",
+     ("ctaccel assume-established", "off"), ("OVS userspace", "off"), "udp60_kpps", 1.0),
+    ("60-byte UDP >= 0.8x the kernel bridge (offloads off)",
+     ("ctaccel assume-established", "off"), ("kernel bridge", "off"), "udp60_kpps", 0.8),
+)  # fmt: skip
+
+
+def targets(runs: dict) -> list[dict]:
+    """Each target's per-round ratios, their median, and whether it is met."""
+    out = []
+    for name, (pa, oa), (pb, ob), figure, threshold in TARGETS:
+        a, b = runs.get(f"{pa} | offloads {oa}", []), runs.get(f"{pb} | offloads {ob}", [])
+        ratios = [x[figure] / y[figure] for x, y in zip(a, b, strict=False)
+                  if x.get(figure) and y.get(figure)]  # fmt: skip
+        value = statistics.median(ratios) if ratios else None
+        out.append({"target": name, "ratios": [round(r, 3) for r in ratios],
+                    "median": None if value is None else round(value, 3),
+                    "met": value is not None and value >= threshold})  # fmt: skip
+    idle = [r["idle_cpu_pct"] for k, v in runs.items() if k.startswith("ctaccel") for r in v
+            if "idle_cpu_pct" in r]  # fmt: skip
+    out.append({"target": "idle CPU of ctaccel run < 2% of a core", "ratios": idle,
+                "median": statistics.median(idle) if idle else None,
+                "met": bool(idle) and max(idle) < 2.0})  # fmt: skip
+    return out
 
 
 def _median(runs: list[dict]) -> dict:
@@ -269,6 +313,9 @@ def _print_and_plot(report: dict, png: Path) -> None:
     print(f"{'peer':48}" + "".join(f"{c:>14}" for c in cols))
     for key, m in med.items():
         print(f"{key:48}" + "".join(f"{m.get(c, float('nan')):>14.3g}" for c in cols))
+    for t in report.get("targets", []):
+        print(f"{'met' if t['met'] else 'NOT met':8} {t['target']}: {t['median']} "
+              f"(rounds: {t['ratios']})")  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
