@@ -240,3 +240,26 @@ def test_rules_deleted_then_added_back_while_running(topo):
     finally:
         dp.stop()
         _stop(outer)
+
+
+def test_a_frame_too_big_for_the_out_port_is_counted_not_sent(topo):
+    """The outside port's MTU cut to 1000: a 1400-byte datagram from inside (1442-byte frame,
+    no GSO) cannot leave there; it is counted as too big, and smaller ones still pass."""
+    subprocess.run(["ip", "link", "set", topo.links["outside"], "mtu", "1000"], check=True)
+    outer = _server(topo, "outside", OUTSIDE_IP)
+    dp = Datapath(topo, FIREWALL)
+    try:
+        time.sleep(0.5)
+        send = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                f"s.settimeout(1); s.sendto(b'x' * 1400, ('{OUTSIDE_IP}', 5300)); "
+                "import sys\ntry:\n s.recvfrom(2000); print('echoed')\nexcept OSError:\n "
+                "print('lost')")  # fmt: skip
+        assert topo.run("inside", sys.executable, "-c", send).stdout.strip() == "lost"
+        import json
+
+        port2 = json.loads(dp.ctl("stats").stdout)["ports"][f"2 ({topo.links['outside']})"]
+        assert port2["tx_too_big"] >= 1
+        assert _udp(topo, "inside", OUTSIDE_IP, n=2) == 2
+    finally:
+        dp.stop()
+        _stop(outer)
