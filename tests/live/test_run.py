@@ -129,6 +129,7 @@ def test_a_5mb_download_crosses_byte_identical_and_inbound_is_refused(topo, serv
         s = json.loads(dp.ctl("stats").stdout)
         port2 = s["ports"][f"2 ({topo.links['outside']})"]
         assert port2["rx_gso"] > 0 and port2["rx_checksums_completed"] > 0  # offloads on
+        assert port2["rx_kernel_drops"] >= 0 and port2["tx_errors"] == 0
         if mode == "assume-established":
             assert s["paths"].get("fast", 0) > 100
         else:

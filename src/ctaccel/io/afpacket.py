@@ -45,6 +45,7 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_TX_RING = 13
 PACKET_VNET_HDR = 15
@@ -420,9 +421,23 @@ class LivePort:
     def is_up(self) -> bool:
         return (_sysfs(self.ifname, "operstate") or "up") in ("up", "unknown")
 
+    def kernel_drops(self) -> int:
+        """Frames the kernel dropped for this port's receive socket (its queue or ring was
+        full), since the port was opened (PACKET_STATISTICS; reading clears it, so it adds
+        up here)."""
+        try:
+            raw = self.rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+            self._kernel_drops += struct.unpack_from("II", raw)[1]
+        except OSError:
+            pass
+        return self._kernel_drops
+
+    _kernel_drops = 0
+
     def counters(self) -> dict:
         r, t = self.rx_state, self.tx_state
         return {"rx_frames": int(r[RS_FRAMES]), "rx_bytes": int(r[RS_BYTES]),
+                "rx_kernel_drops": self.kernel_drops(),
                 "rx_checksums_completed": int(r[RS_CSUM_DONE]), "rx_gso": int(r[RS_GSO]),
                 "tx_frames": int(t[TS_FRAMES]), "tx_bytes": int(t[TS_BYTES]),
                 "tx_too_big": int(t[TS_TOO_BIG]), "tx_errors": int(t[TS_ERRORS])}  # fmt: skip
