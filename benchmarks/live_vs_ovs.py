@@ -243,17 +243,21 @@ def main() -> None:
     Path(rules_path).write_text(FIREWALL)
     runs: dict = {}
     with Topology() as topo:
-        topo.popen("outside", sys.executable, "-c", CRR_SERVER, OUTSIDE_IP,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(1.0)
-        for rnd in range(args.rounds):
-            for offloads in (False, True):
-                for peer in PEERS:
-                    key = f"{peer} | offloads {'on' if offloads else 'off'}"
-                    print(f"round {rnd + 1}: {key} ...", flush=True)
-                    r = with_peer(peer, topo, rules_path, args.seconds, offloads)
-                    print(f"   {r}", flush=True)
-                    runs.setdefault(key, []).append(r)
+        crr = topo.popen("outside", sys.executable, "-c", CRR_SERVER, OUTSIDE_IP,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            time.sleep(1.0)
+            for rnd in range(args.rounds):
+                for offloads in (False, True):
+                    for peer in PEERS:
+                        key = f"{peer} | offloads {'on' if offloads else 'off'}"
+                        print(f"round {rnd + 1}: {key} ...", flush=True)
+                        r = with_peer(peer, topo, rules_path, args.seconds, offloads)
+                        print(f"   {r}", flush=True)
+                        runs.setdefault(key, []).append(r)
+        finally:  # the namespace goes with the topology; its server must go too
+            crr.kill()
+            crr.wait(timeout=10)
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "cpus": os.cpu_count(), "seconds": args.seconds, "rounds": args.rounds,
               "runs": runs, "median": {k: _median(v) for k, v in runs.items()},
