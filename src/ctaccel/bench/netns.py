@@ -55,6 +55,7 @@ class Topology:
         self.ns = {"inside": f"cti{tag}", "outside": f"cto{tag}"}
         self.links = {"inside": f"cvi{tag}", "outside": f"cvo{tag}"}
         self.ports = [(1, self.links["inside"]), (2, self.links["outside"])]
+        self._procs: list[subprocess.Popen] = []
         try:
             for side, ip in (("inside", INSIDE_IP), ("outside", OUTSIDE_IP)):
                 ns, link = self.ns[side], self.links[side]
@@ -72,9 +73,17 @@ class Topology:
         return sh("ip", "netns", "exec", self.ns[side], *cmd, timeout=timeout, check=check)
 
     def popen(self, side: str, *cmd: str, **kw) -> subprocess.Popen:
-        return subprocess.Popen(["ip", "netns", "exec", self.ns[side], *cmd], **kw)
+        """A process in a namespace; close() kills it if it is still running then (a process
+        outlives its namespace otherwise)."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns[side], *cmd], **kw)
+        self._procs.append(proc)
+        return proc
 
     def close(self) -> None:
+        for proc in getattr(self, "_procs", ()):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
         for ns in self.ns.values():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
         for link in self.links.values():
