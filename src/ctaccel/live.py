@@ -71,6 +71,7 @@ class LiveDatapath:
         self._now = np.zeros(MAX_FRAMES, np.int64)
         self._empty = np.zeros(0, np.uint8)
         self._no_fofs = np.zeros(0, np.int64)
+        self._no_slow = (self._no_fofs,) * 5
         self._up = {no: p.is_up() for no, p in self.ports.items()}
         for no, up in self._up.items():
             if not up:
@@ -151,53 +152,25 @@ class LiveDatapath:
         return n
 
     def _send(self, br, n: int) -> None:
-        """Every output of the batch to its port, in packet order, one send per port: the
-        messages built by tx_outputs, or (a batch with packets of the reference engine, whose
-        frames are apart) by whole-array operations and LivePort.send."""
-        if br.slow:
-            self._send_with_slow(br, n)
-            return
+        """Every output of the batch to its port, in packet order, one sendmmsg per port, the
+        messages built by tx_outputs (the reference engine's outputs, for packets it
+        processed, from their own buffer)."""
         buf, offsets, lengths, _in_ports, meta, _count = self._batch
         tx, slots = self._tx
         fofs = br.out_fofs if br.out_fofs is not None else self._no_fofs
         fbuf = br.out_fbuf if br.out_fbuf is not None else self._empty
-        addr = tx[2][3]
-        addr[:, 1] = fbuf.ctypes.data if len(fbuf) else 0  # the batch buffer's is set once
-        tx_outputs(br.res, (br.out_ports, fofs), ((buf, fbuf, self._empty), offsets, lengths),
-                   meta, tx)  # fmt: skip
+        slow, extra = self._no_slow, self._empty
+        if br.slow:
+            *slow, extra = br.slow_outputs()
+        addr = tx[2][3]  # the batch buffer's address is set once
+        addr[:, 1] = fbuf.ctypes.data if len(fbuf) else 0
+        addr[:, 2] = extra.ctypes.data if len(extra) else 0
+        tx_outputs(br.res, (br.out_ports, fofs), tuple(slow),
+                   ((buf, fbuf, extra), offsets, lengths), meta, tx)  # fmt: skip
         counts = tx[3]
         for slot, p in enumerate(slots):
             if counts[slot]:
                 p.send_messages(self._msg_addr[slot], int(counts[slot]))
-
-    def _send_with_slow(self, br, n: int) -> None:
-        buf, offsets, lengths, _in_ports, meta, _count = self._batch
-        res = br.res
-        count = res[:n, L.R_NOUT]
-        pkt = np.repeat(np.arange(n, dtype=np.int64), count)
-        within = np.arange(len(pkt), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-        idx = res[pkt, L.R_OUT_START] + within
-        port = br.out_ports[idx]
-        which = np.zeros(len(pkt), np.int64)
-        off = offsets[pkt]
-        length = lengths[pkt]
-        if br.out_fofs is not None and len(pkt):
-            rewritten = (br.out_fofs[idx] >= 0) & (res[pkt, L.R_REWRITTEN] != 0)
-            which[rewritten] = 1
-            off = np.where(rewritten, br.out_fofs[idx], off)
-        fbuf = br.out_fbuf if br.out_fbuf is not None else self._empty
-        extra = self._empty
-        if br.slow:
-            pkt, port, which, off, length, extra = _with_slow(br, (pkt, port, which, off, length))
-        bufs = (buf, fbuf, extra)
-        for p in np.unique(port):
-            sel = np.flatnonzero(port == p)
-            target = self.ports.get(int(p))
-            if target is None:
-                self._tx[0][5][0 if p == CONTROLLER_PORT else 1] += len(sel)
-                continue
-            gso = (meta[pkt[sel], A.M_GSO_TYPE], meta[pkt[sel], A.M_GSO_SIZE])
-            target.send(bufs, which[sel], off[sel], length[sel], gso)
 
     def _check_ports(self) -> None:
         for no, p in self.ports.items():
@@ -225,30 +198,36 @@ class LiveDatapath:
 
 
 @njit
-def tx_outputs(res, outs, frames, meta, tx):
+def tx_outputs(res, outs, slow, frames, meta, tx):
     """Every output of the batch's packets into its port's sendmmsg messages, in packet
-    order: ``outs`` = (out_ports, out_fofs: empty when nothing was rewritten); ``frames`` =
+    order: ``outs`` = (out_ports, out_fofs: empty when nothing was rewritten); ``slow`` =
+    BatchResult.slow_outputs' arrays (first, count, port, offset, length; all empty when the
+    reference engine processed no packet), whose frames are the third buffer; ``frames`` =
     (the three buffers, offsets, lengths); ``tx`` = (portmap: port + 1 -> slot or -1, the
     ports' MTUs, the messages (afpacket.put_message's ``out``), messages per slot, per-slot
     counters (afpacket TS_*), [frames to the controller, frames to no port])."""
     out_ports, out_fofs = outs
+    s_first, s_count, s_port, s_off, s_len = slow
     bufs, offsets, lengths = frames
     portmap, mtu, out, counts, state, misc = tx
     rewritable = out_fofs.shape[0] > 0
     capacity = out[2].shape[1]
     counts[:] = 0
     for i in range(res.shape[0]):
-        for k in range(res[i, L.R_NOUT]):
-            idx = res[i, L.R_OUT_START] + k
-            p = out_ports[idx]
+        from_slow = s_first.shape[0] > 0 and s_count[i] >= 0
+        for k in range(s_count[i] if from_slow else res[i, L.R_NOUT]):
+            if from_slow:
+                j = s_first[i] + k
+                p, which, off, length = s_port[j], 2, s_off[j], s_len[j]
+            else:
+                idx = res[i, L.R_OUT_START] + k
+                p, which, off, length = out_ports[idx], 0, offsets[i], lengths[i]
+                if res[i, L.R_REWRITTEN] != 0 and rewritable and out_fofs[idx] >= 0:
+                    which, off = 1, out_fofs[idx]
             slot = portmap[p + 1] if 0 <= p + 1 < portmap.shape[0] else -1
             if slot < 0:
                 misc[0 if p == CONTROLLER_PORT else 1] += 1
                 continue
-            which, off = 0, offsets[i]
-            if res[i, L.R_REWRITTEN] != 0 and rewritable and out_fofs[idx] >= 0:
-                which, off = 1, out_fofs[idx]
-            length = lengths[i]
             if (length > mtu[slot] + 18 and meta[i, A.M_GSO_TYPE] == A.GSO_NONE) or (
                     counts[slot] >= capacity):  # fmt: skip
                 state[slot, A.TS_TOO_BIG] += 1
@@ -257,20 +236,6 @@ def tx_outputs(res, outs, frames, meta, tx):
                           meta[i, A.M_GSO_TYPE], meta[i, A.M_GSO_SIZE])  # fmt: skip
             counts[slot] += 1
             state[slot, A.TS_BYTES] += length
-
-
-def _with_slow(br, outs):
-    """The reference engine's outputs (packets it processed) spliced into the batch's output
-    arrays in packet order, their frames in a third buffer."""
-    s_pkt, s_port, s_off, s_len, extra = br.slow_outputs()
-    pkt, port, which, off, length = outs
-    pkt = np.concatenate([pkt, s_pkt])
-    order = np.argsort(pkt, kind="stable")
-    port = np.concatenate([port, s_port])[order]
-    which = np.concatenate([which, np.full(len(s_pkt), 2, np.int64)])[order]
-    off = np.concatenate([off, s_off])[order]
-    length = np.concatenate([length, s_len])[order]
-    return pkt[order], port, which, off, length, extra
 
 
 def warm_up_live() -> None:
@@ -290,8 +255,6 @@ def warm_up_live() -> None:
     area, control, _iovecs, msgs = A._mmsg_buffers()
     A.mmsg_take(area, control, msgs, 0, batch, state, 1)
     z, u = np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    A.tx_prepare(((u, u, u), z, z, z, z, z), 1500, A.tx_buffers(1, 1),
-                 np.zeros(A.TS_WIDTH, np.int64))  # fmt: skip
     tx = (
         np.full(PORTS + 1, -1, np.int64),
         z,
@@ -300,5 +263,5 @@ def warm_up_live() -> None:
         np.zeros((1, A.TS_WIDTH), np.int64),
         np.zeros(2, np.int64),
     )
-    tx_outputs(np.zeros((0, L.RES_WIDTH), np.int64), (z, z), ((u, u, u), z, z),
+    tx_outputs(np.zeros((0, L.RES_WIDTH), np.int64), (z, z), (z, z, z, z, z), ((u, u, u), z, z),
                np.zeros((0, A.M_WIDTH), np.int64), tx)  # fmt: skip

@@ -219,13 +219,11 @@ class BatchWriter:
     def _slow_outputs(self, br, pk):
         """The reference engine's results into the PK_* table (tokens, where its outputs
         are); their (port, offset, length) arrays and frames, in packet order."""
-        s_pkt, s_port, s_off, s_len, extra = br.slow_outputs()
-        starts = np.searchsorted(s_pkt, np.arange(len(pk)), "left")
+        first, count, s_port, s_off, s_len, extra = br.slow_outputs()
+        pk[:, E.PK_SLOW_START], pk[:, E.PK_SLOW_COUNT] = first, count
         for j, r in br.slow.items():
             pk[j, E.PK_CT] = self.vocab.token_of(r.ct_state)
             pk[j, E.PK_DROP] = self.vocab.token_of(r.drop_reason)
-            pk[j, E.PK_SLOW_START] = starts[j]
-            pk[j, E.PK_SLOW_COUNT] = len(r.outputs)
         return (s_port, s_off, s_len), extra if len(extra) else self._no_bytes
 
 

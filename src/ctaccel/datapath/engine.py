@@ -64,14 +64,18 @@ class BatchResult:
         self.out_fbuf = out_fbuf
 
     def slow_outputs(self):
-        """The outputs of the packets the reference engine processed (``slow``), in packet
-        order: arrays of packet index, port (CONTROLLER_PORT for the controller), offset and
-        length of the frame in the returned buffer, which holds all their frames."""
-        pkt, port, length, frames = [], [], [], []
+        """The outputs of the packets the reference engine processed (``slow``), as the
+        batch writers read them: per packet of the batch, where its outputs start in the
+        arrays and how many there are (-1 for the engine's own packets: read them from
+        ``res``); then, in packet order, each output's port (CONTROLLER_PORT for the
+        controller), offset and length in the returned buffer, which holds their frames."""
+        n = self.res.shape[0]
+        first, count = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+        port, length, frames = [], [], []
         for j in sorted(self.slow):
+            first[j], count[j] = len(port), len(self.slow[j].outputs)
             for p, frame in self.slow[j].outputs:
                 b = bytes(frame)
-                pkt.append(j)
                 port.append(CONTROLLER_PORT if p == CONTROLLER else int(p))
                 length.append(len(b))
                 frames.append(b)
@@ -80,7 +84,7 @@ class BatchResult:
         if len(lengths):
             np.cumsum(lengths[:-1], out=offsets[1:])
         buf = np.frombuffer(b"".join(frames), np.uint8).copy() if frames else np.zeros(0, np.uint8)
-        return np.array(pkt, np.int64), np.array(port, np.int64), offsets, lengths, buf
+        return first, count, np.array(port, np.int64), offsets, lengths, buf
 
     # --- whole-batch arrays (no per-packet Python): packets the reference engine processed
     # (``slow``) show 0 outputs, ct_state code -1 and drop code 0 here; read them from ``slow``.

@@ -1,11 +1,11 @@
 """Live ports: a Linux interface as an OpenFlow port, through AF_PACKET.
 
-What: :class:`LivePort` opens an interface for the datapath: a TPACKET_V3 receive ring and a
-transmit socket, both with virtio-net headers, the interface in promiscuous mode, our own
-transmissions ignored. :func:`rx_drain` (compiled) copies every frame the kernel has handed
-over into one batch buffer (offsets, lengths, per-frame offload facts) and gives the blocks
-back; :func:`tx_prepare` (compiled) builds the messages of one ``sendmmsg`` that sends a
-port's frames of a batch (LivePort.send).
+What: :class:`LivePort` opens an interface for the datapath: a receive socket (recvmmsg, or
+a TPACKET_V3 ring) and a transmit socket, both with virtio-net headers, the interface in
+promiscuous mode, our own transmissions ignored. :func:`mmsg_take` / :func:`rx_drain`
+(compiled) copy every frame received into one batch buffer (offsets, lengths, per-frame
+offload facts), the ring's blocks given back; :func:`put_message` (compiled, called per frame by the datapath's transmit pass)
+builds one message of the ``sendmmsg`` that LivePort.send_messages makes per port.
 
 Design (facts measured on this kind of machine: shared/reference/linux-live.md):
 - Offloads. A local stack on a veth leaves checksums to "hardware" (virtio flag NEEDS_CSUM:
@@ -227,27 +227,6 @@ def mmsg_take(area, control, msgs, received, batch, state, port_no):
         msgs[k, MM_CONTROLLEN] = control.shape[1]
 
 
-@njit
-def tx_prepare(frames, mtu, out, state):
-    """The messages of one ``sendmmsg`` that sends a port's frames of a batch, in order:
-    ``frames`` = (bufs: a tuple of three buffers, which, offsets, lengths, gso_type,
-    gso_size); ``out`` = (headers (1, n, 16) uint8, iovecs (1, 2n, 2) int64, messages
-    (1, n, 8) int64, addresses (1, 5): the three buffers', the headers', the iovecs'), as
-    :func:`put_message` takes them. A frame longer than the MTU allows that is not a GSO
-    super-frame is counted and left out. Returns the number of messages."""
-    bufs, which, offsets, lengths, gso_type, gso_size = frames
-    m = 0
-    for k in range(lengths.shape[0]):
-        if lengths[k] > mtu + 18 and gso_type[k] == GSO_NONE:
-            state[TS_TOO_BIG] += 1
-            continue
-        put_message(out, 0, m, bufs[which[k]], which[k], offsets[k], lengths[k], gso_type[k],
-                    gso_size[k])  # fmt: skip
-        state[TS_BYTES] += lengths[k]
-        m += 1
-    return m
-
-
 @njit(forceinline=True)
 def put_message(out, slot, m, src, which, offset, length, gso_type, gso_size):
     """Message ``m`` of port ``slot`` in ``out`` = (headers (ports, n, 16), iovecs (ports,
@@ -343,7 +322,6 @@ class LivePort:
             self._mm_addr = self._mm[3].ctypes.data
         self._rx_fd = self.rx.fileno()
         self._tx_fd = self.tx.fileno()
-        self._tx_out = None
 
     def receive(self, batch) -> int:
         """Every frame waiting (the ring's handed-over blocks, or up to MSGS messages) to the
@@ -388,21 +366,6 @@ class LivePort:
             s.close()
             raise InputError(f"{self.ifname}: cannot transmit: {e.strerror}") from None
         return s
-
-    def send(self, bufs, which, offsets, lengths, gso) -> int:
-        """Send frames ``bufs[which[k]][offsets[k]:+lengths[k]]`` in order with one
-        sendmmsg (``gso`` = (gso_type, gso_size) per frame); returns the frames sent."""
-        n = len(lengths)
-        if n == 0:
-            return 0
-        if self._tx_out is None or self._tx_out[0].shape[1] < n:
-            self._tx_out = tx_buffers(1, max(n, 1024))
-        out = self._tx_out
-        for b in range(3):
-            out[3][0, b] = bufs[b].ctypes.data
-        m = tx_prepare((bufs, which, offsets, lengths, gso[0], gso[1]), self.mtu, out,
-                       self.tx_state)  # fmt: skip
-        return self.send_messages(out[2][0].ctypes.data, m)
 
     def send_messages(self, msgs_addr: int, m: int) -> int:
         """sendmmsg of ``m`` messages built at ``msgs_addr`` (put_message); a message the
