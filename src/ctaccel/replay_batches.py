@@ -115,11 +115,11 @@ class BatchWriter:
 
     @property
     def packets_out(self) -> int:
-        return int(self.sink[5][E.T_FRAMES_OUT])
+        return int(self.sink[E.S_TALLY][E.T_FRAMES_OUT])
 
     @property
     def to_controller(self) -> int:
-        return int(self.sink[5][E.T_TO_CONTROLLER])
+        return int(self.sink[E.S_TALLY][E.T_TO_CONTROLLER])
 
     @property
     def drops(self) -> Counter:
@@ -132,7 +132,7 @@ class BatchWriter:
         return self._token_counts(1, skip_null=False)
 
     def _token_counts(self, row: int, skip_null: bool) -> Counter:
-        counts = self.sink[6][row]
+        counts = self.sink[E.S_TOKENS][row]
         values = self.vocab.table.values
         return Counter({values[t]: int(counts[t]) for t in np.flatnonzero(counts)
                         if not (skip_null and values[t] is None)})  # fmt: skip
@@ -180,23 +180,23 @@ class BatchWriter:
         self._opts[:] = (first_n, self.jsonl is not None, PCAP_SNAPLEN, 0)
         text = (self.vocab.arrays(), self._opts)
         while E.emit_batch(*args, text, tuple(self.sink)) == E.NEED_ROOM:
-            self.sink[2] = np.empty(int(self.sink[5][E.T_PCAP_NEED]) * 2, np.uint8)
+            self.sink[E.S_PCAP] = np.empty(int(self.sink[E.S_TALLY][E.T_PCAP_NEED]) * 2, np.uint8)
         self._write_out(first_n, in_ports, ts_ns, pk)
 
     def _make_room(self, nb: int, m: int) -> None:
         """The JSON buffer and the flat port array large enough for ``nb`` packets with ``m``
         outputs; the token tallies for every token."""
-        if len(self.sink[4]) < m:
-            self.sink[4] = np.empty(2 * m, np.int64)
+        if len(self.sink[E.S_FLAT]) < m:
+            self.sink[E.S_FLAT] = np.empty(2 * m, np.int64)
         if self.jsonl is not None:
             need = R.json_lines_size(nb, m, self.vocab.table.max_len)
-            if len(self.sink[3]) < need:
-                self.sink[3] = np.empty(2 * need, np.uint8)
-        tt = self.sink[6]
+            if len(self.sink[E.S_JSON]) < need:
+                self.sink[E.S_JSON] = np.empty(2 * need, np.uint8)
+        tt = self.sink[E.S_TOKENS]
         if tt.shape[1] < len(self.vocab.table):
             grown = np.zeros((2, 2 * len(self.vocab.table)), np.int64)
             grown[:, : tt.shape[1]] = tt
-            self.sink[6] = grown
+            self.sink[E.S_TOKENS] = grown
 
     def _write_out(self, first_n, in_ports, ts_ns, pk) -> None:
         """The batch's bytes, once emit_batch has built them: one write per port region,

@@ -55,6 +55,10 @@ NEED_ROOM = 1
 CONTROLLER_PORT = -1  # as in the engine's output-port arrays
 
 
+# the sink's members, by position (emit_batch unpacks them in this order)
+S_PORTMAP, S_SLOTS, S_PCAP, S_JSON, S_FLAT, S_TALLY, S_TOKENS = range(7)
+
+
 def new_sink(pcap_bytes: int = 1 << 20, json_bytes: int = 1 << 20, tokens: int = 1 << 13):
     """The arrays emit_batch writes into, kept from batch to batch: (portmap, slots,
     pcap_out, json_out, flat, tally, token_tally)."""
