@@ -33,6 +33,7 @@ import numpy as np
 
 from ctaccel.datapath import layout as L
 from ctaccel.io import afpacket as A
+from ctaccel.io import rings as R
 from ctaccel.jit import njit
 from ctaccel.ofproto.program import CONTROLLER_PORT
 
@@ -46,7 +47,7 @@ class LiveDatapath:
     """The engine between live ports; see the module docstring."""
 
     def __init__(self, engine, ports: list[tuple[int, str]], control=None, busy_poll=False,
-                 log=None, rx: str = "mmsg"):  # fmt: skip
+                 log=None, rx: str = "ring"):  # fmt: skip
         self.engine = engine
         self.control = control
         self.ports: dict[int, A.LivePort] = {}
@@ -61,12 +62,11 @@ class LiveDatapath:
         self.stopping = False
         self._path_counts = np.zeros(len(L.PATH_NAMES), np.int64)
         self.batches = 0
-        # room for every port's whole ring, or a full recvmmsg of super-frames, at once
-        per_port = max(4 * A.LivePort.BLOCK_SIZE, A.MSGS * A.SLOT)
-        cap_bytes = len(self.ports) * per_port + 4 * MAX_FRAMES
+        # room for every port's whole ring and a full recvmmsg of super-frames at once
+        cap_bytes = sum(p.batch_room() for p in self.ports.values()) + 4 * MAX_FRAMES
         self._batch = (np.zeros(cap_bytes, np.uint8), np.zeros(MAX_FRAMES, np.int64),
                        np.zeros(MAX_FRAMES, np.int64), np.zeros(MAX_FRAMES, np.int64),
-                       np.zeros((MAX_FRAMES, A.M_WIDTH), np.int64),
+                       np.zeros((MAX_FRAMES, R.M_WIDTH), np.int64),
                        np.zeros(2, np.int64))  # fmt: skip
         self._now = np.zeros(MAX_FRAMES, np.int64)
         self._empty = np.zeros(0, np.uint8)
@@ -87,13 +87,13 @@ class LiveDatapath:
         port's transmit counters become a row of the shared array)."""
         slots = list(self.ports.values())
         portmap = np.full(PORTS + 1, -1, np.int64)
-        state = np.zeros((len(slots), A.TS_WIDTH), np.int64)
+        state = np.zeros((len(slots), R.TS_WIDTH), np.int64)
         for slot, p in enumerate(slots):
             portmap[p.port_no + 1] = slot
             state[slot] = p.tx_state
             p.tx_state = state[slot]
         mtu = np.array([p.mtu for p in slots], np.int64)
-        out = A.tx_buffers(len(slots), MAX_FRAMES)
+        out = R.tx_buffers(len(slots), MAX_FRAMES)
         return (portmap, mtu, out, np.zeros(len(slots), np.int64), state,
                 np.zeros(2, np.int64)), slots  # fmt: skip
 
@@ -228,14 +228,14 @@ def tx_outputs(res, outs, slow, frames, meta, tx):
             if slot < 0:
                 misc[0 if p == CONTROLLER_PORT else 1] += 1
                 continue
-            if (length > mtu[slot] + 18 and meta[i, A.M_GSO_TYPE] == A.GSO_NONE) or (
+            if (length > mtu[slot] + 18 and meta[i, R.M_GSO_TYPE] == R.GSO_NONE) or (
                     counts[slot] >= capacity):  # fmt: skip
-                state[slot, A.TS_TOO_BIG] += 1
+                state[slot, R.TS_TOO_BIG] += 1
                 continue
-            A.put_message(out, slot, counts[slot], bufs[which], which, off, length,
-                          meta[i, A.M_GSO_TYPE], meta[i, A.M_GSO_SIZE])  # fmt: skip
+            R.put_message(out, slot, counts[slot], bufs[which], which, off, length,
+                          meta[i, R.M_GSO_TYPE], meta[i, R.M_GSO_SIZE])  # fmt: skip
             counts[slot] += 1
-            state[slot, A.TS_BYTES] += length
+            state[slot, R.TS_BYTES] += length
 
 
 def warm_up_live() -> None:
@@ -247,21 +247,25 @@ def warm_up_live() -> None:
         np.zeros(4, np.int64),
         np.zeros(4, np.int64),
         np.zeros(4, np.int64),
-        np.zeros((4, A.M_WIDTH), np.int64),
+        np.zeros((4, R.M_WIDTH), np.int64),
         np.zeros(2, np.int64),
     )
-    state = np.zeros(A.RS_WIDTH, np.int64)
-    A.rx_drain(ring, np.array([len(ring), 1], np.int64), state, batch, 1)
-    area, control, _iovecs, msgs = A._mmsg_buffers()
-    A.mmsg_take(area, control, msgs, 0, batch, state, 1)
+    state = np.zeros(R.RS_WIDTH, np.int64)
+    R.rx_drain(ring, np.array([len(ring), 1], np.int64), state, batch, 1)
+    area, control, _iovecs, msgs = A.mmsg_buffers()
+    R.mmsg_take(area, control, msgs, 0, batch, state, 1)
+    slots = np.zeros(2048, np.uint8)  # one slot, the kernel's
+    geometry = np.array([2048, 1, 2048, 1], np.int64)
+    plan = R.ring_plan(slots, geometry, state, batch, R.MSGS)
+    R.ring_take(slots, geometry, state, batch, 1, plan[0], (area, control, msgs, 0))
     z, u = np.zeros(0, np.int64), np.zeros(0, np.uint8)
     tx = (
         np.full(PORTS + 1, -1, np.int64),
         z,
-        A.tx_buffers(1, 1),
+        R.tx_buffers(1, 1),
         np.zeros(1, np.int64),
-        np.zeros((1, A.TS_WIDTH), np.int64),
+        np.zeros((1, R.TS_WIDTH), np.int64),
         np.zeros(2, np.int64),
     )
     tx_outputs(np.zeros((0, L.RES_WIDTH), np.int64), (z, z), (z, z, z, z, z), ((u, u, u), z, z),
-               np.zeros((0, A.M_WIDTH), np.int64), tx)  # fmt: skip
+               np.zeros((0, R.M_WIDTH), np.int64), tx)  # fmt: skip

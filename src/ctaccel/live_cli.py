@@ -49,9 +49,11 @@ def _ports(specs) -> list[tuple[int, str]]:
               "$XDG_RUNTIME_DIR/ctaccel.ctl).")  # fmt: skip
 @click.option("--busy-poll", is_flag=True, help="Spin instead of sleeping: lowest latency, "
               "one core busy.")  # fmt: skip
-@click.option("--rx", type=click.Choice(["mmsg", "ring"]), default="mmsg", show_default=True,
-              help="Receive with recvmmsg (each frame as soon as it arrives) or a TPACKET_V3 "
-              "ring (blocks handed over when full or after 1 ms).")  # fmt: skip
+@click.option("--rx", type=click.Choice(["ring", "block", "mmsg"]), default="ring",
+              show_default=True,
+              help="Receive through a TPACKET_V2 ring (each frame handed over as it arrives), a "
+              "TPACKET_V3 ring (blocks handed over when full or after 1 ms: fewer wake-ups, "
+              "more latency) or recvmmsg.")  # fmt: skip
 @shows_compiles
 def run(flows, ports, mode, ctl_path, busy_poll, rx):
     """Forward between live interfaces through the rules until stopped."""

@@ -92,8 +92,9 @@ def _curl_sha(topo, tmp_path, side="inside", host=OUTSIDE_IP, port=8000, timeout
     return hashlib.sha256(got.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("mode, rx", [("assume-established", "mmsg"), ("recirc", "mmsg"),
-                                      ("assume-established", "ring")])  # fmt: skip
+@pytest.mark.parametrize("mode, rx", [("assume-established", "ring"), ("recirc", "ring"),
+                                      ("assume-established", "block"),
+                                      ("assume-established", "mmsg")])  # fmt: skip
 def test_a_5mb_download_crosses_byte_identical_and_inbound_is_refused(topo, served, tmp_path,
                                                                       mode, rx):  # fmt: skip
     dp = Datapath(topo, FIREWALL, mode, rx)

@@ -102,7 +102,7 @@ class Datapath:
     START_TIMEOUT_S = 300  # a first run compiles the kernels
 
     def __init__(self, topo: Topology, rules: str, mode: str = "assume-established",
-                 rx: str = "mmsg"):  # fmt: skip
+                 rx: str = "ring"):  # fmt: skip
         self.dir = tempfile.mkdtemp(prefix="ctaccel-live-")
         self.flows = os.path.join(self.dir, "rules.flows")
         with open(self.flows, "w") as f:
