@@ -67,15 +67,21 @@ def format_flow(key) -> str:
     if name:
         parts.append(name)
     parts.append(f"in_port={int(key[K.IN_PORT])}")
-    parts.append(f"vlan_tci={int(key[K.VLAN_TCI]):#06x}")
+    tci = int(key[K.VLAN_TCI])
+    if tci & 0x1000:  # a tag: OVS prints its VID and PCP, and the (empty) second tag
+        parts += [f"dl_vlan={tci & 0xFFF}", f"dl_vlan_pcp={tci >> 13}", "vlan_tci1=0x0000"]
+    else:
+        parts.append(f"vlan_tci={tci:#06x}")
     parts.append(f"dl_src={_mac(int(key[K.DL_SRC]))}")
     parts.append(f"dl_dst={_mac(int(key[K.DL_DST]))}")
-    if name is None or name in ("ip", "ipv6"):
+    if name is None:
         parts.append(f"dl_type={dl_type:#06x}")
     if dl_type in (K.ETH_TYPE_IP, K.ETH_TYPE_IPV6):
         pre = "nw" if dl_type == K.ETH_TYPE_IP else "ipv6"
         parts.append(f"{pre}_src={_addr(key, K.NW_SRC, dl_type)}")
         parts.append(f"{pre}_dst={_addr(key, K.NW_DST, dl_type)}")
+        if dl_type == K.ETH_TYPE_IPV6:
+            parts.append(f"ipv6_label={int(key[K.IPV6_LABEL]):#07x}")
         if name in ("ip", "ipv6"):
             parts.append(f"nw_proto={proto}")
         parts.append(f"nw_tos={int(key[K.NW_TOS]) & 0xFC}")
@@ -83,10 +89,15 @@ def format_flow(key) -> str:
         parts.append(f"nw_ttl={int(key[K.NW_TTL])}")
         frag = int(key[K.NW_FRAG])
         parts.append("nw_frag=" + ("no" if not frag else "later" if frag & 2 else "first"))
-        if proto in (K.IPPROTO_ICMP, K.IPPROTO_ICMPV6):
-            pre = "icmp" if proto == K.IPPROTO_ICMP else "icmpv6"
-            parts.append(f"{pre}_type={int(key[K.TP_SRC])}")
-            parts.append(f"{pre}_code={int(key[K.TP_DST])}")
+        if frag & 2:
+            pass  # a later fragment has no L4 fields
+        elif proto in (K.IPPROTO_ICMP, K.IPPROTO_ICMPV6):
+            parts.append(f"icmp_type={int(key[K.TP_SRC])}")
+            parts.append(f"icmp_code={int(key[K.TP_DST])}")
+            if proto == K.IPPROTO_ICMPV6 and key[K.TP_SRC] in (135, 136) and not key[K.TP_DST]:
+                parts.append(f"nd_target={ipaddress.IPv6Address(K.get_wide(key, K.ND_TARGET, 4))}")
+                parts.append(f"nd_sll={_mac(int(key[K.ARP_SHA]))}")
+                parts.append(f"nd_tll={_mac(int(key[K.ARP_THA]))}")
         elif proto in (K.IPPROTO_TCP, K.IPPROTO_UDP, K.IPPROTO_SCTP):
             parts.append(f"tp_src={int(key[K.TP_SRC])}")
             parts.append(f"tp_dst={int(key[K.TP_DST])}")
@@ -96,6 +107,8 @@ def format_flow(key) -> str:
         parts.append(f"arp_spa={ipaddress.IPv4Address(int(key[K.NW_SRC + 3]))}")
         parts.append(f"arp_tpa={ipaddress.IPv4Address(int(key[K.NW_DST + 3]))}")
         parts.append(f"arp_op={proto}")
+        parts.append(f"arp_sha={_mac(int(key[K.ARP_SHA]))}")
+        parts.append(f"arp_tha={_mac(int(key[K.ARP_THA]))}")
     return ",".join(parts)
 
 

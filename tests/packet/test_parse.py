@@ -18,6 +18,11 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6NDOptDstLLAddr,
+    ICMPv6NDOptPrefixInfo,
+    ICMPv6NDOptSrcLLAddr,
     IPv6,
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
@@ -130,7 +135,9 @@ def test_802_3_frames():
 def test_arp():
     pkt = eth() / ARP(op=2, hwsrc=SRC_MAC, psrc="10.0.0.1", hwdst=DST_MAC, pdst="10.0.0.2")
     exp = base_expect(0x0806)
-    exp.update({K.NW_SRC + 3: 0x0A000001, K.NW_DST + 3: 0x0A000002, K.NW_PROTO: 2})
+    exp.update({K.NW_SRC + 3: 0x0A000001, K.NW_DST + 3: 0x0A000002, K.NW_PROTO: 2,
+                K.ARP_SHA: MAC_SRC_INT, K.ARP_THA: MAC_DST_INT,
+                K.PARSE_FLAGS: K.PF_EXTRA_FIELDS})  # fmt: skip
     check(parse(bytes(pkt)), exp)
     big_op = bytes(eth() / ARP(op=0x102, psrc="10.0.0.1", pdst="10.0.0.2"))
     assert parse(big_op)[K.NW_PROTO] == 0  # OVS leaves opcodes > 0xff out
@@ -148,6 +155,78 @@ def test_icmp_v4_and_v6():
     key = parse(bytes(v6))
     assert (key[K.NW_PROTO], key[K.TP_SRC], key[K.TP_DST], key[K.PARSE_FLAGS]) == (58, 128, 0, 0)
     assert key[K.L4_OFS] == 54 and key[K.L4_LEN] == 8
+
+
+def nd_expect(icmp: bytes) -> dict[int, int]:
+    """The ND columns OVS's flow extraction gives an ICMPv6 message (the bytes from its
+    type on), computed here independently of the parser."""
+    if len(icmp) < 24 or icmp[1] != 0 or icmp[0] not in (135, 136):
+        return {}
+    sll = tll = 0
+    rest = icmp[24:]
+    while len(rest) >= 8:
+        size = rest[1] * 8
+        if size == 0 or size > len(rest):
+            break  # the walk ends; what was found stays
+        if rest[0] in (1, 2) and size == 8:
+            mac = int.from_bytes(rest[2:8], "big")
+            if (sll if rest[0] == 1 else tll) != 0:
+                return {}
+            sll, tll = (mac, tll) if rest[0] == 1 else (sll, mac)
+        rest = rest[size:]
+    target = int.from_bytes(icmp[8:24], "big")
+    out = {K.ND_TARGET + w: (target >> (96 - 32 * w)) & 0xFFFFFFFF for w in range(4)}
+    out.update({K.ARP_SHA: sll, K.ARP_THA: tll})
+    if target or sll or tll:  # the fast path's entry key leaves these out
+        out[K.PARSE_FLAGS] = K.PF_EXTRA_FIELDS
+    return out
+
+
+ND_CASES = {
+    "solicit with source address": ICMPv6ND_NS(tgt="fe80::5") / ICMPv6NDOptSrcLLAddr(
+        lladdr="00:11:22:33:44:55"),
+    "advert with target address": ICMPv6ND_NA(tgt="2001:db8::7") / ICMPv6NDOptDstLLAddr(
+        lladdr="66:77:88:99:aa:bb"),
+    "solicit without options": ICMPv6ND_NS(tgt="fe80::6"),
+    "both options, prefix info skipped": ICMPv6ND_NA(tgt="fe80::8") / ICMPv6NDOptPrefixInfo()
+    / ICMPv6NDOptSrcLLAddr(lladdr="00:00:00:00:00:0a")
+    / ICMPv6NDOptDstLLAddr(lladdr="00:00:00:00:00:0b"),
+    "source option twice: invalid": ICMPv6ND_NS(tgt="fe80::9")
+    / ICMPv6NDOptSrcLLAddr(lladdr="00:00:00:00:00:01")
+    / ICMPv6NDOptSrcLLAddr(lladdr="00:00:00:00:00:02"),
+    "option of length 0 ends the walk": ICMPv6ND_NS(tgt="fe80::a") / Raw(b"\x01\x00" + b"\0" * 6),
+    "option past the end ends the walk": ICMPv6ND_NS(tgt="fe80::b") / Raw(b"\x01\x02" + b"\0" * 6),
+    "source option, then one of length 0": ICMPv6ND_NS(tgt="fe80::10")
+    / ICMPv6NDOptSrcLLAddr(lladdr="00:00:00:00:00:03") / Raw(b"\x02\x00" + b"\0" * 6),
+    "source option, then one past the end": ICMPv6ND_NS(tgt="fe80::11")
+    / ICMPv6NDOptSrcLLAddr(lladdr="00:00:00:00:00:04") / Raw(b"\x02\x03" + b"\0" * 6),
+    "a 16-byte address option is not taken": ICMPv6ND_NS(tgt="fe80::c") / Raw(
+        b"\x01\x02" + b"\x11" * 14),
+    "code 1: not ND": ICMPv6ND_NS(tgt="fe80::d", code=1),
+    "too short for a target": ICMPv6ND_NS(tgt="fe80::e") ,
+    "trailing bytes under 8 are ignored": ICMPv6ND_NA(tgt="fe80::f") / Raw(b"\x02\x01\x00"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(ND_CASES))
+def test_neighbor_discovery_target_and_link_layer_options(name):
+    l4 = ND_CASES[name]
+    v6 = IPv6(src="fe80::1", dst="ff02::1:ff00:5", hlim=255)
+    if name == "too short for a target":
+        frame = bytes(eth() / IPv6(src="fe80::1", dst="ff02::1", plen=20, nh=58)
+                      / Raw(bytes(l4)[:20]))  # fmt: skip
+        icmp = bytes(l4)[:20]
+    else:
+        frame, icmp = bytes(eth() / v6 / l4), bytes(l4)
+    key = parse(frame)
+    want = nd_expect(icmp)
+    got = {c: int(key[c]) for c in (K.ARP_SHA, K.ARP_THA, *range(K.ND_TARGET, K.ND_TARGET + 4))}
+    got[K.PARSE_FLAGS] = int(key[K.PARSE_FLAGS]) & K.PF_EXTRA_FIELDS  # (a checksum fact aside)
+    assert got == {c: want.get(c, 0) for c in got}
+    assert (key[K.TP_SRC], key[K.TP_DST]) == (icmp[0], icmp[1])
+    if name in ("solicit with source address", "advert with target address"):
+        assert any(got.values())  # the cases meant to fill something do
+    assert np.array_equal(key, parse(frame, jit=False))
 
 
 def test_ipv6_fields_and_extension_headers():
@@ -388,6 +467,11 @@ def frames(draw):
         frame[-2] ^= 0x01
         frame = bytes(frame)
         exp[K.PARSE_FLAGS] = K.PF_L4_BAD_CSUM
+    if v6 and proto == "icmp":  # a neighbor solicitation/advertisement's fields, if any
+        nd = nd_expect(frame[exp[K.L4_OFS] :])
+        flags = exp.get(K.PARSE_FLAGS, 0) | nd.pop(K.PARSE_FLAGS, 0)
+        exp.update(nd)
+        exp[K.PARSE_FLAGS] = flags
     return frame, exp
 
 
@@ -442,10 +526,11 @@ def test_parse_batch_matches_single_frames():
 
 _CHILD = """
 import json, sys, numpy as np
+from ctaccel.packet import key as K
 from ctaccel.packet.parse import parse_frame
 out = []
 for h in json.loads(sys.stdin.read()):
-    k = np.zeros(64, np.int64)
+    k = np.zeros(K.KEY_WIDTH, np.int64)
     parse_frame(np.frombuffer(bytes.fromhex(h), np.uint8), 1, k)
     out.append([int(x) for x in k])
 print(json.dumps(out))
@@ -522,7 +607,8 @@ def ovs_view(key: np.ndarray) -> dict[str, int]:
     view = {"dl_type": int(key[K.DL_TYPE]), "vlan_tci": int(key[K.VLAN_TCI])}
     if key[K.DL_TYPE] == 0x0806:
         view.update(arp_spa=int(key[K.NW_SRC + 3]), arp_tpa=int(key[K.NW_DST + 3]),
-                    arp_op=int(key[K.NW_PROTO]))  # fmt: skip
+                    arp_op=int(key[K.NW_PROTO]), arp_sha=int(key[K.ARP_SHA]),
+                    arp_tha=int(key[K.ARP_THA]))  # fmt: skip
         return view
     if key[K.DL_TYPE] not in (0x0800, 0x86DD):
         return view
@@ -537,6 +623,9 @@ def ovs_view(key: np.ndarray) -> dict[str, int]:
                 nw_ttl=int(key[K.NW_TTL]), nw_frag=int(key[K.NW_FRAG]),
                 tp_src=int(key[K.TP_SRC]), tp_dst=int(key[K.TP_DST]),
                 tcp_flags=int(key[K.TCP_FLAGS]) if key[K.NW_PROTO] == 6 else 0)  # fmt: skip
+    if key[K.DL_TYPE] == 0x86DD and key[K.NW_PROTO] == 58:
+        view.update(nd_target=K.get_wide(key, K.ND_TARGET, 4), nd_sll=int(key[K.ARP_SHA]),
+                    nd_tll=int(key[K.ARP_THA]))  # fmt: skip
     return view
 
 
@@ -554,7 +643,8 @@ def trace_view(fields: dict[str, str], dl_type: int) -> dict[str, int]:
     if dl_type == 0x0806:
         view.update(arp_spa=int(ipaddress.ip_address(fields["arp_spa"])),
                     arp_tpa=int(ipaddress.ip_address(fields["arp_tpa"])),
-                    arp_op=int(fields["arp_op"]))  # fmt: skip
+                    arp_op=int(fields["arp_op"]), arp_sha=_mac(fields["arp_sha"]),
+                    arp_tha=_mac(fields["arp_tha"]))  # fmt: skip
         return view
     if dl_type not in (0x0800, 0x86DD):
         return view
@@ -572,7 +662,15 @@ def trace_view(fields: dict[str, str], dl_type: int) -> dict[str, int]:
     view["tp_dst"] = int(fields.get("tp_dst", fields.get("icmp_code", "0")))
     flags = fields.get("tcp_flags", "0")
     view["tcp_flags"] = 0 if flags == "0" else sum(TCP_FLAG_NAMES[f] for f in flags.split("|"))
+    if dl_type == 0x86DD and view["nw_proto"] == 58:
+        view["nd_target"] = int(ipaddress.ip_address(fields.get("nd_target", "::")))
+        view["nd_sll"] = _mac(fields.get("nd_sll", "00:00:00:00:00:00"))
+        view["nd_tll"] = _mac(fields.get("nd_tll", "00:00:00:00:00:00"))
     return view
+
+
+def _mac(text: str) -> int:
+    return int(text.replace(":", ""), 16)
 
 
 def oracle_frames() -> list[bytes]:
@@ -594,15 +692,33 @@ def oracle_frames() -> list[bytes]:
         a / v6 / IPv6ExtHdrRouting() / ICMPv6EchoRequest(),
         a / IPv6(src="::1", dst="::2", nh=0, plen=6) / Raw(b"\x06\x00\x00\x00\x00\x00"),
         a / v6 / SCTP(sport=9, dport=10),
-        a / ARP(op=2, psrc="10.0.0.1", pdst="10.0.0.2"),
+        a / ARP(op=2, psrc="10.0.0.1", pdst="10.0.0.2", hwsrc="00:11:22:33:44:55",
+                hwdst="66:77:88:99:aa:bb"),
         a / ARP(op=0x102, psrc="10.0.0.1", pdst="10.0.0.2"),
         Dot3(src=SRC_MAC, dst=DST_MAC) / LLC(dsap=0xAA, ssap=0xAA, ctrl=3) / SNAP(code=0x0800)
         / v4 / UDP(sport=5, dport=6),
     ]  # fmt: skip
+    nd_ip = IPv6(src="fe80::1", dst="ff02::1:ff00:5", hlim=255)
+    frames_ += [a / nd_ip / case for case in ND_CASES.values()]
     out = [bytes(f) for f in frames_]
     tcp_bad_offset = bytearray(out[0])
     tcp_bad_offset[34 + 12] = 0xF0 | (tcp_bad_offset[34 + 12] & 0xF)
     return out + [bytes(tcp_bad_offset)]
+
+
+@pytest.mark.oracle
+def test_trace_flow_line_is_ovs_flow_line(ovs_trace):
+    """ctaccel trace prints a packet's flow as ofproto/trace's "Flow:" line does."""
+    from ctaccel.trace import format_flow
+
+    wrong = []
+    for frame in oracle_frames():
+        fields = ovs_trace(frame)
+        theirs = ",".join(f"{k}={v}" if v else k for k, v in fields.items())
+        ours = format_flow(parse(frame))
+        if ours != theirs:
+            wrong.append(f"{frame.hex()}\n  ovs:  {theirs}\n  ours: {ours}")
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.oracle

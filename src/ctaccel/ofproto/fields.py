@@ -29,33 +29,34 @@ from ctaccel.packet import key as K
 
 # Prerequisite codes (OVS MFP_*): checked by rules.check_prerequisites.
 P_NONE = ""
-P_IPV4 = "ip"
 P_IPV6 = "ipv6"
 P_IP_ANY = "ip_any"
-P_ARP = "arp"
-P_L4 = "l4"  # tcp, udp or sctp (the plain tp_src/tp_dst names)
 P_TCP = "tcp"
-P_UDP = "udp"
-P_SCTP = "sctp"
-P_ICMP = "icmp"
-P_ICMP6 = "icmp6"
 P_VLAN = "vlan"
+# Where several fields share storage, the prerequisite is the storage's, as OVS normalizes a
+# match (a field is kept when its storage means something for dl_type/nw_proto, whatever the
+# name it was written with: "tcp,udp_dst=53" is "tcp,tp_dst=53")
+P_NW_ADDR = "nw_addr"  # nw_src/nw_dst, arp_spa/arp_tpa: ip or arp
+P_NW_PROTO = "nw_proto"  # nw_proto, arp_op: ip, ipv6 or arp
+P_TP = "tp"  # tp_src/tp_dst, tcp_*, udp_*, sctp_*, icmp*_type/code
+P_ARP_SHA = "arp_sha"  # arp_sha, nd_sll: arp, or an IPv6 neighbor solicitation
+P_ARP_THA = "arp_tha"  # arp_tha, nd_tll: arp, or an IPv6 neighbor advertisement
+P_ND = "nd"  # nd_target: an IPv6 neighbor solicitation or advertisement
 P_CT = "ct"  # ct_state must say the connection is valid (OVS is_ct_valid)
 P_CT_IPV4 = "ct_ip"
 P_CT_IPV6 = "ct_ipv6"
 P_CT_L4 = "ct_l4"  # ct_nw_proto must be matched
 
 PREREQ_TEXT = {
-    P_IPV4: "ip",
     P_IPV6: "ipv6",
     P_IP_ANY: "ip or ipv6",
-    P_ARP: "arp",
-    P_L4: "tcp, udp or sctp",
     P_TCP: "tcp",
-    P_UDP: "udp",
-    P_SCTP: "sctp",
-    P_ICMP: "icmp",
-    P_ICMP6: "icmp6",
+    P_NW_ADDR: "ip or arp",
+    P_NW_PROTO: "ip, ipv6 or arp",
+    P_TP: "tcp, udp, sctp, icmp or icmp6",
+    P_ARP_SHA: "arp, or icmp6 with icmp_type=135 (code 0)",
+    P_ARP_THA: "arp, or icmp6 with icmp_type=136 (code 0)",
+    P_ND: "icmp6 with icmp_type=135 or 136 (code 0)",
     P_CT: "a ct_state with +new, +est, +rel, +rpl or +trk-inv",
     P_CT_IPV4: "ip and a valid ct_state",
     P_CT_IPV6: "ipv6 and a valid ct_state",
@@ -107,15 +108,39 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
         _f("dl_type", K.DL_TYPE, 1, 16, maskable=False, nxm="NXM_OF_ETH_TYPE"),
     ),
     (("vlan_tci",), _f("vlan_tci", K.VLAN_TCI, 1, 16, nxm="NXM_OF_VLAN_TCI")),
-    (("nw_src", "ip_src"), _f("nw_src", K.NW_SRC + 3, 1, 32, "ipv4", P_IPV4, nxm="NXM_OF_IP_SRC")),
-    (("nw_dst", "ip_dst"), _f("nw_dst", K.NW_DST + 3, 1, 32, "ipv4", P_IPV4, nxm="NXM_OF_IP_DST")),
+    (
+        ("nw_src", "ip_src"),
+        _f("nw_src", K.NW_SRC + 3, 1, 32, "ipv4", P_NW_ADDR, nxm="NXM_OF_IP_SRC"),
+    ),
+    (
+        ("nw_dst", "ip_dst"),
+        _f("nw_dst", K.NW_DST + 3, 1, 32, "ipv4", P_NW_ADDR, nxm="NXM_OF_IP_DST"),
+    ),
     (
         ("arp_spa",),
-        _f("arp_spa", K.NW_SRC + 3, 1, 32, "ipv4", P_ARP, nxm="NXM_OF_ARP_SPA", storage="nw_src"),
+        _f(
+            "arp_spa",
+            K.NW_SRC + 3,
+            1,
+            32,
+            "ipv4",
+            P_NW_ADDR,
+            nxm="NXM_OF_ARP_SPA",
+            storage="nw_src",
+        ),
     ),
     (
         ("arp_tpa",),
-        _f("arp_tpa", K.NW_DST + 3, 1, 32, "ipv4", P_ARP, nxm="NXM_OF_ARP_TPA", storage="nw_dst"),
+        _f(
+            "arp_tpa",
+            K.NW_DST + 3,
+            1,
+            32,
+            "ipv4",
+            P_NW_ADDR,
+            nxm="NXM_OF_ARP_TPA",
+            storage="nw_dst",
+        ),
     ),
     (
         ("arp_op",),
@@ -124,7 +149,7 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
             K.NW_PROTO,
             1,
             16,
-            prereq=P_ARP,
+            prereq=P_NW_PROTO,
             maskable=False,
             nxm="NXM_OF_ARP_OP",
             storage="nw_proto",
@@ -138,7 +163,7 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
     ),
     (
         ("nw_proto", "ip_proto"),
-        _f("nw_proto", K.NW_PROTO, 1, 8, prereq=P_IP_ANY, maskable=False, nxm="NXM_OF_IP_PROTO"),
+        _f("nw_proto", K.NW_PROTO, 1, 8, prereq=P_NW_PROTO, maskable=False, nxm="NXM_OF_IP_PROTO"),
     ),
     (
         ("nw_tos",),
@@ -166,14 +191,14 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
         ("nw_frag", "ip_frag"),
         _f("nw_frag", K.NW_FRAG, 1, 8, "frag", P_IP_ANY, nxm="NXM_NX_IP_FRAG"),
     ),
-    (("tp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_L4, nxm="NXM_OF_TCP_SRC")),
-    (("tp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_L4, nxm="NXM_OF_TCP_DST")),
-    (("tcp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_TCP, nxm="NXM_OF_TCP_SRC")),
-    (("tcp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_TCP, nxm="NXM_OF_TCP_DST")),
-    (("udp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_UDP, nxm="NXM_OF_UDP_SRC")),
-    (("udp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_UDP, nxm="NXM_OF_UDP_DST")),
-    (("sctp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_SCTP, nxm="OXM_OF_SCTP_SRC")),
-    (("sctp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_SCTP, nxm="OXM_OF_SCTP_DST")),
+    (("tp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_TP, nxm="NXM_OF_TCP_SRC")),
+    (("tp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_TP, nxm="NXM_OF_TCP_DST")),
+    (("tcp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_TP, nxm="NXM_OF_TCP_SRC")),
+    (("tcp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_TP, nxm="NXM_OF_TCP_DST")),
+    (("udp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_TP, nxm="NXM_OF_UDP_SRC")),
+    (("udp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_TP, nxm="NXM_OF_UDP_DST")),
+    (("sctp_src",), _f("tp_src", K.TP_SRC, 1, 16, prereq=P_TP, nxm="OXM_OF_SCTP_SRC")),
+    (("sctp_dst",), _f("tp_dst", K.TP_DST, 1, 16, prereq=P_TP, nxm="OXM_OF_SCTP_DST")),
     (
         ("tcp_flags",),
         _f("tcp_flags", K.TCP_FLAGS, 1, 12, "tcp_flags", P_TCP, nxm="NXM_NX_TCP_FLAGS"),
@@ -185,7 +210,7 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
             K.TP_SRC,
             1,
             8,
-            prereq=P_ICMP,
+            prereq=P_TP,
             maskable=False,
             nxm="NXM_OF_ICMP_TYPE",
             storage="tp_src",
@@ -198,7 +223,7 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
             K.TP_DST,
             1,
             8,
-            prereq=P_ICMP,
+            prereq=P_TP,
             maskable=False,
             nxm="NXM_OF_ICMP_CODE",
             storage="tp_dst",
@@ -211,7 +236,7 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
             K.TP_SRC,
             1,
             8,
-            prereq=P_ICMP6,
+            prereq=P_TP,
             maskable=False,
             nxm="NXM_NX_ICMPV6_TYPE",
             storage="tp_src",
@@ -224,11 +249,25 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
             K.TP_DST,
             1,
             8,
-            prereq=P_ICMP6,
+            prereq=P_TP,
             maskable=False,
             nxm="NXM_NX_ICMPV6_CODE",
             storage="tp_dst",
         ),
+    ),
+    (("arp_sha",), _f("arp_sha", K.ARP_SHA, 1, 48, "eth", P_ARP_SHA, nxm="NXM_NX_ARP_SHA")),
+    (("arp_tha",), _f("arp_tha", K.ARP_THA, 1, 48, "eth", P_ARP_THA, nxm="NXM_NX_ARP_THA")),
+    (
+        ("nd_sll",),
+        _f("nd_sll", K.ARP_SHA, 1, 48, "eth", P_ARP_SHA, nxm="NXM_NX_ND_SLL", storage="arp_sha"),
+    ),
+    (
+        ("nd_tll",),
+        _f("nd_tll", K.ARP_THA, 1, 48, "eth", P_ARP_THA, nxm="NXM_NX_ND_TLL", storage="arp_tha"),
+    ),
+    (
+        ("nd_target",),
+        _f("nd_target", K.ND_TARGET, 4, 128, "ipv6", P_ND, nxm="NXM_NX_ND_TARGET"),
     ),
     (("ct_state",), _f("ct_state", K.CT_STATE, 1, 8, "ct_state", nxm="NXM_NX_CT_STATE")),
     (("ct_zone",), _f("ct_zone", K.CT_ZONE, 1, 16, maskable=False, nxm="NXM_NX_CT_ZONE")),
@@ -285,6 +324,7 @@ SHORTHANDS: dict[str, tuple[int, int | None]] = {
     "ip": (K.ETH_TYPE_IP, None),
     "ipv6": (K.ETH_TYPE_IPV6, None),
     "arp": (K.ETH_TYPE_ARP, None),
+    "rarp": (K.ETH_TYPE_RARP, None),
     "tcp": (K.ETH_TYPE_IP, K.IPPROTO_TCP),
     "udp": (K.ETH_TYPE_IP, K.IPPROTO_UDP),
     "icmp": (K.ETH_TYPE_IP, K.IPPROTO_ICMP),
@@ -514,70 +554,3 @@ def field_ref_for(fld: Field, start: int = 0, nbits: int | None = None) -> Field
     """The FieldRef of a whole field (or of a bit range of it)."""
     width = fld.nbits if nbits is None else nbits
     return FieldRef(fld.name, fld.col, fld.ncols, start, width, fld.nbits, fld.nxm or "")
-
-
-# --- value printing (OVS match_format) -------------------------------------------------------
-
-
-def format_eth(value: int) -> str:
-    return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -8, -8))
-
-
-def format_ipv4(value: int, mask: int) -> str:
-    text = str(ipaddress.IPv4Address(value))
-    if mask == 0xFFFFFFFF:
-        return text
-    inv = ~mask & 0xFFFFFFFF
-    if inv & (inv + 1) == 0:  # a CIDR prefix
-        return f"{text}/{32 - inv.bit_length()}"
-    return f"{text}/{ipaddress.IPv4Address(mask)}"
-
-
-def _ipv6_text(value: int) -> str:
-    a = ipaddress.IPv6Address(value)
-    if a.ipv4_mapped is not None:  # inet_ntop writes the dotted quad
-        return f"::ffff:{a.ipv4_mapped}"
-    return a.compressed
-
-
-def format_ipv6(value: int, mask: int) -> str:
-    full = (1 << 128) - 1
-    text = _ipv6_text(value)
-    if mask == full:
-        return text
-    inv = ~mask & full
-    if inv & (inv + 1) == 0:
-        return f"{text}/{128 - inv.bit_length()}"
-    return f"{text}/{_ipv6_text(mask)}"
-
-
-def format_flags_masked(value: int, mask: int, full: int, names: tuple[str, ...]) -> str:
-    """OVS format_flags(_masked): ``a|b`` when exact (``0`` if none), else ``+a-b``."""
-    if mask == full:
-        parts = [n for i, n in enumerate(names) if value & (1 << i)]
-        unknown = value & ~((1 << len(names)) - 1)
-        if unknown:
-            parts.append(f"{unknown:#x}")
-        return "|".join(parts) if parts else "0"
-    out = []
-    for i in range(full.bit_length()):
-        bit = 1 << i
-        if mask & bit:
-            name = names[i] if i < len(names) else "[Unknown]"
-            out.append(("+" if value & bit else "-") + name)
-    return "".join(out)
-
-
-def format_hex_masked(value: int, mask: int, full: int) -> str:
-    """``%#x`` with ``/%#x`` unless exact (C's ``%#x`` prints 0 as ``0``)."""
-    v = f"{value:#x}" if value else "0"
-    if mask == full:
-        return v
-    return f"{v}/{mask:#x}" if mask else f"{v}/0"
-
-
-def format_dec_or_hex_masked(value: int, mask: int, full: int) -> str:
-    """Decimal when exact, else ``0x%x/0x%x`` (OVS format_be16/uint16_masked)."""
-    if mask == full:
-        return str(value)
-    return f"0x{value:x}/0x{mask:x}"

@@ -14,8 +14,11 @@ rejected (ovs-ofctl drops it silently; see rules.py).
 
 from __future__ import annotations
 
+from ctaccel.ofproto import field_text as FT
 from ctaccel.ofproto import fields as F
 from ctaccel.packet import key as K
+
+ND_SOLICIT, ND_ADVERT = 135, 136
 
 # Storage slot -> the Field whose columns it fills.
 _STORAGE = {f.storage: f for f in F.FIELDS.values() if f.storage == f.name}
@@ -68,6 +71,8 @@ class MatchBuilder:
         if value == "":
             raise ValueError(f"field {name} missing value")
         v, m = F.parse_value(fld, value)
+        if fld.name in ("icmp_type", "icmp_code"):
+            m = 0xFFFF  # OVS sets all 16 bits of tp_src/tp_dst: "tcp,icmp_type=8" is tp_src=8
         self.set(fld.storage, v, m, merge=fld.storage == "nw_tos")
         self.named.append((name, fld))
 
@@ -94,27 +99,40 @@ class MatchBuilder:
     def prereq_ok(self, p: str) -> bool:
         dl_type, proto = self.get("dl_type"), self.get("nw_proto")
         ip_any = dl_type in (K.ETH_TYPE_IP, K.ETH_TYPE_IPV6)
+        arp = dl_type in (K.ETH_TYPE_ARP, K.ETH_TYPE_RARP)
         later = (self.get("nw_frag") or 0) & K.FRAG_LATER
+        ports = ip_any and proto in (K.IPPROTO_TCP, K.IPPROTO_UDP, K.IPPROTO_SCTP) and not later
+        icmp = (dl_type == K.ETH_TYPE_IP and proto == K.IPPROTO_ICMP) or (
+            dl_type == K.ETH_TYPE_IPV6 and proto == K.IPPROTO_ICMPV6
+        )
+        nd = self._nd_type()
         checks = {
             F.P_NONE: True,
-            F.P_IPV4: dl_type == K.ETH_TYPE_IP,
             F.P_IPV6: dl_type == K.ETH_TYPE_IPV6,
             F.P_IP_ANY: ip_any,
-            F.P_ARP: dl_type == K.ETH_TYPE_ARP,
-            F.P_L4: ip_any
-            and proto in (K.IPPROTO_TCP, K.IPPROTO_UDP, K.IPPROTO_SCTP)
-            and not later,
+            F.P_NW_ADDR: dl_type == K.ETH_TYPE_IP or arp,
+            F.P_NW_PROTO: ip_any or arp,
+            F.P_TP: ports or icmp,
             F.P_TCP: ip_any and proto == K.IPPROTO_TCP and not later,
-            F.P_UDP: ip_any and proto == K.IPPROTO_UDP and not later,
-            F.P_SCTP: ip_any and proto == K.IPPROTO_SCTP and not later,
-            F.P_ICMP: dl_type == K.ETH_TYPE_IP and proto == K.IPPROTO_ICMP,
-            F.P_ICMP6: dl_type == K.ETH_TYPE_IPV6 and proto == K.IPPROTO_ICMPV6,
+            F.P_ARP_SHA: arp or nd == ND_SOLICIT,
+            F.P_ARP_THA: arp or nd == ND_ADVERT,
+            F.P_ND: nd in (ND_SOLICIT, ND_ADVERT),
             F.P_CT: self._ct_valid(),
             F.P_CT_IPV4: self._ct_valid() and dl_type == K.ETH_TYPE_IP,
             F.P_CT_IPV6: self._ct_valid() and dl_type == K.ETH_TYPE_IPV6,
             F.P_CT_L4: self._ct_valid() and "ct_nw_proto" in self.slots,
         }
         return checks[p]
+
+    def _nd_type(self) -> int | None:
+        """The neighbor discovery type (135, 136) this match is exactly about, else None:
+        icmp6 with that icmp_type and an icmp_code of 0 (or none), as OVS's is_nd."""
+        if self.get("dl_type") != K.ETH_TYPE_IPV6 or self.get("nw_proto") != K.IPPROTO_ICMPV6:
+            return None
+        kind, code = self.slots.get("tp_src"), self.slots.get("tp_dst")
+        if kind is None or code is not None and code[0] != 0:
+            return None
+        return kind[0] if kind[0] in (ND_SOLICIT, ND_ADVERT) else None
 
     def check_prerequisites(self) -> None:
         for name, fld in self.named:
@@ -139,20 +157,20 @@ class MatchBuilder:
 
         if "ct_state" in s:
             v, m = s["ct_state"]
-            put("ct_state", F.format_flags_masked(v, m, 0xFF, F.CT_STATE_FLAG_NAMES))
+            put("ct_state", FT.format_flags_masked(v, m, 0xFF, F.CT_STATE_FLAG_NAMES))
         if "ct_zone" in s:
-            put("ct_zone", F.format_dec_or_hex_masked(*s["ct_zone"], 0xFFFF))
+            put("ct_zone", FT.format_dec_or_hex_masked(*s["ct_zone"], 0xFFFF))
         if "ct_mark" in s:
-            put("ct_mark", F.format_hex_masked(*s["ct_mark"], 0xFFFFFFFF))
+            put("ct_mark", FT.format_hex_masked(*s["ct_mark"], 0xFFFFFFFF))
         if "ct_label" in s:
             v, m = s["ct_label"]
             full = (1 << 128) - 1
             put("ct_label", f"{v:#x}" + ("" if m == full else f"/{m:#x}"))
         for name, fmt in (
-            ("ct_nw_src", F.format_ipv4),
-            ("ct_ipv6_src", F.format_ipv6),
-            ("ct_nw_dst", F.format_ipv4),
-            ("ct_ipv6_dst", F.format_ipv6),
+            ("ct_nw_src", FT.format_ipv4),
+            ("ct_ipv6_src", FT.format_ipv6),
+            ("ct_nw_dst", FT.format_ipv4),
+            ("ct_ipv6_dst", FT.format_ipv6),
         ):
             if name in s:
                 put(name, fmt(*s[name]))
@@ -160,7 +178,7 @@ class MatchBuilder:
             put("ct_nw_proto", str(s["ct_nw_proto"][0]))
             for name in ("ct_tp_src", "ct_tp_dst"):
                 if name in s:
-                    put(name, F.format_dec_or_hex_masked(*s[name], 0xFFFF))
+                    put(name, FT.format_dec_or_hex_masked(*s[name], 0xFFFF))
         dl_type, proto = self.get("dl_type"), self.get("nw_proto")
         skip_type = skip_proto = False
         if dl_type is not None:
@@ -178,38 +196,43 @@ class MatchBuilder:
                     out.append(base)
             elif dl_type == K.ETH_TYPE_ARP:
                 out.append("arp")
+            elif dl_type == K.ETH_TYPE_RARP:
+                out.append("rarp")
             else:
                 skip_type = False
         for i in range(16):
             if f"reg{i}" in s:
-                put(f"reg{i}", F.format_hex_masked(*s[f"reg{i}"], 0xFFFFFFFF))
+                put(f"reg{i}", FT.format_hex_masked(*s[f"reg{i}"], 0xFFFFFFFF))
         if "metadata" in s:
-            put("metadata", F.format_hex_masked(*s["metadata"], (1 << 64) - 1))
+            put("metadata", FT.format_hex_masked(*s["metadata"], (1 << 64) - 1))
         if "in_port" in s:
             put("in_port", str(s["in_port"][0]))
         if "vlan_tci" in s:
             out.extend(_format_vlan(*s["vlan_tci"]))
         for name in ("dl_src", "dl_dst"):
             if name in s:
-                v, m = s[name]
-                text = F.format_eth(v) + ("" if m == (1 << 48) - 1 else "/" + F.format_eth(m))
-                put(name, text)
+                put(name, _format_eth_masked(*s[name]))
         if not skip_type and dl_type is not None:
             put("dl_type", f"0x{dl_type:04x}")
         if dl_type == K.ETH_TYPE_IPV6:
             for name in ("ipv6_src", "ipv6_dst"):
                 if name in s:
-                    put(name, F.format_ipv6(*s[name]))
+                    put(name, FT.format_ipv6(*s[name]))
             if "ipv6_label" in s:
                 v, m = s["ipv6_label"]
                 put("ipv6_label", f"0x{v:05x}" + ("" if m == 0xFFFFF else f"/0x{m:05x}"))
         else:
-            arp = dl_type == K.ETH_TYPE_ARP
+            arp = dl_type in (K.ETH_TYPE_ARP, K.ETH_TYPE_RARP)
             for name, arp_name in (("nw_src", "arp_spa"), ("nw_dst", "arp_tpa")):
                 if name in s:
-                    put(arp_name if arp else name, F.format_ipv4(*s[name]))
+                    put(arp_name if arp else name, FT.format_ipv4(*s[name]))
+        arp = dl_type in (K.ETH_TYPE_ARP, K.ETH_TYPE_RARP)
         if not skip_proto and proto is not None:
-            put("arp_op" if dl_type == K.ETH_TYPE_ARP else "nw_proto", str(proto))
+            put("arp_op" if arp else "nw_proto", str(proto))
+        if arp:
+            for name in ("arp_sha", "arp_tha"):
+                if name in s:
+                    put(name, _format_eth_masked(*s[name]))
         if "nw_tos" in s:
             v, m = s["nw_tos"]
             if m & 0xFC:
@@ -228,11 +251,21 @@ class MatchBuilder:
                 v, m = s[name]
                 if icmp:  # OVS stores icmp_type/code with a full 16-bit mask
                     m = 0xFFFF
-                put(icmp_name if icmp else name, F.format_dec_or_hex_masked(v, m, 0xFFFF))
+                put(icmp_name if icmp else name, FT.format_dec_or_hex_masked(v, m, 0xFFFF))
+        if dl_type == K.ETH_TYPE_IPV6:
+            if "nd_target" in s:
+                put("nd_target", FT.format_ipv6(*s["nd_target"]))
+            for name, nd_name in (("arp_sha", "nd_sll"), ("arp_tha", "nd_tll")):
+                if name in s:
+                    put(nd_name, _format_eth_masked(*s[name]))
         if "tcp_flags" in s and proto == K.IPPROTO_TCP:
             v, m = s["tcp_flags"]
-            put("tcp_flags", F.format_flags_masked(v, m, 0xFFF, F.TCP_FLAG_NAMES))
+            put("tcp_flags", FT.format_flags_masked(v, m, 0xFFF, F.TCP_FLAG_NAMES))
         return ",".join(out)
+
+
+def _format_eth_masked(value: int, mask: int) -> str:
+    return FT.format_eth(value) + ("" if mask == (1 << 48) - 1 else "/" + FT.format_eth(mask))
 
 
 def _format_vlan(value: int, mask: int) -> list[str]:

@@ -16,7 +16,10 @@ Invariants:
   others are zero. IPv6 uses all four. ``DL_TYPE`` says which applies.
 - ICMP/ICMPv6: ``TP_SRC`` is the type and ``TP_DST`` the code, as in OVS's flow.
 - ARP: ``NW_PROTO`` is the opcode (low 8 bits), ``NW_SRC+3``/``NW_DST+3`` the sender/target
-  protocol addresses, as in OVS.
+  protocol addresses, ``ARP_SHA``/``ARP_THA`` the hardware addresses, as in OVS.
+- IPv6 neighbor solicitation/advertisement (code 0): ``ND_TARGET`` is the target address,
+  ``ARP_SHA`` the source and ``ARP_THA`` the target link-layer option, as OVS keeps them in
+  the same flow fields.
 - ``VLAN_TCI`` carries the CFI/present bit 0x1000 when a tag is present (OVS convention);
   0 means no tag.
 - ``CT_STATE`` is 0 for an untracked packet; after ``ct`` it always includes ``CS_TRK``.
@@ -59,28 +62,37 @@ CT_TP_DST = 38
 REG0 = 39  # 16 columns REG0..REG0+15, 32 bits each
 METADATA = 55  # 2 columns (high 32 bits, low 32 bits)
 
+# --- ARP hardware addresses, IPv6 neighbor discovery -----------------------------------------
+ARP_SHA = 57  # ARP sender MAC; the source link-layer option of a neighbor solicitation
+ARP_THA = 58  # ARP target MAC; the target link-layer option of a neighbor advertisement
+ND_TARGET = 59  # 4 columns: the target address of a neighbor solicitation/advertisement
+
 # --- parse facts (not matchable) ------------------------------------------------------------
-PARSE_FIRST = 57
-L3_OFS = 57  # byte offset of the IP header in the frame, -1 if none
-L4_OFS = 58  # byte offset of the L4 header, -1 if none (or not present: later fragment)
-L4_LEN = 59  # bytes of L4 header + payload as the IP header says (IPv4 total len - IHL, ...)
-PARSE_FLAGS = 60  # PF_* bits below
-IP_ID = 61  # IPv4 identification / IPv6 fragment header identification
-FRAG_OFS = 62  # fragment offset in bytes
-FRAG_MORE = 63  # 1 if more fragments follow
-KEY_WIDTH = 64
+PARSE_FIRST = 63
+L3_OFS = 63  # byte offset of the IP header in the frame, -1 if none
+L4_OFS = 64  # byte offset of the L4 header, -1 if none (or not present: later fragment)
+L4_LEN = 65  # bytes of L4 header + payload as the IP header says (IPv4 total len - IHL, ...)
+PARSE_FLAGS = 66  # PF_* bits below
+IP_ID = 67  # IPv4 identification / IPv6 fragment header identification
+FRAG_OFS = 68  # fragment offset in bytes
+FRAG_MORE = 69  # 1 if more fragments follow
+KEY_WIDTH = 70
 
 # NW_FRAG bits (OVS FLOW_NW_FRAG_*)
 FRAG_ANY = 1
 FRAG_LATER = 2
 
-# PARSE_FLAGS bits: facts conntrack needs to mark a packet invalid, and truncation reasons.
+# PARSE_FLAGS bits: facts conntrack needs to mark a packet invalid, truncation reasons, and
+# fields the fast path cannot key on.
 PF_L3_TRUNC = 1 << 0  # IP header shorter than claimed / frame too short for it
 PF_L3_BAD_CSUM = 1 << 1  # IPv4 header checksum wrong
 PF_L4_TRUNC = 1 << 2  # L4 header does not fit (e.g. TCP data offset past the end)
 PF_L4_BAD_CSUM = 1 << 3  # TCP/UDP/ICMP checksum wrong
 PF_L3_BAD = 1 << 4  # IHL < 5, total length < IHL (the version nibble is not checked, as OVS)
 PF_L2_TRUNC = 1 << 5  # frame shorter than an Ethernet header
+# Not a fault: the key has ARP hardware addresses or ND fields, which the fast path's entry key
+# leaves out, so the packet takes the full path (any PARSE_FLAGS bit makes it ineligible)
+PF_EXTRA_FIELDS = 1 << 6
 
 # ct_state bits (lib/packets.h CS_*)
 CS_NEW = 0x01
@@ -106,6 +118,7 @@ CT_STATE_NAMES = (
 ETH_TYPE_IP = 0x0800
 ETH_TYPE_IPV6 = 0x86DD
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_RARP = 0x8035
 ETH_TYPE_VLAN = 0x8100
 ETH_TYPE_QINQ = 0x88A8
 

@@ -25,8 +25,12 @@ Semantics worth knowing (all as OVS 3.1 with default settings):
   ``NW_PROTO`` 44 (the fragment header's protocol), as in OVS.
 - L4 fields are filled only when the L4 header fits in the IP payload (TCP: data offset
   >= 5 and within the payload; UDP, ICMP, ICMPv6, IGMP: 8 bytes; SCTP: 12), and never for
-  later fragments. ARP fills ``NW_SRC+3``/``NW_DST+3`` only for Ethernet/IPv4 ARP, and the
-  opcode only when it fits in 8 bits.
+  later fragments. ARP fills ``NW_SRC+3``/``NW_DST+3`` and the hardware addresses only for
+  Ethernet/IPv4 ARP, and the opcode only when it fits in 8 bits.
+- ICMPv6 neighbor solicitation/advertisement with code 0: the target address and the
+  source/target link-layer options (8 bytes long) fill ``ND_TARGET``/``ARP_SHA``/``ARP_THA``;
+  an option of length 0 or past the end ends the option walk (what was found stays); an
+  address option given twice leaves all three 0, as OVS.
 
 Invariants:
 - Never raises and never reads outside ``frame``: every read is preceded by a length check.
@@ -46,6 +50,8 @@ import numpy as np
 from ctaccel.jit import njit
 from ctaccel.packet.checksum import ones_sum, pseudo_sum_v4, pseudo_sum_v6, sum_is_valid
 from ctaccel.packet.key import (
+    ARP_SHA,
+    ARP_THA,
     DL_DST,
     DL_SRC,
     DL_TYPE,
@@ -60,6 +66,7 @@ from ctaccel.packet.key import (
     L3_OFS,
     L4_LEN,
     L4_OFS,
+    ND_TARGET,
     NW_DST,
     NW_FRAG,
     NW_PROTO,
@@ -67,6 +74,7 @@ from ctaccel.packet.key import (
     NW_TOS,
     NW_TTL,
     PARSE_FLAGS,
+    PF_EXTRA_FIELDS,
     PF_L2_TRUNC,
     PF_L3_BAD,
     PF_L3_BAD_CSUM,
@@ -110,6 +118,8 @@ PROTO_ROUTING = 43
 PROTO_FRAGMENT = 44
 PROTO_AH = 51
 PROTO_ICMPV6 = 58
+ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT = 135, 136
+ND_OPT_SOURCE_LINKADDR, ND_OPT_TARGET_LINKADDR = 1, 2
 PROTO_DSTOPTS = 60
 PROTO_SCTP = 132
 
@@ -223,6 +233,10 @@ def _parse_arp(frame, pos, size, key):
         return
     key[NW_SRC + 3] = _be32(frame, pos + 14)
     key[NW_DST + 3] = _be32(frame, pos + 24)
+    key[ARP_SHA] = _be48(frame, pos + 8)
+    key[ARP_THA] = _be48(frame, pos + 18)
+    if key[ARP_SHA] | key[ARP_THA]:
+        key[PARSE_FLAGS] |= PF_EXTRA_FIELDS
     opcode = _be16(frame, pos + 6)
     if opcode <= 0xFF:  # OVS matches only 8 bits and leaves larger opcodes out
         key[NW_PROTO] = opcode
@@ -399,6 +413,8 @@ def _parse_l4(frame, l3, l4, l4_len, proto, nw_frag, is_v6, key):
             return
         key[TP_SRC] = frame[l4]
         key[TP_DST] = frame[l4 + 1]
+        if proto == PROTO_ICMPV6:
+            _parse_nd(frame, l4, l4_len, key)
         if proto == PROTO_ICMPV6 and is_v6:
             checksum_kind = 1
         elif proto == PROTO_ICMP and not is_v6:
@@ -419,6 +435,43 @@ def _parse_l4(frame, l3, l4, l4_len, proto, nw_frag, is_v6, key):
             acc += pseudo_sum_v4(frame, l3, proto, l4_len)
     if not sum_is_valid(acc):
         key[PARSE_FLAGS] |= PF_L4_BAD_CSUM
+
+
+@njit(forceinline=True)
+def _parse_nd(frame, l4, l4_len, key):
+    """A neighbor solicitation or advertisement (code 0): its target address and the
+    link-layer address options (source, target: 8 bytes each), as OVS's flow extraction
+    takes them (checked against it): an option of length 0 or past the end ends the walk,
+    keeping what was found; the same address option twice makes the message invalid: no ND
+    field at all (type and code stay)."""
+    kind = frame[l4]
+    if frame[l4 + 1] != 0 or (kind != ND_NEIGHBOR_SOLICIT and kind != ND_NEIGHBOR_ADVERT):
+        return
+    if l4_len < 8 + 16:
+        return
+    sll = tll = 0
+    pos, end = l4 + 24, l4 + l4_len
+    while end - pos >= 8:
+        opt_len = np.int64(frame[pos + 1]) * 8
+        if opt_len == 0 or opt_len > end - pos:
+            break
+        if frame[pos] == ND_OPT_SOURCE_LINKADDR and opt_len == 8:
+            if sll != 0:
+                return
+            sll = _be48(frame, pos + 2)
+        elif frame[pos] == ND_OPT_TARGET_LINKADDR and opt_len == 8:
+            if tll != 0:
+                return
+            tll = _be48(frame, pos + 2)
+        pos += opt_len
+    any_field = sll | tll
+    for w in range(4):
+        key[ND_TARGET + w] = _be32(frame, l4 + 8 + 4 * w)
+        any_field |= key[ND_TARGET + w]
+    key[ARP_SHA] = sll
+    key[ARP_THA] = tll
+    if any_field:
+        key[PARSE_FLAGS] |= PF_EXTRA_FIELDS
 
 
 @njit
