@@ -271,6 +271,19 @@ class Note:
         return "note:" + ".".join(f"{b:02x}" for b in data)
 
 
+@dataclass
+class Conjunction:
+    """``conjunction(id,k/n)``: this rule is dimension ``k`` of ``n`` of the conjunctive flow
+    ``id`` (the classifier's business: such a rule is never executed, see classifier.py)."""
+
+    id: int
+    clause: int
+    n_clauses: int
+
+    def format(self) -> str:
+        return f"conjunction({self.id},{self.clause}/{self.n_clauses})"
+
+
 Action = (
     Output
     | OutputInPort
@@ -283,6 +296,7 @@ Action = (
     | Resubmit
     | GotoTable
     | Note
+    | Conjunction
 )
 
 

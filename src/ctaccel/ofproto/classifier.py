@@ -15,6 +15,15 @@ Design: two lookups that must agree (OVS's test-classifier idea):
 Both return the same rule for every key; their ``wc`` may differ but each is sound: any key
 that agrees with the looked-up key on the ``wc`` bits gets the same rule (tests check this).
 This is the slow path (plain Python, once per megaflow miss), so clarity beats speed here.
+- Conjunctive matches (ovs-fields(7), "Conjunctive match fields"): a rule with
+  ``conjunction(id,k/n)`` actions is never the answer. A lookup finds the first matching rule
+  without them (the "hard" match) and, on the way, the matching conjunction rules of higher
+  priority; a conjunctive flow (id, priority) is met when every one of its n dimensions has
+  a matching rule. For each met one, highest priority first (then lowest id; OVS leaves
+  overlapping conjunctive flows of one priority undefined), a second lookup with
+  ``conj_id=id`` in the key that ignores conjunction rules gives the answer; if it finds
+  nothing the conjunction counts as not met and the hard match stands. The masks of every
+  rule either lookup examined go into ``wc``, but never ``conj_id``'s: packets have 0 there.
 
 Invariants: ``tables[t]`` is sorted by (-priority, order); every rule's match values are
 masked (``value & ~mask == 0``), so a hit is ``key[col] & mask == value`` for each triple;
@@ -77,6 +86,7 @@ class FlowTables:
         # A stable integer id per rule (its index in all_rules()): datapath programs name
         # the rules they hit by it (OP_RULE), for counters.
         self._ids = {id(rule): i for i, rule in enumerate(self.all_rules())}
+        self._conj = {id(rule): rule.conjunctions for rule in rules}
 
     def rule_id(self, rule: Rule) -> int:
         """The rule's index in :meth:`all_rules` (the id OP_RULE and the counters use)."""
@@ -90,7 +100,10 @@ class FlowTables:
         return sum(len(t) for t in self.tables.values())
 
     @staticmethod
-    def _scan(candidates: list[Rule], key_values: list[int], wc) -> Rule | None:
+    def _find(candidates: list[Rule], key_values: list[int], wc, conj: dict, soft: list | None):
+        """The first candidate matching ``key_values`` that has no conjunction actions;
+        matching conjunction rules met on the way go to ``soft`` (ignored when None). The
+        masks of every rule examined go into ``wc``."""
         for rule in candidates:
             hit = True
             for col, value, mask in rule.match:
@@ -101,15 +114,38 @@ class FlowTables:
                     if wc is None:
                         break
             if hit:
-                return rule
+                if not conj[id(rule)]:
+                    return rule
+                if soft is not None:
+                    soft.append(rule)
         return None
+
+    def _resolve(self, candidates_for, key_values: list[int], wc) -> Rule | None:
+        """The lookup's answer, conjunctive matches included (see the module docstring);
+        ``candidates_for(key_values)`` gives the rules to scan, in lookup order."""
+        soft: list[Rule] = []
+        hard = self._find(candidates_for(key_values), key_values, wc, self._conj, soft)
+        if soft:
+            floor = hard.priority if hard is not None else -1
+            for conj_id in _met_conjunctions(soft, floor, self._conj):
+                again = list(key_values)
+                again[K.CONJ_ID] = conj_id
+                found = self._find(candidates_for(again), again, wc, self._conj, None)
+                if found is not None:
+                    hard = found
+                    break
+        if wc is not None:
+            wc[K.CONJ_ID] = 0
+        return hard
 
     def lookup_linear(self, table_id: int, key, wc=None) -> Rule | None:
         """Reference lookup: every rule of the table in order."""
-        return self._scan(self.tables.get(table_id, []), key.tolist(), wc)
+        table = self.tables.get(table_id, [])
+        return self._resolve(lambda _kv: table, key.tolist(), wc)
 
     def lookup(self, table_id: int, key, wc=None) -> Rule | None:
-        """The highest-priority rule of ``table_id`` matching ``key`` (None: table miss).
+        """The highest-priority rule of ``table_id`` matching ``key`` (None: table miss),
+        conjunctive matches resolved.
 
         ``wc`` (int64 array of KEY_WIDTH), when given, gets the masks of the key bits the
         decision depended on OR-ed in.
@@ -117,9 +153,24 @@ class FlowTables:
         table = self.tables.get(table_id)
         if not table:
             return None
-        key_values = key.tolist()
-        buckets = self._by_dl_type[table_id]
-        candidates = buckets.get(key_values[K.DL_TYPE], self._wild[table_id])
-        if wc is not None and len(candidates) != len(table):
-            wc[K.DL_TYPE] |= _DL_TYPE_FULL
-        return self._scan(candidates, key_values, wc)
+        buckets, wild = self._by_dl_type[table_id], self._wild[table_id]
+
+        def candidates_for(key_values):
+            candidates = buckets.get(key_values[K.DL_TYPE], wild)
+            if wc is not None and len(candidates) != len(table):
+                wc[K.DL_TYPE] |= _DL_TYPE_FULL
+            return candidates
+
+        return self._resolve(candidates_for, key.tolist(), wc)
+
+
+def _met_conjunctions(soft: list[Rule], floor: int, conj: dict) -> list[int]:
+    """The ids of the conjunctive flows the ``soft`` matches meet above priority ``floor``:
+    highest priority first, then lowest id."""
+    seen: dict[tuple[int, int, int], set[int]] = {}
+    for rule in soft:
+        if rule.priority > floor:
+            for cid, k, n in conj[id(rule)]:
+                seen.setdefault((rule.priority, cid, n), set()).add(k)
+    met = sorted((-prio, cid) for (prio, cid, n), ks in seen.items() if len(ks) == n)
+    return [cid for _p, cid in met]

@@ -269,6 +269,7 @@ _REGISTRY: list[tuple[tuple[str, ...], Field]] = [
         ("nd_target",),
         _f("nd_target", K.ND_TARGET, 4, 128, "ipv6", P_ND, nxm="NXM_NX_ND_TARGET"),
     ),
+    (("conj_id",), _f("conj_id", K.CONJ_ID, 1, 32, maskable=False, nxm="NXM_NX_CONJ_ID")),
     (("ct_state",), _f("ct_state", K.CT_STATE, 1, 8, "ct_state", nxm="NXM_NX_CT_STATE")),
     (("ct_zone",), _f("ct_zone", K.CT_ZONE, 1, 16, maskable=False, nxm="NXM_NX_CT_ZONE")),
     (("ct_mark",), _f("ct_mark", K.CT_MARK, 1, 32, writable=True, nxm="NXM_NX_CT_MARK")),

@@ -23,6 +23,7 @@ from ctaccel.ofproto import fields as F
 from ctaccel.ofproto.actions import (
     OFPP_CONTROLLER_MAX_LEN,
     OFPP_LOCAL,
+    Conjunction,
     Controller,
     Ct,
     CtClear,
@@ -44,7 +45,7 @@ MAX_TABLE = 254  # 255 means "no table" in OpenFlow
 _UNSUPPORTED_ACTIONS = frozenset(
     "normal flood all mod_vlan_vid mod_vlan_pcp strip_vlan pop_vlan push_vlan mod_dl_src "
     "mod_dl_dst mod_nw_src mod_nw_dst mod_nw_tos mod_nw_ecn mod_tp_src mod_tp_dst dec_ttl "
-    "set_tunnel set_queue pop_queue enqueue learn group meter clone sample conjunction "
+    "set_tunnel set_queue pop_queue enqueue learn group meter clone sample "
     "multipath bundle bundle_load output_reg push_mpls pop_mpls fin_timeout exit "
     "write_actions clear_actions write_metadata check_pkt_larger dec_nsh_ttl encap decap "
     "set_mpls_label set_mpls_tc set_mpls_ttl dec_mpls_ttl stack push pop".split()
@@ -293,9 +294,45 @@ def _parse_controller(value: str, delim: str) -> Controller:
     return c
 
 
+def _parse_conjunction(value: str) -> Conjunction:
+    """``conjunction(id, k/n)``, checked as ovs-ofctl checks it."""
+    m = re.fullmatch(
+        r"\s*(\w+)\s*,\s*(\w+)\s*/\s*(\w+)\s*", value if isinstance(value, str) else ""
+    )
+    if not m:
+        raise ValueError(f'"{value}": syntax error in conjunction (expected "id, k/n")')
+    cid, k, n = (F.parse_int(x) for x in m.groups())
+    if cid >> 32:
+        raise ValueError(f"{m.group(1)}: conjunction id too large")
+    if n < 2:
+        raise ValueError("conjunction must have at least 2 clauses")
+    if n > 64:
+        raise ValueError("conjunction must have at most 64 clauses")
+    if k < 1:
+        raise ValueError("clause index must be positive")
+    if k > n:
+        raise ValueError("clause index must be less than or equal to number of clauses")
+    return Conjunction(cid, k, n)
+
+
+def _check_conjunctions(actions: list, names: list[str]) -> None:
+    """A rule with conjunction actions may carry notes, nothing else (ovs-ofctl's rule)."""
+    if not any(isinstance(a, Conjunction) for a in actions):
+        return
+    for a, name in zip(actions, names, strict=True):
+        if isinstance(a, (Output, OutputInPort)):
+            name = "output"
+        if not isinstance(a, (Conjunction, Note)):
+            raise ValueError(
+                '"conjunction" actions may be used along with "note" but not any other kind '
+                f'of action (such as the "{name}" action used here)'
+            )
+
+
 def parse_actions(text: str, table: int, match: MatchBuilder, allow_nat: bool) -> list:
     """The actions of a rule in table ``table`` whose match is ``match`` (ct needs ip)."""
     actions: list = []
+    names: list[str] = []  # each action's keyword, for messages
     items = _kv_split(text) if text else []
     for key, value, delim in items:
         k = key.lower()
@@ -346,10 +383,14 @@ def parse_actions(text: str, table: int, match: MatchBuilder, allow_nat: bool) -
             if not re.fullmatch(r"([0-9a-fA-F]{2})*", hexdigits):
                 raise ValueError(f"{value}: bad hex digit in note")
             actions.append(Note(bytes.fromhex(hexdigits)))
+        elif k == "conjunction":
+            actions.append(_parse_conjunction(value))
         elif k in _UNSUPPORTED_ACTIONS:
             raise ValueError(f"unsupported action {key}")
         else:
             raise ValueError(f"unknown action {key}")
+        names.append(k)
+    _check_conjunctions(actions, names)
     if actions and isinstance(actions[-1], GotoTable):
         pass
     elif any(isinstance(a, GotoTable) for a in actions):

@@ -155,6 +155,8 @@ class MatchBuilder:
         def put(name, text):
             out.append(f"{name}={text}")
 
+        if "conj_id" in s:
+            put("conj_id", str(s["conj_id"][0]))
         if "ct_state" in s:
             v, m = s["ct_state"]
             put("ct_state", FT.format_flags_masked(v, m, 0xFF, F.CT_STATE_FLAG_NAMES))

@@ -33,9 +33,7 @@ from dataclasses import dataclass
 
 from ctaccel.errors import InputError, RuleError
 from ctaccel.ofproto import fields as F
-from ctaccel.ofproto.actions import (
-    format_actions,
-)
+from ctaccel.ofproto.actions import Conjunction, format_actions
 from ctaccel.ofproto.rule_actions import MAX_TABLE, parse_actions, parse_table
 from ctaccel.ofproto.rule_match import MatchBuilder
 
@@ -69,6 +67,13 @@ class Rule:
 
     def format_actions(self) -> str:
         return format_actions(self.actions)
+
+    @property
+    def conjunctions(self) -> tuple[tuple[int, int, int], ...]:
+        """(id, k, n) of each ``conjunction`` action: such a rule is one dimension of a
+        conjunctive flow and is never executed itself (classifier.py)."""
+        return tuple((a.id, a.clause, a.n_clauses) for a in self.actions
+                     if isinstance(a, Conjunction))  # fmt: skip
 
     def matches(self, key) -> bool:
         """True if ``key`` (an int64 flow key) satisfies every (col, value, mask)."""

@@ -93,8 +93,8 @@ def rule_userdata(index: int) -> str:
 
 
 def instrument_flows(text: str) -> str:
-    """The rules of ``text`` with ``controller(userdata=<index>)`` before every rule's actions,
-    preceded by the marker rule."""
+    """The rules of ``text`` with ``controller(userdata=<index>)`` before every rule's actions
+    (but a conjunction rule's: it is never executed), preceded by the marker rule."""
     out = [
         f"table=0,priority=65535,dl_type=0x{MARKER_ETHERTYPE:04x},"
         f"actions=controller(userdata={MARKER_USERDATA})"
@@ -102,6 +102,9 @@ def instrument_flows(text: str) -> str:
     for index, line in enumerate(flow_lines(text)):
         match, actions = split_flow(line)
         report = f"controller(userdata={rule_userdata(index)})"
+        if "conjunction(" in actions:  # never executed, and OVS allows only notes beside it
+            out.append(line)
+            continue
         if actions in ("", "drop"):
             actions = report
         else:
