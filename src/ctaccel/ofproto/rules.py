@@ -14,10 +14,12 @@ here) and match fields (rule_match.py: per storage slot, prerequisites, OVS's te
 is the action list (rule_actions.py: split with ``ovs.flow``'s KV parser, decoded as
 ovs-ofctl does).
 
-Deviation from ovs-ofctl: a field whose prerequisite is missing (``tp_src`` without
-tcp/udp/sctp, ``nw_src`` without ip) is *rejected*. ovs-ofctl (OpenFlow 1.0 normalisation)
-silently drops such a field with an INFO log, which makes the rule match far more than it
-says. Header-rewriting ``set_field``/``load`` targets (eth/ip/ports) are refused as
+Prerequisites are checked per storage, as OVS normalizes a match: ``tcp,udp_dst=53`` is
+``tcp,tp_dst=53`` and ``dl_type=0x86dd,nw_proto=58,icmp_type=135`` is ``icmp6,icmp_type=135``
+(rule_match.py). Deviation from ovs-ofctl: a field whose storage means nothing for the
+match (``tp_src`` without tcp/udp/sctp/icmp, ``nw_src`` without ip or arp) is *rejected*.
+ovs-ofctl (OpenFlow 1.0 normalisation) silently drops such a field with an INFO log, which
+makes the rule match far more than it says; over OpenFlow 1.3 it rejects it too. Header-rewriting ``set_field``/``load`` targets (eth/ip/ports) are refused as
 unsupported. ``ct(...,nat(...))`` is parsed and checked as ovs-ofctl does (str_to_nat_range,
 parse_NAT, check_NAT).
 

@@ -23,7 +23,8 @@ Invariants:
 - ``VLAN_TCI`` carries the CFI/present bit 0x1000 when a tag is present (OVS convention);
   0 means no tag.
 - ``CT_STATE`` is 0 for an untracked packet; after ``ct`` it always includes ``CS_TRK``.
-- Columns from ``PARSE_FIRST`` on are not matchable: they describe where headers are.
+- Columns from ``PARSE_FIRST`` on are not matchable: they describe where headers are (but
+  ``CONJ_ID``, which only the classifier matches, never the datapath).
 """
 
 from __future__ import annotations
@@ -66,20 +67,20 @@ METADATA = 55  # 2 columns (high 32 bits, low 32 bits)
 ARP_SHA = 57  # ARP sender MAC; the source link-layer option of a neighbor solicitation
 ARP_THA = 58  # ARP target MAC; the target link-layer option of a neighbor advertisement
 ND_TARGET = 59  # 4 columns: the target address of a neighbor solicitation/advertisement
-# conj_id: set only in the classifier's second lookup after a conjunctive match; 0 in every
-# packet's key (so never part of a megaflow)
-CONJ_ID = 63
 
 # --- parse facts (not matchable) ------------------------------------------------------------
-PARSE_FIRST = 64
-L3_OFS = 64  # byte offset of the IP header in the frame, -1 if none
-L4_OFS = 65  # byte offset of the L4 header, -1 if none (or not present: later fragment)
-L4_LEN = 66  # bytes of L4 header + payload as the IP header says (IPv4 total len - IHL, ...)
-PARSE_FLAGS = 67  # PF_* bits below
-IP_ID = 68  # IPv4 identification / IPv6 fragment header identification
-FRAG_OFS = 69  # fragment offset in bytes
-FRAG_MORE = 70  # 1 if more fragments follow
-KEY_WIDTH = 71
+PARSE_FIRST = 63
+L3_OFS = 63  # byte offset of the IP header in the frame, -1 if none
+L4_OFS = 64  # byte offset of the L4 header, -1 if none (or not present: later fragment)
+L4_LEN = 65  # bytes of L4 header + payload as the IP header says (IPv4 total len - IHL, ...)
+PARSE_FLAGS = 66  # PF_* bits below
+IP_ID = 67  # IPv4 identification / IPv6 fragment header identification
+FRAG_OFS = 68  # fragment offset in bytes
+FRAG_MORE = 69  # 1 if more fragments follow
+# conj_id: matched by the classifier only, in its second lookup after a conjunctive match;
+# 0 in every packet's key, never in a megaflow (so it sits past PARSE_FIRST)
+CONJ_ID = 70
+KEY_WIDTH = 72  # (column 71 pads a key row to nine whole cache lines)
 
 # NW_FRAG bits (OVS FLOW_NW_FRAG_*)
 FRAG_ANY = 1
