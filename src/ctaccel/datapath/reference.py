@@ -126,6 +126,7 @@ class ReferenceEngine:
             A.Resubmit: self._act_resubmit,
             A.GotoTable: self._act_goto_table,
             A.SetField: self._act_set_field,
+            A.SetEth: self._act_set_eth,
             A.Move: self._act_move,
         }
 
@@ -250,6 +251,17 @@ class ReferenceEngine:
 
     def _act_set_field(self, group, act, _d):
         _write_field(group.key, act.field, act.value, act.mask)
+
+    def _act_set_eth(self, group, act, _d):
+        """mod_dl_src/mod_dl_dst: the flow and every frame of the group (fresh copies, so
+        what was output before, and a recirculated copy's frames, keep theirs)."""
+        group.key[K.DL_DST if act.dst else K.DL_SRC] = act.mac
+        at = 0 if act.dst else 6
+        mac = np.frombuffer(act.mac.to_bytes(6, "big"), np.uint8)
+        frames = [f.copy() for f in group.frames]
+        for f in frames:
+            f[at : at + 6] = mac
+        group.frames = frames
 
     def _act_move(self, group, act, _d):
         value = _read_field(group.key, act.src)

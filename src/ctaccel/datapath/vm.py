@@ -107,8 +107,17 @@ from ctaccel.ofproto.program import (
     OP_RECIRC,
     OP_RULE,
     OP_SET,
+    OP_SET_ETH,
 )
-from ctaccel.packet.key import CS_INVALID, CT_STATE, CT_ZONE, KEY_WIDTH, PARSE_FIRST
+from ctaccel.packet.key import (
+    CS_INVALID,
+    CT_STATE,
+    CT_ZONE,
+    DL_DST,
+    DL_SRC,
+    KEY_WIDTH,
+    PARSE_FIRST,
+)
 
 # conntrack's ct action, called through its own machine code (not linked into the VM: it is
 # large, runs once per ct step, and would otherwise be compiled again at every VM level)
@@ -361,6 +370,22 @@ def _pop_original(st):
 
 
 @njit(forceinline=True)
+def _op_set_eth(dst, mac, frame, flen, st):
+    """mod_dl_src/mod_dl_dst: the key's column and the packet's rewritten copy of its frame
+    (made now if it has none yet: outputs so far carried the received frame)."""
+    vm, frames_w = st.vm, st.frames_w
+    d = vm[VM_DEPTH]
+    if vm[VM_FRAME_W] == 0:
+        for b in range(flen):
+            frames_w[d, b] = frame[b]
+        vm[VM_FRAME_W] = 1
+    st.cur_key[DL_DST if dst else DL_SRC] = mac
+    at = 0 if dst else 6
+    for b in range(6):
+        frames_w[d, at + b] = (mac >> (40 - 8 * b)) & 0xFF
+
+
+@njit(forceinline=True)
 def _run_program(i, frame, flen, now, ct, progs, out, st, no_nat, ct_tups):
     """Run the current pass's program from vm[VM_PC]; True when it recirculated (the copy's
     lookup comes next), False when the program ended."""
@@ -381,6 +406,8 @@ def _run_program(i, frame, flen, now, ct, progs, out, st, no_nat, ct_tups):
             col = ops[pc, 1]
             mask = ops[pc, 3]
             cur_key[col] = (cur_key[col] & ~mask) | (ops[pc, 2] & mask)
+        elif op == OP_SET_ETH:
+            _op_set_eth(ops[pc, 1], ops[pc, 2], frame, flen, st)
         elif op == OP_CT:
             pc = _op_ct(pc, frame, flen, now, ct, ops, out.kstats, st, no_nat, ct_tups)
             continue

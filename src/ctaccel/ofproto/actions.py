@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ctaccel.ofproto.field_text import format_eth
 from ctaccel.ofproto.fields import FieldRef
 
 OFPP_LOCAL = 65534
@@ -272,6 +273,18 @@ class Note:
 
 
 @dataclass
+class SetEth:
+    """``mod_dl_src:MAC`` / ``mod_dl_dst:MAC``: rewrite the frame's Ethernet source or
+    destination; the flow changes too, so later lookups of the pass see the new address."""
+
+    dst: bool
+    mac: int
+
+    def format(self) -> str:
+        return f"mod_dl_{'dst' if self.dst else 'src'}:{format_eth(self.mac)}"
+
+
+@dataclass
 class Conjunction:
     """``conjunction(id,k/n)``: this rule is dimension ``k`` of ``n`` of the conjunctive flow
     ``id`` (the classifier's business: such a rule is never executed, see classifier.py)."""
@@ -297,6 +310,7 @@ Action = (
     | GotoTable
     | Note
     | Conjunction
+    | SetEth
 )
 
 

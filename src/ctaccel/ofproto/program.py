@@ -43,6 +43,8 @@ OP_CT_CLEAR = 9  # the ct_clear action: ct fields, ct md and the connection hand
 OP_DROP = 10  # a0 = drop reason code: stop this pass (e.g. resubmit too deep)
 OP_NAT_SPEC = 11  # a0..a11 = the NAT spec row (conntrack/nat.py NS_*) of the OP_CT before it;
 #                   data only, skipped by the executor
+OP_SET_ETH = 12  # a0 = 0 (source) or 1 (destination), a1 = MAC: the key's column and the
+#                  frame's bytes (the packet's rewritten copy from here on)
 
 OP_NAMES = {
     OP_END: "end",
@@ -57,6 +59,7 @@ OP_NAMES = {
     OP_CT_CLEAR: "ct_clear",
     OP_DROP: "drop",
     OP_NAT_SPEC: "nat_spec",
+    OP_SET_ETH: "set_eth",
 }
 
 # OP_CT flags: conntrack's own (conntrack/layout.py CAF_*), plus CTF_NAT, which only the
@@ -106,6 +109,8 @@ def format_program(ops) -> str:
             lines.append(f"nat_spec({','.join(str(int(v)) for v in row[1:13])})")
         elif op == OP_SET:
             lines.append(f"set(col={int(row[1])},value={int(row[2]):#x},mask={int(row[3]):#x})")
+        elif op == OP_SET_ETH:
+            lines.append(f"set_eth({'dst' if row[1] else 'src'}={int(row[2]):#014x})")
         elif op == OP_CT:
             flags = int(row[2])
             parts = [f"zone={int(row[1])}"]

@@ -34,6 +34,7 @@ from ctaccel.ofproto.actions import (
     Output,
     OutputInPort,
     Resubmit,
+    SetEth,
     SetField,
 )
 from ctaccel.ofproto.rule_match import MatchBuilder
@@ -43,8 +44,8 @@ MAX_TABLE = 254  # 255 means "no table" in OpenFlow
 
 # Real OVS actions this engine does not implement (a clearer error than "unknown action").
 _UNSUPPORTED_ACTIONS = frozenset(
-    "normal flood all mod_vlan_vid mod_vlan_pcp strip_vlan pop_vlan push_vlan mod_dl_src "
-    "mod_dl_dst mod_nw_src mod_nw_dst mod_nw_tos mod_nw_ecn mod_tp_src mod_tp_dst dec_ttl "
+    "normal flood all mod_vlan_vid mod_vlan_pcp strip_vlan pop_vlan push_vlan "
+    "mod_nw_src mod_nw_dst mod_nw_tos mod_nw_ecn mod_tp_src mod_tp_dst dec_ttl "
     "set_tunnel set_queue pop_queue enqueue learn group meter clone sample "
     "multipath bundle bundle_load output_reg push_mpls pop_mpls fin_timeout exit "
     "write_actions clear_actions write_metadata check_pkt_larger dec_nsh_ttl encap decap "
@@ -294,6 +295,21 @@ def _parse_controller(value: str, delim: str) -> Controller:
     return c
 
 
+_MAC_AT_START = re.compile(r"\s*" + ":".join([r"([0-9a-fA-F]+)"] * 6))
+
+
+def _parse_mac(value) -> int:
+    """A MAC address as ovs-ofctl's str_to_mac reads one: six hex bytes at the start (text
+    after them is ignored, as its scanf does)."""
+    m = _MAC_AT_START.match(value if isinstance(value, str) else "")
+    if not m:
+        raise ValueError(f"invalid mac address {value if isinstance(value, str) else ''}")
+    mac = 0
+    for part in m.groups():
+        mac = (mac << 8) | (int(part, 16) & 0xFF)
+    return mac
+
+
 def _parse_conjunction(value: str) -> Conjunction:
     """``conjunction(id, k/n)``, checked as ovs-ofctl checks it."""
     m = re.fullmatch(
@@ -385,6 +401,8 @@ def parse_actions(text: str, table: int, match: MatchBuilder, allow_nat: bool) -
             actions.append(Note(bytes.fromhex(hexdigits)))
         elif k == "conjunction":
             actions.append(_parse_conjunction(value))
+        elif k in ("mod_dl_src", "mod_dl_dst"):
+            actions.append(SetEth(k == "mod_dl_dst", _parse_mac(value)))
         elif k in _UNSUPPORTED_ACTIONS:
             raise ValueError(f"unsupported action {key}")
         else:

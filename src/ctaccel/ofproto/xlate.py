@@ -110,6 +110,7 @@ class _Translator:
             A.GotoTable: self._goto_table,
             A.SetField: self._set_field,
             A.Move: self._move,
+            A.SetEth: self._set_eth,
         }
 
     # ------------------------------------------------------------------ results
@@ -223,6 +224,10 @@ class _Translator:
 
     def _set_field(self, act, _table, _depth):
         self.write_field(act.field, act.value, act.mask)
+
+    def _set_eth(self, act, _table, _depth):
+        self.key[K.DL_DST if act.dst else K.DL_SRC] = act.mac
+        self.emit(P.OP_SET_ETH, 1 if act.dst else 0, act.mac)
 
     def _move(self, act, _table, _depth):
         value = self.read_field(act.src)

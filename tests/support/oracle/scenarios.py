@@ -472,4 +472,4 @@ table=1,priority=1,actions=drop
 
 
 # Part 2 registers its scenarios into SCENARIOS on import (kept apart to keep files short).
-from . import scenarios_conj, scenarios_l4, scenarios_nd  # noqa: E402, F401
+from . import scenarios_conj, scenarios_l4, scenarios_nd, scenarios_rewrite  # noqa: E402, F401

@@ -1,0 +1,52 @@
+"""Frame-rewriting actions (mod_dl_src, mod_dl_dst): parsed, checked and printed as
+ovs-ofctl does; what they do is compared with the real OVS in
+tests/support/oracle/scenarios_rewrite.py (all three modes)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from ctaccel.errors import RuleError
+from ctaccel.ofproto.rules import parse_flows, parse_rule
+
+OFCTL = shutil.which("ovs-ofctl")
+
+PRINTED = [
+    ("in_port=1,actions=mod_dl_src:02:00:00:00:00:AA,mod_dl_dst:2:0:0:0:0:bb,output:2",
+     "mod_dl_src:02:00:00:00:00:aa,mod_dl_dst:02:00:00:00:00:bb,output:2"),
+    ("in_port=1,actions=mod_dl_src:02:00:00:00:00:AA/ff:ff:ff:ff:ff:ff",
+     "mod_dl_src:02:00:00:00:00:aa"),
+]  # fmt: skip
+REJECTED = [
+    ("in_port=1,actions=mod_dl_src:zz", "invalid mac address zz"),
+    ("in_port=1,actions=mod_dl_dst", "invalid mac address "),
+]
+
+
+@pytest.mark.parametrize(("line", "actions"), PRINTED)
+def test_printed_as_ovs_ofctl_prints(line, actions):
+    assert parse_rule(line).format_actions() == actions
+
+
+@pytest.mark.parametrize(("line", "reason"), REJECTED)
+def test_rejected_as_ovs_ofctl_rejects(line, reason):
+    with pytest.raises(RuleError) as err:
+        parse_flows(line, "r.flows")
+    assert err.value.reason == reason
+
+
+@pytest.mark.oracle
+def test_ovs_ofctl_agrees():
+    if OFCTL is None:
+        pytest.skip("ovs-ofctl is not installed: cannot compare with the real OVS")
+    for line, actions in PRINTED:
+        out = subprocess.run([OFCTL, "parse-flow", line], capture_output=True, text=True,
+                             timeout=30, check=True).stdout  # fmt: skip
+        assert f" actions={actions}" in out, (line, out)
+    for line, reason in REJECTED:
+        done = subprocess.run([OFCTL, "parse-flow", line], capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+        assert done.returncode != 0 and reason.strip() in done.stderr, (line, done.stderr)
