@@ -54,4 +54,3 @@ def mod_dl_src_and_dst():
         expect_conntrack_lines=1,
         about="outputs before and after a rewrite; a lookup and a recirculation after one",
     )
-
