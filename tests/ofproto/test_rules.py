@@ -285,7 +285,7 @@ REJECTIONS = [
         "ct action doesn't support nested modification of reg0",
     ),
     ("ip,actions=frobnicate", "unknown action frobnicate"),
-    ("ip,actions=dec_ttl", "unsupported action dec_ttl"),
+    ("ip,actions=strip_vlan", "unsupported action strip_vlan"),
     ("ip,foo=1,actions=drop", "unknown keyword foo"),
     ("ip,ct_state=+foo,actions=drop", "foo: unknown ct_state flag(s)"),
     (
@@ -328,7 +328,7 @@ def test_rejections(line, reason):
 
 
 # Our rejections that ovs-ofctl does NOT make: it silently drops a field whose prerequisite is
-# missing (OpenFlow 1.0 normalisation), and it implements dec_ttl. Documented deviations.
+# missing (OpenFlow 1.0 normalisation), and it implements strip_vlan. Documented deviations.
 OFCTL_ACCEPTS = {
     "tp_src=80,actions=drop",
     "ip,tp_src=80,actions=drop",
@@ -342,7 +342,7 @@ OFCTL_ACCEPTS = {
     "icmp6,icmp_type=135,icmp_code=1,nd_target=fe80::1,actions=drop",
     "udp,tcp_flags=+syn,actions=drop",
     "ct_state=+est,ip,ct_tp_src=80,actions=drop",
-    "ip,actions=dec_ttl",
+    "ip,actions=strip_vlan",
 }
 
 

@@ -35,6 +35,7 @@ from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.ofproto import actions as A
 from ctaccel.ofproto.classifier import MAX_RESUBMIT_DEPTH, FlowTables, lookup_key
 from ctaccel.ofproto.rules import carried_counters
+from ctaccel.ofproto.xlate import SKIP_REST
 from ctaccel.packet import key as K
 from ctaccel.packet.parse import parse_frame
 
@@ -127,6 +128,8 @@ class ReferenceEngine:
             A.GotoTable: self._act_goto_table,
             A.SetField: self._act_set_field,
             A.SetEth: self._act_set_eth,
+            A.SetTos: self._act_set_tos,
+            A.DecTtl: self._act_dec_ttl,
             A.Move: self._act_move,
         }
 
@@ -209,6 +212,8 @@ class ReferenceEngine:
             if self.tracer:
                 self.tracer.on_action(group, act, resubmit_depth)
             r = self._dispatch[type(act)](group, act, resubmit_depth)
+            if r is SKIP_REST:
+                return None
             if r is not None:
                 goto = r
         return goto
@@ -262,6 +267,23 @@ class ReferenceEngine:
         for f in frames:
             f[at : at + 6] = mac
         group.frames = frames
+
+    def _act_set_tos(self, group, act, _d):
+        """mod_nw_tos: the DSCP bits of an IP packet's flow and frames (copies)."""
+        if int(group.key[K.DL_TYPE]) in (K.ETH_TYPE_IP, K.ETH_TYPE_IPV6):
+            group.key[K.NW_TOS] = (int(group.key[K.NW_TOS]) & 0x03) | act.tos
+            group.frames = [_ip_rewritten(f, group.key, tos=act.tos) for f in group.frames]
+
+    def _act_dec_ttl(self, group, _act, _d):
+        """dec_ttl: an IP packet's TTL minus one; at 0 or 1 the rule's other actions are
+        skipped (OVS: "packet's TTL is invalid")."""
+        if int(group.key[K.DL_TYPE]) not in (K.ETH_TYPE_IP, K.ETH_TYPE_IPV6):
+            return None
+        if int(group.key[K.NW_TTL]) <= 1:
+            return SKIP_REST
+        group.key[K.NW_TTL] -= 1
+        group.frames = [_ip_rewritten(f, group.key, ttl_down=True) for f in group.frames]
+        return None
 
     def _act_move(self, group, act, _d):
         value = _read_field(group.key, act.src)
@@ -460,6 +482,43 @@ def _copy_metadata(src, dst) -> None:
     """in_port, registers and metadata: what survives into a re-parsed key."""
     dst[K.IN_PORT] = src[K.IN_PORT]
     dst[K.REG0 : K.METADATA + 2] = src[K.REG0 : K.METADATA + 2]
+
+
+def _csum_replace(csum: int, old16: int, new16: int) -> int:
+    """An IPv4 header checksum after one 16-bit word changed from ``old16`` to ``new16``
+    (RFC 1624's incremental update, as OVS's packet_set_ipv4 applies it: a checksum that was
+    wrong stays as wrong)."""
+    total = (~csum & 0xFFFF) + (~old16 & 0xFFFF) + new16
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+def _ip_rewritten(frame, key, tos: int | None = None, ttl_down: bool = False):
+    """A copy of ``frame`` with its IP header's DSCP set to ``tos`` and/or its TTL / hop limit
+    one lower (IPv4: the header checksum updated); unchanged when the header is not all there."""
+    f = frame.copy()
+    l3 = int(key[K.L3_OFS])
+    if int(key[K.DL_TYPE]) == K.ETH_TYPE_IP:
+        if l3 < 0 or l3 + 20 > len(f):
+            return f
+        csum = (int(f[l3 + 10]) << 8) | int(f[l3 + 11])
+        if tos is not None:
+            new = (int(f[l3 + 1]) & 0x03) | tos
+            csum = _csum_replace(csum, int(f[l3 + 1]), new)
+            f[l3 + 1] = new
+        if ttl_down:
+            ttl = int(f[l3 + 8])
+            csum = _csum_replace(csum, ttl << 8, ((ttl - 1) & 0xFF) << 8)
+            f[l3 + 8] = (ttl - 1) & 0xFF
+        f[l3 + 10], f[l3 + 11] = csum >> 8, csum & 0xFF
+    elif l3 >= 0 and l3 + 40 <= len(f):  # IPv6: traffic class across bytes 0-1, hop limit 7
+        if tos is not None:
+            tc = ((int(f[l3]) & 0x0F) << 4) | (int(f[l3 + 1]) >> 4)
+            tc = (tc & 0x03) | tos
+            f[l3] = (int(f[l3]) & 0xF0) | (tc >> 4)
+            f[l3 + 1] = ((tc & 0x0F) << 4) | (int(f[l3 + 1]) & 0x0F)
+        if ttl_down:
+            f[l3 + 7] = (int(f[l3 + 7]) - 1) & 0xFF
+    return f
 
 
 def _read_field(key, ref) -> int:

@@ -22,6 +22,8 @@ any lookup; counters, outputs, ct_state and drop reason follow the reference eng
 
 from __future__ import annotations
 
+import numpy as np
+
 from ctaccel.conntrack.core import ct_execute
 from ctaccel.conntrack.layout import (
     C_GENERATION,
@@ -101,6 +103,7 @@ from ctaccel.ofproto.program import (
     OP_CONTROLLER,
     OP_CT,
     OP_CT_CLEAR,
+    OP_DEC_TTL,
     OP_DROP,
     OP_MISS,
     OP_OUTPUT,
@@ -108,6 +111,7 @@ from ctaccel.ofproto.program import (
     OP_RULE,
     OP_SET,
     OP_SET_ETH,
+    OP_SET_TOS,
 )
 from ctaccel.packet.key import (
     CS_INVALID,
@@ -115,7 +119,11 @@ from ctaccel.packet.key import (
     CT_ZONE,
     DL_DST,
     DL_SRC,
+    DL_TYPE,
     KEY_WIDTH,
+    L3_OFS,
+    NW_TOS,
+    NW_TTL,
     PARSE_FIRST,
 )
 
@@ -386,6 +394,53 @@ def _op_set_eth(dst, mac, frame, flen, st):
 
 
 @njit(forceinline=True)
+def _csum_update(csum, old16, new16):
+    """RFC 1624: an IPv4 header checksum after a 16-bit word changed (OVS's recalc_csum16)."""
+    total = (~csum & 0xFFFF) + (~old16 & 0xFFFF) + new16
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+@njit
+def _op_set_ip(tos, ttl_down, frame, flen, vm, frames_w, cur_key):
+    """mod_nw_tos (``tos`` >= 0) or dec_ttl (``ttl_down``): the key's column and the packet's
+    rewritten copy of its frame (IPv4: header checksum updated incrementally, as OVS); the
+    frame is left as it is when its IP header is not all there."""
+    d = vm[VM_DEPTH]
+    if vm[VM_FRAME_W] == 0:
+        for b in range(flen):
+            frames_w[d, b] = frame[b]
+        vm[VM_FRAME_W] = 1
+    if tos >= 0:
+        cur_key[NW_TOS] = (cur_key[NW_TOS] & 0x03) | tos
+    if ttl_down:
+        cur_key[NW_TTL] -= 1
+    f = frames_w[d]
+    l3 = cur_key[L3_OFS]
+    if cur_key[DL_TYPE] == 0x0800:
+        if l3 < 0 or l3 + 20 > flen:
+            return
+        csum = (np.int64(f[l3 + 10]) << 8) | f[l3 + 11]
+        if tos >= 0:
+            new = (np.int64(f[l3 + 1]) & 0x03) | tos
+            csum = _csum_update(csum, np.int64(f[l3 + 1]), new)
+            f[l3 + 1] = new
+        if ttl_down:
+            ttl = np.int64(f[l3 + 8])
+            csum = _csum_update(csum, ttl << 8, ((ttl - 1) & 0xFF) << 8)
+            f[l3 + 8] = (ttl - 1) & 0xFF
+        f[l3 + 10] = csum >> 8
+        f[l3 + 11] = csum & 0xFF
+    elif l3 >= 0 and l3 + 40 <= flen:
+        if tos >= 0:
+            tc = ((np.int64(f[l3]) & 0x0F) << 4) | (np.int64(f[l3 + 1]) >> 4)
+            tc = (tc & 0x03) | tos
+            f[l3] = (np.int64(f[l3]) & 0xF0) | (tc >> 4)
+            f[l3 + 1] = ((tc & 0x0F) << 4) | (np.int64(f[l3 + 1]) & 0x0F)
+        if ttl_down:
+            f[l3 + 7] = (np.int64(f[l3 + 7]) - 1) & 0xFF
+
+
+@njit(forceinline=True)
 def _run_program(i, frame, flen, now, ct, progs, out, st, no_nat, ct_tups):
     """Run the current pass's program from vm[VM_PC]; True when it recirculated (the copy's
     lookup comes next), False when the program ended."""
@@ -408,6 +463,10 @@ def _run_program(i, frame, flen, now, ct, progs, out, st, no_nat, ct_tups):
             cur_key[col] = (cur_key[col] & ~mask) | (ops[pc, 2] & mask)
         elif op == OP_SET_ETH:
             _op_set_eth(ops[pc, 1], ops[pc, 2], frame, flen, st)
+        elif op == OP_SET_TOS:
+            _op_set_ip(ops[pc, 1], False, frame, flen, st.vm, st.frames_w, st.cur_key)
+        elif op == OP_DEC_TTL:
+            _op_set_ip(-1, True, frame, flen, st.vm, st.frames_w, st.cur_key)
         elif op == OP_CT:
             pc = _op_ct(pc, frame, flen, now, ct, ops, out.kstats, st, no_nat, ct_tups)
             continue

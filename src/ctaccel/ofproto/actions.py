@@ -285,6 +285,29 @@ class SetEth:
 
 
 @dataclass
+class SetTos:
+    """``mod_nw_tos:N``: the DSCP bits (N, a multiple of 4) of an IPv4 ToS or IPv6 traffic
+    class; the ECN bits stay. Nothing for other packets."""
+
+    tos: int
+
+    def format(self) -> str:
+        return f"mod_nw_tos:{self.tos}"
+
+
+@dataclass
+class DecTtl:
+    """``dec_ttl[(ids)]``: decrement an IP packet's TTL / hop limit; at 0 or 1 the rest of
+    the rule's actions are skipped (OVS would send an invalid-TTL packet-in to controllers
+    that ask for them: none here). Nothing for other packets."""
+
+    ids: tuple[int, ...] = ()
+
+    def format(self) -> str:
+        return f"dec_ttl({','.join(str(i) for i in self.ids)})" if self.ids else "dec_ttl"
+
+
+@dataclass
 class Conjunction:
     """``conjunction(id,k/n)``: this rule is dimension ``k`` of ``n`` of the conjunctive flow
     ``id`` (the classifier's business: such a rule is never executed, see classifier.py)."""
@@ -311,6 +334,8 @@ Action = (
     | Note
     | Conjunction
     | SetEth
+    | SetTos
+    | DecTtl
 )
 
 

@@ -45,6 +45,10 @@ OP_NAT_SPEC = 11  # a0..a11 = the NAT spec row (conntrack/nat.py NS_*) of the OP
 #                   data only, skipped by the executor
 OP_SET_ETH = 12  # a0 = 0 (source) or 1 (destination), a1 = MAC: the key's column and the
 #                  frame's bytes (the packet's rewritten copy from here on)
+OP_SET_TOS = 13  # a0 = DSCP bits (ToS / traffic class, ECN kept): key and frame (IPv4
+#                  header checksum updated); translated only for IP packets
+OP_DEC_TTL = 14  # TTL / hop limit minus one: key and frame (IPv4 header checksum updated);
+#                  translated only for IP packets whose TTL is above 1
 
 OP_NAMES = {
     OP_END: "end",
@@ -60,6 +64,8 @@ OP_NAMES = {
     OP_DROP: "drop",
     OP_NAT_SPEC: "nat_spec",
     OP_SET_ETH: "set_eth",
+    OP_SET_TOS: "set_tos",
+    OP_DEC_TTL: "dec_ttl",
 }
 
 # OP_CT flags: conntrack's own (conntrack/layout.py CAF_*), plus CTF_NAT, which only the
@@ -103,7 +109,7 @@ def format_program(ops) -> str:
     for row in ops:
         op = int(row[0])
         name = OP_NAMES.get(op, f"op{op}")
-        if op in (OP_RULE, OP_OUTPUT, OP_RECIRC, OP_DROP):
+        if op in (OP_RULE, OP_OUTPUT, OP_RECIRC, OP_DROP, OP_SET_TOS):
             lines.append(f"{name}({int(row[1])})")
         elif op == OP_NAT_SPEC:
             lines.append(f"nat_spec({','.join(str(int(v)) for v in row[1:13])})")

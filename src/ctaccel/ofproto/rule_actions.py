@@ -27,6 +27,7 @@ from ctaccel.ofproto.actions import (
     Controller,
     Ct,
     CtClear,
+    DecTtl,
     GotoTable,
     Move,
     Nat,
@@ -36,6 +37,7 @@ from ctaccel.ofproto.actions import (
     Resubmit,
     SetEth,
     SetField,
+    SetTos,
 )
 from ctaccel.ofproto.rule_match import MatchBuilder
 from ctaccel.packet import key as K
@@ -45,7 +47,7 @@ MAX_TABLE = 254  # 255 means "no table" in OpenFlow
 # Real OVS actions this engine does not implement (a clearer error than "unknown action").
 _UNSUPPORTED_ACTIONS = frozenset(
     "normal flood all mod_vlan_vid mod_vlan_pcp strip_vlan pop_vlan push_vlan "
-    "mod_nw_src mod_nw_dst mod_nw_tos mod_nw_ecn mod_tp_src mod_tp_dst dec_ttl "
+    "mod_nw_src mod_nw_dst mod_nw_ecn mod_tp_src mod_tp_dst "
     "set_tunnel set_queue pop_queue enqueue learn group meter clone sample "
     "multipath bundle bundle_load output_reg push_mpls pop_mpls fin_timeout exit "
     "write_actions clear_actions write_metadata check_pkt_larger dec_nsh_ttl encap decap "
@@ -310,6 +312,20 @@ def _parse_mac(value) -> int:
     return mac
 
 
+def _parse_tos(value) -> int:
+    """``mod_nw_tos``'s value as ovs-ofctl checks it: 0..255, a multiple of 4 (DSCP only)."""
+    text = value if isinstance(value, str) else ""
+    try:
+        tos = F.parse_int(text)
+    except ValueError:
+        raise ValueError(f'invalid TOS "{text}"') from None
+    if tos > 255:
+        raise ValueError(f'invalid TOS "{text}"')
+    if tos & 3:
+        raise ValueError(f"{text}: not a valid TOS")
+    return tos
+
+
 def _parse_conjunction(value: str) -> Conjunction:
     """``conjunction(id, k/n)``, checked as ovs-ofctl checks it."""
     m = re.fullmatch(
@@ -403,6 +419,11 @@ def parse_actions(text: str, table: int, match: MatchBuilder, allow_nat: bool) -
             actions.append(_parse_conjunction(value))
         elif k in ("mod_dl_src", "mod_dl_dst"):
             actions.append(SetEth(k == "mod_dl_dst", _parse_mac(value)))
+        elif k == "mod_nw_tos":
+            actions.append(SetTos(_parse_tos(value)))
+        elif k == "dec_ttl":
+            ids = value.split(",") if delim == "(" and isinstance(value, str) else []
+            actions.append(DecTtl(tuple(F.parse_int(i.strip()) for i in ids if i.strip())))
         elif k in _UNSUPPORTED_ACTIONS:
             raise ValueError(f"unsupported action {key}")
         else:

@@ -21,8 +21,9 @@ match (``tp_src`` without tcp/udp/sctp/icmp, ``nw_src`` without ip or arp) is *r
 ovs-ofctl (OpenFlow 1.0 normalisation) silently drops such a field with an INFO log, which
 makes the rule match far more than it says; over OpenFlow 1.3 it rejects it too.
 Header-rewriting ``set_field``/``load`` targets (eth/ip/ports) are refused as unsupported
-(``mod_dl_src``/``mod_dl_dst`` are implemented). ``ct(...,nat(...))`` is parsed and checked
-as ovs-ofctl does (str_to_nat_range, parse_NAT, check_NAT).
+(the actions ``mod_dl_src``/``mod_dl_dst``, ``mod_nw_tos`` and ``dec_ttl`` are implemented).
+``ct(...,nat(...))`` is parsed and checked as ovs-ofctl does (str_to_nat_range, parse_NAT,
+check_NAT).
 
 Invariants: every Rule's match values are already masked; ``Rule.order`` is the rule's
 position in the file (the classifier's tie-break among equal priorities).

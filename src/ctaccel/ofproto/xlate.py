@@ -81,6 +81,10 @@ def _column_words(col: int, ncols: int, whole: int):
     return [(col + i, (whole >> (32 * (ncols - 1 - i))) & _COLUMN_MASK) for i in range(ncols)]
 
 
+# an action handler's answer: skip the rest of this rule's actions (dec_ttl at TTL <= 1)
+SKIP_REST = object()
+
+
 class _Translator:
     """The state of one translation: the evolving key, the wildcards, the ops so far."""
 
@@ -111,6 +115,8 @@ class _Translator:
             A.SetField: self._set_field,
             A.Move: self._move,
             A.SetEth: self._set_eth,
+            A.SetTos: self._set_tos,
+            A.DecTtl: self._dec_ttl,
         }
 
     # ------------------------------------------------------------------ results
@@ -156,6 +162,8 @@ class _Translator:
             if handler is None:
                 raise CtaccelError(f"xlate: unsupported action {act!r}")
             target = handler(act, table_id, resubmit_depth)
+            if target is SKIP_REST:
+                return None
             if target is not None:
                 goto = target
         return goto
@@ -228,6 +236,24 @@ class _Translator:
     def _set_eth(self, act, _table, _depth):
         self.key[K.DL_DST if act.dst else K.DL_SRC] = act.mac
         self.emit(P.OP_SET_ETH, 1 if act.dst else 0, act.mac)
+
+    def _is_ip(self) -> bool:
+        return int(self.key[K.DL_TYPE]) in (K.ETH_TYPE_IP, K.ETH_TYPE_IPV6)  # dl_type: in wc
+
+    def _set_tos(self, act, _table, _depth):
+        if self._is_ip():
+            self.key[K.NW_TOS] = (int(self.key[K.NW_TOS]) & 0x03) | act.tos
+            self.emit(P.OP_SET_TOS, act.tos)
+
+    def _dec_ttl(self, _act, _table, _depth):
+        if not self._is_ip():
+            return None
+        self.wc[K.NW_TTL] = 0xFF  # the verdict depends on the TTL
+        if int(self.key[K.NW_TTL]) > 1:
+            self.key[K.NW_TTL] -= 1
+            self.emit(P.OP_DEC_TTL)
+            return None
+        return SKIP_REST  # OVS: "packet's TTL is invalid", the rule's other actions skipped
 
     def _move(self, act, _table, _depth):
         value = self.read_field(act.src)
