@@ -494,6 +494,8 @@ def test_truncations_of_valid_frames_jit_equals_python():
               / ICMP() / Raw(b"r" * 3)),
         bytes(eth() / ARP()),
         bytes(eth() / IPv6(src="::1", dst="::2") / IPv6ExtHdrRouting() / ICMPv6EchoRequest()),
+        bytes(eth() / IPv6(src="::1", dst="::2") / ND_CASES["both options, prefix info skipped"]),
+        bytes(eth() / ARP(hwsrc="00:11:22:33:44:55", psrc="10.0.0.1")),
     ]  # fmt: skip
     for frame in samples:
         for n in range(len(frame) + 1):
@@ -542,7 +544,9 @@ def test_every_helper_in_bounds_without_jit_and_with_boundscheck(env_flag, tmp_p
     """py_func still calls the jitted helpers; run everything un-jitted (IndexError on a bad
     read) and jitted with bounds checks, over truncations and random frames."""
     rng = np.random.default_rng(1)
-    base = [ip_tcp(), bytes(eth() / IPv6(src="::1", dst="::2") / IPv6ExtHdrDestOpt() / UDP())]
+    base = [ip_tcp(), bytes(eth() / IPv6(src="::1", dst="::2") / IPv6ExtHdrDestOpt() / UDP()),
+            bytes(eth() / IPv6(src="::1", dst="::2") / ND_CASES["source option twice: invalid"]),
+            bytes(eth() / ARP(hwsrc="00:11:22:33:44:55"))]  # fmt: skip
     frames_ = [f[:n] for f in base for n in range(0, len(f) + 1, 3)]
     frames_ += [b"\x02" * 12 + b"\x86\xdd" + rng.bytes(int(rng.integers(0, 90))) for _ in range(60)]
     frames_ += [b"\x02" * 12 + b"\x08\x00" + rng.bytes(int(rng.integers(0, 60))) for _ in range(60)]
