@@ -42,7 +42,14 @@ from ctaccel.conntrack.layout import (
     C_SRC,
 )
 from ctaccel.jit import njit
-from ctaccel.packet.checksum import internet_checksum, ones_fold, ones_sum, pseudo_sum_v6
+from ctaccel.packet.checksum import (  # noqa: F401 (recalc16: tests)
+    internet_checksum,
+    ones_fold,
+    ones_sum,
+    pseudo_sum_v6,
+    recalc16,
+    recalc32,
+)
 from ctaccel.packet.key import (
     CS_DST_NAT,
     CS_SRC_NAT,
@@ -138,22 +145,6 @@ def _rd32(frame, ofs):
 def _wr32(frame, ofs, value):
     _wr16(frame, ofs, (value >> 16) & _M16)
     _wr16(frame, ofs + 2, value & _M16)
-
-
-@njit(forceinline=True)
-def recalc16(csum, old, new):
-    """OVS recalc_csum16: the checksum after a 16-bit field changed from old to new."""
-    s = ((~csum) & _M16) + ((~old) & _M16) + (new & _M16)
-    while s >> 16:
-        s = (s & _M16) + (s >> 16)
-    return (~s) & _M16
-
-
-@njit(forceinline=True)
-def recalc32(csum, old, new):
-    """OVS recalc_csum32: both halves, the first two bytes on the wire first."""
-    csum = recalc16(csum, (old >> 16) & _M16, (new >> 16) & _M16)
-    return recalc16(csum, old & _M16, new & _M16)
 
 
 # --- header rewrites (OVS packet_set_*) -----------------------------------------------------

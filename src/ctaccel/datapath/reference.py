@@ -38,6 +38,7 @@ from ctaccel.ofproto.rules import carried_counters
 from ctaccel.ofproto.xlate import SKIP_REST
 from ctaccel.packet import key as K
 from ctaccel.packet.parse import parse_frame
+from ctaccel.packet.rewrite import set_eth, set_ip_tos_ttl
 
 MAX_RECIRC_DEPTH = 8  # dpif-netdev MAX_RECIRC_DEPTH
 ETH_HEADER_LEN = 14
@@ -261,11 +262,9 @@ class ReferenceEngine:
         """mod_dl_src/mod_dl_dst: the flow and every frame of the group (fresh copies, so
         what was output before, and a recirculated copy's frames, keep theirs)."""
         group.key[K.DL_DST if act.dst else K.DL_SRC] = act.mac
-        at = 0 if act.dst else 6
-        mac = np.frombuffer(act.mac.to_bytes(6, "big"), np.uint8)
         frames = [f.copy() for f in group.frames]
         for f in frames:
-            f[at : at + 6] = mac
+            set_eth(f, act.dst, act.mac)
         group.frames = frames
 
     def _act_set_tos(self, group, act, _d):
@@ -416,7 +415,7 @@ def _nat_fragments(whole, whole_key, frags):
     """What OVS's ipf does after conntrack ran on a reassembled datagram: the first fragment
     takes the datagram's L4 bytes it holds (translated ports, updated checksum) and every
     fragment the datagram's addresses (IPv4: header checksum updated incrementally)."""
-    from ctaccel.conntrack.nat import recalc32
+    from ctaccel.packet.checksum import recalc32
 
     out = []
     w3, w4 = int(whole_key[K.L3_OFS]), int(whole_key[K.L4_OFS])
@@ -484,40 +483,11 @@ def _copy_metadata(src, dst) -> None:
     dst[K.REG0 : K.METADATA + 2] = src[K.REG0 : K.METADATA + 2]
 
 
-def _csum_replace(csum: int, old16: int, new16: int) -> int:
-    """An IPv4 header checksum after one 16-bit word changed from ``old16`` to ``new16``
-    (RFC 1624's incremental update, as OVS's packet_set_ipv4 applies it: a checksum that was
-    wrong stays as wrong)."""
-    total = (~csum & 0xFFFF) + (~old16 & 0xFFFF) + new16
-    return ~(total + (total >> 16)) & 0xFFFF
-
-
-def _ip_rewritten(frame, key, tos: int | None = None, ttl_down: bool = False):
-    """A copy of ``frame`` with its IP header's DSCP set to ``tos`` and/or its TTL / hop limit
-    one lower (IPv4: the header checksum updated); unchanged when the header is not all there."""
+def _ip_rewritten(frame, key, tos: int = -1, ttl_down: bool = False):
+    """A copy of ``frame`` with its IP header's DSCP set to ``tos`` (when >= 0) and/or its TTL
+    / hop limit one lower (packet/rewrite.py, the VM's kernel)."""
     f = frame.copy()
-    l3 = int(key[K.L3_OFS])
-    if int(key[K.DL_TYPE]) == K.ETH_TYPE_IP:
-        if l3 < 0 or l3 + 20 > len(f):
-            return f
-        csum = (int(f[l3 + 10]) << 8) | int(f[l3 + 11])
-        if tos is not None:
-            new = (int(f[l3 + 1]) & 0x03) | tos
-            csum = _csum_replace(csum, int(f[l3 + 1]), new)
-            f[l3 + 1] = new
-        if ttl_down:
-            ttl = int(f[l3 + 8])
-            csum = _csum_replace(csum, ttl << 8, ((ttl - 1) & 0xFF) << 8)
-            f[l3 + 8] = (ttl - 1) & 0xFF
-        f[l3 + 10], f[l3 + 11] = csum >> 8, csum & 0xFF
-    elif l3 >= 0 and l3 + 40 <= len(f):  # IPv6: traffic class across bytes 0-1, hop limit 7
-        if tos is not None:
-            tc = ((int(f[l3]) & 0x0F) << 4) | (int(f[l3 + 1]) >> 4)
-            tc = (tc & 0x03) | tos
-            f[l3] = (int(f[l3]) & 0xF0) | (tc >> 4)
-            f[l3 + 1] = ((tc & 0x0F) << 4) | (int(f[l3 + 1]) & 0x0F)
-        if ttl_down:
-            f[l3 + 7] = (int(f[l3 + 7]) - 1) & 0xFF
+    set_ip_tos_ttl(f, len(f), int(key[K.L3_OFS]), int(key[K.DL_TYPE]), tos, ttl_down)
     return f
 
 

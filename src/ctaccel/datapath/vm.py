@@ -22,8 +22,6 @@ any lookup; counters, outputs, ct_state and drop reason follow the reference eng
 
 from __future__ import annotations
 
-import numpy as np
-
 from ctaccel.conntrack.core import ct_execute
 from ctaccel.conntrack.layout import (
     C_GENERATION,
@@ -126,6 +124,7 @@ from ctaccel.packet.key import (
     NW_TTL,
     PARSE_FIRST,
 )
+from ctaccel.packet.rewrite import set_eth, set_ip_tos_ttl
 
 # conntrack's ct action, called through its own machine code (not linked into the VM: it is
 # large, runs once per ct step, and would otherwise be compiled again at every VM level)
@@ -302,10 +301,8 @@ def _op_ct(row, frame, flen, now, ct, ops, kstats, st, no_nat, ct_tups):
     flags = ops[row, 2]
     has_nat = (flags & CTF_NAT) != 0
     d = vm[VM_DEPTH]
-    if has_nat and vm[VM_FRAME_W] == 0:
-        for b in range(flen):
-            frames_w[d, b] = frame[b]
-        vm[VM_FRAME_W] = 1
+    if has_nat:
+        _own_frame(frame, flen, vm, frames_w)
     for c in range(NCT):
         cur_key[CT_STATE + c] = cur_md[c]
     handle_in = vm[VM_HANDLE]
@@ -378,66 +375,33 @@ def _pop_original(st):
 
 
 @njit(forceinline=True)
-def _op_set_eth(dst, mac, frame, flen, st):
-    """mod_dl_src/mod_dl_dst: the key's column and the packet's rewritten copy of its frame
-    (made now if it has none yet: outputs so far carried the received frame)."""
-    vm, frames_w = st.vm, st.frames_w
+def _own_frame(frame, flen, vm, frames_w):
+    """Make sure the packet has its rewritten copy of its frame at this depth
+    (``frames_w[depth]``), copied now if it has none yet (outputs so far carried the received
+    frame); returns the depth."""
     d = vm[VM_DEPTH]
     if vm[VM_FRAME_W] == 0:
         for b in range(flen):
             frames_w[d, b] = frame[b]
         vm[VM_FRAME_W] = 1
-    st.cur_key[DL_DST if dst else DL_SRC] = mac
-    at = 0 if dst else 6
-    for b in range(6):
-        frames_w[d, at + b] = (mac >> (40 - 8 * b)) & 0xFF
-
-
-@njit(forceinline=True)
-def _csum_update(csum, old16, new16):
-    """RFC 1624: an IPv4 header checksum after a 16-bit word changed (OVS's recalc_csum16)."""
-    total = (~csum & 0xFFFF) + (~old16 & 0xFFFF) + new16
-    return ~(total + (total >> 16)) & 0xFFFF
+    return d
 
 
 @njit
-def _op_set_ip(tos, ttl_down, frame, flen, vm, frames_w, cur_key):
-    """mod_nw_tos (``tos`` >= 0) or dec_ttl (``ttl_down``): the key's column and the packet's
-    rewritten copy of its frame (IPv4: header checksum updated incrementally, as OVS); the
-    frame is left as it is when its IP header is not all there."""
-    d = vm[VM_DEPTH]
-    if vm[VM_FRAME_W] == 0:
-        for b in range(flen):
-            frames_w[d, b] = frame[b]
-        vm[VM_FRAME_W] = 1
+def _op_rewrite(op, a0, a1, frame, flen, vm, frames_w, cur_key):
+    """OP_SET_ETH (a0: destination?, a1: MAC), OP_SET_TOS (a0: DSCP), OP_DEC_TTL: the key's
+    column and the packet's rewritten frame (packet/rewrite.py)."""
+    f = frames_w[_own_frame(frame, flen, vm, frames_w)]
+    if op == OP_SET_ETH:
+        cur_key[DL_DST if a0 else DL_SRC] = a1
+        set_eth(f, a0, a1)
+        return
+    tos = a0 if op == OP_SET_TOS else -1
     if tos >= 0:
         cur_key[NW_TOS] = (cur_key[NW_TOS] & 0x03) | tos
-    if ttl_down:
+    else:
         cur_key[NW_TTL] -= 1
-    f = frames_w[d]
-    l3 = cur_key[L3_OFS]
-    if cur_key[DL_TYPE] == 0x0800:
-        if l3 < 0 or l3 + 20 > flen:
-            return
-        csum = (np.int64(f[l3 + 10]) << 8) | f[l3 + 11]
-        if tos >= 0:
-            new = (np.int64(f[l3 + 1]) & 0x03) | tos
-            csum = _csum_update(csum, np.int64(f[l3 + 1]), new)
-            f[l3 + 1] = new
-        if ttl_down:
-            ttl = np.int64(f[l3 + 8])
-            csum = _csum_update(csum, ttl << 8, ((ttl - 1) & 0xFF) << 8)
-            f[l3 + 8] = (ttl - 1) & 0xFF
-        f[l3 + 10] = csum >> 8
-        f[l3 + 11] = csum & 0xFF
-    elif l3 >= 0 and l3 + 40 <= flen:
-        if tos >= 0:
-            tc = ((np.int64(f[l3]) & 0x0F) << 4) | (np.int64(f[l3 + 1]) >> 4)
-            tc = (tc & 0x03) | tos
-            f[l3] = (np.int64(f[l3]) & 0xF0) | (tc >> 4)
-            f[l3 + 1] = ((tc & 0x0F) << 4) | (np.int64(f[l3 + 1]) & 0x0F)
-        if ttl_down:
-            f[l3 + 7] = (np.int64(f[l3 + 7]) - 1) & 0xFF
+    set_ip_tos_ttl(f, flen, cur_key[L3_OFS], cur_key[DL_TYPE], tos, tos < 0)
 
 
 @njit(forceinline=True)
@@ -461,12 +425,8 @@ def _run_program(i, frame, flen, now, ct, progs, out, st, no_nat, ct_tups):
             col = ops[pc, 1]
             mask = ops[pc, 3]
             cur_key[col] = (cur_key[col] & ~mask) | (ops[pc, 2] & mask)
-        elif op == OP_SET_ETH:
-            _op_set_eth(ops[pc, 1], ops[pc, 2], frame, flen, st)
-        elif op == OP_SET_TOS:
-            _op_set_ip(ops[pc, 1], False, frame, flen, st.vm, st.frames_w, st.cur_key)
-        elif op == OP_DEC_TTL:
-            _op_set_ip(-1, True, frame, flen, st.vm, st.frames_w, st.cur_key)
+        elif op == OP_SET_ETH or op == OP_SET_TOS or op == OP_DEC_TTL:
+            _op_rewrite(op, ops[pc, 1], ops[pc, 2], frame, flen, st.vm, st.frames_w, st.cur_key)
         elif op == OP_CT:
             pc = _op_ct(pc, frame, flen, now, ct, ops, out.kstats, st, no_nat, ct_tups)
             continue

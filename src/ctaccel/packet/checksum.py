@@ -2,7 +2,8 @@
 
 What: the RFC 1071 checksum over a byte range of a frame, and the IPv4/IPv6 pseudo-header
 sums that TCP, UDP and ICMPv6 checksums include. ``parse.py`` uses the jitted kernels to
-validate checksums; ``build.py`` uses :func:`checksum_bytes` to fill them in.
+validate checksums; ``build.py`` uses :func:`checksum_bytes` to fill them in; header
+rewrites (conntrack/nat.py, packet/rewrite.py) update them with :func:`recalc16`, as OVS.
 
 Design: a checksum is computed in two stages, as OVS's csum_continue/csum_finish do: an
 *unfolded* accumulator (a plain int64 sum of big-endian words, 32 bits at a time, then a
@@ -79,6 +80,23 @@ def pseudo_sum_v6(data, ip_ofs, proto, l4_len):
     """Unfolded IPv6 pseudo-header sum: source, destination (as in the fixed header, as
     OVS does, even with a routing header), upper-layer length, next header."""
     return ones_sum(data, ip_ofs + 8, 32) + proto + (l4_len >> 16) + (l4_len & 0xFFFF)
+
+
+@njit(forceinline=True)
+def recalc16(csum, old, new):
+    """OVS recalc_csum16 (RFC 1624): the checksum after a 16-bit field changed from old to
+    new; a checksum that was wrong stays as wrong."""
+    s = ((~csum) & 0xFFFF) + ((~old) & 0xFFFF) + (new & 0xFFFF)
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+@njit(forceinline=True)
+def recalc32(csum, old, new):
+    """OVS recalc_csum32: both halves, the first two bytes on the wire first."""
+    csum = recalc16(csum, (old >> 16) & 0xFFFF, (new >> 16) & 0xFFFF)
+    return recalc16(csum, old & 0xFFFF, new & 0xFFFF)
 
 
 @njit(forceinline=True)
