@@ -40,6 +40,9 @@ H3_NEXT, H3_SNAPLEN, H3_LEN, H3_STATUS, H3_MAC = 0, 12, 16, 20, 24
 H3_VLAN_TCI, H3_VLAN_TPID = 32, 36
 # tpacket2_hdr
 H2_STATUS, H2_LEN, H2_SNAPLEN, H2_MAC, H2_VLAN_TCI, H2_VLAN_TPID = 0, 4, 8, 12, 24, 26
+# the fields _copy_frame reads, per ring version: status, snaplen, mac, VLAN TCI, VLAN TPID
+_V3_HDR = (H3_STATUS, H3_SNAPLEN, H3_MAC, H3_VLAN_TCI, H3_VLAN_TPID)
+_V2_HDR = (H2_STATUS, H2_SNAPLEN, H2_MAC, H2_VLAN_TCI, H2_VLAN_TPID)
 # a TPACKET_V2 ring's geometry (``ring_geometry``): slot size, slots per block, block size,
 # slots
 G2_FRAME, G2_PER_BLOCK, G2_BLOCK, G2_SLOTS = range(4)
@@ -114,7 +117,7 @@ def rx_drain(ring, geometry, state, batch, port_no):
             break
         at = base + _u32(ring, base + BD_FIRST)
         for _k in range(n):
-            _copy_frame(ring, at, batch, state)
+            _copy_frame(ring, at, _V3_HDR, batch, state)
             in_ports[count[0] - 1] = port_no
             at += _u32(ring, at + H3_NEXT)
         added += n
@@ -124,13 +127,14 @@ def rx_drain(ring, geometry, state, batch, port_no):
 
 
 @njit(forceinline=True)
-def _copy_frame(ring, at, batch, state):
-    """The ring's frame whose header is at ``at`` to the end of the batch."""
-    status = _u32(ring, at + H3_STATUS)
-    tpid = _u16(ring, at + H3_VLAN_TPID) if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
-    tci = _u16(ring, at + H3_VLAN_TCI) if status & TP_STATUS_VLAN_VALID else -1
-    mac = at + _u16(ring, at + H3_MAC)
-    _take_frame(ring, mac, _u32(ring, at + H3_SNAPLEN), (tpid, tci), batch, state)
+def _copy_frame(ring, at, hdr, batch, state):
+    """The ring's frame whose header is at ``at`` to the end of the batch; ``hdr`` = the
+    header's (status, snaplen, mac, vlan tci, vlan tpid) offsets (H3_* or H2_*)."""
+    status = _u32(ring, at + hdr[0])
+    tpid = _u16(ring, at + hdr[4]) if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
+    tci = _u16(ring, at + hdr[3]) if status & TP_STATUS_VLAN_VALID else -1
+    mac = at + _u16(ring, at + hdr[2])
+    _take_frame(ring, mac, _u32(ring, at + hdr[1]), (tpid, tci), batch, state)
 
 
 @njit(forceinline=True)
@@ -263,10 +267,7 @@ def ring_take(ring, geometry, state, batch, port_no, slots, queued):
         elif _u32(ring, at + H2_SNAPLEN) < _u32(ring, at + H2_LEN):
             state[RS_TRUNCATED] += 1
         else:
-            tpid = _u16(ring, at + H2_VLAN_TPID) if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
-            tci = _u16(ring, at + H2_VLAN_TCI) if status & TP_STATUS_VLAN_VALID else -1
-            mac = at + _u16(ring, at + H2_MAC)
-            _take_frame(ring, mac, _u32(ring, at + H2_SNAPLEN), (tpid, tci), batch, state)
+            _copy_frame(ring, at, _V2_HDR, batch, state)
             in_ports[count[0] - 1] = port_no
             added += 1
         _put32(ring, at + H2_STATUS, TP_STATUS_KERNEL)
