@@ -121,12 +121,9 @@ def test_parallel_downloads_are_all_intact(topo, tmp_path):
 
     blob = os.urandom(2_000_000)
     (tmp_path / "f.bin").write_bytes(blob)
-    srv = topo.popen("outside", sys.executable, "-m", "http.server", "8000", "--bind",
-                     OUTSIDE_IP, "--directory", str(tmp_path), stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL)  # fmt: skip
+    srv = topo.serve_http("outside", OUTSIDE_IP, 8000, tmp_path)
     dp = Datapath(topo, FIREWALL)
     try:
-        time.sleep(1.0)
         curls = [topo.popen("inside", "curl", "-s", "-m", "30", "-o", str(tmp_path / f"g{i}"),
                             f"http://{OUTSIDE_IP}:8000/f.bin") for i in range(8)]  # fmt: skip
         for c in curls:

@@ -64,23 +64,10 @@ def served(topo, tmp_path):
     """An HTTP server in the outside namespace serving a 5 MB random file."""
     blob = os.urandom(5_000_000)
     (tmp_path / "big.bin").write_bytes(blob)
-    srv = topo.popen("outside", sys.executable, "-m", "http.server", "8000", "--bind",
-                     OUTSIDE_IP, "--directory", str(tmp_path), stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL)  # fmt: skip
-    _wait_listening(topo, "outside", 8000)
+    srv = topo.serve_http("outside", OUTSIDE_IP, 8000, tmp_path)
     yield hashlib.sha256(blob).hexdigest()
     srv.kill()
     srv.wait(timeout=10)
-
-
-def _wait_listening(topo, side, port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = topo.run(side, "ss", "-ltn").stdout
-        if f":{port} " in out:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {side}:{port}")
 
 
 def _curl_sha(topo, tmp_path, side="inside", host=OUTSIDE_IP, port=8000, timeout=20):
@@ -105,10 +92,8 @@ def test_a_5mb_download_crosses_byte_identical_and_inbound_is_refused(topo, serv
         assert "dport=8000),reply=(src=10.77.0.2,dst=10.77.0.1,sport=8000," in conns
         assert ",zone=5,protoinfo=(state=" in conns
         # a server inside, a client outside: the firewall lets no connection start outside
-        inner = topo.popen("inside", sys.executable, "-m", "http.server", "8001", "--bind",
-                           INSIDE_IP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        inner = topo.serve_http("inside", INSIDE_IP, 8001)
         try:
-            _wait_listening(topo, "inside", 8001)
             refused = topo.run("outside", "curl", "-s", "-m", "3", "-o", "/dev/null",
                                f"http://{INSIDE_IP}:8001/")  # fmt: skip
             assert refused.returncode != 0
@@ -163,7 +148,7 @@ def test_rule_changes_while_a_connection_is_open(topo, mode):
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     dp = Datapath(topo, FIREWALL, mode)
     try:
-        _wait_listening(topo, "outside", 7000)
+        topo.wait_listening("outside", 7000)
         client = _echo_client(topo, 30, 0.1)
         time.sleep(0.8)
         dp.ctl("replace-flows", dp.write_rules("same.flows", FIREWALL))
@@ -243,7 +228,7 @@ def test_no_established_connection_is_lost_across_rule_changes(topo, tmp_path, m
     dp = Datapath(topo, FIREWALL, mode)
     flags = [str(tmp_path / "go1"), str(tmp_path / "go2")]
     try:
-        _wait_listening(topo, "outside", 7100)
+        topo.wait_listening("outside", 7100)
         clients = topo.popen("inside", sys.executable, "-c", MANY_CLIENTS, OUTSIDE_IP, "7100",
                              str(n), *flags, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
@@ -274,7 +259,7 @@ def test_flush_conntrack_mid_connection_as_ovs_does(topo):
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     dp = Datapath(topo, FIREWALL)
     try:
-        _wait_listening(topo, "outside", 7000)
+        topo.wait_listening("outside", 7000)
         client = _echo_client(topo, 40, 0.1, timeout=5)
         time.sleep(0.8)
         assert "tcp,orig=" in dp.ctl("dump-conntrack").stdout

@@ -4,9 +4,6 @@ brute-force reading of them (the real OVS: tests/support/oracle/scenarios_conj.p
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,8 +13,7 @@ from ctaccel.errors import RuleError
 from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.ofproto.rules import parse_flows, parse_rule
 from ctaccel.packet import key as K
-
-OFCTL = shutil.which("ovs-ofctl")
+from support.ofctl import parse_flow
 
 PRINTED = [
     ("conj_id=1234,ip,actions=output:1", "conj_id=1234,ip", "output:1"),
@@ -62,15 +58,11 @@ def test_rejected_as_ovs_ofctl_rejects(line, reason):
 
 @pytest.mark.oracle
 def test_ovs_ofctl_prints_and_rejects_the_same():
-    if OFCTL is None:
-        pytest.skip("ovs-ofctl is not installed: cannot compare with the real OVS")
     for line, match, actions in PRINTED:
-        out = subprocess.run([OFCTL, "parse-flow", line], capture_output=True, text=True,
-                             timeout=30, check=True).stdout  # fmt: skip
+        out = parse_flow(line, check=True).stdout
         assert f"ADD {match} actions={actions}" in out.replace("ADD  ", "ADD "), (line, out)
     for line, reason in REJECTED:
-        done = subprocess.run([OFCTL, "parse-flow", line], capture_output=True, text=True,
-                              timeout=30)  # fmt: skip
+        done = parse_flow(line)
         assert done.returncode != 0 and reason in done.stderr, (line, done.stderr)
 
 

@@ -13,6 +13,7 @@ from ctaccel.ofproto import actions as A
 from ctaccel.ofproto.actions import format_actions
 from ctaccel.ofproto.rules import load_flows, parse_flows, parse_rule
 from ctaccel.packet import key as K
+from support.ofctl import parse_flow
 
 # Lines accepted by both ovs-ofctl and us; each exercises a field or action form.
 CANONICAL_LINES = [
@@ -349,9 +350,7 @@ OFCTL_ACCEPTS = {
 @pytest.mark.oracle
 @pytest.mark.parametrize(("line", "reason"), REJECTIONS)
 def test_ovs_ofctl_agrees_on_rejections(line, reason):
-    if OFCTL is None:
-        pytest.skip("ovs-ofctl is not installed: cannot compare with the real OVS")
-    proc = subprocess.run([OFCTL, "parse-flow", line], capture_output=True, text=True, timeout=30)
+    proc = parse_flow(line)
     rejected = proc.returncode != 0 or "decode error" in proc.stdout
     assert rejected == (line not in OFCTL_ACCEPTS), (line, proc.stdout, proc.stderr)
 
@@ -395,11 +394,8 @@ def test_shared_storage_and_neighbor_discovery_matches(line, printed):
 
 @pytest.mark.oracle
 def test_shared_storage_matches_print_as_ovs_ofctl_prints_them():
-    if OFCTL is None:
-        pytest.skip("ovs-ofctl is not installed: cannot compare with the real OVS")
     for line, printed in STORAGE_MATCHES:
-        proc = subprocess.run([OFCTL, "parse-flow", line + ",actions=drop"], capture_output=True,
-                              text=True, timeout=30, check=True)  # fmt: skip
+        proc = parse_flow(line + ",actions=drop", check=True)
         assert f"ADD {printed} actions=drop" in proc.stdout, (line, proc.stdout)
 
 

@@ -79,6 +79,26 @@ class Topology:
         self._procs.append(proc)
         return proc
 
+    def wait_listening(self, side: str, port: int, timeout: float = 10.0) -> None:
+        """Return once a TCP socket listens on ``port`` in ``side`` (AssertionError after
+        ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if f":{port} " in self.run(side, "ss", "-ltn").stdout:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"nothing listens on {side}:{port}")
+
+    def serve_http(self, side: str, ip: str, port: int, directory=None) -> subprocess.Popen:
+        """``python3 -m http.server`` in ``side`` on ip:port (serving ``directory``, or the
+        current one), listening when this returns; close() stops it if nobody did."""
+        args = [sys.executable, "-m", "http.server", str(port), "--bind", ip]
+        if directory is not None:
+            args += ["--directory", str(directory)]
+        srv = self.popen(side, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_listening(side, port)
+        return srv
+
     def close(self) -> None:
         for proc in getattr(self, "_procs", ()):
             if proc.poll() is None:

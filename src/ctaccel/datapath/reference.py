@@ -35,7 +35,6 @@ from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.ofproto import actions as A
 from ctaccel.ofproto.classifier import MAX_RESUBMIT_DEPTH, FlowTables, lookup_key
 from ctaccel.ofproto.rules import carried_counters
-from ctaccel.ofproto.xlate import SKIP_REST
 from ctaccel.packet import key as K
 from ctaccel.packet.parse import parse_frame
 from ctaccel.packet.rewrite import set_eth, set_ip_tos_ttl
@@ -213,7 +212,7 @@ class ReferenceEngine:
             if self.tracer:
                 self.tracer.on_action(group, act, resubmit_depth)
             r = self._dispatch[type(act)](group, act, resubmit_depth)
-            if r is SKIP_REST:
+            if r is A.SKIP_REST:
                 return None
             if r is not None:
                 goto = r
@@ -279,7 +278,7 @@ class ReferenceEngine:
         if int(group.key[K.DL_TYPE]) not in (K.ETH_TYPE_IP, K.ETH_TYPE_IPV6):
             return None
         if int(group.key[K.NW_TTL]) <= 1:
-            return SKIP_REST
+            return A.SKIP_REST
         group.key[K.NW_TTL] -= 1
         group.frames = [_ip_rewritten(f, group.key, ttl_down=True) for f in group.frames]
         return None

@@ -307,6 +307,11 @@ class DecTtl:
         return f"dec_ttl({','.join(str(i) for i in self.ids)})" if self.ids else "dec_ttl"
 
 
+# What an interpreter's action handler (xlate's, the reference engine's) answers to skip
+# the rest of the rule's actions (dec_ttl at TTL <= 1)
+SKIP_REST = object()
+
+
 @dataclass
 class Conjunction:
     """``conjunction(id,k/n)``: this rule is dimension ``k`` of ``n`` of the conjunctive flow

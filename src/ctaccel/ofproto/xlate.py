@@ -81,10 +81,6 @@ def _column_words(col: int, ncols: int, whole: int):
     return [(col + i, (whole >> (32 * (ncols - 1 - i))) & _COLUMN_MASK) for i in range(ncols)]
 
 
-# an action handler's answer: skip the rest of this rule's actions (dec_ttl at TTL <= 1)
-SKIP_REST = object()
-
-
 class _Translator:
     """The state of one translation: the evolving key, the wildcards, the ops so far."""
 
@@ -162,7 +158,7 @@ class _Translator:
             if handler is None:
                 raise CtaccelError(f"xlate: unsupported action {act!r}")
             target = handler(act, table_id, resubmit_depth)
-            if target is SKIP_REST:
+            if target is A.SKIP_REST:
                 return None
             if target is not None:
                 goto = target
@@ -253,7 +249,7 @@ class _Translator:
             self.key[K.NW_TTL] -= 1
             self.emit(P.OP_DEC_TTL)
             return None
-        return SKIP_REST  # OVS: "packet's TTL is invalid", the rule's other actions skipped
+        return A.SKIP_REST  # OVS: "packet's TTL is invalid", the rule's other actions skipped
 
     def _move(self, act, _table, _depth):
         value = self.read_field(act.src)
