@@ -387,7 +387,7 @@ def _own_frame(frame, flen, vm, frames_w):
     return d
 
 
-@njit
+@njit(forceinline=True)
 def _op_rewrite(op, a0, a1, frame, flen, vm, frames_w, cur_key):
     """OP_SET_ETH (a0: destination?, a1: MAC), OP_SET_TOS (a0: DSCP), OP_DEC_TTL: the key's
     column and the packet's rewritten frame (packet/rewrite.py)."""
