@@ -20,7 +20,7 @@ def ovs_oracle(tmp_path_factory):
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}, and CI=true: install openvswitch-switch", pytrace=False)
         pytest.skip(reason)
-    oracle = OvsOracle(tmp_path_factory.mktemp("ovs"), n_ports=3)
+    oracle = OvsOracle(tmp_path_factory.mktemp("ovs"), n_ports=4)
     oracle.start()
     yield oracle
     oracle.stop()

@@ -20,6 +20,14 @@ from ctaccel.progress import shows_compiles
 IN_HELP = "PORT=PCAP: packets of this capture enter on OpenFlow port PORT (repeatable)."
 
 
+BRIDGE_HELP = (
+    "The bridge's ports for the NORMAL action, as ovs-vsctl sets them: "
+    "'1,2,5:tag=12,7:trunks=1-5;9' (tag: access port of that VLAN; trunks: the "
+    "VLANs a trunk carries; bare: a trunk of all). Default: the ports the rules "
+    "name and every port a packet arrives on, as trunks."
+)
+
+
 def _fail(err: Exception) -> None:
     click.echo(f"ctaccel: error: {err}", err=True)
     sys.exit(2)
@@ -83,8 +91,10 @@ def demo(out_dir):
               help="Replace the rules with FILE's when the capture clock is SECONDS past the "
               "first packet (repeatable): a live rule change (ctl replace-flows) replayed.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No summary.")
+@click.option("--bridge", default=None, metavar="PORTS",
+              help=BRIDGE_HELP)  # fmt: skip
 @shows_compiles
-def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet):
+def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet, bridge):
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
     from rich.console import Console
 
@@ -103,6 +113,7 @@ def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet):
             mode=mode,
             packets=packets,
             flows_at=flows_at,
+            bridge=bridge,
         )
     except CtaccelError as e:
         _fail(e)
@@ -159,8 +170,10 @@ def _print_summary(s) -> None:
               default="assume-established", show_default=True,
               help="Datapath that processes the packets (see replay --help).")  # fmt: skip
 @click.option("--zone-limit", "zone_limits", multiple=True, help="ZONE=N or default=N.")
+@click.option("--bridge", default=None, metavar="PORTS",
+              help=BRIDGE_HELP)  # fmt: skip
 @shows_compiles
-def trace(flows, inputs, packet_no, zone_limits, mode):
+def trace(flows, inputs, packet_no, zone_limits, mode, bridge):
     """Show, like ofproto/trace, what the pipeline does with packet N, with the real
     conntrack state built by the packets before it."""
     from ctaccel.replay import parse_inputs
@@ -173,6 +186,7 @@ def trace(flows, inputs, packet_no, zone_limits, mode):
             packet_no,
             zone_limits=_zone_limits(zone_limits),
             mode=mode,
+            bridge=bridge,
         )
     except CtaccelError as e:
         _fail(e)
@@ -185,14 +199,16 @@ def trace(flows, inputs, packet_no, zone_limits, mode):
 @click.option("--mode", type=click.Choice(["assume-established", "recirc", "reference"]),
               default="assume-established", show_default=True,
               help="Datapath that processes the packets (see replay --help).")  # fmt: skip
+@click.option("--bridge", default=None, metavar="PORTS",
+              help=BRIDGE_HELP)  # fmt: skip
 @shows_compiles
-def dump_flows(flows, inputs, mode):
+def dump_flows(flows, inputs, mode, bridge):
     """Print the rules as `ovs-ofctl dump-flows` does (with counters after --in traffic)."""
     from ctaccel.ofproto.dumpflows import format_dump_flows
     from ctaccel.replay import parse_inputs, run_quietly
 
     try:
-        engine = run_quietly(flows, parse_inputs(inputs), mode=mode)
+        engine = run_quietly(flows, parse_inputs(inputs), mode=mode, bridge=bridge)
     except CtaccelError as e:
         _fail(e)
     click.echo(format_dump_flows(engine.tables.all_rules(), engine.rule_counters()), nl=False)
@@ -206,14 +222,20 @@ def dump_flows(flows, inputs, mode):
               default="assume-established", show_default=True,
               help="Datapath that processes the packets (see replay --help).")  # fmt: skip
 @click.option("--zone-limit", "zone_limits", multiple=True, help="ZONE=N or default=N.")
+@click.option("--bridge", default=None, metavar="PORTS",
+              help=BRIDGE_HELP)  # fmt: skip
 @shows_compiles
-def dump_conntrack(flows, inputs, zone, zone_limits, mode):
+def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge):
     """Replay the traffic and print the connection table as `dpctl/dump-conntrack` does."""
     from ctaccel.replay import parse_inputs, run_quietly
 
     try:
         engine = run_quietly(
-            flows, parse_inputs(inputs), zone_limits=_zone_limits(zone_limits), mode=mode
+            flows,
+            parse_inputs(inputs),
+            zone_limits=_zone_limits(zone_limits),
+            mode=mode,
+            bridge=bridge,
         )
     except CtaccelError as e:
         _fail(e)

@@ -158,6 +158,7 @@ class LiveDatapath:
         buf, offsets, lengths, _in_ports, meta, _count = self._batch
         tx, slots = self._tx
         fofs = br.out_fofs if br.out_fofs is not None else self._no_fofs
+        flens = br.out_flen if br.out_flen is not None else self._no_fofs
         fbuf = br.out_fbuf if br.out_fbuf is not None else self._empty
         slow, extra = self._no_slow, self._empty
         if br.slow:
@@ -165,7 +166,7 @@ class LiveDatapath:
         addr = tx[2][3]  # the batch buffer's address is set once
         addr[:, 1] = fbuf.ctypes.data if len(fbuf) else 0
         addr[:, 2] = extra.ctypes.data if len(extra) else 0
-        tx_outputs(br.res, (br.out_ports, fofs), tuple(slow),
+        tx_outputs(br.res, (br.out_ports, fofs, flens), tuple(slow),
                    ((buf, fbuf, extra), offsets, lengths), meta, tx)  # fmt: skip
         counts = tx[3]
         for slot, p in enumerate(slots):
@@ -200,13 +201,13 @@ class LiveDatapath:
 @njit
 def tx_outputs(res, outs, slow, frames, meta, tx):
     """Every output of the batch's packets into its port's sendmmsg messages, in packet
-    order: ``outs`` = (out_ports, out_fofs: empty when nothing was rewritten); ``slow`` =
+    order: ``outs`` = (out_ports, out_fofs, out_flen: empty when nothing was rewritten); ``slow`` =
     BatchResult.slow_outputs' arrays (first, count, port, offset, length; all empty when the
     reference engine processed no packet), whose frames are the third buffer; ``frames`` =
     (the three buffers, offsets, lengths); ``tx`` = (portmap: port + 1 -> slot or -1, the
     ports' MTUs, the messages (afpacket.put_message's ``out``), messages per slot, per-slot
     counters (afpacket TS_*), [frames to the controller, frames to no port])."""
-    out_ports, out_fofs = outs
+    out_ports, out_fofs, out_flen = outs
     s_first, s_count, s_port, s_off, s_len = slow
     bufs, offsets, lengths = frames
     portmap, mtu, out, counts, state, misc = tx
@@ -223,7 +224,7 @@ def tx_outputs(res, outs, slow, frames, meta, tx):
                 idx = res[i, L.R_OUT_START] + k
                 p, which, off, length = out_ports[idx], 0, offsets[i], lengths[i]
                 if res[i, L.R_REWRITTEN] != 0 and rewritable and out_fofs[idx] >= 0:
-                    which, off = 1, out_fofs[idx]
+                    which, off, length = 1, out_fofs[idx], out_flen[idx]
             slot = portmap[p + 1] if 0 <= p + 1 < portmap.shape[0] else -1
             if slot < 0:
                 misc[0 if p == CONTROLLER_PORT else 1] += 1
@@ -267,5 +268,5 @@ def warm_up_live() -> None:
         np.zeros((1, R.TS_WIDTH), np.int64),
         np.zeros(2, np.int64),
     )
-    tx_outputs(np.zeros((0, L.RES_WIDTH), np.int64), (z, z), (z, z, z, z, z), ((u, u, u), z, z),
+    tx_outputs(np.zeros((0, L.RES_WIDTH), np.int64), (z, z, z), (z, z, z, z, z), ((u, u, u), z, z),
                np.zeros((0, R.M_WIDTH), np.int64), tx)  # fmt: skip

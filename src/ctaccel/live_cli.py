@@ -38,6 +38,18 @@ def _ports(specs) -> list[tuple[int, str]]:
     return out
 
 
+def _bridge(spec: str | None, port_list) -> str:
+    """The --bridge list, checked against the --port numbers (each listed port must exist;
+    a port not listed is a trunk of every VLAN)."""
+    from ctaccel.ofproto.bridge import parse_ports
+
+    given = {p.number: p.format() for p in parse_ports(spec or "")}
+    unknown = sorted(set(given) - {no for no, _if in port_list})
+    if unknown:
+        raise CtaccelError(f"--bridge: port {unknown[0]} is not one of the --port numbers")
+    return ",".join(given.get(no, str(no)) for no, _if in sorted(port_list))
+
+
 @click.command()
 @click.option("--flows", required=True, help="Rule file in ovs-ofctl add-flows syntax.")
 @click.option("--port", "ports", multiple=True, required=True, help=PORT_HELP)
@@ -54,8 +66,12 @@ def _ports(specs) -> list[tuple[int, str]]:
               help="Receive through a TPACKET_V2 ring (each frame handed over as it arrives), a "
               "TPACKET_V3 ring (blocks handed over when full or after 1 ms: fewer wake-ups, "
               "more latency) or recvmmsg.")  # fmt: skip
+@click.option("--bridge", default=None, metavar="PORTS",
+              help="VLAN modes of the ports for the NORMAL action, as ovs-vsctl sets them: "
+              "'1,2:tag=12' (tag: access port; trunks=1-5;9: a trunk of those VLANs). "
+              "Default: every --port a trunk of all VLANs.")  # fmt: skip
 @shows_compiles
-def run(flows, ports, mode, ctl_path, busy_poll, rx):
+def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge):
     """Forward between live interfaces through the rules until stopped."""
     from ctaccel.control import ControlServer
     from ctaccel.datapath.warmup import warm_up
@@ -67,7 +83,8 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx):
     try:  # every check a user can fail comes before the compile (warm_up)
         port_list = _ports(ports)
         check_ports([ifname for _no, ifname in port_list])
-        engine = make_engine(flows, mode)
+        # NORMAL switches between the datapath's ports (by default trunks of every VLAN)
+        engine = make_engine(flows, mode, bridge=_bridge(bridge, port_list))
         control = ControlServer(ctl_path)
         try:
             dp = LiveDatapath(engine, port_list, control, busy_poll,

@@ -28,6 +28,7 @@ from ctaccel.conntrack import Conntrack
 from ctaccel.datapath.reference import CONTROLLER, ReferenceEngine
 from ctaccel.errors import InputError
 from ctaccel.io.pcap import CaptureStream, PcapWriter, read_capture
+from ctaccel.ofproto.bridge import Bridge
 from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.ofproto.dumpflows import format_dump_flows
 from ctaccel.ofproto.rules import load_flows
@@ -137,11 +138,11 @@ def _reference_results(engine, packets, changes=()):
 
 
 def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None,
-                mode="assume-established"):  # fmt: skip
+                mode="assume-established", bridge=None):  # fmt: skip
     """Process the inputs and keep only the engine's final state (dump commands, trace).
     With ``stop_before=N``, packets 1..N-1 are processed and packet N is left in
     ``engine.next_packet`` as (n, in_port, frame, now_ms)."""
-    engine = make_engine(flows_path, mode, zone_limits)
+    engine = make_engine(flows_path, mode, zone_limits, bridge=bridge)
     engine.last_now_ms = 0
     engine.next_packet = None
     if mode != "reference":
@@ -172,19 +173,23 @@ def load_tables(flows_path) -> FlowTables:
     return FlowTables(load_flows(str(flows_path)))
 
 
-def make_engine(flows_path, mode, zone_limits=None, tables: FlowTables | None = None):
+def make_engine(flows_path, mode, zone_limits=None, tables: FlowTables | None = None,
+                bridge: str | None = None):  # fmt: skip
     """The engine for ``mode``: the reference engine or the compiled one, over ``tables``
-    (loaded from ``flows_path`` when None)."""
+    (loaded from ``flows_path`` when None). ``bridge``: NORMAL's ports (``--bridge``,
+    ofproto/bridge.py parse_ports); None: the ports the rules name and packets arrive on."""
     if mode not in MODES:
         raise InputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    switch = Bridge.parse(bridge) if bridge else None
     if tables is None:
         tables = load_tables(flows_path)
     conntrack = build_conntrack(zone_limits)
     if mode == "reference":
-        return ReferenceEngine(tables, conntrack)
+        return ReferenceEngine(tables, conntrack, bridge=switch)
     from ctaccel.datapath.engine import DatapathEngine
 
-    return DatapathEngine(tables, mode=mode, conntrack=conntrack, batch_size=REPLAY_BATCH)
+    return DatapathEngine(tables, mode=mode, conntrack=conntrack, batch_size=REPLAY_BATCH,
+                          bridge=switch)  # fmt: skip
 
 
 def parse_flows_at(specs) -> list[tuple[int, FlowTables]]:
@@ -204,7 +209,8 @@ def parse_flows_at(specs) -> list[tuple[int, FlowTables]]:
 
 
 def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None,
-           mode="assume-established", packets="jsonl", flows_at=()) -> ReplaySummary:  # fmt: skip
+           mode="assume-established", packets="jsonl", flows_at=(),
+           bridge=None) -> ReplaySummary:  # fmt: skip
     """Run the replay; see the module docstring. Raises InputError/RuleError before writing.
     ``packets``: "jsonl" writes packets.jsonl, "parquet" packets.parquet (the compiled modes),
     "none" no per-packet results. ``flows_at``: SECONDS=FILE rule changes (the file's rules
@@ -214,7 +220,7 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
         raise InputError(f"--packets {packets!r}: expected one of {', '.join(PACKET_FORMATS)}")
     if packets == "parquet" and mode == "reference":
         raise InputError("--packets parquet: the reference mode writes jsonl (or none)")
-    engine = make_engine(flows_path, mode, zone_limits)
+    engine = make_engine(flows_path, mode, zone_limits, bridge=bridge)
     if mode == "reference":
         captures, ports = load_inputs(inputs)
         total = sum(len(c.ts_ns) for c in captures)

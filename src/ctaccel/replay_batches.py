@@ -175,8 +175,9 @@ class BatchWriter:
         m = len(br.out_ports) + len(slow[0])
         self._make_room(nb, m)
         fofs = br.out_fofs if br.out_fofs is not None else self._no_fofs
+        flens = br.out_flen if br.out_flen is not None else self._no_fofs
         fbuf = br.out_fbuf if br.out_fbuf is not None else self._no_bytes
-        args = ((buf, offsets, lengths, fbuf, extra), (res, br.out_ports, fofs), slow, pk)
+        args = ((buf, offsets, lengths, fbuf, extra), (res, br.out_ports, fofs, flens), slow, pk)
         self._opts[:] = (first_n, self.jsonl is not None, PCAP_SNAPLEN, 0)
         text = (self.vocab.arrays(), self._opts)
         while E.emit_batch(*args, text, tuple(self.sink)) == E.NEED_ROOM:

@@ -73,7 +73,7 @@ def new_sink(pcap_bytes: int = 1 << 20, json_bytes: int = 1 << 20, tokens: int =
 def emit_batch(frames, results, slow, pk, text, sink):
     """Write one batch's outputs (see the module docstring). ``frames`` = (buf, offsets,
     lengths, rewritten frames, the reference engine's frames); ``results`` = (res, out_ports,
-    out_fofs: empty when no frame was rewritten); ``slow`` = (port, offset, length) of the
+    out_fofs and out_flen: empty when no frame was rewritten); ``slow`` = (port, offset, length) of the
     reference engine's outputs; ``pk`` the PK_* table; ``text`` = ((token table, tail cache) as
     io/records.json_line takes them, (first packet number, write lines 0/1, snaplen,
     nanosecond 0/1));
@@ -82,7 +82,7 @@ def emit_batch(frames, results, slow, pk, text, sink):
     first_n, want_json, snaplen, nanosecond = opts[0], opts[1], opts[2], opts[3]
     portmap, slots, pcap_out, json_out, flat, tally, token_tally = sink
     buf, offsets, lengths, fbuf, extra = frames
-    res, out_ports, out_fofs = results
+    res, out_ports, out_fofs, out_flen = results
     s_port, s_off, s_len = slow
     rewritable = out_fofs.shape[0] > 0
     n = pk.shape[0]
@@ -100,7 +100,10 @@ def emit_batch(frames, results, slow, pk, text, sink):
             if from_slow:
                 port, length = s_port[pk[i, PK_SLOW_START] + k], s_len[pk[i, PK_SLOW_START] + k]
             else:
-                port, length = out_ports[res[i, L.R_OUT_START] + k], lengths[i]
+                idx = res[i, L.R_OUT_START] + k
+                port, length = out_ports[idx], lengths[i]
+                if res[i, L.R_REWRITTEN] != 0 and rewritable and out_fofs[idx] >= 0:
+                    length = out_flen[idx]
             flat[m] = port
             m += 1
             s = portmap[port + 1]
@@ -137,8 +140,8 @@ def emit_batch(frames, results, slow, pk, text, sink):
             else:
                 idx = res[i, L.R_OUT_START] + k
                 if res[i, L.R_REWRITTEN] != 0 and rewritable and out_fofs[idx] >= 0:
-                    at = pcap_record(pcap_out, at, ts, fbuf, out_fofs[idx], lengths[i], snaplen,
-                                     nanosecond)  # fmt: skip
+                    at = pcap_record(pcap_out, at, ts, fbuf, out_fofs[idx], out_flen[idx],
+                                     snaplen, nanosecond)  # fmt: skip
                 else:
                     at = pcap_record(pcap_out, at, ts, buf, offsets[i], lengths[i], snaplen,
                                      nanosecond)  # fmt: skip

@@ -286,7 +286,7 @@ REJECTIONS = [
         "ct action doesn't support nested modification of reg0",
     ),
     ("ip,actions=frobnicate", "unknown action frobnicate"),
-    ("ip,actions=strip_vlan", "unsupported action strip_vlan"),
+    ("ip,actions=mod_nw_src:1.2.3.4", "unsupported action mod_nw_src"),
     ("ip,foo=1,actions=drop", "unknown keyword foo"),
     ("ip,ct_state=+foo,actions=drop", "foo: unknown ct_state flag(s)"),
     (
@@ -329,7 +329,7 @@ def test_rejections(line, reason):
 
 
 # Our rejections that ovs-ofctl does NOT make: it silently drops a field whose prerequisite is
-# missing (OpenFlow 1.0 normalisation), and it implements strip_vlan. Documented deviations.
+# missing (OpenFlow 1.0 normalisation), and it implements mod_nw_src. Documented deviations.
 OFCTL_ACCEPTS = {
     "tp_src=80,actions=drop",
     "ip,tp_src=80,actions=drop",
@@ -343,7 +343,7 @@ OFCTL_ACCEPTS = {
     "icmp6,icmp_type=135,icmp_code=1,nd_target=fe80::1,actions=drop",
     "udp,tcp_flags=+syn,actions=drop",
     "ct_state=+est,ip,ct_tp_src=80,actions=drop",
-    "ip,actions=strip_vlan",
+    "ip,actions=mod_nw_src:1.2.3.4",
 }
 
 

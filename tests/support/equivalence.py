@@ -60,12 +60,20 @@ def conntrack_for_tests():
     return Conntrack(timeouts_ms=TEST_TIMEOUTS_MS)
 
 
-def run_reference(rules_text: str, packets, plan: Plan) -> Run:
-    """The reference engine, one packet at a time (the semantics)."""
+def _bridge(spec: str | None):
+    from ctaccel.ofproto.bridge import Bridge
+
+    return Bridge.parse(spec) if spec else None
+
+
+def run_reference(rules_text: str, packets, plan: Plan, bridge: str | None = None) -> Run:
+    """The reference engine, one packet at a time (the semantics). ``bridge``: NORMAL's
+    ports (``--bridge`` syntax; None: the engine's default)."""
     from ctaccel.datapath.reference import ReferenceEngine
     from ctaccel.ofproto.rules import parse_flows
 
-    ref = ReferenceEngine(parse_flows(rules_text, "rules"), conntrack_for_tests())
+    ref = ReferenceEngine(parse_flows(rules_text, "rules"), conntrack_for_tests(),
+                          bridge=_bridge(bridge))  # fmt: skip
     results, before = [], None
     for i, (port, frame, now) in enumerate(packets):
         if i == plan.replace_at:
@@ -80,14 +88,15 @@ def run_reference(rules_text: str, packets, plan: Plan) -> Run:
 
 
 def run_engine(engine_class, mode: str, rules_text: str, packets, plan: Plan,
-               keep_engine: bool = False) -> Run:  # fmt: skip
+               keep_engine: bool = False, bridge: str | None = None) -> Run:  # fmt: skip
     """A batch engine (``DatapathEngine``'s interface) over the same packets, in the plan's
     batches, with the plan's replacement and flush between two batches. The engine is kept
     in the result only on request (its tables are large; failing examples are retained)."""
     from ctaccel.ofproto.rules import parse_flows
 
+    kwargs = {"bridge": _bridge(bridge)} if bridge else {}
     eng = engine_class(parse_flows(rules_text, "rules"), mode=mode,
-                       conntrack=conntrack_for_tests())  # fmt: skip
+                       conntrack=conntrack_for_tests(), **kwargs)  # fmt: skip
     results, before, pos = [], None, 0
     for size in plan.sizes:
         if pos == plan.replace_at:
@@ -174,11 +183,11 @@ class ReferenceBatchEngine:
     """The reference engine behind ``DatapathEngine``'s batch interface: lets the harness be
     checked on its own (``CTACCEL_EQUIV_ENGINE=reference``)."""
 
-    def __init__(self, rules, mode="recirc", conntrack=None, batch_size=256):
+    def __init__(self, rules, mode="recirc", conntrack=None, batch_size=256, bridge=None):
         from ctaccel.datapath.reference import ReferenceEngine
 
         self.mode = mode
-        self._ref = ReferenceEngine(rules, conntrack)
+        self._ref = ReferenceEngine(rules, conntrack, bridge=bridge)
         self.conntrack = self._ref.conntrack
 
     def process_batch(self, frames, in_ports, now_ms):

@@ -122,7 +122,7 @@ class Datapath:
     START_TIMEOUT_S = 300  # a first run compiles the kernels
 
     def __init__(self, topo: Topology, rules: str, mode: str = "assume-established",
-                 rx: str = "ring"):  # fmt: skip
+                 rx: str = "ring", bridge: str | None = None):  # fmt: skip
         self.dir = tempfile.mkdtemp(prefix="ctaccel-live-")
         self.flows = os.path.join(self.dir, "rules.flows")
         with open(self.flows, "w") as f:
@@ -133,6 +133,8 @@ class Datapath:
                 mode, "--ctl", self.ctl_path, "--rx", rx]  # fmt: skip
         for no, link in topo.ports:
             args += ["--port", f"{no}={link}"]
+        if bridge:
+            args += ["--bridge", bridge]
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.START_TIMEOUT_S

@@ -38,6 +38,7 @@ from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, ExactTable
 from ctaccel.datapath.kernel import run_batch
 from ctaccel.datapath.megaflow import MF_RECIRC, MF_WIDTH, MegaflowCache
 from ctaccel.datapath.reference import CONTROLLER, PacketResult, ReferenceEngine
+from ctaccel.ofproto.bridge import Bridge
 from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.ofproto.program import (
     CONTROLLER_PORT,
@@ -55,13 +56,14 @@ class BatchResult:
     """Per-packet results of one batch as arrays (see kernel R_* columns), plus the
     reference engine's results for packets it processed."""
 
-    def __init__(self, res, out_ports, slow, out_fofs=None, out_fbuf=None):
+    def __init__(self, res, out_ports, slow, out_fofs=None, out_fbuf=None, out_flen=None):
         self.res = res
         self.out_ports = out_ports
         self.slow = slow  # {packet index: PacketResult}
         # per output: -1 (the received frame) or the offset of its rewritten copy in out_fbuf
         self.out_fofs = out_fofs
         self.out_fbuf = out_fbuf
+        self.out_flen = out_flen  # per output with a rewritten copy: its length
 
     def slow_outputs(self):
         """The outputs of the packets the reference engine processed (``slow``), as the
@@ -125,10 +127,11 @@ class BatchResult:
         ports = self.ports(i)
         if self.out_fofs is None or self.res[i, L.R_REWRITTEN] == 0:
             return [(p, frame) for p in ports]
-        start, n = int(self.res[i, L.R_OUT_START]), len(frame)
-        fofs = [int(f) for f in self.out_fofs[start : start + len(ports)]]
-        return [(p, frame if f < 0 else self.out_fbuf[f : f + n].tobytes())
-                for p, f in zip(ports, fofs, strict=True)]  # fmt: skip
+        start, n = int(self.res[i, L.R_OUT_START]), len(ports)
+        fofs = self.out_fofs[start : start + n].tolist()
+        flens = self.out_flen[start : start + n].tolist()
+        return [(p, frame if f < 0 else self.out_fbuf[f : f + ln].tobytes())
+                for p, f, ln in zip(ports, fofs, flens, strict=True)]  # fmt: skip
 
     def ct_state(self, i: int):
         if i in self.slow:
@@ -164,7 +167,7 @@ class DatapathEngine:
     def __init__(self, rules, mode: str = "assume-established", conntrack: Conntrack | None = None,
                  ipf: Ipf | None = None, batch_size: int = 256, megaflow_capacity: int = 4096,
                  fastpath_capacity: int = FASTPATH_CAPACITY,
-                 max_fast_path: int = 1 << 22):  # fmt: skip
+                 max_fast_path: int = 1 << 22, bridge: Bridge | None = None):  # fmt: skip
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -195,11 +198,13 @@ class DatapathEngine:
         self._saved = np.zeros((L.MAX_STEPS, self.conntrack.conns.shape[1]), np.int64)
         self._out_ports = np.zeros(max(4096, self.batch_size * 8), np.int64)
         self._out_fofs = np.zeros(len(self._out_ports), np.int64)
+        self._out_flen = np.zeros(len(self._out_ports), np.int64)
         self._out_fbuf = np.zeros(1 << 20, np.uint8)
         self._out_n = np.zeros(2, np.int64)  # outputs and out_fbuf bytes used by the batch
         # the kernel parses each packet just ahead of use into a small ring (L.RING rows)
         self._keys = np.zeros((L.RING, K.KEY_WIDTH), np.int64)
         self._emk = np.zeros((L.RING, L.EMK_WIDTH), np.int64)
+        self.bridge = bridge  # NORMAL's ports and MAC table (None: from the first rules)
         self._install_rules(rules)
 
     # ------------------------------------------------------------------ rules and caches
@@ -212,8 +217,11 @@ class DatapathEngine:
         for rule in self.rules:
             if any(col == K.TCP_FLAGS and mask for col, _v, mask in rule.match):
                 self._em_flags_mask = 0xFFF
+        if self.bridge is None:
+            self.bridge = Bridge.from_rules(self.rules)
+        self._bridge_version = self.bridge.version
         self.reference = ReferenceEngine(self.tables, self.conntrack, self.ipf,
-                                         rule_stats=self.rule_stats)  # fmt: skip
+                                         rule_stats=self.rule_stats, bridge=self.bridge)  # fmt: skip
         self.megaflow = MegaflowCache(self._megaflow_capacity)
         # recirc mode never uses the fast path: give it minimal arrays
         cap = self._fastpath_capacity if self.mode == "assume-established" else 1
@@ -262,6 +270,15 @@ class DatapathEngine:
     def flush_fast_path(self) -> None:
         self.exact.clear()
         self._fp_state[L.FP_COUNT] = 0
+        self._emk[:, L.EMK_EPOCH] = -1  # lookups the kernel made ahead are void too
+
+    def _check_bridge(self) -> None:
+        """NORMAL's MAC table or ports changed (a learned address, a new port): every cached
+        decision may be stale, so every cache goes, as OVS revalidates all its flows."""
+        if self.bridge.version != self._bridge_version:
+            self._bridge_version = self.bridge.version
+            self.megaflow = MegaflowCache(self._megaflow_capacity)
+            self.flush_fast_path()
 
     def rule_counters(self) -> list[tuple[int, int]]:
         """(n_packets, n_bytes) per rule, in ``tables.all_rules()`` order (rule id order)."""
@@ -313,7 +330,10 @@ class DatapathEngine:
         key = self._cur_key.copy()
         recirc_id = int(self._vm[L.VM_RECIRC_ID])
         table = 0 if recirc_id == 0 else table_for_recirc_id(recirc_id)
-        tr = translate(self.tables, key, table)
+        if recirc_id == 0:
+            self.bridge.saw_port(int(key[K.IN_PORT]))
+        tr = translate(self.tables, key, table, self.bridge)
+        self._check_bridge()
         pid = self._program_id(np.asarray(tr.ops, np.int64).reshape(-1, OPW))
         mask = np.zeros(MF_WIDTH, np.int64)
         mask[: K.PARSE_FIRST] = tr.wc[: K.PARSE_FIRST]
@@ -350,6 +370,7 @@ class DatapathEngine:
         if len(self._out_ports) < need:
             self._out_ports = np.zeros(need, np.int64)
             self._out_fofs = np.zeros(need, np.int64)
+            self._out_flen = np.zeros(need, np.int64)
         slow: dict[int, PacketResult] = {}
         start = 0
         vm = self._vm
@@ -379,6 +400,7 @@ class DatapathEngine:
                 off, ln = int(offsets[i]), int(lengths[i])
                 t0 = time.perf_counter()
                 r = self.reference.process(buf[off : off + ln], int(in_ports[i]), int(now_ms[i]))
+                self._check_bridge()
                 self.slow_path_seconds += time.perf_counter() - t0
                 slow[i] = r
                 res[i, L.R_PATH] = L.PATH_SLOW
@@ -391,8 +413,9 @@ class DatapathEngine:
                 if used + L.MAX_OUT_PER_PACKET > len(self._out_ports):
                     self._out_ports = _grown(self._out_ports, used)
                     self._out_fofs = _grown(self._out_fofs, used)
+                    self._out_flen = _grown(self._out_flen, used)
                 # room for the widest frame still to come, so wide frames stop the kernel once
-                flen = int(lengths[i:].max())
+                flen = int(lengths[i:].max()) + 4  # + a pushed VLAN tag
                 if flen > self._frames_w.shape[1]:
                     self._frames_w = np.zeros((self._frames_w.shape[0], flen), np.uint8)
                 fneed = (L.MAX_OUT_PER_PACKET + 1) * flen
@@ -405,7 +428,8 @@ class DatapathEngine:
         # no output carried a rewritten frame (fbytes 0): out_fofs would be all -1, no copies
         fofs = self._out_fofs[:used].copy() if fbytes else None
         fbuf = self._out_fbuf[:fbytes].copy() if fbytes else None
-        return BatchResult(res, self._out_ports[:used].copy(), slow, fofs, fbuf)
+        flens = self._out_flen[:used].copy() if fbytes else None
+        return BatchResult(res, self._out_ports[:used].copy(), slow, fofs, fbuf, flens)
 
     def kernel_bundles(self, batch, res) -> tuple:
         """The batch kernel's seven bundles (datapath/layout.py), as plain tuples, for the
@@ -420,7 +444,7 @@ class DatapathEngine:
             (self._prog_ops, self._prog_start, self._prog_len),
             (*self.exact.tables, self._fp_rows, self._fp_state),
             (res, self._out_ports, self._out_n, self._out_fofs, self._out_fbuf, self.rule_stats,
-             self.kstats),
+             self.kstats, self._out_flen),
             (self._vm, self._keys, self._emk, self._stack_key, self._stack_md, self._stack_frame,
              self._frames_w, self._cur_key, self._cur_md, self._trace_steps, self._trace_rules,
              self._mf_key, self._saved, self._scratch),

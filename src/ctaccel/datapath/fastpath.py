@@ -51,6 +51,7 @@ from ctaccel.datapath.layout import (
     FI_NSTEPS,
     FI_RECIRCS,
     FI_STEPS,
+    FI_VLAN,
     FN_NAT,
     FP_COUNT,
     FP_FULL,
@@ -78,6 +79,7 @@ from ctaccel.datapath.layout import (
     R_RECIRCS,
     R_REWRITTEN,
     RING_MASK,
+    RULE_LEN_BIAS,
     S_GEN,
     S_LABEL,
     S_MARK,
@@ -128,6 +130,7 @@ from ctaccel.packet.key import (
     TP_SRC,
     VLAN_TCI,
 )
+from ctaccel.packet.rewrite import set_vlan
 
 
 @njit(forceinline=True)
@@ -189,13 +192,18 @@ def _translated(row, base0, stride, nbase, nstride, nsteps, key, frame, flen, co
 
 @njit
 def _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf):
-    """The received frame with the entry's translations, written once to ``out_fbuf`` for all
-    outputs; its offset. (A call, not inlined: only NATed entries pay for it.)"""
+    """The received frame with the entry's translations and VLAN tag, written once to
+    ``out_fbuf`` for all outputs; its offset and length. (A call, not inlined: only entries
+    that rewrite pay for it.)"""
     fofs = out_n[1]
     _translated(fp_rows[e], FI_STEPS, S_WIDTH, FN_NAT, N_WIDTH, fp_rows[e, FI_NSTEPS], key, frame,
                 flen, out_fbuf[fofs : fofs + flen])  # fmt: skip
-    out_n[1] = fofs + flen
-    return fofs
+    n = flen
+    vlan = fp_rows[e, FI_VLAN]
+    if vlan != 0:
+        n = set_vlan(out_fbuf[fofs:], flen, key[VLAN_TCI], vlan & 0xFFFF, (vlan >> 16) & 0xFFFF)
+    out_n[1] = fofs + n
+    return fofs, n
 
 
 @njit(forceinline=True)
@@ -290,16 +298,22 @@ def _fast_apply(e, frame, flen, key, now_ms, ct, fp, out, saved, i):
     rules = outs + nout
     for r in range(fp_rows[e, FI_NRULES]):
         rid = fp_rows[e, rules + r]
+        counted = flen
+        if rid >> 32:  # counted at a length a VLAN push or pop changed (vm.py _op_rule)
+            counted += (rid >> 32) - RULE_LEN_BIAS
+            rid &= 0xFFFFFFFF
         rule_stats[rid, 0] += 1
-        rule_stats[rid, 1] += flen
+        rule_stats[rid, 1] += counted
     base = out_n[0]
     for o in range(nout):
         out_ports[base + o] = fp_rows[e, outs + o]
     out_n[0] = base + nout
-    if fp_rows[e, FI_NAT] != 0 and nout > 0:  # every output carries the translated frame
-        fofs = _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf)
+    if (fp_rows[e, FI_NAT] != 0 or fp_rows[e, FI_VLAN] != 0) and nout > 0:
+        # every output carries the translated / retagged frame
+        fofs, n = _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf)
         for o in range(nout):
             out_fofs[base + o] = fofs
+            out.out_flen[base + o] = n
         res[i, R_REWRITTEN] = 1
     res[i, R_NOUT] = nout
     res[i, R_OUT_START] = base

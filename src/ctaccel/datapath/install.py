@@ -19,6 +19,8 @@ every hit checks.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ctaccel.conntrack.layout import C_PROTO
 from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup_hashed
 from ctaccel.datapath.fastpath import _translated
@@ -41,6 +43,8 @@ from ctaccel.datapath.layout import (
     FI_NSTEPS,
     FI_RECIRCS,
     FI_STEPS,
+    FI_VLAN,
+    FI_VLAN_SET,
     FN_NAT,
     FP_CAP,
     FP_COUNT,
@@ -85,9 +89,12 @@ from ctaccel.packet.key import (
     CS_INVALID,
     CS_NEW,
     CS_RELATED,
+    ETH_TYPE_VLAN,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    VLAN_TCI,
 )
+from ctaccel.packet.rewrite import set_vlan
 
 
 @njit(forceinline=True)
@@ -132,18 +139,47 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
 
 
 @njit
-def _outputs_match(frame, flen, key, vm, trace_steps, out_fofs, out_fbuf, wframe):
-    """True when every output of the packet carried the frame its steps' cached translations
-    make of the received frame (the fast path emits that one frame on every port)."""
+def _be16(b, at):
+    return (np.int64(b[at]) << 8) | np.int64(b[at + 1])
+
+
+@njit
+def _outputs_match(frame, flen, key, vm, trace_steps, out, wframe):
+    """Whether every output of the packet carried one frame: the one its steps' cached
+    translations make of the received frame, with its outer VLAN tag as the first output's
+    (the fast path emits that one frame on every port). Returns the entry's FI_VLAN (0: the
+    tag as received), or -1 when they do not all match. ``wframe`` has room for a push."""
+    out_fofs, out_fbuf, out_flen = out.out_fofs, out.out_fbuf, out.out_flen
+    base = vm[VM_OUT_BASE]
     _translated(trace_steps.reshape(trace_steps.size), 0, TRACE_WIDTH, S_WIDTH, TRACE_WIDTH,
-                vm[VM_NSTEPS], key, frame, flen, wframe)  # fmt: skip
+                vm[VM_NSTEPS], key, frame, flen, wframe[:flen])  # fmt: skip
+    tci = key[VLAN_TCI]
+    vlan = 0
+    n = flen
+    fo = out_fofs[base]
+    if vm[VM_NOUT] > 0 and fo >= 0:  # the first output's tag, if it differs
+        ln = out_flen[base]
+        new = tci
+        tpid = ETH_TYPE_VLAN
+        if ln == flen - 4 and tci != 0:
+            new = 0
+        elif ln == flen + 4 and tci == 0 and flen >= 14:
+            new = _be16(out_fbuf, fo + 14) | 0x1000
+            tpid = _be16(out_fbuf, fo + 12)
+        elif ln == flen and tci != 0 and flen >= 18:
+            new = _be16(out_fbuf, fo + 14) | 0x1000
+        if new != tci:
+            n = set_vlan(wframe, flen, tci, new, tpid)
+            vlan = FI_VLAN_SET | tpid << 16 | new
     for o in range(vm[VM_NOUT]):
-        fo = out_fofs[vm[VM_OUT_BASE] + o]
-        for b in range(flen):
+        fo = out_fofs[base + o]
+        if (out_flen[base + o] if fo >= 0 else flen) != n:
+            return -1
+        for b in range(n):
             got = frame[b] if fo < 0 else out_fbuf[fo + b]
             if got != wframe[b]:
-                return False
-    return True
+                return -1
+    return vlan
 
 
 @njit(forceinline=True)
@@ -173,10 +209,10 @@ def _install(r, frame, flen, fp, out, st):
     checked _install_wanted)."""
     em_key, em_hash = st.emk[r, :EM_WIDTH], st.emk[r, EMK_HASH]
     vm, trace_steps, trace_rules, key = st.vm, st.trace_steps, st.trace_rules, st.keys[r]
-    wframe = st.frames_w[st.frames_w.shape[0] - 1, :flen]  # the last row is scratch
+    wframe = st.frames_w[st.frames_w.shape[0] - 1]  # the last row is scratch
     fp_rows, fp_state, em_keys, em_used = fp.rows, fp.state, fp.em_keys, fp.em_used
     em_value, em_hashes, em_state = fp.em_value, fp.em_hashes, fp.em_state
-    out_ports, out_fofs, out_fbuf, kstats = out.out_ports, out.out_fofs, out.out_fbuf, out.kstats
+    out_ports, out_fofs, kstats = out.out_ports, out.out_fofs, out.kstats
     nsteps = vm[VM_NSTEPS]
     nrules = vm[VM_NRULES]
     nout = vm[VM_NOUT]
@@ -188,9 +224,11 @@ def _install(r, frame, flen, fp, out, st):
         for o in range(nout):
             if out_fofs[vm[VM_OUT_BASE] + o] >= 0:
                 any_nat = 2  # rewritten copies that NAT left as they were: check them
-    if any_nat != 0 and not _outputs_match(frame, flen, key, vm, trace_steps, out_fofs,
-                                           out_fbuf, wframe):  # fmt: skip
-        return
+    vlan = 0
+    if any_nat != 0:
+        vlan = _outputs_match(frame, flen, key, vm, trace_steps, out, wframe)
+        if vlan < 0:
+            return
     e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, em_key, em_hash)
     if e < 0:
         e = fp_state[FP_COUNT]
@@ -218,6 +256,7 @@ def _install(r, frame, flen, fp, out, st):
     fp_rows[e, FI_RECIRCS] = vm[VM_RECIRCS]
     fp_rows[e, FI_DROP] = drop
     fp_rows[e, FI_NAT] = 1 if any_nat == 1 else 0
+    fp_rows[e, FI_VLAN] = vlan
     for s in range(nsteps):
         for c in range(S_WIDTH):
             fp_rows[e, FI_STEPS + s * S_WIDTH + c] = trace_steps[s, c]

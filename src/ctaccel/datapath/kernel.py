@@ -135,8 +135,8 @@ def _begin_packet(mode, i, frame, flen, now, ipf_next_flush_ms, em_flags_mask, b
         return BEGIN_DONE
     if (
         out_n[0] + MAX_OUT_PER_PACKET > out.out_ports.shape[0]
-        or out_n[1] + (MAX_OUT_PER_PACKET + 1) * flen > out.out_fbuf.shape[0]
-        or flen > st.frames_w.shape[1]
+        or out_n[1] + (MAX_OUT_PER_PACKET + 1) * (flen + 4) > out.out_fbuf.shape[0]
+        or flen + 4 > st.frames_w.shape[1]
     ):
         return _stop(vm, ST_FULL, i)
     _parse_ahead(i, mode, b, vm, st.keys)
@@ -167,9 +167,9 @@ def run_batch(mode, start, ipf_next_flush_ms, em_flags_mask, batch, ct, mf, prog
     MegaflowTables, ``progs`` Programs, ``fp`` FastPathTables, ``out`` Results, ``st``
     VmState. Outputs: ``out_ports[k]`` the port of output k, ``out_fofs[k]`` -1 when it
     carried the received frame, else the offset in ``out_fbuf`` of the rewritten copy it
-    carried (NAT); ``out_n[0]`` outputs and ``out_n[1]`` bytes of ``out_fbuf`` used.
-    ``frames_w`` holds the rewritten frame of each recirculation depth, its last row is
-    scratch. ``scratch``: the NAT spec of a ct() without nat (``SCR_NO_NAT``), then
+    carried (NAT, header rewrites, VLAN tags; ``out_flen[k]`` its length); ``out_n[0]`` outputs and ``out_n[1]`` bytes of ``out_fbuf`` used.
+    ``frames_w`` holds the rewritten frame of each recirculation depth (4 bytes of room for a
+    pushed tag), its last row is scratch. ``scratch``: the NAT spec of a ct() without nat (``SCR_NO_NAT``), then
     conntrack's tuple scratch (``SCR_TUPS``); the kernel allocates nothing."""
     b, c, m, p = Batch(*batch), CtTables(*ct), MegaflowTables(*mf), Programs(*progs)
     f, o, s = FastPathTables(*fp), Results(*out), VmState(*st)

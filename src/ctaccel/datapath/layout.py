@@ -107,7 +107,9 @@ VM_PF_ENTRY = 24  # ... entry was looked up (hint in emk[i, EMK_HINT]), its row 
 VM_PF_CONN = 25  # ... connections were prefetched
 VM_PARSED = 26  # the next packet of the batch to parse (into keys[i & RING_MASK])
 # (the caller zeroes VM_PF_KEY..VM_PARSED when it starts a batch)
-VM_WIDTH = 28
+VM_WLEN = 27  # the length of the rewritten copy (when VM_FRAME_W): VLAN pushes and pops
+VM_PASS_DELTA = 28  # bytes VLAN pushes/pops added in this pass: rules count the pass's start
+VM_WIDTH = 32
 
 # per-packet results
 R_NOUT = 0
@@ -117,7 +119,8 @@ R_DROP = 3  # program.DROP_REASON_NAMES index
 R_PATH = 4
 R_RECIRCS = 5
 R_PUNT = 6
-R_REWRITTEN = 7  # 1: out_fofs says which outputs carried a rewritten frame (NAT); else none did
+R_REWRITTEN = 7  # 1: out_fofs says which outputs carried a rewritten frame (NAT, header
+#                  rewrites, VLAN tags; out_flen its length); else none did
 RES_WIDTH = 8
 
 PATH_NONE = 0
@@ -271,6 +274,9 @@ def high32(word):
 MAX_STEPS = 4
 MAX_FP_OUT = 8
 MAX_FP_RULES = 16
+# A traced rule: its id, | (RULE_LEN_BIAS + bytes its count differs from the received frame's)
+# << 32 when a VLAN push or pop in an earlier pass changed the length it counts
+RULE_LEN_BIAS = 16
 FP_FULL = FC_WIDTH
 FI_NSTEPS = FP_FULL + 0
 FI_NOUT = FP_FULL + 1
@@ -279,6 +285,9 @@ FI_CT_STATE = FP_FULL + 3
 FI_DROP = FP_FULL + 4
 FI_RECIRCS = FP_FULL + 5
 FI_NAT = FP_FULL + 6  # 1: some step rewrites the frame (NAT): outputs carry the rewritten copy
+FI_VLAN = FP_FULL + 7  # 0, or FI_VLAN_SET | TPID << 16 | TCI: outputs carry the frame with its
+#                        outer VLAN tag made to say TCI (0: popped) — NORMAL, VLAN actions
+FI_VLAN_SET = 1 << 40
 FI_STEPS = FP_FULL + 8  # steps start here, S_WIDTH words each; then the outputs; then rule ids
 S_SLOT = 0
 S_GEN = 1
@@ -301,7 +310,8 @@ N_WIDTH = 6
 TRACE_WIDTH = S_WIDTH + N_WIDTH
 FN_NAT = FI_STEPS + MAX_STEPS * S_WIDTH + MAX_FP_OUT + MAX_FP_RULES  # 88
 FP_WIDTH = FN_NAT + MAX_STEPS * N_WIDTH  # 112
-STACK_WIDTH = 6  # stack_frame columns: pc, end, handle, recirc id, frame rewritten
+STACK_WIDTH = 7  # stack_frame columns: pc, end, handle, recirc id, frame rewritten, its
+#                 length, the pass's VLAN delta
 NAT_BITS = CS_SRC_NAT | CS_DST_NAT
 MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT_OVERFLOW)
 # scratch: what the kernel would otherwise allocate (it runs without numba's runtime)
@@ -373,6 +383,7 @@ class Results(NamedTuple):
     out_fbuf: np.ndarray
     rule_stats: np.ndarray
     kstats: np.ndarray
+    out_flen: np.ndarray  # per output with a rewritten copy: its length
 
 
 class VmState(NamedTuple):

@@ -33,11 +33,12 @@ import numpy as np
 from ctaccel.conntrack import Conntrack, action_row
 from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.ofproto import actions as A
+from ctaccel.ofproto.bridge import Bridge, vlan_action_tci
 from ctaccel.ofproto.classifier import MAX_RESUBMIT_DEPTH, FlowTables, lookup_key
 from ctaccel.ofproto.rules import carried_counters
 from ctaccel.packet import key as K
 from ctaccel.packet.parse import parse_frame
-from ctaccel.packet.rewrite import set_eth, set_ip_tos_ttl
+from ctaccel.packet.rewrite import set_eth, set_ip_tos_ttl, set_vlan
 
 MAX_RECIRC_DEPTH = 8  # dpif-netdev MAX_RECIRC_DEPTH
 ETH_HEADER_LEN = 14
@@ -98,14 +99,19 @@ class _Group:
     hdr: np.ndarray | None = None
     depth: int = 0  # recirculations so far
     table: int = 0  # table of the rule being executed (for resubmit without a table)
+    # bytes VLAN pushes and pops added since the pass began: a rule counts the length the
+    # frame had then (OVS credits rules with their datapath flow's packet sizes)
+    pass_delta: int = 0
 
 
 class ReferenceEngine:
     """OVS pipeline semantics over a rule set and a connection tracker."""
 
     def __init__(self, rules, conntrack: Conntrack | None = None, ipf=None, tracer=None,
-                 rule_stats: np.ndarray | None = None):  # fmt: skip
+                 rule_stats: np.ndarray | None = None, bridge: Bridge | None = None):  # fmt: skip
         self.replace_rules(rules, rule_stats)
+        # NORMAL's ports and MAC table (ofproto/bridge.py); a datapath engine shares its own
+        self.bridge = bridge if bridge is not None else Bridge.from_rules(self.tables.all_rules())
         self.conntrack = conntrack if conntrack is not None else Conntrack()
         if ipf is None:
             from ctaccel.conntrack.ipf import Ipf
@@ -131,6 +137,11 @@ class ReferenceEngine:
             A.SetTos: self._act_set_tos,
             A.DecTtl: self._act_dec_ttl,
             A.Move: self._act_move,
+            A.StripVlan: self._act_vlan,
+            A.PushVlan: self._act_vlan,
+            A.SetVlanVid: self._act_vlan,
+            A.SetVlanPcp: self._act_vlan,
+            A.Normal: self._act_normal,
         }
 
     # ------------------------------------------------------------------ public
@@ -172,6 +183,7 @@ class ReferenceEngine:
             return res
         key = np.zeros(K.KEY_WIDTH, np.int64)
         parse_frame(frame, np.int64(in_port), key)
+        self.bridge.saw_port(int(in_port))
         group = _Group([frame], key)
         if self.tracer:
             self.tracer.on_pass(group, 0, None)
@@ -200,7 +212,7 @@ class ReferenceEngine:
             res.ct_state = K.format_ct_state(int(group.key[K.CT_STATE]))
             stats = self.rule_stats[self.tables.rule_id(rule)]
             stats[0] += 1
-            stats[1] += len(group.frames[-1])
+            stats[1] += len(group.frames[-1]) - group.pass_delta
             table_id = self._execute(group, rule.actions, resubmit_depth)
 
     def _execute(self, group: _Group, actions, resubmit_depth: int):
@@ -255,7 +267,29 @@ class ReferenceEngine:
         group.key[K.IN_PORT] = saved_port
 
     def _act_set_field(self, group, act, _d):
+        old_tci = int(group.key[K.VLAN_TCI])
         _write_field(group.key, act.field, act.value, act.mask)
+        _commit_vlan(group, old_tci)
+
+    def _act_vlan(self, group, act, _d):
+        """strip_vlan, push_vlan, mod_vlan_vid, mod_vlan_pcp: the flow's tag, then the frames'
+        (copies; the key's header offsets follow a push or pop)."""
+        old_tci = int(group.key[K.VLAN_TCI])
+        tpid = getattr(act, "tpid", K.ETH_TYPE_VLAN)
+        if isinstance(act, A.PushVlan) and old_tci:
+            old_tci = 0  # a second tag: the frame gets it, the key keeps showing the outer one
+        group.key[K.VLAN_TCI] = vlan_action_tci(act, int(group.key[K.VLAN_TCI]))
+        _commit_vlan(group, old_tci, tpid)
+
+    def _act_normal(self, group, _act, _d):
+        """NORMAL (ofproto/bridge.py): each chosen port gets the frames with its VLAN tag; the
+        flow itself is unchanged."""
+        vlan, ports = self.bridge.normal(group.key)
+        tci = int(group.key[K.VLAN_TCI])
+        for port in ports:
+            out = port.out_tci(vlan, tci & 0xE000 if tci & 0x1000 else 0)
+            for f in group.frames:
+                self._result.outputs.append((port.number, _vlan_rewritten(f, tci, out).tobytes()))
 
     def _act_set_eth(self, group, act, _d):
         """mod_dl_src/mod_dl_dst: the flow and every frame of the group (fresh copies, so
@@ -284,8 +318,10 @@ class ReferenceEngine:
         return None
 
     def _act_move(self, group, act, _d):
+        old_tci = int(group.key[K.VLAN_TCI])
         value = _read_field(group.key, act.src)
         _write_field(group.key, act.dst, value, (1 << act.dst.nbits) - 1)
+        _commit_vlan(group, old_tci)
 
     def _act_ct_clear(self, group, _act, _d):
         group.key[_CT_FIRST : _CT_LAST + 1] = 0
@@ -480,6 +516,26 @@ def _copy_metadata(src, dst) -> None:
     """in_port, registers and metadata: what survives into a re-parsed key."""
     dst[K.IN_PORT] = src[K.IN_PORT]
     dst[K.REG0 : K.METADATA + 2] = src[K.REG0 : K.METADATA + 2]
+
+
+def _vlan_rewritten(frame, old_tci: int, new_tci: int, tpid: int = K.ETH_TYPE_VLAN):
+    """A copy of ``frame`` whose outer tag says ``new_tci`` (packet/rewrite.py set_vlan)."""
+    f = np.zeros(len(frame) + 4, np.uint8)
+    f[: len(frame)] = frame
+    return f[: set_vlan(f, len(frame), old_tci, new_tci, tpid)]
+
+
+def _commit_vlan(group, old_tci: int, tpid: int = K.ETH_TYPE_VLAN) -> None:
+    """The group's frames made to carry the key's VLAN tag, which was ``old_tci``."""
+    new_tci = int(group.key[K.VLAN_TCI])
+    if new_tci == old_tci:
+        return
+    group.frames = [_vlan_rewritten(f, old_tci, new_tci, tpid) for f in group.frames]
+    shift = (4 if new_tci else 0) - (4 if old_tci else 0)
+    group.pass_delta += shift
+    for col in (K.L3_OFS, K.L4_OFS):
+        if group.key[col] >= 0:
+            group.key[col] += shift
 
 
 def _ip_rewritten(frame, key, tos: int = -1, ttl_down: bool = False):

@@ -59,6 +59,7 @@ from ctaccel.datapath.layout import (
     R_OUT_START,
     R_RECIRCS,
     R_REWRITTEN,
+    RULE_LEN_BIAS,
     S_GEN,
     S_LABEL,
     S_MARK,
@@ -83,12 +84,14 @@ from ctaccel.datapath.layout import (
     VM_NRULES,
     VM_NSTEPS,
     VM_OUT_BASE,
+    VM_PASS_DELTA,
     VM_PC,
     VM_PROG,
     VM_RECIRC_DROPPED,
     VM_RECIRC_ID,
     VM_RECIRCS,
     VM_UPCALLED,
+    VM_WLEN,
 )
 from ctaccel.datapath.megaflow import MF_RECIRC, mf_lookup
 from ctaccel.jit import linked_separately, njit
@@ -105,11 +108,13 @@ from ctaccel.ofproto.program import (
     OP_DROP,
     OP_MISS,
     OP_OUTPUT,
+    OP_OUTPUT_VLAN,
     OP_RECIRC,
     OP_RULE,
     OP_SET,
     OP_SET_ETH,
     OP_SET_TOS,
+    OP_SET_VLAN,
 )
 from ctaccel.packet.key import (
     CS_INVALID,
@@ -120,11 +125,13 @@ from ctaccel.packet.key import (
     DL_TYPE,
     KEY_WIDTH,
     L3_OFS,
+    L4_OFS,
     NW_TOS,
     NW_TTL,
     PARSE_FIRST,
+    VLAN_TCI,
 )
-from ctaccel.packet.rewrite import set_eth, set_ip_tos_ttl
+from ctaccel.packet.rewrite import set_eth, set_ip_tos_ttl, set_vlan
 
 # conntrack's ct action, called through its own machine code (not linked into the VM: it is
 # large, runs once per ct step, and would otherwise be compiled again at every VM level)
@@ -136,6 +143,10 @@ SF_END = 1
 SF_HANDLE = 2
 SF_RECIRC_ID = 3
 SF_FRAME_W = 4
+SF_WLEN = 5
+SF_PASS_DELTA = 6
+
+ETH_TYPE_VLAN = 0x8100
 
 
 @njit(forceinline=True)
@@ -195,6 +206,14 @@ def start_packet(key, st, out_base):
     vm[VM_UPCALLED] = 0
     vm[VM_NEED_LOOKUP] = 1
     vm[VM_FRAME_W] = 0
+    vm[VM_WLEN] = 0
+    vm[VM_PASS_DELTA] = 0
+
+
+@njit(forceinline=True)
+def cur_len(vm, flen):
+    """The length of the packet's frame as it is now (VLAN tags pushed or popped)."""
+    return vm[VM_WLEN] if vm[VM_FRAME_W] else flen
 
 
 @njit(forceinline=True)
@@ -224,38 +243,57 @@ def _lookup(mf, progs, kstats, st):
 def _op_rule(rid, flen, out, st):
     """A rule matched: count it, remember it for an install, note the ct_state it saw."""
     vm = st.vm
+    counted = cur_len(vm, flen) - vm[VM_PASS_DELTA]  # the frame's length when the pass began
     out.rule_stats[rid, 0] += 1
-    out.rule_stats[rid, 1] += flen
+    out.rule_stats[rid, 1] += counted
     vm[VM_MATCHED] = 1
     vm[VM_MISSED] = 0
     vm[VM_LAST_CT] = st.cur_key[CT_STATE]
     if vm[VM_NRULES] < MAX_FP_RULES:
+        if counted != flen:
+            rid |= (counted - flen + RULE_LEN_BIAS) << 32
         st.trace_rules[vm[VM_NRULES]] = rid
     vm[VM_NRULES] += 1
 
 
 @njit(forceinline=True)
-def _op_output(i, port, flen, out, st):
+def _op_output(i, port, frame, flen, out, st, out_tci):
     """Emit the packet on ``port`` (-1: the controller): the received frame, or the current
-    depth's rewritten copy after NAT."""
+    depth's rewritten copy; with ``out_tci`` >= 0 (NORMAL) a copy whose tag says out_tci."""
     vm, kstats = st.vm, out.kstats
     if vm[VM_NOUT] >= MAX_OUT_PER_PACKET:
         kstats[KS_OUT_OVERFLOW] += 1
         return
     k = vm[VM_OUT_BASE] + vm[VM_NOUT]
     out.out_ports[k] = port
-    if vm[VM_FRAME_W]:
+    tci = st.cur_key[VLAN_TCI]
+    if vm[VM_FRAME_W] or (out_tci >= 0 and out_tci != tci):
         fb = out.out_n[1]
         d = vm[VM_DEPTH]
-        for b in range(flen):
-            out.out_fbuf[fb + b] = st.frames_w[d, b]
+        n = cur_len(vm, flen)
+        src = st.frames_w[d] if vm[VM_FRAME_W] else frame
+        for b in range(n):
+            out.out_fbuf[fb + b] = src[b]
+        if out_tci >= 0:
+            n = set_vlan(out.out_fbuf[fb:], n, tci, out_tci, ETH_TYPE_VLAN)
         out.out_fofs[k] = fb
-        out.out_n[1] = fb + flen
+        out.out_flen[k] = n
+        out.out_n[1] = fb + n
         out.res[i, R_REWRITTEN] = 1
     else:
         out.out_fofs[k] = -1
     vm[VM_NOUT] += 1
     out.out_n[0] = vm[VM_OUT_BASE] + vm[VM_NOUT]
+
+
+@njit(forceinline=True)
+def _output_vlan_tci(trunk, vlan, tci):
+    """The tag NORMAL's output carries (ofproto/bridge.py Port.out_tci): none on an access
+    port, else the VLAN with the flow's priority."""
+    if not trunk:
+        return 0
+    t = vlan | ((tci & 0xE000) if tci & 0x1000 else 0)
+    return t | 0x1000 if t else 0
 
 
 @njit(forceinline=True)
@@ -315,7 +353,7 @@ def _op_ct(row, frame, flen, now, ct, ops, kstats, st, no_nat, ct_tups):
     kstats[KS_CT_CALLS] += 1
     state_in = cur_key[CT_STATE]
     zone_in = cur_key[CT_ZONE]
-    wframe = frames_w[d, :flen] if vm[VM_FRAME_W] else frame
+    wframe = frames_w[d, : vm[VM_WLEN]] if vm[VM_FRAME_W] else frame
     nat = ops[row + 1, 1 : 1 + NS_WIDTH] if has_nat else no_nat
     handle = _ct_execute(ct, wframe, cur_key, ops[row, 1 : 1 + CA_WIDTH], now, handle_in, nat,
                          ct_tups)  # fmt: skip
@@ -346,8 +384,11 @@ def _op_recirc(recirc_id, pc, end, flen, kstats, st):
     frame_row[SF_HANDLE] = vm[VM_HANDLE]
     frame_row[SF_RECIRC_ID] = vm[VM_RECIRC_ID]
     frame_row[SF_FRAME_W] = vm[VM_FRAME_W]
+    frame_row[SF_WLEN] = vm[VM_WLEN]
+    frame_row[SF_PASS_DELTA] = vm[VM_PASS_DELTA]
+    vm[VM_PASS_DELTA] = 0  # the copy's pass begins
     if vm[VM_FRAME_W]:  # the copy works on its own copy of the rewritten frame
-        for b in range(flen):
+        for b in range(vm[VM_WLEN]):
             st.frames_w[d + 1, b] = st.frames_w[d, b]
     vm[VM_DEPTH] = d + 1
     vm[VM_RECIRCS] += 1
@@ -372,6 +413,8 @@ def _pop_original(st):
     vm[VM_HANDLE] = st.stack_frame[d, SF_HANDLE]
     vm[VM_RECIRC_ID] = st.stack_frame[d, SF_RECIRC_ID]
     vm[VM_FRAME_W] = st.stack_frame[d, SF_FRAME_W]
+    vm[VM_WLEN] = st.stack_frame[d, SF_WLEN]
+    vm[VM_PASS_DELTA] = st.stack_frame[d, SF_PASS_DELTA]
 
 
 @njit(forceinline=True)
@@ -384,6 +427,7 @@ def _own_frame(frame, flen, vm, frames_w):
         for b in range(flen):
             frames_w[d, b] = frame[b]
         vm[VM_FRAME_W] = 1
+        vm[VM_WLEN] = flen
     return d
 
 
@@ -401,7 +445,28 @@ def _op_rewrite(op, a0, a1, frame, flen, vm, frames_w, cur_key):
         cur_key[NW_TOS] = (cur_key[NW_TOS] & 0x03) | tos
     else:
         cur_key[NW_TTL] -= 1
-    set_ip_tos_ttl(f, flen, cur_key[L3_OFS], cur_key[DL_TYPE], tos, tos < 0)
+    set_ip_tos_ttl(f, vm[VM_WLEN], cur_key[L3_OFS], cur_key[DL_TYPE], tos, tos < 0)
+
+
+@njit(forceinline=True)
+def _op_set_vlan(row, frame, flen, vm, frames_w, cur_key):
+    """OP_SET_VLAN (``row`` = its op row): the key's VLAN TCI, then the frame's outer tag;
+    the header offsets move with a push or pop (see the reference's _commit_vlan)."""
+    old = cur_key[VLAN_TCI]
+    new = (old & ~row[2]) | (row[1] & row[2])
+    cur_key[VLAN_TCI] = new
+    if row[4]:
+        old = 0  # a second tag pushed: the key shows the outer one only
+    if new == old:
+        return
+    f = frames_w[_own_frame(frame, flen, vm, frames_w)]
+    vm[VM_WLEN] = set_vlan(f, vm[VM_WLEN], old, new, row[3])
+    shift = (4 if new else 0) - (4 if old else 0)
+    vm[VM_PASS_DELTA] += shift
+    if cur_key[L3_OFS] >= 0:
+        cur_key[L3_OFS] += shift
+    if cur_key[L4_OFS] >= 0:
+        cur_key[L4_OFS] += shift
 
 
 @njit(forceinline=True)
@@ -418,13 +483,18 @@ def _run_program(i, frame, flen, now, ct, progs, out, st, no_nat, ct_tups):
         elif op == OP_MISS:
             vm[VM_MISSED] = 1
         elif op == OP_OUTPUT:
-            _op_output(i, ops[pc, 1], flen, out, st)
+            _op_output(i, ops[pc, 1], frame, flen, out, st, -1)
+        elif op == OP_OUTPUT_VLAN:
+            t = _output_vlan_tci(ops[pc, 2], ops[pc, 3], cur_key[VLAN_TCI])
+            _op_output(i, ops[pc, 1], frame, flen, out, st, t)
         elif op == OP_CONTROLLER:
-            _op_output(i, -1, flen, out, st)
+            _op_output(i, -1, frame, flen, out, st, -1)
         elif op == OP_SET:
             col = ops[pc, 1]
             mask = ops[pc, 3]
             cur_key[col] = (cur_key[col] & ~mask) | (ops[pc, 2] & mask)
+        elif op == OP_SET_VLAN:
+            _op_set_vlan(ops[pc], frame, flen, st.vm, st.frames_w, st.cur_key)
         elif op == OP_SET_ETH or op == OP_SET_TOS or op == OP_DEC_TTL:
             _op_rewrite(op, ops[pc, 1], ops[pc, 2], frame, flen, st.vm, st.frames_w, st.cur_key)
         elif op == OP_CT:

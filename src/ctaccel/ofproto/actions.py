@@ -307,6 +307,57 @@ class DecTtl:
         return f"dec_ttl({','.join(str(i) for i in self.ids)})" if self.ids else "dec_ttl"
 
 
+@dataclass
+class StripVlan:
+    """``strip_vlan`` / ``pop_vlan``: remove the outer 802.1Q tag, if any (OVS prints both as
+    ``strip_vlan``)."""
+
+    def format(self) -> str:
+        return "strip_vlan"
+
+
+@dataclass
+class PushVlan:
+    """``push_vlan:TPID``: push a tag (TPID 0x8100 or 0x88a8) of VLAN 0, priority 0 (OVS
+    sets the fields with later actions; a tagged packet gets a second, outer tag). Known
+    gap: the flow key holds one tag, so a ``strip_vlan`` after a second tag was pushed
+    leaves the flow untagged where OVS's shows the inner tag until the next parse.)"""
+
+    tpid: int = 0x8100
+
+    def format(self) -> str:
+        return f"push_vlan:{self.tpid:#x}"
+
+
+@dataclass
+class SetVlanVid:
+    """``mod_vlan_vid:VID``: the tag's VLAN ID; an untagged packet gets a tag (priority 0)."""
+
+    vid: int
+
+    def format(self) -> str:
+        return f"mod_vlan_vid:{self.vid}"
+
+
+@dataclass
+class SetVlanPcp:
+    """``mod_vlan_pcp:PCP``: the tag's priority; an untagged packet gets a tag (VLAN ID 0)."""
+
+    pcp: int
+
+    def format(self) -> str:
+        return f"mod_vlan_pcp:{self.pcp}"
+
+
+@dataclass
+class Normal:
+    """``normal``: OVS's L2 switch (ofproto/bridge.py): learn the source MAC per VLAN, send to
+    the learned port of the destination or flood the VLAN, tagging per the ports' VLAN mode."""
+
+    def format(self) -> str:
+        return "NORMAL"
+
+
 # What an interpreter's action handler (xlate's, the reference engine's) answers to skip
 # the rest of the rule's actions (dec_ttl at TTL <= 1)
 SKIP_REST = object()
@@ -341,6 +392,11 @@ Action = (
     | SetEth
     | SetTos
     | DecTtl
+    | StripVlan
+    | PushVlan
+    | SetVlanVid
+    | SetVlanPcp
+    | Normal
 )
 
 

@@ -49,6 +49,12 @@ OP_SET_TOS = 13  # a0 = DSCP bits (ToS / traffic class, ECN kept): key and frame
 #                  header checksum updated); translated only for IP packets
 OP_DEC_TTL = 14  # TTL / hop limit minus one: key and frame (IPv4 header checksum updated);
 #                  translated only for IP packets whose TTL is above 1
+OP_SET_VLAN = 15  # a0 = value, a1 = mask, a2 = TPID of a pushed tag, a3 = 1 to push a second
+#                   tag: VLAN_TCI := (VLAN_TCI & ~mask) | value, then the frame's outer tag
+#                   made to match (pushed, popped or rewritten; the header offsets follow)
+OP_OUTPUT_VLAN = 16  # a0 = port, a1 = 0 (access port: untagged) or 1 (trunk: tagged with VLAN
+#                      a2 and the flow's priority, untagged if both are 0), a2 = VLAN: emit
+#                      the frame so tagged (NORMAL's outputs); the flow stays as it was
 
 OP_NAMES = {
     OP_END: "end",
@@ -66,6 +72,8 @@ OP_NAMES = {
     OP_SET_ETH: "set_eth",
     OP_SET_TOS: "set_tos",
     OP_DEC_TTL: "dec_ttl",
+    OP_SET_VLAN: "set_vlan",
+    OP_OUTPUT_VLAN: "output_vlan",
 }
 
 # OP_CT flags: conntrack's own (conntrack/layout.py CAF_*), plus CTF_NAT, which only the
@@ -115,6 +123,12 @@ def format_program(ops) -> str:
             lines.append(f"nat_spec({','.join(str(int(v)) for v in row[1:13])})")
         elif op == OP_SET:
             lines.append(f"set(col={int(row[1])},value={int(row[2]):#x},mask={int(row[3]):#x})")
+        elif op == OP_SET_VLAN:
+            lines.append(f"set_vlan(value={int(row[1]):#x},mask={int(row[2]):#x},"
+                         f"tpid={int(row[3]):#x},second={int(row[4])})")  # fmt: skip
+        elif op == OP_OUTPUT_VLAN:
+            mode = f"trunk,vlan={int(row[3])}" if row[2] else "access"
+            lines.append(f"output_vlan({int(row[1])},{mode})")
         elif op == OP_SET_ETH:
             lines.append(f"set_eth({'dst' if row[1] else 'src'}={int(row[2]):#014x})")
         elif op == OP_CT:

@@ -31,13 +31,18 @@ from ctaccel.ofproto.actions import (
     GotoTable,
     Move,
     Nat,
+    Normal,
     Note,
     Output,
     OutputInPort,
+    PushVlan,
     Resubmit,
     SetEth,
     SetField,
     SetTos,
+    SetVlanPcp,
+    SetVlanVid,
+    StripVlan,
 )
 from ctaccel.ofproto.rule_match import MatchBuilder
 from ctaccel.packet import key as K
@@ -46,7 +51,7 @@ MAX_TABLE = 254  # 255 means "no table" in OpenFlow
 
 # Real OVS actions this engine does not implement (a clearer error than "unknown action").
 _UNSUPPORTED_ACTIONS = frozenset(
-    "normal flood all mod_vlan_vid mod_vlan_pcp strip_vlan pop_vlan push_vlan "
+    "flood all "
     "mod_nw_src mod_nw_dst mod_nw_ecn mod_tp_src mod_tp_dst "
     "set_tunnel set_queue pop_queue enqueue learn group meter clone sample "
     "multipath bundle bundle_load output_reg push_mpls pop_mpls fin_timeout exit "
@@ -424,6 +429,25 @@ def parse_actions(text: str, table: int, match: MatchBuilder, allow_nat: bool) -
         elif k == "dec_ttl":
             ids = value.split(",") if delim == "(" and isinstance(value, str) else []
             actions.append(DecTtl(tuple(F.parse_int(i.strip()) for i in ids if i.strip())))
+        elif k in ("strip_vlan", "pop_vlan"):
+            actions.append(StripVlan())
+        elif k == "push_vlan":
+            tpid = F.parse_int(value)
+            if tpid not in (K.ETH_TYPE_VLAN, K.ETH_TYPE_QINQ):
+                raise ValueError(f"{value}: not a valid VLAN ethertype")
+            actions.append(PushVlan(tpid))
+        elif k == "mod_vlan_vid":
+            vid = F.parse_int(value)
+            if not 0 <= vid <= 0xFFF:
+                raise ValueError(f"{value}: not a valid VLAN VID")
+            actions.append(SetVlanVid(vid))
+        elif k == "mod_vlan_pcp":
+            pcp = F.parse_int(value)
+            if not 0 <= pcp <= 7:
+                raise ValueError(f"{value}: not a valid VLAN PCP")
+            actions.append(SetVlanPcp(pcp))
+        elif k == "normal":
+            actions.append(Normal())
         elif k in _UNSUPPORTED_ACTIONS:
             raise ValueError(f"unsupported action {key}")
         else:

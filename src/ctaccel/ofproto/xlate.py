@@ -38,6 +38,7 @@ from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.errors import CtaccelError
 from ctaccel.ofproto import actions as A
 from ctaccel.ofproto import program as P
+from ctaccel.ofproto.bridge import vlan_action_tci
 from ctaccel.ofproto.classifier import MAX_RESUBMIT_DEPTH, lookup_key
 from ctaccel.packet import key as K
 
@@ -61,14 +62,15 @@ class Translation:
         return P.format_program(self.ops)
 
 
-def translate(tables, key, table_id: int) -> Translation:
+def translate(tables, key, table_id: int, bridge=None) -> Translation:
     """Translate the pass that starts at ``table_id`` for flow key ``key``.
 
     ``tables`` is a :class:`~ctaccel.ofproto.classifier.FlowTables` (rules carry
     ``rule_id``); ``key`` the packet's key at the start of the pass (registers, metadata and
-    ct fields included). ``key`` is not modified.
+    ct fields included). ``key`` is not modified. ``bridge`` (ofproto/bridge.py) is what
+    NORMAL switches with; translating NORMAL may learn a MAC there (its version changes).
     """
-    translator = _Translator(tables, key)
+    translator = _Translator(tables, key, bridge)
     translator.lookup_and_execute(int(table_id), resubmit_depth=0)
     return Translation(translator.program(), translator.final_wc())
 
@@ -84,8 +86,9 @@ def _column_words(col: int, ncols: int, whole: int):
 class _Translator:
     """The state of one translation: the evolving key, the wildcards, the ops so far."""
 
-    def __init__(self, tables, key):
+    def __init__(self, tables, key, bridge=None):
         self.tables = tables
+        self.bridge = bridge
         self.key = np.array(key, dtype=np.int64, copy=True)
         self.wc = np.zeros(K.KEY_WIDTH, np.int64)
         self.ops: list[list[int]] = []
@@ -113,6 +116,11 @@ class _Translator:
             A.SetEth: self._set_eth,
             A.SetTos: self._set_tos,
             A.DecTtl: self._dec_ttl,
+            A.StripVlan: self._vlan,
+            A.PushVlan: self._vlan,
+            A.SetVlanVid: self._vlan,
+            A.SetVlanPcp: self._vlan,
+            A.Normal: self._normal,
         }
 
     # ------------------------------------------------------------------ results
@@ -187,7 +195,11 @@ class _Translator:
             if not col_mask:
                 continue
             self.key[col] = (int(self.key[col]) & ~col_mask) | col_value
-            self.emit(P.OP_SET, col, col_value, col_mask)
+            if col == K.VLAN_TCI:  # the frame's tag follows the flow's
+                self.wc[K.VLAN_TCI] = 0xFFFF
+                self.emit(P.OP_SET_VLAN, col_value, col_mask, K.ETH_TYPE_VLAN, 0)
+            else:
+                self.emit(P.OP_SET, col, col_value, col_mask)
 
     def set_in_port(self, port: int) -> None:
         self.key[K.IN_PORT] = port
@@ -250,6 +262,25 @@ class _Translator:
             self.emit(P.OP_DEC_TTL)
             return None
         return A.SKIP_REST  # OVS: "packet's TTL is invalid", the rule's other actions skipped
+
+    def _vlan(self, act, _table, _depth):
+        """strip_vlan, push_vlan, mod_vlan_vid, mod_vlan_pcp (the reference's _act_vlan)."""
+        self.wc[K.VLAN_TCI] = 0xFFFF  # whether a tag is there decides push or rewrite
+        tci = int(self.key[K.VLAN_TCI])
+        new = vlan_action_tci(act, tci)
+        second = 1 if isinstance(act, A.PushVlan) and tci else 0
+        tpid = act.tpid if isinstance(act, A.PushVlan) else K.ETH_TYPE_VLAN
+        self.key[K.VLAN_TCI] = new
+        self.emit(P.OP_SET_VLAN, new, 0xFFFF, tpid, second)
+
+    def _normal(self, _act, _table, _depth):
+        """NORMAL: decided now with the bridge's current MAC table (the engine drops its caches
+        when the table changes); each output tags the frame as its port wants."""
+        if self.bridge is None:
+            raise CtaccelError("NORMAL needs the bridge's ports (translate(..., bridge=))")
+        vlan, ports = self.bridge.normal(self.key, self.wc)
+        for port in ports:
+            self.emit(P.OP_OUTPUT_VLAN, port.number, 0 if port.tag is not None else 1, vlan)
 
     def _move(self, act, _table, _depth):
         value = self.read_field(act.src)

@@ -59,3 +59,32 @@ def set_ip_tos_ttl(frame, flen, l3, dl_type, tos, ttl_down):
             frame[l3 + 1] = ((tc & 0x0F) << 4) | (b1 & 0x0F)
         if ttl_down:
             frame[l3 + 7] = (np.int64(frame[l3 + 7]) - 1) & 0xFF
+
+
+@njit(forceinline=True)
+def set_vlan(frame, flen, old_tci, new_tci, tpid):
+    """The frame's outer 802.1Q tag made to say ``new_tci`` (0: no tag), in place; the frame
+    carries ``old_tci`` now (0: untagged, as the flow key says; an inner tag the key does not
+    show stays). A push (TPID ``tpid``) moves the rest of the frame 4 bytes on, so ``frame``
+    must have room for ``flen + 4``; a pop moves it back. Returns the new length. The key's
+    CFI bit means "tagged" (OVS's convention): the frame's DEI bit is written as 0, as OVS's
+    eth_push_vlan writes it, and an unchanged tag is left alone."""
+    if old_tci == new_tci:
+        return flen
+    if old_tci != 0 and new_tci != 0:  # a tag stays: its TCI changes, its TPID stays
+        frame[14] = (new_tci >> 8) & 0xEF
+        frame[15] = new_tci & 0xFF
+        return flen
+    if old_tci != 0:  # pop: bytes 16.. move to 12..
+        for b in range(12, flen - 4):
+            frame[b] = frame[b + 4]
+        return flen - 4
+    if new_tci != 0:  # push: bytes 12.. move to 16.., then the tag
+        for b in range(flen - 1, 11, -1):
+            frame[b + 4] = frame[b]
+        frame[12] = (tpid >> 8) & 0xFF
+        frame[13] = tpid & 0xFF
+        frame[14] = (new_tci >> 8) & 0xEF
+        frame[15] = new_tci & 0xFF
+        return flen + 4
+    return flen

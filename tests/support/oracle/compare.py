@@ -38,7 +38,11 @@ def ovs_result(oracle: OvsOracle, scenario: Scenario) -> OracleRun:
     """The OVS run of ``scenario`` (instrumented), computed once per session."""
     if scenario.name not in _OVS_CACHE:
         _OVS_CACHE[scenario.name] = oracle.run(
-            scenario.flows, scenario.packets, scenario.zone_limits, with_n_packets=True
+            scenario.flows,
+            scenario.packets,
+            scenario.zone_limits,
+            with_n_packets=True,
+            bridge=scenario.bridge,
         )
     return _OVS_CACHE[scenario.name]
 
@@ -113,6 +117,7 @@ def run_ctaccel(
         zone_limits=scenario.zone_limits or None,
         progress=False,
         mode=mode,
+        bridge=scenario.bridge,
     )
     records = [
         json.loads(line)

@@ -322,10 +322,33 @@ class OvsOracle:
         path = self.rundir / "flows.txt"
         path.write_text(text)
         self.ofctl("del-flows", self.bridge)
-        self.ofctl("add-flows", self.bridge, str(path))
+        # push_vlan exists from OpenFlow 1.1 on: let ovs-ofctl pick OpenFlow 1.3 for it
+        protocols = ["-O", "OpenFlow10,OpenFlow13"] if "push_vlan" in text else []
+        self.ofctl(*protocols, "add-flows", self.bridge, str(path))
 
-    def reset(self, flows: str, zone_limits: dict | None = None, instrument: bool = True) -> None:
+    def set_port_vlans(self, bridge: str | None) -> None:
+        """Each port's VLAN mode from a ctaccel ``--bridge`` spec (None: all trunks of every
+        VLAN), and an empty MAC learning table."""
+        modes = {i: [] for i in range(1, self.n_ports + 1)}
+        for item in (bridge or "").split(","):
+            number, _, opt = item.strip().partition(":")
+            if opt.startswith("tag="):
+                modes[int(number)] = [f"tag={opt[4:]}"]
+            elif opt.startswith("trunks="):
+                vlans = ",".join(opt[7:].split(";"))
+                modes[int(number)] = [f"trunks={vlans}"]
+        cmd: list[str] = []
+        for i, settings in modes.items():
+            cmd += ["--", "clear", "Port", f"p{i}", "tag", "trunks"]
+            if settings:
+                cmd += ["--", "set", "Port", f"p{i}", *settings]
+        self.ovs.vsctl(*cmd[1:])
+        self.appctl("fdb/flush", self.bridge)
+
+    def reset(self, flows: str, zone_limits: dict | None = None, instrument: bool = True,
+              bridge: str | None = None) -> None:  # fmt: skip
         """Forget everything from the previous scenario and install ``flows``."""
+        self.set_port_vlans(bridge)
         self._load_flow_text(instrument_flows(flows) if instrument else marker_only_flows(flows))
         self.appctl("dpctl/flush-conntrack")
         self.appctl("dpctl/del-flows")
@@ -423,16 +446,21 @@ class OvsOracle:
         zone_limits: dict | None = None,
         instrument: bool = True,
         with_n_packets: bool = False,
+        bridge: str | None = None,
     ) -> OracleRun:
         """Play ``packets`` ((in_port, frame, time_ms), times strictly increasing) through
         ``flows`` from a clean state; return per-packet outcomes and the final conntrack."""
-        self.reset(flows, zone_limits, instrument)
+        self.reset(flows, zone_limits, instrument, bridge)
         epoch = self.now_ms + SCENARIO_GAP_MS
         started = time.perf_counter()
         outcomes = []
         for in_port, frame, t_ms in packets:
             self.advance_to(epoch + int(t_ms))
             outcomes.append(self.send(in_port, bytes(frame)))
+            if "normal" in flows.lower():
+                # a learned MAC revalidates the datapath flows in the background: purge
+                # them, so the next packet sees the new table (as ctaccel drops its caches)
+                self.appctl("revalidator/purge")
         seconds = time.perf_counter() - started
         n_packets = None
         if with_n_packets and instrument:

@@ -39,6 +39,9 @@ class Scenario:
     expect: dict[int, tuple[str | None, list[int]]] = field(default_factory=dict)
     expect_conntrack_lines: int | None = None  # number of dump-conntrack lines at the end
     about: str = ""
+    # NORMAL's ports (ctaccel --bridge syntax; OVS: each port's tag/trunks set to match);
+    # None: every port a trunk of all VLANs, as the oracle's bridge is by default
+    bridge: str | None = None
 
 
 SCENARIOS: list[Scenario] = []
@@ -472,4 +475,4 @@ table=1,priority=1,actions=drop
 
 
 # Part 2 registers its scenarios into SCENARIOS on import (kept apart to keep files short).
-from . import scenarios_conj, scenarios_l4, scenarios_nd, scenarios_rewrite  # noqa: E402, F401
+from . import scenarios_conj, scenarios_l4, scenarios_nd, scenarios_rewrite, scenarios_vlan  # noqa: E402, F401
