@@ -27,7 +27,7 @@ MAX_PARAMETERS = 12
 LAYERS = [
     {"errors", "jit", "arrays", "hashtable", "progress"},
     {"packet"},
-    {"io", "conntrack"},
+    {"io", "conntrack", "sg"},
     {"ofproto"},
     {"datapath"},
     {"replay", "replay_batches", "replay_emit", "trace", "demo", "bench", "live", "control"},

@@ -247,8 +247,10 @@ def _attach_optional_commands() -> None:
     from ctaccel.bench.bench_cli import bench
     from ctaccel.bench.gen_cli import gen
     from ctaccel.live_cli import ctl, run
+    from ctaccel.sg.sg_cli import sg
 
     main.add_command(gen)
+    main.add_command(sg)
     main.add_command(bench)
     main.add_command(run)
     main.add_command(ctl)

@@ -23,3 +23,20 @@ class RuleError(CtaccelError):
 
 class InputError(CtaccelError):
     """A capture or other input file is missing, unreadable or not in a known format."""
+
+
+class ConfigError(CtaccelError):
+    """A configuration file (security groups, ports) is invalid and was rejected whole.
+
+    ``str()`` is ``file: object: field: reason``, e.g. ``groups.json: security_groups[2] (id
+    sg-web) security_group_rules[4]: port_range_min: must be an integer 0-65535, got "http"``;
+    the object and field parts are left out where they do not apply (a JSON syntax error gives
+    ``file: line L col C: ...``)."""
+
+    def __init__(self, reason: str, filename: str = "<config>", where: str = "", field: str = ""):
+        self.reason = reason
+        self.filename = filename
+        self.where = where
+        self.field = field
+        parts = [p for p in (filename, where, field) if p]
+        super().__init__(": ".join(parts + [reason]))
