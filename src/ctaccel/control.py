@@ -32,7 +32,7 @@ from ctaccel.errors import CtaccelError, InputError
 CLIENT_TIMEOUT_S = 2.0
 MAX_REQUEST = 64 << 20
 COMMANDS = ("dump-conntrack", "dump-flows", "add-flows", "replace-flows", "del-flows",
-            "flush-conntrack", "stats", "stop")  # fmt: skip
+            "flush-conntrack", "fdb-show", "fdb-flush", "stats", "stop")  # fmt: skip
 
 
 def default_path() -> str:
@@ -161,6 +161,15 @@ def _flush_conntrack(dp, args, _files) -> str:
     return ""
 
 
+def _fdb_show(dp, _args, _files) -> str:
+    return dp.engine.bridge.dump_macs() + "\n"
+
+
+def _fdb_flush(dp, _args, _files) -> str:
+    dp.engine.bridge.flush_macs()
+    return "table successfully flushed\n"
+
+
 def _stats(dp, _args, _files) -> str:
     return json.dumps(dp.stats(), indent=2) + "\n"
 
@@ -172,7 +181,8 @@ def _stop(dp, _args, _files) -> str:
 
 _COMMANDS = {"dump-conntrack": _dump_conntrack, "dump-flows": _dump_flows,
              "add-flows": _add_flows, "replace-flows": _replace_flows, "del-flows": _del_flows,
-             "flush-conntrack": _flush_conntrack, "stats": _stats, "stop": _stop}  # fmt: skip
+             "flush-conntrack": _flush_conntrack, "fdb-show": _fdb_show,
+             "fdb-flush": _fdb_flush, "stats": _stats, "stop": _stop}  # fmt: skip
 
 
 def _read_line(conn) -> str:

@@ -111,7 +111,8 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge):
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def ctl(ctl_path, command, args):
     """Ask a running datapath: dump-conntrack [--zone Z], dump-flows, add-flows FILE,
-    replace-flows FILE, del-flows, flush-conntrack [--zone Z], stats, stop."""
+    replace-flows FILE, del-flows, flush-conntrack [--zone Z], fdb-show, fdb-flush (NORMAL's
+    MAC table, as ovs-appctl fdb/show and fdb/flush), stats, stop."""
     from ctaccel.control import request
 
     rule_file = None

@@ -32,19 +32,6 @@ from ctaccel.bench.netns import (
 
 MODES = ["assume-established", "recirc"]
 
-ECHO_SERVER = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64); s.settimeout(60)
-while True:
-    c, _ = s.accept(); c.settimeout(60)
-    import threading
-    def serve(c=c):
-        while (b := c.recv(65536)):
-            c.sendall(b)
-    threading.Thread(target=serve, daemon=True).start()
-"""
-
 ECHO_CLIENT = """
 import socket, sys, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
@@ -144,11 +131,9 @@ def _echo_client(topo, count, pause, timeout=5.0):
 def test_rule_changes_while_a_connection_is_open(topo, mode):
     """replace-flows with rules that still allow the connection: it goes on; rules that allow
     no new connection: the open one still goes on (it is established), a new one fails."""
-    server = topo.popen("outside", sys.executable, "-c", ECHO_SERVER, OUTSIDE_IP, "7000",
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = topo.serve_echo("outside", OUTSIDE_IP, 7000)
     dp = Datapath(topo, FIREWALL, mode)
     try:
-        topo.wait_listening("outside", 7000)
         client = _echo_client(topo, 30, 0.1)
         time.sleep(0.8)
         dp.ctl("replace-flows", dp.write_rules("same.flows", FIREWALL))
@@ -255,11 +240,9 @@ def test_flush_conntrack_mid_connection_as_ovs_does(topo):
     connection to OVS's userspace conntrack (a mid-stream ACK may start one; only SYN+ACK may
     not), so the firewall commits it again and the connection goes on; a segment from
     outside first would have been dropped (nothing commits from port 2)."""
-    server = topo.popen("outside", sys.executable, "-c", ECHO_SERVER, OUTSIDE_IP, "7000",
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = topo.serve_echo("outside", OUTSIDE_IP, 7000)
     dp = Datapath(topo, FIREWALL)
     try:
-        topo.wait_listening("outside", 7000)
         client = _echo_client(topo, 40, 0.1, timeout=5)
         time.sleep(0.8)
         assert "tcp,orig=" in dp.ctl("dump-conntrack").stdout

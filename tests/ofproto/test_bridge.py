@@ -93,6 +93,16 @@ def test_moves_and_the_input_port():
     assert br.version == v + 2
 
 
+def test_fdb_show_and_flush():
+    br = Bridge(parse_ports("1,2"))
+    br.normal(_key(2, A, BCAST, vid=None))
+    assert br.dump_macs().splitlines() == [" port  VLAN  MAC                Age",
+                                           "    2     0  02:00:00:00:00:01    0"]  # fmt: skip
+    v = br.version
+    br.flush_macs()
+    assert not br.macs and br.version == v + 1
+
+
 def test_full_table_forgets_the_oldest():
     br = Bridge(parse_ports("1,2"), table_size=2)
     for mac in (A, B, C):

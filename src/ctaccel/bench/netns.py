@@ -38,6 +38,19 @@ table=0,priority=1,actions=drop
 """
 
 
+ECHO_SERVER = """
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64); s.settimeout(60)
+while True:
+    c, _ = s.accept(); c.settimeout(60)
+    def serve(c=c):
+        while (b := c.recv(65536)):
+            c.sendall(b)
+    threading.Thread(target=serve, daemon=True).start()
+"""
+
+
 def missing_tools() -> list[str]:
     """The commands the live tests need that this machine lacks (root aside)."""
     return [t for t in ("ip", "curl", "ping") if shutil.which(t) is None]
@@ -96,6 +109,14 @@ class Topology:
         if directory is not None:
             args += ["--directory", str(directory)]
         srv = self.popen(side, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_listening(side, port)
+        return srv
+
+    def serve_echo(self, side: str, ip: str, port: int) -> subprocess.Popen:
+        """A TCP echo server (a thread per connection) in ``side`` on ip:port, listening when
+        this returns; close() stops it if nobody did."""
+        srv = self.popen(side, sys.executable, "-c", ECHO_SERVER, ip, str(port),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         self.wait_listening(side, port)
         return srv
 

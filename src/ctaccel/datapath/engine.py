@@ -356,6 +356,7 @@ class DatapathEngine:
         lengths = _c_writable(lengths, _I64)
         in_ports = _c_writable(in_ports, _I64)
         now_ms = _c_writable(now_ms, _I64)
+        self._check_bridge()  # the MAC table may have changed between batches (fdb-flush)
         if self.mode == "assume-established":
             self._reserve_fast_path(n)
         # Scratch is kept between calls (the key rings; the parser zeroes each key itself).

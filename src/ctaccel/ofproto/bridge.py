@@ -191,12 +191,18 @@ class Bridge:
         self.version += 1
 
     def dump_macs(self) -> str:
-        """``ovs-appctl fdb/show``'s table (age is not kept: shown as 0)."""
+        """``ovs-appctl fdb/show``'s table, oldest first (no ageing here: the age is 0)."""
         lines = [" port  VLAN  MAC                Age"]
         for (vlan, mac), port in self.macs.items():
             text = ":".join(f"{mac >> s & 0xFF:02x}" for s in range(40, -1, -8))
-            lines.append(f"{port:5d}  {vlan:4d}  {text}    0")
+            lines.append(f"{port:5d}  {vlan:4d}  {text}  {0:3d}")
         return "\n".join(lines)
+
+    def flush_macs(self) -> None:
+        """``ovs-appctl fdb/flush``: forget every learned address (a change)."""
+        if self.macs:
+            self.macs.clear()
+            self.version += 1
 
     def normal(self, key, wc=None) -> tuple[int, list[Port]]:
         """NORMAL for flow ``key``: (its VLAN, the ports to send to, in order; each tags the
