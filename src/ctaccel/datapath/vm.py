@@ -257,31 +257,53 @@ def _op_rule(rid, flen, out, st):
 
 
 @njit(forceinline=True)
-def _op_output(i, port, frame, flen, out, st, out_tci):
+def _op_output(i, port, flen, out, st):
     """Emit the packet on ``port`` (-1: the controller): the received frame, or the current
-    depth's rewritten copy; with ``out_tci`` >= 0 (NORMAL) a copy whose tag says out_tci."""
+    depth's rewritten copy (NAT, header rewrites, VLAN tags)."""
     vm, kstats = st.vm, out.kstats
     if vm[VM_NOUT] >= MAX_OUT_PER_PACKET:
         kstats[KS_OUT_OVERFLOW] += 1
         return
     k = vm[VM_OUT_BASE] + vm[VM_NOUT]
     out.out_ports[k] = port
-    tci = st.cur_key[VLAN_TCI]
-    if vm[VM_FRAME_W] or (out_tci >= 0 and out_tci != tci):
+    if vm[VM_FRAME_W]:
         fb = out.out_n[1]
         d = vm[VM_DEPTH]
-        n = cur_len(vm, flen)
-        src = st.frames_w[d] if vm[VM_FRAME_W] else frame
+        n = vm[VM_WLEN]
         for b in range(n):
-            out.out_fbuf[fb + b] = src[b]
-        if out_tci >= 0:
-            n = set_vlan(out.out_fbuf[fb:], n, tci, out_tci, ETH_TYPE_VLAN)
+            out.out_fbuf[fb + b] = st.frames_w[d, b]
         out.out_fofs[k] = fb
         out.out_flen[k] = n
         out.out_n[1] = fb + n
         out.res[i, R_REWRITTEN] = 1
     else:
         out.out_fofs[k] = -1
+    vm[VM_NOUT] += 1
+    out.out_n[0] = vm[VM_OUT_BASE] + vm[VM_NOUT]
+
+
+@njit(forceinline=True)
+def _op_output_vlan(i, row, frame, flen, out, st):
+    """OP_OUTPUT_VLAN (``row``: port, trunk?, VLAN): NORMAL's output, the frame tagged as
+    the port wants it (a copy when that changes the tag); the flow and its frame stay."""
+    vm = st.vm
+    tci = st.cur_key[VLAN_TCI]
+    out_tci = _output_vlan_tci(row[2], row[3], tci)
+    if out_tci == tci or vm[VM_NOUT] >= MAX_OUT_PER_PACKET:
+        _op_output(i, row[1], flen, out, st)
+        return
+    k = vm[VM_OUT_BASE] + vm[VM_NOUT]
+    out.out_ports[k] = row[1]
+    fb = out.out_n[1]
+    n = cur_len(vm, flen)
+    src = st.frames_w[vm[VM_DEPTH]] if vm[VM_FRAME_W] else frame
+    for b in range(n):
+        out.out_fbuf[fb + b] = src[b]
+    n = set_vlan(out.out_fbuf[fb:], n, tci, out_tci, ETH_TYPE_VLAN)
+    out.out_fofs[k] = fb
+    out.out_flen[k] = n
+    out.out_n[1] = fb + n
+    out.res[i, R_REWRITTEN] = 1
     vm[VM_NOUT] += 1
     out.out_n[0] = vm[VM_OUT_BASE] + vm[VM_NOUT]
 
@@ -483,18 +505,13 @@ def _run_program(i, frame, flen, now, ct, progs, out, st, no_nat, ct_tups):
         elif op == OP_MISS:
             vm[VM_MISSED] = 1
         elif op == OP_OUTPUT:
-            _op_output(i, ops[pc, 1], frame, flen, out, st, -1)
-        elif op == OP_OUTPUT_VLAN:
-            t = _output_vlan_tci(ops[pc, 2], ops[pc, 3], cur_key[VLAN_TCI])
-            _op_output(i, ops[pc, 1], frame, flen, out, st, t)
+            _op_output(i, ops[pc, 1], flen, out, st)
         elif op == OP_CONTROLLER:
-            _op_output(i, -1, frame, flen, out, st, -1)
+            _op_output(i, -1, flen, out, st)
         elif op == OP_SET:
             col = ops[pc, 1]
             mask = ops[pc, 3]
             cur_key[col] = (cur_key[col] & ~mask) | (ops[pc, 2] & mask)
-        elif op == OP_SET_VLAN:
-            _op_set_vlan(ops[pc], frame, flen, st.vm, st.frames_w, st.cur_key)
         elif op == OP_SET_ETH or op == OP_SET_TOS or op == OP_DEC_TTL:
             _op_rewrite(op, ops[pc, 1], ops[pc, 2], frame, flen, st.vm, st.frames_w, st.cur_key)
         elif op == OP_CT:
@@ -516,6 +533,10 @@ def _run_program(i, frame, flen, now, ct, progs, out, st, no_nat, ct_tups):
             vm[VM_DROP_CODE] = ops[pc, 1]
             pc = end
             continue
+        elif op == OP_OUTPUT_VLAN:  # NORMAL and VLAN ops last: the firewall ops come first
+            _op_output_vlan(i, ops[pc], frame, flen, out, st)
+        elif op == OP_SET_VLAN:
+            _op_set_vlan(ops[pc], frame, flen, st.vm, st.frames_w, st.cur_key)
         pc += 1
     vm[VM_PC] = pc
     return False
