@@ -165,6 +165,10 @@ class TextTracer:
     def on_action(self, group, act, depth):
         self.lines.append(f"{self._indent(depth)}    {_action_text(act)}")
 
+    def on_notes(self, notes):
+        """What an action decided, one ``-> note`` line each (NORMAL's learning and choice)."""
+        self.lines.extend(f"     -> {note}" for note in notes)
+
     def on_ct(self, group, act):
         key = group.key
         state = K.format_ct_state(int(key[K.CT_STATE]))

@@ -93,6 +93,20 @@ def test_moves_and_the_input_port():
     assert br.version == v + 2
 
 
+def test_decisions_are_noted_in_ofproto_trace_words():
+    br = Bridge(parse_ports("1,2"))
+    br.normal(_key(1, A, B))
+    assert br.notes == ["learned that 02:00:00:00:00:01 is on port 1 in VLAN 0",
+                        "no learned MAC for destination, flooding"]  # fmt: skip
+    br.normal(_key(2, B, A))
+    assert br.notes[-1] == "forwarding to learned port"
+    br.normal(_key(1, B, A))
+    assert br.notes == ["learned that 02:00:00:00:00:02 is on port 1 in VLAN 0",
+                        "learned port is input port, dropping"]  # fmt: skip
+    br.normal(_key(7, B, A))
+    assert br.notes == ["no input bundle, dropping"]
+
+
 def test_fdb_show_and_flush():
     br = Bridge(parse_ports("1,2"))
     br.normal(_key(2, A, BCAST, vid=None))

@@ -285,6 +285,8 @@ class ReferenceEngine:
         """NORMAL (ofproto/bridge.py): each chosen port gets the frames with its VLAN tag; the
         flow itself is unchanged."""
         vlan, ports = self.bridge.normal(group.key)
+        if self.tracer:
+            self.tracer.on_notes(self.bridge.notes)
         tci = int(group.key[K.VLAN_TCI])
         for port in ports:
             out = port.out_tci(vlan, tci & 0xE000 if tci & 0x1000 else 0)

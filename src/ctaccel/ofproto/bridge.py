@@ -54,6 +54,10 @@ RESERVED_MACS = frozenset(
 )  # fmt: skip
 
 
+def _mac_text(mac: int) -> str:
+    return ":".join(f"{mac >> s & 0xFF:02x}" for s in range(40, -1, -8))
+
+
 def vlan_action_tci(act, tci: int) -> int:
     """The flow's VLAN TCI after a VLAN action (OVS's xlate: mod_vlan_vid/pcp push a tag
     on an untagged flow, keeping the other field; push_vlan pushes VLAN 0, priority 0)."""
@@ -153,6 +157,7 @@ class Bridge:
         self.table_size = table_size
         self.macs: dict[tuple[int, int], int] = {}  # (vlan, mac) -> port, oldest first
         self.version = 0  # bumped at every change that can alter a NORMAL decision
+        self.notes: list[str] = []  # what the last decision did, in ofproto/trace's words
 
     @classmethod
     def parse(cls, spec: str) -> Bridge:
@@ -189,13 +194,13 @@ class Bridge:
             del self.macs[next(iter(self.macs))]
         self.macs[k] = port
         self.version += 1
+        self.notes.append(f"learned that {_mac_text(mac)} is on port {port} in VLAN {vlan}")
 
     def dump_macs(self) -> str:
         """``ovs-appctl fdb/show``'s table, oldest first (no ageing here: the age is 0)."""
         lines = [" port  VLAN  MAC                Age"]
         for (vlan, mac), port in self.macs.items():
-            text = ":".join(f"{mac >> s & 0xFF:02x}" for s in range(40, -1, -8))
-            lines.append(f"{port:5d}  {vlan:4d}  {text}  {0:3d}")
+            lines.append(f"{port:5d}  {vlan:4d}  {_mac_text(mac)}  {0:3d}")
         return "\n".join(lines)
 
     def flush_macs(self) -> None:
@@ -212,18 +217,24 @@ class Bridge:
             wc[K.DL_SRC] = wc[K.DL_DST] = (1 << 48) - 1
             wc[K.VLAN_TCI] |= VLAN_VID_MASK | VLAN_CFI
             wc[K.IN_PORT] = 0xFFFFFFFF
+        self.notes = []
+        note = self.notes.append
         in_port = self.ports.get(int(key[K.IN_PORT]))
         if in_port is None:
-            return 0, []  # "no input bundle, dropping"
+            note("no input bundle, dropping")
+            return 0, []
         tci = int(key[K.VLAN_TCI])
         if int(key[K.DL_TYPE]) in (K.ETH_TYPE_VLAN, K.ETH_TYPE_QINQ) and not tci & VLAN_CFI:
-            return 0, []  # partial VLAN tag
+            note("partial VLAN tag, dropping")
+            return 0, []
         vid = tci & VLAN_VID_MASK if tci & VLAN_CFI else 0
         if not in_port.admits(vid):
+            note("disallowed VLAN VID for this input port, dropping")
             return 0, []
         vlan = in_port.tag if in_port.tag is not None else vid
         dst, src = int(key[K.DL_DST]), int(key[K.DL_SRC])
         if dst in RESERVED_MACS:
+            note("packet has reserved destination MAC, dropping")
             return vlan, []
         self._gratuitous_arp_bits(key, wc)
         self.learn(src, vlan, in_port.number)
@@ -232,8 +243,11 @@ class Bridge:
             if learned is not None:
                 port = self.ports.get(learned)
                 if port is None or learned == in_port.number:
+                    note("learned port is input port, dropping")
                     return vlan, []
+                note("forwarding to learned port")
                 return vlan, [port]
+        note("no learned MAC for destination, flooding")
         return vlan, [p for n, p in sorted(self.ports.items())
                       if n != in_port.number and p.carries(vlan)]  # fmt: skip
 
