@@ -1,0 +1,168 @@
+"""Batched ctnetlink rates: create, dump and delete 100,000 IPv4 TCP entries in the kernel.
+
+Runs as root in a network namespace made here and always deleted (the host's conntrack table
+is never touched). Each repeat creates N ESTABLISHED IPv4 TCP entries (status
+CONFIRMED|SEEN_REPLY|ASSURED, BE_LIBERAL, a mark), dumps them back (checked: N rows, tuples
+equal) and deletes them; the medians go to benchmarks/results/ctnetlink-rates.json and a
+table is printed. Where pyroute2 can be imported (by this interpreter, or by /usr/bin/python3,
+Debian's), 1,000 entries go through its per-entry ``NFCTSocket.entry('add'|'del')`` and
+``dump()`` in the same kind of namespace for comparison; otherwise the JSON says why not.
+
+    sudo python benchmarks/ctnetlink_rates.py [--entries 100000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from ctaccel.io.ctnetlink import (
+    IP_CT_TCP_FLAG_BE_LIBERAL,
+    IP_CT_TCP_FLAG_SACK_PERM,
+    IP_CT_TCP_FLAG_WINDOW_SCALE,
+    IPS_ASSURED,
+    IPS_CONFIRMED,
+    IPS_SEEN_REPLY,
+    TCP_CONNTRACK_ESTABLISHED,
+    CtNetlink,
+    KernelEntries,
+)
+from ctaccel.io.ctnetlink_codec import encode_create_messages
+
+OUT = Path(__file__).resolve().parent / "results" / "ctnetlink-rates.json"
+
+PYROUTE2 = r"""
+import json, sys, time
+from importlib.metadata import version
+from pyroute2 import NFCTSocket
+from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+n = int(sys.argv[1])
+def tup(i, reply):
+    src, dst = "10.1.%d.%d" % (i // 250, 1 + i % 250), "10.99.0.1"
+    sport, dport = 10000 + i, 80
+    if reply:
+        src, dst, sport, dport = dst, src, dport, sport
+    return NFCTAttrTuple(saddr=src, daddr=dst, proto=6, sport=sport, dport=dport)
+ct = NFCTSocket()
+t0 = time.perf_counter()
+for i in range(n):
+    ct.entry("add", timeout=3600, status=0xE, tuple_orig=tup(i, 0), tuple_reply=tup(i, 1))
+t1 = time.perf_counter()
+rows = list(ct.dump())
+t2 = time.perf_counter()
+for i in range(n):
+    ct.entry("del", tuple_orig=tup(i, 0))
+t3 = time.perf_counter()
+print(json.dumps({"create_s": t1 - t0, "dump_s": t2 - t1, "delete_s": t3 - t2,
+                  "dumped": len(rows), "version": version("pyroute2")}))
+"""
+
+
+def tcp_entries(n: int) -> KernelEntries:
+    """``n`` ESTABLISHED IPv4 TCP connections: 50,000 source ports per source address."""
+    e = KernelEntries.empty(n)
+    i = np.arange(n)
+    flags = IP_CT_TCP_FLAG_BE_LIBERAL | IP_CT_TCP_FLAG_SACK_PERM | IP_CT_TCP_FLAG_WINDOW_SCALE
+    e.family[:], e.proto[:], e.timeout_s[:], e.mark[:] = 2, 6, 3600, 42
+    e.status[:] = IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED
+    e.src[:, 3], e.dst[:, 3] = 0x0A000001 + i // 50000, 0x0A630001
+    e.sport[:], e.dport[:] = 10000 + i % 50000, 80
+    e.r_src[:], e.r_dst[:], e.r_sport[:], e.r_dport[:] = e.dst, e.src, e.dport, e.sport
+    e.tcp_state[:], e.tcp_wscale[:], e.tcp_flags[:] = TCP_CONNTRACK_ESTABLISHED, 7, flags
+    return e
+
+
+def one_repeat(ct: CtNetlink, e: KernelEntries) -> dict[str, float]:
+    t0 = time.perf_counter()
+    encode_create_messages(e)
+    t1 = time.perf_counter()
+    refused = ct.create(e)
+    t2 = time.perf_counter()
+    back = ct.dump()
+    t3 = time.perf_counter()
+    gone = ct.delete(e)
+    t4 = time.perf_counter()
+    order = np.lexsort((back.sport, back.src[:, 3]))
+    same = all(np.array_equal(getattr(back, c)[order], getattr(e, c))
+               for c in ("src", "dst", "sport", "dport", "r_src", "r_dst", "mark", "tcp_state",
+                         "tcp_wscale", "tcp_flags"))  # fmt: skip
+    if len(refused) or len(gone) or len(back) != len(e) or not same or len(ct.dump()):
+        raise SystemExit(f"kernel disagreed: {len(refused)} refused creates, {len(gone)} "
+                         f"refused deletes, {len(back)} dumped of {len(e)}, equal={same}")  # fmt: skip
+    return {"encode_s": t1 - t0, "create_s": t2 - t1, "dump_s": t3 - t2, "delete_s": t4 - t3}
+
+
+def pyroute2_rates(netns: str, n: int) -> dict:
+    """pyroute2's per-entry calls, in the namespace, by whichever Python can import it."""
+    for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
+        has = subprocess.run([python, "-c", "import pyroute2"], capture_output=True)
+        if has.returncode == 0:
+            run = subprocess.run(["ip", "netns", "exec", netns, python, "-c", PYROUTE2, str(n)],
+                                 capture_output=True, text=True, timeout=600)  # fmt: skip
+            if run.returncode:
+                return {"skipped": f"pyroute2 under {python} failed: {run.stderr.strip()[-300:]}"}
+            got = json.loads(run.stdout)
+            rates = {k.replace("_s", "_per_s"): n / got[k] for k in ("create_s", "delete_s")}
+            rates["dump_per_s"] = got["dumped"] / got["dump_s"]
+            return {"entries": n, "python": python, **got, **rates}
+    return {"skipped": f"pyroute2 is importable neither by {sys.executable} nor /usr/bin/python3"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--pyroute2-entries", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("needs root: it makes a network namespace of its own")
+    netns = f"ctrate-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        e = tcp_entries(args.entries)
+        with CtNetlink(netns) as ct:
+            ct.flush()
+            runs = [one_repeat(ct, e) for _ in range(args.repeats)]
+        baseline = pyroute2_rates(netns, args.pyroute2_entries)
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    report = {
+        "what": f"{args.entries} IPv4 TCP ESTABLISHED entries: create (encode included), dump "
+                "(receive and parse), delete (encode included); medians of the repeats",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(),
+                    "python": platform.python_version(), "numpy": np.__version__},
+        "entries": args.entries, "repeats": args.repeats,
+        "median_s": median,
+        "median_per_s": {k.replace("_s", "_per_s"): args.entries / v for k, v in median.items()},
+        "runs": runs, "pyroute2": baseline,
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{'':10} {'median s':>10} {'entries/s':>12}   ({args.entries} entries, "
+          f"{args.repeats} repeats)")  # fmt: skip
+    for k, v in median.items():
+        print(f"{k[:-2]:10} {v:10.4f} {args.entries / v:12,.0f}")
+    if "skipped" in baseline:
+        print(f"pyroute2: not measured ({baseline['skipped']})")
+    else:
+        print(f"pyroute2 {baseline['version']} per entry ({baseline['entries']} entries): "
+              f"create {baseline['create_per_s']:,.0f}/s, dump {baseline['dump_per_s']:,.0f}/s, "
+              f"delete {baseline['delete_per_s']:,.0f}/s")  # fmt: skip
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
