@@ -110,3 +110,36 @@ def test_vlan_actions_and_normal_match_the_reference(seed, batch_seed, n):
             retagged = [r for r, (_p, f, _t) in zip(got.results, packets, strict=True)
                         if r.path == "fast" and r.outputs and r.outputs[0][1] != f]  # fmt: skip
             assert retagged
+
+
+STACKED = (
+    """
+table=0,priority=10,in_port=1,ip,actions=push_vlan:0x8100,mod_vlan_vid:100,push_vlan:0x88a8,mod_vlan_vid:7,ct(table=1)
+table=0,priority=10,in_port=2,ip,actions="""
+    + ",".join(["push_vlan:0x8100"] * 10)
+    + """,output:3,ct(table=1)
+table=1,priority=1,actions=output:4
+"""
+)
+
+
+def test_stacked_tags_on_big_frames_match_the_reference():
+    """Tags pushed on tags, on frames as wide as the compiled path's first buffers and wider,
+    through a recirculation; and more pushes than a frame gets (MAX_TAG_BYTES): the flow
+    changes, the frame stops growing, in both engines alike."""
+    packets, now = [], START_MS
+    for size in (60, 1500, 2040, 2044, 2048, 4000):
+        for port in (1, 2):
+            ip = IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=5000 + size, dport=53)
+            frame = bytes(Ether(src=_mac(MACS[0]), dst=_mac(MACS[1])) / ip)
+            packets.append((port, frame + b"z" * (size - len(frame)), now))
+            now += 1
+    plan = H.plan_for(packets, 1)
+    expected = H.run_reference(STACKED, packets, plan, bridge=BRIDGE)
+    assert {len(r.outputs[-1][1]) - len(f) for r, (_p, f, _t) in
+            zip(expected.results, packets, strict=True)} == {8, 32}  # fmt: skip
+    for mode in ("recirc", "assume-established"):
+        got = H.run_engine(ENGINE, mode, STACKED, packets, plan, bridge=BRIDGE)
+        report = H.first_divergence(packets, expected, got, mode, plan)
+        if report:
+            pytest.fail(report, pytrace=False)

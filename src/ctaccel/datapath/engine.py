@@ -48,6 +48,7 @@ from ctaccel.ofproto.program import (
 )
 from ctaccel.ofproto.rules import carried_counters
 from ctaccel.packet import key as K
+from ctaccel.packet.rewrite import MAX_TAG_BYTES
 
 MODES = ("recirc", "assume-established")
 
@@ -416,10 +417,10 @@ class DatapathEngine:
                     self._out_fofs = _grown(self._out_fofs, used)
                     self._out_flen = _grown(self._out_flen, used)
                 # room for the widest frame still to come, so wide frames stop the kernel once
-                flen = int(lengths[i:].max()) + 4  # + a pushed VLAN tag
+                flen = int(lengths[i:].max()) + MAX_TAG_BYTES  # + pushed VLAN tags
                 if flen > self._frames_w.shape[1]:
                     self._frames_w = np.zeros((self._frames_w.shape[0], flen), np.uint8)
-                fneed = (L.MAX_OUT_PER_PACKET + 1) * flen
+                fneed = (L.MAX_OUT_PER_PACKET + 1) * (flen + 4)
                 if int(out_n[1]) + fneed > len(self._out_fbuf):
                     self._out_fbuf = _grown(self._out_fbuf, int(out_n[1]), fneed)
                 start = i

@@ -76,6 +76,7 @@ from ctaccel.datapath.vm import finish_packet, run_passes, start_packet
 from ctaccel.jit import njit, prefetch
 from ctaccel.packet.key import DL_TYPE, ETH_TYPE_IP, ETH_TYPE_IPV6, FRAG_ANY, NW_FRAG, PARSE_FLAGS
 from ctaccel.packet.parse import parse_record
+from ctaccel.packet.rewrite import MAX_TAG_BYTES
 
 # what _begin_packet decided
 BEGIN_RUN = 0  # run the packet through the VM
@@ -135,8 +136,8 @@ def _begin_packet(mode, i, frame, flen, now, ipf_next_flush_ms, em_flags_mask, b
         return BEGIN_DONE
     if (
         out_n[0] + MAX_OUT_PER_PACKET > out.out_ports.shape[0]
-        or out_n[1] + (MAX_OUT_PER_PACKET + 1) * (flen + 4) > out.out_fbuf.shape[0]
-        or flen + 4 > st.frames_w.shape[1]
+        or out_n[1] + (MAX_OUT_PER_PACKET + 1) * (flen + MAX_TAG_BYTES + 4) > out.out_fbuf.shape[0]
+        or flen + MAX_TAG_BYTES > st.frames_w.shape[1]
     ):
         return _stop(vm, ST_FULL, i)
     _parse_ahead(i, mode, b, vm, st.keys)
@@ -168,8 +169,8 @@ def run_batch(mode, start, ipf_next_flush_ms, em_flags_mask, batch, ct, mf, prog
     VmState. Outputs: ``out_ports[k]`` the port of output k, ``out_fofs[k]`` -1 when it
     carried the received frame, else the offset in ``out_fbuf`` of the rewritten copy it
     carried (NAT, header rewrites, VLAN tags; ``out_flen[k]`` its length); ``out_n[0]`` outputs and ``out_n[1]`` bytes of ``out_fbuf`` used.
-    ``frames_w`` holds the rewritten frame of each recirculation depth (4 bytes of room for a
-    pushed tag), its last row is scratch. ``scratch``: the NAT spec of a ct() without nat (``SCR_NO_NAT``), then
+    ``frames_w`` holds the rewritten frame of each recirculation depth (MAX_TAG_BYTES of room
+    for pushed tags), its last row is scratch. ``scratch``: the NAT spec of a ct() without nat (``SCR_NO_NAT``), then
     conntrack's tuple scratch (``SCR_TUPS``); the kernel allocates nothing."""
     b, c, m, p = Batch(*batch), CtTables(*ct), MegaflowTables(*mf), Programs(*progs)
     f, o, s = FastPathTables(*fp), Results(*out), VmState(*st)

@@ -38,7 +38,7 @@ from ctaccel.ofproto.classifier import MAX_RESUBMIT_DEPTH, FlowTables, lookup_ke
 from ctaccel.ofproto.rules import carried_counters
 from ctaccel.packet import key as K
 from ctaccel.packet.parse import parse_frame
-from ctaccel.packet.rewrite import set_eth, set_ip_tos_ttl, set_vlan
+from ctaccel.packet.rewrite import MAX_TAG_BYTES, set_eth, set_ip_tos_ttl, set_vlan
 
 MAX_RECIRC_DEPTH = 8  # dpif-netdev MAX_RECIRC_DEPTH
 ETH_HEADER_LEN = 14
@@ -102,6 +102,8 @@ class _Group:
     # bytes VLAN pushes and pops added since the pass began: a rule counts the length the
     # frame had then (OVS credits rules with their datapath flow's packet sizes)
     pass_delta: int = 0
+    # bytes VLAN pushes and pops added since the packet was received (the cap: MAX_TAG_BYTES)
+    tag_bytes: int = 0
 
 
 class ReferenceEngine:
@@ -442,6 +444,7 @@ class ReferenceEngine:
                 ct_handle=group.ct_handle,
                 depth=group.depth + 1,
                 md=key[_CT_FIRST : _CT_LAST + 1].copy(),
+                tag_bytes=group.tag_bytes,
             )
             if self.tracer:
                 self.tracer.on_pass(copy, table_id, group)
@@ -532,8 +535,11 @@ def _commit_vlan(group, old_tci: int, tpid: int = K.ETH_TYPE_VLAN) -> None:
     new_tci = int(group.key[K.VLAN_TCI])
     if new_tci == old_tci:
         return
-    group.frames = [_vlan_rewritten(f, old_tci, new_tci, tpid) for f in group.frames]
     shift = (4 if new_tci else 0) - (4 if old_tci else 0)
+    if group.tag_bytes + shift > MAX_TAG_BYTES:
+        return  # no room for another tag: the flow changes, the frame does not (vm.py too)
+    group.frames = [_vlan_rewritten(f, old_tci, new_tci, tpid) for f in group.frames]
+    group.tag_bytes += shift
     group.pass_delta += shift
     for col in (K.L3_OFS, K.L4_OFS):
         if group.key[col] >= 0:

@@ -131,7 +131,7 @@ from ctaccel.packet.key import (
     PARSE_FIRST,
     VLAN_TCI,
 )
-from ctaccel.packet.rewrite import set_eth, set_ip_tos_ttl, set_vlan
+from ctaccel.packet.rewrite import MAX_TAG_BYTES, set_eth, set_ip_tos_ttl, set_vlan
 
 # conntrack's ct action, called through its own machine code (not linked into the VM: it is
 # large, runs once per ct step, and would otherwise be compiled again at every VM level)
@@ -481,9 +481,11 @@ def _op_set_vlan(row, frame, flen, vm, frames_w, cur_key):
         old = 0  # a second tag pushed: the key shows the outer one only
     if new == old:
         return
+    shift = (4 if new else 0) - (4 if old else 0)
+    if cur_len(vm, flen) - flen + shift > MAX_TAG_BYTES:
+        return  # no room for another tag: the flow changes, the frame does not (reference)
     f = frames_w[_own_frame(frame, flen, vm, frames_w)]
     vm[VM_WLEN] = set_vlan(f, vm[VM_WLEN], old, new, row[3])
-    shift = (4 if new else 0) - (4 if old else 0)
     vm[VM_PASS_DELTA] += shift
     if cur_key[L3_OFS] >= 0:
         cur_key[L3_OFS] += shift

@@ -321,7 +321,8 @@ class PushVlan:
     """``push_vlan:TPID``: push a tag (TPID 0x8100 or 0x88a8) of VLAN 0, priority 0 (OVS
     sets the fields with later actions; a tagged packet gets a second, outer tag). Known
     gap: the flow key holds one tag, so a ``strip_vlan`` after a second tag was pushed
-    leaves the flow untagged where OVS's shows the inner tag until the next parse.)"""
+    leaves the flow untagged where OVS's shows the inner tag until the next parse. At most
+    MAX_TAG_BYTES (8 tags) are pushed onto a frame; later pushes change only the flow.)"""
 
     tpid: int = 0x8100
 

@@ -17,7 +17,9 @@ Design, as OVS 3.x without bonds, mirrors, multicast snooping or native-VLAN mod
   :attr:`Bridge.version`, and an engine with caches drops them all when it sees a new version
   (OVS revalidates every datapath flow after a learning change). No ageing: an entry lives
   until its address moves or, when the table is full (OVS's default 2,048 entries), it is the
-  oldest one learned — so a cached decision stays right until the version changes.
+  oldest one learned (OVS evicts the least recently used entry of the port with the most,
+  refreshing entries as packets use them: the two differ only past 2,048 addresses) — so a
+  cached decision stays right until the version changes.
 - output: the learned port, or nothing when it is the input port; unknown unicast,
   multicast and broadcast destinations flood to every other port of the VLAN, in port order.
   Access ports get the frame untagged; trunks get it tagged with the VLAN and the frame's
@@ -25,6 +27,11 @@ Design, as OVS 3.x without bonds, mirrors, multicast snooping or native-VLAN mod
 - without an explicit port list (:meth:`Bridge.parse`), a bridge has the ports its rules name
   and grows by every port a packet arrives on (each a trunk of every VLAN; a new port is a
   change too: floods reach it from then on).
+
+Known gap: a NORMAL that follows ``ct(table=N)`` in the same action list is decided by the
+reference engine after the recirculated copy ran (and maybe learned), by the compiled
+engine, as by OVS, when the pass is translated, before the copy runs: the two differ only
+when the copy's pass learns the very address the original's NORMAL then looks up.
 
 Invariants: :meth:`normal` depends on the flow only through the bits it ORs into ``wc``
 (in_port, dl_src, dl_dst, the VLAN ID and CFI, and for ARP the bits OVS's gratuitous-ARP test
@@ -242,7 +249,10 @@ class Bridge:
             learned = self.macs.get((vlan, dst))
             if learned is not None:
                 port = self.ports.get(learned)
-                if port is None or learned == in_port.number:
+                if port is None:
+                    note("learned port is unknown, dropping")
+                    return vlan, []
+                if learned == in_port.number:
                     note("learned port is input port, dropping")
                     return vlan, []
                 note("forwarding to learned port")

@@ -20,6 +20,10 @@ from ctaccel.jit import njit
 from ctaccel.packet.checksum import recalc16
 
 ETH_TYPE_IPV4 = 0x0800
+# At most this many bytes of VLAN tags are pushed onto a received frame (8 tags): a push
+# beyond it changes the flow but not the frame, in both engines (the compiled path's frame
+# buffers have this much room past the longest frame of a batch).
+MAX_TAG_BYTES = 32
 
 
 @njit(forceinline=True)
