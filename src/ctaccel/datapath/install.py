@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ctaccel.conntrack.icmp import be16
 from ctaccel.conntrack.layout import C_PROTO
 from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup_hashed
 from ctaccel.datapath.fastpath import _translated
@@ -139,11 +140,6 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
 
 
 @njit
-def _be16(b, at):
-    return (np.int64(b[at]) << 8) | np.int64(b[at + 1])
-
-
-@njit
 def _outputs_match(frame, flen, key, vm, trace_steps, out, wframe):
     """Whether every output of the packet carried one frame: the one its steps' cached
     translations make of the received frame, with its outer VLAN tag as the first output's
@@ -164,10 +160,10 @@ def _outputs_match(frame, flen, key, vm, trace_steps, out, wframe):
         if ln == flen - 4 and tci != 0:
             new = 0
         elif ln == flen + 4 and tci == 0 and flen >= 14:
-            new = _be16(out_fbuf, fo + 14) | 0x1000
-            tpid = _be16(out_fbuf, fo + 12)
+            new = np.int64(be16(out_fbuf, fo + 14)) | 0x1000
+            tpid = np.int64(be16(out_fbuf, fo + 12))
         elif ln == flen and tci != 0 and flen >= 18:
-            new = _be16(out_fbuf, fo + 14) | 0x1000
+            new = np.int64(be16(out_fbuf, fo + 14)) | 0x1000
         if new != tci:
             n = set_vlan(wframe, flen, tci, new, tpid)
             vlan = FI_VLAN_SET | tpid << 16 | new

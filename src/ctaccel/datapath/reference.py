@@ -269,9 +269,7 @@ class ReferenceEngine:
         group.key[K.IN_PORT] = saved_port
 
     def _act_set_field(self, group, act, _d):
-        old_tci = int(group.key[K.VLAN_TCI])
         _write_field(group.key, act.field, act.value, act.mask)
-        _commit_vlan(group, old_tci)
 
     def _act_vlan(self, group, act, _d):
         """strip_vlan, push_vlan, mod_vlan_vid, mod_vlan_pcp: the flow's tag, then the frames'
@@ -322,10 +320,8 @@ class ReferenceEngine:
         return None
 
     def _act_move(self, group, act, _d):
-        old_tci = int(group.key[K.VLAN_TCI])
         value = _read_field(group.key, act.src)
         _write_field(group.key, act.dst, value, (1 << act.dst.nbits) - 1)
-        _commit_vlan(group, old_tci)
 
     def _act_ct_clear(self, group, _act, _d):
         group.key[_CT_FIRST : _CT_LAST + 1] = 0

@@ -195,11 +195,7 @@ class _Translator:
             if not col_mask:
                 continue
             self.key[col] = (int(self.key[col]) & ~col_mask) | col_value
-            if col == K.VLAN_TCI:  # the frame's tag follows the flow's
-                self.wc[K.VLAN_TCI] = 0xFFFF
-                self.emit(P.OP_SET_VLAN, col_value, col_mask, K.ETH_TYPE_VLAN, 0)
-            else:
-                self.emit(P.OP_SET, col, col_value, col_mask)
+            self.emit(P.OP_SET, col, col_value, col_mask)
 
     def set_in_port(self, port: int) -> None:
         self.key[K.IN_PORT] = port
