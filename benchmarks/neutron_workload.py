@@ -19,15 +19,21 @@ over ``engine.run`` only, batches of 1,024 as ``ctaccel bench``): the share of p
 fast path served, ns per packet over the whole capture and in the steady state (from the
 third data round on, every megaflow installed: the first packets of a connection cost an
 upcall each, in Python), recirculations per packet; and per workload the ratios recirc /
-assume-established. Writes ``neutron_workload.json`` and ``.png``.
+assume-established. With ``--e2e N``, also as users meet it: the Neutron traffic written as
+one capture per port and replayed by the command, ``ctaccel replay --bridge ... --packets
+none``, N times per mode taking turns (whole-process wall seconds, warm kernels, medians and
+the median of the per-pair ratios). Writes ``neutron_workload.json`` and ``.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +42,7 @@ import numpy as np
 from ctaccel.bench import workloads as W
 from ctaccel.datapath.engine import DatapathEngine
 from ctaccel.datapath.layout import PATH_FAST
+from ctaccel.io.pcap import PcapWriter
 from ctaccel.ofproto.bridge import Bridge
 from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.ofproto.rules import parse_flows
@@ -189,12 +196,49 @@ def one_run(tables, arrays, mode: str, bridge: str | None, steady_from: int) -> 
             "mac_table": len(engine.bridge.macs)}  # fmt: skip
 
 
+def write_captures(frames, ports, directory: Path) -> list[str]:
+    """One pcap per in_port (1 µs apart, the engine runs' clock); the ``--in`` arguments."""
+    directory.mkdir(parents=True, exist_ok=True)
+    writers = {}
+    for k, (frame, port) in enumerate(zip(frames, ports, strict=True)):
+        if port not in writers:
+            writers[port] = PcapWriter(directory / f"p{port}.pcap")
+        writers[port].write(frame, 1_000_000_000 + k * 1_000)
+    for w in writers.values():
+        w.close()
+    return [f"{port}={directory / f'p{port}.pcap'}" for port in sorted(writers)]
+
+
+def replay_e2e(flows: Path, inputs: list[str], out: Path, runs: int) -> dict:
+    """``ctaccel replay`` of the captures in both modes, taking turns; wall seconds."""
+    times: dict[str, list[float]] = {"recirc": [], "assume-established": []}
+    env = dict(os.environ)
+    for r in range(runs + 1):  # the first round warms the kernels' cache and is dropped
+        order = list(times) if r % 2 == 0 else list(reversed(times))
+        for mode in order:
+            cmd = [sys.executable, "-m", "ctaccel.cli", "replay", "--flows", str(flows),
+                   "--bridge", BRIDGE, "--mode", mode, "--packets", "none", "--quiet",
+                   "--out-dir", str(out / mode)]  # fmt: skip
+            for spec in inputs:
+                cmd += ["--in", spec]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, capture_output=True)
+            if r:
+                times[mode].append(time.perf_counter() - t0)
+    ratios = [a / b for a, b in zip(times["recirc"], times["assume-established"], strict=True)]
+    return {"wall_s": {m: statistics.median(t) for m, t in times.items()},
+            "runs": runs, "recirc_over_ae_median": statistics.median(ratios),
+            "recirc_over_ae_range": [min(ratios), max(ratios)]}  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--flows", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/neutron_workload"))
+    ap.add_argument("--e2e", type=int, default=0, metavar="N",
+                    help="also time N paired runs of `ctaccel replay` per mode")  # fmt: skip
     args = ap.parse_args()
     from ctaccel.datapath.warmup import warm_up
 
@@ -227,6 +271,12 @@ def main() -> int:
         for key in ("ns_per_packet", "ns_per_packet_steady"):
             rep[f"recirc_over_ae_{key}"] = statistics.median(rc[key] / ae[key] for rc, ae in pairs)
         report["workloads"][w] = rep
+    if args.e2e:  # the captures and replay outputs go to a scratch directory
+        with tempfile.TemporaryDirectory(prefix="ctaccel-neutron-") as tmp:
+            flows = Path(tmp) / "neutron.flows"
+            flows.write_text(neutron_rules(Path(tmp) / "sg"))
+            inputs = write_captures(frames, ports, Path(tmp) / "captures")
+            report["replay_e2e"] = replay_e2e(flows, inputs, Path(tmp) / "replay", args.e2e)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "neutron_workload.json").write_text(json.dumps(report, indent=1))
     _plot(report, args.out / "neutron_workload.png")
