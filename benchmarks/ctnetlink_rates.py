@@ -1,4 +1,5 @@
-"""Batched ctnetlink rates: create, dump and delete 100,000 IPv4 TCP entries in the kernel.
+"""Batched ctnetlink rates: create, dump and delete 100,000 IPv4 TCP entries in the kernel, and
+the takeover (the kernel's table into ctaccel's) and the handback (ctaccel's into the kernel's).
 
 Runs as root in a network namespace made here and always deleted (the host's conntrack table
 is never touched). Each repeat creates N ESTABLISHED IPv4 TCP entries (status
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctaccel.conntrack import Conntrack
 from ctaccel.io.ctnetlink import (
     IP_CT_TCP_FLAG_BE_LIBERAL,
     IP_CT_TCP_FLAG_SACK_PERM,
@@ -38,6 +40,7 @@ from ctaccel.io.ctnetlink import (
     KernelEntries,
 )
 from ctaccel.io.ctnetlink_codec import encode_create_messages
+from ctaccel.kernel_sync import export_to_kernel, import_from_kernel
 
 OUT = Path(__file__).resolve().parent / "results" / "ctnetlink-rates.json"
 
@@ -102,6 +105,26 @@ def one_repeat(ct: CtNetlink, e: KernelEntries) -> dict[str, float]:
     return {"encode_s": t1 - t0, "create_s": t2 - t1, "dump_s": t3 - t2, "delete_s": t4 - t3}
 
 
+def takeover_repeat(nl: CtNetlink, netns: str, e: KernelEntries) -> dict[str, float]:
+    """The user-level steps: the kernel's table into a fresh ctaccel Conntrack (dump + import,
+    kernel_sync.import_from_kernel) and ctaccel's table back into an empty kernel table
+    (export + create, kernel_sync.export_to_kernel), each checked whole."""
+    nl.create(e)
+    ct = Conntrack()
+    t0 = time.perf_counter()
+    got = import_from_kernel(ct, 0, netns=netns)
+    t1 = time.perf_counter()
+    nl.flush()
+    t2 = time.perf_counter()
+    put = export_to_kernel(ct, 0, netns=netns)
+    t3 = time.perf_counter()
+    back = len(nl.dump())
+    nl.flush()
+    if got["imported"] != len(e) or put["created"] != len(e) or back != len(e):
+        raise SystemExit(f"takeover disagreed: imported {got}, exported {put}, kernel {back}")
+    return {"import_s": t1 - t0, "export_s": t3 - t2}
+
+
 def pyroute2_rates(netns: str, n: int) -> dict:
     """pyroute2's per-entry calls, in the namespace, by whichever Python can import it."""
     for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
@@ -134,13 +157,18 @@ def main(argv: list[str] | None = None) -> None:
         with CtNetlink(netns) as ct:
             ct.flush()
             runs = [one_repeat(ct, e) for _ in range(args.repeats)]
+            takeover_repeat(ct, netns, e.take(slice(0, 10)))  # compiles (or loads) the import
+            for run in runs:
+                run.update(takeover_repeat(ct, netns, e))
         baseline = pyroute2_rates(netns, args.pyroute2_entries)
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     report = {
         "what": f"{args.entries} IPv4 TCP ESTABLISHED entries: create (encode included), dump "
-                "(receive and parse), delete (encode included); medians of the repeats",
+                "(receive and parse), delete (encode included); import = the kernel's table "
+                "into ctaccel's (dump + conntrack import), export = ctaccel's table into the "
+                "kernel's (conversion + create); medians of the repeats",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"kernel": platform.release(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "numpy": np.__version__},

@@ -30,7 +30,17 @@ LAYERS = [
     {"io", "conntrack", "sg"},
     {"ofproto"},
     {"datapath"},
-    {"replay", "replay_batches", "replay_emit", "trace", "demo", "bench", "live", "control"},
+    {
+        "replay",
+        "replay_batches",
+        "replay_emit",
+        "trace",
+        "demo",
+        "bench",
+        "live",
+        "control",
+        "kernel_sync",
+    },
     {"cli", "live_cli", "__main__", "__init__"},
 ]
 KERNEL_MODULES = {"kernel", "vm", "fastpath", "install", "layout"}

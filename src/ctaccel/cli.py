@@ -20,6 +20,10 @@ from ctaccel.progress import shows_compiles
 IN_HELP = "PORT=PCAP: packets of this capture enter on OpenFlow port PORT (repeatable)."
 
 
+ZONE_MAP_HELP = (
+    "KZ=Z: the kernel's conntrack zone KZ is ctaccel's zone Z (repeatable; zones "
+    "not named keep their number)."
+)
 BRIDGE_HELP = (
     "The bridge's ports for the NORMAL action, as ovs-vsctl sets them: "
     "'1,2,5:tag=12,7:trunks=1-5;9' (tag: access port of that VLAN; trunks: the "
@@ -93,11 +97,18 @@ def demo(out_dir):
 @click.option("--quiet", is_flag=True, help="No summary.")
 @click.option("--bridge", default=None, metavar="PORTS",
               help=BRIDGE_HELP)  # fmt: skip
+@click.option("--ct-import", "ct_import", default=None, metavar="FILE",
+              help="Start from this saved conntrack table (`conntrack -L` or "
+              "`dpctl/dump-conntrack [-m -s]` lines); timeouts count from the first packet.")  # fmt: skip
+@click.option("--zone-map", "zone_map", multiple=True, metavar="KZ=Z",
+              help=ZONE_MAP_HELP)  # fmt: skip
 @shows_compiles
-def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet, bridge):
+def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet, bridge, ct_import,
+           zone_map):  # fmt: skip
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
     from rich.console import Console
 
+    from ctaccel.conntrack.kernel_map import parse_zone_map
     from ctaccel.replay import parse_inputs
     from ctaccel.replay import replay as run
 
@@ -114,6 +125,8 @@ def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet, 
             packets=packets,
             flows_at=flows_at,
             bridge=bridge,
+            ct_import=ct_import,
+            zone_map=parse_zone_map(zone_map),
         )
     except CtaccelError as e:
         _fail(e)
@@ -132,6 +145,9 @@ def _print_summary(s) -> None:
         t.add_row("to controller", str(s.to_controller))
     for reason, n in sorted(s.drops.items()):
         t.add_row(f"dropped: {reason}", str(n))
+    for outcome, n in s.imported.items():
+        if n:
+            t.add_row(f"--ct-import: {outcome.replace('_', ' ')}", str(n))
     t.add_row("connections at end", str(s.connections))
     for name, n in sorted(s.conntrack_counters.items()):
         if n:
@@ -224,8 +240,22 @@ def dump_flows(flows, inputs, mode, bridge):
 @click.option("--zone-limit", "zone_limits", multiple=True, help="ZONE=N or default=N.")
 @click.option("--bridge", default=None, metavar="PORTS",
               help=BRIDGE_HELP)  # fmt: skip
+@click.option(
+    "-m",
+    "--more",
+    "more",
+    is_flag=True,
+    help="Verbose, as dpctl/dump-conntrack -m: id, status, both TCP peers' states.",
+)
+@click.option(
+    "-s",
+    "--statistics",
+    "statistics",
+    is_flag=True,
+    help="As dpctl/dump-conntrack -s: the seconds each connection has left.",
+)
 @shows_compiles
-def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge):
+def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge, more, statistics):
     """Replay the traffic and print the connection table as `dpctl/dump-conntrack` does."""
     from ctaccel.replay import parse_inputs, run_quietly
 
@@ -239,7 +269,7 @@ def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge):
         )
     except CtaccelError as e:
         _fail(e)
-    for line in engine.conntrack.dump(engine.last_now_ms, zone=zone):
+    for line in engine.conntrack.dump(engine.last_now_ms, zone, more, statistics):
         click.echo(line)
 
 

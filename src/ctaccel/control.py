@@ -4,8 +4,10 @@ What: :class:`ControlServer` listens on a Unix socket and answers requests betwe
 (live.LiveDatapath calls :meth:`ControlServer.serve` when poll says a request is waiting);
 :func:`request` is the client; :func:`default_path` the socket's default place
 (``/run/ctaccel/ctaccel.ctl`` as root, else ``$XDG_RUNTIME_DIR/ctaccel.ctl``). Commands:
-dump-conntrack [--zone Z], dump-flows, add-flows FILE, replace-flows FILE, del-flows,
-flush-conntrack [--zone Z], stats, stop. Every reply is what the offline command prints
+dump-conntrack [-m] [-s] [--zone Z], dump-flows, add-flows FILE, replace-flows FILE,
+del-flows, flush-conntrack [--zone Z], fdb-show, fdb-flush, import-kernel [--zone-map KZ=Z],
+export-kernel [--zone-map KZ=Z] (the kernel's conntrack table of the datapath's namespace:
+kernel_sync.py; JSON counts), stats, stop. Every reply is what the offline command prints
 (dpctl/dump-conntrack lines, dump-flows), or JSON for stats.
 
 Design: one request per connection, one JSON line each way: ``{"command", "args", "files"}``
@@ -32,7 +34,8 @@ from ctaccel.errors import CtaccelError, InputError
 CLIENT_TIMEOUT_S = 2.0
 MAX_REQUEST = 64 << 20
 COMMANDS = ("dump-conntrack", "dump-flows", "add-flows", "replace-flows", "del-flows",
-            "flush-conntrack", "fdb-show", "fdb-flush", "stats", "stop")  # fmt: skip
+            "flush-conntrack", "fdb-show", "fdb-flush", "import-kernel", "export-kernel",
+            "stats", "stop")  # fmt: skip
 
 
 def default_path() -> str:
@@ -102,7 +105,7 @@ def handle(dp, req) -> tuple[bool, str]:
         return True, _COMMANDS[cmd](dp, args, req.get("files") or {})
     except CtaccelError as e:
         return False, str(e)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, OSError) as e:
         return False, f"{cmd}: {e}"
 
 
@@ -117,8 +120,41 @@ def _zone(args) -> int | None:
 
 
 def _dump_conntrack(dp, args, _files) -> str:
-    lines = dp.engine.conntrack.dump(dp.clock_ms(), _zone(args))
+    flags = {a for a in args if a in ("-m", "--more", "-s", "--statistics")}
+    verbose = bool(flags & {"-m", "--more"})
+    stats = bool(flags & {"-s", "--statistics"})
+    zone = _zone([a for a in args if a not in flags])
+    lines = dp.engine.conntrack.dump(dp.clock_ms(), zone, verbose, stats)
     return "".join(line + "\n" for line in lines)
+
+
+def _zone_map(dp, args) -> dict[int, int]:
+    """``--zone-map KZ=Z`` arguments (repeatable), else the map ``run`` was started with."""
+    from ctaccel.conntrack.kernel_map import parse_zone_map
+
+    if not args:
+        return dict(getattr(dp, "kernel_zone_map", {}) or {})
+    specs = []
+    it = iter(args)
+    for a in it:
+        if a != "--zone-map":
+            raise ValueError(f"unexpected argument {a!r} (expected --zone-map KZ=Z)")
+        specs.append(next(it, ""))
+    return parse_zone_map(specs)
+
+
+def _import_kernel(dp, args, _files) -> str:
+    from ctaccel.kernel_sync import import_from_kernel
+
+    result = import_from_kernel(dp.engine.conntrack, dp.clock_ms(), _zone_map(dp, args))
+    return json.dumps(result, indent=2) + "\n"
+
+
+def _export_kernel(dp, args, _files) -> str:
+    from ctaccel.kernel_sync import export_to_kernel
+
+    result = export_to_kernel(dp.engine.conntrack, dp.clock_ms(), _zone_map(dp, args))
+    return json.dumps(result, indent=2) + "\n"
 
 
 def _dump_flows(dp, _args, _files) -> str:
@@ -182,7 +218,8 @@ def _stop(dp, _args, _files) -> str:
 _COMMANDS = {"dump-conntrack": _dump_conntrack, "dump-flows": _dump_flows,
              "add-flows": _add_flows, "replace-flows": _replace_flows, "del-flows": _del_flows,
              "flush-conntrack": _flush_conntrack, "fdb-show": _fdb_show,
-             "fdb-flush": _fdb_flush, "stats": _stats, "stop": _stop}  # fmt: skip
+             "fdb-flush": _fdb_flush, "import-kernel": _import_kernel,
+             "export-kernel": _export_kernel, "stats": _stats, "stop": _stop}  # fmt: skip
 
 
 def _read_line(conn) -> str:

@@ -58,6 +58,7 @@ class LiveDatapath:
             self.close()
             raise
         self.busy_poll = busy_poll
+        self.kernel_zone_map: dict[int, int] = {}  # --zone-map: kernel zone -> ctaccel zone
         self.log = log or (lambda _msg: None)
         self.stopping = False
         self._path_counts = np.zeros(len(L.PATH_NAMES), np.int64)

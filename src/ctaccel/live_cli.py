@@ -1,7 +1,9 @@
 """``ctaccel run`` (the live datapath) and ``ctaccel ctl`` (its control socket).
 
-What: ``run --flows FILE --port N=IFACE ... [--mode] [--ctl PATH] [--busy-poll]`` opens the
-interfaces as OpenFlow ports and forwards until SIGINT/SIGTERM or ``ctl stop``; ``ctl
+What: ``run --flows FILE --port N=IFACE ... [--mode] [--ctl PATH] [--busy-poll]
+[--kernel-import] [--kernel-export] [--zone-map KZ=Z]`` opens the interfaces as OpenFlow ports
+and forwards until SIGINT/SIGTERM or ``ctl stop`` (taking the kernel's connections over at
+start, handing them back on stop); ``ctl
 [--ctl PATH] COMMAND [ARGS]`` sends one request to it and prints the reply.
 
 Design: thin, as cli.py: a problem the user can fix (no such interface, not root, the socket
@@ -70,9 +72,22 @@ def _bridge(spec: str | None, port_list) -> str:
               help="VLAN modes of the ports for the NORMAL action, as ovs-vsctl sets them: "
               "'1,2:tag=12' (tag: access port; trunks=1-5;9: a trunk of those VLANs). "
               "Default: every --port a trunk of all VLANs.")  # fmt: skip
+@click.option("--kernel-import", is_flag=True,
+              help="Take over the kernel's conntrack table of this network namespace at start "
+              "(connections it tracks stay established here).")  # fmt: skip
+@click.option(
+    "--kernel-export",
+    is_flag=True,
+    help="Hand the connections back: write them into the kernel's table on stop.",
+)
+@click.option("--zone-map", "zone_map", multiple=True, metavar="KZ=Z",
+              help="The kernel's zone KZ is ctaccel's zone Z, both ways (repeatable; zones not "
+              "named keep their number).")  # fmt: skip
 @shows_compiles
-def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge):
+def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge, kernel_import, kernel_export,
+        zone_map):  # fmt: skip
     """Forward between live interfaces through the rules until stopped."""
+    from ctaccel.conntrack.kernel_map import parse_zone_map
     from ctaccel.control import ControlServer
     from ctaccel.datapath.warmup import warm_up
     from ctaccel.io.afpacket import check_ports
@@ -81,6 +96,7 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge):
 
     dp = None
     try:  # every check a user can fail comes before the compile (warm_up)
+        zones = parse_zone_map(zone_map)
         port_list = _ports(ports)
         check_ports([ifname for _no, ifname in port_list])
         # NORMAL switches between the datapath's ports (by default trunks of every VLAN)
@@ -92,11 +108,16 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge):
         except BaseException:
             control.close()
             raise
+        dp.kernel_zone_map = zones
         warm_up()
+        if kernel_import:
+            _kernel("imported from the kernel", _import, dp)
         names = ", ".join(f"{n}={i}" for n, i in port_list)
         click.echo(f"ctaccel: forwarding ({mode}) on {names}; control socket {control.path}",
                    err=True)  # fmt: skip
         dp.run()
+        if kernel_export:
+            _kernel("exported to the kernel", _export, dp)
     except CtaccelError as e:
         _fail(e)
     finally:
@@ -105,14 +126,34 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge):
     click.echo("ctaccel: stopped", err=True)
 
 
+def _import(dp) -> dict:
+    from ctaccel.kernel_sync import import_from_kernel
+
+    return import_from_kernel(dp.engine.conntrack, dp.clock_ms(), dp.kernel_zone_map)
+
+
+def _export(dp) -> dict:
+    from ctaccel.kernel_sync import export_to_kernel
+
+    return export_to_kernel(dp.engine.conntrack, dp.clock_ms(), dp.kernel_zone_map)
+
+
+def _kernel(what: str, step, dp) -> None:
+    result = step(dp)
+    figures = ", ".join(f"{k} {v}" for k, v in result.items() if v not in (0, {}))
+    click.echo(f"ctaccel: {what}: {figures}", err=True)
+
+
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.option("--ctl", "ctl_path", default=None, help="Control socket path (as for run).")
 @click.argument("command")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def ctl(ctl_path, command, args):
-    """Ask a running datapath: dump-conntrack [--zone Z], dump-flows, add-flows FILE,
+    """Ask a running datapath: dump-conntrack [-m] [-s] [--zone Z], dump-flows, add-flows FILE,
     replace-flows FILE, del-flows, flush-conntrack [--zone Z], fdb-show, fdb-flush (NORMAL's
-    MAC table, as ovs-appctl fdb/show and fdb/flush), stats, stop."""
+    MAC table, as ovs-appctl fdb/show and fdb/flush), import-kernel / export-kernel
+    [--zone-map KZ=Z] (take the kernel's conntrack table over, or hand ctaccel's back), stats,
+    stop."""
     from ctaccel.control import request
 
     rule_file = None

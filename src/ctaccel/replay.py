@@ -55,6 +55,7 @@ class ReplaySummary:
     paths: dict = field(default_factory=dict)
     datapath_stats: dict = field(default_factory=dict)
     time_split: dict = field(default_factory=dict)  # reading, datapath, writing, waiting (s)
+    imported: dict = field(default_factory=dict)  # --ct-import: rows per outcome
 
 
 def merged_order(captures):
@@ -208,19 +209,42 @@ def parse_flows_at(specs) -> list[tuple[int, FlowTables]]:
     return sorted(out, key=lambda c: c[0])
 
 
+def first_packet_ms(inputs) -> int:
+    """The capture clock (ms) at the first packet of the inputs (0 when they are empty)."""
+    firsts = []
+    for _port, path in inputs:
+        ts = CaptureStream(str(path)).next_chunk(1)[2]
+        if len(ts):
+            firsts.append(int(ts[0]) // 1_000_000)
+    return min(firsts, default=0)
+
+
+def import_table(engine, path, inputs, zone_map=None) -> dict:
+    """``--ct-import``: the connections of a saved table (conntrack -L or dpctl/dump-conntrack
+    lines, conntrack/ct_text.py) made live in ``engine``'s conntrack, their timeouts counted
+    from the first packet of the inputs; rows per outcome."""
+    from ctaccel.conntrack.ct_text import read_table
+
+    entries, peers = read_table(str(path))
+    return engine.conntrack.import_entries(entries, first_packet_ms(inputs), zone_map, peers)
+
+
 def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None,
-           mode="assume-established", packets="jsonl", flows_at=(),
-           bridge=None) -> ReplaySummary:  # fmt: skip
+           mode="assume-established", packets="jsonl", flows_at=(), bridge=None,
+           ct_import=None, zone_map=None) -> ReplaySummary:  # fmt: skip
     """Run the replay; see the module docstring. Raises InputError/RuleError before writing.
     ``packets``: "jsonl" writes packets.jsonl, "parquet" packets.parquet (the compiled modes),
     "none" no per-packet results. ``flows_at``: SECONDS=FILE rule changes (the file's rules
-    replace the rule set when the capture clock is SECONDS past the first packet's)."""
+    replace the rule set when the capture clock is SECONDS past the first packet's).
+    ``ct_import``: a saved conntrack table to start from (:func:`import_table`; kernel zones
+    renamed by ``zone_map``)."""
     changes = parse_flows_at(flows_at)
     if packets not in PACKET_FORMATS:
         raise InputError(f"--packets {packets!r}: expected one of {', '.join(PACKET_FORMATS)}")
     if packets == "parquet" and mode == "reference":
         raise InputError("--packets parquet: the reference mode writes jsonl (or none)")
     engine = make_engine(flows_path, mode, zone_limits, bridge=bridge)
+    imported = {} if ct_import is None else import_table(engine, ct_import, inputs, zone_map)
     if mode == "reference":
         captures, ports = load_inputs(inputs)
         total = sum(len(c.ts_ns) for c in captures)
@@ -233,7 +257,7 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
     except OSError as e:
         raise InputError(f"cannot create output directory {out_dir!r}: {e.strerror}") from e
 
-    summary = ReplaySummary(out_dir=out_dir, packets_in=total, mode=mode)
+    summary = ReplaySummary(out_dir=out_dir, packets_in=total, mode=mode, imported=imported)
     now_ms = 0
     paths: Counter = Counter()
     bar = _progress(total, progress, console)

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import re
 import shutil
 import socket
 import struct
-import subprocess
 import sys
-import uuid
 
 import numpy as np
 import pytest
@@ -37,6 +34,7 @@ from ctaccel.io.ctnetlink_codec import (
     parse_entries,
     parse_errors,
 )
+from support.kernelct import entries, in_ns, netns_fixture
 
 NEW, DELETE = 0x100, 0x102
 CREATE_FLAGS, DELETE_FLAGS = 0x1 | 0x400 | 0x200, 0x1
@@ -81,21 +79,6 @@ def be32(kind: int, value: int) -> bytes:
 def tcp_info(state: int, ws: tuple[int, int], flags: tuple[int, int]) -> bytes:
     return nest(4, nest(1, nla(1, bytes([state])), nla(2, bytes([ws[0]])), nla(3, bytes([ws[1]])),
                         nla(4, bytes([flags[0], 0xFF])), nla(5, bytes([flags[1], 0xFF]))))  # fmt: skip
-
-
-def words(addr: str) -> list[int]:
-    """ctaccel's convention: 4 words most significant first, IPv4 in word 3."""
-    packed = ipaddress.ip_address(addr).packed.rjust(16, b"\0")
-    return list(struct.unpack(">4I", packed))
-
-
-def entries(*rows: dict) -> KernelEntries:
-    """KernelEntries from dicts of column values (addresses as strings)."""
-    e = KernelEntries.empty(len(rows))
-    for i, row in enumerate(rows):
-        for name, value in row.items():
-            getattr(e, name)[i] = words(value) if isinstance(value, str) else value
-    return e
 
 
 TCP4 = dict(family=2, proto=6, src="10.0.0.1", dst="10.99.0.1", sport=40000, dport=80,
@@ -297,31 +280,7 @@ def test_datagram_offsets_done_and_errors():
 
 
 # ---- kernel: a namespace of our own ---------------------------------------------------------
-def _unavailable(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}, and CI=true: the kernel tests must run", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def netns():
-    if os.geteuid() != 0:
-        _unavailable("kernel conntrack tests need root (a network namespace of their own)")
-    if shutil.which("ip") is None:
-        _unavailable("kernel conntrack tests need the ip command")
-    name = f"ctnl-{uuid.uuid4().hex[:8]}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if made.returncode:
-        _unavailable(f"ip netns add failed: {made.stderr.strip()}")
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
-
-
-def in_ns(netns: str, *cmd: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", netns, *cmd], input=stdin, capture_output=True,
-                          text=True, timeout=20)  # fmt: skip
+netns = pytest.fixture(scope="module")(netns_fixture)
 
 
 @pytest.fixture

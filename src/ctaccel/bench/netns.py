@@ -138,24 +138,30 @@ class Topology:
 
 
 class Datapath:
-    """``ctaccel run`` on a topology's ports with ``rules``, in a subprocess."""
+    """``ctaccel run`` on a topology's ports with ``rules``, in a subprocess (in ``netns`` when
+    given, with ``extra`` arguments)."""
 
     START_TIMEOUT_S = 300  # a first run compiles the kernels
 
     def __init__(self, topo: Topology, rules: str, mode: str = "assume-established",
-                 rx: str = "ring", bridge: str | None = None):  # fmt: skip
+                 rx: str = "ring", bridge: str | None = None, netns: str | None = None,
+                 extra: tuple[str, ...] = ()):  # fmt: skip
         self.dir = tempfile.mkdtemp(prefix="ctaccel-live-")
         self.flows = os.path.join(self.dir, "rules.flows")
         with open(self.flows, "w") as f:
             f.write(rules)
         self.ctl_path = os.path.join(self.dir, "ctl.sock")
         self.log_path = os.path.join(self.dir, "run.log")
+        self.final_log = ""
         args = [sys.executable, "-m", "ctaccel.cli", "run", "--flows", self.flows, "--mode",
                 mode, "--ctl", self.ctl_path, "--rx", rx]  # fmt: skip
         for no, link in topo.ports:
             args += ["--port", f"{no}={link}"]
         if bridge:
             args += ["--bridge", bridge]
+        args += list(extra)
+        if netns:  # the datapath runs in that namespace (its ports, its kernel conntrack)
+            args = ["ip", "netns", "exec", netns, *args]
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.START_TIMEOUT_S
@@ -192,5 +198,7 @@ class Datapath:
                 self.proc.kill()
                 self.proc.wait(timeout=20)
         self._log.close()
+        if os.path.exists(self.log_path):  # what it said up to its end (the directory goes)
+            self.final_log = self.log()
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.proc.returncode

@@ -223,9 +223,28 @@ class Conntrack:
         self.stats[ST_MAX_CONNS] = self.max_conns
 
     # --- inspection -------------------------------------------------------------------------
-    def dump(self, now_ms: int, zone: int | None = None) -> list[str]:
-        """dpctl/dump-conntrack lines (sorted) of the connections alive at ``now_ms``."""
-        return dump_lines(self.conns, now_ms, zone)
+    def dump(self, now_ms: int, zone: int | None = None, verbose: bool = False,
+             stats: bool = False) -> list[str]:  # fmt: skip
+        """dpctl/dump-conntrack lines (sorted) of the connections alive at ``now_ms``;
+        ``verbose``/``stats`` as its ``-m`` (id, status, per-peer TCP states) and ``-s``
+        (timeout)."""
+        return dump_lines(self.conns, now_ms, zone, verbose, stats)
+
+    # --- the kernel's table (conntrack/kernel_map.py) ----------------------------------------
+    def import_entries(self, entries, now_ms: int, zone_map=None, peer_states=None) -> dict:
+        """Add kernel entries (io/ctnetlink KernelEntries) as live connections; returns how many
+        rows were imported, already tracked, unsupported or refused for lack of room."""
+        from ctaccel.conntrack.kernel_map import import_entries, outcome_counts
+
+        out = import_entries(self, entries, now_ms, zone_map, peer_states)
+        self._sweep_due = None  # imported timers may expire before the next sweep's bound
+        return outcome_counts(out)
+
+    def export_entries(self, now_ms: int, zone_map=None):
+        """The live connections as kernel entries (KernelEntries) for a ctnetlink create."""
+        from ctaccel.conntrack.kernel_map import export_entries
+
+        return export_entries(self.conns, now_ms, zone_map)
 
     def __len__(self) -> int:
         return int(self.stats[ST_N_CONNS])

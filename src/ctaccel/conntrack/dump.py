@@ -1,4 +1,4 @@
-"""``ovs-appctl dpctl/dump-conntrack`` formatting (OVS 3.1 ct-dpif.c, default format).
+"""``ovs-appctl dpctl/dump-conntrack`` formatting (OVS 3.1 ct-dpif.c, default and ``-m -s``).
 
 What: one line per live connection, as OVS prints it without ``-m``/``-s``::
 
@@ -11,7 +11,11 @@ udplite, dccp and igmp, else the number. A tuple is ``src=,dst=`` then, for ICMP
 protocols without ports). ``zone=`` only when non-zero; ``mark=`` (decimal) only when non-zero;
 ``labels=`` as hex without leading zeros only when non-zero; ``protoinfo=(state=...)`` only
 for TCP. IPv6 addresses are printed by the C library's ``inet_ntop``, as OVS does. Lines are
-sorted (OVS prints in hash order, which nobody can reproduce).
+sorted (OVS prints in hash order, which nobody can reproduce). Verbose (``-m -s``) adds, in
+OVS's order, ``id=`` (the creation number), ``status=`` (the kernel's bits for the connection:
+what ``export-kernel`` would give it; OVS userspace leaves it empty), ``timeout=`` (whole
+seconds left) and the per-peer TCP protoinfo; no counters or start time (not kept). A
+verbose dump is what ``replay --ct-import`` reads back most faithfully (conntrack/ct_text.py).
 
 Invariants: expired connections (``now >= expiration``) are not printed, as in OVS.
 """
@@ -29,17 +33,24 @@ from ctaccel.conntrack.layout import (
     C_EXPIRATION,
     C_ICMP_CODE,
     C_ICMP_TYPE,
+    C_L4_STATE,
     C_LABEL,
     C_MARK,
+    C_NAT_FLAGS,
     C_PROTO,
     C_R_DPORT,
     C_R_DST,
     C_R_SPORT,
     C_R_SRC,
+    C_SEQ,
     C_SPORT,
     C_SRC,
+    C_TCP,
     C_USED,
     C_ZONE,
+    P_STATE,
+    P_WSCALE,
+    TCP_PEER_WIDTH,
 )
 from ctaccel.conntrack.table import reverse_icmp_type
 
@@ -83,8 +94,55 @@ def _tuple(row, reply: bool) -> str:
     return f"{text},sport={sport},dport={dport}"
 
 
-def format_conn(conns, slot: int) -> str:
-    """One dump-conntrack line for the connection in ``conns[slot]``."""
+STATUS_NAMES = ("EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "DST_NAT")
+TCP_FLAG_NAMES = ("WINDOW_SCALE", "SACK_PERM", "CLOSE_INIT", "BE_LIBERAL")
+
+
+def _flag_names(value: int, names) -> str:
+    """OVS's format_flags: the set bits' names joined by '|', or 0."""
+    out = [name for bit, name in enumerate(names) if value >> bit & 1]
+    return "|".join(out) if out else "0"
+
+
+def _status(row) -> int:
+    """The status bits the kernel would show: CONFIRMED, SEEN_REPLY|ASSURED once the reply
+    side was seen, SRC_NAT or DST_NAT (as conntrack/kernel_map.py exports them)."""
+    proto = int(row[C_PROTO])
+    if proto == 6:
+        seen = int(row[C_TCP + TCP_PEER_WIDTH + P_STATE]) >= 2  # the reply side has spoken
+    elif proto in (1, 58):
+        seen = int(row[C_L4_STATE]) == 1  # icmp.py ICMPS_REPLY
+    else:
+        seen = int(row[C_L4_STATE]) == 2  # other.py OTHERS_BIDIR
+    nat = int(row[C_NAT_FLAGS])
+    return (0x8 | (0x6 if seen else 0) | (0x10 if nat & 1 else 0)
+            | (0x20 if nat & 4 and not nat & 1 else 0))  # fmt: skip
+
+
+def _tcp_verbose(row) -> str:
+    """OVS's verbose TCP protoinfo: both peers' states, window scales, flags."""
+    from ctaccel.conntrack.tcp import TCP_STATE_NAMES, WSCALE_FLAG, WSCALE_MASK, WSCALE_UNKNOWN
+
+    states, scales, flags = [], [], []
+    for peer in range(2):
+        base = C_TCP + peer * TCP_PEER_WIDTH
+        st = int(row[base + P_STATE])
+        states.append(TCP_STATE_NAMES[st] if 0 <= st < len(TCP_STATE_NAMES) else f"[{st}]")
+        ws = int(row[base + P_WSCALE])
+        scales.append(ws & WSCALE_MASK)
+        flags.append((1 if ws & WSCALE_FLAG else 0) | (8 if ws & WSCALE_UNKNOWN else 0))
+    text = f"state_orig={states[0]},state_reply={states[1]}"
+    if scales[0] or scales[1]:
+        text += f",wscale_orig={scales[0]},wscale_reply={scales[1]}"
+    return (text + f",flags_orig={_flag_names(flags[0], TCP_FLAG_NAMES)}"
+            f",flags_reply={_flag_names(flags[1], TCP_FLAG_NAMES)}")  # fmt: skip
+
+
+def format_conn(conns, slot: int, now_ms: int | None = None, verbose: bool = False,
+                stats: bool = False) -> str:  # fmt: skip
+    """One dump-conntrack line for the connection in ``conns[slot]``; ``verbose`` as
+    ``dpctl/dump-conntrack -m`` (id, status, per-peer TCP states, window scales and flags),
+    ``stats`` as ``-s`` (seconds left: ``now_ms`` needed)."""
     row = conns[slot]
     proto = int(row[C_PROTO])
     parts = [
@@ -92,9 +150,16 @@ def format_conn(conns, slot: int) -> str:
         f",orig=({_tuple(row, False)})",
         f",reply=({_tuple(row, True)})",
     ]
+    if verbose:
+        parts.append(f",id={int(row[C_SEQ]) & 0xFFFFFFFF}")
     zone = int(row[C_ZONE])
     if zone:
         parts.append(f",zone={zone}")
+    if verbose:
+        parts.append(f",status={_flag_names(_status(row), STATUS_NAMES)}")
+    if stats:
+        left = max(int(row[C_EXPIRATION]) - int(now_ms or 0), 0)
+        parts.append(f",timeout={left // 1000}")
     mark = int(row[C_MARK])
     if mark:
         parts.append(f",mark={mark}")
@@ -103,16 +168,21 @@ def format_conn(conns, slot: int) -> str:
         label = (label << 32) | int(row[C_LABEL + i])
     if label:
         parts.append(f",labels=0x{label:x}")
-    if proto == 6:
+    if proto == 6 and verbose:
+        parts.append(f",protoinfo=({_tcp_verbose(row)})")
+    elif proto == 6:
         from ctaccel.conntrack.tcp import tcp_state_name
 
         parts.append(f",protoinfo=(state={tcp_state_name(conns, slot)})")
     return "".join(parts)
 
 
-def dump_lines(conns, now_ms: int, zone: int | None = None) -> list[str]:
-    """Sorted dump-conntrack lines of the live connections (optionally of one zone)."""
+def dump_lines(conns, now_ms: int, zone: int | None = None, verbose: bool = False,
+               stats: bool = False) -> list[str]:  # fmt: skip
+    """Sorted dump-conntrack lines of the live connections (optionally of one zone);
+    ``verbose``/``stats`` as ``-m``/``-s``."""
     live = (conns[:, C_USED] != 0) & (conns[:, C_EXPIRATION] > now_ms)
     if zone is not None:
         live &= conns[:, C_ZONE] == zone
-    return sorted(format_conn(conns, int(slot)) for slot in np.flatnonzero(live))
+    return sorted(format_conn(conns, int(slot), now_ms, verbose, stats)
+                  for slot in np.flatnonzero(live))  # fmt: skip

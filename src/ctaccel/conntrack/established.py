@@ -35,6 +35,7 @@ from ctaccel.conntrack.layout import (
     C_TCP,
     C_USED,
     HOT_WIDTH,
+    P_FLAGS,
     P_MAX_WIN,
     P_SEQHI,
     P_SEQLO,
@@ -132,8 +133,9 @@ def ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, 
     if (
         conns[slot, src + P_STATE] != TCPS_ESTABLISHED
         or conns[slot, dst + P_STATE] != TCPS_ESTABLISHED
+        or (conns[slot, src + P_FLAGS] | conns[slot, dst + P_FLAGS]) != 0
     ):
-        return RECHECK_OTHER
+        return RECHECK_OTHER  # (an imported side not heard since: the tracker opens it)
     if now_ms >= conns[slot, C_EXPIRATION]:
         return RECHECK_GONE
     state = CS_TRACKED | CS_ESTABLISHED

@@ -48,7 +48,7 @@ P_SEQHI = 1
 P_MAX_WIN = 2
 P_WSCALE = 3  # low 4 bits: shift; CT_WSCALE_FLAG / CT_WSCALE_UNKNOWN as in OVS
 P_STATE = 4  # CT_DPIF_TCPS_* value
-P_FLAGS = 5  # per-peer flags (e.g. be-liberal)
+P_FLAGS = 5  # per-peer flags (tcp.py PF_*: an imported side whose window is unknown)
 HOT_WIDTH = C_TCP + 2 * TCP_PEER_WIDTH  # 24
 
 # --- cold: immutable after creation ---------------------------------------------------------

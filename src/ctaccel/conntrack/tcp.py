@@ -39,6 +39,11 @@ Invariants:
   repeated SYN, and in the strict (in-window) branch.
 - The sequence check is always on (OVS's ``tcp_seq_chk`` bypass, off by default, is not
   modelled).
+- A connection taken over from the kernel or a dump (conntrack/kernel_map.py) has states but
+  no windows: each side carries PF_WIN_UNKNOWN until its next packet, which opens its sequence
+  space (``_adopt_side``) and is judged without its ack; while a side is unknown the other's
+  packets pass the loose check. Liberal until both sides spoke, then strict (the kernel does
+  the same for a pickup; OVS's kernel datapath marks such entries be-liberal for good).
 """
 
 from __future__ import annotations
@@ -113,6 +118,10 @@ WSCALE_UNKNOWN = 0x40  # picked up mid-stream: scaling unknown, be liberal
 WSCALE_MASK = 0x0F  # the shift itself
 TCP_MAX_WSCALE = 14  # RFC 7323 cap; also the shift assumed for picked-up connections
 
+# Peer flags (``P_FLAGS``).
+PF_WIN_UNKNOWN = 1  # imported (kernel, a dump): this side's sequence space is unknown until it
+#                     sends again; its first packet then opens it (see tcp_conn_update)
+
 TCP_HEADER_LEN = 20
 TCPOPT_EOL = 0
 TCPOPT_NOP = 1
@@ -125,9 +134,6 @@ MAXACKWINDOW = 0xFFFF + 1500
 SEQ_MASK = 0xFFFFFFFF
 _SEQ_SIGN = 0x80000000
 _SEQ_MOD = 0x100000000
-
-
-# --- small helpers (inlined by LLVM) ------------------------------------------------------
 
 
 @njit(forceinline=True)
@@ -280,9 +286,6 @@ def _set_timer(conns, slot, now_ms, timeouts, tm):
     conns[slot, C_TIMEOUT_CLASS] = tm
 
 
-# --- public kernels ---------------------------------------------------------------------------
-
-
 @njit(forceinline=True)
 def tcp_valid_new(frame, l4_ofs, l4_len):
     """May this packet create a connection? Valid flags and not a SYN/ACK.
@@ -388,6 +391,24 @@ def _open_side(conns, slot, src, dst, frame, l4_ofs, l4_len, pkt, sws, dws):
 
 
 @njit(forceinline=True)
+def _adopt_side(conns, slot, src, dst, seq, end, win, dws):
+    """The first packet from an imported side (PF_WIN_UNKNOWN): its sequence space starts
+    here, as the kernel's tracker picks a window up (``td_maxwin == 0``); the state is kept.
+    The side may send up to the window the other side allows (1 octet while that side is
+    unknown too, the loose branch covering the rest until it speaks)."""
+    allowed = conns[slot, dst + P_MAX_WIN] << dws
+    if allowed < 1:
+        allowed = np.int64(1)
+    seqhi = conns[slot, src + P_SEQHI]
+    if seqhi == 0 or _seq_diff(end + allowed, seqhi) >= 0:
+        seqhi = (end + allowed) & SEQ_MASK
+    conns[slot, src + P_SEQLO] = seq
+    conns[slot, src + P_SEQHI] = seqhi
+    conns[slot, src + P_MAX_WIN] = win if win > 1 else np.int64(1)
+    conns[slot, src + P_FLAGS] &= ~PF_WIN_UNKNOWN
+
+
+@njit(forceinline=True)
 def _strict_states(flags, src_state, dst_state):
     """The peers' states after a packet inside the window: SYN opens, FIN closes its sender,
     an ACK moves the receiver on, a RST ends both."""
@@ -423,12 +444,18 @@ def _timeout_class(src_state, dst_state):
 
 
 @njit(forceinline=True)
-def _loosely_acceptable(src_state, dst_state, src_seqlo, src_seqhi, seq, end):
+def _loosely_acceptable(src_state, dst_state, src_seqlo, src_seqhi, seq, end, dst_unknown):
     """pf's loose acceptance outside the strict window: the receiver has not spoken
-    (shotgunned SYNs, a stream picked up mid-way) or the connection is closing, and the
-    segment lies within MAXACKWINDOW of the sender's sequence space."""
+    (shotgunned SYNs, a stream picked up mid-way, an imported connection's side not heard
+    since) or the connection is closing, and the segment lies within MAXACKWINDOW of the
+    sender's sequence space."""
     return (
-        (dst_state < TCPS_SYN_SENT or dst_state >= TCPS_FIN_WAIT_2 or src_state >= TCPS_FIN_WAIT_2)
+        (
+            dst_state < TCPS_SYN_SENT
+            or dst_unknown
+            or dst_state >= TCPS_FIN_WAIT_2
+            or src_state >= TCPS_FIN_WAIT_2
+        )
         and _seq_diff(src_seqhi + MAXACKWINDOW, end) >= 0
         and _seq_diff(seq, src_seqlo - MAXACKWINDOW) >= 0
     )
@@ -493,6 +520,14 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
         (src_seqlo, src_seqhi, src_max_win, src_wscale,
          dst_seqlo, dst_seqhi, dst_max_win, dst_wscale) = load_peers(conns, slot, src, dst)  # fmt: skip
         src_state = np.int64(TCPS_SYN_SENT)
+    elif conns[slot, src + P_FLAGS] & PF_WIN_UNKNOWN:
+        _adopt_side(conns, slot, src, dst, seq, end, win, dws)
+        (src_seqlo, src_seqhi, src_max_win, src_wscale,
+         dst_seqlo, dst_seqhi, dst_max_win, dst_wscale) = load_peers(conns, slot, src, dst)  # fmt: skip
+        check_ackskew = False
+    dst_unknown = (conns[slot, dst + P_FLAGS] & PF_WIN_UNKNOWN) != 0
+    if dst_unknown:
+        check_ackskew = False  # what the receiver sent is unknown: its ack cannot be judged
 
     if not (flags & TCP_ACK):
         ack = dst_seqlo  # no ack to judge: let it pass the skew check
@@ -524,7 +559,7 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
         src_state, dst_state = _strict_states(flags, src_state, dst_state)
         tm = _timeout_class(src_state, dst_state)
         _set_timer(conns, slot, now_ms, timeouts, tm)
-    elif _loosely_acceptable(src_state, dst_state, src_seqlo, src_seqhi, seq, end):
+    elif _loosely_acceptable(src_state, dst_state, src_seqlo, src_seqhi, seq, end, dst_unknown):
         # Loose acceptance: the receiver has not spoken (shotgunned SYNs, a stream picked up
         # mid-way) or the connection is closing (stray FIN/ACKs). Track the sequence space but
         # leave the timer alone, so a flood cannot keep such a connection alive; a proper
@@ -545,9 +580,6 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
     conns[slot, dst + P_SEQHI] = dst_seqhi
     conns[slot, dst + P_STATE] = dst_state
     return CT_UPDATE_VALID
-
-
-# --- plain Python ---------------------------------------------------------------------------
 
 
 def tcp_state_name(conns, slot: int) -> str:
