@@ -9,7 +9,7 @@ table is printed. Where pyroute2 can be imported (by this interpreter, or by /us
 Debian's), 1,000 entries go through its per-entry ``NFCTSocket.entry('add'|'del')`` and
 ``dump()`` in the same kind of namespace for comparison; otherwise the JSON says why not.
 
-    sudo python benchmarks/ctnetlink_rates.py [--entries 100000] [--repeats 5]
+    sudo python benchmarks/ctnetlink_rates.py [--entries 100000] [--repeats 5] [--commands]
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -125,6 +127,48 @@ def takeover_repeat(nl: CtNetlink, netns: str, e: KernelEntries) -> dict[str, fl
     return {"import_s": t1 - t0, "export_s": t3 - t2}
 
 
+def through_the_commands(netns: str, nl: CtNetlink, e: KernelEntries) -> dict:
+    """The same steps as a user takes them: ``ctaccel run --kernel-import`` on a veth pair in
+    the namespace (its log line gives the dump and import times), then, the kernel's table
+    flushed, ``ctaccel ctl export-kernel`` (its JSON gives the export time) and the whole
+    command's wall time."""
+    subprocess.run(["ip", "-n", netns, "link", "add", "bv0", "type", "veth", "peer", "name", "bv1"],
+                   check=True)  # fmt: skip
+    for link in ("bv0", "bv1"):
+        subprocess.run(["ip", "-n", netns, "link", "set", link, "up"], check=True)
+    nl.create(e)
+    with tempfile.TemporaryDirectory() as tmp:
+        flows, ctl, log = Path(tmp, "f.flows"), str(Path(tmp, "ctl")), Path(tmp, "run.log")
+        flows.write_text("priority=0,actions=drop\n")
+        cli = [sys.executable, "-m", "ctaccel.cli"]
+        with open(log, "w") as out:
+            run = subprocess.Popen(["ip", "netns", "exec", netns, *cli, "run", "--flows", str(flows),
+                                    "--port", "1=bv0", "--port", "2=bv1", "--ctl", ctl,
+                                    "--kernel-import"], stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while "forwarding" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            line = next(x for x in log.read_text().splitlines() if "imported from" in x)
+            nl.flush()
+            t0 = time.perf_counter()
+            done = subprocess.run([*cli, "ctl", "--ctl", ctl, "export-kernel"], check=True,
+                                  capture_output=True, text=True)  # fmt: skip
+            wall = time.perf_counter() - t0
+            subprocess.run([*cli, "ctl", "--ctl", ctl, "stop"], capture_output=True, timeout=60)
+            run.wait(timeout=60)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    exported = json.loads(done.stdout)
+    nl.flush()
+    figures = dict(re.findall(r"(\w+) ([0-9.]+)", line.split(":", 2)[2]))
+    return {"run_kernel_import_log": line.strip(),
+            "import_s": float(figures["dump_seconds"]) + float(figures["import_seconds"]),
+            "imported": int(figures["imported"]), "ctl_export_kernel": exported,
+            "export_s": exported["seconds"], "ctl_export_wall_s": wall}  # fmt: skip
+
+
 def pyroute2_rates(netns: str, n: int) -> dict:
     """pyroute2's per-entry calls, in the namespace, by whichever Python can import it."""
     for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
@@ -147,6 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--pyroute2-entries", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--commands",
+        action="store_true",
+        help="also through `ctaccel run --kernel-import` and `ctl export-kernel`",
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("needs root: it makes a network namespace of its own")
@@ -160,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             takeover_repeat(ct, netns, e.take(slice(0, 10)))  # compiles (or loads) the import
             for run in runs:
                 run.update(takeover_repeat(ct, netns, e))
+            commands = through_the_commands(netns, ct, e) if args.commands else None
         baseline = pyroute2_rates(netns, args.pyroute2_entries)
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
@@ -175,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         "entries": args.entries, "repeats": args.repeats,
         "median_s": median,
         "median_per_s": {k.replace("_s", "_per_s"): args.entries / v for k, v in median.items()},
-        "runs": runs, "pyroute2": baseline,
+        "runs": runs, "pyroute2": baseline, "through_the_commands": commands,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -189,6 +239,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"pyroute2 {baseline['version']} per entry ({baseline['entries']} entries): "
               f"create {baseline['create_per_s']:,.0f}/s, dump {baseline['dump_per_s']:,.0f}/s, "
               f"delete {baseline['delete_per_s']:,.0f}/s")  # fmt: skip
+    if commands:
+        print(f"ctaccel run --kernel-import: {commands['imported']} imported in "
+              f"{commands['import_s']:.3f} s (dump + import); ctl export-kernel: "
+              f"{commands['ctl_export_kernel']['created']} created in {commands['export_s']:.3f} s "
+              f"({commands['ctl_export_wall_s']:.2f} s for the whole command)")  # fmt: skip
     print(f"wrote {args.out}")
 
 
