@@ -5,7 +5,8 @@ What: :func:`import_from_kernel` reads the kernel's conntrack table of this netw
 :func:`export_to_kernel` writes ctaccel's live connections into the kernel's table, creating
 the missing ones and updating those the kernel already has. ``ctaccel run --kernel-import``
 and ``--kernel-export`` call them at start and stop, ``ctaccel ctl import-kernel`` and
-``export-kernel`` while it runs.
+``export-kernel`` while it runs. :class:`KernelSync` (``run --kernel-sync``) keeps the two
+tables converged while running, from the kernel's events and ctaccel's own changes.
 
 Design: one dump and one import (numpy, one jitted loop) for the way in; one batched create
 for the way out, then the rows the kernel already had (EEXIST) sent again as updates (their
@@ -24,7 +25,9 @@ import time
 
 import numpy as np
 
-from ctaccel.io.ctnetlink import CtNetlink
+from ctaccel.conntrack.layout import C_EXPIRATION, C_GENERATION, C_SEQ, C_USED
+from ctaccel.conntrack.table import ST_NEXT_SEQ
+from ctaccel.io.ctnetlink import CtNetlink, KernelEntries
 
 
 def import_from_kernel(conntrack, now_ms: int, zone_map=None, netns: str | None = None) -> dict:
@@ -61,3 +64,175 @@ def export_to_kernel(conntrack, now_ms: int, zone_map=None, netns: str | None = 
             "updated": len(exist_rows) - len(again),
             "refused": _errors(np.concatenate([refused, again])),
             "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
+
+
+REFRESH_MS = 2000  # how often the kernel's copies get the timers and states traffic moved
+
+
+class KernelSync:
+    """``run --kernel-sync``: the kernel's table and ctaccel's kept converged while running.
+
+    - At start (:meth:`start`): one dump imported, as ``--kernel-import``.
+    - Kernel events (:meth:`tick`, between batches): a connection the kernel creates or updates
+      that ctaccel lacks is imported; one a tool deletes (a DESTROY sent by a ctnetlink user:
+      ``conntrack -D``) is deleted here too. The kernel's own DESTROYs (its timers: its copies
+      see no traffic while ctaccel forwards) are not taken: ctaccel's timers rule, and the copy
+      is re-created. Events caused by this object's own requests are recognised by their
+      netlink port id and skipped.
+    - ctaccel's changes: connections it created are created in the kernel, connections it
+      removed (expiry, flush, replacement) deleted there, and every REFRESH_MS the kernel's
+      copies of connections that saw traffic get ctaccel's state and timeout.
+    - Lost events (ENOBUFS): a full dump, importing what is missing, and every connection of
+      ctaccel the kernel lacks created again.
+    """
+
+    def __init__(self, conntrack, zone_map=None, netns: str | None = None, log=None,
+                 rcvbuf: int = 64 << 20):  # fmt: skip
+        from ctaccel.io.ctnetlink import CtEvents
+
+        self.ct, self.zone_map, self.netns = conntrack, dict(zone_map or {}), netns
+        self.log = log or (lambda _m: None)
+        self.events = CtEvents(netns, rcvbuf)
+        self.nl = CtNetlink(netns)
+        self.portid = self.nl.portid
+        self._slots = np.zeros(0, np.int64)  # the mirrored connections: slot, generation,
+        self._gens = np.zeros(0, np.int64)  # the expiration last sent, and their entries
+        self._exp = np.zeros(0, np.int64)
+        self._sent = None
+        self._seq = 0  # connections created from here on are not in the kernel yet
+        self._refreshed = 0
+        self._resync_due = False
+        self.counts = {"imported": 0, "deleted_here": 0, "created_there": 0,
+                       "deleted_there": 0, "refreshed_there": 0, "resyncs": 0,
+                       "refused_there": 0}  # fmt: skip
+
+    def close(self) -> None:
+        self.events.close()
+        self.nl.close()
+
+    def start(self, now_ms: int) -> dict:
+        """Take the kernel's table over (one dump); the figures, as import_from_kernel's."""
+        t0 = time.perf_counter()
+        entries = self.nl.dump()
+        result = self._import(entries, now_ms)
+        return {"kernel_entries": len(entries), **result,
+                "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
+
+    def _import(self, entries, now_ms: int) -> dict:
+        from ctaccel.conntrack.kernel_map import IMPORTED, OUTCOME_NAMES, import_entries
+
+        self._mirror_new(now_ms)  # ctaccel's own creations first: the mark moves past imports
+        out, slots = import_entries(self.ct, entries, now_ms, self.zone_map, with_slots=True)
+        took = slots[out == IMPORTED]
+        self._track(took, entries.take(out == IMPORTED))
+        self._seq = int(self.ct.stats[ST_NEXT_SEQ])
+        self.counts["imported"] += len(took)
+        return {name: int((out == i).sum()) for i, name in enumerate(OUTCOME_NAMES)}
+
+    def _track(self, slots, entries) -> None:
+        conns = self.ct.conns
+        self._slots = np.concatenate([self._slots, slots])
+        self._gens = np.concatenate([self._gens, conns[slots, C_GENERATION]])
+        self._exp = np.concatenate([self._exp, conns[slots, C_EXPIRATION]])
+        self._sent = entries if self._sent is None else KernelEntries.concat([self._sent, entries])
+
+    def tick(self, now_ms: int) -> None:
+        """Apply the kernel's events, then mirror ctaccel's changes (between batches)."""
+        events, lost = self.events.read()
+        if lost or self._resync_due:
+            self.resync(now_ms)
+        else:
+            self._apply(events, now_ms)
+        self._mirror_gone(now_ms)
+        self._mirror_new(now_ms)
+        if now_ms - self._refreshed >= REFRESH_MS:
+            self._refresh(now_ms)
+            self._refreshed = now_ms
+
+    def _apply(self, events, now_ms: int) -> None:
+        from ctaccel.conntrack.kernel_map import delete_matching
+
+        for kind in ("new", "update"):
+            entries, pids = events[kind]
+            theirs = pids != self.portid
+            if theirs.any():
+                self._import(entries.take(theirs), now_ms)
+        entries, pids = events["destroy"]
+        by_tool = (pids != self.portid) & (pids != 0)
+        if by_tool.any():
+            self.counts["deleted_here"] += delete_matching(self.ct, entries.take(by_tool),
+                                                           now_ms, self.zone_map)  # fmt: skip
+
+    def _mirror_gone(self, now_ms: int) -> None:
+        if not len(self._slots):
+            return
+        conns = self.ct.conns
+        gone = ((conns[self._slots, C_USED] == 0) | (conns[self._slots, C_GENERATION] != self._gens)
+                | (conns[self._slots, C_EXPIRATION] <= now_ms))  # fmt: skip
+        if gone.any():
+            refused = self.nl.delete(self._sent.take(gone))
+            self.counts["deleted_there"] += int(gone.sum()) - len(refused)
+            keep = ~gone
+            self._slots, self._gens, self._exp = (
+                self._slots[keep],
+                self._gens[keep],
+                self._exp[keep],
+            )
+            self._sent = self._sent.take(keep)
+
+    def _mirror_new(self, now_ms: int) -> None:
+        from ctaccel.conntrack.kernel_map import export_rows
+
+        conns = self.ct.conns
+        if int(self.ct.stats[ST_NEXT_SEQ]) <= self._seq:
+            return
+        new = np.flatnonzero((conns[:, C_USED] != 0) & (conns[:, C_SEQ] >= self._seq)
+                             & (conns[:, C_EXPIRATION] > now_ms))  # fmt: skip
+        self._seq = int(self.ct.stats[ST_NEXT_SEQ])
+        if not len(new):
+            return
+        entries = export_rows(conns, new, now_ms, self.zone_map)
+        self._write(entries, exclusive=True)
+        self.counts["created_there"] += len(new)
+        self._track(new, entries)
+
+    def _refresh(self, now_ms: int) -> None:
+        from ctaccel.conntrack.kernel_map import export_rows, for_update
+
+        if not len(self._slots):
+            return
+        moved = self.ct.conns[self._slots, C_EXPIRATION] != self._exp
+        if not moved.any():
+            return
+        slots = self._slots[moved]
+        self._write(for_update(export_rows(self.ct.conns, slots, now_ms, self.zone_map)),
+                    exclusive=False)  # fmt: skip
+        self._exp[moved] = self.ct.conns[slots, C_EXPIRATION]
+        self.counts["refreshed_there"] += len(slots)
+
+    def _write(self, entries, exclusive: bool) -> None:
+        refused = np.asarray(self.nl.create(entries, exclusive=exclusive)).reshape(-1, 2)
+        exists = refused[refused[:, 1] == errno.EEXIST, 0]
+        if len(exists):
+            from ctaccel.conntrack.kernel_map import for_update
+
+            again = self.nl.create(for_update(entries.take(exists)), exclusive=False)
+            refused = np.concatenate([refused[refused[:, 1] != errno.EEXIST],
+                                      np.asarray(again).reshape(-1, 2)])  # fmt: skip
+        lost = refused[:, 1] == errno.ENOBUFS
+        self._resync_due |= bool(lost.any())  # which rows failed is unknown: dump next tick
+        self.counts["refused_there"] += int((~lost).sum())
+
+    def resync(self, now_ms: int) -> None:
+        """After lost events: import what the kernel has and ctaccel lacks, create in the
+        kernel what ctaccel has and the kernel lacks (a full dump)."""
+        from ctaccel.conntrack.kernel_map import export_rows
+
+        self._resync_due = False
+        self.counts["resyncs"] += 1
+        self.log("conntrack events were lost (ENOBUFS): resynchronising with a full dump")
+        self.events.read()  # what is queued now is older than the dump
+        self._import(self.nl.dump(), now_ms)
+        ours = self._slots[self.ct.conns[self._slots, C_EXPIRATION] > now_ms]
+        if len(ours):  # the kernel's copies it may have lost meanwhile: created again
+            self._write(export_rows(self.ct.conns, ours, now_ms, self.zone_map), exclusive=True)

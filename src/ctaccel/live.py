@@ -5,8 +5,9 @@ What: :class:`LiveDatapath` owns the engine, the ports (io/afpacket.LivePort) an
 socket (control.py), and :meth:`LiveDatapath.run` loops until it is stopped (SIGINT, SIGTERM,
 ``ctl stop``): wait for frames (poll with a timeout, or spin with ``busy_poll``), drain every
 port's ring into one batch, run the engine on it, send each port's frames with one call,
-sweep expired connections once a second, answer control requests and notice ports going
-down or up, all between batches.
+sweep expired connections once a second, answer control requests, notice ports going
+down or up and (``--kernel-sync``) converge with the kernel's conntrack table, all between
+batches.
 
 Design:
 - The clock is the monotonic clock in ms, one reading per batch (conntrack's timers and the
@@ -40,6 +41,7 @@ from ctaccel.ofproto.program import CONTROLLER_PORT
 MAX_FRAMES = 16384  # per batch: more than one receive block can hold
 PORTS = 1 << 16  # OpenFlow port numbers (the port map has one more cell: the controller's)
 SWEEP_MS = 1000
+SYNC_MS = 50  # --kernel-sync: kernel events applied and our changes mirrored this often
 IDLE_POLL_MS = 100
 
 
@@ -59,6 +61,7 @@ class LiveDatapath:
             raise
         self.busy_poll = busy_poll
         self.kernel_zone_map: dict[int, int] = {}  # --zone-map: kernel zone -> ctaccel zone
+        self.sync = None  # --kernel-sync: kernel_sync.KernelSync, ticked every SYNC_MS
         self.log = log or (lambda _msg: None)
         self.stopping = False
         self._path_counts = np.zeros(len(L.PATH_NAMES), np.int64)
@@ -109,8 +112,11 @@ class LiveDatapath:
             poller.register(p.rx.fileno(), select.POLLIN)
         if self.control is not None:
             self.control.register(poller)
-        last_sweep = last_check = self.clock_ms()
-        timeout = 0 if self.busy_poll else IDLE_POLL_MS
+        last_sweep = last_check = last_sync = self.clock_ms()
+        # with --kernel-sync the loop wakes every SYNC_MS even when idle: the kernel's events
+        # wait in their socket until then (its fd is not polled: that would spin meanwhile)
+        idle = min(IDLE_POLL_MS, SYNC_MS) if self.sync is not None else IDLE_POLL_MS
+        timeout = 0 if self.busy_poll else idle
         previous = [signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)]
         try:
             while not self.stopping:
@@ -118,7 +124,7 @@ class LiveDatapath:
                 if self._forward_batch():
                     timeout = 0  # more may be waiting: look again before sleeping
                 else:
-                    timeout = 0 if self.busy_poll else IDLE_POLL_MS
+                    timeout = 0 if self.busy_poll else idle
                 now = self.clock_ms()
                 if now - last_sweep >= SWEEP_MS:
                     self.engine.conntrack.sweep(now, monotonic=True)
@@ -126,6 +132,9 @@ class LiveDatapath:
                 if now - last_check >= 1000:
                     self._check_ports()
                     last_check = now
+                if self.sync is not None and now - last_sync >= SYNC_MS:
+                    self.sync.tick(now)
+                    last_sync = now
                 if self.control is not None and events:
                     self.control.serve(events, self)
         finally:
@@ -190,9 +199,12 @@ class LiveDatapath:
                 "tx_no_such_port": int(self._tx[0][5][1]),
                 "datapath": dict(self.engine.stats),
                 "conntrack": {"connections": len(self.engine.conntrack),
-                              **self.engine.conntrack.counters}}  # fmt: skip
+                              **self.engine.conntrack.counters},
+                **({"kernel_sync": dict(self.sync.counts)} if self.sync is not None else {})}  # fmt: skip
 
     def close(self) -> None:
+        if self.sync is not None:
+            self.sync.close()
         for p in self.ports.values():
             p.close()
         if self.control is not None:

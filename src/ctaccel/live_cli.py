@@ -80,12 +80,16 @@ def _bridge(spec: str | None, port_list) -> str:
     is_flag=True,
     help="Hand the connections back: write them into the kernel's table on stop.",
 )
+@click.option("--kernel-sync", is_flag=True,
+              help="Keep the kernel's conntrack table and ctaccel's converged while running: "
+              "import at start, then the kernel's events applied here and ctaccel's new and "
+              "removed connections mirrored there.")  # fmt: skip
 @click.option("--zone-map", "zone_map", multiple=True, metavar="KZ=Z",
               help="The kernel's zone KZ is ctaccel's zone Z, both ways (repeatable; zones not "
               "named keep their number).")  # fmt: skip
 @shows_compiles
 def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge, kernel_import, kernel_export,
-        zone_map):  # fmt: skip
+        kernel_sync, zone_map):  # fmt: skip
     """Forward between live interfaces through the rules until stopped."""
     from ctaccel.conntrack.kernel_map import parse_zone_map
     from ctaccel.control import ControlServer
@@ -110,14 +114,19 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge, kernel_import, kern
             raise
         dp.kernel_zone_map = zones
         warm_up()
-        if kernel_import:
-            _kernel("imported from the kernel", _import, dp)
+        if kernel_sync:
+            from ctaccel.kernel_sync import KernelSync
+
+            dp.sync = KernelSync(engine.conntrack, zones, log=dp.log)
+            _kernel("synchronising with the kernel, imported", dp.sync.start(dp.clock_ms()))
+        elif kernel_import:
+            _kernel("imported from the kernel", _import(dp))
         names = ", ".join(f"{n}={i}" for n, i in port_list)
         click.echo(f"ctaccel: forwarding ({mode}) on {names}; control socket {control.path}",
                    err=True)  # fmt: skip
         dp.run()
         if kernel_export:
-            _kernel("exported to the kernel", _export, dp)
+            _kernel("exported to the kernel", _export(dp))
     except CtaccelError as e:
         _fail(e)
     finally:
@@ -138,8 +147,7 @@ def _export(dp) -> dict:
     return export_to_kernel(dp.engine.conntrack, dp.clock_ms(), dp.kernel_zone_map)
 
 
-def _kernel(what: str, step, dp) -> None:
-    result = step(dp)
+def _kernel(what: str, result: dict) -> None:
     figures = ", ".join(f"{k} {v}" for k, v in result.items() if v not in (0, {}))
     click.echo(f"ctaccel: {what}: {figures}", err=True)
 

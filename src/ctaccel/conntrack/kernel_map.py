@@ -39,6 +39,8 @@ says for every input row what happened (:data:`IMPORTED`, :data:`EXISTS`,
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ctaccel.conntrack.icmp import ICMPS_FIRST, ICMPS_REPLY
@@ -59,7 +61,7 @@ from ctaccel.conntrack.layout import (
     TCP_PEER_WIDTH,
     tcp_col,
 )
-from ctaccel.conntrack.lifecycle import lookup_live
+from ctaccel.conntrack.lifecycle import delete_conn, lookup_live
 from ctaccel.conntrack.nat import NAT_DST, NAT_SRC
 from ctaccel.conntrack.other import OTHERS_BIDIR, OTHERS_FIRST
 from ctaccel.conntrack.table import (
@@ -278,12 +280,14 @@ def row_table(e: KernelEntries, now_ms: int, zone_map=None, peer_states=None) ->
 
 
 @njit
-def _insert(ct, rows, now_ms, out):
-    """Insert every row of the ``R_*`` table; ``out[i]`` says what happened to row ``i``."""
+def _insert(ct, rows, now_ms, out, slots):
+    """Insert every row of the ``R_*`` table; ``out[i]`` says what happened to row ``i``,
+    ``slots[i]`` where it went (-1: nowhere)."""
     conns, stats = ct.conns, ct.stats
     tup = np.zeros(TUP_WIDTH, np.int64)
     rtup = np.zeros(TUP_WIDTH, np.int64)
     for i in range(rows.shape[0]):
+        slots[i] = -1
         if rows[i, R_UNSUPPORTED]:
             out[i] = UNSUPPORTED
             continue
@@ -320,21 +324,47 @@ def _insert(ct, rows, now_ms, out):
                 conns[slot, base + P_FLAGS] = PF_WIN_UNKNOWN
             conns[slot, C_KFLAGS] = rows[i, R_KFLAGS]
         out[i] = IMPORTED
+        slots[i] = slot
 
 
-def import_entries(ct, entries: KernelEntries, now_ms: int, zone_map=None,
-                   peer_states=None) -> np.ndarray:  # fmt: skip
+@njit
+def _delete_matching(ct, rows, now_ms):
+    """Delete the live connection whose original tuple is each row's; how many were."""
+    tup = np.zeros(TUP_WIDTH, np.int64)
+    n = 0
+    for i in range(rows.shape[0]):
+        for c in range(TUP_WIDTH):
+            tup[c] = rows[i, c]
+        handle = lookup_live(ct, tup, now_ms)
+        if handle >= 0 and handle & 1 == 0:
+            delete_conn(ct, handle >> 1)
+            n += 1
+    return n
+
+
+def import_entries(ct, entries: KernelEntries, now_ms: int, zone_map=None, peer_states=None,
+                   with_slots: bool = False):  # fmt: skip
     """Add ``entries`` to the Conntrack ``ct`` as live connections at ``now_ms``; returns the
     outcome of every row (IMPORTED, EXISTS, UNSUPPORTED, FULL). A negative ``timeout_s`` (a
-    saved table without timeouts) arms the default timeout of the connection's state."""
+    saved table without timeouts) arms the default timeout of the connection's state.
+    ``with_slots``: also the row each entry went to (-1: none), as (outcomes, slots)."""
     rows = row_table(entries, now_ms, zone_map, peer_states)
     unknown = entries.timeout_s < 0  # a saved table without timeouts: the state's default
     rows[unknown, R_EXPIRE] = int(now_ms) + ct.timeouts[rows[unknown, R_TM]]
     out = np.zeros(len(rows), np.int64)
+    slots = np.full(len(rows), -1, np.int64)
     if len(rows):
         ct.reserve(len(rows))
-        _insert(ct.tables, rows, int(now_ms), out)
-    return out
+        _insert(ct.tables, rows, int(now_ms), out, slots)
+    return (out, slots) if with_slots else out
+
+
+def delete_matching(ct, entries: KernelEntries, now_ms: int, zone_map=None) -> int:
+    """Delete the connections whose original tuple (and zone, through ``zone_map``) is one of
+    ``entries``' (a kernel DESTROY event); how many were found."""
+    if not len(entries):
+        return 0
+    return int(_delete_matching(ct.tables, row_table(entries, now_ms, zone_map), int(now_ms)))
 
 
 def outcome_counts(out: np.ndarray) -> dict[str, int]:
@@ -346,6 +376,18 @@ def outcome_counts(out: np.ndarray) -> dict[str, int]:
 def export_entries(conns: np.ndarray, now_ms: int, zone_map=None) -> KernelEntries:
     """The live connections of ``conns`` (not expired at ``now_ms``) as KernelEntries; ctaccel
     zones are mapped back through the inverse of ``zone_map`` (kernel zone -> ctaccel zone)."""
+    live = np.flatnonzero((conns[:, C_USED] != 0) & (conns[:, C_EXPIRATION] > now_ms))
+    return export_rows(conns, live, now_ms, zone_map)
+
+
+def for_update(entries: KernelEntries) -> KernelEntries:
+    """Entries to update existing kernel entries with: the kernel refuses NAT on an existing
+    entry, so the NAT bits go and the (translated) reply tuple is sent as it is."""
+    return dataclasses.replace(entries, status=entries.status & ~(IPS_SRC_NAT | IPS_DST_NAT))
+
+
+def export_rows(conns: np.ndarray, live: np.ndarray, now_ms: int, zone_map=None) -> KernelEntries:
+    """The connections in rows ``live`` of ``conns`` as KernelEntries (see export_entries)."""
     from ctaccel.conntrack.layout import (
         C_DL_TYPE,
         C_DPORT,
@@ -362,7 +404,6 @@ def export_entries(conns: np.ndarray, now_ms: int, zone_map=None) -> KernelEntri
         C_ZONE,
     )
 
-    live = np.flatnonzero((conns[:, C_USED] != 0) & (conns[:, C_EXPIRATION] > now_ms))
     r = conns[live]
     e = KernelEntries.empty(len(live))
     back = np.arange(65536, dtype=np.int64)

@@ -1,7 +1,7 @@
 """Batched ctnetlink: the kernel's conntrack table of this network namespace, as numpy arrays.
 
 What: :class:`CtNetlink` owns a NETLINK_NETFILTER socket and moves many entries per system
-call: :meth:`CtNetlink.create` and :meth:`CtNetlink.delete` send rows of
+call (:class:`CtEvents` reads the kernel's NEW/UPDATE/DESTROY events in batches): :meth:`CtNetlink.create` and :meth:`CtNetlink.delete` send rows of
 :class:`KernelEntries` and return the rows the kernel refused; :meth:`CtNetlink.dump` reads
 the whole table into :class:`KernelEntries`; :meth:`CtNetlink.flush` empties it. The table
 is that of the caller's network namespace, or of a named one (``CtNetlink("ns1")``, entered
@@ -30,6 +30,7 @@ import ctypes
 import errno
 import os
 import socket
+import struct
 import threading
 
 import numpy as np
@@ -39,6 +40,8 @@ from ctaccel.io.ctnetlink_codec import (
     AF_INET,
     AF_INET6,
     AF_UNSPEC,
+    CT_DELETE,
+    CT_NEW,
     IP_CT_TCP_FLAG_BE_LIBERAL,
     IP_CT_TCP_FLAG_SACK_PERM,
     IP_CT_TCP_FLAG_WINDOW_SCALE,
@@ -47,6 +50,8 @@ from ctaccel.io.ctnetlink_codec import (
     IPS_DST_NAT,
     IPS_SEEN_REPLY,
     IPS_SRC_NAT,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
     TCP_CONNTRACK_ESTABLISHED,
     KernelEntries,
     datagram_messages,
@@ -63,7 +68,7 @@ from ctaccel.io.ctnetlink_codec import (
 __all__ = [
     "AF_INET", "AF_INET6", "AF_UNSPEC", "IPS_ASSURED", "IPS_CONFIRMED", "IPS_DST_NAT",
     "IPS_SEEN_REPLY", "IPS_SRC_NAT", "IP_CT_TCP_FLAG_BE_LIBERAL", "IP_CT_TCP_FLAG_SACK_PERM",
-    "IP_CT_TCP_FLAG_WINDOW_SCALE", "TCP_CONNTRACK_ESTABLISHED", "CtNetlink", "KernelEntries",
+    "IP_CT_TCP_FLAG_WINDOW_SCALE", "TCP_CONNTRACK_ESTABLISHED", "CtEvents", "CtNetlink", "KernelEntries",
     "encode_create", "encode_delete",
 ]  # fmt: skip
 
@@ -145,6 +150,7 @@ class CtNetlink:
                 sock.setsockopt(socket.SOL_SOCKET, plain, size)
         sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         sock.bind((0, 0))
+        self.portid = sock.getsockname()[0]  # the kernel's events name our requests by it
         self.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         self.chunk_bytes = max(256, min(chunk_bytes, self.sndbuf - 64))
@@ -264,3 +270,73 @@ class CtNetlink:
                 continue
             if datagram_messages(np.frombuffer(self._errbuf, np.uint8), 0, n)[1]:
                 return
+
+
+NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY = 1, 2, 3
+NETLINK_ADD_MEMBERSHIP = 1
+EVENT_TYPES = ("new", "update", "destroy")
+
+
+class CtEvents:
+    """The kernel's conntrack events (NEW, UPDATE, DESTROY) of one namespace, read in batches.
+
+    ``fileno()`` for poll; :meth:`read` takes every event queued without blocking and returns
+    them as KernelEntries per kind with the sender's netlink port id (0: the kernel itself,
+    e.g. traffic or a timeout; else the ctnetlink socket whose request caused it), and whether
+    events were lost (ENOBUFS: the queue overflowed; the caller must dump to resynchronise)."""
+
+    def __init__(self, netns: str | None = None, rcvbuf: int = 64 << 20):
+        sock = _open_socket() if netns is None else _open_socket_in(netns)
+        self._sock = sock
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((0, 0))
+        for group in (NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE,
+                      NFNLGRP_CONNTRACK_DESTROY):  # fmt: skip
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+        sock.setblocking(False)
+        self._buf = np.empty(4 << 20, np.uint8)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def read(self, max_bytes: int = 64 << 20):
+        """({"new"|"update"|"destroy": (KernelEntries, port ids)}, lost)."""
+        buf, pos, offs, kinds, lost = self._buf, 0, [], [], False
+        while pos < max_bytes:
+            if len(buf) - pos < RECV_SIZE:
+                if len(buf) * 2 > max_bytes + RECV_SIZE:
+                    break
+                grown = np.empty(2 * len(buf), np.uint8)
+                grown[:pos] = buf[:pos]
+                buf = self._buf = grown
+            try:
+                n = self._sock.recv_into(memoryview(buf)[pos:], RECV_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                lost = True
+                continue
+            off, end = pos, pos + n
+            while off + 20 <= end:
+                length, kind, flags = struct.unpack_from("<IHH", buf, off)
+                if kind in (CT_NEW, CT_DELETE):
+                    new = kind == CT_NEW and flags & (NLM_F_CREATE | NLM_F_EXCL)
+                    offs.append(off)
+                    kinds.append(0 if new else (2 if kind == CT_DELETE else 1))
+                off += max((length + 3) & ~3, 16)
+            pos = (end + 3) & ~3
+        offs_a, kinds_a = np.array(offs, np.int64), np.array(kinds, np.int64)
+        out = {}
+        for k, name in enumerate(EVENT_TYPES):
+            sel = offs_a[kinds_a == k]
+            pids = buf[: len(buf) // 4 * 4].view("<u4")[(sel + 12) >> 2].astype(np.int64)
+            out[name] = (parse_entries(buf, sel), pids)
+        return out, lost
