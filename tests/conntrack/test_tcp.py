@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from scapy.all import IP, TCP, Ether, Raw, raw
 
 from ctaccel.conntrack import tcp
+from ctaccel.conntrack.dump import tcp_state_name
 from ctaccel.conntrack.layout import (
     C_EXPIRATION,
     C_TIMEOUT_CLASS,
@@ -104,7 +105,7 @@ class Conn:
         assert self.expiration == (self.now if at is None else at) + int(self.timeouts[tm])
 
     def name(self):
-        return tcp.tcp_state_name(self.conns, self.slot)
+        return tcp_state_name(self.conns, self.slot)
 
 
 def handshake(c, isn_c=1000, isn_s=5000, win_c=65535, win_s=65535, opt_c=None, opt_s=None):
@@ -648,7 +649,7 @@ def test_state_names():
     for (s0, s1), name in cases.items():
         conns[0, tcp_col(0, P_STATE)] = s0
         conns[0, tcp_col(1, P_STATE)] = s1
-        assert tcp.tcp_state_name(conns, 0) == name
+        assert tcp_state_name(conns, 0) == name
 
 
 # --- jitted vs plain Python ---------------------------------------------------------------

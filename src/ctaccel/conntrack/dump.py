@@ -53,6 +53,16 @@ from ctaccel.conntrack.layout import (
     TCP_PEER_WIDTH,
 )
 from ctaccel.conntrack.table import reverse_icmp_type
+from ctaccel.conntrack.tcp import (
+    TCP_STATE_NAMES,
+    TCPS_ESTABLISHED,
+    TCPS_FIN_WAIT_2,
+    TCPS_SYN_RECV,
+    TCPS_TIME_WAIT,
+    WSCALE_FLAG,
+    WSCALE_MASK,
+    WSCALE_UNKNOWN,
+)
 
 PROTO_NAMES = {
     1: "icmp",
@@ -121,8 +131,6 @@ def _status(row) -> int:
 
 def _tcp_verbose(row) -> str:
     """OVS's verbose TCP protoinfo: both peers' states, window scales, flags."""
-    from ctaccel.conntrack.tcp import TCP_STATE_NAMES, WSCALE_FLAG, WSCALE_MASK, WSCALE_UNKNOWN
-
     states, scales, flags = [], [], []
     for peer in range(2):
         base = C_TCP + peer * TCP_PEER_WIDTH
@@ -171,8 +179,6 @@ def format_conn(conns, slot: int, now_ms: int | None = None, verbose: bool = Fal
     if proto == 6 and verbose:
         parts.append(f",protoinfo=({_tcp_verbose(row)})")
     elif proto == 6:
-        from ctaccel.conntrack.tcp import tcp_state_name
-
         parts.append(f",protoinfo=(state={tcp_state_name(conns, slot)})")
     return "".join(parts)
 
@@ -186,3 +192,21 @@ def dump_lines(conns, now_ms: int, zone: int | None = None, verbose: bool = Fals
         live &= conns[:, C_ZONE] == zone
     return sorted(format_conn(conns, int(slot), now_ms, verbose, stats)
                   for slot in np.flatnonzero(live))  # fmt: skip
+
+
+def tcp_state_name(conns, slot: int) -> str:
+    """The state dpctl/dump-conntrack prints in ``protoinfo=(state=...)``.
+
+    OVS keeps a state per side but prints one: the larger, with FIN_WAIT_2 shown as TIME_WAIT
+    and SYN_RECV as ESTABLISHED (to read like the kernel's single state).
+    """
+    state = max(
+        int(conns[slot, C_TCP + P_STATE]), int(conns[slot, C_TCP + TCP_PEER_WIDTH + P_STATE])
+    )
+    if state == TCPS_FIN_WAIT_2:
+        state = TCPS_TIME_WAIT
+    elif state == TCPS_SYN_RECV:
+        state = TCPS_ESTABLISHED
+    if 0 <= state < len(TCP_STATE_NAMES):
+        return TCP_STATE_NAMES[state]
+    return f"[{state}]"

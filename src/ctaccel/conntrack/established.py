@@ -133,7 +133,7 @@ def ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, 
     if (
         conns[slot, src + P_STATE] != TCPS_ESTABLISHED
         or conns[slot, dst + P_STATE] != TCPS_ESTABLISHED
-        or (conns[slot, src + P_FLAGS] | conns[slot, dst + P_FLAGS]) != 0
+        or conns[slot, src + P_FLAGS] != 0
     ):
         return RECHECK_OTHER  # (an imported side not heard since: the tracker opens it)
     if now_ms >= conns[slot, C_EXPIRATION]:

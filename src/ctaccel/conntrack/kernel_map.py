@@ -46,15 +46,29 @@ import numpy as np
 from ctaccel.conntrack.icmp import ICMPS_FIRST, ICMPS_REPLY
 from ctaccel.conntrack.layout import (
     C_CREATED_MS,
+    C_DL_TYPE,
+    C_DPORT,
+    C_DST,
     C_EXPIRATION,
+    C_ICMP_CODE,
+    C_ICMP_TYPE,
+    C_KFLAGS,
     C_L4_STATE,
     C_LABEL,
     C_MARK,
     C_NAT_FLAGS,
+    C_PROTO,
+    C_R_DPORT,
+    C_R_DST,
+    C_R_SPORT,
+    C_R_SRC,
     C_SEQ,
+    C_SPORT,
+    C_SRC,
     C_TCP,
     C_TIMEOUT_CLASS,
     C_USED,
+    C_ZONE,
     P_FLAGS,
     P_STATE,
     P_WSCALE,
@@ -115,8 +129,6 @@ from ctaccel.io.ctnetlink_codec import (
     KernelEntries,
 )
 from ctaccel.jit import njit
-
-C_KFLAGS = 55  # the kernel's TCP flags of an imported connection: orig | reply << 8
 
 # what happened to each input row
 IMPORTED, EXISTS, UNSUPPORTED, FULL = 0, 1, 2, 3
@@ -388,21 +400,6 @@ def for_update(entries: KernelEntries) -> KernelEntries:
 
 def export_rows(conns: np.ndarray, live: np.ndarray, now_ms: int, zone_map=None) -> KernelEntries:
     """The connections in rows ``live`` of ``conns`` as KernelEntries (see export_entries)."""
-    from ctaccel.conntrack.layout import (
-        C_DL_TYPE,
-        C_DPORT,
-        C_DST,
-        C_ICMP_CODE,
-        C_ICMP_TYPE,
-        C_PROTO,
-        C_R_DPORT,
-        C_R_DST,
-        C_R_SPORT,
-        C_R_SRC,
-        C_SPORT,  # fmt: skip
-        C_SRC,
-        C_ZONE,
-    )
 
     r = conns[live]
     e = KernelEntries.empty(len(live))

@@ -71,7 +71,8 @@ C_BYTES_ORIG = 51
 C_PKTS_REPLY = 52
 C_BYTES_REPLY = 53
 C_SEQ = 54  # global creation sequence number (stable ordering / ids)
-C_SPARE0 = 55  # 55..63 unused
+C_KFLAGS = 55  # an imported connection's kernel TCP flags, orig | reply << 8 (kernel_map.py)
+C_SPARE0 = 56  # 56..63 unused
 
 CONN_WIDTH = 64
 
