@@ -37,6 +37,37 @@ def _fail(err: Exception) -> None:
     sys.exit(2)
 
 
+TIMEOUT_POLICY_HELP = (
+    "ZONE:NAME=SECONDS[,NAME=SECONDS...]: the zone's conntrack timeout policy, as ovs-vsctl "
+    "add-zone-tp (names tcp_syn_sent, tcp_syn_recv, tcp_established, tcp_fin_wait, "
+    "tcp_time_wait, tcp_close, udp_first, udp_single, udp_multiple, icmp_first, icmp_reply; "
+    "the rest OVS's defaults); default:NAME=SECONDS for every zone without its own. Repeatable."
+)
+
+
+def _timeout_policy_option(fn):
+    return click.option("--timeout-policy", "timeout_policies", multiple=True,
+                        metavar="ZONE:NAME=SECONDS", help=TIMEOUT_POLICY_HELP)(fn)  # fmt: skip
+
+
+def _policies(specs) -> dict:
+    from ctaccel.conntrack.timeouts import parse_timeout_policies
+
+    return parse_timeout_policies(specs)
+
+
+def _ct_import(path, zone_map) -> tuple | None:
+    """``--ct-import FILE`` with its ``--zone-map`` items, checked."""
+    from ctaccel.conntrack.kernel_map import parse_zone_map
+
+    zones = parse_zone_map(zone_map)
+    if path is None:
+        if zones:
+            raise CtaccelError("--zone-map: only with --ct-import (it renames the table's zones)")
+        return None
+    return path, zones
+
+
 def _zone_limits(specs) -> dict:
     out: dict = {}
     for spec in specs:
@@ -102,13 +133,13 @@ def demo(out_dir):
               "`dpctl/dump-conntrack [-m -s]` lines); timeouts count from the first packet.")  # fmt: skip
 @click.option("--zone-map", "zone_map", multiple=True, metavar="KZ=Z",
               help=ZONE_MAP_HELP)  # fmt: skip
+@_timeout_policy_option
 @shows_compiles
 def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet, bridge, ct_import,
-           zone_map):  # fmt: skip
+           zone_map, timeout_policies):  # fmt: skip
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
     from rich.console import Console
 
-    from ctaccel.conntrack.kernel_map import parse_zone_map
     from ctaccel.replay import parse_inputs
     from ctaccel.replay import replay as run
 
@@ -125,8 +156,8 @@ def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet, 
             packets=packets,
             flows_at=flows_at,
             bridge=bridge,
-            ct_import=ct_import,
-            zone_map=parse_zone_map(zone_map),
+            ct_import=_ct_import(ct_import, zone_map),
+            timeout_policies=_policies(timeout_policies),
         )
     except CtaccelError as e:
         _fail(e)
@@ -188,8 +219,9 @@ def _print_summary(s) -> None:
 @click.option("--zone-limit", "zone_limits", multiple=True, help="ZONE=N or default=N.")
 @click.option("--bridge", default=None, metavar="PORTS",
               help=BRIDGE_HELP)  # fmt: skip
+@_timeout_policy_option
 @shows_compiles
-def trace(flows, inputs, packet_no, zone_limits, mode, bridge):
+def trace(flows, inputs, packet_no, zone_limits, mode, bridge, timeout_policies):
     """Show, like ofproto/trace, what the pipeline does with packet N, with the real
     conntrack state built by the packets before it."""
     from ctaccel.replay import parse_inputs
@@ -203,6 +235,7 @@ def trace(flows, inputs, packet_no, zone_limits, mode, bridge):
             zone_limits=_zone_limits(zone_limits),
             mode=mode,
             bridge=bridge,
+            timeout_policies=_policies(timeout_policies),
         )
     except CtaccelError as e:
         _fail(e)
@@ -217,14 +250,16 @@ def trace(flows, inputs, packet_no, zone_limits, mode, bridge):
               help="Datapath that processes the packets (see replay --help).")  # fmt: skip
 @click.option("--bridge", default=None, metavar="PORTS",
               help=BRIDGE_HELP)  # fmt: skip
+@_timeout_policy_option
 @shows_compiles
-def dump_flows(flows, inputs, mode, bridge):
+def dump_flows(flows, inputs, mode, bridge, timeout_policies):
     """Print the rules as `ovs-ofctl dump-flows` does (with counters after --in traffic)."""
     from ctaccel.ofproto.dumpflows import format_dump_flows
     from ctaccel.replay import parse_inputs, run_quietly
 
     try:
-        engine = run_quietly(flows, parse_inputs(inputs), mode=mode, bridge=bridge)
+        engine = run_quietly(flows, parse_inputs(inputs), mode=mode, bridge=bridge,
+                             timeout_policies=_policies(timeout_policies))  # fmt: skip
     except CtaccelError as e:
         _fail(e)
     click.echo(format_dump_flows(engine.tables.all_rules(), engine.rule_counters()), nl=False)
@@ -254,8 +289,10 @@ def dump_flows(flows, inputs, mode, bridge):
     is_flag=True,
     help="As dpctl/dump-conntrack -s: the seconds each connection has left.",
 )
+@_timeout_policy_option
 @shows_compiles
-def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge, more, statistics):
+def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge, more, statistics,
+                   timeout_policies):  # fmt: skip
     """Replay the traffic and print the connection table as `dpctl/dump-conntrack` does."""
     from ctaccel.replay import parse_inputs, run_quietly
 
@@ -266,6 +303,7 @@ def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge, more, statist
             zone_limits=_zone_limits(zone_limits),
             mode=mode,
             bridge=bridge,
+            timeout_policies=_policies(timeout_policies),
         )
     except CtaccelError as e:
         _fail(e)

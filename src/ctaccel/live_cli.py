@@ -87,11 +87,16 @@ def _bridge(spec: str | None, port_list) -> str:
 @click.option("--zone-map", "zone_map", multiple=True, metavar="KZ=Z",
               help="The kernel's zone KZ is ctaccel's zone Z, both ways (repeatable; zones not "
               "named keep their number).")  # fmt: skip
+@click.option("--timeout-policy", "timeout_policies", multiple=True,
+              metavar="ZONE:NAME=SECONDS",
+              help="The zone's conntrack timeout policy, as ovs-vsctl add-zone-tp (see "
+              "ctaccel replay --help); default:NAME=SECONDS for every zone. Repeatable.")  # fmt: skip
 @shows_compiles
 def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge, kernel_import, kernel_export,
-        kernel_sync, zone_map):  # fmt: skip
+        kernel_sync, zone_map, timeout_policies):  # fmt: skip
     """Forward between live interfaces through the rules until stopped."""
     from ctaccel.conntrack.kernel_map import parse_zone_map
+    from ctaccel.conntrack.timeouts import parse_timeout_policies
     from ctaccel.control import ControlServer
     from ctaccel.datapath.warmup import warm_up
     from ctaccel.io.afpacket import check_ports
@@ -104,7 +109,8 @@ def run(flows, ports, mode, ctl_path, busy_poll, rx, bridge, kernel_import, kern
         port_list = _ports(ports)
         check_ports([ifname for _no, ifname in port_list])
         # NORMAL switches between the datapath's ports (by default trunks of every VLAN)
-        engine = make_engine(flows, mode, bridge=_bridge(bridge, port_list))
+        engine = make_engine(flows, mode, bridge=_bridge(bridge, port_list),
+                             timeout_policies=parse_timeout_policies(timeout_policies))  # fmt: skip
         control = ControlServer(ctl_path)
         try:
             dp = LiveDatapath(engine, port_list, control, busy_poll,

@@ -87,8 +87,9 @@ def parse_inputs(specs) -> list[tuple[int, str]]:
     return out
 
 
-def build_conntrack(zone_limits=None, **ct_kwargs) -> Conntrack:
-    """A connection tracker with ``--zone-limit`` style limits ({zone or "default": n})."""
+def build_conntrack(zone_limits=None, timeout_policies=None, **ct_kwargs) -> Conntrack:
+    """A connection tracker with ``--zone-limit`` style limits ({zone or "default": n}) and
+    ``--timeout-policy`` policies ({zone or "default": {OVS name: seconds}})."""
     limits = dict(zone_limits or {})
     default = limits.pop("default", None)
     if default is not None:
@@ -96,6 +97,8 @@ def build_conntrack(zone_limits=None, **ct_kwargs) -> Conntrack:
     ct = Conntrack(**ct_kwargs)
     for zone, limit in limits.items():
         ct.set_zone_limit(int(zone), int(limit))
+    for zone, values in (timeout_policies or {}).items():
+        ct.set_timeout_policy(None if zone == "default" else int(zone), values)
     return ct
 
 
@@ -139,11 +142,12 @@ def _reference_results(engine, packets, changes=()):
 
 
 def run_quietly(flows_path, inputs, *, zone_limits=None, stop_before=None,
-                mode="assume-established", bridge=None):  # fmt: skip
+                mode="assume-established", bridge=None, timeout_policies=None):  # fmt: skip
     """Process the inputs and keep only the engine's final state (dump commands, trace).
     With ``stop_before=N``, packets 1..N-1 are processed and packet N is left in
     ``engine.next_packet`` as (n, in_port, frame, now_ms)."""
-    engine = make_engine(flows_path, mode, zone_limits, bridge=bridge)
+    engine = make_engine(flows_path, mode, zone_limits, bridge=bridge,
+                         timeout_policies=timeout_policies)  # fmt: skip
     engine.last_now_ms = 0
     engine.next_packet = None
     if mode != "reference":
@@ -175,16 +179,17 @@ def load_tables(flows_path) -> FlowTables:
 
 
 def make_engine(flows_path, mode, zone_limits=None, tables: FlowTables | None = None,
-                bridge: str | None = None):  # fmt: skip
+                bridge: str | None = None, timeout_policies=None):  # fmt: skip
     """The engine for ``mode``: the reference engine or the compiled one, over ``tables``
     (loaded from ``flows_path`` when None). ``bridge``: NORMAL's ports (``--bridge``,
-    ofproto/bridge.py parse_ports); None: the ports the rules name and packets arrive on."""
+    ofproto/bridge.py parse_ports); None: the ports the rules name and packets arrive on.
+    ``timeout_policies``: conntrack/timeouts.parse_timeout_policies' result."""
     if mode not in MODES:
         raise InputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     switch = Bridge.parse(bridge) if bridge else None
     if tables is None:
         tables = load_tables(flows_path)
-    conntrack = build_conntrack(zone_limits)
+    conntrack = build_conntrack(zone_limits, timeout_policies)
     if mode == "reference":
         return ReferenceEngine(tables, conntrack, bridge=switch)
     from ctaccel.datapath.engine import DatapathEngine
@@ -219,7 +224,7 @@ def first_packet_ms(inputs) -> int:
     return min(firsts, default=0)
 
 
-def import_table(engine, path, inputs, zone_map=None) -> dict:
+def import_table(engine, path, zone_map=None, *, inputs=()) -> dict:
     """``--ct-import``: the connections of a saved table (conntrack -L or dpctl/dump-conntrack
     lines, conntrack/ct_text.py) made live in ``engine``'s conntrack, their timeouts counted
     from the first packet of the inputs; rows per outcome."""
@@ -231,20 +236,21 @@ def import_table(engine, path, inputs, zone_map=None) -> dict:
 
 def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None,
            mode="assume-established", packets="jsonl", flows_at=(), bridge=None,
-           ct_import=None, zone_map=None) -> ReplaySummary:  # fmt: skip
+           ct_import=None, timeout_policies=None) -> ReplaySummary:  # fmt: skip
     """Run the replay; see the module docstring. Raises InputError/RuleError before writing.
     ``packets``: "jsonl" writes packets.jsonl, "parquet" packets.parquet (the compiled modes),
     "none" no per-packet results. ``flows_at``: SECONDS=FILE rule changes (the file's rules
     replace the rule set when the capture clock is SECONDS past the first packet's).
-    ``ct_import``: a saved conntrack table to start from (:func:`import_table`; kernel zones
-    renamed by ``zone_map``)."""
+    ``ct_import``: (path, zone map) of a saved conntrack table to start from
+    (:func:`import_table`). ``timeout_policies``: zone timeout policies (make_engine)."""
     changes = parse_flows_at(flows_at)
     if packets not in PACKET_FORMATS:
         raise InputError(f"--packets {packets!r}: expected one of {', '.join(PACKET_FORMATS)}")
     if packets == "parquet" and mode == "reference":
         raise InputError("--packets parquet: the reference mode writes jsonl (or none)")
-    engine = make_engine(flows_path, mode, zone_limits, bridge=bridge)
-    imported = {} if ct_import is None else import_table(engine, ct_import, inputs, zone_map)
+    engine = make_engine(flows_path, mode, zone_limits, bridge=bridge,
+                         timeout_policies=timeout_policies)  # fmt: skip
+    imported = {} if ct_import is None else import_table(engine, *ct_import, inputs=inputs)
     if mode == "reference":
         captures, ports = load_inputs(inputs)
         total = sum(len(c.ts_ns) for c in captures)

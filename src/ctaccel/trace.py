@@ -190,14 +190,14 @@ class TextTracer:
 
 
 def trace_packet(flows_path, inputs, packet_no: int, *, zone_limits=None,
-                 mode="assume-established", bridge=None) -> str:  # fmt: skip
+                 mode="assume-established", bridge=None, timeout_policies=None) -> str:  # fmt: skip
     """The trace text for packet ``packet_no`` (1-based, in processing order): packets before
     it run through the ``mode`` engine; packet N through the reference engine on the same
     conntrack and rules (same results by the modes' invariant), with the tracer attached."""
     if packet_no < 1:
         raise InputError("--packet must be 1 or more")
     engine = run_quietly(flows_path, inputs, zone_limits=zone_limits, stop_before=packet_no,
-                         mode=mode, bridge=bridge)  # fmt: skip
+                         mode=mode, bridge=bridge, timeout_policies=timeout_policies)  # fmt: skip
     if engine.next_packet is None:
         raise InputError(f"--packet {packet_no}: the inputs hold fewer packets")
     n, in_port, frame, now_ms = engine.next_packet

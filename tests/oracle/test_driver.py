@@ -171,7 +171,8 @@ def test_expectations_hold_on_ovs(scenario, ovs_oracle):
 def test_instrumentation_does_not_change_verdicts(scenario, ovs_oracle):
     instrumented = ovs_result(ovs_oracle, scenario)
     plain = ovs_oracle.run(scenario.flows, scenario.packets, scenario.zone_limits, instrument=False,
-                           bridge=scenario.bridge)  # fmt: skip
+                           bridge=scenario.bridge,
+                           timeout_policies=scenario.timeout_policies)  # fmt: skip
     assert [sorted(p.out) for p in plain.packets] == [sorted(p.out) for p in instrumented.packets]
     assert plain.conntrack == instrumented.conntrack
 

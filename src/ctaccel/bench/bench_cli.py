@@ -79,13 +79,18 @@ def _flow_counts(values) -> list[int]:
                    "captures and rules; writes comparison.json.")  # fmt: skip
 @click.option("--ovs-dpdk-repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="OVS-DPDK runs per capture (it restarts for each).")  # fmt: skip
+@click.option("--timeout-policy", "timeout_policies", multiple=True,
+              metavar="ZONE:NAME=SECONDS",
+              help="A zone's conntrack timeout policy for every engine, as ovs-vsctl "
+              "add-zone-tp (see ctaccel replay --help). Repeatable.")  # fmt: skip
 @shows_compiles
 def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup, cold_start,
-          out_dir, with_ovs_dpdk, ovs_dpdk_repeats):  # fmt: skip
+          out_dir, with_ovs_dpdk, ovs_dpdk_repeats, timeout_policies):  # fmt: skip
     """Measure both datapath modes on the talk's workloads; write JSON and PNG plots."""
     from rich.console import Console
 
     from ctaccel.bench import compare, runner
+    from ctaccel.conntrack.timeouts import parse_timeout_policies
 
     flows_list = _flow_counts(flows) or None
     for f in new_fractions:
@@ -93,12 +98,13 @@ def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup,
             raise click.BadParameter(f"{f} is not in [0, 1)", param_hint="--new-fraction")
     console = Console()
     try:
+        policies = parse_timeout_policies(timeout_policies)
         report = runner.run_bench(flows_list=flows_list, new_fractions=list(new_fractions),
                                   repeats=repeats, packets=packets, out_dir=out_dir,
                                   quick=quick, progress=True, batch_size=batch_size,
                                   startup_times=not no_startup,
                                   cold_start="measure" if cold_start else "auto",
-                                  console=console)  # fmt: skip
+                                  console=console, policies=policies)  # fmt: skip
     except CtaccelError as err:
         click.echo(f"ctaccel: error: {err}", err=True)
         sys.exit(2)

@@ -186,12 +186,21 @@ def _memory(engine) -> dict:
     return mem
 
 
+def _conntrack(policies):
+    """The engine's connection tracker: the default one, or one with ``--timeout-policy``."""
+    from ctaccel.replay import build_conntrack
+
+    return build_conntrack(None, policies) if policies else None
+
+
 def one_run(tables, loaded: LoadedCapture, mode: str, batch_size: int = DEFAULT_BATCH,
-            fingerprint: bool = False) -> RunResult:  # fmt: skip
-    """``loaded`` through a fresh engine in ``mode`` over ``tables``, timed batch by batch."""
+            fingerprint: bool = False, policies=None) -> RunResult:  # fmt: skip
+    """``loaded`` through a fresh engine in ``mode`` over ``tables``, timed batch by batch
+    (``policies``: zone timeout policies, conntrack/timeouts.parse_timeout_policies)."""
     from ctaccel.datapath.engine import DatapathEngine
 
-    engine = DatapathEngine(tables, mode=mode, batch_size=batch_size)
+    engine = DatapathEngine(tables, mode=mode, batch_size=batch_size,
+                            conntrack=_conntrack(policies))  # fmt: skip
     created_before = engine.conntrack.counters["created"]
     digest = hashlib.sha256() if fingerprint else None
     new_packets = 0
@@ -250,7 +259,7 @@ def measure(workload: W.Workload, mode: str, repeats: int = DEFAULT_REPEATS,
                                loaded=loaded)[0]  # fmt: skip
 
 
-def replay_run(tables, pcap_path, mode: str) -> dict:
+def replay_run(tables, pcap_path, mode: str, policies=None) -> dict:
     """The capture through a fresh engine in ``mode`` the way ``ctaccel replay`` runs it
     (replay_batches.run_batches: streamed from the file, packets.jsonl and the per-port
     captures written by the writer's thread), timed from the first read to the last write:
@@ -263,7 +272,8 @@ def replay_run(tables, pcap_path, mode: str) -> dict:
     from ctaccel.io.pcap import CaptureStream
     from ctaccel.replay_batches import BatchWriter, run_batches
 
-    engine = DatapathEngine(tables, mode=mode, batch_size=RP.REPLAY_BATCH)
+    engine = DatapathEngine(tables, mode=mode, batch_size=RP.REPLAY_BATCH,
+                            conntrack=_conntrack(policies))  # fmt: skip
     out = tempfile.mkdtemp(prefix="ctaccel-bench-replay-")
     try:
         streams = [CaptureStream(str(pcap_path))]
@@ -285,13 +295,15 @@ def replay_run(tables, pcap_path, mode: str) -> dict:
 
 def measure_interleaved(workload: W.Workload, runs, repeats: int = DEFAULT_REPEATS,
                         batch_size: int = DEFAULT_BATCH, *, loaded: LoadedCapture | None = None,
-                        on_run=None, replay: bool = False) -> list[Measurement]:  # fmt: skip
+                        on_run=None, replay: bool = False,
+                        policies=None) -> list[Measurement]:  # fmt: skip
     """:func:`measure` for several ``(mode, rules)`` on one workload, their repeats taken in
     turn (repeat 1 of each, then repeat 2 of each, ...): on a shared machine whose speed drifts,
     every configuration then sees the same stretch of time and the ratios of their medians
     stay fair. ``on_run()`` is called after each run (progress). One result per ``runs`` item.
     ``replay``: each repeat also replays the capture file to output files
-    (:func:`replay_run`) in each conntrack configuration's mode, the same way in turn."""
+    (:func:`replay_run`) in each conntrack configuration's mode, the same way in turn.
+    ``policies``: zone timeout policies for every engine."""
     for mode, rules in runs:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -305,7 +317,7 @@ def measure_interleaved(workload: W.Workload, runs, repeats: int = DEFAULT_REPEA
     # Untimed: compile or load the kernels for these exact argument types.
     warm = loaded.head(WARM_RUN_PACKETS)
     for mode, rules in runs:
-        one_run(tables[rules], warm, mode, batch_size)
+        one_run(tables[rules], warm, mode, batch_size, policies=policies)
         if on_run:
             on_run()
     if replay:
@@ -316,12 +328,13 @@ def measure_interleaved(workload: W.Workload, runs, repeats: int = DEFAULT_REPEA
     replays: list[list[dict]] = [[] for _ in runs]
     for i in range(repeats):
         for k, (mode, rules) in enumerate(runs):
-            done[k].append(one_run(tables[rules], loaded, mode, batch_size, fingerprint=(i == 0)))
+            done[k].append(one_run(tables[rules], loaded, mode, batch_size, fingerprint=(i == 0),
+                                   policies=policies))  # fmt: skip
             if on_run:
                 on_run()
         for k, (mode, rules) in enumerate(runs):
             if replay and rules == "ct":
-                replays[k].append(replay_run(tables[rules], workload.pcap_path, mode))
+                replays[k].append(replay_run(tables[rules], workload.pcap_path, mode, policies))
     info = workload_info(workload)
     return [Measurement(info, mode, rules, done[k], batch_size, replay=replays[k] or None)
             for k, (mode, rules) in enumerate(runs)]  # fmt: skip

@@ -83,7 +83,7 @@ def _plan(flows_list, new_fractions) -> list[tuple[str, int, float | None, str]]
 
 
 def _measure_plan(report: BenchReport, plan, out: Path, packets, quick_packets: bool,
-                  repeats: int, batch_size: int, bar, task) -> None:  # fmt: skip
+                  repeats: int, batch_size: int, bar, task, policies=None) -> None:  # fmt: skip
     """Every workload of ``plan``: generated (or reused), loaded, its configurations measured
     in turn; the results appended to ``report``."""
     for kind, flows, frac, role in plan:
@@ -100,7 +100,7 @@ def _measure_plan(report: BenchReport, plan, out: Path, packets, quick_packets: 
                    f"{'' if frac is None else f', NEW {frac:g}'}: {labels}")  # fmt: skip
         for m in measure_interleaved(w, runs, repeats, batch_size, loaded=loaded,
                                      on_run=lambda: bar.advance(task),
-                                     replay=role == "flows"):  # fmt: skip
+                                     replay=role == "flows", policies=policies):  # fmt: skip
             m.role, m.new_fraction = role, frac
             report.results.append(m)
         del loaded
@@ -121,7 +121,7 @@ def _startup_times(quick: bool, cold_start: str, own_cold: float | None, bar,
 def run_bench(flows_list=None, new_fractions=None, repeats: int = DEFAULT_REPEATS,
               packets: int | None = None, out_dir="benchmarks/results", quick: bool = False,
               progress: bool = True, batch_size: int = DEFAULT_BATCH, startup_times: bool = True,
-              cold_start: str = "auto", console=None) -> dict:  # fmt: skip
+              cold_start: str = "auto", console=None, policies=None) -> dict:  # fmt: skip
     """Measure the talk's experiments; write JSON + PNGs under ``out_dir``; return the report
     (its JSON form, as written to ``latest.json``).
 
@@ -131,7 +131,8 @@ def run_bench(flows_list=None, new_fractions=None, repeats: int = DEFAULT_REPEAT
     larger flow counts), at most 2 repeats, no cold start-up (it compiles everything: minutes).
     ``cold_start``: "measure" (a fresh process with an empty cache), or "auto": this process's
     own warm-up when its cache was empty, else the figure recorded when this build of the
-    kernels was first measured, else "measure" (see :func:`startup.cold_startup`)."""
+    kernels was first measured, else "measure" (see :func:`startup.cold_startup`).
+    ``policies``: zone timeout policies (``--timeout-policy``) for every engine."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -158,7 +159,8 @@ def run_bench(flows_list=None, new_fractions=None, repeats: int = DEFAULT_REPEAT
         cache_was_empty = cache_is_empty()
         report.in_process_warm_up_seconds = warm_up()
         bar.advance(task)
-        _measure_plan(report, plan, out, packets, quick_packets, repeats, batch_size, bar, task)
+        _measure_plan(report, plan, out, packets, quick_packets, repeats, batch_size, bar, task,
+                      policies)  # fmt: skip
         if startup_times:
             own = report.in_process_warm_up_seconds if cache_was_empty else None
             report.startup = _startup_times(quick, cold_start, own, bar, task)

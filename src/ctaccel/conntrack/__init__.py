@@ -36,7 +36,15 @@ from ctaccel.conntrack.layout import (
     CAF_SET_MARK,
     CtTables,
 )
-from ctaccel.conntrack.lifecycle import ZL_COLUMNS, ZL_COUNT, ZL_DEFAULT, ZL_LIMIT, ZL_SEQ
+from ctaccel.conntrack.lifecycle import (
+    ZL_COLUMNS,
+    ZL_COUNT,
+    ZL_DEFAULT,
+    ZL_LIMIT,
+    ZL_ROWS,
+    ZL_SEQ,
+    ZL_TP,
+)
 from ctaccel.conntrack.nat import no_nat_spec
 from ctaccel.conntrack.table import (
     COUNTER_NAMES,
@@ -49,7 +57,14 @@ from ctaccel.conntrack.table import (
     grow_tables,
     new_tables,
 )
-from ctaccel.conntrack.timeouts import TIMEOUT_NAMES, default_timeouts_ms
+from ctaccel.conntrack.timeouts import (
+    MAX_POLICIES,
+    N_TIMEOUTS,
+    TIMEOUT_NAMES,
+    apply_policy,
+    default_timeouts_ms,
+    policy_table,
+)
 from ctaccel.errors import CtaccelError
 
 __all__ = ["Conntrack", "action_row"]
@@ -93,24 +108,27 @@ class Conntrack:
     ):
         if max_conns < 0:
             raise CtaccelError("max_conns must be >= 0")
-        self.timeouts = default_timeouts_ms()
+        base = default_timeouts_ms()
         if timeouts_ms is not None:
             items = timeouts_ms.items() if isinstance(timeouts_ms, dict) else None
             if items is None:
                 arr = np.asarray(timeouts_ms, np.int64)
-                if arr.shape != self.timeouts.shape:
+                if arr.shape != base.shape:
                     raise CtaccelError("timeouts_ms must have one value per TM_* index")
-                self.timeouts[:] = arr
+                base[:] = arr
             else:
                 for name, ms in items:
                     idx = TIMEOUT_NAMES.get(name, name)
-                    if not isinstance(idx, int) or not 0 <= idx < len(self.timeouts):
+                    if not isinstance(idx, int) or not 0 <= idx < len(base):
                         raise CtaccelError(f"unknown timeout {name!r}")
-                    self.timeouts[idx] = int(ms)
+                    base[idx] = int(ms)
+        # the default policy (row 0, ``timeouts_ms``) and room for zone policies
+        self.timeouts = policy_table(base)
+        self._policies = 1
         self.max_conns = int(max_conns)
         capacity = max(1, min(int(initial_capacity), max(self.max_conns, 1)))
         self.conns, self.index, self.free_slots, self.stats = new_tables(capacity, self.max_conns)
-        self.zone_limits = np.zeros((3, ZL_COLUMNS), np.int64)
+        self.zone_limits = np.zeros((ZL_ROWS, ZL_COLUMNS), np.int64)
         self.zone_limits[ZL_LIMIT, :] = -1
         self._zone_limit_seq = 0
         if default_zone_limit:
@@ -190,6 +208,31 @@ class Conntrack:
         if self.zone_limits[ZL_LIMIT, column] < 0:
             return 0
         return int(self.zone_limits[ZL_COUNT, column])
+
+    # --- timeout policies (ovs-vsctl add-zone-tp) ------------------------------------------
+    def set_timeout_policy(self, zone: int | None, values: dict[str, int]) -> None:
+        """A zone's timeout policy from {OVS name: seconds} (the rest OVS's defaults, as
+        ``add-zone-tp``); ``zone=None`` changes the named values of the default policy every
+        zone without its own uses. Connections keep the policy of their zone at commit."""
+        if zone is None:
+            apply_policy(self.timeouts[:N_TIMEOUTS], values)
+            return
+        if not 0 <= int(zone) <= 0xFFFF:
+            raise CtaccelError(f"bad zone {zone} for a timeout policy")
+        row = int(self.zone_limits[ZL_TP, int(zone)])
+        if row == 0:
+            if self._policies >= MAX_POLICIES:
+                raise CtaccelError(f"more than {MAX_POLICIES - 1} zone timeout policies")
+            row, self._policies = self._policies, self._policies + 1
+        table = self.timeouts[row * N_TIMEOUTS : (row + 1) * N_TIMEOUTS]
+        table[:] = default_timeouts_ms()
+        apply_policy(table, values)
+        self.zone_limits[ZL_TP, int(zone)] = row
+
+    def policy_timeouts(self, zone: int) -> np.ndarray:
+        """The timeouts (ms, per TM_* class) connections committed in ``zone`` get now."""
+        row = int(self.zone_limits[ZL_TP, int(zone)])
+        return self.timeouts[row * N_TIMEOUTS : (row + 1) * N_TIMEOUTS]
 
     # --- maintenance --------------------------------------------------------------------------
     def flush(self, zone: int | None = None) -> int:

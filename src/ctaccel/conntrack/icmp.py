@@ -23,7 +23,7 @@ is seen, then ICMPS_REPLY.
 
 from __future__ import annotations
 
-from ctaccel.conntrack.layout import C_EXPIRATION, C_L4_STATE, C_TIMEOUT_CLASS
+from ctaccel.conntrack.layout import C_L4_STATE
 from ctaccel.conntrack.table import (
     ETH_IP,
     ETH_IPV6,
@@ -39,6 +39,7 @@ from ctaccel.conntrack.timeouts import (
     CT_UPDATE_VALID,
     TM_ICMP_FIRST,
     TM_ICMP_REPLY,
+    arm_timer,
 )
 from ctaccel.jit import njit
 
@@ -97,8 +98,7 @@ def icmp_valid_new(proto, frame, l4_ofs, l4_len):
 @njit(forceinline=True)
 def _arm(conns, slot, now_ms, timeouts):
     tm = TM_ICMP_FIRST if conns[slot, C_L4_STATE] == ICMPS_FIRST else TM_ICMP_REPLY
-    conns[slot, C_TIMEOUT_CLASS] = tm
-    conns[slot, C_EXPIRATION] = now_ms + timeouts[tm]
+    arm_timer(conns, slot, now_ms, timeouts, tm)
 
 
 @njit(forceinline=True)

@@ -67,6 +67,7 @@ from ctaccel.conntrack.layout import (
     C_SRC,
     C_TCP,
     C_TIMEOUT_CLASS,
+    C_TP_BASE,
     C_USED,
     C_ZONE,
     P_FLAGS,
@@ -75,7 +76,7 @@ from ctaccel.conntrack.layout import (
     TCP_PEER_WIDTH,
     tcp_col,
 )
-from ctaccel.conntrack.lifecycle import delete_conn, lookup_live
+from ctaccel.conntrack.lifecycle import ZL_TP, delete_conn, lookup_live
 from ctaccel.conntrack.nat import NAT_DST, NAT_SRC
 from ctaccel.conntrack.other import OTHERS_BIDIR, OTHERS_FIRST
 from ctaccel.conntrack.table import (
@@ -102,6 +103,7 @@ from ctaccel.conntrack.tcp import (
     WSCALE_UNKNOWN,
 )
 from ctaccel.conntrack.timeouts import (
+    N_TIMEOUTS,
     TM_ICMP_FIRST,
     TM_ICMP_REPLY,
     TM_OTHER_BIDIR,
@@ -324,6 +326,7 @@ def _insert(ct, rows, now_ms, out, slots):
         conns[slot, C_NAT_FLAGS] = rows[i, R_NAT]
         conns[slot, C_L4_STATE] = rows[i, R_L4_STATE]
         conns[slot, C_TIMEOUT_CLASS] = rows[i, R_TM]
+        conns[slot, C_TP_BASE] = ct.zone_limits[ZL_TP, rows[i, R_ZONE]] * N_TIMEOUTS
         conns[slot, C_EXPIRATION] = rows[i, R_EXPIRE]
         conns[slot, C_CREATED_MS] = now_ms
         conns[slot, C_SEQ] = stats[ST_NEXT_SEQ]
@@ -362,7 +365,8 @@ def import_entries(ct, entries: KernelEntries, now_ms: int, zone_map=None, peer_
     ``with_slots``: also the row each entry went to (-1: none), as (outcomes, slots)."""
     rows = row_table(entries, now_ms, zone_map, peer_states)
     unknown = entries.timeout_s < 0  # a saved table without timeouts: the state's default
-    rows[unknown, R_EXPIRE] = int(now_ms) + ct.timeouts[rows[unknown, R_TM]]
+    tp = ct.zone_limits[ZL_TP, rows[unknown, R_ZONE]]
+    rows[unknown, R_EXPIRE] = int(now_ms) + ct.timeouts[tp * N_TIMEOUTS + rows[unknown, R_TM]]
     out = np.zeros(len(rows), np.int64)
     slots = np.full(len(rows), -1, np.int64)
     if len(rows):

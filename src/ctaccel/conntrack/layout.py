@@ -72,7 +72,8 @@ C_PKTS_REPLY = 52
 C_BYTES_REPLY = 53
 C_SEQ = 54  # global creation sequence number (stable ordering / ids)
 C_KFLAGS = 55  # an imported connection's kernel TCP flags, orig | reply << 8 (kernel_map.py)
-C_SPARE0 = 56  # 56..63 unused
+C_TP_BASE = 56  # where the connection's timeout policy starts in ``timeouts`` (timeouts.py)
+C_SPARE0 = 57  # 57..63 unused
 
 CONN_WIDTH = 64
 

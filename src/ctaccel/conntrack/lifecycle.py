@@ -8,9 +8,9 @@ reply tuple allow (:func:`nat_choose`: OVS's ``nat_get_unique_tuple``); :func:`d
 
 Design: every function takes the tracker's arrays as one :class:`layout.CtTables` bundle
 (``ct``) and works on them in place; the tables themselves (index, free slots) are table.py's.
-Zone limits follow OVS 3.1 exactly: ``zone_limits[3, 65537]``, row ``ZL_LIMIT`` the limit or
--1 when the zone has no entry, ``ZL_COUNT`` the connections admitted under the entry,
-``ZL_SEQ`` the entry's creation number; column 65536 is the default entry, whose single
+Zone limits follow OVS 3.1 exactly: ``zone_limits[ZL_ROWS, 65537]``, row ``ZL_LIMIT`` the
+limit or -1 when the zone has no entry, ``ZL_COUNT`` the connections admitted under the entry,
+``ZL_SEQ`` the entry's creation number (row ``ZL_TP`` holds each zone's timeout policy); column 65536 is the default entry, whose single
 count all zones without their own entry share (OVS fixed that only in 3.5). A connection
 remembers the entry that admitted it (``C_ADMIT``) and gives its count back when it goes,
 unless that entry was deleted or re-created meanwhile.
@@ -30,6 +30,7 @@ from ctaccel.conntrack.layout import (
     C_EXPIRATION,
     C_NAT_FLAGS,
     C_SEQ,
+    C_TP_BASE,
     C_USED,
     C_ZONE,
 )
@@ -74,6 +75,7 @@ from ctaccel.conntrack.table import (
     reverse_into,
     tuple_hash,
 )
+from ctaccel.conntrack.timeouts import N_TIMEOUTS
 from ctaccel.conntrack.trackers import new_conn
 from ctaccel.jit import njit
 
@@ -83,6 +85,8 @@ INT64_MAX = np.iinfo(np.int64).max
 ZL_LIMIT = 0
 ZL_COUNT = 1
 ZL_SEQ = 2
+ZL_TP = 3  # the zone's timeout policy row (timeouts.py; 0: the default), not a limit
+ZL_ROWS = 4
 ZL_DEFAULT = 65536
 ZL_COLUMNS = 65537
 
@@ -251,6 +255,8 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup):
         return -1
     if nat[NS_ACTION] >= 0:
         conns[slot, C_NAT_FLAGS] = nat[NS_ACTION]
+    # the zone's timeout policy at commit stays the connection's (OVS conn->tp_id)
+    conns[slot, C_TP_BASE] = zone_limits[ZL_TP, zone] * N_TIMEOUTS
     new_conn(conns, slot, tup[T_PROTO], frame, l4_ofs, l4_len, now_ms, ct.timeouts)
     conns[slot, C_CREATED_MS] = now_ms
     conns[slot, C_SEQ] = stats[ST_NEXT_SEQ]

@@ -15,7 +15,7 @@ the expiration is always re-armed from ``now_ms`` with the new state's timeout.
 
 from __future__ import annotations
 
-from ctaccel.conntrack.layout import C_EXPIRATION, C_L4_STATE, C_PROTO, C_TIMEOUT_CLASS
+from ctaccel.conntrack.layout import C_L4_STATE, C_PROTO
 from ctaccel.conntrack.timeouts import (
     CT_UPDATE_STILL_NEW,
     CT_UPDATE_VALID,
@@ -25,6 +25,7 @@ from ctaccel.conntrack.timeouts import (
     TM_UDP_FIRST,
     TM_UDP_MULTIPLE,
     TM_UDP_SINGLE,
+    arm_timer,
 )
 from ctaccel.jit import njit
 
@@ -67,8 +68,7 @@ def other_timeout_class(proto, state):
 @njit(forceinline=True)
 def _arm(conns, slot, now_ms, timeouts):
     tm = other_timeout_class(conns[slot, C_PROTO], conns[slot, C_L4_STATE])
-    conns[slot, C_TIMEOUT_CLASS] = tm
-    conns[slot, C_EXPIRATION] = now_ms + timeouts[tm]
+    arm_timer(conns, slot, now_ms, timeouts, tm)
 
 
 @njit(forceinline=True)

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ctaccel.conntrack.layout import C_EXPIRATION, C_TIMEOUT_CLASS, C_TP_BASE
+from ctaccel.errors import InputError
+from ctaccel.jit import njit
+
 # Tracker result codes (OVS enum ct_update_res). OVS names the last two CT_UPDATE_VALID_NEW
 # (still new) and CT_UPDATE_NEW (restart) -- confusingly; we name them for what they mean.
 CT_UPDATE_INVALID = 0  # the packet does not fit the connection: ct_state inv
@@ -62,4 +66,74 @@ def default_timeouts_ms() -> np.ndarray:
     out = np.zeros(N_TIMEOUTS, np.int64)
     for idx, _name, seconds, _why in DEFAULT_TIMEOUTS:
         out[idx] = seconds * 1000
+    return out
+
+
+# --- zone timeout policies (OVS ``ovs-vsctl add-zone-tp``, lib/conntrack-tp.c) ---------------
+# A policy is a row of N_TIMEOUTS values in the flat ``timeouts`` array (row 0: the default
+# every zone without a policy uses); a connection keeps where its zone's policy starts at
+# commit (C_TP_BASE = row * N_TIMEOUTS), as OVS keeps conn->tp_id.
+MAX_POLICIES = 256
+# OVS's attribute names -> our classes (OVS times other protocols by the udp_* values)
+POLICY_NAMES = {
+    "tcp_syn_sent": (TM_TCP_SYN_SENT,),
+    "tcp_syn_recv": (TM_TCP_SYN_RECV,),
+    "tcp_established": (TM_TCP_ESTABLISHED,),
+    "tcp_fin_wait": (TM_TCP_FIN_WAIT,),
+    "tcp_time_wait": (TM_TCP_TIME_WAIT,),
+    "tcp_close": (TM_TCP_CLOSE,),
+    "udp_first": (TM_UDP_FIRST, TM_OTHER_FIRST),
+    "udp_single": (TM_UDP_SINGLE, TM_OTHER_MULTIPLE),
+    "udp_multiple": (TM_UDP_MULTIPLE, TM_OTHER_BIDIR),
+    "icmp_first": (TM_ICMP_FIRST,),
+    "icmp_reply": (TM_ICMP_REPLY,),
+}
+
+
+@njit(forceinline=True)
+def arm_timer(conns, slot, now_ms, timeouts, tm):
+    """Arm the connection's timer for class ``tm`` under the timeout policy it was committed
+    with (OVS conn_update_expiration): expiration = now + the policy's value."""
+    conns[slot, C_TIMEOUT_CLASS] = tm
+    conns[slot, C_EXPIRATION] = now_ms + timeouts[conns[slot, C_TP_BASE] + tm]
+
+
+def policy_table(base_ms=None) -> np.ndarray:
+    """The flat ``timeouts`` array: MAX_POLICIES rows of OVS's defaults, row 0 ``base_ms``."""
+    table = np.tile(default_timeouts_ms(), MAX_POLICIES)
+    if base_ms is not None:
+        table[:N_TIMEOUTS] = base_ms
+    return table
+
+
+def apply_policy(row: np.ndarray, values: dict[str, int]) -> None:
+    """Set a policy row's attributes from {OVS name: seconds}."""
+    for name, seconds in values.items():
+        for tm in POLICY_NAMES[name]:
+            row[tm] = int(seconds) * 1000
+
+
+def parse_timeout_policies(specs) -> dict:
+    """``--timeout-policy ZONE:NAME=SECONDS[,NAME=SECONDS...]`` (or ``default:...``, every zone
+    without its own) as {zone or "default": {name: seconds}}; later items add to earlier ones
+    for the same zone. InputError names the item and what is wrong."""
+    out: dict = {}
+    for spec in specs or ():
+        zone, sep, items = str(spec).partition(":")
+        zone = zone.strip()
+        if not sep or not items or not (zone == "default" or zone.isdigit()):
+            raise InputError(f"--timeout-policy {spec!r}: expected ZONE:NAME=SECONDS[,...] "
+                             "or default:NAME=SECONDS[,...]")  # fmt: skip
+        key = "default" if zone == "default" else int(zone)
+        if key != "default" and key > 0xFFFF:
+            raise InputError(f"--timeout-policy {spec!r}: zones are 0-65535")
+        for item in items.split(","):
+            name, eq, value = item.strip().partition("=")
+            if name not in POLICY_NAMES:
+                raise InputError(f"--timeout-policy {spec!r}: unknown timeout {name!r} "
+                                 f"(known: {', '.join(POLICY_NAMES)})")  # fmt: skip
+            if not eq or not value.strip().isdigit() or int(value) > 0xFFFFFFFF:
+                raise InputError(f"--timeout-policy {spec!r}: {name} needs whole seconds "
+                                 "(0-4294967295)")  # fmt: skip
+            out.setdefault(key, {})[name] = int(value)
     return out

@@ -43,6 +43,7 @@ def ovs_result(oracle: OvsOracle, scenario: Scenario) -> OracleRun:
             scenario.zone_limits,
             with_n_packets=True,
             bridge=scenario.bridge,
+            timeout_policies=scenario.timeout_policies,
         )
     return _OVS_CACHE[scenario.name]
 
@@ -118,6 +119,7 @@ def run_ctaccel(
         progress=False,
         mode=mode,
         bridge=scenario.bridge,
+        timeout_policies=scenario.timeout_policies or None,
     )
     records = [
         json.loads(line)

@@ -189,6 +189,8 @@ class OvsOracle:
         self._unixctl = None
         self._limited_zones: set[int] = set()
         self._default_limited = False
+        self._tp_zones: set[int] = set()
+        self._tp_datapath = False
         self.now_ms = 0  # virtual monotonic time advanced so far (relative to time/stop)
         self._tx_offsets = [0] * (n_ports + 1)
 
@@ -373,6 +375,24 @@ class OvsOracle:
             self.appctl("dpctl/ct-set-limits", *limits)
         self._drain()
 
+    def set_timeout_policies(self, policies: dict) -> None:
+        """Zone timeout policies ({zone: {name: seconds}}) as ``ovs-vsctl add-zone-tp`` sets
+        them on the netdev datapath; those of the previous scenario are deleted first."""
+        if not policies and not self._tp_zones:
+            return
+        if not self._tp_datapath:
+            self.ovs.vsctl("--", "--id=@dp", "create", "Datapath", "datapath_version=0", "--",
+                           "set", "Open_vSwitch", ".", "datapaths:netdev=@dp")  # fmt: skip
+            self._tp_datapath = True
+        for zone in sorted(self._tp_zones):
+            self.ovs.vsctl("del-zone-tp", "netdev", f"zone={zone}")
+        self._tp_zones.clear()
+        for zone, values in policies.items():
+            self.ovs.vsctl("add-zone-tp", "netdev", f"zone={int(zone)}",
+                           *(f"{k}={int(v)}" for k, v in values.items()))  # fmt: skip
+            self._tp_zones.add(int(zone))
+        self.appctl("revalidator/purge")  # translations carry the policy: none stale
+
     def conntrack(self) -> list[str]:
         """``dpctl/dump-conntrack`` (default format, all zones), lines sorted."""
         text = self.appctl("dpctl/dump-conntrack")
@@ -447,10 +467,12 @@ class OvsOracle:
         instrument: bool = True,
         with_n_packets: bool = False,
         bridge: str | None = None,
+        timeout_policies: dict | None = None,
     ) -> OracleRun:
         """Play ``packets`` ((in_port, frame, time_ms), times strictly increasing) through
         ``flows`` from a clean state; return per-packet outcomes and the final conntrack."""
         self.reset(flows, zone_limits, instrument, bridge)
+        self.set_timeout_policies(timeout_policies or {})
         epoch = self.now_ms + SCENARIO_GAP_MS
         started = time.perf_counter()
         outcomes = []

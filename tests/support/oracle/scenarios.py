@@ -42,6 +42,9 @@ class Scenario:
     # NORMAL's ports (ctaccel --bridge syntax; OVS: each port's tag/trunks set to match);
     # None: every port a trunk of all VLANs, as the oracle's bridge is by default
     bridge: str | None = None
+    # zone timeout policies, {zone: {OVS name: seconds}} (ctaccel --timeout-policy; OVS:
+    # ovs-vsctl add-zone-tp on the oracle's netdev datapath)
+    timeout_policies: dict = field(default_factory=dict)
 
 
 SCENARIOS: list[Scenario] = []
@@ -475,4 +478,11 @@ table=1,priority=1,actions=drop
 
 
 # Part 2 registers its scenarios into SCENARIOS on import (kept apart to keep files short).
-from . import scenarios_conj, scenarios_l4, scenarios_nd, scenarios_rewrite, scenarios_vlan  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    scenarios_conj,
+    scenarios_l4,
+    scenarios_nd,
+    scenarios_rewrite,
+    scenarios_tp,
+    scenarios_vlan,
+)
