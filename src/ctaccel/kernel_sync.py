@@ -48,22 +48,30 @@ def _errors(refused: np.ndarray) -> dict[str, int]:
             for n, c in zip(names, counts, strict=True)}  # fmt: skip
 
 
+def create_entries(nl: CtNetlink, entries, exclusive: bool = True, update=None):
+    """Create ``entries`` in the kernel's table; the rows it already has (EEXIST) are sent
+    again as updates (``update`` maps them first, e.g. kernel_map.for_update). Returns
+    (created, updated, refused rows as (row, errno))."""
+    first = np.asarray(nl.create(entries, exclusive=exclusive)).reshape(-1, 2)
+    exists = first[first[:, 1] == errno.EEXIST, 0]
+    refused = first[first[:, 1] != errno.EEXIST]
+    again = np.zeros((0, 2), np.int64)
+    if len(exists):
+        rows = entries.take(exists)
+        again = np.asarray(nl.create(update(rows) if update else rows, exclusive=False))
+        again = again.reshape(-1, 2)
+    return len(entries) - len(first), len(exists) - len(again), np.concatenate([refused, again])
+
+
 def export_to_kernel(conntrack, now_ms: int, zone_map=None, netns: str | None = None) -> dict:
     """Write ctaccel's live connections into the kernel's table; {"connections", "created",
     "updated", "refused": {errno name: rows}, "seconds"}."""
     t0 = time.perf_counter()
     entries = conntrack.export_entries(now_ms, zone_map)
     with CtNetlink(netns) as nl:
-        first = np.asarray(nl.create(entries, exclusive=True)).reshape(-1, 2)
-        exist_rows = first[first[:, 1] == errno.EEXIST, 0]
-        refused = first[first[:, 1] != errno.EEXIST]
-        again = np.zeros((0, 2), np.int64)
-        if len(exist_rows):
-            again = np.asarray(nl.create(entries.take(exist_rows), exclusive=False)).reshape(-1, 2)
-    return {"connections": len(entries), "created": len(entries) - len(first),
-            "updated": len(exist_rows) - len(again),
-            "refused": _errors(np.concatenate([refused, again])),
-            "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
+        created, updated, refused = create_entries(nl, entries)
+    return {"connections": len(entries), "created": created, "updated": updated,
+            "refused": _errors(refused), "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
 
 
 REFRESH_MS = 2000  # how often the kernel's copies get the timers and states traffic moved
@@ -211,14 +219,9 @@ class KernelSync:
         self.counts["refreshed_there"] += len(slots)
 
     def _write(self, entries, exclusive: bool) -> None:
-        refused = np.asarray(self.nl.create(entries, exclusive=exclusive)).reshape(-1, 2)
-        exists = refused[refused[:, 1] == errno.EEXIST, 0]
-        if len(exists):
-            from ctaccel.conntrack.kernel_map import for_update
+        from ctaccel.conntrack.kernel_map import for_update
 
-            again = self.nl.create(for_update(entries.take(exists)), exclusive=False)
-            refused = np.concatenate([refused[refused[:, 1] != errno.EEXIST],
-                                      np.asarray(again).reshape(-1, 2)])  # fmt: skip
+        _created, _updated, refused = create_entries(self.nl, entries, exclusive, for_update)
         lost = refused[:, 1] == errno.ENOBUFS
         self._resync_due |= bool(lost.any())  # which rows failed is unknown: dump next tick
         self.counts["refused_there"] += int((~lost).sum())

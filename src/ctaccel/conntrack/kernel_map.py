@@ -87,7 +87,6 @@ from ctaccel.conntrack.table import (
     ST_NEXT_SEQ,
     TUP_WIDTH,
     conn_alloc_reply,
-    is_icmp_key,
     reverse_icmp_type,
 )
 from ctaccel.conntrack.tcp import (
@@ -236,6 +235,18 @@ def _zone_lookup(zone_map: dict[int, int] | None) -> np.ndarray:
     return table
 
 
+# the reply direction's ICMP type of every original type, per IP version: table.py's
+# reverse_icmp_type (what the connection table indexes by) as a lookup over whole columns
+_REPLY_TYPE = {dl: np.array([reverse_icmp_type.py_func(dl, t) for t in range(256)], np.int64)
+               for dl in (ETH_IP, ETH_IPV6)}  # fmt: skip
+
+
+def _icmp_rows(dl_type: np.ndarray, proto: np.ndarray) -> np.ndarray:
+    """Rows whose endpoints are ICMP (id, type, code): table.py's is_icmp_key, on columns."""
+    return ((dl_type == ETH_IP) & (proto == PROTO_ICMP)) | (
+        (dl_type == ETH_IPV6) & (proto == PROTO_ICMPV6))  # fmt: skip
+
+
 def _words(icmp, ident, itype, code, port):
     return np.where(icmp, (ident << 16) | (itype << 8) | code, port)
 
@@ -251,12 +262,10 @@ def row_table(e: KernelEntries, now_ms: int, zone_map=None, peer_states=None) ->
     rows[:, R_DL_TYPE], rows[:, R_PROTO] = dl_type, e.proto
     rows[:, R_SRC : R_SRC + 4], rows[:, R_DST : R_DST + 4] = e.src, e.dst
     rows[:, R_RSRC : R_RSRC + 4], rows[:, R_RDST : R_RDST + 4] = e.r_src, e.r_dst
-    icmp = ((e.proto == PROTO_ICMP) & (e.family == AF_INET)) | (
-        (e.proto == PROTO_ICMPV6) & (e.family == AF_INET6))  # fmt: skip
-    rtype = np.array([reverse_icmp_type(int(d), int(t)) for d, t in
-                      zip(dl_type[icmp], e.icmp_type[icmp], strict=True)], np.int64)  # fmt: skip
-    r_type = e.icmp_type.copy()
-    r_type[icmp] = rtype
+    icmp = _icmp_rows(dl_type, e.proto)
+    t = e.icmp_type & 0xFF
+    r_type = np.where(icmp, np.where(dl_type == ETH_IPV6, _REPLY_TYPE[ETH_IPV6][t],
+                                     _REPLY_TYPE[ETH_IP][t]), e.icmp_type)  # fmt: skip
     rows[:, R_SWORD] = _words(icmp, e.sport, e.icmp_type, e.icmp_code, e.sport)
     rows[:, R_DWORD] = _words(icmp, e.dport, r_type, e.icmp_code, e.dport)
     rows[:, R_RSWORD] = _words(icmp, e.r_sport, r_type, e.icmp_code, e.r_sport)
@@ -416,8 +425,7 @@ def export_rows(conns: np.ndarray, live: np.ndarray, now_ms: int, zone_map=None)
     e.r_src[:], e.r_dst[:] = r[:, C_R_SRC : C_R_SRC + 4], r[:, C_R_DST : C_R_DST + 4]
     e.sport[:], e.dport[:] = r[:, C_SPORT], r[:, C_DPORT]
     e.r_sport[:], e.r_dport[:] = r[:, C_R_SPORT], r[:, C_R_DPORT]
-    icmp = np.array([is_icmp_key(int(d), int(p)) for d, p in
-                     zip(r[:, C_DL_TYPE], r[:, C_PROTO], strict=True)], bool)  # fmt: skip
+    icmp = _icmp_rows(r[:, C_DL_TYPE], r[:, C_PROTO])
     e.icmp_type[:] = np.where(icmp, r[:, C_ICMP_TYPE], 0)
     e.icmp_code[:] = np.where(icmp, r[:, C_ICMP_CODE], 0)
     e.mark[:], e.label[:] = r[:, C_MARK], r[:, C_LABEL : C_LABEL + 4]

@@ -30,7 +30,6 @@ import ctypes
 import errno
 import os
 import socket
-import struct
 import threading
 
 import numpy as np
@@ -133,6 +132,19 @@ def _open_socket_in(netns: str) -> socket.socket:
     return box["sock"]
 
 
+def _recv_nowait(sock: socket.socket, into, nbytes: int = 0) -> int:
+    """One datagram into ``into`` without blocking: its size, 0 when nothing waits, -1 when
+    the kernel dropped messages for want of room (ENOBUFS: which ones is unknown)."""
+    try:
+        return sock.recv_into(into, nbytes, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return 0
+    except OSError as e:
+        if e.errno != errno.ENOBUFS:
+            raise
+        return -1
+
+
 class CtNetlink:
     """A NETLINK_NETFILTER socket for one namespace's conntrack table (the caller's, at
     construction). Use as a context manager, or call :meth:`close`."""
@@ -215,14 +227,8 @@ class CtNetlink:
     def _drain(self, errors: list, seq0: int, n: int) -> None:
         """Read every queued error without blocking; rows ``seq - seq0`` in [0, n) kept."""
         lost = False
-        while True:
-            try:
-                got = self._sock.recv_into(self._errbuf, 0, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
+        while got := _recv_nowait(self._sock, self._errbuf):
+            if got < 0:
                 lost = True
                 continue
             for seq, err in parse_errors(self._errbuf, got):
@@ -307,7 +313,7 @@ class CtEvents:
 
     def read(self, max_bytes: int = 64 << 20):
         """({"new"|"update"|"destroy": (KernelEntries, port ids)}, lost)."""
-        buf, pos, offs, kinds, lost = self._buf, 0, [], [], False
+        buf, pos, parts, lost = self._buf, 0, [], False
         while pos < max_bytes:
             if len(buf) - pos < RECV_SIZE:
                 if len(buf) * 2 > max_bytes + RECV_SIZE:
@@ -315,28 +321,21 @@ class CtEvents:
                 grown = np.empty(2 * len(buf), np.uint8)
                 grown[:pos] = buf[:pos]
                 buf = self._buf = grown
-            try:
-                n = self._sock.recv_into(memoryview(buf)[pos:], RECV_SIZE)
-            except BlockingIOError:
+            n = _recv_nowait(self._sock, memoryview(buf)[pos:], RECV_SIZE)
+            if n == 0:
                 break
-            except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
+            if n < 0:
                 lost = True
                 continue
-            off, end = pos, pos + n
-            while off + 20 <= end:
-                length, kind, flags = struct.unpack_from("<IHH", buf, off)
-                if kind in (CT_NEW, CT_DELETE):
-                    new = kind == CT_NEW and flags & (NLM_F_CREATE | NLM_F_EXCL)
-                    offs.append(off)
-                    kinds.append(0 if new else (2 if kind == CT_DELETE else 1))
-                off += max((length + 3) & ~3, 16)
-            pos = (end + 3) & ~3
-        offs_a, kinds_a = np.array(offs, np.int64), np.array(kinds, np.int64)
+            parts.append(datagram_messages(buf, pos, n, (CT_NEW, CT_DELETE))[0])
+            pos = (pos + n + 3) & ~3  # every datagram 4-aligned: the parser reads words
+        offs = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        words = buf[: len(buf) // 4 * 4].view("<u4")
+        head = words[(offs + 4) >> 2]  # type (low 16 bits) and flags (high 16)
+        new = ((head >> 16) & (NLM_F_CREATE | NLM_F_EXCL)) != 0
+        kind = np.where((head & 0xFFFF) == CT_DELETE, 2, np.where(new, 0, 1))
         out = {}
         for k, name in enumerate(EVENT_TYPES):
-            sel = offs_a[kinds_a == k]
-            pids = buf[: len(buf) // 4 * 4].view("<u4")[(sel + 12) >> 2].astype(np.int64)
-            out[name] = (parse_entries(buf, sel), pids)
+            sel = offs[kind == k]
+            out[name] = (parse_entries(buf, sel), words[(sel + 12) >> 2].astype(np.int64))
         return out, lost

@@ -404,15 +404,17 @@ def parse_errors(data, n: int) -> list[tuple[int, int]]:
     return out
 
 
-def datagram_messages(buf: np.ndarray, start: int, n: int) -> tuple[np.ndarray, int]:
-    """Offsets of the conntrack messages in the datagram ``buf[start:start+n]`` and how it
-    ends: 0 more to come, -1 NLMSG_DONE seen, or the errno of an NLMSG_ERROR. A datagram of k
-    messages of one length and type (the usual case) is checked with numpy, others walked."""
+def datagram_messages(buf: np.ndarray, start: int, n: int,
+                      kinds: tuple = (CT_NEW,)) -> tuple[np.ndarray, int]:  # fmt: skip
+    """Offsets of the conntrack messages (of the types ``kinds``: a dump's CT_NEW, or events'
+    CT_NEW and CT_DELETE) in the datagram ``buf[start:start+n]`` and how it ends: 0 more to
+    come, -1 NLMSG_DONE seen, or the errno of an NLMSG_ERROR. A datagram of k messages of one
+    length and type (the usual case) is checked with numpy, others walked."""
     length, kind = struct.unpack_from("<IH", buf, start)
-    if kind == CT_NEW and length and n % length == 0:
+    if kind in kinds and length and n % length == 0:
         offs = start + length * np.arange(n // length, dtype=np.int64)
         heads = buf[offs[:, None] + np.arange(8)].copy().view("<u4")
-        if (heads[:, 0] == length).all() and ((heads[:, 1] & 0xFFFF) == CT_NEW).all():
+        if (heads[:, 0] == length).all() and ((heads[:, 1] & 0xFFFF) == kind).all():
             return offs, 0
     found, off, end = [], start, start + n
     while off + 16 <= end:
@@ -424,7 +426,7 @@ def datagram_messages(buf: np.ndarray, start: int, n: int) -> tuple[np.ndarray, 
             err = struct.unpack_from("<i", buf, off + 16)[0]
             if err:
                 return np.array(found, np.int64), -err
-        elif kind == CT_NEW:
+        elif kind in kinds:
             found.append(off)
         off += max((length + 3) & ~3, 16)
     return np.array(found, np.int64), 0
