@@ -27,8 +27,10 @@ InputError naming ``file:line`` and what is wrong.
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import re
+import socket
+import struct
 
 import numpy as np
 
@@ -58,19 +60,27 @@ _OVS_STATE = {"SYN_SENT": (2, 0), "SYN_RECV": (4, 2), "ESTABLISHED": (4, 4),
               "CLOSING": (7, 4), "FIN_WAIT_1": (7, 4), "CLOSE_WAIT": (9, 4),
               "LAST_ACK": (9, 7), "FIN_WAIT_2": (9, 4), "TIME_WAIT": (9, 9),
               "CLOSED": (10, 10)}  # fmt: skip
-_DPCTL = re.compile(r"^(\w+),orig=\(([^)]*)\),reply=\(([^)]*)\)(.*)$")
-_NESTED = re.compile(r",(\w+)=\(([^)]*)\)")
+_DPCTL_HEAD = re.compile(r"^(\w+),orig=\(")
+# a nested section opening (``reply=(``), a ``key=value`` item, or a section's end
+_TOKEN = re.compile(r"(\w+)=\(|(\w+)=([^,()]*)|(\))")
 
 
 class _Row(dict):
     """One connection's fields before they become columns."""
 
 
-def _addr(text: str) -> tuple[int, list[int]]:
-    ip = ipaddress.ip_address(text)
-    value = int(ip)
-    family = AF_INET6 if ip.version == 6 else AF_INET
-    return family, [(value >> (32 * (3 - i))) & 0xFFFFFFFF for i in range(4)]
+@functools.lru_cache(maxsize=1 << 16)
+def _addr(text: str) -> tuple[int, tuple[int, ...]]:
+    """(family, 4 words most significant first) of an address (a table names the same few
+    addresses many times: cached)."""
+    v6 = ":" in text
+    try:
+        raw = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, text)
+    except OSError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+    if v6:
+        return AF_INET6, struct.unpack(">4I", raw)
+    return AF_INET, (0, 0, 0, int.from_bytes(raw, "big"))
 
 
 def _int(text: str) -> int:
@@ -93,16 +103,6 @@ def _tuple(row: _Row, side: str, pairs: dict) -> None:
         row[side + "dport"] = _int(pairs.get("dport", "0"))
 
 
-def _kv(text: str) -> dict:
-    out = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"{item!r} is not key=value")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _flags(text: str, names: dict) -> int:
     if text in ("", "0"):
         return 0
@@ -120,28 +120,47 @@ def _peer_state(name: str) -> int:
     return TCP_STATE_NAMES.index(name)
 
 
-def _dpctl_line(line: str) -> _Row:
-    m = _DPCTL.match(line)
-    if not m:
+def _sections(line: str) -> tuple[str, dict]:
+    """The protocol and {"orig"|"reply"|"protoinfo"|...|"": {key: value}} of a dpctl line,
+    in one regex scan; text that is no ``key=value`` item makes it a ValueError."""
+    m = _DPCTL_HEAD.match(line)
+    if not m or "reply=(" not in line:
         raise ValueError("expected PROTO,orig=(...),reply=(...)")
-    proto, orig, reply, rest = m.groups()
+    sections: dict = {"": {}, "orig": {}}
+    current = "orig"
+    for opened, key, value, closed in _TOKEN.findall(line, m.end()):
+        if opened:
+            current = opened
+            sections[current] = {}
+        elif closed:
+            current = ""
+        else:
+            sections[current][key] = value
+    left = _TOKEN.sub("", line[m.end() :]).strip(",() \n")
+    if left:
+        raise ValueError(f"{left.split(',')[0]!r} is not key=value")
+    return m.group(1), sections
+
+
+def _dpctl_line(line: str) -> _Row:
+    proto, sections = _sections(line)
     row = _Row(proto=PROTO_NUMBERS[proto] if proto in PROTO_NUMBERS else int(proto))
-    _tuple(row, "", _kv(orig))
-    _tuple(row, "r_", _kv(reply))
-    nested = dict(_NESTED.findall(rest))
-    fields = _kv(_NESTED.sub("", rest))
+    _tuple(row, "", sections["orig"])
+    _tuple(row, "r_", sections.get("reply", {}))
+    fields = sections[""]
     row["zone"] = _int(fields.get("zone", "0"))
     row["mark"] = _int(fields.get("mark", "0"))
     row["label"] = _int(fields.get("labels", "0"))
     row["timeout_s"] = _int(fields["timeout"]) if "timeout" in fields else -1
-    info = _kv(nested.get("protoinfo", ""))
+    info = sections.get("protoinfo", {})
     if row["proto"] == 6:
         if "state_orig" in info:
             row["peers"] = (_peer_state(info["state_orig"]), _peer_state(info["state_reply"]))
         elif info.get("state") in _OVS_STATE:
             row["peers"] = _OVS_STATE[info["state"]]
         else:
-            raise ValueError(f"TCP connection without a known state: {nested.get('protoinfo')!r}")
+            text = ",".join(f"{k}={v}" for k, v in info.items())
+            raise ValueError(f"TCP connection without a known state: {text!r}")
         row["tcp_wscale"] = [
             _int(info.get("wscale_orig", "0")),
             _int(info.get("wscale_reply", "0")),
@@ -216,20 +235,21 @@ def _status_of(row: _Row, peers) -> int:
 
 
 def _columns(rows: list[_Row]) -> tuple[KernelEntries, np.ndarray]:
+    """The rows as columns, each filled from one list (not element by element)."""
     e = KernelEntries.empty(len(rows))
-    peers = np.full((len(rows), 2), -1, np.int64)
-    for i, row in enumerate(rows):
-        for name in ("family", "proto", "zone", "sport", "dport", "r_sport", "r_dport", "mark",
-                     "timeout_s", "icmp_type", "icmp_code", "tcp_state"):  # fmt: skip
-            getattr(e, name)[i] = row.get(name, 0)
-        for name in ("src", "dst", "r_src", "r_dst"):
-            getattr(e, name)[i] = row[name]
-        e.label[i] = [(row["label"] >> (32 * (3 - w))) & 0xFFFFFFFF for w in range(4)]
-        if "peers" in row:
-            peers[i] = row["peers"]
-        if "tcp_flags" in row:
-            e.tcp_flags[i], e.tcp_wscale[i] = row["tcp_flags"], row["tcp_wscale"]
-        e.status[i] = _status_of(row, row.get("peers"))
+    if not rows:
+        return e, np.full((0, 2), -1, np.int64)
+    for name in ("family", "proto", "zone", "sport", "dport", "r_sport", "r_dport", "mark",
+                 "timeout_s", "icmp_type", "icmp_code", "tcp_state"):  # fmt: skip
+        getattr(e, name)[:] = [row.get(name, 0) for row in rows]
+    for name in ("src", "dst", "r_src", "r_dst"):
+        getattr(e, name)[:] = [row[name] for row in rows]
+    e.label[:] = [[(row["label"] >> (32 * (3 - w))) & 0xFFFFFFFF for w in range(4)]
+                  if row["label"] else (0, 0, 0, 0) for row in rows]  # fmt: skip
+    e.tcp_flags[:] = [row.get("tcp_flags", (0, 0)) for row in rows]
+    e.tcp_wscale[:] = [row.get("tcp_wscale", (0, 0)) for row in rows]
+    e.status[:] = [_status_of(row, row.get("peers")) for row in rows]
+    peers = np.array([row.get("peers", (-1, -1)) for row in rows], np.int64)
     return e, peers
 
 
