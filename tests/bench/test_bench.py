@@ -91,8 +91,15 @@ def test_smoke_replays_the_main_workloads_through_the_batched_outputs(smoke):
             for run in runs:
                 assert run["packets"] == runner.QUICK_PACKETS and run["mpps"] > 0
                 assert set(run["time_split"]) == {"reading", "datapath", "writing", "waiting"}
-                # the whole replay cannot beat the engine alone on the same packets
-                assert run["ns_per_packet"] > min(x["ns_per_packet"] for x in r["repeats"])
+                assert run["ns_per_packet"] == pytest.approx(
+                    run["seconds"] * 1e9 / run["packets"])  # fmt: skip
+                # the main thread's parts (read, datapath, wait for the writer) lie inside
+                # the timed whole; the writer's thread works beside them. (Not compared
+                # with the engine's own runs: on a shared machine either may be the faster.)
+                split = run["time_split"]
+                assert split["datapath"] > 0 and min(split.values()) >= 0
+                main_thread = split["reading"] + split["datapath"] + split["waiting"]
+                assert main_thread <= run["seconds"] + 2e-3
         assert "replay" not in _result(report, kind, STATELESS)
     assert "replay, capture file to output files" in output
 
