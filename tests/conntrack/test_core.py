@@ -25,7 +25,7 @@ from scapy.all import (
 
 from ctaccel.conntrack import Conntrack, action_row, core, lifecycle
 from ctaccel.conntrack.nat import no_nat_spec
-from ctaccel.conntrack.table import TUP_WIDTH
+from ctaccel.conntrack.table import CT_SCRATCH_WIDTH
 from ctaccel.conntrack.timeouts import TM_UDP_FIRST, TM_UDP_MULTIPLE
 from ctaccel.packet.key import (
     CT_LABEL,
@@ -483,8 +483,8 @@ def _run_sequence(execute):
     for t, (pkt, zone, commit) in enumerate(pkts):
         p = Packet(pkt)
         act = action_row(zone, commit, mark=t if t == 1 else None)
-        handle = execute(ct.tables, p.frame, p.key, act, t * 100, -1, no_nat_spec(),
-                         np.zeros(2 * TUP_WIDTH, np.int64))  # fmt: skip
+        handle = execute(ct.tables, p.frame, len(p.frame), p.key, act, t * 100, -1,
+                         no_nat_spec(), np.zeros(CT_SCRATCH_WIDTH, np.int64))  # fmt: skip
         keys.append((int(handle), p.key.copy()))
     return ct, keys
 

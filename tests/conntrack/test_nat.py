@@ -222,7 +222,7 @@ def test_ipv6_range_picks_an_address_inside_it():
 
 def test_ct_execute_with_nat_matches_plain_python():
     from ctaccel.conntrack import core
-    from ctaccel.conntrack.table import TUP_WIDTH
+    from ctaccel.conntrack.table import CT_SCRATCH_WIDTH
 
     def run(fn):
         ct = Conntrack()
@@ -239,8 +239,8 @@ def test_ct_execute_with_nat_matches_plain_python():
         for t, (pkt, port, commit, spec) in enumerate(seq):
             frame = _arr(pkt)
             key = _key(frame, port)
-            h = fn(ct.tables, frame, key, action_row(0, commit), t, -1, spec,
-                   np.zeros(2 * TUP_WIDTH, np.int64))  # fmt: skip
+            h = fn(ct.tables, frame, len(frame), key, action_row(0, commit), t, -1, spec,
+                   np.zeros(CT_SCRATCH_WIDTH, np.int64))  # fmt: skip
             outs.append((int(h), frame.tobytes(), key.copy()))
         return outs, ct
 

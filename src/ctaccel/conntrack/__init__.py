@@ -20,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from ctaccel.conntrack import core, lifecycle
+from ctaccel.conntrack.alg import grow_exps, new_exps
 from ctaccel.conntrack.dump import dump_lines
+from ctaccel.conntrack.ftp import MAX_GROWTH
 from ctaccel.conntrack.layout import (
     C_USED,
     CA_FLAGS,
@@ -30,6 +32,8 @@ from ctaccel.conntrack.layout import (
     CA_MARK_MASK,
     CA_WIDTH,
     CA_ZONE,
+    CAF_ALG_FTP,
+    CAF_ALG_TFTP,
     CAF_COMMIT,
     CAF_FORCE,
     CAF_SET_LABEL,
@@ -48,12 +52,14 @@ from ctaccel.conntrack.lifecycle import (
 from ctaccel.conntrack.nat import no_nat_spec
 from ctaccel.conntrack.table import (
     COUNTER_NAMES,
+    CT_SCRATCH_WIDTH,
+    ST_EXP_USED,
     ST_FLUSHED,
+    ST_FRAME_LEN,
     ST_FREE_TOP,
     ST_MAX_CONNS,
     ST_N_CONNS,
     ST_SWEPT,
-    TUP_WIDTH,
     grow_tables,
     new_tables,
 )
@@ -70,6 +76,7 @@ from ctaccel.errors import CtaccelError
 __all__ = ["Conntrack", "action_row"]
 
 _LABEL_ALL = (1 << 128) - 1
+ALG_FLAGS = {None: 0, "ftp": CAF_ALG_FTP, "tftp": CAF_ALG_TFTP}
 
 
 def _label_words(value: int) -> np.ndarray:
@@ -78,12 +85,14 @@ def _label_words(value: int) -> np.ndarray:
 
 def action_row(zone: int, commit: bool = False, force: bool = False, mark: int | None = None,
                mark_mask: int = 0xFFFFFFFF, label: int | None = None,
-               label_mask: int = _LABEL_ALL) -> np.ndarray:  # fmt: skip
+               label_mask: int = _LABEL_ALL, alg: str | None = None) -> np.ndarray:  # fmt: skip
     """The ct action's parameters as ``core.ct_execute`` reads them (layout ``CA_*``):
-    ``mark``/``label`` None leave them alone; ``force`` implies commit."""
+    ``mark``/``label`` None leave them alone; ``force`` implies commit; ``alg`` "ftp",
+    "tftp" or None."""
     act = np.zeros(CA_WIDTH, np.int64)
     act[CA_ZONE] = int(zone) & 0xFFFF
     act[CA_FLAGS] = (CAF_COMMIT if commit or force else 0) | (CAF_FORCE if force else 0)
+    act[CA_FLAGS] |= ALG_FLAGS[alg]
     if mark is not None:
         act[CA_FLAGS] |= CAF_SET_MARK
         act[CA_MARK] = int(mark) & 0xFFFFFFFF
@@ -135,15 +144,21 @@ class Conntrack:
             self.set_zone_limit(None, default_zone_limit)
         for zone, limit in (zone_limits or {}).items():
             self.set_zone_limit(zone, limit)
+        self.exps, self.exp_index = new_exps()
+        self.last_frame: np.ndarray | None = None  # execute()'s frame after a ct(nat)
         self._no_nat = no_nat_spec()
-        self._tups = np.zeros(2 * TUP_WIDTH, np.int64)  # ct_execute's scratch
+        self._tups = np.zeros(CT_SCRATCH_WIDTH, np.int64)  # ct_execute's scratch
         self._sweep_due: int | None = None  # sweep(monotonic=True): no expiry before this
 
     @property
     def tables(self) -> CtTables:
         """The arrays as the kernels take them (valid until the next :meth:`reserve`)."""
-        return CtTables(self.conns, self.index, self.free_slots, self.stats, self.zone_limits,
-                        self.timeouts)  # fmt: skip
+        return CtTables(*self.bundle())
+
+    def bundle(self) -> tuple:
+        """The arrays as a plain tuple in CtTables order (what compiled callers pass on)."""
+        return (self.conns, self.index, self.free_slots, self.stats, self.zone_limits,
+                self.timeouts, self.exps, self.exp_index)  # fmt: skip
 
     # --- capacity ---------------------------------------------------------------------------
     @property
@@ -151,7 +166,13 @@ class Conntrack:
         return int(self.conns.shape[0])
 
     def reserve(self, n: int = 1) -> None:
-        """Make sure ``n`` more connections fit (up to max_conns): grow the arrays if not."""
+        """Make sure ``n`` more connections (and ALG expectations) fit, connections up to
+        max_conns: grow the arrays if not."""
+        rows = self.exps.shape[0]
+        if rows - int(self.stats[ST_EXP_USED]) < n:
+            while rows - int(self.stats[ST_EXP_USED]) < n:
+                rows *= 2
+            self.exps, self.exp_index = grow_exps(self.exps, self.stats, rows)
         free = int(self.stats[ST_FREE_TOP])
         if free >= n or self.capacity >= self.max_conns:
             return
@@ -168,19 +189,30 @@ class Conntrack:
         """Run ct() on one parsed packet; updates ``key``'s ct fields, returns the handle.
 
         ``act``: the action's parameters as one row, :func:`action_row` (zone, commit, force,
-        ct_mark/ct_label writes), as the compiled datapath passes them. ``nat``: None, or the NAT spec row (conntrack/nat.py ``spec_from_action``); with NAT
-        the frame (a writable uint8 array) and the key's addresses/ports may be rewritten."""
+        ct_mark/ct_label writes, alg), as the compiled datapath passes them. ``nat``: None, or
+        the NAT spec row (conntrack/nat.py ``spec_from_action``); with NAT the frame (a
+        writable uint8 array) and the key's addresses/ports may be rewritten in place, and
+        :attr:`last_frame` is the frame after the call (longer or shorter when an FTP command
+        was rewritten for NAT; ``frame`` itself then keeps its old length and bytes)."""
         if not isinstance(frame, np.ndarray):
             frame = np.frombuffer(bytes(frame), np.uint8)
+        n = len(frame)
         if nat is None:
             nat = self._no_nat
-            if not frame.flags.writeable:
-                frame = frame.copy()  # never written without nat; one array type for numba
+            buf = frame if frame.flags.writeable else frame.copy()  # never written without nat
         elif not frame.flags.writeable:
             raise ValueError("ct with nat rewrites the frame: pass a writable array")
+        else:
+            buf = np.zeros(n + MAX_GROWTH, np.uint8)
+            buf[:n] = frame
         self.reserve(1)
-        handle = core.ct_execute(self.tables, frame, key, act, int(now_ms), int(cached_conn), nat,
-                                 self._tups)  # fmt: skip
+        handle = core.ct_execute(self.tables, buf, n, key, act, int(now_ms), int(cached_conn),
+                                 nat, self._tups)  # fmt: skip
+        if nat is not self._no_nat:
+            m = int(self.stats[ST_FRAME_LEN])
+            self.last_frame = buf[:m]
+            if m == n:
+                frame[:] = buf[:n]
         return int(handle)
 
     # --- zone limits ------------------------------------------------------------------------
@@ -271,7 +303,7 @@ class Conntrack:
         """dpctl/dump-conntrack lines (sorted) of the connections alive at ``now_ms``;
         ``verbose``/``stats`` as its ``-m`` (id, status, per-peer TCP states) and ``-s``
         (timeout)."""
-        return dump_lines(self.conns, now_ms, zone, verbose, stats)
+        return dump_lines(self.conns, now_ms, zone, verbose, stats, self.exps)
 
     # --- the kernel's table (conntrack/kernel_map.py) ----------------------------------------
     def import_entries(self, entries, now_ms: int, zone_map=None, peer_states=None) -> dict:

@@ -25,8 +25,26 @@ Invariants:
 
 from __future__ import annotations
 
+from ctaccel.conntrack.alg import (
+    E_LABEL,
+    E_MARK,
+    E_P_DPORT,
+    E_P_DST,
+    E_P_SPORT,
+    E_P_SRC,
+    exp_adopt,
+    exp_lookup,
+)
+from ctaccel.conntrack.ftp import ftp_command, ftp_other, tftp_request
 from ctaccel.conntrack.icmp import ICMP_KEY_INVALID, ICMP_KEY_RELATED, be16, icmp_extract
 from ctaccel.conntrack.layout import (
+    ALG_FTP,
+    ALG_KIND,
+    ALG_RELATED,
+    ALG_SKEW_REPLY,
+    ALG_TFTP,
+    C_ALG,
+    C_ALG_PARENT,
     C_DL_TYPE,
     C_DPORT,
     C_DST,
@@ -46,6 +64,7 @@ from ctaccel.conntrack.layout import (
     CA_MARK,
     CA_MARK_MASK,
     CA_ZONE,
+    CAF_ALG_SHIFT,
     CAF_COMMIT,
     CAF_FORCE,
     CAF_SET_LABEL,
@@ -58,6 +77,7 @@ from ctaccel.conntrack.table import (
     ETH_IPV6,
     ST_CACHED_HITS,
     ST_FORCE_DELETED,
+    ST_FRAME_LEN,
     ST_INVALID_KEY,
     ST_INVALID_NEW,
     ST_INVALID_PREMARKED,
@@ -211,8 +231,21 @@ def _write_md_none(key, zone):
 
 
 @njit(forceinline=True)
-def _write_md(key, zone, conns, slot, tup):
-    """OVS write_ct_md: mark/label of the connection, original tuple of it (or of tup)."""
+def _write_parent(key, exps, row):
+    """The original tuple a data connection shows: its control connection's (OVS
+    write_ct_md with conn->alg_related or an alg_exp)."""
+    for i in range(4):
+        key[CT_NW_SRC + i] = exps[row, E_P_SRC + i]
+        key[CT_NW_DST + i] = exps[row, E_P_DST + i]
+    key[CT_TP_SRC] = exps[row, E_P_SPORT]
+    key[CT_TP_DST] = exps[row, E_P_DPORT]
+
+
+@njit(forceinline=True)
+def _write_md(key, zone, ct, slot, tup, exp):
+    """OVS write_ct_md: mark/label of the connection, original tuple of it (or of tup; of the
+    control connection for a data connection, or for a packet an expectation awaits)."""
+    conns = ct.conns
     key[CT_STATE] |= CS_TRACKED
     key[CT_ZONE] = zone
     if slot >= 0:
@@ -228,6 +261,8 @@ def _write_md(key, zone, conns, slot, tup):
         else:
             key[CT_TP_SRC] = conns[slot, C_SPORT]
             key[CT_TP_DST] = conns[slot, C_DPORT]
+        if conns[slot, C_ALG] & ALG_RELATED:
+            _write_parent(key, ct.exps, conns[slot, C_ALG_PARENT] - 1)
         return
     key[CT_MARK] = 0
     for i in range(4):
@@ -241,11 +276,19 @@ def _write_md(key, zone, conns, slot, tup):
     else:
         key[CT_TP_SRC] = tup[T_SWORD]
         key[CT_TP_DST] = tup[T_DWORD]
+    if exp >= 0:
+        key[CT_MARK] = ct.exps[exp, E_MARK]
+        for i in range(4):
+            key[CT_LABEL + i] = ct.exps[exp, E_LABEL + i]
+        _write_parent(key, ct.exps, exp)
 
 
 @njit(forceinline=True)
 def _apply_mark_label(key, conns, slot, act):
-    """OVS set_mark/set_label: new = value | (current & ~mask), stored in conn and packet."""
+    """OVS set_mark/set_label: new = value | (current & ~mask), stored in conn and packet
+    (a data connection keeps its control connection's: the packet shows them)."""
+    if conns[slot, C_ALG] & ALG_RELATED:
+        return
     if act[CA_FLAGS] & CAF_SET_MARK:
         m = act[CA_MARK_MASK] & _M32
         value = (act[CA_MARK] & m) | (conns[slot, C_MARK] & (~m & _M32))
@@ -323,6 +366,8 @@ def _judge(ct, handle, related, frame, key, tup, now_ms, state):
         if reply:
             state |= CS_REPLY_DIR
         return state, slot, False
+    if ct.conns[slot, C_ALG] & ALG_RELATED:
+        state |= CS_RELATED  # a data connection is related for life
     l4_ofs = key[L4_OFS]
     l4_len = min(key[L4_LEN], frame.shape[0] - l4_ofs)
     result = conn_update(ct.conns, slot, reply, tup[T_PROTO], frame, l4_ofs, l4_len, now_ms,
@@ -344,36 +389,102 @@ def _judge(ct, handle, related, frame, key, tup, now_ms, state):
 
 
 @njit(forceinline=True)
-def _create(ct, frame, key, act, now_ms, nat, tups):
-    """A packet that may start a connection: NEW (committed if asked) or INVALID when its L4
-    header may not start one. Returns (ct_state, slot or -1)."""
+def _judge_ftp(ct, handle, buf, flen, key, tup, now_ms, state, nat):
+    """OVS conn_update_state_alg: an FTP control packet's sequence adjustment goes before the
+    tracker when it travels against the skew's direction, after it otherwise."""
+    slot = handle >> 1
+    reply = handle & 1
+    v6 = key[DL_TYPE] == ETH_IPV6
+    skew_reply = 1 if ct.conns[slot, C_ALG] & ALG_SKEW_REPLY else 0
+    frame = buf[:flen]
+    if reply != skew_reply:
+        ftp_other(ct, slot, buf, flen, key, v6, reply, nat)
+        return _judge(ct, handle, False, frame, key, tup, now_ms, state)
+    state, slot, create_new = _judge(ct, handle, False, frame, key, tup, now_ms, state)
+    if not create_new:
+        ftp_other(ct, slot, buf, flen, key, v6, reply, nat)
+    return state, slot, create_new
+
+
+@njit(forceinline=True)
+def _create(ct, frame, key, act, now_ms, nat, tups, exp):
+    """A packet that may start a connection: NEW (committed if asked; +rel when an
+    expectation awaits it) or INVALID when its L4 header may not start one. Returns
+    (ct_state, slot or -1)."""
     tup = tups[:TUP_WIDTH]
     l4_ofs = key[L4_OFS]
     l4_len = min(key[L4_LEN], frame.shape[0] - l4_ofs)
     if not valid_new(tup[T_PROTO], frame, l4_ofs, l4_len):
         ct.stats[ST_INVALID_NEW] += 1
         return CS_INVALID, -1
+    state = CS_NEW | CS_RELATED if exp >= 0 else CS_NEW
     if not act[CA_FLAGS] & CAF_COMMIT:
-        return CS_NEW, -1
-    slot = commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, tups[TUP_WIDTH:])
-    if slot >= 0 and nat[NS_ACTION] >= 0:
-        return nat_packet(ct.conns, slot, 0, False, frame, key, CS_NEW), slot
-    return CS_NEW, slot
+        return state, -1
+    slot = commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, tups[TUP_WIDTH:], exp)
+    if slot < 0:
+        return state, slot
+    ct.conns[slot, C_ALG] = (act[CA_FLAGS] >> CAF_ALG_SHIFT) & ALG_KIND
+    if exp >= 0:
+        exp_adopt(ct, slot, exp)
+    if nat[NS_ACTION] >= 0:
+        return nat_packet(ct.conns, slot, 0, False, frame, key, state), slot
+    return state, slot
+
+
+@njit(forceinline=True)
+def alg_ctl(key, frame, helper):
+    """OVS get_alg_ctl_type: ALG_FTP for TCP from or to port 21, ALG_TFTP for UDP to port
+    69, either for every packet of its protocol through a ct with that helper (dpif-netdev
+    passes the flow's own ports as the helper's: OVS takes them from the packet that
+    installed the megaflow, a cache artefact ctaccel does not copy); 0 otherwise."""
+    proto = key[NW_PROTO]
+    l4 = key[L4_OFS]
+    if (proto != 6 and proto != 17) or l4 < 0 or l4 + 4 > frame.shape[0]:
+        return 0
+    if key[DL_TYPE] != ETH_IP and key[DL_TYPE] != ETH_IPV6:
+        return 0
+    sport = be16(frame, l4)
+    dport = be16(frame, l4 + 2)
+    if proto == 17:
+        return ALG_TFTP if dport == 69 or helper == ALG_TFTP else 0
+    return ALG_FTP if sport == 21 or dport == 21 or helper == ALG_FTP else 0
+
+
+@njit(forceinline=True)
+def _handle_alg(ct, slot, reply, ctl, buf, flen, key, nat, scr):
+    """OVS handle_alg_ctl: a control connection's command makes its expectation (FTP: and
+    under NAT is rewritten). Returns the frame's length."""
+    if ctl == 0 or slot < 0 or not ct.conns[slot, C_ALG] & ALG_KIND:
+        return flen
+    rpl_state = 1 if key[CT_STATE] & CS_REPLY_DIR else 0
+    if ctl == ALG_TFTP:
+        tftp_request(ct, slot, rpl_state)
+        return flen
+    v6 = key[DL_TYPE] == ETH_IPV6
+    invalid, flen = ftp_command(ct, slot, buf, flen, key, v6, reply, rpl_state, nat, scr)
+    if invalid:
+        key[CT_STATE] |= CS_TRACKED | CS_INVALID
+    return flen
 
 
 @njit
-def ct_execute(ct, frame, key, act, now_ms, cached_conn, nat, tups):
-    """Run ``ct(zone, [commit], [force], [exec(set ct_mark/ct_label)], [nat])`` on one packet.
+def ct_execute(ct, buf, flen, key, act, now_ms, cached_conn, nat, tups):
+    """Run ``ct(zone, [commit], [force], [exec(set ct_mark/ct_label)], [nat], [alg])`` on one
+    packet, the frame ``buf[:flen]``.
 
     ``ct`` the tracker's arrays (layout.CtTables); ``key`` the packet's flow key as parse_frame
     left it plus its current ct fields; ``act`` the action's row (layout ``CA_*``);
     ``cached_conn`` the handle a previous ct() of this packet returned (-1 if none); ``nat`` a
     NAT spec row (nat.py; ``NS_ACTION`` -1: no nat). With nat the frame and the key's
-    addresses and ports may be rewritten in place. ``tups`` is scratch of ``2 * TUP_WIDTH``
-    words (the packet's tuple, then a reply tuple): kernels never allocate.
+    addresses and ports may be rewritten in place, and an FTP command rewritten for NAT may
+    make the frame longer or shorter (into ``buf``'s room past ``flen``): its length after
+    the call is ``ct.stats[ST_FRAME_LEN]``. ``tups`` is scratch of ``CT_SCRATCH_WIDTH`` words
+    (the packet's tuple, a reply tuple, the FTP helper's words): kernels never allocate.
     Returns the handle to keep with the packet: -1 after a ct(nat) (OVS forgets it, as any
     header rewrite does) and for ICMP errors (a later ct finds the same answer by lookup).
     """
+    frame = buf[:flen]
+    ct.stats[ST_FRAME_LEN] = flen
     zone = act[CA_ZONE]
     force = (act[CA_FLAGS] & CAF_FORCE) != 0
     has_nat = nat[NS_ACTION] >= 0
@@ -383,8 +494,10 @@ def ct_execute(ct, frame, key, act, now_ms, cached_conn, nat, tups):
         ct.stats[ST_LAST_CONN] = -1
         _write_md_none(key, zone)
         return cached_conn
-    if cached_conn >= 0 and not force and _cached(ct, frame, key, act, cached_conn, has_nat):
-        return -1 if has_nat else cached_conn
+    ctl = alg_ctl(key, frame, (act[CA_FLAGS] >> CAF_ALG_SHIFT) & ALG_KIND)
+    if cached_conn >= 0 and not force and ctl == 0:
+        if _cached(ct, frame, key, act, cached_conn, has_nat):
+            return -1 if has_nat else cached_conn
     tup = tups[:TUP_WIDTH]
     kind = extract_tuple(frame, key, zone, tup)
     if kind == KEY_INVALID:
@@ -400,10 +513,16 @@ def ct_execute(ct, frame, key, act, now_ms, cached_conn, nat, tups):
     handle = _find(ct, tups, state, force, now_ms)
     slot = -1
     reply = 0
+    exp = -1
     if handle >= 0:
         reply = handle & 1
-        state, slot, create_new = _judge(ct, handle, related, frame, key, tup, now_ms, state)
-        if has_nat and slot >= 0:
+        if ctl == ALG_FTP:
+            state, slot, create_new = _judge_ftp(ct, handle, buf, flen, key, tup, now_ms,
+                                                 state, has_nat)  # fmt: skip
+        else:
+            state, slot, create_new = _judge(ct, handle, related, frame, key, tup, now_ms,
+                                             state)  # fmt: skip
+        if has_nat and slot >= 0 and not create_new:
             state = _handle_nat(ct.conns, slot, zone, reply, related, frame, key, state)
     elif related:
         state = CS_INVALID  # an ICMP error must belong to a connection
@@ -413,14 +532,18 @@ def ct_execute(ct, frame, key, act, now_ms, cached_conn, nat, tups):
         create_new = True
     if create_new:
         reply = 0
-        state, slot = _create(ct, frame, key, act, now_ms, nat, tups)
+        exp = exp_lookup(ct, tup)
+        state, slot = _create(ct, frame, key, act, now_ms, nat, tups, exp)
     key[CT_STATE] = state
-    _write_md(key, zone, ct.conns, slot, tup)
+    _write_md(key, zone, ct, slot, tup, exp)
     if slot < 0:
         ct.stats[ST_LAST_CONN] = -1
         return -1
     ct.stats[ST_LAST_CONN] = slot * 2 + reply
     _apply_mark_label(key, ct.conns, slot, act)
+    if ctl != 0:
+        ct.stats[ST_FRAME_LEN] = _handle_alg(ct, slot, reply, ctl, buf, flen, key, has_nat,
+                                             tups[2 * TUP_WIDTH :])  # fmt: skip
     if has_nat or related:
         return -1
     return slot * 2 + reply

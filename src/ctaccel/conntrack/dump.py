@@ -26,7 +26,13 @@ import socket
 
 import numpy as np
 
+from ctaccel.conntrack.alg import E_P_DPORT, E_P_DST, E_P_SPORT, E_P_SRC
 from ctaccel.conntrack.layout import (
+    ALG_FTP,
+    ALG_KIND,
+    ALG_RELATED,
+    C_ALG,
+    C_ALG_PARENT,
     C_DL_TYPE,
     C_DPORT,
     C_DST,
@@ -146,11 +152,21 @@ def _tcp_verbose(row) -> str:
             f",flags_reply={_flag_names(flags[1], TCP_FLAG_NAMES)}")  # fmt: skip
 
 
+def _parent(exps, row: int, is_v6: bool) -> str:
+    """A data connection's ``parent=(...)``: its control connection's original tuple, which
+    the expectation's row keeps (alg.py E_P_*)."""
+    e = exps[row]
+    src = _addr(e, E_P_SRC, is_v6)
+    dst = _addr(e, E_P_DST, is_v6)
+    return f"src={src},dst={dst},sport={int(e[E_P_SPORT])},dport={int(e[E_P_DPORT])}"
+
+
 def format_conn(conns, slot: int, now_ms: int | None = None, verbose: bool = False,
-                stats: bool = False) -> str:  # fmt: skip
+                stats: bool = False, exps=None) -> str:  # fmt: skip
     """One dump-conntrack line for the connection in ``conns[slot]``; ``verbose`` as
-    ``dpctl/dump-conntrack -m`` (id, status, per-peer TCP states, window scales and flags),
-    ``stats`` as ``-s`` (seconds left: ``now_ms`` needed)."""
+    ``dpctl/dump-conntrack -m`` (id, status, per-peer TCP states, window scales and flags,
+    a data connection's ``parent=``: ``exps`` needed), ``stats`` as ``-s`` (seconds left:
+    ``now_ms`` needed); ``helper=ftp|tftp`` for a connection committed with ``alg=``."""
     row = conns[slot]
     proto = int(row[C_PROTO])
     parts = [
@@ -180,17 +196,23 @@ def format_conn(conns, slot: int, now_ms: int | None = None, verbose: bool = Fal
         parts.append(f",protoinfo=({_tcp_verbose(row)})")
     elif proto == 6:
         parts.append(f",protoinfo=(state={tcp_state_name(conns, slot)})")
+    alg = int(row[C_ALG])
+    if alg & ALG_KIND:
+        parts.append(",helper=" + ("ftp" if alg & ALG_KIND == ALG_FTP else "tftp"))
+    if verbose and alg & ALG_RELATED and exps is not None:
+        parent = _parent(exps, int(row[C_ALG_PARENT]) - 1, int(row[C_DL_TYPE]) == 0x86DD)
+        parts.append(f",parent=({parent})")
     return "".join(parts)
 
 
 def dump_lines(conns, now_ms: int, zone: int | None = None, verbose: bool = False,
-               stats: bool = False) -> list[str]:  # fmt: skip
+               stats: bool = False, exps=None) -> list[str]:  # fmt: skip
     """Sorted dump-conntrack lines of the live connections (optionally of one zone);
-    ``verbose``/``stats`` as ``-m``/``-s``."""
+    ``verbose``/``stats`` as ``-m``/``-s`` (``exps``: the expectations, for ``parent=``)."""
     live = (conns[:, C_USED] != 0) & (conns[:, C_EXPIRATION] > now_ms)
     if zone is not None:
         live &= conns[:, C_ZONE] == zone
-    return sorted(format_conn(conns, int(slot), now_ms, verbose, stats)
+    return sorted(format_conn(conns, int(slot), now_ms, verbose, stats, exps)
                   for slot in np.flatnonzero(live))  # fmt: skip
 
 

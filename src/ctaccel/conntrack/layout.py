@@ -73,9 +73,21 @@ C_BYTES_REPLY = 53
 C_SEQ = 54  # global creation sequence number (stable ordering / ids)
 C_KFLAGS = 55  # an imported connection's kernel TCP flags, orig | reply << 8 (kernel_map.py)
 C_TP_BASE = 56  # where the connection's timeout policy starts in ``timeouts`` (timeouts.py)
-C_SPARE0 = 57  # 57..63 unused
+# Application-layer gateways (ct(alg=ftp|tftp), alg.py and ftp.py), as OVS's conn->alg,
+# ->alg_related, ->seq_skew, ->seq_skew_dir and ->parent_key:
+C_ALG = 57  # ALG_KIND (the helper: ALG_FTP / ALG_TFTP) | ALG_RELATED | ALG_SKEW_REPLY
+C_SEQ_SKEW = 58  # FTP NAT: bytes the rewritten commands added (may be negative: not < 2**48)
+C_ALG_PARENT = 59  # a data connection: its expectation's row + 1 (holds the parent's tuple)
+C_ALG_EXPS = 60  # a control connection: the first of its expectations' rows + 1 (a chain)
+C_SPARE0 = 61  # 61..63 unused
 
 CONN_WIDTH = 64
+
+ALG_FTP = 1
+ALG_TFTP = 2
+ALG_KIND = 3  # the helper bits of C_ALG
+ALG_RELATED = 4  # the connection was expected (a data connection): +rel for life
+ALG_SKEW_REPLY = 8  # C_SEQ_SKEW was made by a reply-direction command (OVS seq_skew_dir)
 
 
 def tcp_col(peer: int, field: int) -> int:
@@ -86,7 +98,8 @@ def tcp_col(peer: int, field: int) -> int:
 class CtTables(NamedTuple):
     """The connection tracker's arrays, as the kernels take them (conntrack.Conntrack.tables):
     the rows (this layout), the tuple index, the free-slot stack, the counters (table.py ST_*),
-    the zone limits (lifecycle.py ZL_*) and the timeout policy (timeouts.py)."""
+    the zone limits (lifecycle.py ZL_*), the timeout policy (timeouts.py) and the ALG
+    expectations with their index (alg.py)."""
 
     conns: np.ndarray
     index: np.ndarray
@@ -94,6 +107,8 @@ class CtTables(NamedTuple):
     stats: np.ndarray
     zone_limits: np.ndarray
     timeouts: np.ndarray
+    exps: np.ndarray
+    exp_index: np.ndarray
 
 
 # The ct action's parameters (``ct(zone=, commit, force, exec(set_field ct_mark/ct_label))``)
@@ -111,3 +126,7 @@ CAF_COMMIT = 1
 CAF_FORCE = 2  # implies CAF_COMMIT
 CAF_SET_MARK = 4
 CAF_SET_LABEL = 8
+# (16 is the program's CTF_NAT)
+CAF_ALG_FTP = 32  # ct(alg=ftp)
+CAF_ALG_TFTP = 64  # ct(alg=tftp)
+CAF_ALG_SHIFT = 5  # (flags >> CAF_ALG_SHIFT) & ALG_KIND is the helper

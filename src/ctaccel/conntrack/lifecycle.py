@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ctaccel.conntrack.alg import exp_nat_reply, exp_release_conn
 from ctaccel.conntrack.layout import (
     C_ADMIT,
+    C_ALG_EXPS,
+    C_ALG_PARENT,
     C_CREATED_MS,
     C_EXPIRATION,
     C_NAT_FLAGS,
@@ -96,8 +99,11 @@ _ADMIT_COLUMN_BITS = 17
 
 @njit
 def delete_conn(ct, slot):
-    """Remove a connection: give back its zone-limit count, unindex it, free its row."""
+    """Remove a connection: give back its zone-limit count, end its expectations (or its
+    hold on one), unindex it, free its row."""
     conns, zone_limits = ct.conns, ct.zone_limits
+    if conns[slot, C_ALG_EXPS] != 0 or conns[slot, C_ALG_PARENT] != 0:
+        exp_release_conn(ct, slot)
     admit = conns[slot, C_ADMIT]
     if admit != 0:
         column = (admit & ((1 << _ADMIT_COLUMN_BITS) - 1)) - 1
@@ -216,11 +222,12 @@ def nat_choose(ct, tup, spec, now_ms, rtup):
 
 
 @njit
-def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup):
+def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup, exp):
     """Create the connection for ``tup`` if the limits allow; its slot or -1 (counted).
     ``rtup`` is scratch for the reply tuple: the reversed ``tup``, or with a NAT spec
-    (``nat[NS_ACTION] >= 0``) the one NAT chooses; when none is free no connection is
-    created (counted as nat_exhausted)."""
+    (``nat[NS_ACTION] >= 0``) the one NAT chooses (when none is free no connection is
+    created, counted as nat_exhausted), or for a data connection an expectation (row ``exp``
+    >= 0) awaited, the one the expectation gives (OVS: one address replaced, no search)."""
     conns, stats, zone_limits = ct.conns, ct.stats, ct.zone_limits
     zone = tup[T_ZONE]
     column = -1
@@ -244,8 +251,12 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup):
     if stats[ST_N_CONNS] >= stats[ST_MAX_CONNS]:
         stats[ST_REFUSED_MAX_CONNS] += 1
         return -1
-    if nat[NS_ACTION] < 0:
+    nat_kind = nat[NS_ACTION]
+    if nat_kind < 0:
         reverse_into(tup, rtup)
+    elif exp >= 0:
+        reverse_into(tup, rtup)
+        nat_kind = exp_nat_reply(ct.exps, exp, rtup)
     elif not nat_choose(ct, tup, nat, now_ms, rtup):
         stats[ST_NAT_EXHAUSTED] += 1
         return -1
@@ -253,8 +264,8 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup):
     if slot < 0:
         stats[ST_REFUSED_NO_ROOM] += 1
         return -1
-    if nat[NS_ACTION] >= 0:
-        conns[slot, C_NAT_FLAGS] = nat[NS_ACTION]
+    if nat_kind >= 0:
+        conns[slot, C_NAT_FLAGS] = nat_kind
     # the zone's timeout policy at commit stays the connection's (OVS conn->tp_id)
     conns[slot, C_TP_BASE] = zone_limits[ZL_TP, zone] * N_TIMEOUTS
     new_conn(conns, slot, tup[T_PROTO], frame, l4_ofs, l4_len, now_ms, ct.timeouts)

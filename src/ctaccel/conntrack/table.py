@@ -69,6 +69,9 @@ T_DST = 7  # 4 words
 T_SWORD = 11  # source endpoint word (port, or ICMP id<<16 | type<<8 | code)
 T_DWORD = 12  # destination endpoint word
 TUP_WIDTH = 13
+# ct_execute's scratch: the packet's tuple, a reply tuple, then the FTP helper's words
+# (ftp.py S_*): kernels linked apart allocate nothing
+CT_SCRATCH_WIDTH = 2 * TUP_WIDTH + 96
 
 # --- stats vector -------------------------------------------------------------------------
 ST_N_CONNS = 0  # rows in use
@@ -95,7 +98,19 @@ ST_LIMIT_SWEEP_MS = 19  # 1 + the packet time of the last sweep made by a commit
 ST_NAT_EXHAUSTED = 20  # commit refused: NAT found no free tuple in its range
 ST_LAST_CONN = 21  # the connection handle the last ct_execute resolved to (-1: none), even
 #                    when it gives the packet no cached handle (after nat): the fast path's trace
-ST_WIDTH = 24
+ST_FRAME_LEN = 22  # the frame's length after the last ct_execute (an FTP rewrite changes it)
+# ALG expectations (alg.py): rows allocated (in the index or kept for their data
+# connections), rows in the index, the free chain's head (row + 1), rows ever used
+ST_EXP_USED = 23
+ST_EXP_LIVE = 24
+ST_EXP_FREE = 25
+ST_EXP_HWM = 26
+ST_EXP_CREATED = 27  # expectations created (FTP PORT/EPRT/227/229, TFTP requests)
+ST_EXP_REFUSED = 28  # an expectation dropped: no free row (the caller did not reserve)
+ST_ALG_INVALID = 29  # FTP commands OVS calls malformed (the packet becomes +inv)
+ST_ALG_REWRITES = 30  # FTP commands rewritten for NAT
+ST_ALG_NO_ROOM = 31  # rewrites skipped: the frame had no room to grow (OVS: MTU)
+ST_WIDTH = 32
 
 COUNTER_NAMES = (
     (ST_INVALID_KEY, "invalid_key"),
@@ -114,6 +129,11 @@ COUNTER_NAMES = (
     (ST_SWEPT, "swept"),
     (ST_FLUSHED, "flushed"),
     (ST_NAT_EXHAUSTED, "nat_exhausted"),
+    (ST_EXP_CREATED, "alg_expectations"),
+    (ST_EXP_REFUSED, "alg_expectations_refused"),
+    (ST_ALG_INVALID, "alg_invalid"),
+    (ST_ALG_REWRITES, "alg_rewrites"),
+    (ST_ALG_NO_ROOM, "alg_rewrite_no_room"),
 )
 
 _M32 = 0xFFFFFFFF

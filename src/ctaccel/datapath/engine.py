@@ -31,6 +31,7 @@ import numpy as np
 
 from ctaccel.arrays import aligned_zeros
 from ctaccel.conntrack import Conntrack
+from ctaccel.conntrack.ftp import MAX_GROWTH as ALG_MAX_GROWTH
 from ctaccel.conntrack.ipf import Ipf
 from ctaccel.conntrack.nat import NS_WIDTH, no_nat_spec
 from ctaccel.datapath import layout as L
@@ -417,7 +418,8 @@ class DatapathEngine:
                     self._out_fofs = _grown(self._out_fofs, used)
                     self._out_flen = _grown(self._out_flen, used)
                 # room for the widest frame still to come, so wide frames stop the kernel once
-                flen = int(lengths[i:].max()) + MAX_TAG_BYTES  # + pushed VLAN tags
+                # + pushed VLAN tags, + what an FTP command rewritten for NAT may add
+                flen = int(lengths[i:].max()) + MAX_TAG_BYTES + ALG_MAX_GROWTH
                 if flen > self._frames_w.shape[1]:
                     self._frames_w = np.zeros((self._frames_w.shape[0], flen), np.uint8)
                 fneed = (L.MAX_OUT_PER_PACKET + 1) * (flen + 4)
@@ -441,7 +443,7 @@ class DatapathEngine:
         ct = self.conntrack
         return (
             batch,
-            (ct.conns, ct.index, ct.free_slots, ct.stats, ct.zone_limits, ct.timeouts),
+            ct.bundle(),
             self.megaflow.tables,
             (self._prog_ops, self._prog_start, self._prog_len),
             (*self.exact.tables, self._fp_rows, self._fp_state),

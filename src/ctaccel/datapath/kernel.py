@@ -26,8 +26,9 @@ Invariants:
 
 from __future__ import annotations
 
+from ctaccel.conntrack.ftp import MAX_GROWTH as ALG_MAX_GROWTH
 from ctaccel.conntrack.nat import NS_WIDTH
-from ctaccel.conntrack.table import TUP_WIDTH
+from ctaccel.conntrack.table import CT_SCRATCH_WIDTH
 from ctaccel.datapath.fastpath import fast_path
 from ctaccel.datapath.install import maybe_install
 from ctaccel.datapath.layout import (
@@ -77,6 +78,8 @@ from ctaccel.jit import njit, prefetch
 from ctaccel.packet.key import DL_TYPE, ETH_TYPE_IP, ETH_TYPE_IPV6, FRAG_ANY, NW_FRAG, PARSE_FLAGS
 from ctaccel.packet.parse import parse_record
 from ctaccel.packet.rewrite import MAX_TAG_BYTES
+
+_ROOM = MAX_TAG_BYTES + ALG_MAX_GROWTH  # what a packet's frame may grow by (VLAN tags, FTP)
 
 # what _begin_packet decided
 BEGIN_RUN = 0  # run the packet through the VM
@@ -136,8 +139,8 @@ def _begin_packet(mode, i, frame, flen, now, ipf_next_flush_ms, em_flags_mask, b
         return BEGIN_DONE
     if (
         out_n[0] + MAX_OUT_PER_PACKET > out.out_ports.shape[0]
-        or out_n[1] + (MAX_OUT_PER_PACKET + 1) * (flen + MAX_TAG_BYTES + 4) > out.out_fbuf.shape[0]
-        or flen + MAX_TAG_BYTES > st.frames_w.shape[1]
+        or out_n[1] + (MAX_OUT_PER_PACKET + 1) * (flen + _ROOM + 4) > out.out_fbuf.shape[0]
+        or flen + _ROOM > st.frames_w.shape[1]
     ):
         return _stop(vm, ST_FULL, i)
     _parse_ahead(i, mode, b, vm, st.keys)
@@ -177,7 +180,7 @@ def run_batch(mode, start, ipf_next_flush_ms, em_flags_mask, batch, ct, mf, prog
     vm = s.vm
     n = b.offsets.shape[0]
     no_nat = s.scratch[SCR_NO_NAT : SCR_NO_NAT + NS_WIDTH]
-    ct_tups = s.scratch[SCR_TUPS : SCR_TUPS + 2 * TUP_WIDTH]
+    ct_tups = s.scratch[SCR_TUPS : SCR_TUPS + CT_SCRATCH_WIDTH]
     for i in range(start, n):
         off = b.offsets[i]
         flen = b.lengths[i]

@@ -26,7 +26,7 @@ import numpy as np
 
 from ctaccel.conntrack.layout import CtTables  # noqa: F401  (the kernel's ct bundle, owned by conntrack)
 from ctaccel.conntrack.nat import NS_WIDTH
-from ctaccel.conntrack.table import TUP_WIDTH
+from ctaccel.conntrack.table import CT_SCRATCH_WIDTH
 from ctaccel.jit import njit
 from ctaccel.ofproto.program import DROP_CODE
 from ctaccel.packet.key import CS_DST_NAT, CS_SRC_NAT, CT_STATE, CT_TP_DST
@@ -317,7 +317,7 @@ MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT
 # scratch: what the kernel would otherwise allocate (it runs without numba's runtime)
 SCR_NO_NAT = 0
 SCR_TUPS = SCR_NO_NAT + NS_WIDTH
-SCR_WIDTH = SCR_TUPS + 2 * TUP_WIDTH
+SCR_WIDTH = SCR_TUPS + CT_SCRATCH_WIDTH
 FP_COUNT = 0  # fp_state: entries used
 FP_CAP = 1
 

@@ -346,7 +346,7 @@ class ReferenceEngine:
             group.frames = [f if f.flags.writeable else f.copy() for f in group.frames]
 
         ct_act = action_row(zone, bool(act.commit), bool(act.force), mark, mark_mask, label,
-                            label_mask)  # fmt: skip
+                            label_mask, act.alg)  # fmt: skip
 
         def conntrack(frame, ct_key, cached):
             return self.conntrack.execute(frame, ct_key, ct_act, self._now_ms, cached, nat)
@@ -357,6 +357,8 @@ class ReferenceEngine:
         else:
             pkt_key = packet_key(group)
             group.ct_handle = conntrack(group.frames[0], pkt_key, group.ct_handle)
+            if nat is not None:  # an FTP command rewritten for NAT may change the length
+                group.frames[0] = self.conntrack.last_frame
             if pkt_key is not key:
                 key[_CT_FIRST : _CT_LAST + 1] = pkt_key[_CT_FIRST : _CT_LAST + 1]
                 hdr = pkt_key[_HDR_FIRST : _HDR_LAST + 1]

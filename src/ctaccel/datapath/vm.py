@@ -23,7 +23,10 @@ any lookup; counters, outputs, ct_state and drop reason follow the reference eng
 from __future__ import annotations
 
 from ctaccel.conntrack.core import ct_execute
+from ctaccel.conntrack.ftp import MAX_GROWTH as ALG_MAX_GROWTH
 from ctaccel.conntrack.layout import (
+    ALG_KIND,
+    C_ALG,
     C_GENERATION,
     C_LABEL,
     C_MARK,
@@ -34,7 +37,7 @@ from ctaccel.conntrack.layout import (
     CA_WIDTH,
 )
 from ctaccel.conntrack.nat import NS_WIDTH, nat_target
-from ctaccel.conntrack.table import ST_LAST_CONN
+from ctaccel.conntrack.table import ST_FRAME_LEN, ST_LAST_CONN
 from ctaccel.datapath.layout import (
     DROP_CODE_RECIRC_DEPTH,
     DROP_CODE_RULE_DROP,
@@ -375,14 +378,24 @@ def _op_ct(row, frame, flen, now, ct, ops, kstats, st, no_nat, ct_tups):
     kstats[KS_CT_CALLS] += 1
     state_in = cur_key[CT_STATE]
     zone_in = cur_key[CT_ZONE]
-    wframe = frames_w[d, : vm[VM_WLEN]] if vm[VM_FRAME_W] else frame
+    owned = vm[VM_FRAME_W] != 0
+    # the room an FTP rewrite may take: what the kernel's room checks kept for this packet
+    wbuf = frames_w[d, : flen + MAX_TAG_BYTES + ALG_MAX_GROWTH] if owned else frame
+    wlen = vm[VM_WLEN] if owned else flen
     nat = ops[row + 1, 1 : 1 + NS_WIDTH] if has_nat else no_nat
-    handle = _ct_execute(ct, wframe, cur_key, ops[row, 1 : 1 + CA_WIDTH], now, handle_in, nat,
-                         ct_tups)  # fmt: skip
+    handle = _ct_execute(ct, wbuf, wlen, cur_key, ops[row, 1 : 1 + CA_WIDTH], now, handle_in,
+                         nat, ct_tups)  # fmt: skip
+    if owned:
+        vm[VM_WLEN] = ct.stats[ST_FRAME_LEN]  # an FTP command rewritten for NAT moved it
     vm[VM_HANDLE] = handle
     _copy_ct_fields(cur_key, cur_md)
     _trace_step(conns, ct.stats[ST_LAST_CONN], reuse, has_nat, state_in, zone_in, zone, st)
     if flags & (CTF_SET_MARK | CTF_SET_LABEL | CTF_FORCE):
+        vm[VM_ELIGIBLE] = 0
+    last = ct.stats[ST_LAST_CONN]
+    if last >= 0 and conns[last >> 1, C_ALG] & ALG_KIND:
+        # an FTP/TFTP control connection: what OVS does with its packets depends on their
+        # payload (commands, sequence adjustment), so they always take the full path
         vm[VM_ELIGIBLE] = 0
     return row + 2 if has_nat else row + 1
 

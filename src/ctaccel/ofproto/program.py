@@ -23,7 +23,15 @@ Invariants:
 
 from __future__ import annotations
 
-from ctaccel.conntrack.layout import CA_WIDTH, CAF_COMMIT, CAF_FORCE, CAF_SET_LABEL, CAF_SET_MARK
+from ctaccel.conntrack.layout import (
+    CA_WIDTH,
+    CAF_ALG_FTP,
+    CAF_ALG_TFTP,
+    CAF_COMMIT,
+    CAF_FORCE,
+    CAF_SET_LABEL,
+    CAF_SET_MARK,
+)
 
 OPW = 16  # int64 words per op row
 
@@ -83,7 +91,9 @@ CTF_FORCE = CAF_FORCE
 CTF_SET_MARK = CAF_SET_MARK
 CTF_SET_LABEL = CAF_SET_LABEL
 CTF_NAT = 16  # the ct action has nat: its spec is the next row
-assert not CTF_NAT & (CAF_COMMIT | CAF_FORCE | CAF_SET_MARK | CAF_SET_LABEL)
+CTF_ALG = {None: 0, "ftp": CAF_ALG_FTP, "tftp": CAF_ALG_TFTP}  # ct(alg=...)
+assert not CTF_NAT & (CAF_COMMIT | CAF_FORCE | CAF_SET_MARK | CAF_SET_LABEL | CAF_ALG_FTP
+                      | CAF_ALG_TFTP)  # fmt: skip
 assert 1 + CA_WIDTH <= OPW
 
 # Drop reasons (the value of ``drop_reason`` in packets.jsonl and stats), each with why. The

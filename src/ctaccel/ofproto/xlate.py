@@ -304,6 +304,7 @@ class _Translator:
         label_mask_words = [w for _c, w in _column_words(0, _LABEL_WORDS, label_mask)]
         if act.nat is not None:
             flags |= P.CTF_NAT
+        flags |= P.CTF_ALG[act.alg]
         self.emit(P.OP_CT, zone, flags, mark, mark_mask, *label_words, *label_mask_words)
         if act.nat is not None:
             self.emit(P.OP_NAT_SPEC, *(int(v) for v in spec_from_action(act.nat)))
