@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from support import alg_traffic as ALG
 from support import equivalence as H
 from support import random_traffic as R
 from support import rulesets as RS
@@ -145,6 +146,27 @@ def test_attacks_on_established_flows(seed, attack_prob, v6, rule_set):
     check_equivalent(RS.RULE_SETS[rule_set], packets, H.plan_for(packets, seed), "attacks")
 
 
+# --- FTP and TFTP helpers (ct(alg=...)) -----------------------------------------------------------
+
+_SNAT = {1: ("10.0.9.250", "fd00:9::fa")}
+
+
+@pytest.mark.parametrize("rule_set", ["alg_ftp", "alg_nat", "zones_by_port"])
+def test_alg_traffic_gives_the_reference_results(rule_set):
+    """FTP sessions (announcements, hostile commands, data connections announced or not,
+    NAT rewrites and the sequence adjustment after them) and TFTP reads, among other
+    traffic; also through rules that know no helper."""
+
+    @_settings(5)
+    @given(seed=st.integers(0, 2**31), n=st.integers(400, 2500))
+    def run(seed, n):
+        packets = ALG.alg_traffic(seed, n, snat=_SNAT if rule_set == "alg_nat" else None)
+        check_equivalent(RS.RULE_SETS[rule_set], packets, H.plan_for(packets, seed),
+                         f"alg[{rule_set}]")  # fmt: skip
+
+    run()
+
+
 # --- the harness itself --------------------------------------------------------------------------
 
 
@@ -164,7 +186,7 @@ def test_harness_reports_a_divergence():
 
 def test_total_packets_compared():
     """After a full run of this file, at least 100,000 packets went through the comparison."""
-    expected_tests = len(RS.RULE_SETS) + len(RS.REPLACEMENTS) + 5
+    expected_tests = len(RS.RULE_SETS) + len(RS.REPLACEMENTS) + 8
     if len(_packets_by_test) < expected_tests:
         pytest.skip(f"only {len(_packets_by_test)} of {expected_tests} comparisons ran")
     total = sum(_packets_by_test.values())

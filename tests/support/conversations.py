@@ -40,8 +40,12 @@ class TcpConversation:
 
     def __init__(self, client: Host, server: Host, sport: int, dport: int,
                  isn_client: int = 1000, isn_server: int = 5000, window: int = 65535,
-                 wscale: int | None = None):  # fmt: skip
+                 wscale: int | None = None, client_seen_as: Host | None = None,
+                 server_seen_as: Host | None = None):  # fmt: skip
         self.window = window
+        # the address one side sends to when NAT shows it the other as another host
+        self.client_seen_as = client_seen_as
+        self.server_seen_as = server_seen_as
         self.wscale = wscale
         self.sides = {
             True: _Side(client, sport, isn_client, isn_client),
@@ -65,7 +69,8 @@ class TcpConversation:
         seq = me.nxt if seq is None else seq
         if ack is None:
             ack = peer.nxt if "A" in flags else 0
-        frame = B.tcp_frame(*frame_to(me.host, peer.host), me.l4port, peer.l4port, flags,
+        to = (self.server_seen_as if from_client else self.client_seen_as) or peer.host
+        frame = B.tcp_frame(*frame_to(me.host, to), me.l4port, peer.l4port, flags,
                             seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, payload,
                             B.TcpFields(self.window, wscale=wscale),
                             B.HeaderFields(l4_checksum=l4_checksum))  # fmt: skip
