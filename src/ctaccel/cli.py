@@ -289,10 +289,13 @@ def dump_flows(flows, inputs, mode, bridge, timeout_policies):
     is_flag=True,
     help="As dpctl/dump-conntrack -s: the seconds each connection has left.",
 )
+@click.option("--expectations", is_flag=True,
+              help="List the FTP/TFTP helpers' expectations instead (what each control "
+              "connection announced and is still awaited).")  # fmt: skip
 @_timeout_policy_option
 @shows_compiles
 def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge, more, statistics,
-                   timeout_policies):  # fmt: skip
+                   expectations, timeout_policies):  # fmt: skip
     """Replay the traffic and print the connection table as `dpctl/dump-conntrack` does."""
     from ctaccel.replay import parse_inputs, run_quietly
 
@@ -307,7 +310,11 @@ def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge, more, statist
         )
     except CtaccelError as e:
         _fail(e)
-    for line in engine.conntrack.dump(engine.last_now_ms, zone, more, statistics):
+    if expectations:
+        lines = engine.conntrack.dump_expectations(zone)
+    else:
+        lines = engine.conntrack.dump(engine.last_now_ms, zone, more, statistics)
+    for line in lines:
         click.echo(line)
 
 

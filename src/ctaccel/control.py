@@ -4,7 +4,7 @@ What: :class:`ControlServer` listens on a Unix socket and answers requests betwe
 (live.LiveDatapath calls :meth:`ControlServer.serve` when poll says a request is waiting);
 :func:`request` is the client; :func:`default_path` the socket's default place
 (``/run/ctaccel/ctaccel.ctl`` as root, else ``$XDG_RUNTIME_DIR/ctaccel.ctl``). Commands:
-dump-conntrack [-m] [-s] [--zone Z], dump-flows, add-flows FILE, replace-flows FILE,
+dump-conntrack [-m] [-s] [--expectations] [--zone Z], dump-flows, add-flows FILE, replace-flows FILE,
 del-flows, flush-conntrack [--zone Z], fdb-show, fdb-flush, import-kernel [--zone-map KZ=Z],
 export-kernel [--zone-map KZ=Z] (the kernel's conntrack table of the datapath's namespace:
 kernel_sync.py; JSON counts), stats, stop. Every reply is what the offline command prints
@@ -120,11 +120,14 @@ def _zone(args) -> int | None:
 
 
 def _dump_conntrack(dp, args, _files) -> str:
-    flags = {a for a in args if a in ("-m", "--more", "-s", "--statistics")}
+    flags = {a for a in args if a in ("-m", "--more", "-s", "--statistics", "--expectations")}
     verbose = bool(flags & {"-m", "--more"})
     stats = bool(flags & {"-s", "--statistics"})
     zone = _zone([a for a in args if a not in flags])
-    lines = dp.engine.conntrack.dump(dp.clock_ms(), zone, verbose, stats)
+    if "--expectations" in flags:
+        lines = dp.engine.conntrack.dump_expectations(zone)
+    else:
+        lines = dp.engine.conntrack.dump(dp.clock_ms(), zone, verbose, stats)
     return "".join(line + "\n" for line in lines)
 
 

@@ -163,7 +163,7 @@ def _kernel(what: str, result: dict) -> None:
 @click.argument("command")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def ctl(ctl_path, command, args):
-    """Ask a running datapath: dump-conntrack [-m] [-s] [--zone Z], dump-flows, add-flows FILE,
+    """Ask a running datapath: dump-conntrack [-m] [-s] [--expectations] [--zone Z], dump-flows, add-flows FILE,
     replace-flows FILE, del-flows, flush-conntrack [--zone Z], fdb-show, fdb-flush (NORMAL's
     MAC table, as ovs-appctl fdb/show and fdb/flush), import-kernel / export-kernel
     [--zone-map KZ=Z] (take the kernel's conntrack table over, or hand ctaccel's back), stats,

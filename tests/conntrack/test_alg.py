@@ -222,3 +222,27 @@ def test_ftp_command_jitted_matches_plain_python():
     assert jit[0] == py[0]
     assert np.array_equal(jit[1], py[1]) and np.array_equal(jit[2], py[2])
     assert [o[0] for o in jit[0]] == [False, True, False]
+
+
+def test_expectations_are_listed_with_their_master_and_nat(tmp_path):
+    from click.testing import CliRunner
+
+    from ctaccel.cli import main
+    from support.oracle.compare import write_inputs
+    from support.oracle.scenarios_alg import ALG_SCENARIOS
+
+    s = next(x for x in ALG_SCENARIOS if x.name == "ftp_active_snat_v4")
+    flows, inputs = write_inputs(s, tmp_path)
+    args = ["dump-conntrack", "--flows", str(flows), "--expectations"]
+    for port, pcap in inputs:
+        args += ["--in", f"{port}={pcap}"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "tcp,expect=(src=10.1.1.2,dst=10.1.1.240,dport=40021),"
+        "master=(src=10.1.1.1,dst=10.1.1.2,sport=40020,dport=21),nat=(dst=10.1.1.1)"
+    ]
+    more = ["-m" if a == "--expectations" else a for a in args]
+    more = CliRunner().invoke(main, more, catch_exceptions=False)
+    assert "parent=(src=10.1.1.1,dst=10.1.1.2,sport=40020,dport=21)" in more.stdout
+    assert "helper=ftp" in more.stdout

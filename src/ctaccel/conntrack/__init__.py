@@ -21,7 +21,7 @@ import numpy as np
 
 from ctaccel.conntrack import core, lifecycle
 from ctaccel.conntrack.alg import grow_exps, new_exps
-from ctaccel.conntrack.dump import dump_lines
+from ctaccel.conntrack.dump import dump_lines, expectation_lines
 from ctaccel.conntrack.ftp import MAX_GROWTH
 from ctaccel.conntrack.layout import (
     C_USED,
@@ -53,6 +53,7 @@ from ctaccel.conntrack.nat import no_nat_spec
 from ctaccel.conntrack.table import (
     COUNTER_NAMES,
     CT_SCRATCH_WIDTH,
+    ST_EXP_HWM,
     ST_EXP_USED,
     ST_FLUSHED,
     ST_FRAME_LEN,
@@ -304,6 +305,10 @@ class Conntrack:
         ``verbose``/``stats`` as its ``-m`` (id, status, per-peer TCP states) and ``-s``
         (timeout)."""
         return dump_lines(self.conns, now_ms, zone, verbose, stats, self.exps)
+
+    def dump_expectations(self, zone: int | None = None) -> list[str]:
+        """The ALG expectations waiting for their data connections (dump.expectation_lines)."""
+        return expectation_lines(self.exps, int(self.stats[ST_EXP_HWM]), zone)
 
     # --- the kernel's table (conntrack/kernel_map.py) ----------------------------------------
     def import_entries(self, entries, now_ms: int, zone_map=None, peer_states=None) -> dict:

@@ -26,7 +26,18 @@ import socket
 
 import numpy as np
 
-from ctaccel.conntrack.alg import E_P_DPORT, E_P_DST, E_P_SPORT, E_P_SRC
+from ctaccel.conntrack.alg import (
+    E_LABEL,
+    E_MARK,
+    E_NAT_ADDR,
+    E_NAT_RPL_DST,
+    E_P_DPORT,
+    E_P_DST,
+    E_P_SPORT,
+    E_P_SRC,
+    E_STATE,
+    EXP_LIVE,
+)
 from ctaccel.conntrack.layout import (
     ALG_FTP,
     ALG_KIND,
@@ -58,7 +69,15 @@ from ctaccel.conntrack.layout import (
     P_WSCALE,
     TCP_PEER_WIDTH,
 )
-from ctaccel.conntrack.table import reverse_icmp_type
+from ctaccel.conntrack.table import (
+    T_DL_TYPE,
+    T_DST,
+    T_DWORD,
+    T_PROTO,
+    T_SRC,
+    T_ZONE,
+    reverse_icmp_type,
+)
 from ctaccel.conntrack.tcp import (
     TCP_STATE_NAMES,
     TCPS_ESTABLISHED,
@@ -214,6 +233,42 @@ def dump_lines(conns, now_ms: int, zone: int | None = None, verbose: bool = Fals
         live &= conns[:, C_ZONE] == zone
     return sorted(format_conn(conns, int(slot), now_ms, verbose, stats, exps)
                   for slot in np.flatnonzero(live))  # fmt: skip
+
+
+def expectation_lines(exps, used_rows: int, zone: int | None = None) -> list[str]:
+    """The ALG expectations waiting (alg.py rows in the index), sorted, one per line:
+    ``PROTO,expect=(src=,dst=,dport=)`` (any source port), the ``master=`` control
+    connection's original tuple, ``zone=``, ``mark=``/``labels=`` the data connection will
+    take, ``nat=(src|dst=ADDR)`` the translation a data connection committed with ``nat``
+    gets (when the control connection is NATed). An expectation waits
+    until its control connection ends (OVS gives it no timer of its own). OVS has no command
+    that lists them; this is ctaccel's view of its table."""
+    out = []
+    for row in range(int(used_rows)):
+        e = exps[row]
+        if int(e[E_STATE]) != EXP_LIVE or (zone is not None and int(e[T_ZONE]) != zone):
+            continue
+        v6 = int(e[T_DL_TYPE]) == 0x86DD
+        proto = int(e[T_PROTO])
+        text = (f"{PROTO_NAMES.get(proto, str(proto))},expect=(src={_addr(e, T_SRC, v6)},"
+                f"dst={_addr(e, T_DST, v6)},dport={int(e[T_DWORD])}),"
+                f"master=({_parent(exps, row, v6)})")  # fmt: skip
+        if int(e[T_ZONE]):
+            text += f",zone={int(e[T_ZONE])}"
+        if int(e[E_MARK]):
+            text += f",mark={int(e[E_MARK])}"
+        label = 0
+        for i in range(4):
+            label = (label << 32) | int(e[E_LABEL + i])
+        if label:
+            text += f",labels=0x{label:x}"
+        # the reply's destination (the data connection's source side: SNAT) or source
+        rpl_dst = int(e[E_NAT_RPL_DST])
+        plain = T_SRC if rpl_dst else T_DST
+        if any(int(e[E_NAT_ADDR + i]) != int(e[plain + i]) for i in range(4)):
+            text += f",nat=({'src' if rpl_dst else 'dst'}={_addr(e, E_NAT_ADDR, v6)})"
+        out.append(text)
+    return sorted(out)
 
 
 def tcp_state_name(conns, slot: int) -> str:
