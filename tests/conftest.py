@@ -1,4 +1,5 @@
-"""Shared pytest fixtures. Oracle part: one private OVS userspace switch per session.
+"""Shared pytest fixtures and test order. Oracle part: one private OVS userspace switch per
+session.
 
 The oracle tests skip (with the reason) when Open vSwitch is not installed, except under CI
 (``CI=true``), where a missing OVS is a failure: CI installs openvswitch-switch.
@@ -9,6 +10,15 @@ from __future__ import annotations
 import os
 
 import pytest
+
+FIRST = "test_a_first_run_compiles_the_batch_kernel_without_reference_counting"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The first-run compile test goes first: on a machine whose kernel cache is empty it
+    compiles into that cache (tests/datapath/test_compile.py), so the datapath is compiled once
+    per session, not twice."""
+    items.sort(key=lambda item: item.name != FIRST)
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,7 @@ from ctaccel.conntrack.table import (
     ST_INVALID_NEW,
     ST_INVALID_PREMARKED,
     ST_INVALID_UPDATE,
+    ST_LAST_ALG,
     ST_LAST_CONN,
     ST_RELATED_UNMATCHED,
     ST_REPLACED,
@@ -485,6 +486,7 @@ def ct_execute(ct, buf, flen, key, act, now_ms, cached_conn, nat, tups):
     """
     frame = buf[:flen]
     ct.stats[ST_FRAME_LEN] = flen
+    ct.stats[ST_LAST_ALG] = 0
     zone = act[CA_ZONE]
     force = (act[CA_FLAGS] & CAF_FORCE) != 0
     has_nat = nat[NS_ACTION] >= 0
@@ -540,6 +542,7 @@ def ct_execute(ct, buf, flen, key, act, now_ms, cached_conn, nat, tups):
         ct.stats[ST_LAST_CONN] = -1
         return -1
     ct.stats[ST_LAST_CONN] = slot * 2 + reply
+    ct.stats[ST_LAST_ALG] = ct.conns[slot, C_ALG] & ALG_KIND
     _apply_mark_label(key, ct.conns, slot, act)
     if ctl != 0:
         ct.stats[ST_FRAME_LEN] = _handle_alg(ct, slot, reply, ctl, buf, flen, key, has_nat,

@@ -110,7 +110,8 @@ ST_EXP_REFUSED = 28  # an expectation dropped: no free row (the caller did not r
 ST_ALG_INVALID = 29  # FTP commands OVS calls malformed (the packet becomes +inv)
 ST_ALG_REWRITES = 30  # FTP commands rewritten for NAT
 ST_ALG_NO_ROOM = 31  # rewrites skipped: the frame had no room to grow (OVS: MTU)
-ST_WIDTH = 32
+ST_LAST_ALG = 32  # the helper (layout ALG_FTP/ALG_TFTP) of the last ct_execute's connection
+ST_WIDTH = 40
 
 COUNTER_NAMES = (
     (ST_INVALID_KEY, "invalid_key"),

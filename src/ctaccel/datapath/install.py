@@ -124,7 +124,7 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
                 and 0 <= lab[2] <= M32 and 0 <= lab[3] <= M31):  # fmt: skip
             return False
         proto = trace_steps[0, S_PROTO]
-        state = trace_steps[0, S_STATE] & ~NAT_BITS
+        state = trace_steps[0, S_STATE] & ~(NAT_BITS | CS_RELATED)  # (_install_wanted)
         if not (0 <= proto <= 0xFF and 0 <= state <= 0xFF and trace_steps[0, S_SLOT] >= 0):
             return False
         fp_rows[e, FC_GEN] = trace_steps[0, S_GEN]
@@ -191,7 +191,10 @@ def _install_wanted(vm, trace_steps, conns):
         if slot < 0:
             return False
         st = trace_steps[s, S_STATE]
-        if not (st & CS_ESTABLISHED) or (st & (CS_NEW | CS_INVALID | CS_RELATED)):
+        # +est+rel is a data connection an ALG expected: related for the connection's whole
+        # life, so the entry keeps the bit out of what its re-check compares (ICMP errors,
+        # the other +rel, are never +est)
+        if not (st & CS_ESTABLISHED) or (st & (CS_NEW | CS_INVALID)):
             return False
         proto = conns[slot, C_PROTO]
         if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
@@ -256,6 +259,7 @@ def _install(r, frame, flen, fp, out, st):
     for s in range(nsteps):
         for c in range(S_WIDTH):
             fp_rows[e, FI_STEPS + s * S_WIDTH + c] = trace_steps[s, c]
+        fp_rows[e, FI_STEPS + s * S_WIDTH + S_STATE] &= ~CS_RELATED  # (_install_wanted)
         if trace_steps[s, S_NAT] != 0:  # read only for a translating step
             for c in range(N_WIDTH):
                 fp_rows[e, FN_NAT + s * N_WIDTH + c] = trace_steps[s, S_WIDTH + c]

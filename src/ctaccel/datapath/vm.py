@@ -25,8 +25,6 @@ from __future__ import annotations
 from ctaccel.conntrack.core import ct_execute
 from ctaccel.conntrack.ftp import MAX_GROWTH as ALG_MAX_GROWTH
 from ctaccel.conntrack.layout import (
-    ALG_KIND,
-    C_ALG,
     C_GENERATION,
     C_LABEL,
     C_MARK,
@@ -37,7 +35,7 @@ from ctaccel.conntrack.layout import (
     CA_WIDTH,
 )
 from ctaccel.conntrack.nat import NS_WIDTH, nat_target
-from ctaccel.conntrack.table import ST_FRAME_LEN, ST_LAST_CONN
+from ctaccel.conntrack.table import ST_FRAME_LEN, ST_LAST_ALG, ST_LAST_CONN
 from ctaccel.datapath.layout import (
     DROP_CODE_RECIRC_DEPTH,
     DROP_CODE_RULE_DROP,
@@ -392,8 +390,7 @@ def _op_ct(row, frame, flen, now, ct, ops, kstats, st, no_nat, ct_tups):
     _trace_step(conns, ct.stats[ST_LAST_CONN], reuse, has_nat, state_in, zone_in, zone, st)
     if flags & (CTF_SET_MARK | CTF_SET_LABEL | CTF_FORCE):
         vm[VM_ELIGIBLE] = 0
-    last = ct.stats[ST_LAST_CONN]
-    if last >= 0 and conns[last >> 1, C_ALG] & ALG_KIND:
+    if ct.stats[ST_LAST_ALG] != 0:
         # an FTP/TFTP control connection: what OVS does with its packets depends on their
         # payload (commands, sequence adjustment), so they always take the full path
         vm[VM_ELIGIBLE] = 0

@@ -126,11 +126,10 @@ def ftp_active_v4():
     c.b("PA", b"220 ready\r\n")
     c.a("PA", b"PORT " + _port_text("10.1.1.1", 40001) + b"\r\n")
     c.b("PA", b"200 PORT ok\r\n")
-    d = _Conv(t, 40001, 20)  # the server connects back to the announced port
-    d.b_seq -= 1
-    t.send("B", tcp("B", "A", 20, 40001, "S", d.b_seq, 0))
-    t.send("A", tcp("A", "B", 40001, 20, "SA", 7000, d.b_seq + 1))
-    t.send("B", tcp("B", "A", 20, 40001, "A", d.b_seq + 1, 7001))
+    # the server connects back to the announced port
+    t.send("B", tcp("B", "A", 20, 40001, "S", 3000, 0))
+    t.send("A", tcp("A", "B", 40001, 20, "SA", 7000, 3001))
+    t.send("B", tcp("B", "A", 20, 40001, "A", 3001, 7001))
     t.send("B", tcp("B", "A", 20, 40002, "S", 9000, 0))  # not announced: new, dropped
     c.chat(2)
     return _scenario("ftp_active_v4", firewall(), t, "PORT, the server's data connection")
