@@ -390,21 +390,11 @@ def _judge(ct, handle, related, frame, key, tup, now_ms, state):
 
 
 @njit(forceinline=True)
-def _judge_ftp(ct, handle, buf, flen, key, tup, now_ms, state, nat):
+def _ftp_adjust_first(ct, handle):
     """OVS conn_update_state_alg: an FTP control packet's sequence adjustment goes before the
     tracker when it travels against the skew's direction, after it otherwise."""
-    slot = handle >> 1
-    reply = handle & 1
-    v6 = key[DL_TYPE] == ETH_IPV6
-    skew_reply = 1 if ct.conns[slot, C_ALG] & ALG_SKEW_REPLY else 0
-    frame = buf[:flen]
-    if reply != skew_reply:
-        ftp_other(ct, slot, buf, flen, key, v6, reply, nat)
-        return _judge(ct, handle, False, frame, key, tup, now_ms, state)
-    state, slot, create_new = _judge(ct, handle, False, frame, key, tup, now_ms, state)
-    if not create_new:
-        ftp_other(ct, slot, buf, flen, key, v6, reply, nat)
-    return state, slot, create_new
+    skew_reply = 1 if ct.conns[handle >> 1, C_ALG] & ALG_SKEW_REPLY else 0
+    return (handle & 1) != skew_reply
 
 
 @njit(forceinline=True)
@@ -518,12 +508,17 @@ def ct_execute(ct, buf, flen, key, act, now_ms, cached_conn, nat, tups):
     exp = -1
     if handle >= 0:
         reply = handle & 1
-        if ctl == ALG_FTP:
-            state, slot, create_new = _judge_ftp(ct, handle, buf, flen, key, tup, now_ms,
-                                                 state, has_nat)  # fmt: skip
-        else:
-            state, slot, create_new = _judge(ct, handle, related, frame, key, tup, now_ms,
-                                             state)  # fmt: skip
+        # (one inlined _judge: the tracker is the kernel's biggest piece of code)
+        ftp_after = False
+        if ctl == ALG_FTP:  # TCP: never an ICMP error (related)
+            if _ftp_adjust_first(ct, handle):
+                ftp_other(ct, handle >> 1, buf, flen, key, key[DL_TYPE] == ETH_IPV6, reply,
+                          has_nat)  # fmt: skip
+            else:
+                ftp_after = True
+        state, slot, create_new = _judge(ct, handle, related, frame, key, tup, now_ms, state)
+        if ftp_after and not create_new:
+            ftp_other(ct, slot, buf, flen, key, key[DL_TYPE] == ETH_IPV6, reply, has_nat)
         if has_nat and slot >= 0 and not create_new:
             state = _handle_nat(ct.conns, slot, zone, reply, related, frame, key, state)
     elif related:

@@ -53,7 +53,9 @@ HOT_WIDTH = C_TCP + 2 * TCP_PEER_WIDTH  # 24
 
 # --- cold: immutable after creation ---------------------------------------------------------
 C_DL_TYPE = 24  # 0x0800 or 0x86dd
-C_ADMIT = 25  # which zone-limit entry admitted the conn (core.py), to give its count back
+# C_ALG (below) lies here, in the line the lookup reads anyway (C_DL_TYPE): every ct of an
+# existing connection asks whether it is a data connection.
+C_ALG = 25  # ALG_KIND (the helper: ALG_FTP / ALG_TFTP) | ALG_RELATED | ALG_SKEW_REPLY
 C_SRC = 26  # 4 columns: original-direction source address
 C_DST = 30  # 4 columns: original-direction destination address
 C_SPORT = 34  # original source port (ICMP: id)
@@ -73,9 +75,9 @@ C_BYTES_REPLY = 53
 C_SEQ = 54  # global creation sequence number (stable ordering / ids)
 C_KFLAGS = 55  # an imported connection's kernel TCP flags, orig | reply << 8 (kernel_map.py)
 C_TP_BASE = 56  # where the connection's timeout policy starts in ``timeouts`` (timeouts.py)
+C_ADMIT = 57  # which zone-limit entry admitted the conn (core.py), to give its count back
 # Application-layer gateways (ct(alg=ftp|tftp), alg.py and ftp.py), as OVS's conn->alg,
-# ->alg_related, ->seq_skew, ->seq_skew_dir and ->parent_key:
-C_ALG = 57  # ALG_KIND (the helper: ALG_FTP / ALG_TFTP) | ALG_RELATED | ALG_SKEW_REPLY
+# ->alg_related, ->seq_skew, ->seq_skew_dir and ->parent_key (C_ALG itself is column 25):
 C_SEQ_SKEW = 58  # FTP NAT: bytes the rewritten commands added (may be negative: not < 2**48)
 C_ALG_PARENT = 59  # a data connection: its expectation's row + 1 (holds the parent's tuple)
 C_ALG_EXPS = 60  # a control connection: the first of its expectations' rows + 1 (a chain)
