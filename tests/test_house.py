@@ -40,6 +40,7 @@ LAYERS = [
         "live",
         "control",
         "kernel_sync",
+        "fuzz",
     },
     {"cli", "live_cli", "__main__", "__init__"},
 ]

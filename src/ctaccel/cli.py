@@ -321,6 +321,7 @@ def dump_conntrack(flows, inputs, zone, zone_limits, mode, bridge, more, statist
 def _attach_optional_commands() -> None:
     from ctaccel.bench.bench_cli import bench
     from ctaccel.bench.gen_cli import gen
+    from ctaccel.fuzz.fuzz_cli import fuzz
     from ctaccel.live_cli import ctl, run
     from ctaccel.sg.sg_cli import sg
 
@@ -329,6 +330,7 @@ def _attach_optional_commands() -> None:
     main.add_command(bench)
     main.add_command(run)
     main.add_command(ctl)
+    main.add_command(fuzz)
 
 
 _attach_optional_commands()

@@ -64,7 +64,9 @@ _CT_ALGS = {"ftp": K.IPPROTO_TCP, "tftp": K.IPPROTO_UDP}
 def _kv_split(text: str) -> list[tuple[str, str, str]]:
     """(key, value, delimiter) of each top-level action, split by ovs.flow's KV parser."""
     decoders = KVDecoders(default=lambda k, v: (k, v), default_free=lambda k: (k, True))
-    parser = KVParser(text, decoders)
+    # OVS reads a tab or CR as a blank (its delimiters are ", \t\r\n"); ovs.flow's parser
+    # loops for ever, growing, on either (found by ctaccel fuzz)
+    parser = KVParser(text.replace("\t", " ").replace("\r", " "), decoders)
     try:
         parser.parse()
     except ParseError as exc:
