@@ -479,6 +479,7 @@ table=1,priority=1,actions=drop
 
 # Part 2 registers its scenarios into SCENARIOS on import (kept apart to keep files short).
 from . import (  # noqa: E402, F401
+    scenarios_blind,
     scenarios_conj,
     scenarios_l4,
     scenarios_nd,
