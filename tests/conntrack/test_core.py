@@ -197,6 +197,46 @@ def test_max_conns_refuses_and_counts():
     assert ct.capacity == 2
 
 
+def test_a_flood_at_the_limit_scans_the_table_only_when_something_can_expire():
+    """A commit refused at a limit frees expired connections first (the answer depends only on
+    packet times), but scans the table only when one may have expired since the last scan:
+    not once per packet (or millisecond) of a flood. Expiry stays exact to the millisecond,
+    also for a clock that goes back and after a timeout policy shortens the timers."""
+    from ctaccel.conntrack.table import ST_SWEEP_AT
+
+    ct = Conntrack(zone_limits={4: 3})
+    for port in (1, 2, 3):  # udp_first: 60 s; the shortest timeout of all is 30 s
+        state(ct, udp(A, B, port, 9), zone=4, commit=True, now_ms=0)
+    for t in range(1, 2001):  # a flood of refused commits
+        assert state(ct, udp(R, B, t, 9), zone=4, commit=True, now_ms=t) == "new|trk"
+    assert len(ct) == 3 and ct.counters["commit_refused_zone_limit"] == 2000
+    assert int(ct.stats[ST_SWEEP_AT]) == 1  # one scan, at the first refusal
+    state(ct, udp(R, B, 1, 7), zone=4, commit=True, now_ms=60 * SEC - 1)
+    assert len(ct) == 3 and ct.counters["swept"] == 0  # 1 ms early
+    state(ct, udp(R, B, 2, 7), zone=4, commit=True, now_ms=60 * SEC)
+    assert len(ct) == 1 and ct.counters["swept"] == 3  # at expiry: freed, one committed
+    state(ct, udp(R, B, 3, 7), zone=4, commit=True, now_ms=60 * SEC)
+    state(ct, udp(R, B, 4, 7), zone=4, commit=True, now_ms=60 * SEC)
+    state(ct, udp(R, B, 5, 7), zone=4, commit=True, now_ms=60 * SEC + 1)
+    assert len(ct) == 3 and int(ct.stats[ST_SWEEP_AT]) == 60 * SEC
+    # a clock that goes back invalidates the bound (a scan, nothing freed)
+    state(ct, udp(R, B, 6, 7), zone=4, commit=True, now_ms=10 * SEC)
+    assert int(ct.stats[ST_SWEEP_AT]) == 10 * SEC and len(ct) == 3
+    # a shorter policy: timers armed after it may expire before the last scan's bound
+    ct.flush()
+    for port in (7, 8, 9):
+        state(ct, udp(R, B, port, 7), zone=4, commit=True, now_ms=100 * SEC)
+    state(ct, udp(R, B, 10, 7), zone=4, commit=True, now_ms=100 * SEC)  # scan: none before 130 s
+    ct.flush()
+    ct.set_timeout_policy(4, {"udp_first": 1})
+    for port in (7, 8, 9):
+        state(ct, udp(R, B, port, 7), zone=4, commit=True, now_ms=100 * SEC + 1)
+    state(ct, udp(R, B, 10, 7), zone=4, commit=True, now_ms=101 * SEC)
+    assert len(ct) == 3
+    state(ct, udp(R, B, 11, 7), zone=4, commit=True, now_ms=101 * SEC + 1)
+    assert len(ct) == 1  # expired at exactly 1 s
+
+
 def test_table_grows_under_churn():
     ct = Conntrack(initial_capacity=2)
     for port in range(1, 200):

@@ -60,6 +60,7 @@ from ctaccel.conntrack.table import (
     ST_FREE_TOP,
     ST_MAX_CONNS,
     ST_N_CONNS,
+    ST_SWEEP_DUE,
     ST_SWEPT,
     grow_tables,
     new_tables,
@@ -247,6 +248,7 @@ class Conntrack:
         """A zone's timeout policy from {OVS name: seconds} (the rest OVS's defaults, as
         ``add-zone-tp``); ``zone=None`` changes the named values of the default policy every
         zone without its own uses. Connections keep the policy of their zone at commit."""
+        self._forget_sweep_bounds()  # shorter timeouts may expire before either bound
         if zone is None:
             apply_policy(self.timeouts[:N_TIMEOUTS], values)
             return
@@ -293,6 +295,11 @@ class Conntrack:
         )
         return n
 
+    def _forget_sweep_bounds(self) -> None:
+        """sweep()'s and commit_conn's "nothing expires before" bounds no longer hold."""
+        self._sweep_due = None
+        self.stats[ST_SWEEP_DUE] = 0
+
     def set_max_conns(self, max_conns: int) -> None:
         """OVS dpctl/ct-set-maxconns: new commits are refused at this many connections."""
         self.max_conns = int(max_conns)
@@ -317,7 +324,6 @@ class Conntrack:
         from ctaccel.conntrack.kernel_map import import_entries, outcome_counts
 
         out = import_entries(self, entries, now_ms, zone_map, peer_states)
-        self._sweep_due = None  # imported timers may expire before the next sweep's bound
         return outcome_counts(out)
 
     def export_entries(self, now_ms: int, zone_map=None):

@@ -56,7 +56,6 @@ from ctaccel.conntrack.nat import (
 from ctaccel.conntrack.table import (
     ST_CREATED,
     ST_EXPIRED_AT_LOOKUP,
-    ST_LIMIT_SWEEP_MS,
     ST_MAX_CONNS,
     ST_N_CONNS,
     ST_NAT_EXHAUSTED,
@@ -64,6 +63,8 @@ from ctaccel.conntrack.table import (
     ST_REFUSED_MAX_CONNS,
     ST_REFUSED_NO_ROOM,
     ST_REFUSED_ZONE_LIMIT,
+    ST_SWEEP_AT,
+    ST_SWEEP_DUE,
     ST_SWEPT,
     T_DL_TYPE,
     T_DST,
@@ -237,13 +238,20 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup, exp):
         column = ZL_DEFAULT
     at_limit = column >= 0 and zone_limits[ZL_COUNT, column] >= zone_limits[ZL_LIMIT, column]
     if (at_limit or stats[ST_N_CONNS] >= stats[ST_MAX_CONNS]) and (
-        stats[ST_LIMIT_SWEEP_MS] != now_ms + 1
+        now_ms >= stats[ST_SWEEP_DUE] or now_ms < stats[ST_SWEEP_AT]
     ):
         # Expired connections must not hold a place. OVS frees them from a timer-driven
         # sweeper, so when they stop counting depends on wall-clock luck; we free them here,
         # so the answer depends only on packet times (and not on when sweep() last ran).
-        stats[ST_LIMIT_SWEEP_MS] = now_ms + 1
-        stats[ST_SWEPT] += sweep_expired(ct, now_ms)[0]
+        # The scan runs only when something may have expired since the last one (a flood
+        # at a limit would otherwise pay for a scan of the table every millisecond): a
+        # connection left expires no earlier than the earliest the scan saw, one armed
+        # since, at a packet time >= the scan's, no earlier than that + the shortest timeout
+        # (a clock that goes back, an import or a new policy makes the bound unknown).
+        swept, earliest = sweep_expired(ct, now_ms)
+        stats[ST_SWEPT] += swept
+        stats[ST_SWEEP_AT] = now_ms
+        stats[ST_SWEEP_DUE] = min(earliest, now_ms + max(ct.timeouts.min(), 1))
         at_limit = column >= 0 and zone_limits[ZL_COUNT, column] >= zone_limits[ZL_LIMIT, column]
     if at_limit:
         stats[ST_REFUSED_ZONE_LIMIT] += 1

@@ -94,7 +94,7 @@ ST_REPLACED = 15  # connections ended by the tracker to start a new one (port re
 ST_CACHED_HITS = 16  # ct() served from the packet's cached connection
 ST_SWEPT = 17  # expired connections removed by sweep()
 ST_FLUSHED = 18  # connections removed by flush()
-ST_LIMIT_SWEEP_MS = 19  # 1 + the packet time of the last sweep made by a commit at a limit
+ST_SWEEP_DUE = 19  # nothing expires before this packet time (commit_conn sweeps; 0: unknown)
 ST_NAT_EXHAUSTED = 20  # commit refused: NAT found no free tuple in its range
 ST_LAST_CONN = 21  # the connection handle the last ct_execute resolved to (-1: none), even
 #                    when it gives the packet no cached handle (after nat): the fast path's trace
@@ -111,6 +111,7 @@ ST_ALG_INVALID = 29  # FTP commands OVS calls malformed (the packet becomes +inv
 ST_ALG_REWRITES = 30  # FTP commands rewritten for NAT
 ST_ALG_NO_ROOM = 31  # rewrites skipped: the frame had no room to grow (OVS: MTU)
 ST_LAST_ALG = 32  # the helper (layout ALG_FTP/ALG_TFTP) of the last ct_execute's connection
+ST_SWEEP_AT = 33  # the packet time of commit_conn's last sweep (ST_SWEEP_DUE holds from it on)
 ST_WIDTH = 40
 
 COUNTER_NAMES = (
