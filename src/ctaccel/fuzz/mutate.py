@@ -151,9 +151,7 @@ def ip_options(rng, f):
     soup = bytes(soup[:40]).ljust(-(-len(soup[:40]) // 4) * 4, b"\x00")
     out = bytearray(f[:l4] + soup + f[l4:])
     out[l3] = 0x40 | min(15, (l4 - l3 + len(soup)) // 4)
-    total = int.from_bytes(out[l3 + 2 : l3 + 4], "big") + len(soup)
-    out[l3 + 2 : l3 + 4] = (total & 0xFFFF).to_bytes(2, "big")
-    return bytes(out)
+    return _relength(out, len(soup))
 
 
 def l4_offset(rng, f):
