@@ -251,7 +251,10 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup, exp):
         swept, earliest = sweep_expired(ct, now_ms)
         stats[ST_SWEPT] += swept
         stats[ST_SWEEP_AT] = now_ms
-        stats[ST_SWEEP_DUE] = min(earliest, now_ms + max(ct.timeouts.min(), 1))
+        shortest = ct.timeouts[0]  # (no .min(): the batch kernel runs without allocation)
+        for i in range(1, ct.timeouts.shape[0]):
+            shortest = min(shortest, ct.timeouts[i])
+        stats[ST_SWEEP_DUE] = min(earliest, now_ms + max(shortest, 1))
         at_limit = column >= 0 and zone_limits[ZL_COUNT, column] >= zone_limits[ZL_LIMIT, column]
     if at_limit:
         stats[ST_REFUSED_ZONE_LIMIT] += 1
