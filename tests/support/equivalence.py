@@ -113,11 +113,6 @@ def run_engine(engine_class, mode: str, rules_text: str, packets, plan: Plan,
                dict(eng.stats), eng if keep_engine else None)  # fmt: skip
 
 
-def result_view(r) -> tuple:
-    """What must be identical between engines for one packet."""
-    return ([(p, bytes(f)) for p, f in r.outputs], r.ct_state, r.drop_reason)
-
-
 def describe_frame(frame: bytes) -> str:
     try:
         import scapy.layers.inet  # noqa: F401  (registers IP/TCP/UDP/ICMP under Ether)
@@ -141,7 +136,7 @@ def first_divergence(packets, expected: Run, got: Run, label: str, plan: Plan,
     """None when ``got`` matches ``expected``; else a report of the first difference (the
     diverging packet with both results and the packets just before it)."""
     for i, (e, g) in enumerate(zip(expected.results, got.results, strict=True)):
-        same = result_view(e) == result_view(g)
+        same = e.verdict() == g.verdict()  # (PacketResult.verdict)
         if same and compare_recirculations:
             same = e.recirculations == g.recirculations
         if same:

@@ -248,7 +248,7 @@ class Conntrack:
         """A zone's timeout policy from {OVS name: seconds} (the rest OVS's defaults, as
         ``add-zone-tp``); ``zone=None`` changes the named values of the default policy every
         zone without its own uses. Connections keep the policy of their zone at commit."""
-        self._forget_sweep_bounds()  # shorter timeouts may expire before either bound
+        self.forget_sweep_bounds()  # shorter timeouts may expire before either bound
         if zone is None:
             apply_policy(self.timeouts[:N_TIMEOUTS], values)
             return
@@ -295,7 +295,7 @@ class Conntrack:
         )
         return n
 
-    def _forget_sweep_bounds(self) -> None:
+    def forget_sweep_bounds(self) -> None:
         """sweep()'s and commit_conn's "nothing expires before" bounds no longer hold."""
         self._sweep_due = None
         self.stats[ST_SWEEP_DUE] = 0

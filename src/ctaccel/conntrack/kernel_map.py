@@ -381,7 +381,7 @@ def import_entries(ct, entries: KernelEntries, now_ms: int, zone_map=None, peer_
     if len(rows):
         ct.reserve(len(rows))
         _insert(ct.tables, rows, int(now_ms), out, slots)
-        ct._forget_sweep_bounds()  # imported timers may expire before the sweeps' bounds
+        ct.forget_sweep_bounds()  # imported timers may expire before the sweeps' bounds
     return (out, slots) if with_slots else out
 
 

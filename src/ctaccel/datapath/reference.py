@@ -64,6 +64,11 @@ class PacketResult:
     def out_ports(self) -> list:
         return [p for p, _f in self.outputs]
 
+    def verdict(self) -> tuple:
+        """What two engines must agree on for this packet: the outputs (port and frame
+        bytes, in order), the ct_state and the drop reason."""
+        return ([(p, bytes(f)) for p, f in self.outputs], self.ct_state, self.drop_reason)
+
     def settle_drop_reason(self) -> str | None:
         """Set the final drop reason (none if anything was emitted; else an explicit reason,
         then the recirculation cap, then a table miss, else the rules dropped it); return it."""

@@ -82,10 +82,6 @@ def make_round(seed: int, index: int, size: int, share: float):
     return packets, names
 
 
-def _view(r) -> tuple:
-    return ([(p, bytes(f)) for p, f in r.outputs], r.ct_state, r.drop_reason)
-
-
 def _verdict(v) -> str:
     """'ct_state -> forwarded' or 'ct_state -> drop reason' (the reference's)."""
     if v is None:
@@ -111,7 +107,7 @@ def _run_reference(rules, packets, report, where):
     views = []
     for i, (port, frame, now) in enumerate(packets):
         try:
-            views.append(_view(eng.process(frame, port, now)))
+            views.append(eng.process(frame, port, now).verdict())
         except Exception:  # noqa: BLE001 - a crash is what the campaign looks for
             _crash(report, "reference", where, i, packets[i])
             return views + [None] * (len(packets) - i), None
@@ -133,7 +129,7 @@ def _run_compiled(rules, mode, packets, batch, report, where):
         except Exception:  # noqa: BLE001
             _crash(report, mode, where, lo, chunk[0], batch=len(chunk))
             return views + [None] * (len(packets) - lo), None
-        views.extend(_view(r) for r in res)
+        views.extend(r.verdict() for r in res)
     return views, _final(eng, packets)
 
 
