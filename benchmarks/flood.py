@@ -42,21 +42,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FLOOD_NET = 0xC6120000  # 198.18.0.0/15 (RFC 2544 benchmarking addresses)
 
 
-def _fold(acc: np.ndarray) -> np.ndarray:
-    while (acc > 0xFFFF).any():
-        acc = (acc & 0xFFFF) + (acc >> 16)
-    return acc
-
-
 def _words(frames: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Sum of big-endian 16-bit words of ``frames[:, lo:hi]`` per row."""
     part = np.ascontiguousarray(frames[:, lo:hi])
     return part.view(">u2").astype(np.int64).sum(axis=1)
 
 
+def _put(frames: np.ndarray, col: int, values: np.ndarray, dtype: str) -> None:
+    """Big-endian ``values`` into every row at byte ``col``."""
+    raw = values.astype(dtype).view(np.uint8).reshape(len(values), -1)
+    frames[:, col : col + raw.shape[1]] = raw
+
+
 def flood_frames(n: int, proto: str, traffic, seed: int) -> np.ndarray:
     """``n`` spoofed frames (``proto`` "syn" or "udp") to the workload's servers, as wide
     as its frames: sources random in 198.18.0.0/15, random ports and sequence numbers."""
+    from ctaccel.bench import workloads as W
     from ctaccel.packet import build as B
 
     width = traffic.frames.shape[1]
@@ -76,22 +77,19 @@ def flood_frames(n: int, proto: str, traffic, seed: int) -> np.ndarray:
     dst = np.asarray(ep.server_ip, np.int64)[pick]
     sport = rng.integers(1024, 65536, n)
     dport = np.asarray(ep.server_port, np.int64)[pick]
-    for col, values, size in ((26, src, 4), (30, dst, 4), (34, sport, 2), (36, dport, 2)):
-        for k in range(size):
-            frames[:, col + k] = (values >> (8 * (size - 1 - k))) & 0xFF
+    for col, values, dtype in ((26, src, ">u4"), (30, dst, ">u4"), (34, sport, ">u2"),
+                               (36, dport, ">u2")):  # fmt: skip
+        _put(frames, col, values, dtype)
     if proto == "syn":
-        seq = rng.integers(0, 1 << 32, n)
-        for k in range(4):
-            frames[:, 38 + k] = (seq >> (8 * (3 - k))) & 0xFF
+        _put(frames, 38, rng.integers(0, 1 << 32, n), ">u4")
     frames[:, 24:26] = 0  # IPv4 header checksum
-    ip = 0xFFFF - _fold(_words(frames, 14, 34))
-    frames[:, 24], frames[:, 25] = ip >> 8, ip & 0xFF
+    _put(frames, 24, ~W.fold_words(_words(frames, 14, 34)) & 0xFFFF, ">u2")
     frames[:, csum_at : csum_at + 2] = 0
     pseudo = _words(frames, 26, 34) + proto_num + l4_len
-    l4 = 0xFFFF - _fold(pseudo + _words(frames, 34, 34 + l4_len))
+    l4 = ~W.fold_words(pseudo + _words(frames, 34, 34 + l4_len)) & 0xFFFF
     if proto == "udp":
         l4 = np.where(l4 == 0, 0xFFFF, l4)
-    frames[:, csum_at], frames[:, csum_at + 1] = l4 >> 8, l4 & 0xFF
+    _put(frames, csum_at, l4, ">u2")
     return frames
 
 
@@ -114,9 +112,9 @@ def rules_text() -> str:
 
 
 def run_engine(mode: str, frames: np.ndarray, zone_limit: int | None):
-    """One run: (seconds in engine.run, per-packet (ct_state, n_outputs), engine)."""
+    """One run: (seconds in engine.run, per-packet ct_state code and output count, engine).
+    A packet the reference engine completed (slow path) gets ct_state -2 and its outputs."""
     from ctaccel.conntrack import Conntrack
-    from ctaccel.datapath import layout as L
     from ctaccel.datapath.engine import DatapathEngine
     from ctaccel.ofproto.rules import parse_flows
 
@@ -138,8 +136,10 @@ def run_engine(mode: str, frames: np.ndarray, zone_limit: int | None):
         t0 = time.perf_counter()
         r = eng.run(buf, offsets[lo:hi], lengths[lo:hi], ports[lo:hi], now[lo:hi])
         seconds += time.perf_counter() - t0
-        state[lo:hi] = r.res[:, L.R_CT_STATE]
-        nout[lo:hi] = r.res[:, L.R_NOUT]
+        state[lo:hi] = r.ct_state_codes()
+        nout[lo:hi] = r.n_outputs()
+        for i, res in r.slow.items():
+            state[lo + i], nout[lo + i] = -2, len(res.outputs)
     return seconds, state, nout, eng
 
 
@@ -197,6 +197,7 @@ def _one(a, proto: str, mode: str, limit: str) -> None:
     import resource
 
     from ctaccel.bench import workloads as W
+    from ctaccel.bench.measure import memory_summary
     from ctaccel.datapath.warmup import warm_up
     from ctaccel.packet.key import CS_ESTABLISHED
 
@@ -215,7 +216,7 @@ def _one(a, proto: str, mode: str, limit: str) -> None:
         times.append(t)
     changed = (state[is_work] != b_state) | (nout[is_work] != b_nout)
     est = (b_state[handshake:] & CS_ESTABLISHED) != 0
-    mem = eng.memory_bytes()
+    mem = memory_summary(eng)
     mem["total_bytes"] = sum(mem[k] for k in ("conntrack_bytes", "conntrack_fixed_bytes",
                                               "megaflow_bytes", "fast_path_bytes"))  # fmt: skip
     t = statistics.median(times)
@@ -230,7 +231,6 @@ def _one(a, proto: str, mode: str, limit: str) -> None:
         "flood_packets_per_s": a.flood / t,
         "connections_at_end": len(eng.conntrack),
         "committed_per_s": (len(eng.conntrack) - a.flows) / t,
-        "bytes_per_connection": mem["total_bytes"] / max(1, len(eng.conntrack)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **mem,
     }  # fmt: skip

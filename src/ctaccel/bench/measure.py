@@ -175,7 +175,7 @@ def _fold_results(digest, br) -> int:
     return int(np.count_nonzero((ct_state >= 0) & ((ct_state & _CS_NEW) != 0)))
 
 
-def _memory(engine) -> dict:
+def memory_summary(engine) -> dict:
     """The engine's table bytes (conntrack, megaflow, fast path) and per connection."""
     mem = engine.memory_bytes()
     conns = mem["connections"]
@@ -237,7 +237,7 @@ def one_run(tables, loaded: LoadedCapture, mode: str, batch_size: int = DEFAULT_
         slow_path_seconds=slow,
         slow_path_share=slow / seconds,
         fast_path_seconds=elapsed - slow,
-        memory=_memory(engine),
+        memory=memory_summary(engine),
         engine_stats=stats,
         results_digest=digest.hexdigest() if digest is not None else None,
         new_packets=new_packets if digest is not None else None,

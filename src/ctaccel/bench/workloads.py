@@ -311,7 +311,8 @@ def _schedule(endpoints, established: int, unidirectional: int, payload_len: int
     )
 
 
-def _fold(acc: np.ndarray) -> np.ndarray:
+def fold_words(acc: np.ndarray) -> np.ndarray:
+    """Ones'-complement fold of per-row sums of 16-bit words (below 2**32) into 16 bits."""
     acc = (acc & 0xFFFF) + (acc >> 16)
     return (acc & 0xFFFF) + (acc >> 16)
 
@@ -331,7 +332,7 @@ def _slots(sched: _Schedule, start: int, stop: int):
 def _patch_frames(frames: np.ndarray, plan: _Plan, rows, flags, seq, ack) -> None:
     """Fill ``frames`` (one row per packet) with the templates, seq/ack/flags patched in."""
     acc = plan.tcp_sums[rows] + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
-    checksum = ~_fold(acc + flags) & 0xFFFF
+    checksum = ~fold_words(acc + flags) & 0xFFFF
     frames[:] = plan.templates[rows]
     t = plan.tcp_ofs
     frames[:, t + 4 : t + 8] = seq.astype(">u4").view(np.uint8).reshape(-1, 4)

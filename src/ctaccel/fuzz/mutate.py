@@ -101,6 +101,13 @@ def fix_checksums(frame: bytes) -> bytes:
     return bytes(f)
 
 
+def _l4_header(f: bytes, proto: int, need: int) -> int:
+    """Where the L4 header of protocol ``proto`` starts when its first ``need`` bytes are in
+    the frame, else -1 (the mutation does not apply)."""
+    _l3, _et, l4, found = layout(f)
+    return l4 if found == proto and 0 <= l4 and l4 + need <= len(f) else -1
+
+
 def _rand_bytes(rng: random.Random, n: int) -> bytes:
     return bytes(rng.getrandbits(8) for _ in range(n))
 
@@ -156,8 +163,8 @@ def ip_options(rng, f):
 
 def l4_offset(rng, f):
     """TCP data offset 0-15 (header shorter than 20 bytes or past the segment)."""
-    _l3, _et, l4, proto = layout(f)
-    if proto != 6 or l4 < 0 or l4 + 13 > len(f):
+    l4 = _l4_header(f, 6, 13)
+    if l4 < 0:
         return flip(rng, f)
     f = bytearray(f)
     f[l4 + 12] = (rng.randrange(16) << 4) | (f[l4 + 12] & 0xF)
@@ -167,8 +174,8 @@ def l4_offset(rng, f):
 def tcp_options(rng, f):
     """TCP options soup (window scale, SACK, timestamps, MSS with lengths right or wrong,
     NOPs, EOL, unknown kinds), the data offset grown to hold them."""
-    _l3, et, l4, proto = layout(f)
-    if proto != 6 or l4 < 0 or l4 + 20 > len(f):
+    l4 = _l4_header(f, 6, 20)
+    if l4 < 0:
         return flip(rng, f)
     soup = bytearray()
     for _ in range(rng.randint(1, 8)):
@@ -199,8 +206,8 @@ def _relength(f: bytearray, grew: int) -> bytes:
 
 
 def tcp_flags(rng, f):
-    _l3, _et, l4, proto = layout(f)
-    if proto != 6 or l4 < 0 or l4 + 14 > len(f):
+    l4 = _l4_header(f, 6, 14)
+    if l4 < 0:
         return flip(rng, f)
     f = bytearray(f)
     f[l4 + 13] = rng.choice([rng.getrandbits(8), 0x00, 0x03, 0x06, 0x07, 0x29, 0x3F, 0x14])
@@ -210,8 +217,8 @@ def tcp_flags(rng, f):
 def tcp_numbers(rng, f):
     """Blind injection: sequence/ack numbers moved across and around the window (by up to
     2**31 or by a little), or random."""
-    _l3, _et, l4, proto = layout(f)
-    if proto != 6 or l4 < 0 or l4 + 14 > len(f):
+    l4 = _l4_header(f, 6, 14)
+    if l4 < 0:
         return flip(rng, f)
     f = bytearray(f)
     at = l4 + rng.choice([4, 8])
@@ -225,8 +232,8 @@ def tcp_numbers(rng, f):
 
 
 def udp_length(rng, f):
-    _l3, _et, l4, proto = layout(f)
-    if proto != 17 or l4 < 0 or l4 + 6 > len(f):
+    l4 = _l4_header(f, 17, 6)
+    if l4 < 0:
         return flip(rng, f)
     f = bytearray(f)
     real = len(f) - l4
@@ -344,8 +351,8 @@ def empty(rng, f):  # noqa: ARG001
 def ftp_command(rng, f):
     """An FTP command or reply in the TCP payload: well formed, hostile (a third host, bad
     numbers, overlong, cut) or garbage, for the helper to read."""
-    _l3, _et, l4, proto = layout(f)
-    if proto != 6 or l4 < 0 or l4 + 20 > len(f):
+    l4 = _l4_header(f, 6, 20)
+    if l4 < 0:
         return flip(rng, f)
     hdr = (f[l4 + 12] >> 4) * 4
     hdr = hdr if 20 <= hdr and l4 + hdr <= len(f) else 20
