@@ -4,6 +4,9 @@
         [--workload A] [--nat snat] [--flows 10000] [--runs 24] [--cpu 0]
 
 OLD_SRC and NEW_SRC are ``src`` directories (e.g. of a ``git worktree`` of an older commit).
+``--old-cache DIR --new-cache DIR`` give each side its own NUMBA_CACHE_DIR instead: with one
+tree twice, that compares two ways of compiling the same sources (e.g. a first run with and
+without the compile helper, CTACCEL_COMPILE_HELPER=0).
 Each tree runs in a long-lived worker process of its own (its numba cache keyed by its own
 path, so the first use compiles for a few minutes); the workers are pinned to one CPU and
 take turns, one full run of the capture each, alternating which goes first. The machines we
@@ -50,12 +53,14 @@ def worker(args) -> None:
         print(f"{ns:.2f}", flush=True)
 
 
-def _start(src: str, args) -> subprocess.Popen:
+def _start(src: str, args, cache: str | None = None) -> subprocess.Popen:
     cmd = ["taskset", "-c", str(args.cpu), sys.executable, __file__, "--worker",
            "--mode", args.mode, "--workload", args.workload, "--flows", str(args.flows)]  # fmt: skip
     if args.nat:
         cmd += ["--nat", args.nat]
     env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()))
+    if cache:
+        env["NUMBA_CACHE_DIR"] = cache
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     if proc.stdout.readline().strip() != "ready":
         sys.exit(f"the worker for {src} did not start")
@@ -79,6 +84,8 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=24)
     ap.add_argument("--cpu", type=int, default=0)
+    ap.add_argument("--old-cache", default=None, help="NUMBA_CACHE_DIR of the OLD side")
+    ap.add_argument("--new-cache", default=None, help="NUMBA_CACHE_DIR of the NEW side")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -90,7 +97,7 @@ def main() -> None:
         if not (Path(src) / "ctaccel").is_dir():
             print(f"{src}: no ctaccel package there", file=sys.stderr)
             sys.exit(2)
-    procs = [_start(args.old, args), _start(args.new, args)]
+    procs = [_start(args.old, args, args.old_cache), _start(args.new, args, args.new_cache)]
     times: list[list[float]] = [[], []]
     try:
         for r in range(args.runs):

@@ -266,6 +266,17 @@ else:
 # re-registers the symbol before it is loaded (numba's reload_init hooks), so a cached caller
 # works in a new process.
 _linked: dict[str, object] = {}
+# Kernels a helper process is compiling into the shared cache (datapath/warmup.py): (module,
+# qualname) -> a function that returns once the helper has saved it (or gave up). The first
+# caller that links the kernel waits for it, then loads it instead of compiling it again.
+_from_helper: dict[tuple[str, str], object] = {}
+
+
+def compiled_elsewhere(module: str, qualname: str, wait) -> None:
+    """Say that another process is compiling the ``linked_separately`` kernel ``qualname`` of
+    ``module`` into the cache: linking it calls ``wait()`` first, then loads it from there (a
+    helper that failed leaves nothing there, and it is compiled here as usual)."""
+    _from_helper[(module, qualname)] = wait
 
 
 def _linked_symbol(module: str, qualname: str, argtypes) -> str:
@@ -283,6 +294,9 @@ def _ensure_linked(module: str, qualname: str, argtypes):
     name = _linked_symbol(module, qualname, argtypes)
     if name not in _linked:
         kernel = getattr(importlib.import_module(module), qualname)
+        wait = _from_helper.pop((module, qualname), None)
+        if wait is not None:
+            wait()
         kernel.compile(argtypes)
         cres = kernel.overloads[argtypes]
         binding.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))

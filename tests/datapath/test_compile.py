@@ -66,9 +66,16 @@ def test_warm_up_leaves_its_record(tmp_path, monkeypatch):
 
 
 _FIRST_RUN = """
+import importlib, os
 from ctaccel.datapath import kernel, warmup
 assert not warmup.is_compiled()
 warmup.warm_up()
+linked = warmup.linked_argtypes()
+for (module, name), argtypes in linked.items():
+    k = getattr(importlib.import_module(module), name)
+    assert k.signatures == [argtypes], (name, k.signatures, argtypes)
+    if len(os.sched_getaffinity(0)) > 1:  # the helper compiled it: this process loaded it
+        assert k._cache_hits[argtypes] == 1 and not k._cache_misses, (name, k._cache_misses)
 print(sum(c.library.get_llvm_str().count("NRT_incref") for c in kernel.run_batch.overloads.values()),
       len(kernel.run_batch.overloads))
 """
@@ -87,6 +94,9 @@ def test_a_first_run_compiles_the_batch_kernel_without_reference_counting(tmp_pa
     their array views not counted). A part compiled on its own first (warm-up once did, to
     compile in two processes) is linked in with its reference counting: 255 atomic
     increments in run_batch, the fast path 4.5x slower for every run that loads that cache.
+    The compile helper process compiles only the two kernels linked apart, for exactly the
+    types run_batch calls them with, and this process loads them (cache hits) instead of
+    compiling them.
 
     When this session's own cache is still empty (a fresh CI machine: conftest.py runs this
     test first), the first run compiles into it, and every later test loads what it left
@@ -150,3 +160,25 @@ def test_a_kernel_linked_apart_works_from_the_cache_in_new_processes(tmp_path):
                              text=True, timeout=300)  # fmt: skip
         assert run.returncode == 0, run.stderr[-2000:]
         assert run.stdout.split()[-1] == expected
+
+
+def test_a_helper_that_ends_without_the_kernel_costs_no_more_than_its_life(monkeypatch):
+    """The wait for the helper returns when the helper says the kernel's name, or ends
+    without saying it (a failed helper: the kernel is then compiled here), never later."""
+    monkeypatch.setattr(jit, "CACHE_DIR", jit.CACHE_DIR or "/nonexistent")
+    monkeypatch.setattr(jit, "JIT_DISABLED", False)
+    monkeypatch.setattr(warmup.os, "sched_getaffinity", lambda _pid: {0, 1})
+    first, second = (f"{m}.{q}" for m, q in warmup.HELPER_KERNELS)
+    says_first = f"import time; print({first!r}, flush=True); time.sleep(0.3)"
+    proc = warmup._start_helper([sys.executable, "-c", says_first])
+    try:
+        waits = [jit._from_helper[k] for k in warmup.HELPER_KERNELS]
+        waits[0]()
+        assert proc.poll() is None  # it said the first name: no need to wait for its end
+        waits[1]()  # never said: returns when the helper ends
+        assert proc.poll() is not None
+    finally:
+        warmup._stop_helper(proc)
+    assert not any(k in jit._from_helper for k in warmup.HELPER_KERNELS)
+    monkeypatch.setenv(warmup.HELPER_ENV, "0")
+    assert warmup._start_helper() is None
