@@ -272,3 +272,28 @@ def test_compact_and_full_entries_answer_alike(case):
     stats = run.engine.stats
     assert stats["fast_path_entries"] == 2 * n_flows
     assert stats["fast_path_compact_entries"] == (2 * n_flows if compact else 0)
+    # only entries without a compact line take a full layout (896 bytes); the others 64
+    assert stats["fast_path_full_layouts"] == (0 if compact else 2 * n_flows)
+    fp_bytes = run.engine.memory_bytes()["fast_path_bytes"]
+    line_bytes = run.engine._fp_rows.nbytes + run.engine.exact.keys.nbytes
+    assert (fp_bytes < line_bytes * 2) if compact else (fp_bytes > 2 * n_flows * 896)
+
+
+@pytest.mark.parametrize("case", ["mark-max", "two-outputs"])
+def test_a_fast_path_smaller_than_the_flows_answers_alike(case):
+    """240 entries wanted, room for 64: the cache renews itself (compact and full entries)
+    and every packet still gets full processing's answer."""
+    fields, compact = _COMPACT_CASES[case]
+    rules = _WIDE.format(**fields)
+    n_flows, rounds = 120, 4
+    packets, _convs = WL.workload_a_with_conversations(n_flows, rounds, seed=17)
+    plan = H.Plan((len(packets),))
+    expected = H.run_reference(rules, packets, plan)
+    run = H.run_engine(lambda *a, **k: DatapathEngine(*a, max_fast_path=64, **k), AE, rules,
+                       packets, plan, keep_engine=True)  # fmt: skip
+    report = H.first_divergence(packets, expected, run, AE, plan)
+    assert report is None, report
+    stats = run.engine.stats
+    assert stats["fast_path_full"] > 0 and stats["fast_path_entries"] <= 64
+    assert stats["fast_path_hits"] > 0
+    assert stats["fast_path_full_layouts"] <= (0 if compact else 64)

@@ -226,10 +226,14 @@ class DatapathEngine:
                                          rule_stats=self.rule_stats, bridge=self.bridge)  # fmt: skip
         self.megaflow = MegaflowCache(self._megaflow_capacity)
         # recirc mode never uses the fast path: give it minimal arrays
-        cap = self._fastpath_capacity if self.mode == "assume-established" else 1
+        cap = min(self._fastpath_capacity, self.max_fast_path)
+        cap = cap if self.mode == "assume-established" else 1
         self.exact = ExactTable(L.EM_WIDTH, cap)
-        self._fp_rows = aligned_zeros((cap, L.FP_WIDTH))  # pages touched as entries come
-        self._fp_state = np.array([0, cap], np.int64)
+        self._fp_rows = aligned_zeros((cap, L.FC_WIDTH))  # pages touched as entries come
+        fcap = min(cap, 64)  # full layouts: only entries without a compact line take one
+        self._fp_full = aligned_zeros((fcap, L.FP_WIDTH))
+        self._fp_state = np.zeros(L.FP_STATE_WIDTH, np.int64)
+        self._fp_state[L.FP_CAP], self._fp_state[L.FP_FULL_CAP] = cap, fcap
         self._prog_ops = np.zeros((256, OPW), np.int64)
         self._prog_start = np.zeros(64, np.int64)
         self._prog_len = np.zeros(64, np.int64)
@@ -249,11 +253,23 @@ class DatapathEngine:
         the entry arrays and the exact-match table, up to ``max_fast_path``."""
         fp, es = self._fp_state, self.exact.state
         count, cap = fp.item(L.FP_COUNT), fp.item(L.FP_CAP)
+        # full layouts: room for every install of the batch (n at most) to need one, and for
+        # as many after a renewal of the cache within it
+        fcap, fwant = fp.item(L.FP_FULL_CAP), fp.item(L.FP_FULL_COUNT) + n
+        if fwant > fcap and fcap < self.max_fast_path:
+            new_fcap = fcap
+            while new_fcap < fwant:
+                new_fcap *= 2
+            new_fcap = min(new_fcap, self.max_fast_path)
+            full = aligned_zeros((new_fcap, L.FP_WIDTH))
+            full[:fcap] = self._fp_full
+            self._fp_full = full
+            self._fp_state[L.FP_FULL_CAP] = new_fcap
         want = count + n
         if want <= cap and es.item(ES_COUNT) + n <= es.item(ES_LIMIT):
             return
         if cap >= self.max_fast_path:
-            return  # the kernel starts the cache afresh when it is full
+            return  # full: the kernel replaces entries
         new_cap = cap
         while new_cap < want:
             new_cap *= 2
@@ -271,7 +287,8 @@ class DatapathEngine:
 
     def flush_fast_path(self) -> None:
         self.exact.clear()
-        self._fp_state[L.FP_COUNT] = 0
+        for c in (L.FP_COUNT, L.FP_FULL_COUNT, L.FP_FULL_FREE, L.FP_HAND):
+            self._fp_state[c] = 0
         self._emk[:, L.EMK_EPOCH] = -1  # lookups the kernel made ahead are void too
 
     def _check_bridge(self) -> None:
@@ -294,7 +311,7 @@ class DatapathEngine:
         ct = self.conntrack
         fast_path = 0
         if self.mode == "assume-established":
-            fast_path = _nbytes(self.exact.tables) + _nbytes((self._fp_rows,))
+            fast_path = _nbytes(self.exact.tables) + _nbytes((self._fp_rows, self._fp_full))
         return {
             "connections": len(ct),
             "conntrack_capacity": int(ct.conns.shape[0]),
@@ -446,7 +463,7 @@ class DatapathEngine:
             ct.bundle(),
             self.megaflow.tables,
             (self._prog_ops, self._prog_start, self._prog_len),
-            (*self.exact.tables, self._fp_rows, self._fp_state),
+            (*self.exact.tables, self._fp_rows, self._fp_full, self._fp_state),
             (res, self._out_ports, self._out_n, self._out_fofs, self._out_fbuf, self.rule_stats,
              self.kstats, self._out_flen),
             (self._vm, self._keys, self._emk, self._stack_key, self._stack_md, self._stack_frame,
@@ -491,6 +508,15 @@ class DatapathEngine:
         return self.process_batch([frame], [in_port], [now_ms])[0]
 
     # ------------------------------------------------------------------ stats
+    def _full_layouts(self) -> int:
+        """Rows of the full layouts in use: those ever used less the free chain's."""
+        fp, free = self._fp_state, 0
+        f = int(fp[L.FP_FULL_FREE])
+        while f > 0 and free <= fp[L.FP_FULL_COUNT]:
+            free += 1
+            f = int(self._fp_full[f - 1, 0])
+        return int(fp[L.FP_FULL_COUNT]) - free
+
     def _compact_entries(self) -> int:
         """Fast-path entries whose hits read one cache line (layout.py FC_COMPACT)."""
         heads = self._fp_rows[: int(self._fp_state[L.FP_COUNT]), L.FC_HEAD]
@@ -518,6 +544,7 @@ class DatapathEngine:
             "megaflow_masks": self.megaflow.n_masks,
             "fast_path_entries": int(self._fp_state[L.FP_COUNT]),
             "fast_path_compact_entries": self._compact_entries(),
+            "fast_path_full_layouts": self._full_layouts(),
             "programs": len(self._programs),
         }
 

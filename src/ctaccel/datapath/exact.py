@@ -101,6 +101,8 @@ _SLOTS = open_addressing(Layout(_n_slots, _is_used, _slot_hash, _move, _clear), 
 _find = _SLOTS.find
 _find_or_free = _SLOTS.find_or_free
 _delete_at = _SLOTS.delete_at
+em_delete_at = _delete_at  # (s, keys, used, value, hashes): empty slot s (backward shift);
+#                            the caller lowers state[ES_COUNT]
 
 
 @njit(forceinline=True)

@@ -260,8 +260,9 @@ def _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, saved, i
 
 @njit(forceinline=True)
 def _fast_apply(e, frame, flen, key, now_ms, ct, fp, out, saved, i):
-    """Try the fast path with entry ``e``; PUNT_NONE when the packet was completed."""
-    conns, timeouts, fp_rows = ct.conns, ct.timeouts, fp.rows
+    """Try the fast path with the full layout ``fp.full[e]`` (an entry without a compact
+    line: its FC_OUT names that row); PUNT_NONE when the packet was completed."""
+    conns, timeouts, fp_rows = ct.conns, ct.timeouts, fp.full
     rule_stats, res, out_ports, out_n = out.rule_stats, out.res, out.out_ports, out.out_n
     out_fofs, out_fbuf = out.out_fofs, out.out_fbuf
     nsteps = fp_rows[e, FI_NSTEPS]
@@ -342,7 +343,7 @@ def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
     i+PF_KEY_AHEAD gets its entry key hashed and its exact-match slot prefetched, packet
     i+PF_ENTRY_AHEAD its entry looked up and the entry's row prefetched, packet i+PF_CONN_AHEAD
     the rows of its connections prefetched. Only hints: results never depend on them."""
-    keys, emk, vm, conns, fp_rows = st.keys, st.emk, st.vm, ct.conns, fp.rows
+    keys, emk, vm, conns, fp_rows, full = st.keys, st.emk, st.vm, ct.conns, fp.rows, fp.full
     em_keys, em_used, em_value, em_hashes = fp.em_keys, fp.em_used, fp.em_value, fp.em_hashes
     slot_mask = em_used.shape[0] - 1
     lim = min(n, i + PF_KEY_AHEAD)
@@ -377,9 +378,10 @@ def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
     while vm[VM_PF_CONN] < lim:
         e = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
         if e >= 0 and e < fp_rows.shape[0]:
-            if fp_rows[e, FC_HEAD] & FC_COMPACT == 0:  # a full entry: its layout's first lines
-                for c in range(FP_FULL, FP_FULL + FP_HOT_WORDS, 8):
-                    prefetch2(fp_rows, e, c)
+            f = fp_rows[e, FC_OUT]
+            if fp_rows[e, FC_HEAD] & FC_COMPACT == 0 and 0 <= f < full.shape[0]:
+                for c in range(FP_FULL, FP_FULL + FP_HOT_WORDS, 8):  # its layout's first lines
+                    prefetch2(full, f, c)
             slot = fp_rows[e, FC_SLOT]  # the first step's connection (later ones: none)
             if slot >= 0 and slot < conns.shape[0]:
                 for c in range(0, HOT_WIDTH, 8):  # what a re-check reads and writes
@@ -408,10 +410,12 @@ def fast_path(i, n, frame, flen, now_ms, em_flags_mask, ct, fp, out, st):
         # the row an install at the end of full processing would fill
         nxt = fp.state[FP_COUNT]
         if nxt < fp.rows.shape[0]:
-            for c in range(0, FP_FULL + FP_HOT_WORDS, 8):
-                prefetch2_write(fp.rows, nxt, c)
+            prefetch2_write(fp.rows, nxt, 0)
         return PUNT_MISS
     head = fp.rows[e, FC_HEAD]
     if head & FC_COMPACT:
         return _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, st.saved, i)
-    return _fast_apply(e, frame, flen, key, now_ms, ct, fp, out, st.saved, i)
+    f = fp.rows[e, FC_OUT]
+    if f < 0:
+        return PUNT_MISS  # an entry the install found no room for (install.py)
+    return _fast_apply(f, frame, flen, key, now_ms, ct, fp, out, st.saved, i)

@@ -10,7 +10,9 @@ Design: the entry stores what a hit needs to replay the outcome (layout.py FC_*/
 connections it relied on (slot, generation, direction, expected ct_state, the ct_mark and
 ct_label the rules saw), the outputs, the rule ids (their counters), the packet's ct_state,
 drop reason and recirculation count. :func:`_compact_line` packs entries that fit into one
-cache line. When the cache is full it starts afresh: an entry is only ever a shortcut.
+cache line; others take a full layout as well. When the cache is full (the engine grows it
+up to its maximum) an install replaces an entry (:func:`_evict`): an entry is only ever a
+shortcut, so which one goes changes costs, never answers.
 
 Invariants: an entry never outlives the rules it was built from (the engine flushes the
 cache on a rule change); a connection deleted or re-created changes its generation, which
@@ -23,11 +25,12 @@ import numpy as np
 
 from ctaccel.conntrack.icmp import be16
 from ctaccel.conntrack.layout import C_PROTO
-from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_insert, em_lookup_hashed
+from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_delete_at, em_insert, em_lookup_hashed
 from ctaccel.datapath.fastpath import _translated
 from ctaccel.datapath.layout import (
     EM_WIDTH,
     EMK_HASH,
+    FC_COMPACT,
     FC_GEN,
     FC_HEAD,
     FC_LABEL,
@@ -49,6 +52,10 @@ from ctaccel.datapath.layout import (
     FN_NAT,
     FP_CAP,
     FP_COUNT,
+    FP_FULL_CAP,
+    FP_FULL_COUNT,
+    FP_FULL_FREE,
+    FP_HAND,
     KS_FP_FULL,
     KS_FP_INSTALLS,
     M31,
@@ -139,6 +146,45 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
     return True
 
 
+@njit(forceinline=True)
+def _evict(lines, full, fp_state, em_keys, em_used, em_value, em_hashes, em_state):
+    """Take an entry out of a full cache and return its line, for a new entry to reuse. The
+    victim is the next entry of the exact-match table after the last one taken, in slot
+    order (a clock hand over the slots): the order of hashes, so random with respect to
+    traffic, and without a word written per hit (OVS's EMC too replaces without knowing
+    which entries are used). The caller reuses the victim's full layout or frees it."""
+    nslots = em_used.shape[0]
+    s = fp_state[FP_HAND] & (nslots - 1)
+    while em_used[s] == 0:  # the load is at most 1/2: an occupied slot is near
+        s = (s + 1) & (nslots - 1)
+    e = em_value[s]
+    em_delete_at(s, em_keys, em_used, em_value, em_hashes)
+    em_state[ES_COUNT] -= 1
+    fp_state[FP_HAND] = s + 1
+    return e
+
+
+@njit(forceinline=True)
+def _alloc_full(full, fp_state):
+    """A row of ``full`` for an entry's full layout (-1: none free): the free chain first
+    (linked through the row's unused word 0), else the next never used."""
+    head = fp_state[FP_FULL_FREE]
+    if head > 0:
+        fp_state[FP_FULL_FREE] = full[head - 1, 0]
+        return head - 1
+    f = fp_state[FP_FULL_COUNT]
+    if f >= fp_state[FP_FULL_CAP]:
+        return -1
+    fp_state[FP_FULL_COUNT] = f + 1
+    return f
+
+
+@njit(forceinline=True)
+def _free_full(full, fp_state, f):
+    full[f, 0] = fp_state[FP_FULL_FREE]
+    fp_state[FP_FULL_FREE] = f + 1
+
+
 @njit
 def _outputs_match(frame, flen, key, vm, trace_steps, out, wframe):
     """Whether every output of the packet carried one frame: the one its steps' cached
@@ -209,7 +255,7 @@ def _install(r, frame, flen, fp, out, st):
     em_key, em_hash = st.emk[r, :EM_WIDTH], st.emk[r, EMK_HASH]
     vm, trace_steps, trace_rules, key = st.vm, st.trace_steps, st.trace_rules, st.keys[r]
     wframe = st.frames_w[st.frames_w.shape[0] - 1]  # the last row is scratch
-    fp_rows, fp_state, em_keys, em_used = fp.rows, fp.state, fp.em_keys, fp.em_used
+    lines, fp_rows, fp_state, em_keys, em_used = fp.rows, fp.full, fp.state, fp.em_keys, fp.em_used
     em_value, em_hashes, em_state = fp.em_value, fp.em_hashes, fp.em_state
     out_ports, out_fofs, kstats = out.out_ports, out.out_fofs, out.kstats
     nsteps = vm[VM_NSTEPS]
@@ -229,25 +275,36 @@ def _install(r, frame, flen, fp, out, st):
         if vlan < 0:
             return
     e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, em_key, em_hash)
+    reuse = -1  # an entry installed again (its connection replaced...) keeps its full row
+    if e >= 0 and lines[e, FC_HEAD] & FC_COMPACT == 0:
+        reuse = lines[e, FC_OUT]
     if e < 0:
         e = fp_state[FP_COUNT]
-        if e >= fp_state[FP_CAP] or em_state[ES_COUNT] >= em_state[ES_LIMIT]:
-            # Full: start the cache afresh (an entry is only ever a shortcut; dropping all
-            # of them costs a punt each, never a different answer).
+        if e < fp_state[FP_CAP] and em_state[ES_COUNT] < em_state[ES_LIMIT]:
+            fp_state[FP_COUNT] = e + 1
+        else:  # full (the engine grows the cache up to its maximum): replace an entry
             kstats[KS_FP_FULL] += 1
-            em_used[:] = 0
-            em_hashes[:] = 0
-            em_state[ES_COUNT] = 0
-            e = 0
+            e = _evict(lines, fp_rows, fp_state, em_keys, em_used, em_value, em_hashes, em_state)
+            if lines[e, FC_HEAD] & FC_COMPACT == 0:
+                reuse = lines[e, FC_OUT]  # the victim's full layout, if it had one
         em_insert(em_keys, em_used, em_value, em_hashes, em_state, em_key, e)
-        fp_state[FP_COUNT] = e + 1
     ct_state = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
     drop = drop_code(vm)
     port = out_ports[vm[VM_OUT_BASE]] if nout > 0 else 0
     kstats[KS_FP_INSTALLS] += 1
-    if _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, vm[VM_RECIRCS],
+    if _compact_line(e, lines, nsteps, nout, nrules, any_nat, ct_state, drop, vm[VM_RECIRCS],
                      trace_steps, trace_rules, port):  # fmt: skip
-        return  # a hit reads the compact line only: the full layout would never be read
+        if reuse >= 0:
+            _free_full(fp_rows, fp_state, reuse)
+        return  # a hit reads the compact line only: it needs no full layout
+    f = reuse
+    if f < 0:
+        f = _alloc_full(fp_rows, fp_state)
+        if f < 0:  # (the engine reserves room: a safeguard)
+            lines[e, FC_OUT] = -1  # no room: its hits punt as misses until one is installed
+            return
+    lines[e, FC_OUT] = f
+    e = f
     fp_rows[e, FI_NSTEPS] = nsteps
     fp_rows[e, FI_NOUT] = nout
     fp_rows[e, FI_NRULES] = nrules

@@ -148,24 +148,26 @@ KS_MF_LOOKUPS = 5
 KS_MF_HITS = 6
 KS_RECIRCS = 7
 KS_FP_INSTALLS = 8
-KS_FP_FULL = 9  # times the fast-path cache was full and started afresh
+KS_FP_FULL = 9  # installs that found the fast-path cache full (an entry replaced)
 KS_CT_CALLS = 10
 KS_OUT_OVERFLOW = 11
 KS_WIDTH = 16
 
-# fast-path entries: one row of FP_WIDTH int64 per entry. It opens with a compact line
-# (FC_*, one cache line): everything a hit of a common entry reads (at most one ct step
-# without translation, at most one output and two rules, values small enough to pack), so
-# such a hit reads one line of its row. Other entries (FC_HEAD without FC_COMPACT) have the
-# full layout after it (FI_*, from FP_FULL), packed so that what a hit reads (the header, its
-# steps, outputs and rule ids) is contiguous; compact entries leave it unwritten.
+# fast-path entries: one line of FC_WIDTH int64 per entry (``rows``, 64 bytes): everything a
+# hit of a common entry reads (at most one ct step without translation, at most one output
+# and two rules, values small enough to pack), so such a hit reads one line. Other entries
+# (FC_HEAD without FC_COMPACT) have a full layout in a row of ``full`` (FP_WIDTH int64: FI_*,
+# from FP_FULL; its first FC_WIDTH words unused), whose index is their line's FC_OUT, packed
+# so that what a hit reads (the header, its steps, outputs and rule ids) is contiguous. Only
+# such entries pay for a full row (896 bytes): most entries are compact (workload A: all).
 FC_HEAD = 0  # FC_COMPACT | nsteps << 1 | nout << 2 | nrules << 3 | drop << 8 | recircs << 16
 #              | (ct_state + 1) << 24
 FC_SLOT = 1  # the first step's connection slot, -1 if none (full entries too: prefetch)
 FC_GEN = 2  # its generation
 FC_STEP = 3  # reply | update << 1 | proto << 2 | expected ct_state << 10
 FC_LABEL = 4  # 2 words: ct_label words 0 | 1 << 32 and 2 | 3 << 32 (words 1, 3 < 2**31)
-FC_OUT = 6  # the output port (< 2**31) | ct_mark << 31
+FC_OUT = 6  # the output port (< 2**31) | ct_mark << 31; an entry without a compact line: its
+#            row of ``full``
 FC_RULES = 7  # rule id | rule id << 31
 FC_WIDTH = 8
 FC_COMPACT = 1
@@ -318,8 +320,13 @@ MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT
 SCR_NO_NAT = 0
 SCR_TUPS = SCR_NO_NAT + NS_WIDTH
 SCR_WIDTH = SCR_TUPS + CT_SCRATCH_WIDTH
-FP_COUNT = 0  # fp_state: entries used
-FP_CAP = 1
+FP_COUNT = 0  # fp_state: entries used (lines of ``rows``)
+FP_CAP = 1  # lines ``rows`` holds
+FP_FULL_COUNT = 2  # rows of ``full`` used
+FP_FULL_CAP = 3  # rows ``full`` holds
+FP_FULL_FREE = 4  # the first row of ``full`` freed (+ 1; 0: none), chained through word 0
+FP_HAND = 5  # the exact-match slot where the next replacement looks (install.py _evict)
+FP_STATE_WIDTH = 8
 
 
 # --- the batch kernel's argument bundles ---------------------------------------------------
@@ -360,8 +367,8 @@ class Programs(NamedTuple):
 
 
 class FastPathTables(NamedTuple):
-    """The exact-match cache (exact.ExactTable.tables) and the entry rows (FC_*/FI_*) with
-    their count (FP_COUNT, FP_CAP)."""
+    """The exact-match cache (exact.ExactTable.tables), the entries' lines (FC_*), the full
+    layouts of entries without a compact line (FI_*) and their counts (FP_*)."""
 
     em_keys: np.ndarray
     em_used: np.ndarray
@@ -369,6 +376,7 @@ class FastPathTables(NamedTuple):
     em_hashes: np.ndarray
     em_state: np.ndarray
     rows: np.ndarray
+    full: np.ndarray
     state: np.ndarray
 
 
