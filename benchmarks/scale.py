@@ -19,7 +19,7 @@ Reported per point:
   fast path: exact-match table + entry lines + full layouts) and in all, and the process's
   peak resident memory (which also holds the capture: ~60 bytes per packet).
 The frames are built once per N in this process (workloads.build) and handed to the
-workers as a .npy file they map. JSON + PNG. Medians are not taken: one run per point (a
+workers as a .npy file. JSON + PNG. Medians are not taken: one run per point (a
 1M point is minutes); read ratios within one run of this script, on a quiet machine.
 """
 
@@ -63,9 +63,9 @@ def _worker(npy: str, flows: int, mode: str) -> dict:
     from ctaccel.ofproto.rules import parse_flows
 
     warm_up()
-    frames = np.load(npy, mmap_mode="r")
+    frames = np.load(npy)  # writable: a read-only buffer would be copied by every run()
     n, width = frames.shape
-    buf = np.ascontiguousarray(frames).reshape(-1)  # the engine wants a writable buffer
+    buf = frames.reshape(-1)
     offsets = np.arange(n, dtype=np.int64) * width
     lengths = np.full(n, width, np.int64)
     ports = np.full(n, W.IN_PORT, np.int64)

@@ -128,14 +128,14 @@ def test_random_operations_match_a_dict(ops):
         tup = make_tuple(n)
         if op == "ins" and n not in ref:
             if stats[T.ST_FREE_TOP] == 0:
-                conns, index, free = T.grow_tables(conns, stats, conns.shape[0] * 2)
+                conns, index, free = T.grow_tables(conns, index, free, stats, conns.shape[0] * 2)
             slot = int(T.conn_alloc(conns, index, free, stats, tup, 0))
             assert slot >= 0 and slot not in ref.values()
             ref[n] = slot
         elif op == "del" and n in ref:
             T.conn_release(conns, index, free, stats, ref.pop(n))
         elif op == "grow":
-            conns, index, free = T.grow_tables(conns, stats, conns.shape[0] + 3)
+            conns, index, free = T.grow_tables(conns, index, free, stats, conns.shape[0] + 3)
         for m in set(ref) | {n}:
             t = make_tuple(m)
             expect = ref[m] * 2 if m in ref else -1
@@ -194,3 +194,28 @@ def test_tables_start_on_a_cache_line_and_are_zeroed():
         a = aligned_zeros(shape, dtype, prefault=True)
         assert a.ctypes.data % 64 == 0 and a.dtype == dtype and not a.any()
         assert a.shape == (shape if isinstance(shape, tuple) else (shape,))
+
+
+def test_growth_in_a_row_store_moves_no_row_and_frees_as_a_rebuild_would():
+    """A table grown within its row store keeps every row where it was (a longer view, no
+    copy), finds every connection through the new index, and hands out rows in the order a
+    full rebuild (rebuild_index) would."""
+    rows = T.row_store(1000, 8)
+    conns, index, free, stats = T.new_tables(8, 1000, rows)
+    slots = {n: int(T.conn_alloc(conns, index, free, stats, make_tuple(n), 0)) for n in range(8)}
+    for n in (2, 5):  # two free rows below the new ones
+        T.conn_release(conns, index, free, stats, slots.pop(n))
+    first = conns.ctypes.data
+    conns, index, free = T.grow_tables(conns, index, free, stats, 32, rows)
+    assert conns.ctypes.data == first and conns.shape[0] == 32
+    assert np.may_share_memory(conns, rows)
+    for n, slot in slots.items():
+        t = make_tuple(n)
+        assert T.index_lookup(conns, index, t, T.tuple_hash(t)) == slot * 2
+    rebuilt_index, rebuilt_free = np.zeros_like(index), np.zeros_like(free)
+    rebuilt_stats = stats.copy()
+    T.rebuild_index(conns, rebuilt_index, rebuilt_free, rebuilt_stats)
+    top = int(stats[T.ST_FREE_TOP])
+    assert top == int(rebuilt_stats[T.ST_FREE_TOP]) == 32 - len(slots)
+    assert free[:top].tolist() == rebuilt_free[:top].tolist()
+    assert int(T.conn_alloc(conns, index, free, stats, make_tuple(40), 0)) == 2  # lowest first

@@ -64,6 +64,7 @@ from ctaccel.conntrack.table import (
     ST_SWEPT,
     grow_tables,
     new_tables,
+    row_store,
 )
 from ctaccel.conntrack.timeouts import (
     MAX_POLICIES,
@@ -138,7 +139,9 @@ class Conntrack:
         self._policies = 1
         self.max_conns = int(max_conns)
         capacity = max(1, min(int(initial_capacity), max(self.max_conns, 1)))
-        self.conns, self.index, self.free_slots, self.stats = new_tables(capacity, self.max_conns)
+        self._rows = row_store(self.max_conns, capacity)
+        self.conns, self.index, self.free_slots, self.stats = new_tables(capacity, self.max_conns,
+                                                                         self._rows)  # fmt: skip
         self.zone_limits = np.zeros((ZL_ROWS, ZL_COLUMNS), np.int64)
         self.zone_limits[ZL_LIMIT, :] = -1
         self._zone_limit_seq = 0
@@ -184,7 +187,9 @@ class Conntrack:
             new_cap *= 2
         new_cap = min(max(new_cap, 1), max(self.max_conns, 1))
         if new_cap > self.capacity:
-            self.conns, self.index, self.free_slots = grow_tables(self.conns, self.stats, new_cap)
+            self.conns, self.index, self.free_slots = grow_tables(
+                self.conns, self.index, self.free_slots, self.stats, new_cap, self._rows
+            )
 
     # --- the ct action -----------------------------------------------------------------------
     def execute(self, frame, key, act, now_ms: int = 0, cached_conn: int = -1, nat=None) -> int:
