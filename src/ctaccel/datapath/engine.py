@@ -179,33 +179,33 @@ class DatapathEngine:
         self._megaflow_capacity = megaflow_capacity
         self._fastpath_capacity = fastpath_capacity
         self.max_fast_path = max_fast_path
-        self.kstats = np.zeros(L.KS_WIDTH, np.int64)
+        self.kstats = aligned_zeros(L.KS_WIDTH)
         self.upcalls = 0
         self.slow_packets = 0
         self.slow_path_seconds = 0.0  # Python time on upcalls and reference-engine packets
-        self._vm = np.zeros(L.VM_WIDTH, np.int64)
+        self._vm = aligned_zeros(L.VM_WIDTH)
         self._vm_pipeline = self._vm[L.VM_PF_KEY : L.VM_PARSED + 1]  # reset per batch (a view)
         depth = L.MAX_RECIRC_DEPTH + 1
-        self._stack_key = np.zeros((depth, K.KEY_WIDTH), np.int64)
-        self._stack_md = np.zeros((depth, L.NCT), np.int64)
-        self._stack_frame = np.zeros((depth, L.STACK_WIDTH), np.int64)
-        self._frames_w = np.zeros((depth + 2, 2048), np.uint8)  # rows: depths, then scratch
-        self._cur_key = np.zeros(K.KEY_WIDTH, np.int64)
-        self._cur_md = np.zeros(L.NCT, np.int64)
-        self._trace_steps = np.zeros((L.MAX_STEPS, L.TRACE_WIDTH), np.int64)
-        self._trace_rules = np.zeros(L.MAX_FP_RULES, np.int64)
-        self._mf_key = np.zeros(MF_WIDTH, np.int64)
-        self._scratch = np.zeros(L.SCR_WIDTH, np.int64)
+        self._stack_key = aligned_zeros((depth, K.KEY_WIDTH))
+        self._stack_md = aligned_zeros((depth, L.NCT))
+        self._stack_frame = aligned_zeros((depth, L.STACK_WIDTH))
+        self._frames_w = aligned_zeros((depth + 2, 2048), np.uint8)  # rows: depths, then scratch
+        self._cur_key = aligned_zeros(K.KEY_WIDTH)
+        self._cur_md = aligned_zeros(L.NCT)
+        self._trace_steps = aligned_zeros((L.MAX_STEPS, L.TRACE_WIDTH))
+        self._trace_rules = aligned_zeros(L.MAX_FP_RULES)
+        self._mf_key = aligned_zeros(MF_WIDTH)
+        self._scratch = aligned_zeros(L.SCR_WIDTH)
         self._scratch[L.SCR_NO_NAT : L.SCR_NO_NAT + NS_WIDTH] = no_nat_spec()
-        self._saved = np.zeros((L.MAX_STEPS, self.conntrack.conns.shape[1]), np.int64)
-        self._out_ports = np.zeros(max(4096, self.batch_size * 8), np.int64)
-        self._out_fofs = np.zeros(len(self._out_ports), np.int64)
-        self._out_flen = np.zeros(len(self._out_ports), np.int64)
-        self._out_fbuf = np.zeros(1 << 20, np.uint8)
-        self._out_n = np.zeros(2, np.int64)  # outputs and out_fbuf bytes used by the batch
+        self._saved = aligned_zeros((L.MAX_STEPS, self.conntrack.conns.shape[1]))
+        self._out_ports = aligned_zeros(max(4096, self.batch_size * 8))
+        self._out_fofs = aligned_zeros(len(self._out_ports))
+        self._out_flen = aligned_zeros(len(self._out_ports))
+        self._out_fbuf = aligned_zeros(1 << 20, np.uint8)
+        self._out_n = aligned_zeros(2)  # outputs and out_fbuf bytes used by the batch
         # the kernel parses each packet just ahead of use into a small ring (L.RING rows)
-        self._keys = np.zeros((L.RING, K.KEY_WIDTH), np.int64)
-        self._emk = np.zeros((L.RING, L.EMK_WIDTH), np.int64)
+        self._keys = aligned_zeros((L.RING, K.KEY_WIDTH))
+        self._emk = aligned_zeros((L.RING, L.EMK_WIDTH))
         self.bridge = bridge  # NORMAL's ports and MAC table (None: from the first rules)
         self._install_rules(rules)
 
@@ -213,7 +213,7 @@ class DatapathEngine:
     def _install_rules(self, rules) -> None:
         self.tables = rules if isinstance(rules, FlowTables) else FlowTables(rules)
         self.rules = self.tables.all_rules()  # rule ids: positions here (FlowTables)
-        self.rule_stats = np.zeros((max(len(self.rules), 1), 2), np.int64)
+        self.rule_stats = aligned_zeros((max(len(self.rules), 1), 2))
         # The fast path's entry key leaves TCP flags out unless a rule looks at them.
         self._em_flags_mask = 0
         for rule in self.rules:
@@ -234,9 +234,9 @@ class DatapathEngine:
         self._fp_full = aligned_zeros((fcap, L.FP_WIDTH))
         self._fp_state = np.zeros(L.FP_STATE_WIDTH, np.int64)
         self._fp_state[L.FP_CAP], self._fp_state[L.FP_FULL_CAP] = cap, fcap
-        self._prog_ops = np.zeros((256, OPW), np.int64)
-        self._prog_start = np.zeros(64, np.int64)
-        self._prog_len = np.zeros(64, np.int64)
+        self._prog_ops = aligned_zeros((256, OPW))
+        self._prog_start = aligned_zeros(64)
+        self._prog_len = aligned_zeros(64)
         self._n_ops = 0
         self._programs: dict[bytes, int] = {}
 
