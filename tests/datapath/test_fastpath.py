@@ -256,17 +256,25 @@ _COMPACT_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(_COMPACT_CASES))
-def test_compact_and_full_entries_answer_alike(case):
+def _wide_run(case, seed, engine_class=DatapathEngine):
+    """Workload A's 120 flows (4 rounds) through _WIDE's rules for ``case`` in the reference
+    engine and ``engine_class`` (assume-established), checked packet for packet; the run,
+    whether the case's entries are compact, and the flow count."""
     fields, compact = _COMPACT_CASES[case]
     rules = _WIDE.format(**fields)
     n_flows, rounds = 120, 4
-    packets, _convs = WL.workload_a_with_conversations(n_flows, rounds, seed=13)
+    packets, _convs = WL.workload_a_with_conversations(n_flows, rounds, seed=seed)
     plan = H.Plan((len(packets),))
     expected = H.run_reference(rules, packets, plan)
-    run = H.run_engine(DatapathEngine, AE, rules, packets, plan, keep_engine=True)
+    run = H.run_engine(engine_class, AE, rules, packets, plan, keep_engine=True)
     report = H.first_divergence(packets, expected, run, AE, plan)
     assert report is None, report
+    return run, compact, n_flows
+
+
+@pytest.mark.parametrize("case", sorted(_COMPACT_CASES))
+def test_compact_and_full_entries_answer_alike(case):
+    run, compact, n_flows = _wide_run(case, 13)
     steady = run.results[3 * n_flows + 2 * n_flows :]
     assert all(r.path == FAST for r in steady), _path_histogram(steady)
     stats = run.engine.stats
@@ -281,18 +289,10 @@ def test_compact_and_full_entries_answer_alike(case):
 
 @pytest.mark.parametrize("case", ["mark-max", "two-outputs"])
 def test_a_fast_path_smaller_than_the_flows_answers_alike(case):
-    """240 entries wanted, room for 64: the cache renews itself (compact and full entries)
-    and every packet still gets full processing's answer."""
-    fields, compact = _COMPACT_CASES[case]
-    rules = _WIDE.format(**fields)
-    n_flows, rounds = 120, 4
-    packets, _convs = WL.workload_a_with_conversations(n_flows, rounds, seed=17)
-    plan = H.Plan((len(packets),))
-    expected = H.run_reference(rules, packets, plan)
-    run = H.run_engine(lambda *a, **k: DatapathEngine(*a, max_fast_path=64, **k), AE, rules,
-                       packets, plan, keep_engine=True)  # fmt: skip
-    report = H.first_divergence(packets, expected, run, AE, plan)
-    assert report is None, report
+    """240 entries wanted, room for 64: installs replace entries (compact and full ones) and
+    every packet still gets full processing's answer."""
+    small = lambda *a, **k: DatapathEngine(*a, max_fast_path=64, **k)  # noqa: E731
+    run, compact, _n_flows = _wide_run(case, 17, small)
     stats = run.engine.stats
     assert stats["fast_path_full"] > 0 and stats["fast_path_entries"] <= 64
     assert stats["fast_path_hits"] > 0
