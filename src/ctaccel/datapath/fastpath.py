@@ -93,6 +93,8 @@ from ctaccel.datapath.layout import (
     VM_PF_CONN,
     VM_PF_ENTRY,
     VM_PF_KEY,
+    entry_full,
+    entry_line,
     head_ct_state,
     head_drop,
     head_has_step,
@@ -367,22 +369,30 @@ def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
     while vm[VM_PF_ENTRY] < lim:
         r = vm[VM_PF_ENTRY] & RING_MASK
         if keys[r, PARSE_FLAGS] == 0:
-            e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, emk[r, :EM_WIDTH],
+            v = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, emk[r, :EM_WIDTH],
                                  emk[r, EMK_HASH])  # fmt: skip
-            emk[r, EMK_HINT] = e
+            emk[r, EMK_HINT] = v
             emk[r, EMK_EPOCH] = kstats[KS_FP_INSTALLS]
-            if e >= 0 and e < fp_rows.shape[0]:
-                prefetch2(fp_rows, e, 0)  # the compact line
+            if v >= 0:
+                f = entry_full(v)
+                if f >= 0:
+                    if f < full.shape[0]:  # a full entry: its layout's first lines
+                        for c in range(FP_FULL, FP_FULL + FP_HOT_WORDS, 8):
+                            prefetch2(full, f, c)
+                elif entry_line(v) < fp_rows.shape[0]:
+                    prefetch2(fp_rows, entry_line(v), 0)  # the compact line
         vm[VM_PF_ENTRY] += 1
     lim = min(vm[VM_PF_ENTRY], i + PF_CONN_AHEAD)
     while vm[VM_PF_CONN] < lim:
-        e = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
-        if e >= 0 and e < fp_rows.shape[0]:
-            f = fp_rows[e, FC_OUT]
-            if fp_rows[e, FC_HEAD] & FC_COMPACT == 0 and 0 <= f < full.shape[0]:
-                for c in range(FP_FULL, FP_FULL + FP_HOT_WORDS, 8):  # its layout's first lines
-                    prefetch2(full, f, c)
-            slot = fp_rows[e, FC_SLOT]  # the first step's connection (later ones: none)
+        v = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
+        if v >= 0:
+            f = entry_full(v)
+            slot = -1  # the first step's connection (later ones: none)
+            if 0 <= f < full.shape[0]:
+                if full[f, FI_NSTEPS] > 0:
+                    slot = full[f, FI_STEPS + S_SLOT]
+            elif f < 0 and entry_line(v) < fp_rows.shape[0]:
+                slot = fp_rows[entry_line(v), FC_SLOT]
             if slot >= 0 and slot < conns.shape[0]:
                 for c in range(0, HOT_WIDTH, 8):  # what a re-check reads and writes
                     prefetch2(conns, slot, c)
@@ -402,10 +412,13 @@ def fast_path(i, n, frame, flen, now_ms, em_flags_mask, ct, fp, out, st):
         return PUNT_INELIGIBLE
     emk = st.emk
     if emk[r, EMK_EPOCH] == out.kstats[KS_FP_INSTALLS]:
-        e = emk[r, EMK_HINT]
+        v = emk[r, EMK_HINT]
     else:
-        e = em_lookup_hashed(fp.em_keys, fp.em_used, fp.em_value, fp.em_hashes,
+        v = em_lookup_hashed(fp.em_keys, fp.em_used, fp.em_value, fp.em_hashes,
                              emk[r, :EM_WIDTH], emk[r, EMK_HASH])  # fmt: skip
+    if v >= 0 and entry_full(v) >= 0:  # a full entry: its layout, without its line
+        return _fast_apply(entry_full(v), frame, flen, key, now_ms, ct, fp, out, st.saved, i)
+    e = entry_line(v) if v >= 0 else -1
     if e < 0:
         # the row an install at the end of full processing would fill
         nxt = fp.state[FP_COUNT]

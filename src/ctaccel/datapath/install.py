@@ -85,6 +85,8 @@ from ctaccel.datapath.layout import (
     VM_NSTEPS,
     VM_OUT_BASE,
     VM_RECIRCS,
+    entry_line,
+    entry_value,
     pack31,
     pack32,
     pack_head,
@@ -157,7 +159,7 @@ def _evict(lines, full, fp_state, em_keys, em_used, em_value, em_hashes, em_stat
     s = fp_state[FP_HAND] & (nslots - 1)
     while em_used[s] == 0:  # the load is at most 1/2: an occupied slot is near
         s = (s + 1) & (nslots - 1)
-    e = em_value[s]
+    e = entry_line(em_value[s])
     em_delete_at(s, em_keys, em_used, em_value, em_hashes)
     em_state[ES_COUNT] -= 1
     fp_state[FP_HAND] = s + 1
@@ -275,6 +277,8 @@ def _install(r, frame, flen, fp, out, st):
         if vlan < 0:
             return
     e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, em_key, em_hash)
+    if e >= 0:
+        e = entry_line(e)
     reuse = -1  # an entry installed again (its connection replaced...) keeps its full row
     if e >= 0 and lines[e, FC_HEAD] & FC_COMPACT == 0:
         reuse = lines[e, FC_OUT]
@@ -304,6 +308,8 @@ def _install(r, frame, flen, fp, out, st):
             lines[e, FC_OUT] = -1  # no room: its hits punt as misses until one is installed
             return
     lines[e, FC_OUT] = f
+    # the exact-match value names the layout too, so a hit goes straight to it
+    em_insert(em_keys, em_used, em_value, em_hashes, em_state, em_key, entry_value(e, f))
     e = f
     fp_rows[e, FI_NSTEPS] = nsteps
     fp_rows[e, FI_NOUT] = nout

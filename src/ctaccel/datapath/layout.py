@@ -273,6 +273,25 @@ def high32(word):
     return word >> 32
 
 
+# The exact-match table's value of an entry: its line ``e``, and for an entry with a full
+# layout that layout's row ``f`` above it (``e | (f + 1) << 32``), so a hit on such an entry
+# (and its prefetch) goes to the layout without reading the line first.
+@njit(forceinline=True)
+def entry_value(e, f):
+    return e | ((f + 1) << 32)
+
+
+@njit(forceinline=True)
+def entry_line(value):
+    return value & M32
+
+
+@njit(forceinline=True)
+def entry_full(value):
+    """The row of ``full`` an entry's value names, -1 when it names none (a compact entry)."""
+    return (value >> 32) - 1
+
+
 MAX_STEPS = 4
 MAX_FP_OUT = 8
 MAX_FP_RULES = 16
