@@ -9,8 +9,10 @@ It returns PUNT_NONE when the packet is done, else the reason it must take full 
 Design:
 - Two passes over the batch, software-pipelined (:func:`_prefetch_stages`): packet i+16 gets
   its entry key packed and hashed and its exact-match slot prefetched, packet i+8 its entry
-  looked up and the entry's row prefetched, packet i+3 its connection rows prefetched.
-- An entry is one row of ``FastPathTables.rows`` (layout.py FC_*/FI_*). A compact entry (at
+  looked up and the entry's line (or full layout) prefetched, packet i+3 its connection rows
+  prefetched.
+- An entry is one line of ``FastPathTables.rows`` (layout.py FC_*), and, when it does not fit
+  a compact line, a row of ``FastPathTables.full`` (FI_*). A compact entry (at
   most one ct step without translation, one output, two rules) is served from its first
   cache line (:func:`_fast_apply_compact`); others from the full layout (:func:`_fast_apply`),
   which may translate the frame (NAT) and undo re-checked steps when a later one fails.
@@ -343,8 +345,9 @@ def _restore(conns, fp_rows, e, upto, saved):
 def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
     """Software pipeline of the assume-established lookups: while packet ``i`` runs, packet
     i+PF_KEY_AHEAD gets its entry key hashed and its exact-match slot prefetched, packet
-    i+PF_ENTRY_AHEAD its entry looked up and the entry's row prefetched, packet i+PF_CONN_AHEAD
-    the rows of its connections prefetched. Only hints: results never depend on them."""
+    i+PF_ENTRY_AHEAD its entry looked up and the entry's line (or full layout) prefetched,
+    packet i+PF_CONN_AHEAD the rows of its connections prefetched. Only hints: results never
+    depend on them."""
     keys, emk, vm, conns, fp_rows, full = st.keys, st.emk, st.vm, ct.conns, fp.rows, fp.full
     em_keys, em_used, em_value, em_hashes = fp.em_keys, fp.em_used, fp.em_value, fp.em_hashes
     slot_mask = em_used.shape[0] - 1
