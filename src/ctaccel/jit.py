@@ -279,6 +279,11 @@ def compiled_elsewhere(module: str, qualname: str, wait) -> None:
     _from_helper[(module, qualname)] = wait
 
 
+def forget_elsewhere(module: str, qualname: str) -> None:
+    """Undo :func:`compiled_elsewhere` (the other process is gone)."""
+    _from_helper.pop((module, qualname), None)
+
+
 def _linked_symbol(module: str, qualname: str, argtypes) -> str:
     key = f"{module}.{qualname}({', '.join(map(str, argtypes))})"
     return "ctaccel_ext_" + hashlib.sha256(key.encode()).hexdigest()[:24]

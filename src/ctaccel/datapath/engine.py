@@ -255,33 +255,16 @@ class DatapathEngine:
         count, cap = fp.item(L.FP_COUNT), fp.item(L.FP_CAP)
         # full layouts: room for every install of the batch (n at most) to need one, and for
         # as many after a renewal of the cache within it
-        fcap, fwant = fp.item(L.FP_FULL_CAP), fp.item(L.FP_FULL_COUNT) + n
-        if fwant > fcap and fcap < self.max_fast_path:
-            new_fcap = fcap
-            while new_fcap < fwant:
-                new_fcap *= 2
-            new_fcap = min(new_fcap, self.max_fast_path)
-            full = aligned_zeros((new_fcap, L.FP_WIDTH))
-            full[:fcap] = self._fp_full
-            self._fp_full = full
-            self._fp_state[L.FP_FULL_CAP] = new_fcap
+        self._fp_full = _doubled(self._fp_full, fp.item(L.FP_FULL_COUNT) + n, self.max_fast_path)
+        fp[L.FP_FULL_CAP] = self._fp_full.shape[0]
         want = count + n
         if want <= cap and es.item(ES_COUNT) + n <= es.item(ES_LIMIT):
             return
         if cap >= self.max_fast_path:
             return  # full: the kernel replaces entries
-        new_cap = cap
-        while new_cap < want:
-            new_cap *= 2
-        new_cap = min(new_cap, self.max_fast_path)
-
-        def grown(a):
-            b = aligned_zeros((new_cap,) + a.shape[1:], a.dtype)
-            b[:cap] = a
-            return b
-
-        self._fp_rows = grown(self._fp_rows)
-        self._fp_state[L.FP_CAP] = new_cap
+        self._fp_rows = _doubled(self._fp_rows, want, self.max_fast_path)
+        new_cap = self._fp_rows.shape[0]
+        fp[L.FP_CAP] = new_cap
         while int(self.exact.state[ES_LIMIT]) < new_cap:
             self.exact.grow()
 
@@ -568,6 +551,20 @@ def _c_writable(a, dtype):
 
 def _nbytes(arrays) -> int:
     return int(sum(a.nbytes for a in arrays))
+
+
+def _doubled(a, want: int, limit: int):
+    """``a`` with room for ``want`` rows, doubling up to ``limit`` rows (itself when it has
+    them, or already has ``limit``); the rows it had are kept."""
+    cap = a.shape[0]
+    if want <= cap or cap >= limit:
+        return a
+    new_cap = cap
+    while new_cap < want:
+        new_cap *= 2
+    b = aligned_zeros((min(new_cap, limit),) + a.shape[1:], a.dtype)
+    b[:cap] = a
+    return b
 
 
 def _grown(a, used: int, extra: int = 0):

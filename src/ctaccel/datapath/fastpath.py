@@ -265,7 +265,7 @@ def _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, saved, i
 @njit(forceinline=True)
 def _fast_apply(e, frame, flen, key, now_ms, ct, fp, out, saved, i):
     """Try the fast path with the full layout ``fp.full[e]`` (an entry without a compact
-    line: its FC_OUT names that row); PUNT_NONE when the packet was completed."""
+    line: its exact-match value names that row); PUNT_NONE when the packet was completed."""
     conns, timeouts, fp_rows = ct.conns, ct.timeouts, fp.full
     rule_stats, res, out_ports, out_n = out.rule_stats, out.res, out.out_ports, out.out_n
     out_fofs, out_fbuf = out.out_fofs, out.out_fbuf
@@ -431,7 +431,4 @@ def fast_path(i, n, frame, flen, now_ms, em_flags_mask, ct, fp, out, st):
     head = fp.rows[e, FC_HEAD]
     if head & FC_COMPACT:
         return _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, st.saved, i)
-    f = fp.rows[e, FC_OUT]
-    if f < 0:
-        return PUNT_MISS  # an entry the install found no room for (install.py)
-    return _fast_apply(f, frame, flen, key, now_ms, ct, fp, out, st.saved, i)
+    return PUNT_MISS  # an entry the install found no room to lay out (install.py)

@@ -149,7 +149,7 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
 
 
 @njit(forceinline=True)
-def _evict(lines, full, fp_state, em_keys, em_used, em_value, em_hashes, em_state):
+def _evict(fp_state, em_keys, em_used, em_value, em_hashes, em_state):
     """Take an entry out of a full cache and return its line, for a new entry to reuse. The
     victim is the next entry of the exact-match table after the last one taken, in slot
     order (a clock hand over the slots): the order of hashes, so random with respect to
@@ -288,28 +288,25 @@ def _install(r, frame, flen, fp, out, st):
             fp_state[FP_COUNT] = e + 1
         else:  # full (the engine grows the cache up to its maximum): replace an entry
             kstats[KS_FP_FULL] += 1
-            e = _evict(lines, fp_rows, fp_state, em_keys, em_used, em_value, em_hashes, em_state)
+            e = _evict(fp_state, em_keys, em_used, em_value, em_hashes, em_state)
             if lines[e, FC_HEAD] & FC_COMPACT == 0:
                 reuse = lines[e, FC_OUT]  # the victim's full layout, if it had one
-        em_insert(em_keys, em_used, em_value, em_hashes, em_state, em_key, e)
     ct_state = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
     drop = drop_code(vm)
     port = out_ports[vm[VM_OUT_BASE]] if nout > 0 else 0
     kstats[KS_FP_INSTALLS] += 1
+    f = -1  # the full layout's row (none: a compact entry, or no room for one)
     if _compact_line(e, lines, nsteps, nout, nrules, any_nat, ct_state, drop, vm[VM_RECIRCS],
                      trace_steps, trace_rules, port):  # fmt: skip
         if reuse >= 0:
-            _free_full(fp_rows, fp_state, reuse)
-        return  # a hit reads the compact line only: it needs no full layout
-    f = reuse
-    if f < 0:
-        f = _alloc_full(fp_rows, fp_state)
-        if f < 0:  # (the engine reserves room: a safeguard)
-            lines[e, FC_OUT] = -1  # no room: its hits punt as misses until one is installed
-            return
-    lines[e, FC_OUT] = f
-    # the exact-match value names the layout too, so a hit goes straight to it
+            _free_full(fp_rows, fp_state, reuse)  # a hit reads the compact line only
+    else:
+        f = reuse if reuse >= 0 else _alloc_full(fp_rows, fp_state)
+        lines[e, FC_OUT] = f  # (-1: no room, a safeguard: its hits punt as misses)
+    # the exact-match value names the layout too, so a hit on it goes straight there
     em_insert(em_keys, em_used, em_value, em_hashes, em_state, em_key, entry_value(e, f))
+    if f < 0:
+        return
     e = f
     fp_rows[e, FI_NSTEPS] = nsteps
     fp_rows[e, FI_NOUT] = nout

@@ -203,8 +203,8 @@ def _start_helper(cmd: list[str] | None = None):
 
 
 def _stop_helper(proc) -> None:
-    for key in HELPER_KERNELS:
-        jit._from_helper.pop(key, None)
+    for module, qualname in HELPER_KERNELS:
+        jit.forget_elsewhere(module, qualname)
     if proc.poll() is None:
         proc.kill()
     proc.wait()
