@@ -18,7 +18,7 @@ import pytest
 from scapy.all import IP, TCP, Ether
 
 from ctaccel.conntrack import Conntrack, action_row
-from ctaccel.conntrack.layout import C_EXPIRATION, C_SPORT, C_USED
+from ctaccel.conntrack.layout import C_SPORT, C_USED, expirations, set_expiration
 from ctaccel.io.ctnetlink import CtNetlink, KernelEntries
 from ctaccel.kernel_sync import KernelSync
 from ctaccel.packet.key import KEY_WIDTH
@@ -99,7 +99,8 @@ def test_the_kernels_own_expiry_does_not_delete_here_and_a_refresh_recreates(syn
     s.tick(100)
     assert "sport=3000," in "".join(ct.dump(100))
     slot = int(np.flatnonzero(ct.conns[:, C_SPORT] == 3000)[0])
-    ct.conns[slot, C_EXPIRATION] += 60_000  # traffic moved its timer
+    # traffic moved its timer
+    set_expiration(ct.conns, slot, int(expirations(ct.conns, slot)) + 60_000)
     s.tick(5000)  # the next refresh creates the kernel's copy again, with ctaccel's timeout
     assert 3000 in kernel_ports(tool, 17)
 

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from ctaccel.conntrack.layout import C_EXPIRATION, C_GENERATION, C_SEQ, C_USED
+from ctaccel.conntrack.layout import C_GENERATION, C_USED, expirations, sequence_numbers
 from ctaccel.conntrack.table import ST_NEXT_SEQ
 from ctaccel.io.ctnetlink import CtNetlink, KernelEntries
 
@@ -141,7 +141,7 @@ class KernelSync:
         conns = self.ct.conns
         self._slots = np.concatenate([self._slots, slots])
         self._gens = np.concatenate([self._gens, conns[slots, C_GENERATION]])
-        self._exp = np.concatenate([self._exp, conns[slots, C_EXPIRATION]])
+        self._exp = np.concatenate([self._exp, expirations(conns, slots)])
         self._sent = entries if self._sent is None else KernelEntries.concat([self._sent, entries])
 
     def tick(self, now_ms: int) -> None:
@@ -176,7 +176,7 @@ class KernelSync:
             return
         conns = self.ct.conns
         gone = ((conns[self._slots, C_USED] == 0) | (conns[self._slots, C_GENERATION] != self._gens)
-                | (conns[self._slots, C_EXPIRATION] <= now_ms))  # fmt: skip
+                | (expirations(conns, self._slots) <= now_ms))  # fmt: skip
         if gone.any():
             refused = self.nl.delete(self._sent.take(gone))
             self.counts["deleted_there"] += int(gone.sum()) - len(refused)
@@ -194,8 +194,8 @@ class KernelSync:
         conns = self.ct.conns
         if int(self.ct.stats[ST_NEXT_SEQ]) <= self._seq:
             return
-        new = np.flatnonzero((conns[:, C_USED] != 0) & (conns[:, C_SEQ] >= self._seq)
-                             & (conns[:, C_EXPIRATION] > now_ms))  # fmt: skip
+        new = np.flatnonzero((conns[:, C_USED] != 0) & (sequence_numbers(conns) >= self._seq)
+                             & (expirations(conns) > now_ms))  # fmt: skip
         self._seq = int(self.ct.stats[ST_NEXT_SEQ])
         if not len(new):
             return
@@ -209,13 +209,13 @@ class KernelSync:
 
         if not len(self._slots):
             return
-        moved = self.ct.conns[self._slots, C_EXPIRATION] != self._exp
+        moved = expirations(self.ct.conns, self._slots) != self._exp
         if not moved.any():
             return
         slots = self._slots[moved]
         self._write(for_update(export_rows(self.ct.conns, slots, now_ms, self.zone_map)),
                     exclusive=False)  # fmt: skip
-        self._exp[moved] = self.ct.conns[slots, C_EXPIRATION]
+        self._exp[moved] = expirations(self.ct.conns, slots)
         self.counts["refreshed_there"] += len(slots)
 
     def _write(self, entries, exclusive: bool) -> None:
@@ -236,6 +236,6 @@ class KernelSync:
         self.log("conntrack events were lost (ENOBUFS): resynchronising with a full dump")
         self.events.read()  # what is queued now is older than the dump
         self._import(self.nl.dump(), now_ms)
-        ours = self._slots[self.ct.conns[self._slots, C_EXPIRATION] > now_ms]
+        ours = self._slots[expirations(self.ct.conns, self._slots) > now_ms]
         if len(ours):  # the kernel's copies it may have lost meanwhile: created again
             self._write(export_rows(self.ct.conns, ours, now_ms, self.zone_map), exclusive=True)

@@ -22,10 +22,10 @@ from ctaccel.conntrack.established import (
     ct_recheck_ack,
 )
 from ctaccel.conntrack.layout import (
-    C_EXPIRATION,
     C_GENERATION,
     C_PROTO,
     C_USED,
+    CONN_DTYPE,
     CONN_WIDTH,
     HOT_WIDTH,
     P_MAX_WIN,
@@ -33,6 +33,7 @@ from ctaccel.conntrack.layout import (
     P_SEQLO,
     P_STATE,
     P_WSCALE,
+    set_expiration,
     tcp_col,
 )
 from ctaccel.conntrack.tcp import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCPS_ESTABLISHED
@@ -101,11 +102,11 @@ def test_plain_ack_recheck_matches_the_general_one(reply, flags, states, wscales
     if other_state is not None:
         expected ^= other_state
     timeouts = default_timeouts_ms()
-    conns = np.zeros((1, CONN_WIDTH), np.int64)
+    conns = np.zeros((1, CONN_WIDTH), CONN_DTYPE)
     conns[0, C_USED] = 1
     conns[0, C_GENERATION] = GEN
     conns[0, C_PROTO] = 6
-    conns[0, C_EXPIRATION] = NOW + ttl
+    set_expiration(conns, 0, NOW + ttl)
     d_seq, d_hi, d_ack, d_dlo, d_dhi = offsets
     sender, receiver = (1, 0) if reply else (0, 1)
     conns[0, tcp_col(sender, P_SEQLO)] = base

@@ -18,14 +18,15 @@ from scapy.all import IP, TCP, Ether, Raw, raw
 from ctaccel.conntrack import tcp
 from ctaccel.conntrack.dump import tcp_state_name
 from ctaccel.conntrack.layout import (
-    C_EXPIRATION,
     C_TIMEOUT_CLASS,
+    CONN_DTYPE,
     CONN_WIDTH,
     P_MAX_WIN,
     P_SEQHI,
     P_SEQLO,
     P_STATE,
     P_WSCALE,
+    expirations,
     tcp_col,
 )
 from ctaccel.conntrack.timeouts import (
@@ -70,7 +71,7 @@ class Conn:
     """One connection row driven packet by packet, with a manual clock."""
 
     def __init__(self, timeouts=TIMEOUTS, slot=2):
-        self.conns = np.zeros((4, CONN_WIDTH), np.int64)
+        self.conns = np.zeros((4, CONN_WIDTH), CONN_DTYPE)
         self.slot = slot
         self.timeouts = timeouts
         self.now = 1_000
@@ -94,7 +95,7 @@ class Conn:
 
     @property
     def expiration(self):
-        return int(self.conns[self.slot, C_EXPIRATION])
+        return int(expirations(self.conns, self.slot))
 
     @property
     def timer(self):
@@ -157,7 +158,7 @@ def test_truncated_header_is_invalid_not_an_exception():
     frame, ofs, _ = make_frame(ACK, 1)
     short = frame[: ofs + 10].copy()
     assert not tcp.tcp_valid_new(short, ofs, 10)
-    conns = np.zeros((4, CONN_WIDTH), np.int64)
+    conns = np.zeros((4, CONN_WIDTH), CONN_DTYPE)
     assert tcp.tcp_conn_update(conns, 0, False, short, ofs, 10, 0, TIMEOUTS) == CT_UPDATE_INVALID
 
 
@@ -636,7 +637,7 @@ def test_oracle_scenario_verdicts():
 
 
 def test_state_names():
-    conns = np.zeros((1, CONN_WIDTH), np.int64)
+    conns = np.zeros((1, CONN_WIDTH), CONN_DTYPE)
     cases = {
         (tcp.TCPS_SYN_SENT, tcp.TCPS_CLOSED): "SYN_SENT",
         (tcp.TCPS_ESTABLISHED, tcp.TCPS_SYN_SENT): "ESTABLISHED",
@@ -690,8 +691,8 @@ def _resolve(conns, slot, sender, kind_value):
     packets=st.lists(packet_st, min_size=1, max_size=25),
 )
 def test_jitted_matches_python(first, first_opts, packets):
-    jit_conns = np.zeros((2, CONN_WIDTH), np.int64)
-    py_conns = np.zeros((2, CONN_WIDTH), np.int64)
+    jit_conns = np.zeros((2, CONN_WIDTH), CONN_DTYPE)
+    py_conns = np.zeros((2, CONN_WIDTH), CONN_DTYPE)
     now = 0
     flags, seq = first
     frame, ofs, l4len = make_frame(flags, seq, options=first_opts if "S" in flags else None)

@@ -166,7 +166,7 @@ def test_forged_segments_at_the_window_edges():
     probes, labels = [], []
     for i, c in enumerate(conns):
         side, kind, edge = COMBOS[i % len(COMBOS)]
-        row = ref.conntrack.conns[slots[c.sport]].copy()
+        row = ref.conntrack.conns[slots[c.sport]].astype(np.int64)  # (words are uint32)
         probes.append(_probe(c, row, side, kind, edge))
         labels.append((side, kind, edge))
     follow = []

@@ -30,6 +30,8 @@ row in a control connection's chain belongs to it; the index keeps at least one 
 
 from __future__ import annotations
 
+import numpy as np
+
 from ctaccel.arrays import prefaulted_zeros
 from ctaccel.conntrack.layout import (
     ALG_RELATED,
@@ -233,7 +235,7 @@ def exp_release_conn(ct, slot):
     """A connection is going: its expectations leave the index (OVS expectation_clean; rows
     data connections still name are kept for them) and its own reference is given back."""
     conns, exps = ct.conns, ct.exps
-    nxt = conns[slot, C_ALG_EXPS]
+    nxt = np.int64(conns[slot, C_ALG_EXPS])
     while nxt != 0:
         row = nxt - 1
         nxt = exps[row, E_NEXT]
@@ -245,7 +247,7 @@ def exp_release_conn(ct, slot):
         else:
             exps[row, E_STATE] = EXP_DETACHED
     conns[slot, C_ALG_EXPS] = 0
-    parent = conns[slot, C_ALG_PARENT]
+    parent = np.int64(conns[slot, C_ALG_PARENT])
     if parent != 0:
         row = parent - 1
         exps[row, E_REFS] -= 1

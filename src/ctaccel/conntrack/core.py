@@ -25,6 +25,8 @@ Invariants:
 
 from __future__ import annotations
 
+import numpy as np
+
 from ctaccel.conntrack.alg import (
     E_LABEL,
     E_MARK,
@@ -263,7 +265,7 @@ def _write_md(key, zone, ct, slot, tup, exp):
             key[CT_TP_SRC] = conns[slot, C_SPORT]
             key[CT_TP_DST] = conns[slot, C_DPORT]
         if conns[slot, C_ALG] & ALG_RELATED:
-            _write_parent(key, ct.exps, conns[slot, C_ALG_PARENT] - 1)
+            _write_parent(key, ct.exps, np.int64(conns[slot, C_ALG_PARENT]) - 1)
         return
     key[CT_MARK] = 0
     for i in range(4):

@@ -47,7 +47,6 @@ from ctaccel.conntrack.layout import (
     C_DL_TYPE,
     C_DPORT,
     C_DST,
-    C_EXPIRATION,
     C_ICMP_CODE,
     C_ICMP_TYPE,
     C_L4_STATE,
@@ -68,6 +67,7 @@ from ctaccel.conntrack.layout import (
     P_STATE,
     P_WSCALE,
     TCP_PEER_WIDTH,
+    expirations,
 )
 from ctaccel.conntrack.table import (
     T_DL_TYPE,
@@ -201,7 +201,7 @@ def format_conn(conns, slot: int, now_ms: int | None = None, verbose: bool = Fal
     if verbose:
         parts.append(f",status={_flag_names(_status(row), STATUS_NAMES)}")
     if stats:
-        left = max(int(row[C_EXPIRATION]) - int(now_ms or 0), 0)
+        left = max(int(expirations(conns, slot)) - int(now_ms or 0), 0)
         parts.append(f",timeout={left // 1000}")
     mark = int(row[C_MARK])
     if mark:
@@ -228,7 +228,7 @@ def dump_lines(conns, now_ms: int, zone: int | None = None, verbose: bool = Fals
                stats: bool = False, exps=None) -> list[str]:  # fmt: skip
     """Sorted dump-conntrack lines of the live connections (optionally of one zone);
     ``verbose``/``stats`` as ``-m``/``-s`` (``exps``: the expectations, for ``parent=``)."""
-    live = (conns[:, C_USED] != 0) & (conns[:, C_EXPIRATION] > now_ms)
+    live = (conns[:, C_USED] != 0) & (expirations(conns) > now_ms)
     if zone is not None:
         live &= conns[:, C_ZONE] == zone
     return sorted(format_conn(conns, int(slot), now_ms, verbose, stats, exps)

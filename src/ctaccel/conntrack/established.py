@@ -29,7 +29,6 @@ what it was.
 from __future__ import annotations
 
 from ctaccel.conntrack.layout import (
-    C_EXPIRATION,
     C_GENERATION,
     C_L4_STATE,
     C_TCP,
@@ -42,6 +41,7 @@ from ctaccel.conntrack.layout import (
     P_STATE,
     P_WSCALE,
     TCP_PEER_WIDTH,
+    expiration,
 )
 from ctaccel.conntrack.tcp import (
     SEQ_MASK,
@@ -85,7 +85,7 @@ def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now
         return RECHECK_GONE
     if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != generation:
         return RECHECK_GONE
-    if now_ms >= conns[slot, C_EXPIRATION]:
+    if now_ms >= expiration(conns, slot):
         return RECHECK_GONE
     for c in range(HOT_WIDTH):  # a tracker update only writes hot columns (a loop: a slice
         saved[c] = conns[slot, c]  # copy may allocate a temporary)
@@ -136,7 +136,7 @@ def ct_recheck_ack(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts, 
         or conns[slot, src + P_FLAGS] != 0
     ):
         return RECHECK_OTHER  # (an imported side not heard since: the tracker opens it)
-    if now_ms >= conns[slot, C_EXPIRATION]:
+    if now_ms >= expiration(conns, slot):
         return RECHECK_GONE
     state = CS_TRACKED | CS_ESTABLISHED
     if reply:

@@ -40,6 +40,7 @@ from ctaccel.conntrack.layout import (
     C_SEQ_SKEW,
     C_SPORT,
     C_SRC,
+    seq_skew,
 )
 from ctaccel.conntrack.table import ST_ALG_INVALID, ST_ALG_NO_ROOM, ST_ALG_REWRITES
 from ctaccel.jit import njit
@@ -467,7 +468,7 @@ def _adjust_and_checksum(ct, slot, buf, key, v6, reply):
     computed anew, as OVS does after every FTP packet it touches under NAT."""
     conns = ct.conns
     l3, l4 = key[L3_OFS], key[L4_OFS]
-    skew = conns[slot, C_SEQ_SKEW]  # (l4 + 18 <= the frame: extract_tuple saw 20 bytes)
+    skew = seq_skew(conns, slot)  # (l4 + 18 <= the frame: extract_tuple saw 20 bytes)
     if skew != 0:
         skew_reply = 1 if conns[slot, C_ALG] & ALG_SKEW_REPLY else 0
         ofs = l4 + 8 if reply != skew_reply else l4 + 4
@@ -528,13 +529,13 @@ def ftp_command(ct, slot, buf, flen, key, v6, reply, rpl_state, nat, scr):
     delta = _rewrite(ct, slot, buf, flen, key, v6, pay, scr)
     _adjust_and_checksum(ct, slot, buf, key, v6, reply)
     if delta != 0:
-        total = ct.conns[slot, C_SEQ_SKEW] + delta
+        total = seq_skew(ct.conns, slot) + delta
         if total != 0:  # OVS conn_seq_skew_set ignores a skew that comes back to 0
-            ct.conns[slot, C_SEQ_SKEW] = total
+            ct.conns[slot, C_SEQ_SKEW] = total & _M32  # (two's complement)
             if reply:
                 ct.conns[slot, C_ALG] |= ALG_SKEW_REPLY
             else:
-                ct.conns[slot, C_ALG] &= ~ALG_SKEW_REPLY
+                ct.conns[slot, C_ALG] &= ~ALG_SKEW_REPLY & _M32
     return False, flen + delta
 
 

@@ -45,11 +45,9 @@ import numpy as np
 
 from ctaccel.conntrack.icmp import ICMPS_FIRST, ICMPS_REPLY
 from ctaccel.conntrack.layout import (
-    C_CREATED_MS,
     C_DL_TYPE,
     C_DPORT,
     C_DST,
-    C_EXPIRATION,
     C_ICMP_CODE,
     C_ICMP_TYPE,
     C_KFLAGS,
@@ -62,7 +60,6 @@ from ctaccel.conntrack.layout import (
     C_R_DST,
     C_R_SPORT,
     C_R_SRC,
-    C_SEQ,
     C_SPORT,
     C_SRC,
     C_TCP,
@@ -74,6 +71,9 @@ from ctaccel.conntrack.layout import (
     P_STATE,
     P_WSCALE,
     TCP_PEER_WIDTH,
+    expirations,
+    set_expiration,
+    set_sequence,
     tcp_col,
 )
 from ctaccel.conntrack.lifecycle import ZL_TP, delete_conn, lookup_live
@@ -336,9 +336,8 @@ def _insert(ct, rows, now_ms, out, slots):
         conns[slot, C_L4_STATE] = rows[i, R_L4_STATE]
         conns[slot, C_TIMEOUT_CLASS] = rows[i, R_TM]
         conns[slot, C_TP_BASE] = ct.zone_limits[ZL_TP, rows[i, R_ZONE]] * N_TIMEOUTS
-        conns[slot, C_EXPIRATION] = rows[i, R_EXPIRE]
-        conns[slot, C_CREATED_MS] = now_ms
-        conns[slot, C_SEQ] = stats[ST_NEXT_SEQ]
+        set_expiration(conns, slot, rows[i, R_EXPIRE])
+        set_sequence(conns, slot, stats[ST_NEXT_SEQ])
         stats[ST_NEXT_SEQ] += 1
         if rows[i, R_PROTO] == PROTO_TCP:
             for peer in range(2):
@@ -402,7 +401,7 @@ def outcome_counts(out: np.ndarray) -> dict[str, int]:
 def export_entries(conns: np.ndarray, now_ms: int, zone_map=None) -> KernelEntries:
     """The live connections of ``conns`` (not expired at ``now_ms``) as KernelEntries; ctaccel
     zones are mapped back through the inverse of ``zone_map`` (kernel zone -> ctaccel zone)."""
-    live = np.flatnonzero((conns[:, C_USED] != 0) & (conns[:, C_EXPIRATION] > now_ms))
+    live = np.flatnonzero((conns[:, C_USED] != 0) & (expirations(conns) > now_ms))
     return export_rows(conns, live, now_ms, zone_map)
 
 
@@ -414,8 +413,8 @@ def for_update(entries: KernelEntries) -> KernelEntries:
 
 def export_rows(conns: np.ndarray, live: np.ndarray, now_ms: int, zone_map=None) -> KernelEntries:
     """The connections in rows ``live`` of ``conns`` as KernelEntries (see export_entries)."""
-
-    r = conns[live]
+    expire = expirations(conns, live)
+    r = conns[live].astype(np.int64)  # (numpy keeps uint32 - int as uint32: widened first)
     e = KernelEntries.empty(len(live))
     back = np.arange(65536, dtype=np.int64)
     for kz, z in (zone_map or {}).items():
@@ -440,7 +439,7 @@ def export_rows(conns: np.ndarray, live: np.ndarray, now_ms: int, zone_map=None)
     e.status[:] = (IPS_CONFIRMED | np.where(seen, IPS_SEEN_REPLY | IPS_ASSURED, 0)
                    | np.where(nat & NAT_SRC, IPS_SRC_NAT, 0)
                    | np.where((nat & NAT_DST) & ~(nat & NAT_SRC), IPS_DST_NAT, 0))  # fmt: skip
-    e.timeout_s[:] = np.maximum((r[:, C_EXPIRATION] - now_ms + 999) // 1000, 1)
+    e.timeout_s[:] = np.maximum((expire - now_ms + 999) // 1000, 1)
     e.tcp_state[:] = np.where(tcp, state, 0)
     kflags = r[:, C_KFLAGS]  # the kernel's own flags of an imported connection: kept
     told = (kflags & (IP_CT_TCP_FLAG_CLOSE_INIT * 0x101)) != 0  # the kernel said who closed

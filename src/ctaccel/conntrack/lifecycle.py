@@ -29,13 +29,12 @@ from ctaccel.conntrack.layout import (
     C_ADMIT,
     C_ALG_EXPS,
     C_ALG_PARENT,
-    C_CREATED_MS,
-    C_EXPIRATION,
     C_NAT_FLAGS,
-    C_SEQ,
     C_TP_BASE,
     C_USED,
     C_ZONE,
+    expiration,
+    set_sequence,
 )
 from ctaccel.conntrack.nat import (
     EPHEMERAL_MAX,
@@ -96,6 +95,7 @@ ZL_COLUMNS = 65537
 
 # The admitting zone-limit entry of a connection: 0 = none, else (column + 1) | seq << 17.
 _ADMIT_COLUMN_BITS = 17
+_ADMIT_SEQ_MASK = (1 << (32 - _ADMIT_COLUMN_BITS)) - 1  # the seq's bits that fit the word
 
 
 @njit
@@ -105,11 +105,14 @@ def delete_conn(ct, slot):
     conns, zone_limits = ct.conns, ct.zone_limits
     if conns[slot, C_ALG_EXPS] != 0 or conns[slot, C_ALG_PARENT] != 0:
         exp_release_conn(ct, slot)
-    admit = conns[slot, C_ADMIT]
+    admit = np.int64(conns[slot, C_ADMIT])
     if admit != 0:
         column = (admit & ((1 << _ADMIT_COLUMN_BITS) - 1)) - 1
         seq = admit >> _ADMIT_COLUMN_BITS
-        if zone_limits[ZL_LIMIT, column] >= 0 and zone_limits[ZL_SEQ, column] == seq:
+        if (
+            zone_limits[ZL_LIMIT, column] >= 0
+            and zone_limits[ZL_SEQ, column] & _ADMIT_SEQ_MASK == seq
+        ):
             zone_limits[ZL_COUNT, column] -= 1
     conn_release(conns, ct.index, ct.free_slots, ct.stats, slot)
 
@@ -122,7 +125,7 @@ def lookup_live(ct, tup, now_ms):
     if handle < 0:
         return -1
     slot = handle >> 1
-    if now_ms >= conns[slot, C_EXPIRATION]:
+    if now_ms >= expiration(conns, slot):
         delete_conn(ct, slot)
         ct.stats[ST_EXPIRED_AT_LOOKUP] += 1
         return -1
@@ -280,11 +283,11 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup, exp):
     # the zone's timeout policy at commit stays the connection's (OVS conn->tp_id)
     conns[slot, C_TP_BASE] = zone_limits[ZL_TP, zone] * N_TIMEOUTS
     new_conn(conns, slot, tup[T_PROTO], frame, l4_ofs, l4_len, now_ms, ct.timeouts)
-    conns[slot, C_CREATED_MS] = now_ms
-    conns[slot, C_SEQ] = stats[ST_NEXT_SEQ]
+    set_sequence(conns, slot, stats[ST_NEXT_SEQ])
     stats[ST_NEXT_SEQ] += 1
     if column >= 0:
-        conns[slot, C_ADMIT] = (column + 1) | (zone_limits[ZL_SEQ, column] << _ADMIT_COLUMN_BITS)
+        seq_bits = (zone_limits[ZL_SEQ, column] & _ADMIT_SEQ_MASK) << _ADMIT_COLUMN_BITS
+        conns[slot, C_ADMIT] = (column + 1) | seq_bits
         zone_limits[ZL_COUNT, column] += 1
     stats[ST_CREATED] += 1
     return slot
@@ -299,12 +302,12 @@ def sweep_expired(ct, now_ms):
     earliest = INT64_MAX
     for slot in range(conns.shape[0]):
         if conns[slot, C_USED] != 0:
-            expiration = conns[slot, C_EXPIRATION]
-            if now_ms >= expiration:
+            when = expiration(conns, slot)
+            if now_ms >= when:
                 delete_conn(ct, slot)
                 removed += 1
-            elif expiration < earliest:
-                earliest = expiration
+            elif when < earliest:
+                earliest = when
     return removed, earliest
 
 

@@ -261,18 +261,18 @@ def nat_target(conns, slot, reply):
     "header transposition" the fast path caches): (kind, a0, a1, a2, a3, sport, dport) with
     kind NAT_SRC (the source address becomes a0..a3) or NAT_DST (the destination does), 0 if
     the connection does not translate; the TCP/UDP ports become sport, dport."""
-    action = conns[slot, C_NAT_FLAGS]
+    action = np.int64(conns[slot, C_NAT_FLAGS])
     if reply:
         action = reverse_action(action)
         ksrc = C_SRC
         kdst = C_DST
-        ksport = conns[slot, C_SPORT]
-        kdport = conns[slot, C_DPORT]
+        ksport = np.int64(conns[slot, C_SPORT])
+        kdport = np.int64(conns[slot, C_DPORT])
     else:
         ksrc = C_R_SRC
         kdst = C_R_DST
-        ksport = conns[slot, C_R_SPORT]
-        kdport = conns[slot, C_R_DPORT]
+        ksport = np.int64(conns[slot, C_R_SPORT])
+        kdport = np.int64(conns[slot, C_R_DPORT])
     kind = 0
     col = ksrc
     if action & NAT_SRC:
@@ -280,8 +280,9 @@ def nat_target(conns, slot, reply):
         col = kdst
     elif action & NAT_DST:
         kind = NAT_DST
-    return (kind, conns[slot, col], conns[slot, col + 1], conns[slot, col + 2],
-            conns[slot, col + 3], kdport, ksport)  # fmt: skip
+    return (kind, np.int64(conns[slot, col]), np.int64(conns[slot, col + 1]),
+            np.int64(conns[slot, col + 2]), np.int64(conns[slot, col + 3]), kdport,
+            ksport)  # fmt: skip
 
 
 @njit(forceinline=True)
@@ -307,7 +308,7 @@ def nat_packet(conns, slot, reply, related, frame, key, state):
     if kind == 0:
         return state
     state |= CS_SRC_NAT if kind == NAT_SRC else CS_DST_NAT
-    proto = conns[slot, C_PROTO]
+    proto = np.int64(conns[slot, C_PROTO])
     dl_type = key[DL_TYPE]
     l3 = key[L3_OFS]
     l4 = key[L4_OFS]

@@ -15,6 +15,8 @@ the expiration is always re-armed from ``now_ms`` with the new state's timeout.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ctaccel.conntrack.layout import C_L4_STATE, C_PROTO
 from ctaccel.conntrack.timeouts import (
     CT_UPDATE_STILL_NEW,
@@ -67,7 +69,7 @@ def other_timeout_class(proto, state):
 
 @njit(forceinline=True)
 def _arm(conns, slot, now_ms, timeouts):
-    tm = other_timeout_class(conns[slot, C_PROTO], conns[slot, C_L4_STATE])
+    tm = other_timeout_class(np.int64(conns[slot, C_PROTO]), np.int64(conns[slot, C_L4_STATE]))
     arm_timer(conns, slot, now_ms, timeouts, tm)
 
 
@@ -87,7 +89,7 @@ def other_new_conn(conns, slot, now_ms, timeouts):
 @njit(forceinline=True)
 def other_conn_update(conns, slot, reply, now_ms, timeouts):
     """Advance the state for one packet; CT_UPDATE_VALID once bidirectional, else NEW."""
-    state = conns[slot, C_L4_STATE]
+    state = np.int64(conns[slot, C_L4_STATE])
     if reply and state != OTHERS_BIDIR:
         state = OTHERS_BIDIR
     elif state == OTHERS_FIRST:

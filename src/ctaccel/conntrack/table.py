@@ -1,6 +1,6 @@
 """Open-addressing hash index over the connection rows, and the conn slot allocator.
 
-What: the storage half of the connection tracker. ``conns[cap, CONN_WIDTH]`` holds one row per
+What: the storage half of the connection tracker. ``conns[cap, CONN_WIDTH]`` (uint32 words) holds one row per
 connection (layout.py); ``index[nbuckets, 2]`` maps a lookup tuple to a connection *handle*
 ``slot * 2 + reply``; ``free_slots`` is a stack of free rows; ``stats`` (an int64 vector, the
 ``ST_*`` columns below) holds the live count, the free-stack top and the named counters, so a
@@ -56,6 +56,7 @@ from ctaccel.conntrack.layout import (
     C_SRC,
     C_USED,
     C_ZONE,
+    CONN_DTYPE,
     CONN_WIDTH,
 )
 from ctaccel.hashtable import index_add, index_remove, slots_for
@@ -208,18 +209,18 @@ def _tuple_finish(h):
 @njit(forceinline=True)
 def row_endpoint_words(conns, slot, reply):
     """(source word, destination word) of a connection's original or reply tuple."""
-    dl_type = conns[slot, C_DL_TYPE]
-    proto = conns[slot, C_PROTO]
+    dl_type = np.int64(conns[slot, C_DL_TYPE])
+    proto = np.int64(conns[slot, C_PROTO])
     if reply == 0:
-        sport = conns[slot, C_SPORT]
-        dport = conns[slot, C_DPORT]
+        sport = np.int64(conns[slot, C_SPORT])
+        dport = np.int64(conns[slot, C_DPORT])
     else:
-        sport = conns[slot, C_R_SPORT]
-        dport = conns[slot, C_R_DPORT]
+        sport = np.int64(conns[slot, C_R_SPORT])
+        dport = np.int64(conns[slot, C_R_DPORT])
     if not is_icmp_key(dl_type, proto):
         return sport, dport
-    t = conns[slot, C_ICMP_TYPE]
-    code = conns[slot, C_ICMP_CODE]
+    t = np.int64(conns[slot, C_ICMP_TYPE])
+    code = np.int64(conns[slot, C_ICMP_CODE])
     rt = reverse_icmp_type(dl_type, t)
     if reply == 0:
         return (sport << 16) | (t << 8) | code, (dport << 16) | (rt << 8) | code
@@ -247,13 +248,13 @@ def row_tuple_hash(conns, slot, reply):
     """``tuple_hash`` of the tuple ``row_tuple`` would write, without writing it."""
     src = C_SRC if reply == 0 else C_R_SRC
     dst = C_DST if reply == 0 else C_R_DST
-    h = _mix(_TUPLE_SEED, conns[slot, C_ZONE])
-    h = _mix(h, conns[slot, C_DL_TYPE])
-    h = _mix(h, conns[slot, C_PROTO])
+    h = _mix(_TUPLE_SEED, np.int64(conns[slot, C_ZONE]))
+    h = _mix(h, np.int64(conns[slot, C_DL_TYPE]))
+    h = _mix(h, np.int64(conns[slot, C_PROTO]))
     for i in range(4):
-        h = _mix(h, conns[slot, src + i])
+        h = _mix(h, np.int64(conns[slot, src + i]))
     for i in range(4):
-        h = _mix(h, conns[slot, dst + i])
+        h = _mix(h, np.int64(conns[slot, dst + i]))
     sw, dw = row_endpoint_words(conns, slot, reply)
     h = _mix(h, sw)
     return _tuple_finish(_mix(h, dw))
@@ -340,7 +341,7 @@ def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms):
     top -= 1
     slot = free_slots[top]
     stats[ST_FREE_TOP] = top
-    generation = conns[slot, C_GENERATION] + 1
+    generation = (np.int64(conns[slot, C_GENERATION]) + 1) & 0xFFFFFFFF
     for c in range(CONN_WIDTH):
         conns[slot, c] = 0
     conns[slot, C_GENERATION] = generation
@@ -377,7 +378,7 @@ def conn_release(conns, index, free_slots, stats, slot):
     for reply in range(2):
         index_remove(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
     conns[slot, C_USED] = 0
-    conns[slot, C_GENERATION] += 1
+    conns[slot, C_GENERATION] = (np.int64(conns[slot, C_GENERATION]) + 1) & 0xFFFFFFFF
     free_slots[stats[ST_FREE_TOP]] = slot
     stats[ST_FREE_TOP] += 1
     stats[ST_N_CONNS] -= 1
@@ -406,7 +407,7 @@ def index_buckets_for(capacity: int) -> int:
     return slots_for(capacity, BUCKETS_PER_ROW)
 
 
-# The most rows a row store reserves (address space only: 8 GiB of it at 16M rows); a table
+# The most rows a row store reserves (address space only: 4 GiB of it at 16M rows); a table
 # allowed more connections copies its rows when it grows past them.
 MAX_STORE_ROWS = 1 << 24
 
@@ -419,7 +420,7 @@ def row_store(max_conns: int, capacity: int) -> np.ndarray | None:
     reservation (the table then copies on growth)."""
     rows = max(int(capacity), min(int(max_conns), MAX_STORE_ROWS), 1)
     try:
-        return aligned_zeros((rows, CONN_WIDTH))
+        return aligned_zeros((rows, CONN_WIDTH), CONN_DTYPE)
     except MemoryError:
         return None
 
@@ -432,7 +433,7 @@ def new_tables(capacity: int, max_conns: int, rows: np.ndarray | None = None):
         conns = rows[:capacity]
         conns.fill(0)
     else:
-        conns = prefaulted_zeros((capacity, CONN_WIDTH))
+        conns = prefaulted_zeros((capacity, CONN_WIDTH), CONN_DTYPE)
     index = prefaulted_zeros((index_buckets_for(capacity), 2))
     free_slots = prefaulted_zeros(capacity)
     stats = prefaulted_zeros(ST_WIDTH)
@@ -465,7 +466,7 @@ def grow_tables(conns, index, free_slots, stats, new_capacity: int, rows=None):
     if rows is not None and rows.shape[0] >= new_capacity and np.may_share_memory(conns, rows):
         new_conns = rows[:new_capacity]
     else:
-        new_conns = prefaulted_zeros((new_capacity, CONN_WIDTH))
+        new_conns = prefaulted_zeros((new_capacity, CONN_WIDTH), CONN_DTYPE)
         new_conns[:old] = conns
     new_index = aligned_zeros((index_buckets_for(new_capacity), 2))
     reindex(index, new_index)

@@ -202,9 +202,11 @@ def _invalid_flags(flags):
 def load_peers(conns, slot, src, dst):
     """The window numbers of the sending peer (columns from ``src``) and the receiving one
     (``dst``): seqlo, seqhi, max_win and wscale of each, sender first."""
-    return (conns[slot, src + P_SEQLO], conns[slot, src + P_SEQHI], conns[slot, src + P_MAX_WIN],
-            conns[slot, src + P_WSCALE], conns[slot, dst + P_SEQLO], conns[slot, dst + P_SEQHI],
-            conns[slot, dst + P_MAX_WIN], conns[slot, dst + P_WSCALE])  # fmt: skip
+    # (words are uint32: widened before any arithmetic between them)
+    return (np.int64(conns[slot, src + P_SEQLO]), np.int64(conns[slot, src + P_SEQHI]),
+            np.int64(conns[slot, src + P_MAX_WIN]), np.int64(conns[slot, src + P_WSCALE]),
+            np.int64(conns[slot, dst + P_SEQLO]), np.int64(conns[slot, dst + P_SEQHI]),
+            np.int64(conns[slot, dst + P_MAX_WIN]), np.int64(conns[slot, dst + P_WSCALE]))  # fmt: skip
 
 
 @njit(forceinline=True)
@@ -403,7 +405,9 @@ def adopt_side(conns, slot, src, dst, frame, l4_ofs, l4_len):
     ack = _be32(frame, l4_ofs + 8) if flags & TCP_ACK else seq
     win = _be16(frame, l4_ofs + 14)
     end = seq + _payload_len(frame, l4_ofs, l4_len)
-    sws, dws = window_shifts(conns[slot, src + P_WSCALE], conns[slot, dst + P_WSCALE])
+    sws, dws = window_shifts(
+        np.int64(conns[slot, src + P_WSCALE]), np.int64(conns[slot, dst + P_WSCALE])
+    )
     scaled = win << sws
     if scaled < 1:
         scaled = np.int64(1)
@@ -414,9 +418,9 @@ def adopt_side(conns, slot, src, dst, frame, l4_ofs, l4_len):
         seqhi = end + (np.int64(0xFFFF) << dws)
         conns[slot, src + P_FLAGS] = PF_SEQHI_GUESS
     else:
-        seqhi = conns[slot, src + P_SEQHI]
+        seqhi = np.int64(conns[slot, src + P_SEQHI])
         if seqhi == 0:
-            seqhi = end + max(conns[slot, dst + P_MAX_WIN] << dws, np.int64(1))
+            seqhi = end + max(np.int64(conns[slot, dst + P_MAX_WIN]) << dws, np.int64(1))
         conns[slot, src + P_FLAGS] = 0
         if conns[slot, dst + P_FLAGS] & PF_SEQHI_GUESS:
             conns[slot, dst + P_SEQHI] = (ack + scaled) & SEQ_MASK
@@ -491,8 +495,8 @@ def tcp_conn_update(conns, slot, reply, frame, l4_ofs, l4_len, now_ms, timeouts)
 
     src = C_TCP + TCP_PEER_WIDTH if reply else C_TCP
     dst = C_TCP if reply else C_TCP + TCP_PEER_WIDTH
-    src_state = conns[slot, src + P_STATE]
-    dst_state = conns[slot, dst + P_STATE]
+    src_state = np.int64(conns[slot, src + P_STATE])
+    dst_state = np.int64(conns[slot, dst + P_STATE])
 
     if (flags & (TCP_SYN | TCP_ACK)) == TCP_SYN:
         if src_state >= TCPS_FIN_WAIT_2 and dst_state >= TCPS_FIN_WAIT_2:

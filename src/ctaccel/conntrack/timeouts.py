@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctaccel.conntrack.layout import C_EXPIRATION, C_TIMEOUT_CLASS, C_TP_BASE
+from ctaccel.conntrack.layout import C_TIMEOUT_CLASS, C_TP_BASE, set_expiration
 from ctaccel.errors import InputError
 from ctaccel.jit import njit
 
@@ -95,7 +95,7 @@ def arm_timer(conns, slot, now_ms, timeouts, tm):
     """Arm the connection's timer for class ``tm`` under the timeout policy it was committed
     with (OVS conn_update_expiration): expiration = now + the policy's value."""
     conns[slot, C_TIMEOUT_CLASS] = tm
-    conns[slot, C_EXPIRATION] = now_ms + timeouts[conns[slot, C_TP_BASE] + tm]
+    set_expiration(conns, slot, now_ms + timeouts[np.int64(conns[slot, C_TP_BASE]) + tm])
 
 
 def policy_table(base_ms=None) -> np.ndarray:

@@ -29,7 +29,14 @@ state; a punt leaves every connection row as it was; results equal full processi
 from __future__ import annotations
 
 from ctaccel.conntrack.established import RECHECK_GONE, ct_recheck, ct_recheck_one
-from ctaccel.conntrack.layout import C_GENERATION, C_LABEL, C_MARK, C_USED, HOT_WIDTH
+from ctaccel.conntrack.layout import (
+    C_GENERATION,
+    C_LABEL,
+    C_MARK,
+    C_USED,
+    CONN_LINE_WORDS,
+    HOT_WIDTH,
+)
 from ctaccel.conntrack.nat import nat_rewrite
 from ctaccel.datapath.exact import em_lookup_hashed, hash_row
 from ctaccel.datapath.layout import (
@@ -397,7 +404,7 @@ def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
             elif f < 0 and entry_line(v) < fp_rows.shape[0]:
                 slot = fp_rows[entry_line(v), FC_SLOT]
             if slot >= 0 and slot < conns.shape[0]:
-                for c in range(0, HOT_WIDTH, 8):  # what a re-check reads and writes
+                for c in range(0, HOT_WIDTH, CONN_LINE_WORDS):  # what a re-check touches
                     prefetch2(conns, slot, c)
         vm[VM_PF_CONN] += 1
 
