@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from ctaccel.conntrack.layout import C_GENERATION, C_USED, expirations, sequence_numbers
+from ctaccel.conntrack.layout import C_GENERATION, C_SEQ, C_USED, ROW_CONN, expirations
 from ctaccel.conntrack.table import ST_NEXT_SEQ
 from ctaccel.io.ctnetlink import CtNetlink, KernelEntries
 
@@ -175,7 +175,8 @@ class KernelSync:
         if not len(self._slots):
             return
         conns = self.ct.conns
-        gone = ((conns[self._slots, C_USED] == 0) | (conns[self._slots, C_GENERATION] != self._gens)
+        gone = ((conns[self._slots, C_USED] != ROW_CONN)
+                | (conns[self._slots, C_GENERATION] != self._gens)
                 | (expirations(conns, self._slots) <= now_ms))  # fmt: skip
         if gone.any():
             refused = self.nl.delete(self._sent.take(gone))
@@ -192,11 +193,14 @@ class KernelSync:
         from ctaccel.conntrack.kernel_map import export_rows
 
         conns = self.ct.conns
-        if int(self.ct.stats[ST_NEXT_SEQ]) <= self._seq:
+        created = int(self.ct.stats[ST_NEXT_SEQ]) - self._seq
+        if created <= 0:
             return
-        new = np.flatnonzero((conns[:, C_USED] != 0) & (sequence_numbers(conns) >= self._seq)
+        # creation numbers are kept mod 2**32: those created since are the next ``created``
+        since = (conns[:, C_SEQ].astype(np.int64) - self._seq) & 0xFFFFFFFF
+        new = np.flatnonzero((conns[:, C_USED] == ROW_CONN) & (since < created)
                              & (expirations(conns) > now_ms))  # fmt: skip
-        self._seq = int(self.ct.stats[ST_NEXT_SEQ])
+        self._seq += created
         if not len(new):
             return
         entries = export_rows(conns, new, now_ms, self.zone_map)

@@ -12,7 +12,7 @@ import pytest
 
 from ctaccel.conntrack import Conntrack, action_row
 from ctaccel.conntrack import ftp as F
-from ctaccel.conntrack.layout import C_ALG, C_SEQ_SKEW
+from ctaccel.conntrack.layout import C_USED, ROW_CONN, X_ALG, ext_get, seq_skew
 from ctaccel.conntrack.nat import spec_from_action
 from ctaccel.conntrack.table import ST_EXP_LIVE, ST_EXP_USED
 from ctaccel.ofproto.rule_actions import _parse_nat
@@ -21,6 +21,12 @@ from ctaccel.packet.parse import parse_frame
 from support.oracle.frames import tcp
 
 A, B, NAT4 = "10.1.1.1", "10.1.1.2", "10.1.1.240"
+
+
+def _control_slot(ct) -> int:
+    """The row of the (one) connection committed with an ALG helper."""
+    return next(s for s in range(ct.capacity)
+                if ct.conns[s, C_USED] == ROW_CONN and ext_get(ct.conns, s, X_ALG) & 3)  # fmt: skip
 
 
 def _bytes(text: str) -> np.ndarray:
@@ -155,7 +161,7 @@ def test_a_data_connection_outlives_its_control_connection_with_its_parent_tuple
     state, _f, key = _run(ct, tcp("B", "A", 20, 40001, "S", 1, 0), data, 6)
     assert state == "new|rel|trk" and int(key[K.CT_MARK]) == 7 and int(key[K.CT_TP_DST]) == 21
     # the control connection alone goes
-    control = next(s for s in range(ct.capacity) if ct.conns[s, C_ALG] & 3)
+    control = _control_slot(ct)
     from ctaccel.conntrack.lifecycle import delete_conn
 
     delete_conn(ct.tables, control)
@@ -178,8 +184,8 @@ def test_snat_rewrites_port_and_every_later_segment_is_adjusted_both_ways():
     cmd = _port(A, 40001)
     _s, out, _k = _run(ct, tcp("A", "B", 40000, 21, "PA", 1000, 5000, cmd), act, 5, nat)
     assert _port(NAT4, 40001) in out and len(out) == len(tcp("A", "B", 1, 2, "PA", 0, 0, cmd)) + 2
-    slot = next(s for s in range(ct.capacity) if ct.conns[s, C_ALG] & 3)
-    assert int(ct.conns[slot, C_SEQ_SKEW]) == 2
+    slot = _control_slot(ct)
+    assert int(seq_skew(ct.conns, slot)) == 2
     seq_a, seq_b = 1000 + len(cmd), 5000
     for k in range(120):  # both ways, far past the rewrite: never invalid, numbers moved by 2
         msg = b"NOOP %d\r\n" % k
@@ -212,7 +218,7 @@ def test_ftp_command_jitted_matches_plain_python():
             buf[: len(f)] = np.frombuffer(f, np.uint8)
             parse_frame(buf[: len(f)], np.int64(1), key)
             scr = np.zeros(96, np.int64)
-            slot = next(s for s in range(ct.capacity) if ct.conns[s, C_ALG] & 3)
+            slot = _control_slot(ct)
             inv, n = fn(ct.tables, slot, buf, len(f), key, False, 0, 0, True, scr)
             outs.append((bool(inv), int(n), bytes(buf[:n]), i))
         return outs, ct.exps.copy(), ct.conns.copy()

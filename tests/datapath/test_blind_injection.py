@@ -29,6 +29,7 @@ from ctaccel.conntrack.layout import (
     P_SEQHI,
     P_SEQLO,
     P_WSCALE,
+    ROW_CONN,
     tcp_col,
 )
 from ctaccel.conntrack.tcp import MAXACKWINDOW
@@ -99,7 +100,7 @@ def _setup(conns):
 
 
 def _slots(ct: Conntrack) -> dict[int, int]:
-    used = np.nonzero(ct.conns[:, C_USED])[0]
+    used = np.flatnonzero(ct.conns[:, C_USED] == ROW_CONN)
     return {int(ct.conns[s, C_SPORT]): int(s) for s in used}
 
 

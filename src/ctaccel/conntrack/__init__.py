@@ -38,6 +38,7 @@ from ctaccel.conntrack.layout import (
     CAF_FORCE,
     CAF_SET_LABEL,
     CAF_SET_MARK,
+    ROW_CONN,
     CtTables,
 )
 from ctaccel.conntrack.lifecycle import (
@@ -64,6 +65,7 @@ from ctaccel.conntrack.table import (
     ST_SWEPT,
     grow_tables,
     new_tables,
+    row_limit,
     row_store,
 )
 from ctaccel.conntrack.timeouts import (
@@ -138,7 +140,7 @@ class Conntrack:
         self.timeouts = policy_table(base)
         self._policies = 1
         self.max_conns = int(max_conns)
-        capacity = max(1, min(int(initial_capacity), max(self.max_conns, 1)))
+        capacity = max(1, min(int(initial_capacity), max(row_limit(self.max_conns), 1)))
         self._rows = row_store(self.max_conns, capacity)
         self.conns, self.index, self.free_slots, self.stats = new_tables(capacity, self.max_conns,
                                                                          self._rows)  # fmt: skip
@@ -172,20 +174,22 @@ class Conntrack:
 
     def reserve(self, n: int = 1) -> None:
         """Make sure ``n`` more connections (and ALG expectations) fit, connections up to
-        max_conns: grow the arrays if not."""
+        max_conns: grow the arrays if not. A connection takes one or two rows (layout.py:
+        an extension row for some), so ``2 * n`` rows are kept free."""
         rows = self.exps.shape[0]
         if rows - int(self.stats[ST_EXP_USED]) < n:
             while rows - int(self.stats[ST_EXP_USED]) < n:
                 rows *= 2
             self.exps, self.exp_index = grow_exps(self.exps, self.stats, rows)
         free = int(self.stats[ST_FREE_TOP])
-        if free >= n or self.capacity >= self.max_conns:
+        max_rows = max(row_limit(self.max_conns), 1)
+        if free >= 2 * n or self.capacity >= max_rows:
             return
-        needed = int(self.stats[ST_N_CONNS]) + n
+        needed = self.capacity - free + 2 * n
         new_cap = self.capacity
         while new_cap < needed:
             new_cap *= 2
-        new_cap = min(max(new_cap, 1), max(self.max_conns, 1))
+        new_cap = min(max(new_cap, 1), max_rows)
         if new_cap > self.capacity:
             self.conns, self.index, self.free_slots = grow_tables(
                 self.conns, self.index, self.free_slots, self.stats, new_cap, self._rows
@@ -350,6 +354,6 @@ class Conntrack:
         if handle < 0:
             return None
         slot = handle >> 1
-        if slot >= self.capacity or not self.conns[slot, C_USED]:
+        if slot >= self.capacity or self.conns[slot, C_USED] != ROW_CONN:
             return None
         return self.conns[slot]

@@ -14,8 +14,8 @@ Design:
   about to create a connection (core.py), removed when the control connection goes (as OVS,
   expectations have no timer of their own: they live as long as their control connection, and
   match any number of data connections).
-- A control connection chains its expectations through ``E_NEXT`` from its ``C_ALG_EXPS``;
-  a data connection names its expectation's row in ``C_ALG_PARENT`` and holds a reference
+- A control connection chains its expectations through ``E_NEXT`` from its ``X_ALG_EXPS``;
+  a data connection names its expectation's row in ``X_ALG_PARENT`` and holds a reference
   (``E_REFS``), so the parent's tuple outlives the control connection (OVS copies it into the
   data connection: same answer, no wide column). A row leaves the index when its control
   connection goes (``E_STATE`` DETACHED) and is freed when no data connection refers to it.
@@ -30,26 +30,29 @@ row in a control connection's chain belongs to it; the index keeps at least one 
 
 from __future__ import annotations
 
-import numpy as np
-
 from ctaccel.arrays import prefaulted_zeros
 from ctaccel.conntrack.layout import (
     ALG_RELATED,
-    C_ALG,
-    C_ALG_EXPS,
-    C_ALG_PARENT,
     C_DL_TYPE,
     C_DPORT,
-    C_DST,
     C_LABEL,
     C_MARK,
-    C_NAT_FLAGS,
     C_PROTO,
-    C_R_DST,
-    C_R_SRC,
     C_SPORT,
-    C_SRC,
     C_ZONE,
+    X_ALG,
+    X_ALG_EXPS,
+    X_ALG_PARENT,
+    X_DST,
+    X_NAT_FLAGS,
+    X_R_DST,
+    X_R_SRC,
+    X_SRC,
+    addr_word,
+    ext_get,
+    ext_or,
+    ext_row,
+    ext_set,
 )
 from ctaccel.conntrack.nat import NAT_DST, NAT_SRC
 from ctaccel.conntrack.table import (
@@ -75,7 +78,7 @@ from ctaccel.jit import njit
 # --- expectation row ------------------------------------------------------------------------
 # columns 0 .. TUP_WIDTH-1: the expected tuple (table.py T_*), T_SWORD always 0 (any port)
 E_STATE = TUP_WIDTH  # EXP_FREE, EXP_LIVE (in the index), EXP_DETACHED (kept for references)
-E_REFS = TUP_WIDTH + 1  # data connections naming this row in C_ALG_PARENT
+E_REFS = TUP_WIDTH + 1  # data connections naming this row in X_ALG_PARENT
 E_NEXT = TUP_WIDTH + 2  # next row + 1 of the same control connection (or of the free chain)
 E_MARK = TUP_WIDTH + 3  # the control connection's mark and label when this was created
 E_LABEL = TUP_WIDTH + 4  # 4 words
@@ -185,6 +188,13 @@ def _copy4(dst, dcol, src, scol):
         dst[dcol + i] = src[scol + i]
 
 
+@njit(forceinline=True)
+def _copy_addr(dst, dcol, conns, slot, xcol):
+    """dst[dcol:dcol + 4] := the connection's address ``xcol`` (layout.addr_word)."""
+    for i in range(4):
+        dst[dcol + i] = addr_word(conns, slot, xcol, i)
+
+
 @njit
 def exp_create(ct, slot, dport, reply):
     """OVS expectation_create(ct, dst_port, parent, reply, src_ip_wc=false, skip_nat=false):
@@ -196,17 +206,17 @@ def exp_create(ct, slot, dport, reply):
         ct.stats[ST_EXP_REFUSED] += 1
         return
     e = exps[row]
-    dnat = (conns[slot, C_NAT_FLAGS] & NAT_DST) != 0
+    dnat = (ext_get(conns, slot, X_NAT_FLAGS) & NAT_DST) != 0
     if reply:  # the command came from the reply side: the original side connects
-        _copy4(e, T_SRC, conns[slot], C_SRC)
-        _copy4(e, T_DST, conns[slot], C_DST)
+        _copy_addr(e, T_SRC, conns, slot, X_SRC)
+        _copy_addr(e, T_DST, conns, slot, X_DST)
         e[E_NAT_RPL_DST] = 0 if dnat else 1
-        _copy4(e, E_NAT_ADDR, conns[slot], C_R_SRC if dnat else C_R_DST)
+        _copy_addr(e, E_NAT_ADDR, conns, slot, X_R_SRC if dnat else X_R_DST)
     else:
-        _copy4(e, T_SRC, conns[slot], C_R_SRC)
-        _copy4(e, T_DST, conns[slot], C_R_DST)
+        _copy_addr(e, T_SRC, conns, slot, X_R_SRC)
+        _copy_addr(e, T_DST, conns, slot, X_R_DST)
         e[E_NAT_RPL_DST] = 1 if dnat else 0
-        _copy4(e, E_NAT_ADDR, conns[slot], C_DST if dnat else C_SRC)
+        _copy_addr(e, E_NAT_ADDR, conns, slot, X_DST if dnat else X_SRC)
     e[T_ZONE] = conns[slot, C_ZONE]
     e[T_DL_TYPE] = conns[slot, C_DL_TYPE]
     e[T_PROTO] = conns[slot, C_PROTO]
@@ -218,13 +228,13 @@ def exp_create(ct, slot, dport, reply):
         return
     e[E_MARK] = conns[slot, C_MARK]
     _copy4(e, E_LABEL, conns[slot], C_LABEL)
-    _copy4(e, E_P_SRC, conns[slot], C_SRC)
-    _copy4(e, E_P_DST, conns[slot], C_DST)
+    _copy_addr(e, E_P_SRC, conns, slot, X_SRC)
+    _copy_addr(e, E_P_DST, conns, slot, X_DST)
     e[E_P_SPORT] = conns[slot, C_SPORT]
     e[E_P_DPORT] = conns[slot, C_DPORT]
     e[E_STATE] = EXP_LIVE
-    e[E_NEXT] = conns[slot, C_ALG_EXPS]
-    conns[slot, C_ALG_EXPS] = row + 1
+    e[E_NEXT] = ext_get(conns, slot, X_ALG_EXPS)
+    ext_set(conns, slot, X_ALG_EXPS, row + 1)
     index_add(ct.exp_index, row, h)
     ct.stats[ST_EXP_LIVE] += 1
     ct.stats[ST_EXP_CREATED] += 1
@@ -235,7 +245,7 @@ def exp_release_conn(ct, slot):
     """A connection is going: its expectations leave the index (OVS expectation_clean; rows
     data connections still name are kept for them) and its own reference is given back."""
     conns, exps = ct.conns, ct.exps
-    nxt = np.int64(conns[slot, C_ALG_EXPS])
+    nxt = ext_get(conns, slot, X_ALG_EXPS)
     while nxt != 0:
         row = nxt - 1
         nxt = exps[row, E_NEXT]
@@ -246,14 +256,16 @@ def exp_release_conn(ct, slot):
             _free(ct, row)
         else:
             exps[row, E_STATE] = EXP_DETACHED
-    conns[slot, C_ALG_EXPS] = 0
-    parent = np.int64(conns[slot, C_ALG_PARENT])
+    if ext_row(conns, slot) < 0:
+        return
+    ext_set(conns, slot, X_ALG_EXPS, 0)
+    parent = ext_get(conns, slot, X_ALG_PARENT)
     if parent != 0:
         row = parent - 1
         exps[row, E_REFS] -= 1
         if exps[row, E_REFS] == 0 and exps[row, E_STATE] == EXP_DETACHED:
             _free(ct, row)
-        conns[slot, C_ALG_PARENT] = 0
+        ext_set(conns, slot, X_ALG_PARENT, 0)
 
 
 @njit(forceinline=True)
@@ -261,8 +273,8 @@ def exp_adopt(ct, slot, row):
     """The new connection ``slot`` fulfils expectation ``row`` (OVS conn_not_found with an
     alg_exp): related for life, the parent's mark and label."""
     conns, exps = ct.conns, ct.exps
-    conns[slot, C_ALG] |= ALG_RELATED
-    conns[slot, C_ALG_PARENT] = row + 1
+    ext_or(conns, slot, X_ALG, ALG_RELATED)
+    ext_set(conns, slot, X_ALG_PARENT, row + 1)
     exps[row, E_REFS] += 1
     conns[slot, C_MARK] = exps[row, E_MARK]
     _copy4(conns[slot], C_LABEL, exps[row], E_LABEL)

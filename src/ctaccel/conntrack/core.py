@@ -45,19 +45,12 @@ from ctaccel.conntrack.layout import (
     ALG_RELATED,
     ALG_SKEW_REPLY,
     ALG_TFTP,
-    C_ALG,
-    C_ALG_PARENT,
     C_DL_TYPE,
     C_DPORT,
-    C_DST,
-    C_ICMP_CODE,
-    C_ICMP_TYPE,
     C_LABEL,
     C_MARK,
-    C_NAT_FLAGS,
     C_PROTO,
     C_SPORT,
-    C_SRC,
     C_USED,
     C_ZONE,
     CA_FLAGS,
@@ -71,6 +64,17 @@ from ctaccel.conntrack.layout import (
     CAF_FORCE,
     CAF_SET_LABEL,
     CAF_SET_MARK,
+    ROW_CONN,
+    X_ALG,
+    X_ALG_PARENT,
+    X_DST,
+    X_ICMP_CODE,
+    X_ICMP_TYPE,
+    X_NAT_FLAGS,
+    X_SRC,
+    addr_word,
+    ext_get,
+    ext_set,
 )
 from ctaccel.conntrack.lifecycle import commit_conn, delete_conn, lookup_live
 from ctaccel.conntrack.nat import NS_ACTION, nat_packet
@@ -255,17 +259,17 @@ def _write_md(key, zone, ct, slot, tup, exp):
         key[CT_MARK] = conns[slot, C_MARK]
         for i in range(4):
             key[CT_LABEL + i] = conns[slot, C_LABEL + i]
-            key[CT_NW_SRC + i] = conns[slot, C_SRC + i]
-            key[CT_NW_DST + i] = conns[slot, C_DST + i]
+            key[CT_NW_SRC + i] = addr_word(conns, slot, X_SRC, i)
+            key[CT_NW_DST + i] = addr_word(conns, slot, X_DST, i)
         key[CT_NW_PROTO] = conns[slot, C_PROTO]
-        if is_icmp_key(conns[slot, C_DL_TYPE], conns[slot, C_PROTO]):
-            key[CT_TP_SRC] = conns[slot, C_ICMP_TYPE]
-            key[CT_TP_DST] = conns[slot, C_ICMP_CODE]
+        if is_icmp_key(np.int64(conns[slot, C_DL_TYPE]), np.int64(conns[slot, C_PROTO])):
+            key[CT_TP_SRC] = ext_get(conns, slot, X_ICMP_TYPE)
+            key[CT_TP_DST] = ext_get(conns, slot, X_ICMP_CODE)
         else:
             key[CT_TP_SRC] = conns[slot, C_SPORT]
             key[CT_TP_DST] = conns[slot, C_DPORT]
-        if conns[slot, C_ALG] & ALG_RELATED:
-            _write_parent(key, ct.exps, np.int64(conns[slot, C_ALG_PARENT]) - 1)
+        if ext_get(conns, slot, X_ALG) & ALG_RELATED:
+            _write_parent(key, ct.exps, ext_get(conns, slot, X_ALG_PARENT) - 1)
         return
     key[CT_MARK] = 0
     for i in range(4):
@@ -290,7 +294,7 @@ def _write_md(key, zone, ct, slot, tup, exp):
 def _apply_mark_label(key, conns, slot, act):
     """OVS set_mark/set_label: new = value | (current & ~mask), stored in conn and packet
     (a data connection keeps its control connection's: the packet shows them)."""
-    if conns[slot, C_ALG] & ALG_RELATED:
+    if ext_get(conns, slot, X_ALG) & ALG_RELATED:
         return
     if act[CA_FLAGS] & CAF_SET_MARK:
         m = act[CA_MARK_MASK] & _M32
@@ -308,7 +312,7 @@ def _apply_mark_label(key, conns, slot, act):
 @njit(forceinline=True)
 def _handle_nat(conns, slot, zone, reply, related, frame, key, state):
     """OVS handle_nat: translate by the connection unless this zone already did."""
-    if conns[slot, C_NAT_FLAGS] != 0 and (not (state & _NAT_BITS) or key[CT_ZONE] != zone):
+    if ext_get(conns, slot, X_NAT_FLAGS) != 0 and (not (state & _NAT_BITS) or key[CT_ZONE] != zone):
         state = nat_packet(conns, slot, reply, related, frame, key, state & ~_NAT_BITS)
     return state
 
@@ -320,7 +324,7 @@ def _cached(ct, frame, key, act, cached_conn, has_nat):
     conns = ct.conns
     zone = act[CA_ZONE]
     slot = cached_conn >> 1
-    if slot >= conns.shape[0] or conns[slot, C_USED] == 0 or conns[slot, C_ZONE] != zone:
+    if slot >= conns.shape[0] or conns[slot, C_USED] != ROW_CONN or conns[slot, C_ZONE] != zone:
         return False
     ct.stats[ST_CACHED_HITS] += 1
     if has_nat:
@@ -369,7 +373,7 @@ def _judge(ct, handle, related, frame, key, tup, now_ms, state):
         if reply:
             state |= CS_REPLY_DIR
         return state, slot, False
-    if ct.conns[slot, C_ALG] & ALG_RELATED:
+    if ext_get(ct.conns, slot, X_ALG) & ALG_RELATED:
         state |= CS_RELATED  # a data connection is related for life
     l4_ofs = key[L4_OFS]
     l4_len = min(key[L4_LEN], frame.shape[0] - l4_ofs)
@@ -395,7 +399,7 @@ def _judge(ct, handle, related, frame, key, tup, now_ms, state):
 def _ftp_adjust_first(ct, handle):
     """OVS conn_update_state_alg: an FTP control packet's sequence adjustment goes before the
     tracker when it travels against the skew's direction, after it otherwise."""
-    skew_reply = 1 if ct.conns[handle >> 1, C_ALG] & ALG_SKEW_REPLY else 0
+    skew_reply = 1 if ext_get(ct.conns, handle >> 1, X_ALG) & ALG_SKEW_REPLY else 0
     return (handle & 1) != skew_reply
 
 
@@ -413,10 +417,12 @@ def _create(ct, frame, key, act, now_ms, nat, tups, exp):
     state = CS_NEW | CS_RELATED if exp >= 0 else CS_NEW
     if not act[CA_FLAGS] & CAF_COMMIT:
         return state, -1
-    slot = commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, tups[TUP_WIDTH:], exp)
+    alg = (act[CA_FLAGS] >> CAF_ALG_SHIFT) & ALG_KIND
+    slot = commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, tups[TUP_WIDTH:], exp, alg)
     if slot < 0:
         return state, slot
-    ct.conns[slot, C_ALG] = (act[CA_FLAGS] >> CAF_ALG_SHIFT) & ALG_KIND
+    if alg != 0:
+        ext_set(ct.conns, slot, X_ALG, alg)
     if exp >= 0:
         exp_adopt(ct, slot, exp)
     if nat[NS_ACTION] >= 0:
@@ -447,7 +453,7 @@ def alg_ctl(key, frame, helper):
 def _handle_alg(ct, slot, reply, ctl, buf, flen, key, nat, scr):
     """OVS handle_alg_ctl: a control connection's command makes its expectation (FTP: and
     under NAT is rewritten). Returns the frame's length."""
-    if ctl == 0 or slot < 0 or not ct.conns[slot, C_ALG] & ALG_KIND:
+    if ctl == 0 or slot < 0 or not ext_get(ct.conns, slot, X_ALG) & ALG_KIND:
         return flen
     rpl_state = 1 if key[CT_STATE] & CS_REPLY_DIR else 0
     if ctl == ALG_TFTP:
@@ -539,7 +545,7 @@ def ct_execute(ct, buf, flen, key, act, now_ms, cached_conn, nat, tups):
         ct.stats[ST_LAST_CONN] = -1
         return -1
     ct.stats[ST_LAST_CONN] = slot * 2 + reply
-    ct.stats[ST_LAST_ALG] = ct.conns[slot, C_ALG] & ALG_KIND
+    ct.stats[ST_LAST_ALG] = ext_get(ct.conns, slot, X_ALG) & ALG_KIND
     _apply_mark_label(key, ct.conns, slot, act)
     if ctl != 0:
         ct.stats[ST_FRAME_LEN] = _handle_alg(ct, slot, reply, ctl, buf, flen, key, has_nat,

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import socket
 
-import numpy as np
-
 from ctaccel.conntrack.alg import (
     E_LABEL,
     E_MARK,
@@ -42,32 +40,12 @@ from ctaccel.conntrack.layout import (
     ALG_FTP,
     ALG_KIND,
     ALG_RELATED,
-    C_ALG,
-    C_ALG_PARENT,
-    C_DL_TYPE,
-    C_DPORT,
-    C_DST,
-    C_ICMP_CODE,
-    C_ICMP_TYPE,
-    C_L4_STATE,
-    C_LABEL,
-    C_MARK,
-    C_NAT_FLAGS,
-    C_PROTO,
-    C_R_DPORT,
-    C_R_DST,
-    C_R_SPORT,
-    C_R_SRC,
-    C_SEQ,
-    C_SPORT,
-    C_SRC,
     C_TCP,
-    C_USED,
-    C_ZONE,
     P_STATE,
     P_WSCALE,
     TCP_PEER_WIDTH,
-    expirations,
+    live_rows,
+    unpack,
 )
 from ctaccel.conntrack.table import (
     T_DL_TYPE,
@@ -108,24 +86,24 @@ def _addr(row, col: int, is_v6: bool) -> str:
     return socket.inet_ntop(socket.AF_INET6, raw)
 
 
-def _tuple(row, reply: bool) -> str:
-    is_v6 = int(row[C_DL_TYPE]) == 0x86DD
-    proto = int(row[C_PROTO])
-    src, dst = (C_R_SRC, C_R_DST) if reply else (C_SRC, C_DST)
-    text = f"src={_addr(row, src, is_v6)},dst={_addr(row, dst, is_v6)}"
+def _tuple(u, i: int, reply: bool) -> str:
+    """One tuple of connection ``i`` of ``u`` (layout.unpack)."""
+    is_v6 = int(u.dl_type[i]) == 0x86DD
+    proto = int(u.proto[i])
+    src, dst = (u.r_src[i], u.r_dst[i]) if reply else (u.src[i], u.dst[i])
+    text = f"src={_addr(src, 0, is_v6)},dst={_addr(dst, 0, is_v6)}"
+    sport = int(u.r_sport[i] if reply else u.sport[i])
     if proto in (1, 58):
         # OVS prints the ICMP form for protocol 1 or 58 whatever the IP version; the id is
         # only stored for real ICMP keys (others have ports 0, hence id 0).
         icmp_key = (proto == 1 and not is_v6) or (proto == 58 and is_v6)
-        ident = int(row[C_R_SPORT if reply else C_SPORT])
-        icmp_type = int(row[C_ICMP_TYPE])
+        icmp_type = int(u.icmp_type[i])
         if icmp_key and reply:
-            icmp_type = int(reverse_icmp_type(int(row[C_DL_TYPE]), icmp_type))
+            icmp_type = int(reverse_icmp_type(int(u.dl_type[i]), icmp_type))
         if not icmp_key:
-            ident = icmp_type = 0
-        return f"{text},id={ident},type={icmp_type},code={int(row[C_ICMP_CODE])}"
-    sport = int(row[C_R_SPORT if reply else C_SPORT])
-    dport = int(row[C_R_DPORT if reply else C_DPORT])
+            sport = icmp_type = 0
+        return f"{text},id={sport},type={icmp_type},code={int(u.icmp_code[i])}"
+    dport = int(u.r_dport[i] if reply else u.dport[i])
     return f"{text},sport={sport},dport={dport}"
 
 
@@ -139,29 +117,29 @@ def _flag_names(value: int, names) -> str:
     return "|".join(out) if out else "0"
 
 
-def _status(row) -> int:
+def _status(u, i: int) -> int:
     """The status bits the kernel would show: CONFIRMED, SEEN_REPLY|ASSURED once the reply
     side was seen, SRC_NAT or DST_NAT (as conntrack/kernel_map.py exports them)."""
-    proto = int(row[C_PROTO])
+    proto = int(u.proto[i])
     if proto == 6:
-        seen = int(row[C_TCP + TCP_PEER_WIDTH + P_STATE]) >= 2  # the reply side has spoken
+        seen = int(u.tcp[i, TCP_PEER_WIDTH + P_STATE]) >= 2  # the reply side has spoken
     elif proto in (1, 58):
-        seen = int(row[C_L4_STATE]) == 1  # icmp.py ICMPS_REPLY
+        seen = int(u.l4_state[i]) == 1  # icmp.py ICMPS_REPLY
     else:
-        seen = int(row[C_L4_STATE]) == 2  # other.py OTHERS_BIDIR
-    nat = int(row[C_NAT_FLAGS])
+        seen = int(u.l4_state[i]) == 2  # other.py OTHERS_BIDIR
+    nat = int(u.nat_flags[i])
     return (0x8 | (0x6 if seen else 0) | (0x10 if nat & 1 else 0)
             | (0x20 if nat & 4 and not nat & 1 else 0))  # fmt: skip
 
 
-def _tcp_verbose(row) -> str:
+def _tcp_verbose(u, i: int) -> str:
     """OVS's verbose TCP protoinfo: both peers' states, window scales, flags."""
     states, scales, flags = [], [], []
     for peer in range(2):
-        base = C_TCP + peer * TCP_PEER_WIDTH
-        st = int(row[base + P_STATE])
+        base = peer * TCP_PEER_WIDTH
+        st = int(u.tcp[i, base + P_STATE])
         states.append(TCP_STATE_NAMES[st] if 0 <= st < len(TCP_STATE_NAMES) else f"[{st}]")
-        ws = int(row[base + P_WSCALE])
+        ws = int(u.tcp[i, base + P_WSCALE])
         scales.append(ws & WSCALE_MASK)
         flags.append((1 if ws & WSCALE_FLAG else 0) | (8 if ws & WSCALE_UNKNOWN else 0))
     text = f"state_orig={states[0]},state_reply={states[1]}"
@@ -186,40 +164,45 @@ def format_conn(conns, slot: int, now_ms: int | None = None, verbose: bool = Fal
     ``dpctl/dump-conntrack -m`` (id, status, per-peer TCP states, window scales and flags,
     a data connection's ``parent=``: ``exps`` needed), ``stats`` as ``-s`` (seconds left:
     ``now_ms`` needed); ``helper=ftp|tftp`` for a connection committed with ``alg=``."""
-    row = conns[slot]
-    proto = int(row[C_PROTO])
+    return _format(unpack(conns, [slot]), 0, now_ms, verbose, stats, exps)
+
+
+def _format(u, i: int, now_ms, verbose: bool, stats: bool, exps) -> str:
+    """format_conn's line for connection ``i`` of ``u`` (layout.unpack)."""
+    proto = int(u.proto[i])
     parts = [
         PROTO_NAMES.get(proto, str(proto)),
-        f",orig=({_tuple(row, False)})",
-        f",reply=({_tuple(row, True)})",
+        f",orig=({_tuple(u, i, False)})",
+        f",reply=({_tuple(u, i, True)})",
     ]
     if verbose:
-        parts.append(f",id={int(row[C_SEQ]) & 0xFFFFFFFF}")
-    zone = int(row[C_ZONE])
+        parts.append(f",id={int(u.seq[i])}")
+    zone = int(u.zone[i])
     if zone:
         parts.append(f",zone={zone}")
     if verbose:
-        parts.append(f",status={_flag_names(_status(row), STATUS_NAMES)}")
+        parts.append(f",status={_flag_names(_status(u, i), STATUS_NAMES)}")
     if stats:
-        left = max(int(expirations(conns, slot)) - int(now_ms or 0), 0)
+        left = max(int(u.expiration[i]) - int(now_ms or 0), 0)
         parts.append(f",timeout={left // 1000}")
-    mark = int(row[C_MARK])
+    mark = int(u.mark[i])
     if mark:
         parts.append(f",mark={mark}")
     label = 0
-    for i in range(4):
-        label = (label << 32) | int(row[C_LABEL + i])
+    for w in range(4):
+        label = (label << 32) | int(u.label[i, w])
     if label:
         parts.append(f",labels=0x{label:x}")
     if proto == 6 and verbose:
-        parts.append(f",protoinfo=({_tcp_verbose(row)})")
+        parts.append(f",protoinfo=({_tcp_verbose(u, i)})")
     elif proto == 6:
-        parts.append(f",protoinfo=(state={tcp_state_name(conns, slot)})")
-    alg = int(row[C_ALG])
+        states = (int(u.tcp[i, P_STATE]), int(u.tcp[i, TCP_PEER_WIDTH + P_STATE]))
+        parts.append(f",protoinfo=(state={_tcp_state_text(*states)})")
+    alg = int(u.alg[i])
     if alg & ALG_KIND:
         parts.append(",helper=" + ("ftp" if alg & ALG_KIND == ALG_FTP else "tftp"))
     if verbose and alg & ALG_RELATED and exps is not None:
-        parent = _parent(exps, int(row[C_ALG_PARENT]) - 1, int(row[C_DL_TYPE]) == 0x86DD)
+        parent = _parent(exps, int(u.alg_parent[i]) - 1, int(u.dl_type[i]) == 0x86DD)
         parts.append(f",parent=({parent})")
     return "".join(parts)
 
@@ -228,11 +211,9 @@ def dump_lines(conns, now_ms: int, zone: int | None = None, verbose: bool = Fals
                stats: bool = False, exps=None) -> list[str]:  # fmt: skip
     """Sorted dump-conntrack lines of the live connections (optionally of one zone);
     ``verbose``/``stats`` as ``-m``/``-s`` (``exps``: the expectations, for ``parent=``)."""
-    live = (conns[:, C_USED] != 0) & (expirations(conns) > now_ms)
-    if zone is not None:
-        live &= conns[:, C_ZONE] == zone
-    return sorted(format_conn(conns, int(slot), now_ms, verbose, stats, exps)
-                  for slot in np.flatnonzero(live))  # fmt: skip
+    u = unpack(conns, live_rows(conns, now_ms))
+    return sorted(_format(u, i, now_ms, verbose, stats, exps) for i in range(len(u.zone))
+                  if zone is None or int(u.zone[i]) == zone)  # fmt: skip
 
 
 def expectation_lines(exps, used_rows: int, zone: int | None = None) -> list[str]:
@@ -277,9 +258,13 @@ def tcp_state_name(conns, slot: int) -> str:
     OVS keeps a state per side but prints one: the larger, with FIN_WAIT_2 shown as TIME_WAIT
     and SYN_RECV as ESTABLISHED (to read like the kernel's single state).
     """
-    state = max(
+    return _tcp_state_text(
         int(conns[slot, C_TCP + P_STATE]), int(conns[slot, C_TCP + TCP_PEER_WIDTH + P_STATE])
     )
+
+
+def _tcp_state_text(state0: int, state1: int) -> str:
+    state = max(state0, state1)
     if state == TCPS_FIN_WAIT_2:
         state = TCPS_TIME_WAIT
     elif state == TCPS_SYN_RECV:

@@ -40,6 +40,7 @@ from ctaccel.conntrack.layout import (
     P_SEQLO,
     P_STATE,
     P_WSCALE,
+    ROW_CONN,
     TCP_PEER_WIDTH,
     expiration,
 )
@@ -83,7 +84,7 @@ def ct_recheck(conns, slot, generation, reply, proto, frame, l4_ofs, l4_len, now
     the tracker would reject the packet or change state; in both cases the row is untouched."""
     if slot < 0 or slot >= conns.shape[0]:
         return RECHECK_GONE
-    if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != generation:
+    if conns[slot, C_USED] != ROW_CONN or conns[slot, C_GENERATION] != generation:
         return RECHECK_GONE
     if now_ms >= expiration(conns, slot):
         return RECHECK_GONE

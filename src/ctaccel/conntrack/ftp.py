@@ -6,7 +6,7 @@ connection whose payload begins with ``PORT`` or ``227`` (IPv4), ``EPRT`` or men
 ``EXTENDED PASSIVE`` (IPv6; any case) announces a data connection: an expectation is made
 (alg.py); under NAT the announced IPv4 address (or the EPRT address) is replaced by the one
 the other side must use, the packet grows or shrinks, and the TCP sequence numbers of the rest
-of the control connection move by the difference (``C_SEQ_SKEW``). A command OVS cannot read
+of the control connection move by the difference (``X_SEQ_SKEW``). A command OVS cannot read
 (no space, bad address, a number over 255 or 65535, an address that is neither endpoint's)
 makes the packet ``+inv``.
 
@@ -33,13 +33,16 @@ import numpy as np
 from ctaccel.conntrack.alg import exp_create
 from ctaccel.conntrack.layout import (
     ALG_SKEW_REPLY,
-    C_ALG,
-    C_DST,
-    C_R_DST,
-    C_R_SRC,
-    C_SEQ_SKEW,
     C_SPORT,
-    C_SRC,
+    X_ALG,
+    X_DST,
+    X_R_DST,
+    X_R_SRC,
+    X_SEQ_SKEW,
+    X_SRC,
+    addr_word,
+    ext_get,
+    ext_set,
     seq_skew,
 )
 from ctaccel.conntrack.table import ST_ALG_INVALID, ST_ALG_NO_ROOM, ST_ALG_REWRITES
@@ -351,9 +354,9 @@ def _v4_command(ct, slot, frame, pay, mend, reply, scr):
     if lo < 0 or lo > 255:
         return FTP_INVALID
     if active:  # the client's own address, or the one NAT shows the server
-        rep, own = conns[slot, C_R_DST + 3], conns[slot, C_SRC + 3]
+        rep, own = addr_word(conns, slot, X_R_DST, 3), addr_word(conns, slot, X_SRC, 3)
     else:
-        rep, own = conns[slot, C_DST + 3], conns[slot, C_R_SRC + 3]
+        rep, own = addr_word(conns, slot, X_DST, 3), addr_word(conns, slot, X_R_SRC, 3)
     if addr != own and addr != rep:
         return FTP_INVALID
     exp_create(ct, slot, (hi << 8) | lo, reply)
@@ -404,8 +407,8 @@ def _v6_command(ct, slot, frame, pay, mend, reply, scr):
     if active:
         rep_ok = own_ok = True
         for i in range(4):
-            rep_ok = rep_ok and addr[i] == conns[slot, C_R_DST + i]
-            own_ok = own_ok and addr[i] == conns[slot, C_SRC + i]
+            rep_ok = rep_ok and addr[i] == addr_word(conns, slot, X_R_DST, i)
+            own_ok = own_ok and addr[i] == addr_word(conns, slot, X_SRC, i)
         if not rep_ok and not own_ok:
             return FTP_INVALID
     exp_create(ct, slot, port, reply)
@@ -423,7 +426,7 @@ def _rewrite(ct, slot, buf, flen, key, v6, pay, scr):
             return 0
         w = scr[S_W4 : S_W4 + 4]
         for i in range(4):
-            w[i] = ct.conns[slot, C_R_DST + i]  # EPRT: the address NAT shows the server
+            w[i] = addr_word(ct.conns, slot, X_R_DST, i)  # EPRT: the address NAT shows the server
         n = format_v6(w, text, scr[S_WORDS : S_WORDS + 8])
     else:
         n = format_v4(place[2], 44, text)
@@ -470,7 +473,7 @@ def _adjust_and_checksum(ct, slot, buf, key, v6, reply):
     l3, l4 = key[L3_OFS], key[L4_OFS]
     skew = seq_skew(conns, slot)  # (l4 + 18 <= the frame: extract_tuple saw 20 bytes)
     if skew != 0:
-        skew_reply = 1 if conns[slot, C_ALG] & ALG_SKEW_REPLY else 0
+        skew_reply = 1 if ext_get(conns, slot, X_ALG) & ALG_SKEW_REPLY else 0
         ofs = l4 + 8 if reply != skew_reply else l4 + 4
         v = ((np.int64(buf[ofs]) << 24) | (np.int64(buf[ofs + 1]) << 16)
              | (np.int64(buf[ofs + 2]) << 8) | np.int64(buf[ofs + 3]))  # fmt: skip
@@ -501,7 +504,7 @@ def _message(buf, flen, key):
 def ftp_other(ct, slot, buf, flen, key, v6, reply, nat):
     """OVS handle_ftp_ctl(CT_FTP_CTL_OTHER) on a control connection's packet that is not a
     command of interest: with NAT and a skew, its sequence numbers moved."""
-    if not nat or ct.conns[slot, C_SEQ_SKEW] == 0:
+    if not nat or ext_get(ct.conns, slot, X_SEQ_SKEW) == 0:
         return  # OVS recomputes a checksum that is already right: nothing changes
     pay, mend = _message(buf, flen, key)
     if ftp_kind(buf, pay, mend, v6) != FTP_OTHER:
@@ -531,11 +534,12 @@ def ftp_command(ct, slot, buf, flen, key, v6, reply, rpl_state, nat, scr):
     if delta != 0:
         total = seq_skew(ct.conns, slot) + delta
         if total != 0:  # OVS conn_seq_skew_set ignores a skew that comes back to 0
-            ct.conns[slot, C_SEQ_SKEW] = total & _M32  # (two's complement)
+            ext_set(ct.conns, slot, X_SEQ_SKEW, total)  # (two's complement)
+            alg = ext_get(ct.conns, slot, X_ALG)
             if reply:
-                ct.conns[slot, C_ALG] |= ALG_SKEW_REPLY
+                ext_set(ct.conns, slot, X_ALG, alg | ALG_SKEW_REPLY)
             else:
-                ct.conns[slot, C_ALG] &= ~ALG_SKEW_REPLY & _M32
+                ext_set(ct.conns, slot, X_ALG, alg & ~ALG_SKEW_REPLY)
     return False, flen + delta
 
 

@@ -17,7 +17,7 @@ behaviour beside it):
   flags say CLOSE_INIT closed first); window scales kept when the flags say WINDOW_SCALE, a
   be-liberal side without them reads as a pickup (scaling unknown); the windows themselves
   are not in the kernel's entry: both sides get PF_WIN_UNKNOWN (tcp.py), liberal until each
-  has spoken. The kernel's flags are kept (``C_KFLAGS``) for the way back.
+  has spoken. The kernel's flags are kept (``X_KFLAGS``) for the way back.
 - UDP and other protocols: SEEN_REPLY -> both directions seen, else first; ICMP queries:
   SEEN_REPLY -> reply seen. Protocols OVS's userspace conntrack tracks without ports (SCTP,
   DCCP, UDP-Lite, GRE keys) are refused rather than merged.
@@ -45,36 +45,23 @@ import numpy as np
 
 from ctaccel.conntrack.icmp import ICMPS_FIRST, ICMPS_REPLY
 from ctaccel.conntrack.layout import (
-    C_DL_TYPE,
-    C_DPORT,
-    C_DST,
-    C_ICMP_CODE,
-    C_ICMP_TYPE,
-    C_KFLAGS,
     C_L4_STATE,
     C_LABEL,
     C_MARK,
-    C_NAT_FLAGS,
-    C_PROTO,
-    C_R_DPORT,
-    C_R_DST,
-    C_R_SPORT,
-    C_R_SRC,
-    C_SPORT,
-    C_SRC,
+    C_SEQ,
     C_TCP,
     C_TIMEOUT_CLASS,
-    C_TP_BASE,
-    C_USED,
-    C_ZONE,
     P_FLAGS,
     P_STATE,
     P_WSCALE,
     TCP_PEER_WIDTH,
-    expirations,
+    X_KFLAGS,
+    X_NAT_FLAGS,
+    X_TP_BASE,
+    ext_set,
+    live_rows,
     set_expiration,
-    set_sequence,
-    tcp_col,
+    unpack,
 )
 from ctaccel.conntrack.lifecycle import ZL_TP, delete_conn, lookup_live
 from ctaccel.conntrack.nat import NAT_DST, NAT_SRC
@@ -325,19 +312,27 @@ def _insert(ct, rows, now_ms, out, slots):
         if stats[ST_N_CONNS] >= stats[ST_MAX_CONNS]:
             out[i] = FULL
             continue
-        slot = conn_alloc_reply(conns, ct.index, ct.free_slots, stats, tup, rtup, now_ms)
+        tp_base = ct.zone_limits[ZL_TP, rows[i, R_ZONE]] * N_TIMEOUTS
+        kflags = rows[i, R_KFLAGS] if rows[i, R_PROTO] == PROTO_TCP else 0
+        want_ext = rows[i, R_NAT] != 0 or tp_base != 0 or kflags != 0
+        slot = conn_alloc_reply(conns, ct.index, ct.free_slots, stats, tup, rtup, now_ms,
+                                want_ext)  # fmt: skip
         if slot < 0:
             out[i] = FULL
             continue
         conns[slot, C_MARK] = rows[i, R_MARK]
         for w in range(4):
             conns[slot, C_LABEL + w] = rows[i, R_LABEL + w]
-        conns[slot, C_NAT_FLAGS] = rows[i, R_NAT]
+        if rows[i, R_NAT] != 0:
+            ext_set(conns, slot, X_NAT_FLAGS, rows[i, R_NAT])
+        if tp_base != 0:
+            ext_set(conns, slot, X_TP_BASE, tp_base)
+        if kflags != 0:
+            ext_set(conns, slot, X_KFLAGS, kflags)
         conns[slot, C_L4_STATE] = rows[i, R_L4_STATE]
         conns[slot, C_TIMEOUT_CLASS] = rows[i, R_TM]
-        conns[slot, C_TP_BASE] = ct.zone_limits[ZL_TP, rows[i, R_ZONE]] * N_TIMEOUTS
         set_expiration(conns, slot, rows[i, R_EXPIRE])
-        set_sequence(conns, slot, stats[ST_NEXT_SEQ])
+        conns[slot, C_SEQ] = stats[ST_NEXT_SEQ] & 0xFFFFFFFF
         stats[ST_NEXT_SEQ] += 1
         if rows[i, R_PROTO] == PROTO_TCP:
             for peer in range(2):
@@ -345,7 +340,6 @@ def _insert(ct, rows, now_ms, out, slots):
                 conns[slot, base + P_STATE] = rows[i, R_STATE0 + peer]
                 conns[slot, base + P_WSCALE] = rows[i, R_WS0 + peer]
                 conns[slot, base + P_FLAGS] = PF_WIN_UNKNOWN
-            conns[slot, C_KFLAGS] = rows[i, R_KFLAGS]
         out[i] = IMPORTED
         slots[i] = slot
 
@@ -401,8 +395,7 @@ def outcome_counts(out: np.ndarray) -> dict[str, int]:
 def export_entries(conns: np.ndarray, now_ms: int, zone_map=None) -> KernelEntries:
     """The live connections of ``conns`` (not expired at ``now_ms``) as KernelEntries; ctaccel
     zones are mapped back through the inverse of ``zone_map`` (kernel zone -> ctaccel zone)."""
-    live = np.flatnonzero((conns[:, C_USED] != 0) & (expirations(conns) > now_ms))
-    return export_rows(conns, live, now_ms, zone_map)
+    return export_rows(conns, live_rows(conns, now_ms), now_ms, zone_map)
 
 
 def for_update(entries: KernelEntries) -> KernelEntries:
@@ -413,38 +406,37 @@ def for_update(entries: KernelEntries) -> KernelEntries:
 
 def export_rows(conns: np.ndarray, live: np.ndarray, now_ms: int, zone_map=None) -> KernelEntries:
     """The connections in rows ``live`` of ``conns`` as KernelEntries (see export_entries)."""
-    expire = expirations(conns, live)
-    r = conns[live].astype(np.int64)  # (numpy keeps uint32 - int as uint32: widened first)
+    u = unpack(conns, live)
     e = KernelEntries.empty(len(live))
     back = np.arange(65536, dtype=np.int64)
     for kz, z in (zone_map or {}).items():
         back[int(z)] = int(kz)
-    e.family[:] = np.where(r[:, C_DL_TYPE] == ETH_IPV6, AF_INET6, AF_INET)
-    e.proto[:], e.zone[:] = r[:, C_PROTO], back[r[:, C_ZONE] & 0xFFFF]
-    e.src[:], e.dst[:] = r[:, C_SRC : C_SRC + 4], r[:, C_DST : C_DST + 4]
-    e.r_src[:], e.r_dst[:] = r[:, C_R_SRC : C_R_SRC + 4], r[:, C_R_DST : C_R_DST + 4]
-    e.sport[:], e.dport[:] = r[:, C_SPORT], r[:, C_DPORT]
-    e.r_sport[:], e.r_dport[:] = r[:, C_R_SPORT], r[:, C_R_DPORT]
-    icmp = _icmp_rows(r[:, C_DL_TYPE], r[:, C_PROTO])
-    e.icmp_type[:] = np.where(icmp, r[:, C_ICMP_TYPE], 0)
-    e.icmp_code[:] = np.where(icmp, r[:, C_ICMP_CODE], 0)
-    e.mark[:], e.label[:] = r[:, C_MARK], r[:, C_LABEL : C_LABEL + 4]
-    tcp = r[:, C_PROTO] == PROTO_TCP
-    s0, s1 = r[:, tcp_col(0, P_STATE)], r[:, tcp_col(1, P_STATE)]
+    e.family[:] = np.where(u.dl_type == ETH_IPV6, AF_INET6, AF_INET)
+    e.proto[:], e.zone[:] = u.proto, back[u.zone & 0xFFFF]
+    e.src[:], e.dst[:] = u.src, u.dst
+    e.r_src[:], e.r_dst[:] = u.r_src, u.r_dst
+    e.sport[:], e.dport[:] = u.sport, u.dport
+    e.r_sport[:], e.r_dport[:] = u.r_sport, u.r_dport
+    icmp = _icmp_rows(u.dl_type, u.proto)
+    e.icmp_type[:] = np.where(icmp, u.icmp_type, 0)
+    e.icmp_code[:] = np.where(icmp, u.icmp_code, 0)
+    e.mark[:], e.label[:] = u.mark, u.label
+    tcp = u.proto == PROTO_TCP
+    s0, s1 = u.tcp[:, P_STATE], u.tcp[:, TCP_PEER_WIDTH + P_STATE]
     state, init0, init1 = kernel_tcp_state(s0, s1)
     seen = np.where(tcp, s1 >= TCPS_SYN_SENT,
-                    np.where(icmp, r[:, C_L4_STATE] == ICMPS_REPLY,
-                             r[:, C_L4_STATE] == OTHERS_BIDIR))  # fmt: skip
-    nat = r[:, C_NAT_FLAGS]
+                    np.where(icmp, u.l4_state == ICMPS_REPLY,
+                             u.l4_state == OTHERS_BIDIR))  # fmt: skip
+    nat = u.nat_flags
     e.status[:] = (IPS_CONFIRMED | np.where(seen, IPS_SEEN_REPLY | IPS_ASSURED, 0)
                    | np.where(nat & NAT_SRC, IPS_SRC_NAT, 0)
                    | np.where((nat & NAT_DST) & ~(nat & NAT_SRC), IPS_DST_NAT, 0))  # fmt: skip
-    e.timeout_s[:] = np.maximum((expire - now_ms + 999) // 1000, 1)
+    e.timeout_s[:] = np.maximum((u.expiration - now_ms + 999) // 1000, 1)
     e.tcp_state[:] = np.where(tcp, state, 0)
-    kflags = r[:, C_KFLAGS]  # the kernel's own flags of an imported connection: kept
+    kflags = u.kflags  # the kernel's own flags of an imported connection: kept
     told = (kflags & (IP_CT_TCP_FLAG_CLOSE_INIT * 0x101)) != 0  # the kernel said who closed
     for side, init in ((0, init0), (1, init1)):
-        ws = r[:, tcp_col(side, P_WSCALE)]
+        ws = u.tcp[:, side * TCP_PEER_WIDTH + P_WSCALE]
         kept = (kflags >> (8 * side)) & 0xFF & ~IP_CT_TCP_FLAG_WINDOW_SCALE
         kept &= np.where(
             (state >= K_FIN_WAIT) & (state <= K_CLOSE), 0xFF, ~IP_CT_TCP_FLAG_CLOSE_INIT

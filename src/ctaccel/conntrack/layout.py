@@ -1,28 +1,38 @@
-"""Column layout of the connection table (``conns[capacity, CONN_WIDTH]``, CONN_DTYPE: uint32).
+"""Column layout of the connection table (``conns[rows, CONN_WIDTH]``, CONN_DTYPE: uint32).
 
-What: one row per connection slot. The same row is read and written by the table code
+What: one row per connection, 128 bytes, and for the connections that need more an
+*extension row* of the same table. The same rows are read and written by the table code
 (table.py), the L4 trackers (tcp.py, other.py, icmp.py), the ct action kernel (core.py), the
 dump formatter (dump.py) and the compiled fast path, so the layout lives here alone.
 
-Design: a flat 2-D array of 32-bit words (256 bytes a row); a column per scalar, 4 columns
-(most significant first) per 128-bit value, exactly like the flow key (packet/key.py). The
-two values that outgrow 32 bits (the expiration time in ms, the creation sequence number)
-take two columns, low word first, read and written through :func:`expiration` /
-:func:`set_expiration` (kernels) and :func:`expirations` / :func:`sequence_numbers` (numpy);
-the one signed value (``C_SEQ_SKEW``) is stored as its 32-bit two's complement and read
-through :func:`seq_skew`. Reading a column gives an unsigned 32-bit value: numba types
-uint32 - uint32 as uint64 (it wraps below zero) and mixes uint64 with int64 into float64, so
-a kernel widens a word (``np.int64(...)``) before arithmetic between two words. Columns are
-grouped as in OVS's struct conn: the hot ones first, then immutable after creation.
+Design: a flat 2-D array of 32-bit words; a column per scalar. A connection's row holds what
+every connection has: liveness, timer, mark, label, tracker state (the hot columns, first),
+then its original tuple as IPv4 (addresses, ports) and its creation number. Whatever only
+some connections have lives in an extension row (``X_*`` columns) that the connection's
+``C_EXT`` names: IPv6 addresses (4 words each, most significant first, as the flow key), a
+reply tuple that is not the reversed original (NAT), ICMP type and code, ALG state, an
+imported connection's kernel flags, a timeout policy, a zone-limit admission. A connection
+without one reads those as: reply tuple = reversed original, everything else 0; the accessors
+below (:func:`addr_word`, :func:`port`, :func:`ext_get`) say so in one place. The extension
+row is taken from the same free stack when the connection is created (table.conn_alloc_reply)
+and given back with it. The expiration time (ms) takes two words (low first): read and
+written through :func:`expiration` / :func:`set_expiration`; the signed FTP sequence skew is
+stored as its 32-bit two's complement (:func:`seq_skew`). Reading a column gives an unsigned
+32-bit value: numba types uint32 - uint32 as uint64 (it wraps below zero) and mixes uint64
+with int64 into float64, so a kernel widens a word (``np.int64(...)``) before arithmetic
+between two words. Outside kernels, :func:`unpack` gives every field of many connections as
+int64 numpy columns.
 
 Invariants:
-- ``C_USED == 0`` means the slot is free; everything else in a free row is meaningless.
-- ``C_GENERATION`` is bumped (mod 2**32) every time a slot is (re)used or freed, so a
+- ``C_USED``: ROW_FREE (0) a free row (everything else in it is meaningless), ROW_CONN (1) a
+  connection, ROW_EXT (2) a connection's extension row (its ``X_OWNER`` names the connection).
+- ``C_GENERATION`` is bumped (mod 2**32) every time a row is taken or freed, so a
   (slot, generation) pair names one connection for its whole life and never another.
-- Addresses: IPv4 in the last of the four columns, as in the flow key.
-- ICMP: ``C_SPORT``/``C_DPORT`` both hold the echo id; ``C_ICMP_TYPE``/``C_ICMP_CODE`` the
+- A connection has an extension row exactly when it is IPv6, ICMP, NATed, an ALG's control
+  or data connection, imported with kernel flags, under a timeout policy or admitted by a
+  zone limit (decided when it is created; nothing adds one later).
+- ICMP: ``C_SPORT``/``C_DPORT`` both hold the echo id; ``X_ICMP_TYPE``/``X_ICMP_CODE`` the
   original direction's type and code (the reply direction uses the reversed type).
-- The reply tuple (``C_R_*``) is the reversed original unless NAT changed it (NAT issue).
 """
 
 from __future__ import annotations
@@ -38,12 +48,16 @@ CONN_WORD_BYTES = 4
 CONN_LINE_WORDS = 64 // CONN_WORD_BYTES  # words per cache line (the fast path's prefetch step)
 _M32 = 0xFFFFFFFF
 
+ROW_FREE = 0
+ROW_CONN = 1
+ROW_EXT = 2
+
 # Hot columns first: everything a packet of an established connection reads or writes
 # (liveness, timers, mark/label, tracker state, TCP peers) lies in the first 25 columns, two
-# cache lines (the fast path prefetches them and saves them before a re-check); rows are 64
-# columns (256 bytes) and start on a line. ``HOT_WIDTH`` bounds what a tracker update can
-# change. The lookup reads line 0 (used, zone, protocol) and the tuple's lines after.
-C_USED = 0  # 1 in use, 0 free
+# cache lines (the fast path prefetches them and saves them before a re-check); rows are 32
+# columns (128 bytes) and start on a line. ``HOT_WIDTH`` bounds what a tracker update can
+# change. The lookup reads line 0 (used, zone, protocol) and the tuple in line 1.
+C_USED = 0  # ROW_FREE, ROW_CONN or ROW_EXT
 C_GENERATION = 1  # bumped on every alloc/free of this slot
 C_ZONE = 2  # conntrack zone (16 bits)
 C_PROTO = 3  # IP protocol
@@ -67,39 +81,41 @@ HOT_WIDTH = C_TCP + 2 * TCP_PEER_WIDTH  # 25
 
 # --- cold: immutable after creation ---------------------------------------------------------
 C_DL_TYPE = 25  # 0x0800 or 0x86dd
-# C_ALG (below) lies here, in the line the lookup reads anyway (C_DL_TYPE): every ct of an
-# existing connection asks whether it is a data connection.
-C_ALG = 26  # ALG_KIND (the helper: ALG_FTP / ALG_TFTP) | ALG_RELATED | ALG_SKEW_REPLY
-C_SRC = 27  # 4 columns: original-direction source address
-C_DST = 31  # 4 columns: original-direction destination address
-C_SPORT = 35  # original source port (ICMP: id)
-C_DPORT = 36  # original destination port (ICMP: id)
-C_ICMP_TYPE = 37  # original-direction ICMP type (ICMP only)
-C_ICMP_CODE = 38
-C_R_SRC = 39  # 4 columns: reply-direction tuple (reversed original unless NATed)
-C_R_DST = 43  # 4 columns
-C_R_SPORT = 47
-C_R_DPORT = 48
-C_NAT_FLAGS = 49  # NAT issue: which translation applies; 0 = none
-C_SEQ = 50  # global creation sequence number (stable ordering / ids), low word
-C_SEQ_HI = 51
-C_KFLAGS = 52  # an imported connection's kernel TCP flags, orig | reply << 8 (kernel_map.py)
-C_TP_BASE = 53  # where the connection's timeout policy starts in ``timeouts`` (timeouts.py)
-C_ADMIT = 54  # which zone-limit entry admitted the conn (core.py), to give its count back
-# Application-layer gateways (ct(alg=ftp|tftp), alg.py and ftp.py), as OVS's conn->alg,
-# ->alg_related, ->seq_skew, ->seq_skew_dir and ->parent_key (C_ALG itself is column 26):
-C_SEQ_SKEW = 55  # FTP NAT: bytes the rewritten commands added (signed: read with seq_skew)
-C_ALG_PARENT = 56  # a data connection: its expectation's row + 1 (holds the parent's tuple)
-C_ALG_EXPS = 57  # a control connection: the first of its expectations' rows + 1 (a chain)
-C_SPARE0 = 58  # 58..63 unused
+C_SRC4 = 26  # original-direction IPv4 source address (IPv6: the extension row's X_SRC)
+C_DST4 = 27  # original-direction IPv4 destination address
+C_SPORT = 28  # original source port (ICMP: id)
+C_DPORT = 29  # original destination port (ICMP: id)
+C_SEQ = 30  # creation sequence number, mod 2**32 (ids; kernel sync finds new connections)
+C_EXT = 31  # the extension row + 1; 0: none
 
-CONN_WIDTH = 64
+CONN_WIDTH = 32
+
+# --- the extension row (C_USED = ROW_EXT, C_GENERATION as any row) -------------------------
+X_SRC = 2  # 4 columns: original-direction source address (IPv4 in the last)
+X_DST = 6  # 4 columns: original-direction destination address
+X_R_SRC = 10  # 4 columns: reply-direction tuple (reversed original unless NATed)
+X_R_DST = 14  # 4 columns
+X_R_SPORT = 18
+X_R_DPORT = 19
+X_ICMP_TYPE = 20  # original-direction ICMP type (ICMP only)
+X_ICMP_CODE = 21
+X_NAT_FLAGS = 22  # NAT issue: which translation applies; 0 = none
+X_ALG = 23  # ALG_KIND (the helper: ALG_FTP / ALG_TFTP) | ALG_RELATED | ALG_SKEW_REPLY
+X_KFLAGS = 24  # an imported connection's kernel TCP flags, orig | reply << 8 (kernel_map.py)
+X_TP_BASE = 25  # where the connection's timeout policy starts in ``timeouts`` (timeouts.py)
+X_ADMIT = 26  # which zone-limit entry admitted the conn (lifecycle.py), to give its count back
+# Application-layer gateways (ct(alg=ftp|tftp), alg.py and ftp.py), as OVS's conn->alg,
+# ->alg_related, ->seq_skew, ->seq_skew_dir and ->parent_key:
+X_SEQ_SKEW = 27  # FTP NAT: bytes the rewritten commands added (signed: read with seq_skew)
+X_ALG_PARENT = 28  # a data connection: its expectation's row + 1 (holds the parent's tuple)
+X_ALG_EXPS = 29  # a control connection: the first of its expectations' rows + 1 (a chain)
+X_OWNER = 30  # the connection's row
 
 ALG_FTP = 1
 ALG_TFTP = 2
-ALG_KIND = 3  # the helper bits of C_ALG
+ALG_KIND = 3  # the helper bits of X_ALG
 ALG_RELATED = 4  # the connection was expected (a data connection): +rel for life
-ALG_SKEW_REPLY = 8  # C_SEQ_SKEW was made by a reply-direction command (OVS seq_skew_dir)
+ALG_SKEW_REPLY = 8  # X_SEQ_SKEW was made by a reply-direction command (OVS seq_skew_dir)
 
 
 @njit(forceinline=True)
@@ -115,16 +131,63 @@ def set_expiration(conns, slot, ms):
 
 
 @njit(forceinline=True)
-def seq_skew(conns, slot):
-    """C_SEQ_SKEW as the signed number it is."""
-    v = np.int64(conns[slot, C_SEQ_SKEW])
-    return v - (np.int64(1) << 32) if v >= (np.int64(1) << 31) else v
+def ext_row(conns, slot):
+    """The connection's extension row, or -1 when it has none."""
+    return np.int64(conns[slot, C_EXT]) - 1
 
 
 @njit(forceinline=True)
-def set_sequence(conns, slot, seq):
-    conns[slot, C_SEQ] = np.int64(seq) & _M32
-    conns[slot, C_SEQ_HI] = np.int64(seq) >> 32
+def ext_get(conns, slot, xcol):
+    """Extension column ``xcol`` of the connection (0 when it has no extension row)."""
+    e = np.int64(conns[slot, C_EXT]) - 1
+    if e < 0:
+        return np.int64(0)
+    return np.int64(conns[e, xcol])
+
+
+@njit(forceinline=True)
+def ext_set(conns, slot, xcol, value):
+    """Write extension column ``xcol`` (the connection has an extension row)."""
+    conns[np.int64(conns[slot, C_EXT]) - 1, xcol] = np.int64(value) & _M32
+
+
+@njit(forceinline=True)
+def ext_or(conns, slot, xcol, bits):
+    e = np.int64(conns[slot, C_EXT]) - 1
+    conns[e, xcol] = np.int64(conns[e, xcol]) | bits
+
+
+@njit(forceinline=True)
+def addr_word(conns, slot, xcol, i):
+    """Word ``i`` (0..3) of an address of the connection: ``xcol`` X_SRC / X_DST (original
+    tuple) or X_R_SRC / X_R_DST (reply tuple)."""
+    e = np.int64(conns[slot, C_EXT]) - 1
+    if e >= 0:
+        return np.int64(conns[e, xcol + i])
+    if i != 3:
+        return np.int64(0)
+    if xcol == X_SRC or xcol == X_R_DST:
+        return np.int64(conns[slot, C_SRC4])
+    return np.int64(conns[slot, C_DST4])
+
+
+@njit(forceinline=True)
+def port(conns, slot, reply, dst):
+    """The source (``dst`` 0) or destination (1) port of the connection's original
+    (``reply`` 0) or reply tuple (ICMP: the id)."""
+    if reply == 0:
+        return np.int64(conns[slot, C_DPORT if dst else C_SPORT])
+    e = np.int64(conns[slot, C_EXT]) - 1
+    if e >= 0:
+        return np.int64(conns[e, X_R_DPORT if dst else X_R_SPORT])
+    return np.int64(conns[slot, C_SPORT if dst else C_DPORT])
+
+
+@njit(forceinline=True)
+def seq_skew(conns, slot):
+    """X_SEQ_SKEW as the signed number it is."""
+    v = ext_get(conns, slot, X_SEQ_SKEW)
+    return v - (np.int64(1) << 32) if v >= (np.int64(1) << 31) else v
 
 
 def expirations(conns: np.ndarray, rows=slice(None)) -> np.ndarray:
@@ -133,10 +196,69 @@ def expirations(conns: np.ndarray, rows=slice(None)) -> np.ndarray:
     return lo | (conns[rows, C_EXPIRATION_HI].astype(np.int64) << 32)
 
 
-def sequence_numbers(conns: np.ndarray, rows=slice(None)) -> np.ndarray:
-    """The creation sequence numbers (int64) of ``conns[rows]``."""
-    lo = conns[rows, C_SEQ].astype(np.int64)
-    return lo | (conns[rows, C_SEQ_HI].astype(np.int64) << 32)
+def live_rows(conns: np.ndarray, now_ms: int) -> np.ndarray:
+    """Rows of the connections not expired at ``now_ms`` (ascending)."""
+    return np.flatnonzero((conns[:, C_USED] == ROW_CONN) & (expirations(conns) > now_ms))
+
+
+class Unpacked(NamedTuple):
+    """Every field of some connections as int64 numpy columns (:func:`unpack`)."""
+
+    zone: np.ndarray
+    proto: np.ndarray
+    dl_type: np.ndarray
+    src: np.ndarray  # [n, 4]
+    dst: np.ndarray
+    r_src: np.ndarray
+    r_dst: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    r_sport: np.ndarray
+    r_dport: np.ndarray
+    icmp_type: np.ndarray
+    icmp_code: np.ndarray
+    nat_flags: np.ndarray
+    alg: np.ndarray
+    kflags: np.ndarray
+    alg_parent: np.ndarray
+    mark: np.ndarray
+    label: np.ndarray  # [n, 4]
+    l4_state: np.ndarray
+    tcp: np.ndarray  # [n, 2 * TCP_PEER_WIDTH]: the TCP peers' columns
+    expiration: np.ndarray
+    seq: np.ndarray
+
+
+def unpack(conns: np.ndarray, rows) -> Unpacked:
+    """The connections in rows ``rows`` (an index array) of ``conns``, every field resolved
+    (extension row or its default), for dumps and kernel export."""
+    rows = np.asarray(rows, np.int64)
+    r = conns[rows].astype(np.int64)
+    e = r[:, C_EXT] - 1
+    has = e >= 0
+    x = conns[np.where(has, e, 0)].astype(np.int64)
+    x[~has] = 0
+    n = len(rows)
+    v4 = np.zeros((n, 4), np.int64)
+    src4, dst4 = v4.copy(), v4.copy()
+    src4[:, 3], dst4[:, 3] = r[:, C_SRC4], r[:, C_DST4]
+
+    def addr(xcol, default):
+        return np.where(has[:, None], x[:, xcol : xcol + 4], default)
+
+    return Unpacked(
+        zone=r[:, C_ZONE], proto=r[:, C_PROTO], dl_type=r[:, C_DL_TYPE],
+        src=addr(X_SRC, src4), dst=addr(X_DST, dst4),
+        r_src=addr(X_R_SRC, dst4), r_dst=addr(X_R_DST, src4),
+        sport=r[:, C_SPORT], dport=r[:, C_DPORT],
+        r_sport=np.where(has, x[:, X_R_SPORT], r[:, C_DPORT]),
+        r_dport=np.where(has, x[:, X_R_DPORT], r[:, C_SPORT]),
+        icmp_type=x[:, X_ICMP_TYPE], icmp_code=x[:, X_ICMP_CODE], nat_flags=x[:, X_NAT_FLAGS],
+        alg=x[:, X_ALG], kflags=x[:, X_KFLAGS], alg_parent=x[:, X_ALG_PARENT],
+        mark=r[:, C_MARK], label=r[:, C_LABEL : C_LABEL + 4], l4_state=r[:, C_L4_STATE],
+        tcp=r[:, C_TCP : C_TCP + 2 * TCP_PEER_WIDTH],
+        expiration=r[:, C_EXPIRATION] | (r[:, C_EXPIRATION_HI] << 32), seq=r[:, C_SEQ],
+    )  # fmt: skip
 
 
 def tcp_col(peer: int, field: int) -> int:

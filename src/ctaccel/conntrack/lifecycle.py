@@ -12,7 +12,7 @@ Zone limits follow OVS 3.1 exactly: ``zone_limits[ZL_ROWS, 65537]``, row ``ZL_LI
 limit or -1 when the zone has no entry, ``ZL_COUNT`` the connections admitted under the entry,
 ``ZL_SEQ`` the entry's creation number (row ``ZL_TP`` holds each zone's timeout policy); column 65536 is the default entry, whose single
 count all zones without their own entry share (OVS fixed that only in 3.5). A connection
-remembers the entry that admitted it (``C_ADMIT``) and gives its count back when it goes,
+remembers the entry that admitted it (``X_ADMIT``) and gives its count back when it goes,
 unless that entry was deleted or re-created meanwhile.
 
 Invariants: never allocates rows beyond the table (a commit with no free row is refused and
@@ -26,15 +26,18 @@ import numpy as np
 
 from ctaccel.conntrack.alg import exp_nat_reply, exp_release_conn
 from ctaccel.conntrack.layout import (
-    C_ADMIT,
-    C_ALG_EXPS,
-    C_ALG_PARENT,
-    C_NAT_FLAGS,
-    C_TP_BASE,
+    C_SEQ,
     C_USED,
     C_ZONE,
+    ROW_CONN,
+    X_ADMIT,
+    X_ALG_EXPS,
+    X_ALG_PARENT,
+    X_NAT_FLAGS,
+    X_TP_BASE,
     expiration,
-    set_sequence,
+    ext_get,
+    ext_set,
 )
 from ctaccel.conntrack.nat import (
     EPHEMERAL_MAX,
@@ -103,9 +106,9 @@ def delete_conn(ct, slot):
     """Remove a connection: give back its zone-limit count, end its expectations (or its
     hold on one), unindex it, free its row."""
     conns, zone_limits = ct.conns, ct.zone_limits
-    if conns[slot, C_ALG_EXPS] != 0 or conns[slot, C_ALG_PARENT] != 0:
+    if ext_get(conns, slot, X_ALG_EXPS) != 0 or ext_get(conns, slot, X_ALG_PARENT) != 0:
         exp_release_conn(ct, slot)
-    admit = np.int64(conns[slot, C_ADMIT])
+    admit = ext_get(conns, slot, X_ADMIT)
     if admit != 0:
         column = (admit & ((1 << _ADMIT_COLUMN_BITS) - 1)) - 1
         seq = admit >> _ADMIT_COLUMN_BITS
@@ -226,12 +229,13 @@ def nat_choose(ct, tup, spec, now_ms, rtup):
 
 
 @njit
-def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup, exp):
+def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup, exp, alg):
     """Create the connection for ``tup`` if the limits allow; its slot or -1 (counted).
     ``rtup`` is scratch for the reply tuple: the reversed ``tup``, or with a NAT spec
     (``nat[NS_ACTION] >= 0``) the one NAT chooses (when none is free no connection is
     created, counted as nat_exhausted), or for a data connection an expectation (row ``exp``
-    >= 0) awaited, the one the expectation gives (OVS: one address replaced, no search)."""
+    >= 0) awaited, the one the expectation gives (OVS: one address replaced, no search).
+    ``alg``: the helper the commit names (ALG_FTP / ALG_TFTP, 0 none), stored by the caller."""
     conns, stats, zone_limits = ct.conns, ct.stats, ct.zone_limits
     zone = tup[T_ZONE]
     column = -1
@@ -274,20 +278,23 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup, exp):
     elif not nat_choose(ct, tup, nat, now_ms, rtup):
         stats[ST_NAT_EXHAUSTED] += 1
         return -1
-    slot = conn_alloc_reply(conns, ct.index, ct.free_slots, stats, tup, rtup, now_ms)
+    # the zone's timeout policy at commit stays the connection's (OVS conn->tp_id)
+    tp_base = zone_limits[ZL_TP, zone] * N_TIMEOUTS
+    want_ext = nat_kind > 0 or tp_base != 0 or column >= 0 or exp >= 0 or alg != 0
+    slot = conn_alloc_reply(conns, ct.index, ct.free_slots, stats, tup, rtup, now_ms, want_ext)
     if slot < 0:
         stats[ST_REFUSED_NO_ROOM] += 1
         return -1
-    if nat_kind >= 0:
-        conns[slot, C_NAT_FLAGS] = nat_kind
-    # the zone's timeout policy at commit stays the connection's (OVS conn->tp_id)
-    conns[slot, C_TP_BASE] = zone_limits[ZL_TP, zone] * N_TIMEOUTS
+    if nat_kind > 0:
+        ext_set(conns, slot, X_NAT_FLAGS, nat_kind)
+    if tp_base != 0:
+        ext_set(conns, slot, X_TP_BASE, tp_base)
     new_conn(conns, slot, tup[T_PROTO], frame, l4_ofs, l4_len, now_ms, ct.timeouts)
-    set_sequence(conns, slot, stats[ST_NEXT_SEQ])
+    conns[slot, C_SEQ] = stats[ST_NEXT_SEQ] & 0xFFFFFFFF
     stats[ST_NEXT_SEQ] += 1
     if column >= 0:
         seq_bits = (zone_limits[ZL_SEQ, column] & _ADMIT_SEQ_MASK) << _ADMIT_COLUMN_BITS
-        conns[slot, C_ADMIT] = (column + 1) | seq_bits
+        ext_set(conns, slot, X_ADMIT, (column + 1) | seq_bits)
         zone_limits[ZL_COUNT, column] += 1
     stats[ST_CREATED] += 1
     return slot
@@ -301,7 +308,7 @@ def sweep_expired(ct, now_ms):
     removed = 0
     earliest = INT64_MAX
     for slot in range(conns.shape[0]):
-        if conns[slot, C_USED] != 0:
+        if conns[slot, C_USED] == ROW_CONN:
             when = expiration(conns, slot)
             if now_ms >= when:
                 delete_conn(ct, slot)
@@ -317,7 +324,7 @@ def flush_zone(ct, zone):
     conns = ct.conns
     removed = 0
     for slot in range(conns.shape[0]):
-        if conns[slot, C_USED] != 0 and (zone < 0 or conns[slot, C_ZONE] == zone):
+        if conns[slot, C_USED] == ROW_CONN and (zone < 0 or conns[slot, C_ZONE] == zone):
             delete_conn(ct, slot)
             removed += 1
     return removed

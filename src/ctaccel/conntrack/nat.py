@@ -2,7 +2,7 @@
 
 What: OVS 3.1 userspace NAT (lib/conntrack.c) as numba kernels. A connection committed with
 ``ct(commit,nat(src|dst=...))`` stores the translation as its *reply tuple* (layout.py
-``C_R_*``) and the kind in ``C_NAT_FLAGS`` (``NAT_*`` bits below). Every later packet of the
+``X_R_*``, in its extension row) and the kind in ``X_NAT_FLAGS`` (``NAT_*`` bits below). Every later packet of the
 connection that meets a ``ct(nat)`` is rewritten towards the other side's view: an
 original-direction packet gets the reply tuple reversed, a reply packet the original tuple
 reversed. ICMP errors about a NATed connection get the outer address translated and the quoted
@@ -30,16 +30,15 @@ from __future__ import annotations
 import numpy as np
 
 from ctaccel.conntrack.layout import (
-    C_DPORT,
-    C_DST,
-    C_NAT_FLAGS,
     C_PROTO,
-    C_R_DPORT,
-    C_R_DST,
-    C_R_SPORT,
-    C_R_SRC,
-    C_SPORT,
-    C_SRC,
+    X_DST,
+    X_NAT_FLAGS,
+    X_R_DST,
+    X_R_SRC,
+    X_SRC,
+    addr_word,
+    ext_get,
+    port,
 )
 from ctaccel.jit import njit
 from ctaccel.packet.checksum import (  # noqa: F401 (recalc16: tests)
@@ -261,27 +260,21 @@ def nat_target(conns, slot, reply):
     "header transposition" the fast path caches): (kind, a0, a1, a2, a3, sport, dport) with
     kind NAT_SRC (the source address becomes a0..a3) or NAT_DST (the destination does), 0 if
     the connection does not translate; the TCP/UDP ports become sport, dport."""
-    action = np.int64(conns[slot, C_NAT_FLAGS])
+    action = ext_get(conns, slot, X_NAT_FLAGS)
+    other = 1 - reply  # the tuple the packet is rewritten to: the other direction's
     if reply:
         action = reverse_action(action)
-        ksrc = C_SRC
-        kdst = C_DST
-        ksport = np.int64(conns[slot, C_SPORT])
-        kdport = np.int64(conns[slot, C_DPORT])
-    else:
-        ksrc = C_R_SRC
-        kdst = C_R_DST
-        ksport = np.int64(conns[slot, C_R_SPORT])
-        kdport = np.int64(conns[slot, C_R_DPORT])
+    ksport = port(conns, slot, other, 0)
+    kdport = port(conns, slot, other, 1)
     kind = 0
-    col = ksrc
+    col = X_R_SRC if other else X_SRC
     if action & NAT_SRC:
         kind = NAT_SRC
-        col = kdst
+        col = X_R_DST if other else X_DST
     elif action & NAT_DST:
         kind = NAT_DST
-    return (kind, np.int64(conns[slot, col]), np.int64(conns[slot, col + 1]),
-            np.int64(conns[slot, col + 2]), np.int64(conns[slot, col + 3]), kdport,
+    return (kind, addr_word(conns, slot, col, 0), addr_word(conns, slot, col, 1),
+            addr_word(conns, slot, col, 2), addr_word(conns, slot, col, 3), kdport,
             ksport)  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """Open-addressing hash index over the connection rows, and the conn slot allocator.
 
 What: the storage half of the connection tracker. ``conns[cap, CONN_WIDTH]`` (uint32 words) holds one row per
-connection (layout.py); ``index[nbuckets, 2]`` maps a lookup tuple to a connection *handle*
+connection (layout.py); ``index[nbuckets]`` maps a lookup tuple to a connection *handle*
 ``slot * 2 + reply``; ``free_slots`` is a stack of free rows; ``stats`` (an int64 vector, the
 ``ST_*`` columns below) holds the live count, the free-stack top and the named counters, so a
 jitted kernel can update everything through plain arrays.
@@ -16,10 +16,10 @@ Design:
   tuple (handle ``slot*2+1``). One probe with a packet's tuple therefore finds the connection
   and tells whether the packet travels in the reply direction. The hash is *not* symmetric;
   with two entries per connection it does not need to be.
-- ctaccel.hashtable's open addressing, index layout: linear probing; each bucket stores
-  ``handle + 1`` (0 = empty) and the full 32-bit hash, so probing compares hashes before
-  touching the connection row, and deletion can shift later entries back without recomputing
-  hashes (backward-shift deletion: no tombstones, ever). This module gives it the tuple hash
+- ctaccel.hashtable's open addressing, packed layout: linear probing; each bucket is one
+  int64, ``hash << 32 | handle + 1`` (0 = empty; the hash has 31 bits), eight to a cache
+  line, so probing compares hashes before touching the connection row, and deletion can
+  shift later entries back without recomputing hashes (backward-shift deletion: no tombstones, ever). This module gives it the tuple hash
   and the comparison of a tuple with a connection's row; insertion and deletion are
   hashtable's, the lookup loop is written out here (see :func:`index_lookup`).
 - The index has at least four buckets per connection row (load factor <= 0.5 when every row
@@ -43,23 +43,34 @@ from ctaccel.arrays import aligned_zeros, prefaulted_zeros
 from ctaccel.conntrack.layout import (
     C_DL_TYPE,
     C_DPORT,
-    C_DST,
+    C_DST4,
+    C_EXT,
     C_GENERATION,
-    C_ICMP_CODE,
-    C_ICMP_TYPE,
     C_PROTO,
-    C_R_DPORT,
-    C_R_DST,
-    C_R_SPORT,
-    C_R_SRC,
     C_SPORT,
-    C_SRC,
+    C_SRC4,
     C_USED,
     C_ZONE,
     CONN_DTYPE,
     CONN_WIDTH,
+    ROW_CONN,
+    ROW_EXT,
+    ROW_FREE,
+    X_DST,
+    X_ICMP_CODE,
+    X_ICMP_TYPE,
+    X_OWNER,
+    X_R_DPORT,
+    X_R_DST,
+    X_R_SPORT,
+    X_R_SRC,
+    X_SRC,
+    addr_word,
+    ext_get,
+    ext_row,
+    port,
 )
-from ctaccel.hashtable import index_add, index_remove, slots_for
+from ctaccel.hashtable import packed_add, packed_ref, packed_remove, slots_for
 from ctaccel.jit import njit
 
 # --- lookup tuple columns -----------------------------------------------------------------
@@ -203,7 +214,7 @@ def tuple_hash(tup):
 @njit(forceinline=True)
 def _tuple_finish(h):
     h = ((h ^ (h >> 15)) * _MUL) & _M32
-    return h ^ (h >> 13)
+    return (h ^ (h >> 13)) & 0x7FFFFFFF  # 31 bits: the packed index keeps it beside the handle
 
 
 @njit(forceinline=True)
@@ -211,16 +222,12 @@ def row_endpoint_words(conns, slot, reply):
     """(source word, destination word) of a connection's original or reply tuple."""
     dl_type = np.int64(conns[slot, C_DL_TYPE])
     proto = np.int64(conns[slot, C_PROTO])
-    if reply == 0:
-        sport = np.int64(conns[slot, C_SPORT])
-        dport = np.int64(conns[slot, C_DPORT])
-    else:
-        sport = np.int64(conns[slot, C_R_SPORT])
-        dport = np.int64(conns[slot, C_R_DPORT])
+    sport = port(conns, slot, reply, 0)
+    dport = port(conns, slot, reply, 1)
     if not is_icmp_key(dl_type, proto):
         return sport, dport
-    t = np.int64(conns[slot, C_ICMP_TYPE])
-    code = np.int64(conns[slot, C_ICMP_CODE])
+    t = ext_get(conns, slot, X_ICMP_TYPE)
+    code = ext_get(conns, slot, X_ICMP_CODE)
     rt = reverse_icmp_type(dl_type, t)
     if reply == 0:
         return (sport << 16) | (t << 8) | code, (dport << 16) | (rt << 8) | code
@@ -233,11 +240,11 @@ def row_tuple(conns, slot, reply, tup):
     tup[T_ZONE] = conns[slot, C_ZONE]
     tup[T_DL_TYPE] = conns[slot, C_DL_TYPE]
     tup[T_PROTO] = conns[slot, C_PROTO]
-    src = C_SRC if reply == 0 else C_R_SRC
-    dst = C_DST if reply == 0 else C_R_DST
+    src = X_SRC if reply == 0 else X_R_SRC
+    dst = X_DST if reply == 0 else X_R_DST
     for i in range(4):
-        tup[T_SRC + i] = conns[slot, src + i]
-        tup[T_DST + i] = conns[slot, dst + i]
+        tup[T_SRC + i] = addr_word(conns, slot, src, i)
+        tup[T_DST + i] = addr_word(conns, slot, dst, i)
     sw, dw = row_endpoint_words(conns, slot, reply)
     tup[T_SWORD] = sw
     tup[T_DWORD] = dw
@@ -246,15 +253,15 @@ def row_tuple(conns, slot, reply, tup):
 @njit(forceinline=True)
 def row_tuple_hash(conns, slot, reply):
     """``tuple_hash`` of the tuple ``row_tuple`` would write, without writing it."""
-    src = C_SRC if reply == 0 else C_R_SRC
-    dst = C_DST if reply == 0 else C_R_DST
+    src = X_SRC if reply == 0 else X_R_SRC
+    dst = X_DST if reply == 0 else X_R_DST
     h = _mix(_TUPLE_SEED, np.int64(conns[slot, C_ZONE]))
     h = _mix(h, np.int64(conns[slot, C_DL_TYPE]))
     h = _mix(h, np.int64(conns[slot, C_PROTO]))
     for i in range(4):
-        h = _mix(h, np.int64(conns[slot, src + i]))
+        h = _mix(h, addr_word(conns, slot, src, i))
     for i in range(4):
-        h = _mix(h, np.int64(conns[slot, dst + i]))
+        h = _mix(h, addr_word(conns, slot, dst, i))
     sw, dw = row_endpoint_words(conns, slot, reply)
     h = _mix(h, sw)
     return _tuple_finish(_mix(h, dw))
@@ -269,11 +276,22 @@ def row_matches(conns, slot, reply, tup):
         or conns[slot, C_DL_TYPE] != tup[T_DL_TYPE]
     ):
         return False
-    src = C_SRC if reply == 0 else C_R_SRC
-    dst = C_DST if reply == 0 else C_R_DST
-    for i in range(4):
-        if conns[slot, src + i] != tup[T_SRC + i] or conns[slot, dst + i] != tup[T_DST + i]:
+    e = ext_row(conns, slot)
+    if e < 0:  # IPv4, the reply tuple the reversed original: the words are in the row
+        if tup[T_SRC] != 0 or tup[T_SRC + 1] != 0 or tup[T_SRC + 2] != 0:
             return False
+        if tup[T_DST] != 0 or tup[T_DST + 1] != 0 or tup[T_DST + 2] != 0:
+            return False
+        src4 = conns[slot, C_DST4 if reply else C_SRC4]
+        dst4 = conns[slot, C_SRC4 if reply else C_DST4]
+        if src4 != tup[T_SRC + 3] or dst4 != tup[T_DST + 3]:
+            return False
+    else:
+        src = X_SRC if reply == 0 else X_R_SRC
+        dst = X_DST if reply == 0 else X_R_DST
+        for i in range(4):
+            if conns[e, src + i] != tup[T_SRC + i] or conns[e, dst + i] != tup[T_DST + i]:
+                return False
     sw, dw = row_endpoint_words(conns, slot, reply)
     return sw == tup[T_SWORD] and dw == tup[T_DWORD]
 
@@ -291,11 +309,11 @@ def index_lookup(conns, index, tup, h):
     mask = index.shape[0] - 1
     b = h & mask
     while True:
-        entry = index[b, 0]
-        if entry == 0:
+        word = index[b]
+        if word == 0:
             return -1
-        if index[b, 1] == h:
-            handle = entry - 1
+        if word >> 32 == h:
+            handle = packed_ref(word)
             slot = handle >> 1
             reply = handle & 1
             if row_matches(conns, slot, reply, tup):
@@ -329,45 +347,79 @@ def conn_alloc(conns, index, free_slots, stats, tup, now_ms):
     """
     rtup = np.empty(TUP_WIDTH, np.int64)
     reverse_into(tup, rtup)
-    return conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms)
+    return conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms, False)
 
 
-@njit
-def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms):
-    """``conn_alloc`` with the reply tuple given (NAT chose it): both tuples stored, indexed."""
-    top = stats[ST_FREE_TOP]
-    if top <= 0:
-        return -1
-    top -= 1
+@njit(forceinline=True)
+def _take_row(conns, free_slots, stats, kind):
+    """Pop a free row, zeroed, marked ``kind``, its generation bumped (the caller checked
+    that the stack is not empty)."""
+    top = stats[ST_FREE_TOP] - 1
     slot = free_slots[top]
     stats[ST_FREE_TOP] = top
     generation = (np.int64(conns[slot, C_GENERATION]) + 1) & 0xFFFFFFFF
     for c in range(CONN_WIDTH):
         conns[slot, c] = 0
     conns[slot, C_GENERATION] = generation
-    conns[slot, C_USED] = 1
+    conns[slot, C_USED] = kind
+    return slot
+
+
+@njit(forceinline=True)
+def _give_row(conns, free_slots, stats, slot):
+    conns[slot, C_USED] = ROW_FREE
+    conns[slot, C_GENERATION] = (np.int64(conns[slot, C_GENERATION]) + 1) & 0xFFFFFFFF
+    free_slots[stats[ST_FREE_TOP]] = slot
+    stats[ST_FREE_TOP] += 1
+
+
+@njit(forceinline=True)
+def needs_ext(tup, rtup):
+    """True when a connection with these tuples cannot live in a row alone: IPv6, ICMP, or
+    a reply tuple that is not the reversed original (NAT)."""
+    if tup[T_DL_TYPE] != ETH_IP or is_icmp_key(tup[T_DL_TYPE], tup[T_PROTO]):
+        return True
+    for i in range(3):
+        if tup[T_SRC + i] != 0 or tup[T_DST + i] != 0:
+            return True
+    return (rtup[T_SRC + 3] != tup[T_DST + 3] or rtup[T_DST + 3] != tup[T_SRC + 3]
+            or rtup[T_SWORD] != tup[T_DWORD] or rtup[T_DWORD] != tup[T_SWORD])  # fmt: skip
+
+
+@njit
+def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms, want_ext):
+    """``conn_alloc`` with the reply tuple given (NAT chose it): both tuples stored, indexed.
+    The connection gets an extension row (layout.py) when it needs one or ``want_ext``; -1
+    when the rows it needs are not free."""
+    ext = want_ext or needs_ext(tup, rtup)
+    if stats[ST_FREE_TOP] < (2 if ext else 1):
+        return -1
+    slot = _take_row(conns, free_slots, stats, ROW_CONN)
     conns[slot, C_ZONE] = tup[T_ZONE]
     conns[slot, C_DL_TYPE] = tup[T_DL_TYPE]
     conns[slot, C_PROTO] = tup[T_PROTO]
-    for i in range(4):
-        conns[slot, C_SRC + i] = tup[T_SRC + i]
-        conns[slot, C_DST + i] = tup[T_DST + i]
-        conns[slot, C_R_SRC + i] = rtup[T_SRC + i]
-        conns[slot, C_R_DST + i] = rtup[T_DST + i]
-    if is_icmp_key(tup[T_DL_TYPE], tup[T_PROTO]):
-        conns[slot, C_SPORT] = tup[T_SWORD] >> 16
-        conns[slot, C_DPORT] = tup[T_DWORD] >> 16
-        conns[slot, C_ICMP_TYPE] = (tup[T_SWORD] >> 8) & 0xFF
-        conns[slot, C_ICMP_CODE] = tup[T_SWORD] & 0xFF
-        conns[slot, C_R_SPORT] = rtup[T_SWORD] >> 16
-        conns[slot, C_R_DPORT] = rtup[T_DWORD] >> 16
-    else:
-        conns[slot, C_SPORT] = tup[T_SWORD]
-        conns[slot, C_DPORT] = tup[T_DWORD]
-        conns[slot, C_R_SPORT] = rtup[T_SWORD]
-        conns[slot, C_R_DPORT] = rtup[T_DWORD]
-    index_add(index, slot * 2, tuple_hash(tup))
-    index_add(index, slot * 2 + 1, tuple_hash(rtup))
+    conns[slot, C_SRC4] = tup[T_SRC + 3]
+    conns[slot, C_DST4] = tup[T_DST + 3]
+    icmp = is_icmp_key(tup[T_DL_TYPE], tup[T_PROTO])
+    shift = 16 if icmp else 0
+    conns[slot, C_SPORT] = tup[T_SWORD] >> shift
+    conns[slot, C_DPORT] = tup[T_DWORD] >> shift
+    if ext:
+        e = _take_row(conns, free_slots, stats, ROW_EXT)
+        conns[slot, C_EXT] = e + 1
+        conns[e, X_OWNER] = slot
+        for i in range(4):
+            conns[e, X_SRC + i] = tup[T_SRC + i]
+            conns[e, X_DST + i] = tup[T_DST + i]
+            conns[e, X_R_SRC + i] = rtup[T_SRC + i]
+            conns[e, X_R_DST + i] = rtup[T_DST + i]
+        conns[e, X_R_SPORT] = rtup[T_SWORD] >> shift
+        conns[e, X_R_DPORT] = rtup[T_DWORD] >> shift
+        if icmp:
+            conns[e, X_ICMP_TYPE] = (tup[T_SWORD] >> 8) & 0xFF
+            conns[e, X_ICMP_CODE] = tup[T_SWORD] & 0xFF
+    packed_add(index, slot * 2, tuple_hash(tup))
+    packed_add(index, slot * 2 + 1, tuple_hash(rtup))
     stats[ST_N_CONNS] += 1
     return slot
 
@@ -376,26 +428,26 @@ def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms):
 def conn_release(conns, index, free_slots, stats, slot):
     """Remove a connection from the index and return its row to the free stack."""
     for reply in range(2):
-        index_remove(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
-    conns[slot, C_USED] = 0
-    conns[slot, C_GENERATION] = (np.int64(conns[slot, C_GENERATION]) + 1) & 0xFFFFFFFF
-    free_slots[stats[ST_FREE_TOP]] = slot
-    stats[ST_FREE_TOP] += 1
+        packed_remove(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
+    e = ext_row(conns, slot)
+    if e >= 0:
+        _give_row(conns, free_slots, stats, e)
+    _give_row(conns, free_slots, stats, slot)
     stats[ST_N_CONNS] -= 1
 
 
 @njit
 def rebuild_index(conns, index, free_slots, stats):
-    """Re-index every row in use and rebuild the free stack (after growth or a copy)."""
-    index[:, :] = 0
+    """Re-index every connection and rebuild the free stack (after growth or a copy)."""
+    index[:] = 0
     n_used = 0
     top = 0
     for slot in range(conns.shape[0] - 1, -1, -1):
-        if conns[slot, C_USED] != 0:
+        if conns[slot, C_USED] == ROW_CONN:
             n_used += 1
             for reply in range(2):
-                index_add(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
-        else:
+                packed_add(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
+        elif conns[slot, C_USED] == ROW_FREE:
             free_slots[top] = slot
             top += 1
     stats[ST_N_CONNS] = n_used
@@ -407,18 +459,23 @@ def index_buckets_for(capacity: int) -> int:
     return slots_for(capacity, BUCKETS_PER_ROW)
 
 
-# The most rows a row store reserves (address space only: 4 GiB of it at 16M rows); a table
+# The most rows a row store reserves (address space only: 2 GiB of it at 16M rows); a table
 # allowed more connections copies its rows when it grows past them.
 MAX_STORE_ROWS = 1 << 24
 
 
+def row_limit(max_conns: int) -> int:
+    """The most rows ``max_conns`` connections can take (each may have an extension row)."""
+    return 2 * int(max_conns)
+
+
 def row_store(max_conns: int, capacity: int) -> np.ndarray | None:
-    """Zeroed rows for every connection the table may ever hold (``max_conns``, at most
-    MAX_STORE_ROWS), as address space: numpy's zeroed allocation leaves untouched pages
+    """Zeroed rows for every connection the table may ever hold (``row_limit(max_conns)``,
+    at most MAX_STORE_ROWS), as address space: numpy's zeroed allocation leaves untouched pages
     unmapped, so the store costs memory only for rows in use, and a table that grows takes a
     longer view of it instead of copying its rows. None when the system refuses the
     reservation (the table then copies on growth)."""
-    rows = max(int(capacity), min(int(max_conns), MAX_STORE_ROWS), 1)
+    rows = max(int(capacity), min(row_limit(max_conns), MAX_STORE_ROWS), 1)
     try:
         return aligned_zeros((rows, CONN_WIDTH), CONN_DTYPE)
     except MemoryError:
@@ -434,7 +491,7 @@ def new_tables(capacity: int, max_conns: int, rows: np.ndarray | None = None):
         conns.fill(0)
     else:
         conns = prefaulted_zeros((capacity, CONN_WIDTH), CONN_DTYPE)
-    index = prefaulted_zeros((index_buckets_for(capacity), 2))
+    index = prefaulted_zeros(index_buckets_for(capacity))
     free_slots = prefaulted_zeros(capacity)
     stats = prefaulted_zeros(ST_WIDTH)
     stats[ST_MAX_CONNS] = max_conns
@@ -447,8 +504,9 @@ def reindex(old_index, index):
     """Put every entry of ``old_index`` into the empty, larger ``index`` (their hashes are
     stored: no row is read)."""
     for b in range(old_index.shape[0]):
-        if old_index[b, 0] != 0:
-            index_add(index, old_index[b, 0] - 1, old_index[b, 1])
+        word = old_index[b]
+        if word != 0:
+            packed_add(index, packed_ref(word), word >> 32)
 
 
 def grow_tables(conns, index, free_slots, stats, new_capacity: int, rows=None):
@@ -468,7 +526,7 @@ def grow_tables(conns, index, free_slots, stats, new_capacity: int, rows=None):
     else:
         new_conns = prefaulted_zeros((new_capacity, CONN_WIDTH), CONN_DTYPE)
         new_conns[:old] = conns
-    new_index = aligned_zeros((index_buckets_for(new_capacity), 2))
+    new_index = aligned_zeros(index_buckets_for(new_capacity))
     reindex(index, new_index)
     top = int(stats[ST_FREE_TOP])
     old_free = np.sort(free_slots[:top])[::-1]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctaccel.conntrack.layout import C_TIMEOUT_CLASS, C_TP_BASE, set_expiration
+from ctaccel.conntrack.layout import C_TIMEOUT_CLASS, X_TP_BASE, ext_get, set_expiration
 from ctaccel.errors import InputError
 from ctaccel.jit import njit
 
@@ -72,7 +72,7 @@ def default_timeouts_ms() -> np.ndarray:
 # --- zone timeout policies (OVS ``ovs-vsctl add-zone-tp``, lib/conntrack-tp.c) ---------------
 # A policy is a row of N_TIMEOUTS values in the flat ``timeouts`` array (row 0: the default
 # every zone without a policy uses); a connection keeps where its zone's policy starts at
-# commit (C_TP_BASE = row * N_TIMEOUTS), as OVS keeps conn->tp_id.
+# commit (X_TP_BASE = row * N_TIMEOUTS, in its extension row), as OVS keeps conn->tp_id.
 MAX_POLICIES = 256
 # OVS's attribute names -> our classes (OVS times other protocols by the udp_* values)
 POLICY_NAMES = {
@@ -95,7 +95,7 @@ def arm_timer(conns, slot, now_ms, timeouts, tm):
     """Arm the connection's timer for class ``tm`` under the timeout policy it was committed
     with (OVS conn_update_expiration): expiration = now + the policy's value."""
     conns[slot, C_TIMEOUT_CLASS] = tm
-    set_expiration(conns, slot, now_ms + timeouts[np.int64(conns[slot, C_TP_BASE]) + tm])
+    set_expiration(conns, slot, now_ms + timeouts[ext_get(conns, slot, X_TP_BASE) + tm])
 
 
 def policy_table(base_ms=None) -> np.ndarray:

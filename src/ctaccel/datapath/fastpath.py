@@ -36,6 +36,7 @@ from ctaccel.conntrack.layout import (
     C_USED,
     CONN_LINE_WORDS,
     HOT_WIDTH,
+    ROW_CONN,
 )
 from ctaccel.conntrack.nat import nat_rewrite
 from ctaccel.datapath.exact import em_lookup_hashed, hash_row
@@ -226,7 +227,7 @@ def _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, saved, i
     if head_has_step(head):  # one ct step
         slot = fp_rows[e, FC_SLOT]
         gen = fp_rows[e, FC_GEN]
-        if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != gen:
+        if conns[slot, C_USED] != ROW_CONN or conns[slot, C_GENERATION] != gen:
             return PUNT_CONN
         lab01 = fp_rows[e, FC_LABEL]
         lab23 = fp_rows[e, FC_LABEL + 1]
@@ -282,7 +283,7 @@ def _fast_apply(e, frame, flen, key, now_ms, ct, fp, out, saved, i):
     for s in range(nsteps):
         base = FI_STEPS + s * S_WIDTH
         slot = fp_rows[e, base + S_SLOT]
-        if conns[slot, C_USED] == 0 or conns[slot, C_GENERATION] != fp_rows[e, base + S_GEN]:
+        if conns[slot, C_USED] != ROW_CONN or conns[slot, C_GENERATION] != fp_rows[e, base + S_GEN]:
             _restore(conns, fp_rows, e, s, saved)
             return PUNT_CONN
         same_md = conns[slot, C_MARK] == fp_rows[e, base + S_MARK]

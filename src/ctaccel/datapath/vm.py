@@ -28,11 +28,13 @@ from ctaccel.conntrack.layout import (
     C_GENERATION,
     C_LABEL,
     C_MARK,
-    C_NAT_FLAGS,
     C_PROTO,
     C_USED,
     C_ZONE,
     CA_WIDTH,
+    ROW_CONN,
+    X_NAT_FLAGS,
+    ext_get,
 )
 from ctaccel.conntrack.nat import NS_WIDTH, nat_target
 from ctaccel.conntrack.table import ST_FRAME_LEN, ST_LAST_ALG, ST_LAST_CONN
@@ -334,7 +336,7 @@ def _trace_step(conns, conn, reuse, has_nat, state_in, zone_in, zone, st):
         if (
             has_nat
             and slot >= 0
-            and conns[slot, C_NAT_FLAGS] != 0
+            and ext_get(conns, slot, X_NAT_FLAGS) != 0
             and (not (state_in & NAT_BITS) or zone_in != zone)
         ):
             t = nat_target(conns, slot, conn & 1)
@@ -371,7 +373,7 @@ def _op_ct(row, frame, flen, now, ct, ops, kstats, st, no_nat, ct_tups):
     reuse = False
     if handle_in >= 0 and not force and cur_key[CT_STATE] != CS_INVALID:
         hs = handle_in >> 1
-        if hs < conns.shape[0] and conns[hs, C_USED] != 0:
+        if hs < conns.shape[0] and conns[hs, C_USED] == ROW_CONN:
             reuse = conns[hs, C_ZONE] == zone
     kstats[KS_CT_CALLS] += 1
     state_in = cur_key[CT_STATE]
