@@ -344,3 +344,33 @@ def test_snat_workload_takes_the_fast_path_for_99_percent(tmp_path):
         paths = Counter(r.path for r in res)
     assert outs["recirc"] == outs["assume-established"]
     assert paths["fast"] / n >= 0.99, paths
+
+
+@pytest.mark.parametrize("ipv6,nat", [(False, None), (True, None), (False, "snat"), (True, "snat")])
+def test_template_rows_are_the_frames_packet_build_makes(ipv6, nat):
+    """The templates are computed in numpy (flow 0's frame of each kind with another flow's
+    addresses and ports written in, both checksums updated): every row equals the frame
+    packet.build makes for that flow on its own."""
+    from ctaccel.packet import build as B
+
+    plan = W._prepare("B", 40, None, None, ipv6, 5, None, nat)
+    ends, tp = plan.endpoints, plan.templates
+    frame_len = tp.base.shape[1]
+    payload = (W.PAYLOAD_PATTERN * frame_len)[: plan.payload_len]
+    rows = np.arange(4 * plan.flows + plan.unidirectional)
+    frames, _sums = W._template_rows(tp, rows)
+    for r in rows:
+        f, k = (r // 4, r % 4) if r < 4 * plan.flows else (r - 3 * plan.flows, 0)
+        c, s = (
+            (ends.client_ip[f], int(ends.client_port[f])),
+            (ends.server_ip[f], int(ends.server_port[f])),
+        )
+        back = c[0] if plan.snat_addr is None else plan.snat_addr
+        data = payload if k in (1, 3) else b""
+        if k < 2:
+            want = B.tcp_frame(W.CLIENT_MAC, W.SERVER_MAC, c[0], s[0], c[1], s[1], flags=0,
+                               payload=data, seg=W.TCP_FIELDS)  # fmt: skip
+        else:
+            want = B.tcp_frame(W.SERVER_MAC, W.CLIENT_MAC, s[0], back, s[1], c[1], flags=0,
+                               payload=data, seg=W.TCP_FIELDS)  # fmt: skip
+        assert bytes(frames[r]) == want.ljust(frame_len, b"\x00"), (r, f, k)

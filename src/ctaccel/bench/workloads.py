@@ -17,8 +17,11 @@ tests/support/workloads.py are built on it) and :func:`rules` the same rule text
 
 Design: the schedule is a table of *slots*. The handshake slots are used once; the round
 slots repeat every round, and only sequence/acknowledgement numbers change from round to
-round (``seq0 + round * seq_step``). Every flow direction has a template frame built once
-with :mod:`ctaccel.packet.build` (seq = ack = flags = 0); a packet is its template with
+round (``seq0 + round * seq_step``). Every flow direction has a template frame (seq = ack =
+flags = 0): one frame of each kind is built for the first flow with
+:mod:`ctaccel.packet.build`, and a chunk's templates are those with the flow's addresses and
+ports written in and both checksums updated (RFC 1624), all in numpy, so ten million
+connections need no table of frames and no Python loop per flow; a packet is its template with
 seq, ack and flags patched in numpy and the TCP checksum updated incrementally (RFC 1624:
 the patched fields were zero in the template, so their words just add to its sum). The
 pcap is written in chunks of fixed-size records, so memory stays bounded and one million
@@ -61,7 +64,7 @@ from ctaccel.packet import build as B
 KINDS = ("A", "B")
 DEFAULT_FLOWS = 10_000
 DEFAULT_TARGET_PACKETS = 1_000_000
-MAX_FLOWS = 1_000_000  # templates are built in Python (~25 us each): keep builds bounded
+MAX_FLOWS = 10_000_000  # issue 20's largest point (client addresses stay within 10/8)
 DEFAULT_FRAME_SIZE = 64  # on the wire, FCS included: the talk's 60-byte captured frames
 MAX_FRAME_SIZE = 9018  # a jumbo frame on the wire
 FCS_LEN = 4  # counted on the wire, absent from captures
@@ -84,7 +87,8 @@ PAYLOAD_PATTERN = b"ctaccel-workload-"
 
 SYN, ACK, PSH = 0x02, 0x10, 0x08
 
-# Per flow the templates are rows 4f..4f+3 (established) or 4*flows + k (unidirectional).
+# Per flow the templates are rows 4f..4f+3 (established) or 4*flows + k (unidirectional),
+# computed when a chunk needs them (_template_rows).
 ROW_CLIENT_BARE, ROW_CLIENT_DATA, ROW_SERVER_BARE, ROW_SERVER_DATA = range(4)
 
 IN_PORT, OUT_PORT, CT_ZONE = 1, 2, 5
@@ -242,30 +246,100 @@ def _endpoints(rng, total: int, ipv6: bool, nat: str | None = None):
     return Endpoints(client_ip, server_ip, client_port, server_port, isn_client, isn_server)
 
 
-def _templates(endpoints, established: int, total: int, frame_len: int, payload: bytes,
-               reply_to=None):  # fmt: skip
-    """Template frames (seq = ack = flags = 0, checksums correct for that), one per row.
+class _Templates(NamedTuple):
+    """What the template frame of any row is computed from (:func:`_template_rows`): the four
+    kinds of frame built once for flow 0 (client bare, client data, server bare, server data),
+    and per flow the address words and ports patched into them. Rows are computed when a
+    chunk needs them, so a workload of millions of connections holds no table of frames."""
+
+    base: np.ndarray  # (4, frame_len) uint8: each kind's frame for flow 0
+    base_ip: np.ndarray  # (4,) the IPv4 header checksum's ones'-complement sum (IPv6: 0)
+    base_tcp: np.ndarray  # (4,) the TCP checksum's ones'-complement sum (seq = ack = 0)
+    old: np.ndarray  # (4, words): flow 0's source, destination address words and ports
+    client: np.ndarray  # (flows, 2 or 8) address words per flow
+    server: np.ndarray
+    back: np.ndarray  # the address servers answer (the client's, or the SNAT address)
+    client_port: np.ndarray
+    server_port: np.ndarray
+    established: int
+    ipv6: bool
+
+
+def _address_words(addrs, ipv6: bool) -> np.ndarray:
+    """(n, 2) or, for IPv6, (n, 8) 16-bit words of addresses, most significant first."""
+    if not ipv6:
+        a = np.asarray(addrs, np.int64)
+        return np.stack([a >> 16, a & 0xFFFF], axis=1)
+    raw = b"".join(int(a).to_bytes(16, "big") for a in addrs)
+    return np.frombuffer(raw, ">u2").reshape(-1, 8).astype(np.int64)
+
+
+def _templates(endpoints, established: int, frame_len: int, payload: bytes, ipv6: bool,
+               reply_to=None) -> _Templates:  # fmt: skip
+    """Template frames (seq = ack = flags = 0, checksums correct for that): row 4f + k is kind
+    k of established flow f, row 4 * established + u the SYN of unidirectional flow u.
     ``reply_to``: the address servers answer (the SNAT address), else each client's own."""
     client_ip, server_ip, client_port, server_port, _isn_c, _isn_s = endpoints
-    frames = []
+    c0, s0 = client_ip[0], server_ip[0]
+    b0 = c0 if reply_to is None else reply_to
+    cp0, sp0 = int(client_port[0]), int(server_port[0])
+    kinds = ((CLIENT_MAC, SERVER_MAC, c0, s0, cp0, sp0, b""),
+             (CLIENT_MAC, SERVER_MAC, c0, s0, cp0, sp0, payload),
+             (SERVER_MAC, CLIENT_MAC, s0, b0, sp0, cp0, b""),
+             (SERVER_MAC, CLIENT_MAC, s0, b0, sp0, cp0, payload))  # fmt: skip
+    base = np.zeros((4, frame_len), np.uint8)
+    old = []
+    for k, (smac, dmac, src, dst, sport, dport, data) in enumerate(kinds):
+        frame = B.tcp_frame(smac, dmac, src, dst, sport, dport, flags=0, seq=0, ack=0,
+                            payload=data, seg=TCP_FIELDS)  # fmt: skip
+        base[k] = np.frombuffer(frame.ljust(frame_len, b"\x00"), np.uint8)  # Ethernet padding
+        words = [_address_words([src], ipv6)[0], _address_words([dst], ipv6)[0], [sport, dport]]
+        old.append(np.concatenate(words))
+    tcp = header_len(ipv6) - TCP_HLEN
+    stored_tcp = (base[:, tcp + 16].astype(np.int64) << 8) | base[:, tcp + 17]
+    stored_ip = (base[:, ETH_HLEN + 10].astype(np.int64) << 8) | base[:, ETH_HLEN + 11]
+    client = _address_words(client_ip, ipv6)
+    back = client if reply_to is None else np.broadcast_to(_address_words([reply_to], ipv6),
+                                                           client.shape)  # fmt: skip
+    return _Templates(base=base, base_ip=np.zeros(4, np.int64) if ipv6 else ~stored_ip & 0xFFFF,
+                      base_tcp=~stored_tcp & 0xFFFF, old=np.array(old, np.int64),
+                      client=client, server=_address_words(server_ip, ipv6), back=back,
+                      client_port=np.asarray(client_port, np.int64),
+                      server_port=np.asarray(server_port, np.int64), established=established,
+                      ipv6=ipv6)  # fmt: skip
 
-    def add(src_mac, dst_mac, src, dst, sport, dport, data):
-        frame = B.tcp_frame(src_mac, dst_mac, src, dst, int(sport), int(dport), flags=0,
-                            seq=0, ack=0, payload=data, seg=TCP_FIELDS)  # fmt: skip
-        frames.append(frame.ljust(frame_len, b"\x00"))  # Ethernet padding for bare segments
 
-    for f in range(total):
-        c, s = (client_ip[f], client_port[f]), (server_ip[f], server_port[f])
-        add(CLIENT_MAC, SERVER_MAC, c[0], s[0], c[1], s[1], b"")
-        if f < established:
-            add(CLIENT_MAC, SERVER_MAC, c[0], s[0], c[1], s[1], payload)
-            back = c[0] if reply_to is None else reply_to
-            add(SERVER_MAC, CLIENT_MAC, s[0], back, s[1], c[1], b"")
-            add(SERVER_MAC, CLIENT_MAC, s[0], back, s[1], c[1], payload)
-    # Rows were appended per flow (4 for established, 1 for unidirectional), which is the
-    # documented layout only when established flows come first: they do.
-    table = np.frombuffer(b"".join(frames), np.uint8).reshape(len(frames), frame_len)
-    return table
+def _template_rows(tp: _Templates, rows: np.ndarray):
+    """The template frames of ``rows`` and their TCP checksums' ones'-complement sums: flow
+    0's frame of the row's kind with the flow's addresses and ports written in and both
+    checksums updated for them (RFC 1624: the old words' complements added, the new words)."""
+    rows = np.asarray(rows, np.int64)
+    e = tp.established
+    flow = np.where(rows < 4 * e, rows // 4, rows - 3 * e)
+    kind = np.where(rows < 4 * e, rows % 4, 0)
+    from_client = kind < 2
+    src = np.where(from_client[:, None], tp.client[flow], tp.server[flow])
+    dst = np.where(from_client[:, None], tp.server[flow], tp.back[flow])
+    sport = np.where(from_client, tp.client_port[flow], tp.server_port[flow])
+    dport = np.where(from_client, tp.server_port[flow], tp.client_port[flow])
+    new = np.concatenate([src, dst, sport[:, None], dport[:, None]], axis=1)
+    old = tp.old[kind]
+    n_addr = src.shape[1]
+    frames = tp.base[kind]
+    ip = ETH_HLEN + (8 if tp.ipv6 else 12)  # the source address; the destination follows
+    addr = np.concatenate([src, dst], axis=1).astype(">u2").view(np.uint8)
+    frames[:, ip : ip + 4 * n_addr] = addr.reshape(len(rows), -1)
+    tcp = header_len(tp.ipv6) - TCP_HLEN
+    frames[:, tcp : tcp + 4] = new[:, 2 * n_addr :].astype(">u2").view(np.uint8).reshape(-1, 4)
+    delta = (0xFFFF - old).sum(axis=1) + new.sum(axis=1)
+    tcp_sum = fold_words(fold_words(tp.base_tcp[kind] + delta))
+    frames[:, tcp + 16 : tcp + 18] = (~tcp_sum & 0xFFFF).astype(">u2").view(np.uint8).reshape(-1, 2)
+    if not tp.ipv6:
+        d_ip = (0xFFFF - old[:, : 2 * n_addr]).sum(axis=1) + new[:, : 2 * n_addr].sum(axis=1)
+        ip_sum = fold_words(fold_words(tp.base_ip[kind] + d_ip))
+        ip_csum = (~ip_sum & 0xFFFF).astype(">u2").view(np.uint8).reshape(-1, 2)
+        frames[:, ETH_HLEN + 10 : ETH_HLEN + 12] = ip_csum
+    return frames, tcp_sum
 
 
 def _schedule(endpoints, established: int, unidirectional: int, payload_len: int) -> _Schedule:
@@ -331,9 +405,10 @@ def _slots(sched: _Schedule, start: int, stop: int):
 
 def _patch_frames(frames: np.ndarray, plan: _Plan, rows, flags, seq, ack) -> None:
     """Fill ``frames`` (one row per packet) with the templates, seq/ack/flags patched in."""
-    acc = plan.tcp_sums[rows] + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
+    templates, tcp_sums = _template_rows(plan.templates, rows)
+    acc = tcp_sums + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
     checksum = ~fold_words(acc + flags) & 0xFFFF
-    frames[:] = plan.templates[rows]
+    frames[:] = templates
     t = plan.tcp_ofs
     frames[:, t + 4 : t + 8] = seq.astype(">u4").view(np.uint8).reshape(-1, 4)
     frames[:, t + 8 : t + 12] = ack.astype(">u4").view(np.uint8).reshape(-1, 4)
@@ -349,7 +424,7 @@ def timestamps_ns(start: int, stop: int) -> np.ndarray:
 def _fill_chunk(plan: _Plan, start: int, stop: int):
     """Records (16-byte pcap header + frame) for packets ``start..stop-1``; also the flags."""
     rows, flags, seq, ack = _slots(plan.sched, start, stop)
-    frame_len = plan.templates.shape[1]
+    frame_len = plan.templates.base.shape[1]
     records = np.empty((stop - start, 16 + frame_len), np.uint8)
     ts_ns = timestamps_ns(start, stop)
     header = np.empty((stop - start, 4), "<u4")
@@ -394,8 +469,7 @@ class _Plan:
     payload_len: int
     endpoints: Endpoints
     snat_addr: int | None  # the address servers answer under SNAT, else None
-    templates: np.ndarray  # (rows, frame_len) uint8
-    tcp_sums: np.ndarray  # per template row: its TCP checksum's one's-complement sum
+    templates: _Templates
     tcp_ofs: int
     sched: _Schedule
 
@@ -416,14 +490,12 @@ def _prepare(kind, flows, packets, frame_size, ipv6, seed, new_fraction, nat) ->
     total = flows + unidirectional
     ends = _endpoints(np.random.default_rng(seed), total, ipv6, nat)
     snat_addr = (SNAT_ADDR_V6 if ipv6 else SNAT_ADDR_V4) if nat else None
-    templates = _templates(ends, flows, total, frame_len, payload, snat_addr)
+    templates = _templates(ends, flows, frame_len, payload, bool(ipv6), snat_addr)
     tcp_ofs = header_len(ipv6) - TCP_HLEN
-    stored = (templates[:, tcp_ofs + 16].astype(np.int64) << 8) | templates[:, tcp_ofs + 17]
     return _Plan(kind=kind, flows=int(flows), unidirectional=unidirectional, packets=packets,
                  frame_size=frame_size, ipv6=bool(ipv6), seed=int(seed),
                  new_fraction=new_fraction, nat=nat, payload_len=payload_len, endpoints=ends,
                  snat_addr=snat_addr, templates=templates,
-                 tcp_sums=~stored & 0xFFFF,  # the stored checksum is ~sum: undo it
                  tcp_ofs=tcp_ofs,
                  sched=_schedule(ends, flows, unidirectional, payload_len))  # fmt: skip
 
@@ -463,16 +535,23 @@ class Traffic:
 def build(kind: str = "A", flows: int = DEFAULT_FLOWS, packets: int | None = None,
           frame_size: int | None = None, ipv6: bool = False, seed: int = 0,
           new_fraction: float | None = None, nat: str | None = None) -> Traffic:  # fmt: skip
-    """Workload ``kind``'s packets in memory, for small workloads (tests, examples): the
-    arguments and the frames are :func:`generate`'s (same arguments, same bytes)."""
+    """Workload ``kind``'s packets in memory (tests, examples, benchmarks/scale.py): the
+    arguments and the frames are :func:`generate`'s (same arguments, same bytes); the frames
+    take packets x (frame size - 4) bytes, about 3 GB for ten million connections' 50M."""
     plan = _prepare(kind, flows, packets, frame_size, ipv6, seed, new_fraction, nat)
-    rows, flags, seq, ack = _slots(plan.sched, 0, plan.packets)
-    frames = np.empty((plan.packets, plan.templates.shape[1]), np.uint8)
-    _patch_frames(frames, plan, rows, flags, seq, ack)
+    n = plan.packets
+    frames = np.empty((n, plan.templates.base.shape[1]), np.uint8)
+    from_client = np.empty(n, bool)
+    tcp_flags = np.empty(n, np.int64)
     established_rows = 4 * plan.flows  # then one row per unidirectional flow (a client's)
-    from_client = (rows >= established_rows) | (rows % 4 < ROW_SERVER_BARE)
-    return Traffic(frames=frames, from_client=from_client, ts_ns=timestamps_ns(0, plan.packets),
-                   tcp_flags=flags, endpoints=plan.endpoints, reply_to=plan.snat_addr,
+    for lo in range(0, n, CHUNK_PACKETS):  # in chunks: the temporaries stay small
+        hi = min(n, lo + CHUNK_PACKETS)
+        rows, flags, seq, ack = _slots(plan.sched, lo, hi)
+        _patch_frames(frames[lo:hi], plan, rows, flags, seq, ack)
+        from_client[lo:hi] = (rows >= established_rows) | (rows % 4 < ROW_SERVER_BARE)
+        tcp_flags[lo:hi] = flags
+    return Traffic(frames=frames, from_client=from_client, ts_ns=timestamps_ns(0, n),
+                   tcp_flags=tcp_flags, endpoints=plan.endpoints, reply_to=plan.snat_addr,
                    established_flows=plan.flows, unidirectional_flows=plan.unidirectional,
                    rounds=(plan.packets - plan.sched.handshake) // plan.sched.round_len,
                    payload_len=plan.payload_len)  # fmt: skip
