@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from ctaccel.bench import workloads as W
 from ctaccel.bench.gen_cli import gen
+from ctaccel.bench.templates import template_rows
 from ctaccel.datapath.reference import ReferenceEngine
 from ctaccel.errors import CtaccelError
 from ctaccel.io.pcap import read_capture
@@ -358,7 +359,7 @@ def test_template_rows_are_the_frames_packet_build_makes(ipv6, nat):
     frame_len = tp.base.shape[1]
     payload = (W.PAYLOAD_PATTERN * frame_len)[: plan.payload_len]
     rows = np.arange(4 * plan.flows + plan.unidirectional)
-    frames, _sums = W._template_rows(tp, rows)
+    frames, _sums = template_rows(tp, rows)
     for r in rows:
         f, k = (r // 4, r % 4) if r < 4 * plan.flows else (r - 3 * plan.flows, 0)
         c, s = (

@@ -57,6 +57,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ctaccel.bench import templates as T
+from ctaccel.bench.templates import TCP_HLEN, fold_words, header_len
 from ctaccel.errors import CtaccelError
 from ctaccel.io.pcap import LINKTYPE_ETHERNET, PCAP_MAGIC_US
 from ctaccel.packet import build as B
@@ -68,7 +70,6 @@ MAX_FLOWS = 10_000_000  # issue 20's largest point (client addresses stay within
 DEFAULT_FRAME_SIZE = 64  # on the wire, FCS included: the talk's 60-byte captured frames
 MAX_FRAME_SIZE = 9018  # a jumbo frame on the wire
 FCS_LEN = 4  # counted on the wire, absent from captures
-ETH_HLEN, IPV4_HLEN, IPV6_HLEN, TCP_HLEN = 14, 20, 40, 20
 RX_BATCH = 32  # dpif-netdev's NETDEV_MAX_BURST: SYN and SYN/ACK must not share one
 
 START_NS = 1_700_000_000 * 1_000_000_000  # first packet's timestamp (a fixed epoch)
@@ -88,7 +89,7 @@ PAYLOAD_PATTERN = b"ctaccel-workload-"
 SYN, ACK, PSH = 0x02, 0x10, 0x08
 
 # Per flow the templates are rows 4f..4f+3 (established) or 4*flows + k (unidirectional),
-# computed when a chunk needs them (_template_rows).
+# computed when a chunk needs them (templates.template_rows).
 ROW_CLIENT_BARE, ROW_CLIENT_DATA, ROW_SERVER_BARE, ROW_SERVER_DATA = range(4)
 
 IN_PORT, OUT_PORT, CT_ZONE = 1, 2, 5
@@ -171,11 +172,6 @@ class _Schedule:
     round_len: int
 
 
-def header_len(ipv6: bool) -> int:
-    """Ethernet + IP + TCP header bytes (no options)."""
-    return ETH_HLEN + (IPV6_HLEN if ipv6 else IPV4_HLEN) + TCP_HLEN
-
-
 def min_frame_size(ipv6: bool) -> int:
     """Smallest frame size on the wire: 64 (Ethernet minimum), more if the headers need it."""
     return max(DEFAULT_FRAME_SIZE, header_len(ipv6) + FCS_LEN)
@@ -246,102 +242,6 @@ def _endpoints(rng, total: int, ipv6: bool, nat: str | None = None):
     return Endpoints(client_ip, server_ip, client_port, server_port, isn_client, isn_server)
 
 
-class _Templates(NamedTuple):
-    """What the template frame of any row is computed from (:func:`_template_rows`): the four
-    kinds of frame built once for flow 0 (client bare, client data, server bare, server data),
-    and per flow the address words and ports patched into them. Rows are computed when a
-    chunk needs them, so a workload of millions of connections holds no table of frames."""
-
-    base: np.ndarray  # (4, frame_len) uint8: each kind's frame for flow 0
-    base_ip: np.ndarray  # (4,) the IPv4 header checksum's ones'-complement sum (IPv6: 0)
-    base_tcp: np.ndarray  # (4,) the TCP checksum's ones'-complement sum (seq = ack = 0)
-    old: np.ndarray  # (4, words): flow 0's source, destination address words and ports
-    client: np.ndarray  # (flows, 2 or 8) address words per flow
-    server: np.ndarray
-    back: np.ndarray  # the address servers answer (the client's, or the SNAT address)
-    client_port: np.ndarray
-    server_port: np.ndarray
-    established: int
-    ipv6: bool
-
-
-def _address_words(addrs, ipv6: bool) -> np.ndarray:
-    """(n, 2) or, for IPv6, (n, 8) 16-bit words of addresses, most significant first."""
-    if not ipv6:
-        a = np.asarray(addrs, np.int64)
-        return np.stack([a >> 16, a & 0xFFFF], axis=1)
-    raw = b"".join(int(a).to_bytes(16, "big") for a in addrs)
-    return np.frombuffer(raw, ">u2").reshape(-1, 8).astype(np.int64)
-
-
-def _templates(endpoints, established: int, frame_len: int, payload: bytes, ipv6: bool,
-               reply_to=None) -> _Templates:  # fmt: skip
-    """Template frames (seq = ack = flags = 0, checksums correct for that): row 4f + k is kind
-    k of established flow f, row 4 * established + u the SYN of unidirectional flow u.
-    ``reply_to``: the address servers answer (the SNAT address), else each client's own."""
-    client_ip, server_ip, client_port, server_port, _isn_c, _isn_s = endpoints
-    c0, s0 = client_ip[0], server_ip[0]
-    b0 = c0 if reply_to is None else reply_to
-    cp0, sp0 = int(client_port[0]), int(server_port[0])
-    kinds = ((CLIENT_MAC, SERVER_MAC, c0, s0, cp0, sp0, b""),
-             (CLIENT_MAC, SERVER_MAC, c0, s0, cp0, sp0, payload),
-             (SERVER_MAC, CLIENT_MAC, s0, b0, sp0, cp0, b""),
-             (SERVER_MAC, CLIENT_MAC, s0, b0, sp0, cp0, payload))  # fmt: skip
-    base = np.zeros((4, frame_len), np.uint8)
-    old = []
-    for k, (smac, dmac, src, dst, sport, dport, data) in enumerate(kinds):
-        frame = B.tcp_frame(smac, dmac, src, dst, sport, dport, flags=0, seq=0, ack=0,
-                            payload=data, seg=TCP_FIELDS)  # fmt: skip
-        base[k] = np.frombuffer(frame.ljust(frame_len, b"\x00"), np.uint8)  # Ethernet padding
-        words = [_address_words([src], ipv6)[0], _address_words([dst], ipv6)[0], [sport, dport]]
-        old.append(np.concatenate(words))
-    tcp = header_len(ipv6) - TCP_HLEN
-    stored_tcp = (base[:, tcp + 16].astype(np.int64) << 8) | base[:, tcp + 17]
-    stored_ip = (base[:, ETH_HLEN + 10].astype(np.int64) << 8) | base[:, ETH_HLEN + 11]
-    client = _address_words(client_ip, ipv6)
-    back = client if reply_to is None else np.broadcast_to(_address_words([reply_to], ipv6),
-                                                           client.shape)  # fmt: skip
-    return _Templates(base=base, base_ip=np.zeros(4, np.int64) if ipv6 else ~stored_ip & 0xFFFF,
-                      base_tcp=~stored_tcp & 0xFFFF, old=np.array(old, np.int64),
-                      client=client, server=_address_words(server_ip, ipv6), back=back,
-                      client_port=np.asarray(client_port, np.int64),
-                      server_port=np.asarray(server_port, np.int64), established=established,
-                      ipv6=ipv6)  # fmt: skip
-
-
-def _template_rows(tp: _Templates, rows: np.ndarray):
-    """The template frames of ``rows`` and their TCP checksums' ones'-complement sums: flow
-    0's frame of the row's kind with the flow's addresses and ports written in and both
-    checksums updated for them (RFC 1624: the old words' complements added, the new words)."""
-    rows = np.asarray(rows, np.int64)
-    e = tp.established
-    flow = np.where(rows < 4 * e, rows // 4, rows - 3 * e)
-    kind = np.where(rows < 4 * e, rows % 4, 0)
-    from_client = kind < 2
-    src = np.where(from_client[:, None], tp.client[flow], tp.server[flow])
-    dst = np.where(from_client[:, None], tp.server[flow], tp.back[flow])
-    sport = np.where(from_client, tp.client_port[flow], tp.server_port[flow])
-    dport = np.where(from_client, tp.server_port[flow], tp.client_port[flow])
-    new = np.concatenate([src, dst, sport[:, None], dport[:, None]], axis=1)
-    old = tp.old[kind]
-    n_addr = src.shape[1]
-    frames = tp.base[kind]
-    ip = ETH_HLEN + (8 if tp.ipv6 else 12)  # the source address; the destination follows
-    addr = np.concatenate([src, dst], axis=1).astype(">u2").view(np.uint8)
-    frames[:, ip : ip + 4 * n_addr] = addr.reshape(len(rows), -1)
-    tcp = header_len(tp.ipv6) - TCP_HLEN
-    frames[:, tcp : tcp + 4] = new[:, 2 * n_addr :].astype(">u2").view(np.uint8).reshape(-1, 4)
-    delta = (0xFFFF - old).sum(axis=1) + new.sum(axis=1)
-    tcp_sum = fold_words(fold_words(tp.base_tcp[kind] + delta))
-    frames[:, tcp + 16 : tcp + 18] = (~tcp_sum & 0xFFFF).astype(">u2").view(np.uint8).reshape(-1, 2)
-    if not tp.ipv6:
-        d_ip = (0xFFFF - old[:, : 2 * n_addr]).sum(axis=1) + new[:, : 2 * n_addr].sum(axis=1)
-        ip_sum = fold_words(fold_words(tp.base_ip[kind] + d_ip))
-        ip_csum = (~ip_sum & 0xFFFF).astype(">u2").view(np.uint8).reshape(-1, 2)
-        frames[:, ETH_HLEN + 10 : ETH_HLEN + 12] = ip_csum
-    return frames, tcp_sum
-
-
 def _schedule(endpoints, established: int, unidirectional: int, payload_len: int) -> _Schedule:
     """The slot table: 3 handshake blocks, then a round of data both ways plus the SYNs."""
     _c, _s, _cp, _sp, isn_c, isn_s = endpoints
@@ -385,12 +285,6 @@ def _schedule(endpoints, established: int, unidirectional: int, payload_len: int
     )
 
 
-def fold_words(acc: np.ndarray) -> np.ndarray:
-    """Ones'-complement fold of per-row sums of 16-bit words (below 2**32) into 16 bits."""
-    acc = (acc & 0xFFFF) + (acc >> 16)
-    return (acc & 0xFFFF) + (acc >> 16)
-
-
 def _slots(sched: _Schedule, start: int, stop: int):
     """Template row, flags, seq and ack of packets ``start..stop-1``."""
     pos = np.arange(start, stop, dtype=np.int64)
@@ -405,7 +299,7 @@ def _slots(sched: _Schedule, start: int, stop: int):
 
 def _patch_frames(frames: np.ndarray, plan: _Plan, rows, flags, seq, ack) -> None:
     """Fill ``frames`` (one row per packet) with the templates, seq/ack/flags patched in."""
-    templates, tcp_sums = _template_rows(plan.templates, rows)
+    templates, tcp_sums = T.template_rows(plan.templates, rows)
     acc = tcp_sums + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
     checksum = ~fold_words(acc + flags) & 0xFFFF
     frames[:] = templates
@@ -469,7 +363,7 @@ class _Plan:
     payload_len: int
     endpoints: Endpoints
     snat_addr: int | None  # the address servers answer under SNAT, else None
-    templates: _Templates
+    templates: T.Templates
     tcp_ofs: int
     sched: _Schedule
 
@@ -490,7 +384,8 @@ def _prepare(kind, flows, packets, frame_size, ipv6, seed, new_fraction, nat) ->
     total = flows + unidirectional
     ends = _endpoints(np.random.default_rng(seed), total, ipv6, nat)
     snat_addr = (SNAT_ADDR_V6 if ipv6 else SNAT_ADDR_V4) if nat else None
-    templates = _templates(ends, flows, frame_len, payload, bool(ipv6), snat_addr)
+    templates = T.templates(ends, flows, frame_len, payload, bool(ipv6), (CLIENT_MAC, SERVER_MAC),
+                            TCP_FIELDS, snat_addr)  # fmt: skip
     tcp_ofs = header_len(ipv6) - TCP_HLEN
     return _Plan(kind=kind, flows=int(flows), unidirectional=unidirectional, packets=packets,
                  frame_size=frame_size, ipv6=bool(ipv6), seed=int(seed),
