@@ -132,7 +132,7 @@ def _worker(npy: str, flows: int, mode: str, repeat: int) -> dict:
         "capture_mb": round(frames.nbytes / 2**20, 1),
         "fast_path_hits": stats["fast_path_hits"],
         "fast_path_entries": stats["fast_path_entries"],
-        "fast_path_replacements": stats["fast_path_full"],
+        "fast_path_replacements": stats["fast_path_replaced"],
     }  # fmt: skip
 
 

@@ -287,13 +287,16 @@ def test_compact_and_full_entries_answer_alike(case):
     assert (fp_bytes < line_bytes * 2) if compact else (fp_bytes > 2 * n_flows * 896)
 
 
+@pytest.mark.parametrize("admit", [1, 7])
 @pytest.mark.parametrize("case", ["mark-max", "two-outputs"])
-def test_a_fast_path_smaller_than_the_flows_answers_alike(case):
-    """240 entries wanted, room for 64: installs replace entries (compact and full ones) and
-    every packet still gets full processing's answer."""
-    small = lambda *a, **k: DatapathEngine(*a, max_fast_path=64, **k)  # noqa: E731
+def test_a_fast_path_smaller_than_the_flows_answers_alike(case, admit):
+    """240 entries wanted, room for 64: installs replace entries (compact and full ones), one
+    in ``admit`` of those that find the cache full, and every packet still gets full
+    processing's answer."""
+    small = lambda *a, **k: DatapathEngine(*a, max_fast_path=64, fast_path_admit=admit, **k)  # noqa: E731
     run, compact, _n_flows = _wide_run(case, 17, small)
     stats = run.engine.stats
     assert stats["fast_path_full"] > 0 and stats["fast_path_entries"] <= 64
+    assert stats["fast_path_replaced"] == (stats["fast_path_full"] + admit - 1) // admit
     assert stats["fast_path_hits"] > 0
     assert stats["fast_path_full_layouts"] <= (0 if compact else 64)

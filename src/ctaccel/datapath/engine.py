@@ -169,7 +169,8 @@ class DatapathEngine:
     def __init__(self, rules, mode: str = "assume-established", conntrack: Conntrack | None = None,
                  ipf: Ipf | None = None, batch_size: int = 256, megaflow_capacity: int = 4096,
                  fastpath_capacity: int = FASTPATH_CAPACITY,
-                 max_fast_path: int = 1 << 22, bridge: Bridge | None = None):  # fmt: skip
+                 max_fast_path: int = 1 << 22, bridge: Bridge | None = None,
+                 fast_path_admit: int = 100):  # fmt: skip
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -179,6 +180,7 @@ class DatapathEngine:
         self._megaflow_capacity = megaflow_capacity
         self._fastpath_capacity = fastpath_capacity
         self.max_fast_path = max_fast_path
+        self.fast_path_admit = max(int(fast_path_admit), 1)  # a full cache takes 1 install in N
         self.kstats = aligned_zeros(L.KS_WIDTH)
         self.upcalls = 0
         self.slow_packets = 0
@@ -234,6 +236,7 @@ class DatapathEngine:
         self._fp_full = aligned_zeros((fcap, L.FP_WIDTH))
         self._fp_state = np.zeros(L.FP_STATE_WIDTH, np.int64)
         self._fp_state[L.FP_CAP], self._fp_state[L.FP_FULL_CAP] = cap, fcap
+        self._fp_state[L.FP_ADMIT] = self.fast_path_admit
         self._prog_ops = aligned_zeros((256, OPW))
         self._prog_start = aligned_zeros(64)
         self._prog_len = aligned_zeros(64)
@@ -520,6 +523,7 @@ class DatapathEngine:
             "recirculations": int(ks[L.KS_RECIRCS]),
             "fast_path_installs": int(ks[L.KS_FP_INSTALLS]),
             "fast_path_full": int(ks[L.KS_FP_FULL]),
+            "fast_path_replaced": int(ks[L.KS_FP_REPLACED]),
             "ct_executions": int(ks[L.KS_CT_CALLS]),
             "output_overflow": int(ks[L.KS_OUT_OVERFLOW]),
             "slow_path_packets": self.slow_packets,

@@ -11,8 +11,9 @@ connections it relied on (slot, generation, direction, expected ct_state, the ct
 ct_label the rules saw), the outputs, the rule ids (their counters), the packet's ct_state,
 drop reason and recirculation count. :func:`_compact_line` packs entries that fit into one
 cache line; others take a full layout as well. When the cache is full (the engine grows it
-up to its maximum) an install replaces an entry (:func:`_evict`): an entry is only ever a
-shortcut, so which one goes changes costs, never answers.
+up to its maximum) one install in ``FP_ADMIT`` (the engine's ``fast_path_admit``, 100 as
+OVS's emc-insert-inv-prob) replaces an entry (:func:`_evict`), the others are skipped: an
+entry is only ever a shortcut, so which one goes changes costs, never answers.
 
 Invariants: an entry never outlives the rules it was built from (the engine flushes the
 cache on a rule change); a connection deleted or re-created changes its generation, which
@@ -50,6 +51,7 @@ from ctaccel.datapath.layout import (
     FI_VLAN,
     FI_VLAN_SET,
     FN_NAT,
+    FP_ADMIT,
     FP_CAP,
     FP_COUNT,
     FP_FULL_CAP,
@@ -58,6 +60,7 @@ from ctaccel.datapath.layout import (
     FP_HAND,
     KS_FP_FULL,
     KS_FP_INSTALLS,
+    KS_FP_REPLACED,
     M31,
     M32,
     MAX_FP_OUT,
@@ -286,8 +289,14 @@ def _install(r, frame, flen, fp, out, st):
         e = fp_state[FP_COUNT]
         if e < fp_state[FP_CAP] and em_state[ES_COUNT] < em_state[ES_LIMIT]:
             fp_state[FP_COUNT] = e + 1
-        else:  # full (the engine grows the cache up to its maximum): replace an entry
+        else:  # full (the engine grows the cache up to its maximum): replace an entry,
+            # for one install in FP_ADMIT: when the connections outnumber the entries, every
+            # install would evict one that a later packet misses (OVS's EMC inserts with
+            # probability 1/emc-insert-inv-prob for this); by count, so runs repeat exactly
             kstats[KS_FP_FULL] += 1
+            if fp_state[FP_ADMIT] > 1 and kstats[KS_FP_FULL] % fp_state[FP_ADMIT] != 1:
+                return
+            kstats[KS_FP_REPLACED] += 1
             e = _evict(fp_state, em_keys, em_used, em_value, em_hashes, em_state)
             if lines[e, FC_HEAD] & FC_COMPACT == 0:
                 reuse = lines[e, FC_OUT]  # the victim's full layout, if it had one

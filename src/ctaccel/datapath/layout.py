@@ -148,7 +148,8 @@ KS_MF_LOOKUPS = 5
 KS_MF_HITS = 6
 KS_RECIRCS = 7
 KS_FP_INSTALLS = 8
-KS_FP_FULL = 9  # installs that found the fast-path cache full (an entry replaced)
+KS_FP_FULL = 9  # installs that found the fast-path cache full
+KS_FP_REPLACED = 12  # ... of which replaced an entry (one in FP_ADMIT: install.py)
 KS_CT_CALLS = 10
 KS_OUT_OVERFLOW = 11
 KS_WIDTH = 16
@@ -345,6 +346,7 @@ FP_FULL_COUNT = 2  # rows of ``full`` used
 FP_FULL_CAP = 3  # rows ``full`` holds
 FP_FULL_FREE = 4  # the first row of ``full`` freed (+ 1; 0: none), chained through word 0
 FP_HAND = 5  # the exact-match slot where the next replacement looks (install.py _evict)
+FP_ADMIT = 6  # a full cache takes one install in FP_ADMIT (<= 1: every one), as OVS's EMC
 FP_STATE_WIDTH = 8
 
 
