@@ -76,10 +76,10 @@ from ctaccel.conntrack.table import (
     T_SWORD,
     T_ZONE,
     conn_alloc_reply,
+    conn_hash,
     conn_release,
     index_lookup,
     reverse_into,
-    tuple_hash,
 )
 from ctaccel.conntrack.timeouts import N_TIMEOUTS
 from ctaccel.conntrack.trackers import new_conn
@@ -124,7 +124,7 @@ def delete_conn(ct, slot):
 def lookup_live(ct, tup, now_ms):
     """Handle of the live connection for ``tup`` or -1; an expired one is removed first."""
     conns = ct.conns
-    handle = index_lookup(conns, ct.index, tup, tuple_hash(tup))
+    handle = index_lookup(conns, ct.index, tup, conn_hash(tup))
     if handle < 0:
         return -1
     slot = handle >> 1

@@ -12,25 +12,27 @@ Design:
   and other protocols the endpoint words are the ports (0 for protocols without ports); for
   ICMP/ICMPv6 they are ``id << 16 | type << 8 | code`` of each endpoint, so one comparison
   covers OVS's ``struct ct_endpoint`` union (port, or id + type + code).
-- Every connection is indexed twice: its original tuple (handle ``slot*2``) and its reply
-  tuple (handle ``slot*2+1``). One probe with a packet's tuple therefore finds the connection
-  and tells whether the packet travels in the reply direction. The hash is *not* symmetric;
-  with two entries per connection it does not need to be.
+- The index hash (:func:`conn_hash`) is symmetric: a tuple and its reverse hash alike. A
+  connection whose reply tuple is its reversed original (one without an extension row:
+  IPv4 TCP/UDP/other, no NAT) has one entry, its original tuple's, which finds it from
+  either side; one with an extension row has two (original, reply). The lookup tells the
+  direction by comparing the row (handle ``slot*2`` original, ``slot*2+1`` reply).
 - ctaccel.hashtable's open addressing, packed layout: linear probing; each bucket is one
-  int64, ``hash << 32 | handle + 1`` (0 = empty; the hash has 31 bits), eight to a cache
+  int64, ``hash << 32 | ref + 1`` (0 = empty; the hash has 31 bits), eight to a cache
   line, so probing compares hashes before touching the connection row, and deletion can
-  shift later entries back without recomputing hashes (backward-shift deletion: no tombstones, ever). This module gives it the tuple hash
-  and the comparison of a tuple with a connection's row; insertion and deletion are
-  hashtable's, the lookup loop is written out here (see :func:`index_lookup`).
-- The index has at least four buckets per connection row (load factor <= 0.5 when every row
-  is in use). Growth is Python-side: :func:`grow_tables` gives a longer view of the row store
+  shift later entries back without recomputing hashes (backward-shift deletion: no
+  tombstones, ever). This module gives it the hash and the comparison of a tuple with a
+  connection's row; insertion and deletion are hashtable's, the lookup loop is written out
+  here (see :func:`index_lookup`).
+- The index has at least two buckets per row (load factor <= 0.5 when every row is in use:
+  a row holds one entry's connection, or half of one with two). Growth is Python-side: :func:`grow_tables` gives a longer view of the row store
   (:func:`row_store`: rows never move, untouched ones cost no memory), and a bigger index
   filled from the old one's hashes; the kernels never allocate.
 
 Invariants:
 - ``stats[ST_N_CONNS]`` equals the number of rows with ``C_USED == 1`` and
   ``stats[ST_FREE_TOP]`` the number of free rows; ``free_slots[:ST_FREE_TOP]`` lists them.
-- A row in use has exactly two index entries (even if both tuples are equal).
+- A connection has one index entry, two when it has an extension row.
 - ``C_GENERATION`` changes on every allocation and every release of a row.
 - The number of buckets is a power of two.
 """
@@ -155,7 +157,9 @@ _M32 = 0xFFFFFFFF
 # Multiplier below 2**27: a product with a 32-bit value stays below 2**59. Signed overflow
 # must never happen: numba emits no-signed-wrap multiplies, and LLVM then drops masks.
 _MUL = 0x045D9F3B
-BUCKETS_PER_ROW = 4
+BUCKETS_PER_ROW = (
+    2  # a row holds a connection (one entry) or half of one with an extension row (two)
+)
 
 ETH_IP = 0x0800
 ETH_IPV6 = 0x86DD
@@ -250,21 +254,44 @@ def row_tuple(conns, slot, reply, tup):
     tup[T_DWORD] = dw
 
 
+_SIDE_SEED = 0x6C8E9CF5
+
+
 @njit(forceinline=True)
-def row_tuple_hash(conns, slot, reply):
-    """``tuple_hash`` of the tuple ``row_tuple`` would write, without writing it."""
+def _side_hash(a0, a1, a2, a3, word):
+    """32-bit hash of one endpoint of a tuple (address words and endpoint word)."""
+    h = _mix(_mix(_mix(_mix(_SIDE_SEED, a0), a1), a2), a3)
+    return _mix(h, word)
+
+
+@njit(forceinline=True)
+def _conn_finish(zone, dl_type, proto, side_a, side_b):
+    h = _mix(_mix(_mix(_TUPLE_SEED, zone), dl_type), proto)
+    return _tuple_finish(_mix(h, (side_a + side_b) & _M32))
+
+
+@njit(forceinline=True)
+def conn_hash(tup):
+    """The connection index's hash of a lookup tuple: its two endpoints' hashes added, so a
+    tuple and its reverse hash alike and one index entry finds a connection whose reply
+    tuple is its reversed original from either side (identical under jit and plain Python)."""
+    a = _side_hash(tup[T_SRC], tup[T_SRC + 1], tup[T_SRC + 2], tup[T_SRC + 3], tup[T_SWORD])
+    b = _side_hash(tup[T_DST], tup[T_DST + 1], tup[T_DST + 2], tup[T_DST + 3], tup[T_DWORD])
+    return _conn_finish(tup[T_ZONE], tup[T_DL_TYPE], tup[T_PROTO], a, b)
+
+
+@njit(forceinline=True)
+def row_conn_hash(conns, slot, reply):
+    """``conn_hash`` of the connection's original (reply=0) or reply tuple, from its row."""
     src = X_SRC if reply == 0 else X_R_SRC
     dst = X_DST if reply == 0 else X_R_DST
-    h = _mix(_TUPLE_SEED, np.int64(conns[slot, C_ZONE]))
-    h = _mix(h, np.int64(conns[slot, C_DL_TYPE]))
-    h = _mix(h, np.int64(conns[slot, C_PROTO]))
-    for i in range(4):
-        h = _mix(h, addr_word(conns, slot, src, i))
-    for i in range(4):
-        h = _mix(h, addr_word(conns, slot, dst, i))
     sw, dw = row_endpoint_words(conns, slot, reply)
-    h = _mix(h, sw)
-    return _tuple_finish(_mix(h, dw))
+    a = _side_hash(addr_word(conns, slot, src, 0), addr_word(conns, slot, src, 1),
+                   addr_word(conns, slot, src, 2), addr_word(conns, slot, src, 3), sw)  # fmt: skip
+    b = _side_hash(addr_word(conns, slot, dst, 0), addr_word(conns, slot, dst, 1),
+                   addr_word(conns, slot, dst, 2), addr_word(conns, slot, dst, 3), dw)  # fmt: skip
+    return _conn_finish(np.int64(conns[slot, C_ZONE]), np.int64(conns[slot, C_DL_TYPE]),
+                        np.int64(conns[slot, C_PROTO]), a, b)  # fmt: skip
 
 
 @njit(forceinline=True)
@@ -298,13 +325,17 @@ def row_matches(conns, slot, reply, tup):
 
 @njit(forceinline=True)
 def index_lookup(conns, index, tup, h):
-    """Handle (``slot*2 + reply``) of the connection with tuple ``tup`` (hash ``h``), or -1.
+    """Handle (``slot*2 + reply``) of the connection with tuple ``tup`` (``conn_hash`` ``h``),
+    or -1.
 
-    Expiry is not checked here: the caller decides what an expired connection means. The one
-    probe loop not taken from ctaccel.hashtable: through its ``find`` (a matcher reading
-    ``conns`` from the table's arguments) numba kept reference counting around the lookup,
-    ~1.5x its time per packet (conntrack's hottest loop), so it is written out here, the same
-    probe sequence over the same index layout.
+    An entry's reference is ``slot * 2`` for a connection's original tuple, which for a
+    connection without an extension row also stands for its reply tuple (the reversed
+    original: the same hash), and ``slot * 2 + 1`` for the reply tuple of one with an
+    extension row (NAT, IPv6, ICMP...). Expiry is not checked here: the caller decides what
+    an expired connection means. The one probe loop not taken from ctaccel.hashtable: through
+    its ``find`` (a matcher reading ``conns`` from the table's arguments) numba kept
+    reference counting around the lookup, ~1.5x its time per packet (conntrack's hottest
+    loop), so it is written out here, the same probe sequence over the same index layout.
     """
     mask = index.shape[0] - 1
     b = h & mask
@@ -313,15 +344,14 @@ def index_lookup(conns, index, tup, h):
         if word == 0:
             return -1
         if word >> 32 == h:
-            handle = packed_ref(word)
-            slot = handle >> 1
-            reply = handle & 1
-            if row_matches(conns, slot, reply, tup):
-                # A connection whose two tuples are equal (src == dst, sport == dport):
-                # OVS compares the original key first, so report the original direction.
-                if reply == 1 and row_matches(conns, slot, 0, tup):
-                    return slot * 2
-                return handle
+            ref = packed_ref(word)
+            slot = ref >> 1
+            # OVS compares the original key first: a connection whose two tuples are equal
+            # (src == dst, sport == dport) reports the original direction
+            if row_matches(conns, slot, 0, tup):
+                return slot * 2
+            if (ref & 1 or conns[slot, C_EXT] == 0) and row_matches(conns, slot, 1, tup):
+                return slot * 2 + 1
         b = (b + 1) & mask
 
 
@@ -418,8 +448,9 @@ def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms, want_ex
         if icmp:
             conns[e, X_ICMP_TYPE] = (tup[T_SWORD] >> 8) & 0xFF
             conns[e, X_ICMP_CODE] = tup[T_SWORD] & 0xFF
-    packed_add(index, slot * 2, tuple_hash(tup))
-    packed_add(index, slot * 2 + 1, tuple_hash(rtup))
+    packed_add(index, slot * 2, conn_hash(tup))
+    if ext:
+        packed_add(index, slot * 2 + 1, conn_hash(rtup))
     stats[ST_N_CONNS] += 1
     return slot
 
@@ -427,10 +458,10 @@ def conn_alloc_reply(conns, index, free_slots, stats, tup, rtup, now_ms, want_ex
 @njit
 def conn_release(conns, index, free_slots, stats, slot):
     """Remove a connection from the index and return its row to the free stack."""
-    for reply in range(2):
-        packed_remove(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
     e = ext_row(conns, slot)
+    packed_remove(index, slot * 2, row_conn_hash(conns, slot, 0))
     if e >= 0:
+        packed_remove(index, slot * 2 + 1, row_conn_hash(conns, slot, 1))
         _give_row(conns, free_slots, stats, e)
     _give_row(conns, free_slots, stats, slot)
     stats[ST_N_CONNS] -= 1
@@ -445,8 +476,9 @@ def rebuild_index(conns, index, free_slots, stats):
     for slot in range(conns.shape[0] - 1, -1, -1):
         if conns[slot, C_USED] == ROW_CONN:
             n_used += 1
-            for reply in range(2):
-                packed_add(index, slot * 2 + reply, row_tuple_hash(conns, slot, reply))
+            packed_add(index, slot * 2, row_conn_hash(conns, slot, 0))
+            if conns[slot, C_EXT] != 0:
+                packed_add(index, slot * 2 + 1, row_conn_hash(conns, slot, 1))
         elif conns[slot, C_USED] == ROW_FREE:
             free_slots[top] = slot
             top += 1
@@ -492,7 +524,7 @@ def new_tables(capacity: int, max_conns: int, rows: np.ndarray | None = None):
     else:
         conns = prefaulted_zeros((capacity, CONN_WIDTH), CONN_DTYPE)
     index = prefaulted_zeros(index_buckets_for(capacity))
-    free_slots = prefaulted_zeros(capacity)
+    free_slots = prefaulted_zeros(capacity, np.int32)
     stats = prefaulted_zeros(ST_WIDTH)
     stats[ST_MAX_CONNS] = max_conns
     rebuild_index(conns, index, free_slots, stats)
@@ -530,7 +562,7 @@ def grow_tables(conns, index, free_slots, stats, new_capacity: int, rows=None):
     reindex(index, new_index)
     top = int(stats[ST_FREE_TOP])
     old_free = np.sort(free_slots[:top])[::-1]
-    new_free = aligned_zeros(new_capacity)
+    new_free = aligned_zeros(new_capacity, np.int32)
     added = new_capacity - old
     new_free[:added] = np.arange(new_capacity - 1, old - 1, -1)
     new_free[added : added + top] = old_free
