@@ -182,39 +182,3 @@ def test_a_helper_that_ends_without_the_kernel_costs_no_more_than_its_life(monke
     assert not any(k in jit._from_helper for k in warmup.HELPER_KERNELS)
     monkeypatch.setenv(warmup.HELPER_ENV, "0")
     assert warmup._start_helper() is None
-
-
-@needs_jit
-def test_a_python_level_ct_first_compiles_as_the_batch_kernel_would(monkeypatch):
-    """Conntrack.execute before any batch (``trace``, the reference engine) compiles
-    ct_execute. numba's cache does not tell flags apart: compiled at top level it would be
-    cached with reference counting, and every later datapath run in recirc would load that
-    (1.97x slower, paired). The first call of a process runs inside run_batch's flags."""
-    from numba.core.targetconfig import ConfigStack
-
-    from ctaccel.conntrack import Conntrack, action_row, core
-    from ctaccel.packet import build as B
-    from ctaccel.packet import key as K
-    from ctaccel.packet.parse import parse_frame
-
-    seen = []
-
-    class FirstCall:
-        signatures: list = []
-
-        def __call__(self, *args):
-            top = ConfigStack().top_or_none()
-            seen.append(None if top is None else (top.nrt, top.forceinline))
-            return -1
-
-    monkeypatch.setattr(core, "ct_execute", FirstCall())
-    frame = B.tcp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2",
-                        1000, 80, flags="S")  # fmt: skip
-    f = np.frombuffer(frame, np.uint8).copy()
-    key = np.zeros(K.KEY_WIDTH, np.int64)
-    parse_frame(f, 1, key)
-    Conntrack().execute(f, key, action_row(zone=5, commit=True), now_ms=1)
-    assert seen == [(False, True)]
-    FirstCall.signatures = ["compiled"]  # later calls: straight through, no flags
-    Conntrack().execute(f, key, action_row(zone=5, commit=True), now_ms=1)
-    assert seen[-1] is None

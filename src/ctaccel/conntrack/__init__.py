@@ -217,11 +217,8 @@ class Conntrack:
             buf = np.zeros(n + MAX_GROWTH, np.uint8)
             buf[:n] = frame
         self.reserve(1)
-        args = (self.tables, buf, n, key, act, int(now_ms), int(cached_conn), nat, self._tups)
-        if getattr(core.ct_execute, "signatures", None) != []:  # compiled, or plain Python
-            handle = core.ct_execute(*args)
-        else:  # this process's first call: compiled (or loaded) as the batch kernel would
-            handle = _first_ct_execute(args)
+        handle = core.ct_execute(self.tables, buf, n, key, act, int(now_ms), int(cached_conn),
+                                 nat, self._tups)  # fmt: skip
         if nat is not self._no_nat:
             m = int(self.stats[ST_FRAME_LEN])
             self.last_frame = buf[:m]
@@ -360,15 +357,3 @@ class Conntrack:
         if slot >= self.capacity or self.conns[slot, C_USED] != ROW_CONN:
             return None
         return self.conns[slot]
-
-
-def _first_ct_execute(args):
-    """ct_execute called inside the flags run_batch's compile passes it (no reference
-    counting, forceinline: datapath/warmup.py). numba's cache does not tell the two apart:
-    compiled here at top level first (a ``trace`` or a Python-level ct before any batch),
-    ct_execute would be cached with reference counting and every later datapath run in
-    recirc mode would be about 2x slower (paired, 8 runs: 1.97x)."""
-    from ctaccel.datapath.warmup import inside_run_batch
-
-    with inside_run_batch():
-        return core.ct_execute(*args)

@@ -134,13 +134,13 @@ def helper_main() -> None:
 
     caching.Cache.save_overload = save_only_kept
     argtypes = linked_argtypes()
-    with inside_run_batch():
+    with _as_inside_run_batch():
         for (module, qualname), types in argtypes.items():
             jit._ensure_linked(module, qualname, types)
             print(f"{module}.{qualname}", flush=True)
 
 
-def inside_run_batch():
+def _as_inside_run_batch():
     """A context in which a compile inherits the flags it gets when run_batch's compile
     reaches it (numba passes some flags down to what a compile compiles, through its
     ConfigStack): no reference counting (run_batch's ``_nrt=False``), and the
