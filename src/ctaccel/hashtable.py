@@ -231,28 +231,32 @@ def _is_ref(t, s, ref):
     return t[0][s, 0] == ref + 1
 
 
-# The index operations that need no knowledge of the entries: place an entry known to be
-# absent, and find an entry by its reference (to delete it).
-INDEX_BY_REF = open_addressing(INDEX_LAYOUT, _is_ref)
-_free_slot = INDEX_BY_REF.free_slot
-_find_ref = INDEX_BY_REF.find
-_delete_at = INDEX_BY_REF.delete_at
+def _by_ref(layout: Layout, is_ref, store):
+    """(add, remove) of an index of ``layout`` that need no knowledge of the entries: place an
+    entry known to be absent (``store(index, slot, ref, h)`` writes it), and find an entry by
+    its reference to delete it."""
+    ops = open_addressing(layout, is_ref)
+    free_slot, find_ref, delete_at = ops.free_slot, ops.find, ops.delete_at
+
+    @njit(forceinline=True)
+    def add(index, ref, h):
+        store(index, free_slot(h, index), ref, h)
+
+    @njit(forceinline=True)
+    def remove(index, ref, h):
+        s = find_ref(ref, h, index)
+        if s < 0:
+            return False
+        delete_at(s, index)
+        return True
+
+    return add, remove
 
 
-@njit(forceinline=True)
-def index_add(index, ref, h):
-    """Add entry ``ref`` (absent) with hash ``h``; the index must have an empty slot."""
-    index_store(index, _free_slot(h, index), ref, h)
-
-
-@njit(forceinline=True)
-def index_remove(index, ref, h):
-    """Remove entry ``ref`` (hash ``h``), shifting later entries back; False when absent."""
-    s = _find_ref(ref, h, index)
-    if s < 0:
-        return False
-    _delete_at(s, index)
-    return True
+# index_add(index, ref, h): add entry ``ref`` (absent) with hash ``h`` (the index must have an
+# empty slot); index_remove(index, ref, h): remove it, shifting later entries back (False when
+# absent).
+index_add, index_remove = _by_ref(INDEX_LAYOUT, _is_ref, index_store)
 
 
 # --- the packed index layout: t[0] is index[nslots] = hash << 32 | (ref + 1), 0 = empty ----
@@ -293,26 +297,14 @@ def _is_packed_ref(t, s, ref):
     return (t[0][s] & M32) == ref + 1
 
 
-PACKED_BY_REF = open_addressing(PACKED_LAYOUT, _is_packed_ref)
-_packed_free_slot = PACKED_BY_REF.free_slot
-_packed_find_ref = PACKED_BY_REF.find
-_packed_delete_at = PACKED_BY_REF.delete_at
-
-
 @njit(forceinline=True)
-def packed_add(index, ref, h):
-    """Add entry ``ref`` (absent, < 2**32 - 1) with hash ``h`` (< 2**31) to a packed index."""
-    index[_packed_free_slot(h, index)] = (h << 32) | (ref + 1)
+def _packed_store(index, s, ref, h):
+    index[s] = (h << 32) | (ref + 1)
 
 
-@njit(forceinline=True)
-def packed_remove(index, ref, h):
-    """Remove entry ``ref`` (hash ``h``) from a packed index; False when absent."""
-    s = _packed_find_ref(ref, h, index)
-    if s < 0:
-        return False
-    _packed_delete_at(s, index)
-    return True
+# packed_add / packed_remove: index_add / index_remove over a packed index (ref < 2**32 - 1,
+# h < 2**31).
+packed_add, packed_remove = _by_ref(PACKED_LAYOUT, _is_packed_ref, _packed_store)
 
 
 # --- Python side --------------------------------------------------------------------------

@@ -50,7 +50,6 @@ from ctaccel.conntrack.layout import (
     X_SRC,
     addr_word,
     ext_get,
-    ext_or,
     ext_row,
     ext_set,
 )
@@ -227,7 +226,8 @@ def exp_create(ct, slot, dport, reply):
         _free(ct, row)
         return
     e[E_MARK] = conns[slot, C_MARK]
-    _copy4(e, E_LABEL, conns[slot], C_LABEL)
+    for i in range(4):  # (not _copy4: a uint32 row would compile it once more)
+        e[E_LABEL + i] = conns[slot, C_LABEL + i]
     _copy_addr(e, E_P_SRC, conns, slot, X_SRC)
     _copy_addr(e, E_P_DST, conns, slot, X_DST)
     e[E_P_SPORT] = conns[slot, C_SPORT]
@@ -273,11 +273,12 @@ def exp_adopt(ct, slot, row):
     """The new connection ``slot`` fulfils expectation ``row`` (OVS conn_not_found with an
     alg_exp): related for life, the parent's mark and label."""
     conns, exps = ct.conns, ct.exps
-    ext_or(conns, slot, X_ALG, ALG_RELATED)
+    ext_set(conns, slot, X_ALG, ext_get(conns, slot, X_ALG) | ALG_RELATED)
     ext_set(conns, slot, X_ALG_PARENT, row + 1)
     exps[row, E_REFS] += 1
     conns[slot, C_MARK] = exps[row, E_MARK]
-    _copy4(conns[slot], C_LABEL, exps[row], E_LABEL)
+    for i in range(4):
+        conns[slot, C_LABEL + i] = exps[row, E_LABEL + i]
 
 
 @njit(forceinline=True)

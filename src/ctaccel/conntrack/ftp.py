@@ -546,4 +546,4 @@ def ftp_command(ct, slot, buf, flen, key, v6, reply, rpl_state, nat, scr):
 @njit
 def tftp_request(ct, slot, rpl_state):
     """OVS handle_tftp_ctl: the server answers from a port of its own, to the client's port."""
-    exp_create(ct, slot, ct.conns[slot, C_SPORT], rpl_state)
+    exp_create(ct, slot, np.int64(ct.conns[slot, C_SPORT]), rpl_state)  # (one specialisation)

@@ -152,12 +152,6 @@ def ext_set(conns, slot, xcol, value):
 
 
 @njit(forceinline=True)
-def ext_or(conns, slot, xcol, bits):
-    e = np.int64(conns[slot, C_EXT]) - 1
-    conns[e, xcol] = np.int64(conns[e, xcol]) | bits
-
-
-@njit(forceinline=True)
 def addr_word(conns, slot, xcol, i):
     """Word ``i`` (0..3) of an address of the connection: ``xcol`` X_SRC / X_DST (original
     tuple) or X_R_SRC / X_R_DST (reply tuple)."""
