@@ -102,9 +102,20 @@ JIT_DISABLED = bool(numba.config.DISABLE_JIT)
 
 
 def njit(*args, **kwargs):
-    """``numba.njit`` with the project's flags: cached (when a cache dir exists), nogil."""
+    """``numba.njit`` with the project's flags: cached (when a cache dir exists), nogil, and
+    without numba's runtime (``_nrt=False``: no reference counting of array views) unless a
+    kernel asks for it (one that allocates arrays: ``njit(_nrt=True)``).
+
+    Why no runtime by default: numba's cache does not record the flags a kernel was compiled
+    with, and a kernel compiled inside another inherits the caller's ``nrt`` flag unless it
+    sets its own. The datapath (kernel.run_batch) runs without the runtime; a part of it that
+    a command or test first ran from Python (compiled at top level, with the runtime) was
+    linked into it, and into conntrack's ct_execute, with its reference counting, and cached
+    that way for good: recirc 1.4-2x slower from such a cache (measured). With the flag set
+    on every kernel, a part compiles the same wherever it is reached first."""
     kwargs.setdefault("cache", CACHE_DIR is not None)
     kwargs.setdefault("nogil", True)
+    kwargs.setdefault("_nrt", False)
     if kwargs.get("inline", "never") != "never":
         raise TypeError("use njit(forceinline=True): numba-level inlining costs minutes of compile")
     if len(args) == 1 and callable(args[0]):

@@ -69,7 +69,7 @@ def new_sink(pcap_bytes: int = 1 << 20, json_bytes: int = 1 << 20, tokens: int =
             np.zeros((2, tokens), np.int64)]  # fmt: skip
 
 
-@njit
+@njit(_nrt=True)  # allocates its working row
 def emit_batch(frames, results, slow, pk, text, sink):
     """Write one batch's outputs (see the module docstring). ``frames`` = (buf, offsets,
     lengths, rewritten frames, the reference engine's frames); ``results`` = (res, out_ports,

@@ -289,7 +289,7 @@ def row_table(e: KernelEntries, now_ms: int, zone_map=None, peer_states=None) ->
     return rows
 
 
-@njit
+@njit(_nrt=True)  # allocates its working tuples
 def _insert(ct, rows, now_ms, out, slots):
     """Insert every row of the ``R_*`` table; ``out[i]`` says what happened to row ``i``,
     ``slots[i]`` where it went (-1: nowhere)."""
@@ -344,7 +344,7 @@ def _insert(ct, rows, now_ms, out, slots):
         slots[i] = slot
 
 
-@njit
+@njit(_nrt=True)  # allocates its working tuples
 def _delete_matching(ct, rows, now_ms):
     """Delete the live connection whose original tuple is each row's; how many were."""
     tup = np.zeros(TUP_WIDTH, np.int64)

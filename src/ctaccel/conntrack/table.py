@@ -368,7 +368,7 @@ def reverse_into(tup, rtup):
     rtup[T_DWORD] = tup[T_SWORD]
 
 
-@njit
+@njit(_nrt=True)  # allocates the reply tuple
 def conn_alloc(conns, index, free_slots, stats, tup, now_ms):
     """Take a free row, store ``tup`` as its original tuple (reply = reversed) and index both.
 

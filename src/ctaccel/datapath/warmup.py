@@ -6,21 +6,22 @@ engines of both modes, and returns the seconds it took.
 
 Design:
 - The batch kernel (kernel.run_batch) is compiled with everything it calls, in this process,
-  as its own type inference reaches each callee. Its parts must be compiled that way: a part
-  compiled on its own beforehand (explicitly, or by a helper process into the shared cache)
-  is linked into run_batch as a finished library, with numba's reference counting of array
-  views in it, instead of being inlined into run_batch's no-runtime code; that made the fast
-  path ~4.4x and recirc ~1.6x slower for every later run that loaded it (measured; it was
-  how the first run compiled for a while). The two large per-packet kernels that are meant
-  to be called, not inlined (conntrack's ct_execute, the fast path's install), are linked
-  apart by jit.linked_separately, which keeps the compile short without that cost.
+  as its own type inference reaches each callee. Every kernel is compiled without numba's
+  runtime (jit.njit's default), so a part compiled on its own beforehand (by a command that
+  ran it from Python, or by the helper below) is the same code run_batch would have made of
+  it; when parts were compiled with the runtime, a part compiled first at top level brought
+  its reference counting of array views into run_batch (the fast path ~4.4x, recirc
+  ~1.6x slower for every later run that loaded that cache, measured). The two large
+  per-packet kernels that are meant to be called, not inlined (conntrack's ct_execute, the
+  fast path's install), are linked apart by jit.linked_separately, which keeps the compile
+  short.
 - Those two kernels are compiled by a helper process on a first run, while this one compiles
   the rest (the parser, the fast path, the action VM): on two cores the first run takes about
   the time of the longer half instead of the sum (82 s -> ~52 s measured). The helper compiles
   each for exactly the argument types run_batch gives it (:func:`linked_argtypes`, from a
-  throwaway engine's arrays) and saves only those two to the shared cache: the small kernels
-  it compiles on the way must not be saved, or this process would load them as finished
-  code where it must inline them (the slowdown above). When this process reaches a kernel the
+  throwaway engine's arrays) and saves only those two to the shared cache (the small kernels
+  it compiles on the way would be loaded here as finished code, object code to call rather
+  than inline). When this process reaches a kernel the
   helper is compiling, it waits for the helper's word that it is saved, then loads it; a
   helper that fails or is slow costs the wait only (bounded), and the kernel is compiled here.
   ``CTACCEL_COMPILE_HELPER=0`` compiles everything in this process; so does a machine that
@@ -142,10 +143,10 @@ def helper_main() -> None:
 
 def _as_inside_run_batch():
     """A context in which a compile inherits the flags it gets when run_batch's compile
-    reaches it (numba passes some flags down to what a compile compiles, through its
-    ConfigStack): no reference counting (run_batch's ``_nrt=False``), and the
-    ``forceinline`` of the helper that calls it. Compiled at top level instead, ct_execute
-    counts references and recirc was 1.4x slower (measured)."""
+    reaches it (numba passes flags a kernel does not set down to what a compile compiles,
+    through its ConfigStack): the ``forceinline`` of the stub that calls it, which makes
+    the kernels ct_execute calls inline into it as they do when run_batch's compile reaches
+    it."""
     from contextlib import ExitStack
 
     from numba.core.compiler import Flags

@@ -30,10 +30,10 @@ PCAP_RECORD_HEADER = 16
 
 @njit
 def gather(dst, dst_offsets, src, src_offsets, lengths):
-    """Copy frame ``i`` from ``src[src_offsets[i]:]`` to ``dst[dst_offsets[i]:]``."""
+    """Copy frame ``i`` from ``src[src_offsets[i]:]`` to ``dst[dst_offsets[i]:]`` (uint8
+    arrays, two different ones)."""
     for i in range(lengths.shape[0]):
-        d, s, n = dst_offsets[i], src_offsets[i], lengths[i]
-        dst[d : d + n] = src[s : s + n]
+        copy_bytes(dst, dst_offsets[i], src, src_offsets[i], lengths[i])
 
 
 @njit(forceinline=True)
