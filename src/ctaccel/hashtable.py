@@ -3,23 +3,22 @@
 What: the hash of an int64 key row (:func:`hash_row`, built from :func:`hash_column` and
 :func:`hash_finish`) and the algorithm of a power-of-two table with linear probing and
 backward-shift deletion: find a key, find where a new key goes, delete a slot, sizing. Users:
-the exact-match cache of the fast path (datapath/exact.py: every operation), conntrack's
-connection index (conntrack/table.py: insertion, deletion, sizing) and the megaflow cache
-(datapath/megaflow.py: row hash, insertion, sizing). Each keeps only what is its own (what a
-key is, how it is compared, what a slot carries). Conntrack's and megaflow's *lookup* loops
-stay written out in their modules, the same probe sequence over :data:`INDEX_LAYOUT`: through
+the exact-match index of the fast path (datapath/exact.py: row hash, insertion, deletion),
+conntrack's connection index (conntrack/table.py: insertion, deletion, sizing) and the
+megaflow cache (datapath/megaflow.py: row hash, insertion, sizing). Each keeps only what is
+its own (what a key is, how it is compared, what a slot carries). Their *lookup* loops stay
+written out in their modules, the same probe sequence over their layout: through
 ``find`` with a matcher that reads their entry arrays, numba kept reference counting around
 every lookup (conntrack 1.5x, megaflow up to 3.7x its lookup time, micro-benchmarks).
 
 Design:
 - A table is a tuple ``t`` of numpy arrays; a :class:`Layout` says how to read and write one
   slot of it: ``n_slots(t)``, ``is_used(t, s)``, ``slot_hash(t, s)`` (the stored full hash),
-  ``move(t, src, dst)`` and ``clear(t, s)``. Three layouts exist:
+  ``move(t, src, dst)`` and ``clear(t, s)``. Two layouts exist:
   :data:`INDEX_LAYOUT`, ``t[0]`` an ``index[nslots, 2]`` of ``ref + 1`` (0 = empty) and the
   hash, the entries themselves in the caller's rows (megaflow, ALG expectations);
   :data:`PACKED_LAYOUT`, the same in one word per slot (``hash << 32 | ref + 1``, hashes of
-  31 bits: conntrack's connection index); and the exact table's, whose slots hold the key
-  rows themselves.
+  31 bits: conntrack's connection index, the fast path's exact-match index).
 - :func:`open_addressing` (layout, ``matches``) returns the compiled operations, written once
   here, each taking the table's arrays as its last arguments (``*t``: a tuple of arrays built
   by a caller costs an atomic reference count per array per call, which numba does not

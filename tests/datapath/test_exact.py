@@ -1,9 +1,7 @@
-"""ExactTable (datapath/exact.py) against a dict, and its compiled kernels against their source.
+"""ExactIndex (datapath/exact.py) against a dict, and its compiled kernels against their source.
 
-Measured on the 2-vCPU build machine (not asserted; numba 0.68, width 21, 10,000 entries,
-batches of 1,024 keys drawn at random from the entries, one Python call per batch):
-em_lookup_batch ~16 M lookups/s when the batch's keys are in cache (as right after parsing),
-~8 M/s streaming keys from memory; misses ~19 M/s. The 21-column hash alone is ~25 ns.
+The index keeps no keys: each entry's key lies in the entry's own row (from ``key_at``), as
+the fast path's entries carry theirs. The tests keep such rows in :class:`Entries`.
 """
 
 from __future__ import annotations
@@ -21,121 +19,159 @@ from hypothesis.stateful import (
 )
 
 from ctaccel.datapath.exact import (
-    EM_FULL,
-    ES_COUNT,
     ES_LIMIT,
-    ExactTable,
-    ReferenceExact,
-    em_delete,
-    em_insert,
-    em_lookup,
+    ExactIndex,
+    em_hash31,
+    em_take_next,
     hash_row,
     python_source,
     slots_for,
 )
+from ctaccel.hashtable import M32
 
 WIDTH = 3
-# A tiny key domain: many equal keys (overwrites, deletes that hit) and many home-slot
-# collisions in small tables (deletion has to shift clusters back).
+KEY_AT = 2  # each row: two words of its own, then the key
+# A tiny key domain: many equal keys and many home-slot collisions in small tables
+# (deletion has to shift clusters back).
 small_keys = st.lists(st.integers(0, 3), min_size=WIDTH, max_size=WIDTH)
-values = st.integers(0, 2**40)
 int64s = st.integers(-(2**63), 2**63 - 1)
 
 
-def check_table_invariants(table: ExactTable) -> None:
-    """Count, reachability from the home slot, no duplicates, zeroed free slots."""
-    used = table.used != 0
-    assert int(used.sum()) == len(table) <= table.state[ES_LIMIT]
-    nslots = used.shape[0]
+class Entries:
+    """Rows holding keys, an ExactIndex over them, and a free list of rows."""
+
+    def __init__(self, capacity: int, *, jit: bool = True, rows: int = 256):
+        self.index = ExactIndex(WIDTH, KEY_AT, capacity, jit=jit)
+        self.rows = np.zeros((rows, KEY_AT + WIDTH), np.int64)
+        self.free = list(range(rows - 1, -1, -1))
+
+    def add(self, key) -> int:
+        """The row of ``key``: its existing one, or a new one."""
+        e = self.find(key)
+        if e < 0:
+            e = self.free.pop()
+            self.index.add(self.rows, e, key)
+        return e
+
+    def find(self, key) -> int:
+        return int(self.index.find_batch(self.rows, np.array([key], np.int64))[0])
+
+    def remove(self, key) -> int:
+        e = self.index.remove(self.rows, key)
+        if e >= 0:
+            self.free.append(e)
+        return e
+
+
+def check_index_invariants(entries: Entries) -> None:
+    """Count, stored hashes, reachability from the home slot, no duplicate keys or rows."""
+    index = entries.index.index
+    used = index != 0
+    assert int(used.sum()) == len(entries.index) <= entries.index.state[ES_LIMIT]
+    nslots = index.shape[0]
     assert nslots & (nslots - 1) == 0
-    seen = set()
+    seen_keys, seen_rows = set(), set()
     for s in np.flatnonzero(used):
-        row = table.keys[s]
-        assert table.hashes[s] == python_source(hash_row)(row)
-        home = int(table.hashes[s]) & (nslots - 1)
-        j = home
+        e = int(index[s] & M32) - 1
+        key = entries.rows[e, KEY_AT:]
+        h31 = int(index[s]) >> 32
+        assert h31 == em_hash31(python_source(hash_row)(key))
+        j = h31 & (nslots - 1)
         while j != s:  # no empty slot between home and the entry
             assert used[j], "entry unreachable from its home slot"
             j = (j + 1) % nslots
-        key = tuple(int(x) for x in row)
-        assert key not in seen
-        seen.add(key)
-    free = ~used
-    assert not table.keys[free].any() and not table.value[free].any()
-    assert not table.hashes[free].any()
+        k = tuple(int(x) for x in key)
+        assert k not in seen_keys and e not in seen_rows
+        seen_keys.add(k)
+        seen_rows.add(e)
 
 
 class ExactVersusDict(RuleBasedStateMachine):
-    """Random insert/lookup/delete/clear sequences on the compiled table and the dict."""
+    """Random add/find/remove/clear/grow sequences on the compiled index and a dict."""
 
     @initialize(capacity=st.integers(1, 6))
     def setup(self, capacity):
-        self.table = ExactTable(WIDTH, capacity)
-        self.model = ReferenceExact(WIDTH)
-
-    @rule(key=small_keys, value=values)
-    def insert(self, key, value):
-        self.table.insert(key, value)
-        self.model.insert(key, value)
+        self.entries = Entries(capacity)
+        self.model: dict[tuple, int] = {}
 
     @rule(key=small_keys)
-    def lookup(self, key):
-        assert self.table.lookup(key) == self.model.lookup(key)
+    def add(self, key):
+        e = self.entries.add(key)
+        assert self.model.setdefault(tuple(key), e) == e
 
     @rule(key=small_keys)
-    def delete(self, key):
-        assert self.table.delete(key) == self.model.delete(key)
+    def find(self, key):
+        assert self.entries.find(key) == self.model.get(tuple(key), -1)
+
+    @rule(key=small_keys)
+    def remove(self, key):
+        assert self.entries.remove(key) == self.model.pop(tuple(key), -1)
 
     @precondition(lambda self: len(self.model) > 0)
     @rule(data=st.data())
-    def delete_existing(self, data):
-        key = data.draw(st.sampled_from(sorted(self.model.entries)))
-        assert self.table.delete(key) == self.model.delete(key)
+    def remove_existing(self, data):
+        key = data.draw(st.sampled_from(sorted(self.model)))
+        assert self.entries.remove(key) == self.model.pop(key)
+
+    @precondition(lambda self: len(self.model) > 0)
+    @rule(hand=st.integers(0, 64))
+    def take_next(self, hand):
+        """The clock hand's eviction: the first used slot from ``hand`` goes."""
+        index = self.entries.index
+        e, nxt = em_take_next(index.index, index.state, np.int64(hand))
+        key = tuple(int(x) for x in self.entries.rows[e, KEY_AT:])
+        assert self.model.pop(key) == e and nxt >= 1
+        self.entries.free.append(e)
 
     @rule(queries=st.lists(small_keys, min_size=0, max_size=8))
-    def lookup_batch(self, queries):
+    def find_batch(self, queries):
         qkeys = np.array(queries, np.int64).reshape(len(queries), WIDTH)
-        got = self.table.lookup_batch(qkeys)
-        assert got.tolist() == [self.model.lookup(q) for q in queries]
+        got = self.entries.index.find_batch(self.entries.rows, qkeys)
+        assert got.tolist() == [self.model.get(tuple(q), -1) for q in queries]
 
     @rule()
     def clear(self):
-        self.table.clear()
+        self.entries.index.clear()
+        self.entries.free.extend(self.model.values())
         self.model.clear()
+
+    @rule()
+    def grow(self):
+        self.entries.index.grow()
 
     @invariant()
     def same_contents(self):
-        assert len(self.table) == len(self.model)
-        assert dict(self.table.items()) == self.model.entries
-        check_table_invariants(self.table)
+        assert len(self.entries.index) == len(self.model)
+        assert sorted(self.entries.index.entries().tolist()) == sorted(self.model.values())
+        check_index_invariants(self.entries)
 
 
 TestExactVersusDict = ExactVersusDict.TestCase
 TestExactVersusDict.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
-ops = st.lists(
-    st.tuples(st.sampled_from(["insert", "delete", "lookup"]), small_keys, values),
-    max_size=80,
-)
+ops = st.lists(st.tuples(st.sampled_from(["add", "remove", "find", "grow"]), small_keys),
+               max_size=80)  # fmt: skip
 
 
 @settings(max_examples=60, deadline=None)
 @given(ops=ops)
 def test_jitted_kernels_match_their_python_source(ops):
-    compiled = ExactTable(WIDTH, 2, jit=True)
-    plain = ExactTable(WIDTH, 2, jit=False)
-    for op, key, value in ops:
-        if op == "insert":
-            compiled.insert(key, value)
-            plain.insert(key, value)
-        elif op == "delete":
-            assert compiled.delete(key) == plain.delete(key)
+    compiled, plain = Entries(2, jit=True), Entries(2, jit=False)
+    for op, key in ops:
+        if op == "add":
+            assert compiled.add(key) == plain.add(key)
+        elif op == "remove":
+            assert compiled.remove(key) == plain.remove(key)
+        elif op == "grow":
+            compiled.index.grow()
+            plain.index.grow()
         else:
-            assert compiled.lookup(key) == plain.lookup(key)
+            assert compiled.find(key) == plain.find(key)
     # Same slots, same order: the whole arrays agree, not only the answers.
-    for a, b in zip(compiled.tables, plain.tables, strict=True):
+    for a, b in zip(compiled.index.tables, plain.index.tables, strict=True):
         np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(compiled.rows, plain.rows)
 
 
 @settings(max_examples=200, deadline=None)
@@ -168,67 +204,51 @@ def test_hash_spreads_sequential_and_single_bit_keys():
     assert hash_row(a) != hash_row(a[[1, 0, 2, 3, 4]])
 
 
-@pytest.mark.parametrize("jit", [True, False])
-def test_kernel_refuses_insert_when_full_and_keeps_overwriting(jit):
-    table = ExactTable(2, 4, jit=jit)
-    pick = (lambda f: f) if jit else python_source
-    insert, lookup = pick(em_insert), pick(em_lookup)
-    limit = int(table.state[ES_LIMIT])
-    for i in range(limit):
-        assert insert(*table.tables, np.array([i, 7], np.int64), i) >= 0
-    before = [a.copy() for a in table.tables]
-    assert insert(*table.tables, np.array([99, 7], np.int64), 5) == EM_FULL
-    for a, b in zip(table.tables, before, strict=True):
-        np.testing.assert_array_equal(a, b)  # a refused insert changes nothing
-    assert insert(*table.tables, np.array([0, 7], np.int64), 42) >= 0  # present: overwrite
-    assert lookup(*table.tables, np.array([0, 7], np.int64)) == 42
-    assert table.state[ES_COUNT] == limit
-
-
 @settings(max_examples=80, deadline=None)
 @given(order=st.permutations(list(range(8))), seed=st.integers(0, 2**32 - 1))
 def test_backward_shift_deletion_in_a_crowded_fixed_table(order, seed):
-    """A full table (load 1/2, long clusters): delete in any order, the rest stays found."""
-    table = ExactTable(4, slots_for(8) // 2)
+    """A full index (load 1/2, long clusters): remove in any order, the rest stays found."""
+    entries = Entries(slots_for(8) // 2)
     rng = np.random.default_rng(seed)
-    keys = rng.integers(0, 1000, size=(8, 4))
+    keys = rng.integers(0, 1000, size=(8, WIDTH))
     keys[:, 0] = np.arange(8)  # distinct
-    for i, k in enumerate(keys):
-        assert em_insert(*table.tables, k, i) >= 0
+    rows = [entries.add(k) for k in keys]
+    assert entries.index.index.shape[0] == slots_for(8)  # no growth: it is full
     alive = set(range(8))
     for i in order:
-        assert em_delete(*table.tables, keys[i]) == i
+        assert entries.remove(keys[i]) == rows[i]
         alive.discard(i)
         for j in range(8):
-            assert em_lookup(*table.tables, keys[j]) == (j if j in alive else -1)
-        check_table_invariants(table)
-    assert len(table) == 0
+            assert entries.find(keys[j]) == (rows[j] if j in alive else -1)
+        check_index_invariants(entries)
+    assert len(entries.index) == 0 and not entries.index.index.any()
 
 
-def test_growth_keeps_every_entry_and_batch_agrees_with_single_lookups():
+def test_growth_keeps_every_entry_without_reading_a_row():
+    """Growth puts slots back from their stored hashes: rows are not read (here: zeroed
+    while it grows, then restored), and every key is found afterwards."""
     rng = np.random.default_rng(7)
-    table = ExactTable(21, 4)
-    keys = rng.integers(0, 2**48, size=(5000, 21))
-    for i, k in enumerate(keys):
-        table.insert(k, i)
-    assert len(table) == 5000 and table.capacity >= 5000
+    entries = Entries(4, rows=5000)
+    keys = rng.integers(0, 2**48, size=(5000, WIDTH))
+    got_rows = [entries.add(k) for k in keys]
+    assert len(entries.index) == 5000 and entries.index.capacity >= 5000
+    saved = entries.rows.copy()
+    entries.rows[:] = 0
+    entries.index.grow()
+    entries.rows[:] = saved
     misses = keys.copy()
-    misses[:, 20] ^= 1 << 47
-    queries = np.concatenate([keys, misses])
-    got = table.lookup_batch(queries)
-    assert got[:5000].tolist() == list(range(5000))
+    misses[:, 2] ^= 1 << 47
+    got = entries.index.find_batch(entries.rows, np.concatenate([keys, misses]))
+    assert got[:5000].tolist() == got_rows
     assert (got[5000:] == -1).all()
-    assert [table.lookup(q) for q in queries[::97]] == got[::97].tolist()
-    check_table_invariants(table)
+    check_index_invariants(entries)
 
 
 def test_misuse_raises():
-    table = ExactTable(3)
+    entries = Entries(3)
     with pytest.raises(ValueError):
-        table.insert([1, 2], 0)
+        entries.index.add(entries.rows, 0, [1, 2])
     with pytest.raises(ValueError):
-        table.insert([1, 2, 3], -1)
+        entries.index.find_batch(entries.rows, np.zeros((2, 4), np.int64))
     with pytest.raises(ValueError):
-        table.lookup_batch(np.zeros((2, 4), np.int64))
-    with pytest.raises(ValueError):
-        ExactTable(0)
+        ExactIndex(0, 0)

@@ -29,13 +29,13 @@ import time
 
 import numpy as np
 
-from ctaccel.arrays import aligned_zeros
+from ctaccel.arrays import aligned_zeros, doubled, doubling, longer_rows, row_store
 from ctaccel.conntrack import Conntrack
 from ctaccel.conntrack.ftp import MAX_GROWTH as ALG_MAX_GROWTH
 from ctaccel.conntrack.ipf import Ipf
 from ctaccel.conntrack.nat import NS_WIDTH, no_nat_spec
 from ctaccel.datapath import layout as L
-from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, ExactTable
+from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, ExactIndex
 from ctaccel.datapath.kernel import run_batch
 from ctaccel.datapath.megaflow import MF_RECIRC, MF_WIDTH, MegaflowCache
 from ctaccel.datapath.reference import CONTROLLER, PacketResult, ReferenceEngine
@@ -230,8 +230,11 @@ class DatapathEngine:
         # recirc mode never uses the fast path: give it minimal arrays
         cap = min(self._fastpath_capacity, self.max_fast_path)
         cap = cap if self.mode == "assume-established" else 1
-        self.exact = ExactTable(L.EM_WIDTH, cap)
-        self._fp_rows = aligned_zeros((cap, L.FC_WIDTH))  # pages touched as entries come
+        self.exact = ExactIndex(L.EM_WIDTH, L.FK_KEY, cap)
+        # the entries' rows: address space for the most the cache may hold, whose pages are
+        # touched as entries come; growth takes a longer view of it instead of copying
+        self._fp_store = row_store(self.max_fast_path if cap > 1 else cap, L.FC_ROW)
+        self._fp_rows = longer_rows(self._fp_store, None, cap, L.FC_ROW)
         fcap = min(cap, 64)  # full layouts: only entries without a compact line take one
         self._fp_full = aligned_zeros((fcap, L.FP_WIDTH))
         self._fp_state = np.zeros(L.FP_STATE_WIDTH, np.int64)
@@ -253,20 +256,20 @@ class DatapathEngine:
 
     def _reserve_fast_path(self, n: int) -> None:
         """Room for ``n`` more fast-path entries (the kernel installs without Python): grow
-        the entry arrays and the exact-match table, up to ``max_fast_path``."""
+        the entry rows and the exact-match index, up to ``max_fast_path``."""
         fp, es = self._fp_state, self.exact.state
         count, cap = fp.item(L.FP_COUNT), fp.item(L.FP_CAP)
         # full layouts: room for every install of the batch (n at most) to need one, and for
         # as many after a renewal of the cache within it
-        self._fp_full = _doubled(self._fp_full, fp.item(L.FP_FULL_COUNT) + n, self.max_fast_path)
+        self._fp_full = doubled(self._fp_full, fp.item(L.FP_FULL_COUNT) + n, self.max_fast_path)
         fp[L.FP_FULL_CAP] = self._fp_full.shape[0]
         want = count + n
         if want <= cap and es.item(ES_COUNT) + n <= es.item(ES_LIMIT):
             return
         if cap >= self.max_fast_path:
             return  # full: the kernel replaces entries
-        self._fp_rows = _doubled(self._fp_rows, want, self.max_fast_path)
-        new_cap = self._fp_rows.shape[0]
+        new_cap = min(doubling(cap, want), self.max_fast_path)
+        self._fp_rows = longer_rows(self._fp_store, self._fp_rows, new_cap, L.FC_ROW)
         fp[L.FP_CAP] = new_cap
         while int(self.exact.state[ES_LIMIT]) < new_cap:
             self.exact.grow()
@@ -292,7 +295,7 @@ class DatapathEngine:
     def memory_bytes(self) -> dict:
         """Bytes held by the engine's tables: conntrack's connection table (``conntrack``:
         rows, index, free list) and its fixed arrays (zone limits, timeouts, counters), the
-        megaflow cache, and the fast path (exact-match table + entries; 0 in recirc mode,
+        megaflow cache, and the fast path (exact-match index + entries; 0 in recirc mode,
         which keeps only placeholder arrays); plus the connection count and table shape."""
         ct = self.conntrack
         fast_path = 0
@@ -555,20 +558,6 @@ def _c_writable(a, dtype):
 
 def _nbytes(arrays) -> int:
     return int(sum(a.nbytes for a in arrays))
-
-
-def _doubled(a, want: int, limit: int):
-    """``a`` with room for ``want`` rows, doubling up to ``limit`` rows (itself when it has
-    them, or already has ``limit``); the rows it had are kept."""
-    cap = a.shape[0]
-    if want <= cap or cap >= limit:
-        return a
-    new_cap = cap
-    while new_cap < want:
-        new_cap *= 2
-    b = aligned_zeros((min(new_cap, limit),) + a.shape[1:], a.dtype)
-    b[:cap] = a
-    return b
 
 
 def _grown(a, used: int, extra: int = 0):

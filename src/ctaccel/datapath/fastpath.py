@@ -39,7 +39,7 @@ from ctaccel.conntrack.layout import (
     ROW_CONN,
 )
 from ctaccel.conntrack.nat import nat_rewrite
-from ctaccel.datapath.exact import em_lookup_hashed, hash_row
+from ctaccel.datapath.exact import em_find, em_hash31, hash_row
 from ctaccel.datapath.layout import (
     EM_WIDTH,
     EMK_EPOCH,
@@ -62,6 +62,7 @@ from ctaccel.datapath.layout import (
     FI_RECIRCS,
     FI_STEPS,
     FI_VLAN,
+    FK_KEY,
     FN_NAT,
     FP_COUNT,
     FP_FULL,
@@ -103,8 +104,6 @@ from ctaccel.datapath.layout import (
     VM_PF_CONN,
     VM_PF_ENTRY,
     VM_PF_KEY,
-    entry_full,
-    entry_line,
     head_ct_state,
     head_drop,
     head_has_step,
@@ -353,58 +352,46 @@ def _restore(conns, fp_rows, e, upto, saved):
 def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
     """Software pipeline of the assume-established lookups: while packet ``i`` runs, packet
     i+PF_KEY_AHEAD gets its entry key hashed and its exact-match slot prefetched, packet
-    i+PF_ENTRY_AHEAD its entry looked up and the entry's line (or full layout) prefetched,
-    packet i+PF_CONN_AHEAD the rows of its connections prefetched. Only hints: results never
-    depend on them."""
+    i+PF_ENTRY_AHEAD its entry looked up (which reads the key in the entry's row) and the
+    row's line prefetched, packet i+PF_CONN_AHEAD the rows of its connection and, for an
+    entry without a compact line, its full layout. Only hints: results never depend on them."""
     keys, emk, vm, conns, fp_rows, full = st.keys, st.emk, st.vm, ct.conns, fp.rows, fp.full
-    em_keys, em_used, em_value, em_hashes = fp.em_keys, fp.em_used, fp.em_value, fp.em_hashes
-    slot_mask = em_used.shape[0] - 1
+    em_index = fp.em_index
+    slot_mask = em_index.shape[0] - 1
     lim = min(n, i + PF_KEY_AHEAD)
     while vm[VM_PF_KEY] < lim:
         j = vm[VM_PF_KEY]
         r = j & RING_MASK
         row = emk[r]
         _pack_em_key(keys[r], row, em_flags_mask)
-        h = hash_row(row[:EM_WIDTH])
+        h = em_hash31(hash_row(row[:EM_WIDTH]))
         row[EMK_HASH] = h
         row[EMK_HINT] = -1
         row[EMK_EPOCH] = -1
         if keys[r, PARSE_FLAGS] == 0:
-            s = h & slot_mask
-            prefetch(em_used, s)
-            prefetch(em_hashes, s)
-            prefetch2(em_keys, s, 0)  # a key row is one cache line
-            prefetch(em_value, s)
+            prefetch(em_index, h & slot_mask)
         vm[VM_PF_KEY] = j + 1
     lim = min(vm[VM_PF_KEY], i + PF_ENTRY_AHEAD)
     while vm[VM_PF_ENTRY] < lim:
         r = vm[VM_PF_ENTRY] & RING_MASK
         if keys[r, PARSE_FLAGS] == 0:
-            v = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, emk[r, :EM_WIDTH],
-                                 emk[r, EMK_HASH])  # fmt: skip
-            emk[r, EMK_HINT] = v
+            e = em_find(em_index, fp_rows, FK_KEY, emk[r, :EM_WIDTH], emk[r, EMK_HASH])
+            emk[r, EMK_HINT] = e
             emk[r, EMK_EPOCH] = kstats[KS_FP_INSTALLS]
-            if v >= 0:
-                f = entry_full(v)
-                if f >= 0:
-                    if f < full.shape[0]:  # a full entry: its layout's first lines
-                        for c in range(FP_FULL, FP_FULL + FP_HOT_WORDS, 8):
-                            prefetch2(full, f, c)
-                elif entry_line(v) < fp_rows.shape[0]:
-                    prefetch2(fp_rows, entry_line(v), 0)  # the compact line
+            if e >= 0:
+                prefetch2(fp_rows, e, 0)  # the line (the lookup read the key after it)
         vm[VM_PF_ENTRY] += 1
     lim = min(vm[VM_PF_ENTRY], i + PF_CONN_AHEAD)
     while vm[VM_PF_CONN] < lim:
-        v = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
-        if v >= 0:
-            f = entry_full(v)
-            slot = -1  # the first step's connection (later ones: none)
-            if 0 <= f < full.shape[0]:
-                if full[f, FI_NSTEPS] > 0:
-                    slot = full[f, FI_STEPS + S_SLOT]
-            elif f < 0 and entry_line(v) < fp_rows.shape[0]:
-                slot = fp_rows[entry_line(v), FC_SLOT]
-            if slot >= 0 and slot < conns.shape[0]:
+        e = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
+        if e >= 0:
+            if fp_rows[e, FC_HEAD] & FC_COMPACT == 0:
+                f = fp_rows[e, FC_OUT]
+                if 0 <= f < full.shape[0]:  # a full entry: its layout's first lines
+                    for c in range(FP_FULL, FP_FULL + FP_HOT_WORDS, 8):
+                        prefetch2(full, f, c)
+            slot = fp_rows[e, FC_SLOT]  # the first step's connection (later ones: none)
+            if 0 <= slot < conns.shape[0]:
                 for c in range(0, HOT_WIDTH, CONN_LINE_WORDS):  # what a re-check touches
                     prefetch2(conns, slot, c)
         vm[VM_PF_CONN] += 1
@@ -423,13 +410,9 @@ def fast_path(i, n, frame, flen, now_ms, em_flags_mask, ct, fp, out, st):
         return PUNT_INELIGIBLE
     emk = st.emk
     if emk[r, EMK_EPOCH] == out.kstats[KS_FP_INSTALLS]:
-        v = emk[r, EMK_HINT]
+        e = emk[r, EMK_HINT]
     else:
-        v = em_lookup_hashed(fp.em_keys, fp.em_used, fp.em_value, fp.em_hashes,
-                             emk[r, :EM_WIDTH], emk[r, EMK_HASH])  # fmt: skip
-    if v >= 0 and entry_full(v) >= 0:  # a full entry: its layout, without its line
-        return _fast_apply(entry_full(v), frame, flen, key, now_ms, ct, fp, out, st.saved, i)
-    e = entry_line(v) if v >= 0 else -1
+        e = em_find(fp.em_index, fp.rows, FK_KEY, emk[r, :EM_WIDTH], emk[r, EMK_HASH])
     if e < 0:
         # the row an install at the end of full processing would fill
         nxt = fp.state[FP_COUNT]
@@ -439,4 +422,7 @@ def fast_path(i, n, frame, flen, now_ms, em_flags_mask, ct, fp, out, st):
     head = fp.rows[e, FC_HEAD]
     if head & FC_COMPACT:
         return _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, st.saved, i)
+    f = fp.rows[e, FC_OUT]  # its full layout
+    if f >= 0:
+        return _fast_apply(f, frame, flen, key, now_ms, ct, fp, out, st.saved, i)
     return PUNT_MISS  # an entry the install found no room to lay out (install.py)

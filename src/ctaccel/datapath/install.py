@@ -26,7 +26,7 @@ import numpy as np
 
 from ctaccel.conntrack.icmp import be16
 from ctaccel.conntrack.layout import C_PROTO
-from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_delete_at, em_insert, em_lookup_hashed
+from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_add, em_find, em_take_next
 from ctaccel.datapath.fastpath import _translated
 from ctaccel.datapath.layout import (
     EM_WIDTH,
@@ -50,6 +50,7 @@ from ctaccel.datapath.layout import (
     FI_STEPS,
     FI_VLAN,
     FI_VLAN_SET,
+    FK_KEY,
     FN_NAT,
     FP_ADMIT,
     FP_CAP,
@@ -88,8 +89,6 @@ from ctaccel.datapath.layout import (
     VM_NSTEPS,
     VM_OUT_BASE,
     VM_RECIRCS,
-    entry_line,
-    entry_value,
     pack31,
     pack32,
     pack_head,
@@ -152,20 +151,14 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
 
 
 @njit(forceinline=True)
-def _evict(fp_state, em_keys, em_used, em_value, em_hashes, em_state):
-    """Take an entry out of a full cache and return its line, for a new entry to reuse. The
-    victim is the next entry of the exact-match table after the last one taken, in slot
+def _evict(fp_state, em_index, em_state):
+    """Take an entry out of a full cache and return its row, for a new entry to reuse. The
+    victim is the next entry of the exact-match index after the last one taken, in slot
     order (a clock hand over the slots): the order of hashes, so random with respect to
     traffic, and without a word written per hit (OVS's EMC too replaces without knowing
     which entries are used). The caller reuses the victim's full layout or frees it."""
-    nslots = em_used.shape[0]
-    s = fp_state[FP_HAND] & (nslots - 1)
-    while em_used[s] == 0:  # the load is at most 1/2: an occupied slot is near
-        s = (s + 1) & (nslots - 1)
-    e = entry_line(em_value[s])
-    em_delete_at(s, em_keys, em_used, em_value, em_hashes)
-    em_state[ES_COUNT] -= 1
-    fp_state[FP_HAND] = s + 1
+    e, hand = em_take_next(em_index, em_state, fp_state[FP_HAND])
+    fp_state[FP_HAND] = hand
     return e
 
 
@@ -260,8 +253,8 @@ def _install(r, frame, flen, fp, out, st):
     em_key, em_hash = st.emk[r, :EM_WIDTH], st.emk[r, EMK_HASH]
     vm, trace_steps, trace_rules, key = st.vm, st.trace_steps, st.trace_rules, st.keys[r]
     wframe = st.frames_w[st.frames_w.shape[0] - 1]  # the last row is scratch
-    lines, fp_rows, fp_state, em_keys, em_used = fp.rows, fp.full, fp.state, fp.em_keys, fp.em_used
-    em_value, em_hashes, em_state = fp.em_value, fp.em_hashes, fp.em_state
+    lines, fp_rows, fp_state = fp.rows, fp.full, fp.state
+    em_index, em_state = fp.em_index, fp.em_state
     out_ports, out_fofs, kstats = out.out_ports, out.out_fofs, out.kstats
     nsteps = vm[VM_NSTEPS]
     nrules = vm[VM_NRULES]
@@ -279,9 +272,8 @@ def _install(r, frame, flen, fp, out, st):
         vlan = _outputs_match(frame, flen, key, vm, trace_steps, out, wframe)
         if vlan < 0:
             return
-    e = em_lookup_hashed(em_keys, em_used, em_value, em_hashes, em_key, em_hash)
-    if e >= 0:
-        e = entry_line(e)
+    e = em_find(em_index, lines, FK_KEY, em_key, em_hash)
+    indexed = e >= 0
     reuse = -1  # an entry installed again (its connection replaced...) keeps its full row
     if e >= 0 and lines[e, FC_HEAD] & FC_COMPACT == 0:
         reuse = lines[e, FC_OUT]
@@ -297,7 +289,7 @@ def _install(r, frame, flen, fp, out, st):
             if fp_state[FP_ADMIT] > 1 and kstats[KS_FP_FULL] % fp_state[FP_ADMIT] != 1:
                 return
             kstats[KS_FP_REPLACED] += 1
-            e = _evict(fp_state, em_keys, em_used, em_value, em_hashes, em_state)
+            e = _evict(fp_state, em_index, em_state)
             if lines[e, FC_HEAD] & FC_COMPACT == 0:
                 reuse = lines[e, FC_OUT]  # the victim's full layout, if it had one
     ct_state = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
@@ -312,8 +304,10 @@ def _install(r, frame, flen, fp, out, st):
     else:
         f = reuse if reuse >= 0 else _alloc_full(fp_rows, fp_state)
         lines[e, FC_OUT] = f  # (-1: no room, a safeguard: its hits punt as misses)
-    # the exact-match value names the layout too, so a hit on it goes straight there
-    em_insert(em_keys, em_used, em_value, em_hashes, em_state, em_key, entry_value(e, f))
+    if not indexed:  # a new key (in a new row, or a victim's): the row takes it
+        for c in range(EM_WIDTH):
+            lines[e, FK_KEY + c] = em_key[c]
+        em_add(em_index, em_state, e, em_hash)
     if f < 0:
         return
     e = f

@@ -44,13 +44,14 @@ NCT = CT_TP_DST - CT_STATE + 1  # ct columns of the key
 # The entry key: in_port and every header field (key columns IN_PORT..TCP_FLAGS, 490 bits)
 # packed into 8 words of 63 bits, so an entry's key is one cache line (_pack_em_key).
 EM_WIDTH = 8
-# emk[i]: packet i's entry key (EM_WIDTH words), its hash_row, and the entry id found when it
-# was prefetched (a hint: only used to prefetch; the packet's own lookup decides)
+# emk[i]: packet i's entry key (EM_WIDTH words), its index hash (exact.em_hash31 of its
+# hash_row), and the entry (row) found when it was prefetched (a hint: only used to prefetch;
+# the packet's own lookup decides)
 EMK_HASH = EM_WIDTH
 EMK_HINT = EM_WIDTH + 1
 EMK_EPOCH = EM_WIDTH + 2  # kstats[KS_FP_INSTALLS] when the hint was taken: while no entry has
-#                           been installed since, the hint is the lookup's answer (entries are
-#                           only ever added, or all dropped by an install into a full cache)
+#                           been installed since, the hint is the lookup's answer (only an
+#                           install adds, replaces or drops entries)
 EMK_WIDTH = EM_WIDTH + 3
 # Packets are parsed just ahead of use into a ring of keys (and entry keys) indexed by
 # i & RING_MASK, so the batch's keys do not crowd the tables out of the caches; a packet's
@@ -154,9 +155,10 @@ KS_CT_CALLS = 10
 KS_OUT_OVERFLOW = 11
 KS_WIDTH = 16
 
-# fast-path entries: one line of FC_WIDTH int64 per entry (``rows``, 64 bytes): everything a
-# hit of a common entry reads (at most one ct step without translation, at most one output
-# and two rules, values small enough to pack), so such a hit reads one line. Other entries
+# fast-path entries: a row of FC_ROW int64 per entry (``rows``, 128 bytes): first a line of
+# FC_WIDTH words, everything a hit of a common entry reads (at most one ct step without
+# translation, at most one output and two rules, values small enough to pack), then the
+# entry's key (FK_KEY: the exact-match index keeps none, exact.py). Other entries
 # (FC_HEAD without FC_COMPACT) have a full layout in a row of ``full`` (FP_WIDTH int64: FI_*,
 # from FP_FULL; its first FC_WIDTH words unused), whose index is their line's FC_OUT, packed
 # so that what a hit reads (the header, its steps, outputs and rule ids) is contiguous. Only
@@ -171,6 +173,8 @@ FC_OUT = 6  # the output port (< 2**31) | ct_mark << 31; an entry without a comp
 #            row of ``full``
 FC_RULES = 7  # rule id | rule id << 31
 FC_WIDTH = 8
+FK_KEY = FC_WIDTH  # the entry's key (EM_WIDTH words) follows its line, in the same row
+FC_ROW = FC_WIDTH + EM_WIDTH  # an entry's row: 128 bytes, two cache lines
 FC_COMPACT = 1
 M31 = (1 << 31) - 1
 M32 = (1 << 32) - 1
@@ -274,25 +278,6 @@ def high32(word):
     return word >> 32
 
 
-# The exact-match table's value of an entry: its line ``e``, and for an entry with a full
-# layout that layout's row ``f`` above it (``e | (f + 1) << 32``), so a hit on such an entry
-# (and its prefetch) goes to the layout without reading the line first.
-@njit(forceinline=True)
-def entry_value(e, f):
-    return e | ((f + 1) << 32)
-
-
-@njit(forceinline=True)
-def entry_line(value):
-    return value & M32
-
-
-@njit(forceinline=True)
-def entry_full(value):
-    """The row of ``full`` an entry's value names, -1 when it names none (a compact entry)."""
-    return (value >> 32) - 1
-
-
 MAX_STEPS = 4
 MAX_FP_OUT = 8
 MAX_FP_RULES = 16
@@ -388,13 +373,11 @@ class Programs(NamedTuple):
 
 
 class FastPathTables(NamedTuple):
-    """The exact-match cache (exact.ExactTable.tables), the entries' lines (FC_*), the full
-    layouts of entries without a compact line (FI_*) and their counts (FP_*)."""
+    """The exact-match index (exact.ExactIndex.tables), the entries' rows (FC_* line, then
+    the key from FK_KEY), the full layouts of entries without a compact line (FI_*) and their
+    counts (FP_*)."""
 
-    em_keys: np.ndarray
-    em_used: np.ndarray
-    em_value: np.ndarray
-    em_hashes: np.ndarray
+    em_index: np.ndarray
     em_state: np.ndarray
     rows: np.ndarray
     full: np.ndarray
