@@ -33,7 +33,7 @@ from ctaccel.ofproto.classifier import FlowTables
 from ctaccel.ofproto.dumpflows import format_dump_flows
 from ctaccel.ofproto.rules import load_flows
 
-SWEEP_EVERY = 4096  # packets between sweeps of expired connections (memory bound only)
+SWEEP_EVERY = 4096  # packets between sweep steps (Conntrack.sweep_some: memory bound only)
 # Packets per engine call: the per-batch Python (engine call, output building) is ~0.2 ms,
 # so small batches would cost more than the datapath; SWEEP_EVERY is a multiple of it.
 REPLAY_BATCH = 4096
@@ -340,7 +340,7 @@ def _write_per_packet(engine, results, out, summary, paths, bar) -> int:
                           "path": res.path}  # fmt: skip
                 jl.write(json.dumps(record) + "\n")
                 if n % SWEEP_EVERY == 0:
-                    engine.conntrack.sweep(now_ms, monotonic=True)
+                    engine.conntrack.sweep_some(now_ms)
                 if bar is not None and n % 1024 == 0:
                     bar.advance(1024)
     finally:

@@ -25,8 +25,8 @@ Design:
 
 Invariants: one jsonl line per input packet, in processing order; every output frame is
 written to its port's capture in packet order (outputs of one packet in their order);
-expired connections are swept after the packet whose number is a multiple of SWEEP_EVERY, as
-the per-packet path does (batches end on those packets).
+a sweep step (Conntrack.sweep_some) runs after the packet whose number is a multiple of
+SWEEP_EVERY, as the per-packet path does (batches end on those packets).
 """
 
 from __future__ import annotations
@@ -434,7 +434,8 @@ def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limi
     """The first ``limit`` packets (all: None) of ``streams`` (CaptureStreams; port
     ``ports[i]`` for input i) through ``engine`` in batches, each batch's outputs to
     ``writer`` (None: none) on a second thread, a batch or two behind the datapath;
-    connections swept after each packet numbered a multiple of ``sweep_every`` (0: never);
+    a sweep step (Conntrack.sweep_some) after each packet numbered a multiple of
+    ``sweep_every`` (0: never);
     ``changes``: (ms after the first packet's clock, rules) to put in place, in time order,
     before the first packet whose clock reaches that time; the pages of the inputs behind
     each batch given back. Returns the clock (ms) after the last packet and the seconds spent
@@ -468,7 +469,7 @@ def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limi
                 a, b = done + lo, done + hi
                 if sweep_every:
                     for n in range(-(-(a + 1) // sweep_every) * sweep_every, b + 1, sweep_every):
-                        engine.conntrack.sweep(int(now[n - 1 - done]), monotonic=True)
+                        engine.conntrack.sweep_some(int(now[n - 1 - done]))
                 results.append((a + 1, in_port[lo:hi], ts[lo:hi],
                                 (buf, offsets[lo:hi], length[lo:hi]), br))  # fmt: skip
             t2 = clock()

@@ -264,6 +264,8 @@ def test_a_monotonic_sweep_removes_what_a_full_sweep_removes(monkeypatch):
             events.append((pkt, now))
     timeouts = {"udp_first": 9 * SEC, "udp_single": 9 * SEC, "udp_multiple": 5 * SEC}
     plain, skipping = Conntrack(timeouts_ms=timeouts), Conntrack(timeouts_ms=timeouts)
+    # the ct kernel compiled before sweep_expired is replaced by a Python counter below
+    state(Conntrack(), udp(A, B, 1, 9), commit=True, now_ms=0)
     scanned = []
     scan = lifecycle.sweep_expired
     monkeypatch.setattr(
@@ -281,6 +283,51 @@ def test_a_monotonic_sweep_removes_what_a_full_sweep_removes(monkeypatch):
     assert plain.counters["swept"] > 10
     assert skipping.counters["swept"] == plain.counters["swept"]
     assert sweeps < len(scanned) < 2 * sweeps  # every plain sweep scans; some skipping ones not
+
+
+def test_the_running_sweep_frees_every_expired_connection_a_part_at_a_time():
+    """sweep_some scans at most ``max_rows`` rows per call, starts a revolution only when
+    something may have expired and at most once per SWEEP_INTERVAL_MS, and frees what a
+    full sweep frees: each expired connection within the interval plus one revolution."""
+    from ctaccel.conntrack import SWEEP_INTERVAL_MS
+
+    timeouts = {"udp_first": 9 * SEC, "udp_single": 9 * SEC, "udp_multiple": 5 * SEC}
+    ct, full = Conntrack(timeouts_ms=timeouts), Conntrack(timeouts_ms=timeouts)
+    rng = np.random.default_rng(11)
+    now, calls, revolutions = 0, 0, 0
+    for _round in range(30):
+        for _ in range(40):  # new connections and replies, then the clock moves on
+            port = int(rng.integers(1, 400))
+            pkt = udp(A, B, port, 9) if rng.random() < 0.7 else udp(B, A, 9, port)
+            assert (state(ct, pkt, commit=True, now_ms=now)
+                    == state(full, pkt, commit=True, now_ms=now))  # fmt: skip
+        now += int(rng.integers(0, 3 * SEC))
+        full.sweep(now)
+        rows_before = ct.swept_rows
+        for _ in range(ct.capacity // 16 + 2):  # enough calls for one revolution
+            ct.sweep_some(now, max_rows=16)
+            calls += 1
+            assert ct.swept_rows - rows_before <= 16 * calls  # never more than asked
+        assert ct.dump(now) == full.dump(now)  # the same live connections, always
+        if ct._rev_last_start == now and ct._rev_row is None:  # a revolution ran at `now`
+            assert len(ct) == len(full)  # it freed all a full sweep did
+            revolutions += 1
+        else:  # none started (the last one < SWEEP_INTERVAL_MS ago, or nothing due yet)
+            assert len(ct) >= len(full)
+    assert full.counters["swept"] > 50 and revolutions > 10
+    # nothing can expire before the bound: calls cost nothing
+    ct.flush()
+    state(ct, udp(A, B, 1, 9), commit=True, now_ms=now)
+    # a whole revolution at +1 s: the connection expires at +9 s, one armed since no earlier
+    # than +1 s + the shortest timeout (5 s)
+    ct.sweep_some(now + SWEEP_INTERVAL_MS, max_rows=1 << 20)
+    scanned = ct.swept_rows
+    for t in range(now + SWEEP_INTERVAL_MS, now + SWEEP_INTERVAL_MS + 5 * SEC, 500):
+        assert ct.sweep_some(t) == 0
+    assert ct.swept_rows == scanned
+    while ct.sweep_some(now + 9 * SEC, max_rows=4) == 0 and ct._rev_row is not None:
+        pass
+    assert len(ct) == 0 and ct.swept_rows > scanned
 
 
 # --- force, mark, label, cached connection -----------------------------------------------

@@ -81,6 +81,9 @@ from ctaccel.errors import CtaccelError
 __all__ = ["Conntrack", "action_row"]
 
 _LABEL_ALL = (1 << 128) - 1
+_INT64_MAX = (1 << 63) - 1
+SWEEP_MAX_ROWS = 1 << 16  # rows one sweep_some call scans at most
+SWEEP_INTERVAL_MS = 1000  # sweep_some starts a revolution at most this often (packet time)
 ALG_FLAGS = {None: 0, "ftp": CAF_ALG_FTP, "tftp": CAF_ALG_TFTP}
 
 
@@ -156,6 +159,11 @@ class Conntrack:
         self._no_nat = no_nat_spec()
         self._tups = np.zeros(CT_SCRATCH_WIDTH, np.int64)  # ct_execute's scratch
         self._sweep_due: int | None = None  # sweep(monotonic=True): no expiry before this
+        # sweep_some's revolution: the next row, its start time, the earliest expiration seen
+        self._rev_row: int | None = None
+        self._rev_start = self._rev_earliest = 0
+        self._rev_last_start: int | None = None
+        self.swept_rows = 0  # rows sweep_some has scanned (tests, benchmarks)
 
     @property
     def tables(self) -> CtTables:
@@ -304,9 +312,44 @@ class Conntrack:
         )
         return n
 
+    def sweep_some(self, now_ms: int, max_rows: int = SWEEP_MAX_ROWS) -> int:
+        """The running datapath's sweep (its clock never goes back): remove expired
+        connections a part of the table at a time; returns how many this call removed.
+
+        A revolution over every row starts when something may have expired (the bound of
+        :meth:`sweep` with ``monotonic``) and at most once per SWEEP_INTERVAL_MS of packet
+        time; each call scans at most ``max_rows`` rows of it (the pause it adds to a batch:
+        ~1 ms for 65,536 rows here), so an expired connection is freed within
+        SWEEP_INTERVAL_MS plus one revolution of calls, as OVS's sweeper frees them within
+        its interval. Lookups never see an expired connection either way (they check its
+        time), and a commit at a limit sweeps first (commit_conn): only memory waits."""
+        now_ms = int(now_ms)
+        if self._rev_row is None:
+            if self._sweep_due is not None and now_ms < self._sweep_due:
+                return 0
+            last = self._rev_last_start
+            if last is not None and last <= now_ms < last + SWEEP_INTERVAL_MS:
+                return 0
+            self._rev_row, self._rev_start, self._rev_earliest = 0, now_ms, _INT64_MAX
+            self._rev_last_start = now_ms
+        lo = self._rev_row
+        hi = min(lo + max(int(max_rows), 1), self.capacity)
+        n, earliest = lifecycle.sweep_rows(self.tables, now_ms, lo, hi)
+        n = int(n)
+        self.stats[ST_SWEPT] += n
+        self.swept_rows += hi - lo
+        self._rev_earliest = min(self._rev_earliest, int(earliest))
+        self._rev_row = hi
+        if hi >= self.capacity:  # the revolution is complete: what it saw bounds the next
+            self._rev_row = None
+            self._sweep_due = min(self._rev_earliest,
+                                  self._rev_start + int(self.timeouts.min()))  # fmt: skip
+        return n
+
     def forget_sweep_bounds(self) -> None:
         """sweep()'s and commit_conn's "nothing expires before" bounds no longer hold."""
         self._sweep_due = None
+        self._rev_row = self._rev_last_start = None
         self.stats[ST_SWEEP_DUE] = 0
 
     def set_max_conns(self, max_conns: int) -> None:

@@ -304,10 +304,17 @@ def commit_conn(ct, tup, frame, l4_ofs, l4_len, now_ms, nat, rtup, exp, alg):
 def sweep_expired(ct, now_ms):
     """Remove every connection expired at ``now_ms``; returns how many, and the earliest
     expiration among the connections left (INT64 max when none is left)."""
+    return sweep_rows(ct, now_ms, 0, ct.conns.shape[0])
+
+
+@njit
+def sweep_rows(ct, now_ms, lo, hi):
+    """:func:`sweep_expired` over rows ``lo`` to ``hi - 1`` only (a step of an incremental
+    sweep: Conntrack.sweep_some)."""
     conns = ct.conns
     removed = 0
     earliest = INT64_MAX
-    for slot in range(conns.shape[0]):
+    for slot in range(lo, min(hi, conns.shape[0])):
         if conns[slot, C_USED] == ROW_CONN:
             when = expiration(conns, slot)
             if now_ms >= when:
