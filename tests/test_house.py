@@ -25,7 +25,7 @@ MAX_PARAMETERS = 12
 
 # lowest first; modules at the top of the package are named by their file stem
 LAYERS = [
-    {"errors", "jit", "arrays", "hashtable", "progress"},
+    {"errors", "jit", "lazy_codegen", "arrays", "hashtable", "progress"},
     {"packet"},
     {"io", "conntrack", "sg"},
     {"ofproto"},

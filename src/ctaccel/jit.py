@@ -19,6 +19,8 @@ compiled once on its own and LLVM inlines its machine-independent code into ever
 re-runs type inference on every inlined copy at every call site, recursively: with it the
 first compile took 6-7 minutes on a 2-core machine, with ``forceinline`` about one, for the
 same speed (paired runs on workload A: 0.99x). :func:`njit` refuses ``inline="always"``.
+Importing this module installs ctaccel.lazy_codegen: a kernel compiled inside another's
+compile gets machine code (and a cache entry) only when something calls it from Python.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _writable(path: str) -> bool:
 # elsewhere that kernels read constants from. Editing anything else (rules, CLI, benchmarks)
 # must not throw the compiled cache away.
 KERNEL_PACKAGES = ("io", "packet", "conntrack", "datapath")
-KERNEL_FILES = ("ofproto/program.py", "hashtable.py")
+KERNEL_FILES = ("ofproto/program.py", "hashtable.py", "lazy_codegen.py")
 
 
 def source_digest() -> str:
@@ -99,6 +101,10 @@ if CACHE_DIR:
     numba.config.CACHE_DIR = CACHE_DIR
 
 JIT_DISABLED = bool(numba.config.DISABLE_JIT)
+if not JIT_DISABLED:
+    from ctaccel import lazy_codegen  # noqa: E402  (callees: IR only, machine code on demand)
+
+    lazy_codegen.install()
 
 
 def njit(*args, **kwargs):
@@ -314,6 +320,7 @@ def _ensure_linked(module: str, qualname: str, argtypes):
         if wait is not None:
             wait()
         kernel.compile(argtypes)
+        lazy_codegen.materialise(kernel, argtypes)  # its own machine code, cached
         cres = kernel.overloads[argtypes]
         binding.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
         _linked[name] = cres.signature.return_type
