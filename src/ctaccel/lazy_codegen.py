@@ -96,6 +96,16 @@ def install() -> None:
     from numba.core import caching, codegen, cpu
     from numba.core.dispatcher import Dispatcher
 
+    needed = ((Dispatcher, "compile"), (Dispatcher, "add_overload"),
+              (cpu.CPUContext, "get_executable"), (caching.Cache, "save_overload"),
+              (codegen.CPUCodeLibrary, "finalize"), (codegen.CPUCodeLibrary, "_ensure_finalized"),
+              (codegen.CPUCodeLibrary, "_get_module_for_linking"),
+              (codegen.CPUCodeLibrary, "add_linking_library"),
+              (codegen.CPUCodeLibrary, "_finalize_final_module"),
+              (codegen.CPUCodeLibrary, "_optimize_final_module"))  # fmt: skip
+    if not all(hasattr(owner, name) for owner, name in needed):
+        return  # another numba than the one this was written for: numba's own way, unchanged
+
     _ORIGINAL["get_executable"] = cpu.CPUContext.get_executable
     _ORIGINAL["add_overload"] = Dispatcher.add_overload
     compile_, save = Dispatcher.compile, caching.Cache.save_overload
