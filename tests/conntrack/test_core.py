@@ -309,7 +309,7 @@ def test_the_running_sweep_frees_every_expired_connection_a_part_at_a_time():
             calls += 1
             assert ct.swept_rows - rows_before <= 16 * calls  # never more than asked
         assert ct.dump(now) == full.dump(now)  # the same live connections, always
-        if ct._rev_last_start == now and ct._rev_row is None:  # a revolution ran at `now`
+        if ct._rev_start == now and ct._rev_row is None:  # a revolution ran at `now`
             assert len(ct) == len(full)  # it freed all a full sweep did
             revolutions += 1
         else:  # none started (the last one < SWEEP_INTERVAL_MS ago, or nothing due yet)

@@ -159,10 +159,11 @@ class Conntrack:
         self._no_nat = no_nat_spec()
         self._tups = np.zeros(CT_SCRATCH_WIDTH, np.int64)  # ct_execute's scratch
         self._sweep_due: int | None = None  # sweep(monotonic=True): no expiry before this
-        # sweep_some's revolution: the next row, its start time, the earliest expiration seen
+        # sweep_some's revolution: the next row (None: none under way), when the last one
+        # started, the earliest expiration it has seen
         self._rev_row: int | None = None
-        self._rev_start = self._rev_earliest = 0
-        self._rev_last_start: int | None = None
+        self._rev_start: int | None = None
+        self._rev_earliest = 0
         self.swept_rows = 0  # rows sweep_some has scanned (tests, benchmarks)
 
     @property
@@ -327,11 +328,10 @@ class Conntrack:
         if self._rev_row is None:
             if self._sweep_due is not None and now_ms < self._sweep_due:
                 return 0
-            last = self._rev_last_start
+            last = self._rev_start
             if last is not None and last <= now_ms < last + SWEEP_INTERVAL_MS:
                 return 0
             self._rev_row, self._rev_start, self._rev_earliest = 0, now_ms, _INT64_MAX
-            self._rev_last_start = now_ms
         lo = self._rev_row
         hi = min(lo + max(int(max_rows), 1), self.capacity)
         n, earliest = lifecycle.sweep_rows(self.tables, now_ms, lo, hi)
@@ -349,7 +349,7 @@ class Conntrack:
     def forget_sweep_bounds(self) -> None:
         """sweep()'s and commit_conn's "nothing expires before" bounds no longer hold."""
         self._sweep_due = None
-        self._rev_row = self._rev_last_start = None
+        self._rev_row = self._rev_start = None
         self.stats[ST_SWEEP_DUE] = 0
 
     def set_max_conns(self, max_conns: int) -> None:
