@@ -44,7 +44,7 @@ LAYERS = [
     },
     {"cli", "live_cli", "__main__", "__init__"},
 ]
-KERNEL_MODULES = {"kernel", "vm", "fastpath", "install", "layout"}
+KERNEL_MODULES = {"kernel", "vm", "fastpath", "install", "layout", "entries"}
 
 
 def _modules():

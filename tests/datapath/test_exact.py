@@ -135,6 +135,8 @@ class ExactVersusDict(RuleBasedStateMachine):
         self.entries.free.extend(self.model.values())
         self.model.clear()
 
+    # bounded: each growth doubles the slots, and a run of them would ask for gigabytes
+    @precondition(lambda self: self.entries.index.index.shape[0] < 1 << 12)
     @rule()
     def grow(self):
         self.entries.index.grow()

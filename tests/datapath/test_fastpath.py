@@ -283,9 +283,15 @@ def test_compact_and_full_entries_answer_alike(case):
     # only entries without a compact line take a full layout (896 bytes); the others their
     # row (128 bytes: line and key) and index slots
     assert stats["fast_path_full_layouts"] == (0 if compact else 2 * n_flows)
+    # compact entries of IPv4 TCP connections without NAT are all slim (16 bytes and index
+    # slots), sharing one template per direction and outcome
+    assert stats["fast_path_slim_entries"] == (2 * n_flows if compact else 0)
+    assert stats["fast_path_templates"] == (2 if compact else 0), stats
     eng = run.engine
     fp_bytes = eng.memory_bytes()["fast_path_bytes"]
-    assert fp_bytes == eng._fp_rows.nbytes + eng.exact.index.nbytes + eng._fp_full.nbytes + 32
+    fast = eng.fast
+    assert fp_bytes == (fast.rows.nbytes + fast.slim.nbytes + fast.full.nbytes
+                        + fast.exact.index.nbytes + fast.templates.index.nbytes + 64)  # fmt: skip
     if not compact:
         assert fp_bytes > 2 * n_flows * 896
 

@@ -29,13 +29,13 @@ import time
 
 import numpy as np
 
-from ctaccel.arrays import aligned_zeros, doubled, doubling, longer_rows, row_store
+from ctaccel.arrays import aligned_zeros
 from ctaccel.conntrack import Conntrack
 from ctaccel.conntrack.ftp import MAX_GROWTH as ALG_MAX_GROWTH
 from ctaccel.conntrack.ipf import Ipf
 from ctaccel.conntrack.nat import NS_WIDTH, no_nat_spec
 from ctaccel.datapath import layout as L
-from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, ExactIndex
+from ctaccel.datapath.fpstore import FastPathStore
 from ctaccel.datapath.kernel import run_batch
 from ctaccel.datapath.megaflow import MF_RECIRC, MF_WIDTH, MegaflowCache
 from ctaccel.datapath.reference import CONTROLLER, PacketResult, ReferenceEngine
@@ -230,16 +230,7 @@ class DatapathEngine:
         # recirc mode never uses the fast path: give it minimal arrays
         cap = min(self._fastpath_capacity, self.max_fast_path)
         cap = cap if self.mode == "assume-established" else 1
-        self.exact = ExactIndex(L.EM_WIDTH, L.FK_KEY, cap)
-        # the entries' rows: address space for the most the cache may hold, whose pages are
-        # touched as entries come; growth takes a longer view of it instead of copying
-        self._fp_store = row_store(self.max_fast_path if cap > 1 else cap, L.FC_ROW)
-        self._fp_rows = longer_rows(self._fp_store, None, cap, L.FC_ROW)
-        fcap = min(cap, 64)  # full layouts: only entries without a compact line take one
-        self._fp_full = aligned_zeros((fcap, L.FP_WIDTH))
-        self._fp_state = np.zeros(L.FP_STATE_WIDTH, np.int64)
-        self._fp_state[L.FP_CAP], self._fp_state[L.FP_FULL_CAP] = cap, fcap
-        self._fp_state[L.FP_ADMIT] = self.fast_path_admit
+        self.fast = FastPathStore(cap, self.max_fast_path, self.fast_path_admit)
         self._prog_ops = aligned_zeros((256, OPW))
         self._prog_start = aligned_zeros(64)
         self._prog_len = aligned_zeros(64)
@@ -254,30 +245,8 @@ class DatapathEngine:
         self._install_rules(rules)
         self.rule_stats[:] = carried_counters(old_rules, old_stats, self.rules)
 
-    def _reserve_fast_path(self, n: int) -> None:
-        """Room for ``n`` more fast-path entries (the kernel installs without Python): grow
-        the entry rows and the exact-match index, up to ``max_fast_path``."""
-        fp, es = self._fp_state, self.exact.state
-        count, cap = fp.item(L.FP_COUNT), fp.item(L.FP_CAP)
-        # full layouts: room for every install of the batch (n at most) to need one, and for
-        # as many after a renewal of the cache within it
-        self._fp_full = doubled(self._fp_full, fp.item(L.FP_FULL_COUNT) + n, self.max_fast_path)
-        fp[L.FP_FULL_CAP] = self._fp_full.shape[0]
-        want = count + n
-        if want <= cap and es.item(ES_COUNT) + n <= es.item(ES_LIMIT):
-            return
-        if cap >= self.max_fast_path:
-            return  # full: the kernel replaces entries
-        new_cap = min(doubling(cap, want), self.max_fast_path)
-        self._fp_rows = longer_rows(self._fp_store, self._fp_rows, new_cap, L.FC_ROW)
-        fp[L.FP_CAP] = new_cap
-        while int(self.exact.state[ES_LIMIT]) < new_cap:
-            self.exact.grow()
-
     def flush_fast_path(self) -> None:
-        self.exact.clear()
-        for c in (L.FP_COUNT, L.FP_FULL_COUNT, L.FP_FULL_FREE, L.FP_HAND):
-            self._fp_state[c] = 0
+        self.fast.flush()
         self._emk[:, L.EMK_EPOCH] = -1  # lookups the kernel made ahead are void too
 
     def _check_bridge(self) -> None:
@@ -300,7 +269,7 @@ class DatapathEngine:
         ct = self.conntrack
         fast_path = 0
         if self.mode == "assume-established":
-            fast_path = _nbytes(self.exact.tables) + _nbytes((self._fp_rows, self._fp_full))
+            fast_path = self.fast.nbytes()
         return {
             "connections": len(ct),
             "conntrack_capacity": int(ct.conns.shape[0]),
@@ -366,7 +335,7 @@ class DatapathEngine:
         now_ms = _c_writable(now_ms, _I64)
         self._check_bridge()  # the MAC table may have changed between batches (fdb-flush)
         if self.mode == "assume-established":
-            self._reserve_fast_path(n)
+            self.fast.reserve(n)
         # Scratch is kept between calls (the key rings; the parser zeroes each key itself).
         # The results are the caller's: a fresh array (small enough to come from the heap),
         # every row written by the kernel.
@@ -452,7 +421,7 @@ class DatapathEngine:
             ct.bundle(),
             self.megaflow.tables,
             (self._prog_ops, self._prog_start, self._prog_len),
-            (*self.exact.tables, self._fp_rows, self._fp_full, self._fp_state),
+            self.fast.tables,
             (res, self._out_ports, self._out_n, self._out_fofs, self._out_fbuf, self.rule_stats,
              self.kstats, self._out_flen),
             (self._vm, self._keys, self._emk, self._stack_key, self._stack_md, self._stack_frame,
@@ -497,23 +466,9 @@ class DatapathEngine:
         return self.process_batch([frame], [in_port], [now_ms])[0]
 
     # ------------------------------------------------------------------ stats
-    def _full_layouts(self) -> int:
-        """Rows of the full layouts in use: those ever used less the free chain's."""
-        fp, free = self._fp_state, 0
-        f = int(fp[L.FP_FULL_FREE])
-        while f > 0 and free <= fp[L.FP_FULL_COUNT]:
-            free += 1
-            f = int(self._fp_full[f - 1, 0])
-        return int(fp[L.FP_FULL_COUNT]) - free
-
-    def _compact_entries(self) -> int:
-        """Fast-path entries whose hits read one cache line (layout.py FC_COMPACT)."""
-        heads = self._fp_rows[: int(self._fp_state[L.FP_COUNT]), L.FC_HEAD]
-        return int(np.count_nonzero(heads & L.FC_COMPACT))
-
     @property
     def stats(self) -> dict:
-        ks = self.kstats
+        ks, fp = self.kstats, self.fast.counts()
         return {
             "fast_path_hits": int(ks[L.KS_FAST]),
             "punt_miss": int(ks[L.KS_PUNT_MISS]),
@@ -532,9 +487,11 @@ class DatapathEngine:
             "slow_path_packets": self.slow_packets,
             "megaflows": len(self.megaflow),
             "megaflow_masks": self.megaflow.n_masks,
-            "fast_path_entries": int(self._fp_state[L.FP_COUNT]),
-            "fast_path_compact_entries": self._compact_entries(),
-            "fast_path_full_layouts": self._full_layouts(),
+            "fast_path_entries": len(self.fast),
+            "fast_path_compact_entries": fp["compact"],
+            "fast_path_slim_entries": fp["slim"],
+            "fast_path_templates": fp["templates"],
+            "fast_path_full_layouts": fp["full_layouts"],
             "programs": len(self._programs),
         }
 

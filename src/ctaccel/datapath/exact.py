@@ -64,7 +64,7 @@ def em_hash31(h):
 
 
 @njit(forceinline=True)
-def _key_equals(rows, e, key_at, key):
+def key_equals(rows, e, key_at, key):
     for c in range(key.shape[0]):
         if rows[e, key_at + c] != key[c]:
             return False
@@ -82,7 +82,7 @@ def em_find(index, rows, key_at, key, h31):
             return -1
         if (word >> 32) == h31:
             e = (word & M32) - 1
-            if _key_equals(rows, e, key_at, key):
+            if key_equals(rows, e, key_at, key):
                 return e
         s = (s + 1) & mask
 

@@ -8,11 +8,12 @@ It returns PUNT_NONE when the packet is done, else the reason it must take full 
 
 Design:
 - Two passes over the batch, software-pipelined (:func:`_prefetch_stages`): packet i+16 gets
-  its entry key packed and hashed and its exact-match slot prefetched, packet i+8 its entry
-  looked up and the entry's line (or full layout) prefetched, packet i+3 its connection rows
-  prefetched.
+  its entry key packed and hashed and its exact-match slot prefetched, packet i+8 the first
+  entry with its hash (a hint) and that entry's row prefetched, packet i+3 its connection rows
+  (and a full layout) prefetched; the key is compared at packet i's turn.
 - An entry is one line of ``FastPathTables.rows`` (layout.py FC_*), and, when it does not fit
-  a compact line, a row of ``FastPathTables.full`` (FI_*). A compact entry (at
+  a compact line, a row of ``FastPathTables.full`` (FI_*); or it is slim (entries.py): its
+  connection and a template's line, its key that template's with the connection's tuple. A compact entry (at
   most one ct step without translation, one output, two rules) is served from its first
   cache line (:func:`_fast_apply_compact`); others from the full layout (:func:`_fast_apply`),
   which may translate the frame (NAT) and undo re-checked steps when a later one fails.
@@ -39,7 +40,8 @@ from ctaccel.conntrack.layout import (
     ROW_CONN,
 )
 from ctaccel.conntrack.nat import nat_rewrite
-from ctaccel.datapath.exact import em_find, em_hash31, hash_row
+from ctaccel.datapath.entries import entry_matches, fp_candidate, fp_find, slim_conn
+from ctaccel.datapath.exact import em_hash31, hash_row
 from ctaccel.datapath.layout import (
     EM_WIDTH,
     EMK_EPOCH,
@@ -64,10 +66,10 @@ from ctaccel.datapath.layout import (
     FI_VLAN,
     FK_KEY,
     FN_NAT,
-    FP_COUNT,
     FP_FULL,
     FP_HOT_WORDS,
     KS_FP_INSTALLS,
+    M32,
     N_ADDR,
     N_DPORT,
     N_SPORT,
@@ -101,6 +103,9 @@ from ctaccel.datapath.layout import (
     S_STATE,
     S_UPDATE,
     S_WIDTH,
+    SL_CONN,
+    SL_TPL,
+    SLIM_TAG,
     VM_PF_CONN,
     VM_PF_ENTRY,
     VM_PF_KEY,
@@ -119,7 +124,7 @@ from ctaccel.datapath.layout import (
     step_reply,
     step_updates,
 )
-from ctaccel.jit import njit, prefetch, prefetch2, prefetch2_write
+from ctaccel.jit import njit, prefetch, prefetch2
 from ctaccel.packet.key import (
     DL_DST,
     DL_SRC,
@@ -218,25 +223,25 @@ def _fast_nat_frame(e, fp_rows, frame, flen, key, out_n, out_fbuf):
 
 
 @njit(forceinline=True)
-def _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, saved, i):
-    """_fast_apply for an entry with a compact line (``head`` = its FC_HEAD): the same checks
-    and effects, reading only that line of the row."""
+def _fast_apply_compact(t, slot, gen, frame, flen, key, now_ms, ct, fp, out, saved, i):
+    """_fast_apply for an entry with a compact line: row ``t`` of ``fp.rows`` (its own, or a
+    slim entry's template), ``slot``/``gen`` its step's connection. The same checks and
+    effects, reading only that line."""
     conns, timeouts, fp_rows = ct.conns, ct.timeouts, fp.rows
+    head = fp_rows[t, FC_HEAD]
     rule_stats, res, out_ports, out_n = out.rule_stats, out.res, out.out_ports, out.out_n
     if head_has_step(head):  # one ct step
-        slot = fp_rows[e, FC_SLOT]
-        gen = fp_rows[e, FC_GEN]
         if conns[slot, C_USED] != ROW_CONN or conns[slot, C_GENERATION] != gen:
             return PUNT_CONN
-        lab01 = fp_rows[e, FC_LABEL]
-        lab23 = fp_rows[e, FC_LABEL + 1]
-        if (conns[slot, C_MARK] != high31(fp_rows[e, FC_OUT])
+        lab01 = fp_rows[t, FC_LABEL]
+        lab23 = fp_rows[t, FC_LABEL + 1]
+        if (conns[slot, C_MARK] != high31(fp_rows[t, FC_OUT])
                 or conns[slot, C_LABEL] != low32(lab01)
                 or conns[slot, C_LABEL + 1] != high32(lab01)
                 or conns[slot, C_LABEL + 2] != low32(lab23)
                 or conns[slot, C_LABEL + 3] != high32(lab23)):  # fmt: skip
             return PUNT_STATE  # later rules may match ct_mark/ct_label: their path could differ
-        step = fp_rows[e, FC_STEP]
+        step = fp_rows[t, FC_STEP]
         if step_updates(step):  # the step updated the connection
             l4_ofs = key[L4_OFS]
             l4_len = min(key[L4_LEN], flen - l4_ofs)
@@ -247,7 +252,7 @@ def _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, saved, i
                 return PUNT_CONN if st == RECHECK_GONE else PUNT_STATE
     nrules = head_nrules(head)
     if nrules > 0:
-        rules = fp_rows[e, FC_RULES]
+        rules = fp_rows[t, FC_RULES]
         rid = low31(rules)
         rule_stats[rid, 0] += 1
         rule_stats[rid, 1] += flen
@@ -258,7 +263,7 @@ def _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, saved, i
     base = out_n[0]
     nout = head_nout(head)
     if nout:
-        out_ports[base] = low31(fp_rows[e, FC_OUT])
+        out_ports[base] = low31(fp_rows[t, FC_OUT])
         out_n[0] = base + 1
     res[i, R_NOUT] = nout
     res[i, R_OUT_START] = base
@@ -352,11 +357,13 @@ def _restore(conns, fp_rows, e, upto, saved):
 def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
     """Software pipeline of the assume-established lookups: while packet ``i`` runs, packet
     i+PF_KEY_AHEAD gets its entry key hashed and its exact-match slot prefetched, packet
-    i+PF_ENTRY_AHEAD its entry looked up (which reads the key in the entry's row) and the
-    row's line prefetched, packet i+PF_CONN_AHEAD the rows of its connection and, for an
-    entry without a compact line, its full layout. Only hints: results never depend on them."""
+    i+PF_ENTRY_AHEAD the first entry on its probe path with its hash (entries.fp_candidate:
+    the hint) and that entry's row (or slim row) prefetched, packet i+PF_CONN_AHEAD the rows
+    of the hint's connection and, for an entry without a compact line, its full layout. The
+    key is compared when the packet's turn comes (fast_path), on rows now in cache. Only
+    hints: results never depend on them."""
     keys, emk, vm, conns, fp_rows, full = st.keys, st.emk, st.vm, ct.conns, fp.rows, fp.full
-    em_index = fp.em_index
+    em_index, slim = fp.em_index, fp.slim
     slot_mask = em_index.shape[0] - 1
     lim = min(n, i + PF_KEY_AHEAD)
     while vm[VM_PF_KEY] < lim:
@@ -375,25 +382,34 @@ def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
     while vm[VM_PF_ENTRY] < lim:
         r = vm[VM_PF_ENTRY] & RING_MASK
         if keys[r, PARSE_FLAGS] == 0:
-            e = em_find(em_index, fp_rows, FK_KEY, emk[r, :EM_WIDTH], emk[r, EMK_HASH])
+            e = fp_candidate(em_index, emk[r, EMK_HASH])
             emk[r, EMK_HINT] = e
             emk[r, EMK_EPOCH] = kstats[KS_FP_INSTALLS]
-            if e >= 0:
-                prefetch2(fp_rows, e, 0)  # the line (the lookup read the key after it)
+            if e >= SLIM_TAG:
+                if e - SLIM_TAG < slim.shape[0]:
+                    prefetch2(slim, e - SLIM_TAG, 0)
+            elif e >= 0:
+                prefetch2(fp_rows, e, 0)
+                prefetch2(fp_rows, e, FK_KEY)
         vm[VM_PF_ENTRY] += 1
     lim = min(vm[VM_PF_ENTRY], i + PF_CONN_AHEAD)
     while vm[VM_PF_CONN] < lim:
         e = emk[vm[VM_PF_CONN] & RING_MASK, EMK_HINT]
-        if e >= 0:
+        slot = -1
+        if e >= SLIM_TAG:
+            if e - SLIM_TAG < slim.shape[0]:
+                slot = slim[e - SLIM_TAG, SL_CONN] & M32
+        elif e >= 0:
             if fp_rows[e, FC_HEAD] & FC_COMPACT == 0:
                 f = fp_rows[e, FC_OUT]
                 if 0 <= f < full.shape[0]:  # a full entry: its layout's first lines
                     for c in range(FP_FULL, FP_FULL + FP_HOT_WORDS, 8):
                         prefetch2(full, f, c)
             slot = fp_rows[e, FC_SLOT]  # the first step's connection (later ones: none)
-            if 0 <= slot < conns.shape[0]:
-                for c in range(0, HOT_WIDTH, CONN_LINE_WORDS):  # what a re-check touches
-                    prefetch2(conns, slot, c)
+        if 0 <= slot < conns.shape[0]:
+            # what a re-check touches (its second line holds the tuple a slim key compares)
+            for c in range(0, HOT_WIDTH, CONN_LINE_WORDS):
+                prefetch2(conns, slot, c)
         vm[VM_PF_CONN] += 1
 
 
@@ -409,20 +425,28 @@ def fast_path(i, n, frame, flen, now_ms, em_flags_mask, ct, fp, out, st):
     if key[PARSE_FLAGS] != 0:
         return PUNT_INELIGIBLE
     emk = st.emk
-    if emk[r, EMK_EPOCH] == out.kstats[KS_FP_INSTALLS]:
-        e = emk[r, EMK_HINT]
+    em_key = emk[r, :EM_WIDTH]
+    conns, rows = ct.conns, fp.rows
+    e = -1
+    if emk[r, EMK_EPOCH] == out.kstats[KS_FP_INSTALLS]:  # no install since the hint
+        e = emk[r, EMK_HINT]  # the first entry with the key's hash, or none has it
+        if e >= 0 and not entry_matches(rows, fp.slim, conns, e, em_key):
+            e = fp_find(fp.em_index, rows, fp.slim, conns, em_key, emk[r, EMK_HASH])
     else:
-        e = em_find(fp.em_index, fp.rows, FK_KEY, emk[r, :EM_WIDTH], emk[r, EMK_HASH])
+        e = fp_find(fp.em_index, rows, fp.slim, conns, em_key, emk[r, EMK_HASH])
     if e < 0:
-        # the row an install at the end of full processing would fill
-        nxt = fp.state[FP_COUNT]
-        if nxt < fp.rows.shape[0]:
-            prefetch2_write(fp.rows, nxt, 0)
         return PUNT_MISS
-    head = fp.rows[e, FC_HEAD]
+    if e >= SLIM_TAG:
+        s = e - SLIM_TAG
+        t = fp.slim[s, SL_TPL]
+        slot, gen = slim_conn(fp.slim, s)
+        return _fast_apply_compact(t, slot, gen, frame, flen, key, now_ms, ct, fp, out, st.saved,
+                                   i)  # fmt: skip
+    head = rows[e, FC_HEAD]
     if head & FC_COMPACT:
-        return _fast_apply_compact(e, head, frame, flen, key, now_ms, ct, fp, out, st.saved, i)
-    f = fp.rows[e, FC_OUT]  # its full layout
+        return _fast_apply_compact(e, rows[e, FC_SLOT], rows[e, FC_GEN], frame, flen, key, now_ms,
+                                   ct, fp, out, st.saved, i)  # fmt: skip
+    f = rows[e, FC_OUT]  # its full layout
     if f >= 0:
         return _fast_apply(f, frame, flen, key, now_ms, ct, fp, out, st.saved, i)
     return PUNT_MISS  # an entry the install found no room to lay out (install.py)

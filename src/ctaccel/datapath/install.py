@@ -10,8 +10,11 @@ Design: the entry stores what a hit needs to replay the outcome (layout.py FC_*/
 connections it relied on (slot, generation, direction, expected ct_state, the ct_mark and
 ct_label the rules saw), the outputs, the rule ids (their counters), the packet's ct_state,
 drop reason and recirculation count. :func:`_compact_line` packs entries that fit into one
-cache line; others take a full layout as well. When the cache is full (the engine grows it
-up to its maximum) one install in ``FP_ADMIT`` (the engine's ``fast_path_admit``, 100 as
+cache line; others take a full layout as well. A compact entry of one ct step whose key's
+addresses and ports are its connection's IPv4 tuple becomes *slim* (:func:`_install_slim`,
+entries.py): 16 bytes naming the connection and a template row that entries with the same
+line and the rest of the key share. An install for a key that already has an entry
+replaces it. When the cache is full (the engine grows it up to its maximum) one install in ``FP_ADMIT`` (the engine's ``fast_path_admit``, 100 as
 OVS's emc-insert-inv-prob) replaces an entry (:func:`_evict`), the others are skipped: an
 entry is only ever a shortcut, so which one goes changes costs, never answers.
 
@@ -25,17 +28,29 @@ from __future__ import annotations
 import numpy as np
 
 from ctaccel.conntrack.icmp import be16
-from ctaccel.conntrack.layout import C_PROTO
-from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_add, em_find, em_take_next
+from ctaccel.conntrack.layout import C_EXT, C_PROTO
+from ctaccel.datapath.entries import (
+    alloc_row,
+    alloc_slim,
+    fp_find,
+    free_row,
+    release,
+    row_available,
+    slim_available,
+    slim_fits,
+    template_find,
+    template_hash,
+)
+from ctaccel.datapath.exact import ES_COUNT, ES_LIMIT, em_add, em_remove, em_take_next
 from ctaccel.datapath.fastpath import _translated
 from ctaccel.datapath.layout import (
     EM_WIDTH,
     EMK_HASH,
-    FC_COMPACT,
     FC_GEN,
     FC_HEAD,
     FC_LABEL,
     FC_OUT,
+    FC_REFS,
     FC_RULES,
     FC_SLOT,
     FC_STEP,
@@ -54,7 +69,6 @@ from ctaccel.datapath.layout import (
     FN_NAT,
     FP_ADMIT,
     FP_CAP,
-    FP_COUNT,
     FP_FULL_CAP,
     FP_FULL_COUNT,
     FP_FULL_FREE,
@@ -80,7 +94,11 @@ from ctaccel.datapath.layout import (
     S_STATE,
     S_UPDATE,
     S_WIDTH,
+    SL_CONN,
+    SL_TPL,
+    SLIM_TAG,
     TRACE_WIDTH,
+    TUPLE6,
     VM_ELIGIBLE,
     VM_LAST_CT,
     VM_MATCHED,
@@ -151,15 +169,26 @@ def _compact_line(e, fp_rows, nsteps, nout, nrules, any_nat, ct_state, drop, rec
 
 
 @njit(forceinline=True)
-def _evict(fp_state, em_index, em_state):
-    """Take an entry out of a full cache and return its row, for a new entry to reuse. The
-    victim is the next entry of the exact-match index after the last one taken, in slot
-    order (a clock hand over the slots): the order of hashes, so random with respect to
-    traffic, and without a word written per hit (OVS's EMC too replaces without knowing
-    which entries are used). The caller reuses the victim's full layout or frees it."""
-    e, hand = em_take_next(em_index, em_state, fp_state[FP_HAND])
-    fp_state[FP_HAND] = hand
-    return e
+def _evict(fp):
+    """Take an entry out of a full cache and give back what it held. The victim is the next
+    entry of the exact-match index after the last one taken, in slot order (a clock hand over
+    the slots): the order of hashes, so random with respect to traffic, and without a word
+    written per hit (OVS's EMC too replaces without knowing which entries are used)."""
+    e, hand = em_take_next(fp.em_index, fp.em_state, fp.state[FP_HAND])
+    fp.state[FP_HAND] = hand
+    release(fp, e)
+
+
+@njit(forceinline=True)
+def _room(fp, want_slim):
+    """Whether an install fits now: a place in the index and under the cache's size, a row
+    (a classic entry's, or a slim one's template candidate) and, if ``want_slim``, a slim
+    row."""
+    em_state, fp_state = fp.em_state, fp.state
+    count = em_state[ES_COUNT]
+    if count >= em_state[ES_LIMIT] or count >= fp_state[FP_CAP] or not row_available(fp_state):
+        return False
+    return slim_available(fp_state) or not want_slim
 
 
 @njit(forceinline=True)
@@ -175,12 +204,6 @@ def _alloc_full(full, fp_state):
         return -1
     fp_state[FP_FULL_COUNT] = f + 1
     return f
-
-
-@njit(forceinline=True)
-def _free_full(full, fp_state, f):
-    full[f, 0] = fp_state[FP_FULL_FREE]
-    fp_state[FP_FULL_FREE] = f + 1
 
 
 @njit
@@ -247,9 +270,10 @@ def _install_wanted(vm, trace_steps, conns):
 
 
 @njit
-def _install(r, frame, flen, fp, out, st):
+def _install(r, frame, flen, conns, fp, out, st):
     """Record a fast-path entry for a packet whose full processing qualified (the caller
-    checked _install_wanted)."""
+    checked _install_wanted): a slim entry where it can be one (entries.py), else a classic
+    one. An entry the packet's key already had is replaced."""
     em_key, em_hash = st.emk[r, :EM_WIDTH], st.emk[r, EMK_HASH]
     vm, trace_steps, trace_rules, key = st.vm, st.trace_steps, st.trace_rules, st.keys[r]
     wframe = st.frames_w[st.frames_w.shape[0] - 1]  # the last row is scratch
@@ -272,42 +296,51 @@ def _install(r, frame, flen, fp, out, st):
         vlan = _outputs_match(frame, flen, key, vm, trace_steps, out, wframe)
         if vlan < 0:
             return
-    e = em_find(em_index, lines, FK_KEY, em_key, em_hash)
-    indexed = e >= 0
-    reuse = -1  # an entry installed again (its connection replaced...) keeps its full row
-    if e >= 0 and lines[e, FC_HEAD] & FC_COMPACT == 0:
-        reuse = lines[e, FC_OUT]
-    if e < 0:
-        e = fp_state[FP_COUNT]
-        if e < fp_state[FP_CAP] and em_state[ES_COUNT] < em_state[ES_LIMIT]:
-            fp_state[FP_COUNT] = e + 1
-        else:  # full (the engine grows the cache up to its maximum): replace an entry,
-            # for one install in FP_ADMIT: when the connections outnumber the entries, every
-            # install would evict one that a later packet misses (OVS's EMC inserts with
-            # probability 1/emc-insert-inv-prob for this); by count, so runs repeat exactly
-            kstats[KS_FP_FULL] += 1
-            if fp_state[FP_ADMIT] > 1 and kstats[KS_FP_FULL] % fp_state[FP_ADMIT] != 1:
-                return
-            kstats[KS_FP_REPLACED] += 1
-            e = _evict(fp_state, em_index, em_state)
-            if lines[e, FC_HEAD] & FC_COMPACT == 0:
-                reuse = lines[e, FC_OUT]  # the victim's full layout, if it had one
+    # KS_FP_INSTALLS counts installs and is the epoch of the lookahead's hints: it moves
+    # before the cache changes (a hint may name an entry this removes)
+    old = fp_find(em_index, lines, fp.slim, conns, em_key, em_hash)
+    if old >= 0:  # the key's entry (its connection's state moved on...): replaced
+        kstats[KS_FP_INSTALLS] += 1
+        em_remove(em_index, em_state, old, em_hash)
+        release(fp, old)
+    slot = trace_steps[0, S_SLOT] if nsteps == 1 else -1
+    want_slim = (any_nat == 0 and slot >= 0 and conns[slot, C_EXT] == 0
+                 and slim_fits(conns, slot, trace_steps[0, S_REPLY], em_key))  # fmt: skip
+    if not _room(fp, want_slim):
+        # full (the engine grows the cache up to its maximum): replace an entry, for one
+        # install in FP_ADMIT: when the connections outnumber the entries, every install
+        # would evict one that a later packet misses (OVS's EMC inserts with probability
+        # 1/emc-insert-inv-prob for this); by count, so runs repeat exactly
+        kstats[KS_FP_FULL] += 1
+        if fp_state[FP_ADMIT] > 1 and kstats[KS_FP_FULL] % fp_state[FP_ADMIT] != 1:
+            return
+        kstats[KS_FP_REPLACED] += 1
+        if old < 0:
+            kstats[KS_FP_INSTALLS] += 1
+        for _ in range(8):  # an entry of the other kind may not free what this one needs
+            if em_state[ES_COUNT] == 0 or _room(fp, want_slim):
+                break
+            _evict(fp)
+        if not _room(fp, False):
+            return
+        want_slim = want_slim and slim_available(fp_state)
+    elif old < 0:
+        kstats[KS_FP_INSTALLS] += 1
     ct_state = vm[VM_LAST_CT] if vm[VM_MATCHED] else -1
     drop = drop_code(vm)
     port = out_ports[vm[VM_OUT_BASE]] if nout > 0 else 0
-    kstats[KS_FP_INSTALLS] += 1
+    e = alloc_row(lines, fp_state)
+    compact = _compact_line(e, lines, nsteps, nout, nrules, any_nat, ct_state, drop,
+                            vm[VM_RECIRCS], trace_steps, trace_rules, port)  # fmt: skip
+    for c in range(EM_WIDTH):
+        lines[e, FK_KEY + c] = em_key[c]
+    if compact and want_slim and _install_slim(e, fp, em_hash):
+        return
     f = -1  # the full layout's row (none: a compact entry, or no room for one)
-    if _compact_line(e, lines, nsteps, nout, nrules, any_nat, ct_state, drop, vm[VM_RECIRCS],
-                     trace_steps, trace_rules, port):  # fmt: skip
-        if reuse >= 0:
-            _free_full(fp_rows, fp_state, reuse)  # a hit reads the compact line only
-    else:
-        f = reuse if reuse >= 0 else _alloc_full(fp_rows, fp_state)
+    if not compact:
+        f = _alloc_full(fp_rows, fp_state)
         lines[e, FC_OUT] = f  # (-1: no room, a safeguard: its hits punt as misses)
-    if not indexed:  # a new key (in a new row, or a victim's): the row takes it
-        for c in range(EM_WIDTH):
-            lines[e, FK_KEY + c] = em_key[c]
-        em_add(em_index, em_state, e, em_hash)
+    em_add(em_index, em_state, e, em_hash)
     if f < 0:
         return
     e = f
@@ -334,6 +367,37 @@ def _install(r, frame, flen, fp, out, st):
         fp_rows[e, outs + nout + r] = trace_rules[r]
 
 
+@njit(forceinline=True)
+def _install_slim(e, fp, em_hash):
+    """Make the compact entry just written in row ``e`` (line and key) a slim one: its tuple
+    out of the key, the row becomes its template or goes back when an equal template exists.
+    False (row ``e`` untouched as a classic entry) when the templates' index is full."""
+    lines, fp_state = fp.rows, fp.state
+    slot, gen = lines[e, FC_SLOT], lines[e, FC_GEN]
+    lines[e, FC_SLOT] = 0
+    lines[e, FC_REFS] = 0
+    k2, k6 = lines[e, FK_KEY + 2], lines[e, FK_KEY + 6]
+    lines[e, FK_KEY + 2] = 0
+    lines[e, FK_KEY + 6] = k6 & ~TUPLE6
+    th = template_hash(lines, e)
+    t = template_find(fp.tpl_index, lines, e, th)
+    if t < 0:
+        if fp.tpl_state[ES_COUNT] >= fp.tpl_state[ES_LIMIT]:
+            lines[e, FC_SLOT], lines[e, FC_GEN] = slot, gen
+            lines[e, FK_KEY + 2], lines[e, FK_KEY + 6] = k2, k6
+            return False
+        em_add(fp.tpl_index, fp.tpl_state, e, th)
+        t = e
+    else:
+        free_row(lines, fp_state, e)
+    lines[t, FC_REFS] += 1
+    s = alloc_slim(fp.slim, fp_state)
+    fp.slim[s, SL_CONN] = slot | (gen << 32)
+    fp.slim[s, SL_TPL] = t
+    em_add(fp.em_index, fp.em_state, s + SLIM_TAG, em_hash)
+    return True
+
+
 # called through its own machine code: an install runs once per new fast-path entry
 _install_apart = linked_separately(_install)
 
@@ -343,4 +407,4 @@ def maybe_install(i, frame, flen, ct, fp, out, st):
     """Install an entry for packet ``i``, just completed by full processing, if it qualifies
     (see the module docstring)."""
     if st.vm[VM_ELIGIBLE] == 1 and _install_wanted(st.vm, st.trace_steps, ct.conns):
-        _install_apart(i & RING_MASK, frame, flen, fp, out, st)
+        _install_apart(i & RING_MASK, frame, flen, ct.conns, fp, out, st)

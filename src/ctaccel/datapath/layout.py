@@ -325,14 +325,34 @@ MAX_OUT_PER_PACKET = 256  # outputs beyond this are not emitted (counted: KS_OUT
 SCR_NO_NAT = 0
 SCR_TUPS = SCR_NO_NAT + NS_WIDTH
 SCR_WIDTH = SCR_TUPS + CT_SCRATCH_WIDTH
-FP_COUNT = 0  # fp_state: entries used (lines of ``rows``)
-FP_CAP = 1  # lines ``rows`` holds
+FP_CAP = 1  # fp_state: entries the cache may hold now (the engine grows it to its maximum)
+FP_ROWS = 0  # rows of ``rows`` ever taken (classic entries and templates; then the free chain)
+FP_ROW_CAP = 7  # rows ``rows`` holds
+FP_ROW_FREE = 8  # the first row of ``rows`` freed (+ 1; 0: none), chained through FC_SLOT
 FP_FULL_COUNT = 2  # rows of ``full`` used
 FP_FULL_CAP = 3  # rows ``full`` holds
 FP_FULL_FREE = 4  # the first row of ``full`` freed (+ 1; 0: none), chained through word 0
 FP_HAND = 5  # the exact-match slot where the next replacement looks (install.py _evict)
 FP_ADMIT = 6  # a full cache takes one install in FP_ADMIT (<= 1: every one), as OVS's EMC
-FP_STATE_WIDTH = 8
+FP_SLIMS = 9  # rows of ``slim`` ever taken (then the free chain)
+FP_SLIM_CAP = 10  # rows ``slim`` holds
+FP_SLIM_FREE = 11  # the first row of ``slim`` freed (+ 1; 0: none), chained through SL_CONN
+FP_STATE_WIDTH = 12
+
+# Slim entries (entries.py): an IPv4 TCP/UDP entry of one ct step on a connection without an
+# extension row, whose addresses and ports are the connection's tuple, keeps no key and no
+# line of its own: a row of ``slim`` (SL_WIDTH int64, 16 bytes) names its connection and a
+# *template*, a row of ``rows`` shared by every entry with the same line and the same key
+# but for the tuple (MACs, in_port, VLAN, TOS/TTL, protocol, flags...). Its key is that
+# template key with the connection's tuple of the step's direction put in (TUPLE2/TUPLE6).
+# Its exact-match value is its ``slim`` row + SLIM_TAG.
+SLIM_TAG = 1 << 30
+SL_CONN = 0  # the connection: slot | generation << 32
+SL_TPL = 1  # the template's row of ``rows``
+SL_WIDTH = 2
+FC_REFS = FC_GEN  # a template: the slim entries using it (its FC_SLOT is 0)
+TUPLE6 = M32 | (1 << 52)  # the bits of key word 6 a tuple gives (ports, address bit 31)
+#                          (key word 2 is the two addresses' low 63 bits: all the tuple's)
 
 
 # --- the batch kernel's argument bundles ---------------------------------------------------
@@ -373,15 +393,19 @@ class Programs(NamedTuple):
 
 
 class FastPathTables(NamedTuple):
-    """The exact-match index (exact.ExactIndex.tables), the entries' rows (FC_* line, then
-    the key from FK_KEY), the full layouts of entries without a compact line (FI_*) and their
-    counts (FP_*)."""
+    """The exact-match index (exact.ExactIndex.tables), the rows of classic entries and
+    templates (FC_* line, then the key from FK_KEY), the full layouts of entries without a
+    compact line (FI_*), the counts (FP_*), the slim entries (SL_*) and the templates' index
+    (entries.py)."""
 
     em_index: np.ndarray
     em_state: np.ndarray
     rows: np.ndarray
     full: np.ndarray
     state: np.ndarray
+    slim: np.ndarray
+    tpl_index: np.ndarray
+    tpl_state: np.ndarray
 
 
 class Results(NamedTuple):

@@ -114,8 +114,8 @@ def linked_argtypes() -> dict:
     )
     i64, frame, row = types.int64, types.Array(types.uint8, 1, "C"), typeof(zeros)
     ct_args = (typeof(CtTables(*ct)), frame, i64, row, row, i64, i64, row, row)
-    install_args = (i64, frame, i64, typeof(L.FastPathTables(*fp)), typeof(L.Results(*out)),
-                    typeof(L.VmState(*st)))  # fmt: skip
+    install_args = (i64, frame, i64, typeof(CtTables(*ct).conns), typeof(L.FastPathTables(*fp)),
+                    typeof(L.Results(*out)), typeof(L.VmState(*st)))  # fmt: skip
     return {HELPER_KERNELS[0]: ct_args, HELPER_KERNELS[1]: install_args}
 
 
