@@ -413,6 +413,12 @@ def _prefetch_stages(i, n, em_flags_mask, ct, fp, kstats, st):
         vm[VM_PF_CONN] += 1
 
 
+@njit
+def _find(fp, conns, key, h31):
+    """entries.fp_find, called (not inlined): only lookups the lookahead could not settle."""
+    return fp_find(fp.em_index, fp.rows, fp.slim, conns, key, h31)
+
+
 @njit(forceinline=True)
 def fast_path(i, n, frame, flen, now_ms, em_flags_mask, ct, fp, out, st):
     """Try to complete packet ``i`` (of ``n``; parsed into ``st.keys``) from its exact-match
@@ -427,13 +433,11 @@ def fast_path(i, n, frame, flen, now_ms, em_flags_mask, ct, fp, out, st):
     emk = st.emk
     em_key = emk[r, :EM_WIDTH]
     conns, rows = ct.conns, fp.rows
-    e = -1
-    if emk[r, EMK_EPOCH] == out.kstats[KS_FP_INSTALLS]:  # no install since the hint
-        e = emk[r, EMK_HINT]  # the first entry with the key's hash, or none has it
-        if e >= 0 and not entry_matches(rows, fp.slim, conns, e, em_key):
-            e = fp_find(fp.em_index, rows, fp.slim, conns, em_key, emk[r, EMK_HASH])
-    else:
-        e = fp_find(fp.em_index, rows, fp.slim, conns, em_key, emk[r, EMK_HASH])
+    e = emk[r, EMK_HINT]  # the first entry with the key's hash, or none has it
+    if emk[r, EMK_EPOCH] != out.kstats[KS_FP_INSTALLS] or (
+        e >= 0 and not entry_matches(rows, fp.slim, conns, e, em_key)
+    ):  # an install since the hint, or another key with the same hash: look it up
+        e = _find(fp, conns, em_key, emk[r, EMK_HASH])
     if e < 0:
         return PUNT_MISS
     if e >= SLIM_TAG:
