@@ -18,6 +18,8 @@ Reported per point:
 - bytes per connection of each table at the end (conntrack rows + index, megaflow cache,
   fast path: exact-match table + entry lines + full layouts) and in all, and the process's
   peak resident memory (which also holds the capture: ~60 bytes per packet).
+Conntrack's connection limit is OVS's default (3,000,000) or N if larger (as
+``dpctl/ct-set-maxconns`` would set it for such a test), so every connection is admitted.
 The frames are built once per N in this process (workloads.build: minutes at 1M) and
 handed to the workers as a .npy file. Times are medians of ``--repeat`` runs, each with a
 fresh engine (the longest batch too, and its maximum: the first run in a process, on memory
@@ -56,10 +58,14 @@ def _flows(text: str) -> list[int]:
     return out
 
 
+DEFAULT_MAX_CONNS = 3_000_000  # OVS userspace conntrack's default limit (Conntrack's too)
+
+
 def _one_run(frames, flows: int, mode: str):
     """The frames through a fresh engine in ``mode``: (seconds of the handshakes, of the data
     rounds, the longest batch, the packet it started at, the engine)."""
     from ctaccel.bench import workloads as W
+    from ctaccel.conntrack import Conntrack
     from ctaccel.datapath.engine import DatapathEngine
     from ctaccel.ofproto.rules import parse_flows
 
@@ -68,7 +74,10 @@ def _one_run(frames, flows: int, mode: str):
     step = np.arange(BATCH, dtype=np.int64)
     lengths = np.full(BATCH, width, np.int64)
     ports = np.full(BATCH, W.IN_PORT, np.int64)
-    eng = DatapathEngine(parse_flows(W.rules("A"), "A.flows"), mode=mode)
+    # the connection limit raised to the point's connections where OVS's default (3,000,000)
+    # is lower, as `ovs-appctl dpctl/ct-set-maxconns` would be for such a test
+    ct = Conntrack(max_conns=max(DEFAULT_MAX_CONNS, flows))
+    eng = DatapathEngine(parse_flows(W.rules("A"), "A.flows"), mode=mode, conntrack=ct)
     handshake = 3 * flows
     spent = [0.0, 0.0]  # handshakes, data rounds
     longest, longest_at = 0.0, 0
