@@ -131,3 +131,16 @@ def test_a_tuple_back_as_a_new_connection_is_not_served_by_the_old_entry():
     # the dead connections' entries stay until replaced; they answer nothing
     assert counts["slim"] >= 2 * n_flows
     assert len(run.engine.conntrack) >= n_flows
+
+
+def test_a_fast_path_too_large_for_the_slim_tag_is_refused():
+    """Row numbers share the index's values with slim rows + SLIM_TAG: a maximum that would
+    reach the tag is refused when the engine is made, not corrupted later."""
+    with pytest.raises(ValueError, match="fast-path entries"):
+        DatapathEngine(_rules(), max_fast_path=L.SLIM_TAG)
+
+
+def _rules():
+    from ctaccel.ofproto.rules import parse_flows
+
+    return parse_flows(_BY_PORT, "by-port.flows")

@@ -227,10 +227,13 @@ class DatapathEngine:
         self.reference = ReferenceEngine(self.tables, self.conntrack, self.ipf,
                                          rule_stats=self.rule_stats, bridge=self.bridge)  # fmt: skip
         self.megaflow = MegaflowCache(self._megaflow_capacity)
-        # recirc mode never uses the fast path: give it minimal arrays
-        cap = min(self._fastpath_capacity, self.max_fast_path)
-        cap = cap if self.mode == "assume-established" else 1
-        self.fast = FastPathStore(cap, self.max_fast_path, self.fast_path_admit)
+        # recirc mode never uses the fast path: it gets minimal arrays
+        self.fast = FastPathStore(
+            self._fastpath_capacity,
+            self.max_fast_path,
+            self.fast_path_admit,
+            self.mode == "assume-established",
+        )
         self._prog_ops = aligned_zeros((256, OPW))
         self._prog_start = aligned_zeros(64)
         self._prog_len = aligned_zeros(64)

@@ -27,16 +27,18 @@ from ctaccel.datapath.exact import ExactIndex
 
 class FastPathStore:
     """The fast path's tables for at most ``max_entries`` entries, starting with room for
-    ``capacity``; a full cache takes one install in ``admit`` (layout.FP_ADMIT)."""
+    ``capacity``; a full cache takes one install in ``admit`` (layout.FP_ADMIT). ``used``
+    False (recirc mode): one entry, nothing reserved."""
 
-    def __init__(self, capacity: int, max_entries: int, admit: int):
-        self.max_entries = max(int(max_entries), 1)
+    def __init__(self, capacity: int, max_entries: int, admit: int, used: bool = True):
+        self.max_entries = max(int(max_entries), 1) if used else 1
+        if self.max_entries + 1 >= L.SLIM_TAG:  # row numbers must stay below the slim tag
+            raise ValueError(f"at most {L.SLIM_TAG - 2} fast-path entries, not {max_entries}")
         cap = max(min(int(capacity), self.max_entries), 1)
         self.exact = ExactIndex(L.EM_WIDTH, L.FK_KEY, cap)
         self.templates = ExactIndex(L.FC_ROW, 0, min(cap, 64))
-        reserve = self.max_entries if cap > 1 else cap
-        self._row_store = row_store(reserve + 1, L.FC_ROW)
-        self._slim_store = row_store(reserve, L.SL_WIDTH)
+        self._row_store = row_store(self.max_entries + 1, L.FC_ROW)
+        self._slim_store = row_store(self.max_entries, L.SL_WIDTH)
         self.rows = longer_rows(self._row_store, None, min(cap, 64), L.FC_ROW)
         self.slim = longer_rows(self._slim_store, None, cap, L.SL_WIDTH)
         self.full = aligned_zeros((min(cap, 64), L.FP_WIDTH))

@@ -64,6 +64,9 @@ def fuzz(frames, seed, share, round_size, n_files, flows_path, out_json, save_di
         click.echo(f"ctaccel: error: {err}", err=True)
         sys.exit(2)
     started = time.perf_counter()
+    from ctaccel.datapath.warmup import warm_up
+
+    warm_up()  # a first run compiles the datapath in two processes, as replay and bench do
     with Progress("fuzzing", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not console.is_terminal) as bar:  # fmt: skip
         task = bar.add_task("frames", total=frames)
