@@ -48,6 +48,8 @@ from ctaccel.datapath.layout import (
     FC_SLOT,
     FC_STEP,
     FK_KEY,
+    FP_FULL_CAP,
+    FP_FULL_COUNT,
     FP_FULL_FREE,
     FP_ROW_CAP,
     FP_ROW_FREE,
@@ -202,40 +204,51 @@ def slim_available(fp_state):
 
 
 @njit(forceinline=True)
+def take(store, link, fp_state, free_at, count_at):
+    """A row of ``store``: the first of its free chain (``fp_state[free_at]``, + 1; linked
+    through column ``link``), else the next never used (``fp_state[count_at]``; the caller
+    checked there is one)."""
+    head = fp_state[free_at]
+    if head > 0:
+        fp_state[free_at] = store[head - 1, link]
+        return head - 1
+    e = fp_state[count_at]
+    fp_state[count_at] = e + 1
+    return e
+
+
+@njit(forceinline=True)
+def give(store, link, fp_state, free_at, e):
+    """Row ``e`` of ``store`` back to the head of its free chain."""
+    store[e, link] = fp_state[free_at]
+    fp_state[free_at] = e + 1
+
+
+@njit(forceinline=True)
 def alloc_row(rows, fp_state):
     """A row of ``rows`` (row_available was checked)."""
-    head = fp_state[FP_ROW_FREE]
-    if head > 0:
-        fp_state[FP_ROW_FREE] = rows[head - 1, FC_SLOT]
-        return head - 1
-    e = fp_state[FP_ROWS]
-    fp_state[FP_ROWS] = e + 1
-    return e
+    return take(rows, FC_SLOT, fp_state, FP_ROW_FREE, FP_ROWS)
 
 
 @njit(forceinline=True)
 def free_row(rows, fp_state, e):
     rows[e, FC_HEAD] = 0
-    rows[e, FC_SLOT] = fp_state[FP_ROW_FREE]
-    fp_state[FP_ROW_FREE] = e + 1
+    give(rows, FC_SLOT, fp_state, FP_ROW_FREE, e)
 
 
 @njit(forceinline=True)
 def alloc_slim(slim, fp_state):
     """A row of ``slim`` (slim_available was checked)."""
-    head = fp_state[FP_SLIM_FREE]
-    if head > 0:
-        fp_state[FP_SLIM_FREE] = slim[head - 1, SL_CONN]
-        return head - 1
-    s = fp_state[FP_SLIMS]
-    fp_state[FP_SLIMS] = s + 1
-    return s
+    return take(slim, SL_CONN, fp_state, FP_SLIM_FREE, FP_SLIMS)
 
 
 @njit(forceinline=True)
-def free_full(full, fp_state, f):
-    full[f, 0] = fp_state[FP_FULL_FREE]
-    fp_state[FP_FULL_FREE] = f + 1
+def alloc_full(full, fp_state):
+    """A row of ``full`` for an entry's full layout (-1: none free; chained through its
+    unused word 0)."""
+    if fp_state[FP_FULL_FREE] == 0 and fp_state[FP_FULL_COUNT] >= fp_state[FP_FULL_CAP]:
+        return -1
+    return take(full, 0, fp_state, FP_FULL_FREE, FP_FULL_COUNT)
 
 
 @njit(forceinline=True)
@@ -251,9 +264,8 @@ def release(fp, e):
         if rows[t, FC_REFS] <= 0:
             em_remove(fp.tpl_index, fp.tpl_state, t, template_hash(rows, t))
             free_row(rows, fp_state, t)
-        fp.slim[s, SL_CONN] = fp_state[FP_SLIM_FREE]
-        fp_state[FP_SLIM_FREE] = s + 1
+        give(fp.slim, SL_CONN, fp_state, FP_SLIM_FREE, s)
         return
     if rows[e, FC_HEAD] & FC_COMPACT == 0 and rows[e, FC_OUT] >= 0:
-        free_full(fp.full, fp_state, rows[e, FC_OUT])
+        give(fp.full, 0, fp_state, FP_FULL_FREE, rows[e, FC_OUT])
     free_row(rows, fp_state, e)

@@ -30,6 +30,7 @@ import numpy as np
 from ctaccel.conntrack.icmp import be16
 from ctaccel.conntrack.layout import C_EXT, C_PROTO
 from ctaccel.datapath.entries import (
+    alloc_full,
     alloc_row,
     alloc_slim,
     fp_find,
@@ -69,9 +70,6 @@ from ctaccel.datapath.layout import (
     FN_NAT,
     FP_ADMIT,
     FP_CAP,
-    FP_FULL_CAP,
-    FP_FULL_COUNT,
-    FP_FULL_FREE,
     FP_HAND,
     KS_FP_FULL,
     KS_FP_INSTALLS,
@@ -189,21 +187,6 @@ def _room(fp, want_slim):
     if count >= em_state[ES_LIMIT] or count >= fp_state[FP_CAP] or not row_available(fp_state):
         return False
     return slim_available(fp_state) or not want_slim
-
-
-@njit(forceinline=True)
-def _alloc_full(full, fp_state):
-    """A row of ``full`` for an entry's full layout (-1: none free): the free chain first
-    (linked through the row's unused word 0), else the next never used."""
-    head = fp_state[FP_FULL_FREE]
-    if head > 0:
-        fp_state[FP_FULL_FREE] = full[head - 1, 0]
-        return head - 1
-    f = fp_state[FP_FULL_COUNT]
-    if f >= fp_state[FP_FULL_CAP]:
-        return -1
-    fp_state[FP_FULL_COUNT] = f + 1
-    return f
 
 
 @njit
@@ -338,7 +321,7 @@ def _install(r, frame, flen, conns, fp, out, st):
         return
     f = -1  # the full layout's row (none: a compact entry, or no room for one)
     if not compact:
-        f = _alloc_full(fp_rows, fp_state)
+        f = alloc_full(fp_rows, fp_state)
         lines[e, FC_OUT] = f  # (-1: no room, a safeguard: its hits punt as misses)
     em_add(em_index, em_state, e, em_hash)
     if f < 0:
