@@ -65,8 +65,7 @@ from ctaccel.datapath.layout import (
     TUPLE6,
     step_reply,
 )
-from ctaccel.hashtable import M32 as _M32
-from ctaccel.hashtable import hash_row
+from ctaccel.hashtable import PACKED_LAYOUT, hash_row, open_addressing, packed_ref
 from ctaccel.jit import njit
 
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # as a signed int64
@@ -120,35 +119,35 @@ def entry_matches(rows, slim, conns, e, key):
 
 
 @njit(forceinline=True)
+def _entry_at(t, s, key):
+    """Whether slot ``s`` of the exact-match index ``t[0]`` names the entry of ``key``
+    (``t``: the index, rows, slim rows, connections)."""
+    return entry_matches(t[1], t[2], t[3], packed_ref(t[0][s]), key)
+
+
+@njit(forceinline=True)
+def _any(t, s, key):
+    return True
+
+
+_find_entry = open_addressing(PACKED_LAYOUT, _entry_at).find
+_find_hash = open_addressing(PACKED_LAYOUT, _any).find
+
+
+@njit(forceinline=True)
 def fp_find(index, rows, slim, conns, key, h31):
     """The entry whose key is ``key`` (hash ``h31``): a row of ``rows``, or a slim row +
     SLIM_TAG; -1 when there is none."""
-    mask = index.shape[0] - 1
-    s = h31 & mask
-    while True:
-        word = index[s]
-        if word == 0:
-            return -1
-        if (word >> 32) == h31:
-            e = (word & _M32) - 1
-            if entry_matches(rows, slim, conns, e, key):
-                return e
-        s = (s + 1) & mask
+    s = _find_entry(key, h31, index, rows, slim, conns)
+    return packed_ref(index[s]) if s >= 0 else -1
 
 
 @njit(forceinline=True)
 def fp_candidate(index, h31):
     """The first entry on ``h31``'s probe path with that hash (-1: none, so no entry has the
     key): what the lookahead prefetches before the entry's key can be compared."""
-    mask = index.shape[0] - 1
-    s = h31 & mask
-    while True:
-        word = index[s]
-        if word == 0:
-            return -1
-        if (word >> 32) == h31:
-            return (word & _M32) - 1
-        s = (s + 1) & mask
+    s = _find_hash(h31, h31, index)
+    return packed_ref(index[s]) if s >= 0 else -1
 
 
 @njit(forceinline=True)
@@ -177,19 +176,18 @@ def _same_template(rows, t, u):
 
 
 @njit(forceinline=True)
+def _template_at(t, s, u):
+    return _same_template(t[1], packed_ref(t[0][s]), u)
+
+
+_find_template = open_addressing(PACKED_LAYOUT, _template_at).find
+
+
+@njit(forceinline=True)
 def template_find(tpl_index, rows, u, h31):
     """The template equal to row ``u`` (its hash ``h31``), or -1."""
-    mask = tpl_index.shape[0] - 1
-    s = h31 & mask
-    while True:
-        word = tpl_index[s]
-        if word == 0:
-            return -1
-        if (word >> 32) == h31:
-            t = (word & _M32) - 1
-            if _same_template(rows, t, u):
-                return t
-        s = (s + 1) & mask
+    s = _find_template(u, h31, tpl_index, rows)
+    return packed_ref(tpl_index[s]) if s >= 0 else -1
 
 
 # --- storage --------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ Design:
 - Keys live once, in the entries: the index costs 8 bytes per slot at a load of at most 1/2
   (the old table stored each key in its slot with a hash, a value and a flag: 81 bytes a
   slot, 162 an entry).
-- The lookup loop is written out here (em_find); adding and removing use hashtable's
-  packed operations (the index needs no key to place or delete a slot).
+- Lookups, adds and removes are hashtable's packed operations (em_find's matcher compares
+  the key in the entry's row).
 - Growth is Python-side (:meth:`ExactIndex.grow`): an index twice as large, every slot put
   back from its stored hash (conntrack.table.reindex: no entry row is read). Kernels never
   allocate; the caller keeps the count under ``state[ES_LIMIT]``.
@@ -72,19 +72,20 @@ def key_equals(rows, e, key_at, key):
 
 
 @njit(forceinline=True)
+def _key_at(t, s, key):
+    """Whether slot ``s`` of index ``t[0]`` names the entry whose key (in ``t[1]`` from
+    column ``t[2]``) is ``key``."""
+    return key_equals(t[1], packed_ref(t[0][s]), t[2], key)
+
+
+_find = open_addressing(PACKED_LAYOUT, _key_at).find
+
+
+@njit(forceinline=True)
 def em_find(index, rows, key_at, key, h31):
     """The entry (row of ``rows``) whose key is ``key`` (its hash ``h31``), or -1."""
-    mask = index.shape[0] - 1
-    s = h31 & mask
-    while True:
-        word = index[s]
-        if word == 0:
-            return -1
-        if (word >> 32) == h31:
-            e = (word & M32) - 1
-            if key_equals(rows, e, key_at, key):
-                return e
-        s = (s + 1) & mask
+    s = _find(key, h31, index, rows, key_at)
+    return packed_ref(index[s]) if s >= 0 else -1
 
 
 @njit(forceinline=True)
