@@ -11,12 +11,13 @@ Design:
   its entry key packed and hashed and its exact-match slot prefetched, packet i+8 the first
   entry with its hash (a hint) and that entry's row prefetched, packet i+3 its connection rows
   (and a full layout) prefetched; the key is compared at packet i's turn.
-- An entry is one line of ``FastPathTables.rows`` (layout.py FC_*), and, when it does not fit
-  a compact line, a row of ``FastPathTables.full`` (FI_*); or it is slim (entries.py): its
-  connection and a template's line, its key that template's with the connection's tuple. A compact entry (at
-  most one ct step without translation, one output, two rules) is served from its first
-  cache line (:func:`_fast_apply_compact`); others from the full layout (:func:`_fast_apply`),
-  which may translate the frame (NAT) and undo re-checked steps when a later one fails.
+- An entry is one line of ``FastPathTables.rows`` (layout.py FC_*), and, when it does not
+  fit a compact line, a row of ``FastPathTables.full`` (FI_*); or it is slim (entries.py):
+  its connection and a template's line, its key that template's with the connection's tuple.
+  A compact entry (at most one ct step without translation, one output, two rules) is served
+  from its first cache line (:func:`_fast_apply_compact`); others from the full layout
+  (:func:`_fast_apply`), which may translate the frame (NAT) and undo re-checked steps when
+  a later one fails.
 - Each step is re-checked with the very tracker update conntrack runs
   (conntrack/established.py): alive, same generation, not expired, same ct_mark/ct_label,
   and an update that yields exactly the recorded ct_state without a state change.

@@ -13,10 +13,11 @@ drop reason and recirculation count. :func:`_compact_line` packs entries that fi
 cache line; others take a full layout as well. A compact entry of one ct step whose key's
 addresses and ports are its connection's IPv4 tuple becomes *slim* (:func:`_install_slim`,
 entries.py): 16 bytes naming the connection and a template row that entries with the same
-line and the rest of the key share. An install for a key that already has an entry
-replaces it. When the cache is full (the engine grows it up to its maximum) one install in ``FP_ADMIT`` (the engine's ``fast_path_admit``, 100 as
-OVS's emc-insert-inv-prob) replaces an entry (:func:`_evict`), the others are skipped: an
-entry is only ever a shortcut, so which one goes changes costs, never answers.
+line and the rest of the key share. An install for a key that already has an entry replaces
+it. When the cache is full (the engine grows it up to its maximum) one install in
+``FP_ADMIT`` (the engine's ``fast_path_admit``, 100 as OVS's emc-insert-inv-prob) replaces
+an entry (:func:`_evict`), the others are skipped: an entry is only ever a shortcut, so
+which one goes changes costs, never answers.
 
 Invariants: an entry never outlives the rules it was built from (the engine flushes the
 cache on a rule change); a connection deleted or re-created changes its generation, which
