@@ -1,10 +1,12 @@
 """``ctaccel bench``: the talk's two experiments, measured and plotted, in one command.
 
-What: a click command over :func:`ctaccel.bench.runner.run_bench`. With no arguments it
-runs experiment A (10,000 established TCP flows) and B (A + 10,000 unidirectional flows:
-one packet in three is NEW) in both modes plus the stateless ceiling, 5 repeats each, and
-prints the table; ``--flows`` and ``--new-fraction`` add sweeps, ``--quick`` is a seconds-long
-smoke run, ``--with-ovs-dpdk`` also runs the real OVS-DPDK on the same captures and rules.
+What: a click command over :func:`ctaccel.bench.runner.run_bench` and
+:func:`ctaccel.bench.cpu.run_cpu_experiment`. With no arguments it runs experiment A
+(10,000 established TCP flows) and B (A + 10,000 unidirectional flows: one packet in three
+is NEW) in both modes plus the stateless ceiling, 5 repeats each, prints the table, then
+runs a short host-CPU experiment (``--experiment cpu`` runs it in full, alone); ``--flows``
+and ``--new-fraction`` add sweeps, ``--quick`` is a seconds-long smoke run,
+``--with-ovs-dpdk`` also runs the real OVS-DPDK on the same captures and rules.
 The lead attaches it to the ``ctaccel`` group (``main.add_command(bench)``).
 
 Design: thin: options map onto ``run_bench``'s arguments; bad option values are click usage
@@ -23,7 +25,20 @@ from ctaccel.errors import CtaccelError
 from ctaccel.progress import shows_compiles
 
 
-def _flow_counts(values) -> list[int]:
+def _cpu(console, rates, flows, repeats, params, out_dir, quick) -> None:
+    """The host-CPU experiment (bench/cpu.py); a user's error is one line, exit 2."""
+    from ctaccel.bench.cpu import TALK_FLOWS, run_cpu_experiment
+
+    try:
+        run_cpu_experiment(rates=rates, flows=flows or TALK_FLOWS, repeats=repeats,
+                           params=params, out_dir=out_dir, quick=quick,
+                           console=console)  # fmt: skip
+    except (CtaccelError, OSError) as err:
+        click.echo(f"ctaccel: error: {err}", err=True)
+        sys.exit(2)
+
+
+def _flow_counts(values, hint: str = "--flows") -> list[int]:
     """``--flows 1000 --flows 10k,100k`` -> [1000, 10000, 100000] (k/M suffixes allowed)."""
     counts = []
     for value in values:
@@ -36,11 +51,9 @@ def _flow_counts(values) -> list[int]:
             try:
                 n = int(float(digits) * scale)
             except ValueError:
-                raise click.BadParameter(
-                    f"{value!r} is not a flow count", param_hint="--flows"
-                ) from None
+                raise click.BadParameter(f"{value!r} is not a count", param_hint=hint) from None
             if n < 1:
-                raise click.BadParameter(f"{value!r}: flows must be >= 1", param_hint="--flows")
+                raise click.BadParameter(f"{value!r}: must be >= 1", param_hint=hint)
             counts.append(n)
     return counts
 
@@ -83,20 +96,47 @@ def _flow_counts(values) -> list[int]:
               metavar="ZONE:NAME=SECONDS",
               help="A zone's conntrack timeout policy for every engine, as ovs-vsctl "
               "add-zone-tp (see ctaccel replay --help). Repeatable.")  # fmt: skip
+@click.option("--experiment", type=click.Choice(["all", "rate", "cpu"]), default="all",
+              show_default=True,
+              help="rate: the packet-rate experiments; cpu: the host-CPU experiment in full "
+                   "(paced replay at fixed offered rates, software and offloaded); all: the "
+                   "rate experiments and a short CPU experiment.")  # fmt: skip
+@click.option("--offered-rate", "offered_rates", multiple=True, metavar="PPS",
+              help="CPU experiment: an offered rate in packets/s (k/M suffixes; repeatable) "
+                   "[default: 100k,250k,500k,1M,2M,4M; short run: 250k,1M,4M].")  # fmt: skip
+@click.option("--offload-capacity", type=click.IntRange(min=0), default=131_072,
+              show_default=True,
+              help="CPU experiment: the modelled NIC's flow-table entries (one per "
+                   "connection direction).")  # fmt: skip
+@click.option("--offload-insert-rate", type=click.FloatRange(min=1.0), default=100_000.0,
+              show_default=True, help="CPU experiment: entries/s the modelled NIC accepts "
+                                      "(and removes).")  # fmt: skip
+@click.option("--stats-interval", type=click.FloatRange(min=0.01), default=0.5,
+              show_default=True,
+              help="CPU experiment: seconds between statistics syncs from the NIC.")  # fmt: skip
 @shows_compiles
 def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup, cold_start,
-          out_dir, with_ovs_dpdk, ovs_dpdk_repeats, timeout_policies):  # fmt: skip
+          out_dir, with_ovs_dpdk, ovs_dpdk_repeats, timeout_policies, experiment, offered_rates,
+          offload_capacity, offload_insert_rate, stats_interval):  # fmt: skip
     """Measure both datapath modes on the talk's workloads; write JSON and PNG plots."""
     from rich.console import Console
 
     from ctaccel.bench import compare, runner
+    from ctaccel.bench.offload import OffloadParams
     from ctaccel.conntrack.timeouts import parse_timeout_policies
 
     flows_list = _flow_counts(flows) or None
+    rates = _flow_counts(offered_rates, "--offered-rate") or None
     for f in new_fractions:
         if not 0.0 <= f < 1.0:
             raise click.BadParameter(f"{f} is not in [0, 1)", param_hint="--new-fraction")
     console = Console()
+    params = OffloadParams(offload_capacity, offload_insert_rate, offload_insert_rate,
+                           stats_interval)  # fmt: skip
+    if experiment == "cpu":
+        _cpu(console, rates, (flows_list or [None])[0], min(repeats, 3), params, out_dir,
+             quick)  # fmt: skip
+        return
     try:
         policies = parse_timeout_policies(timeout_policies)
         report = runner.run_bench(flows_list=flows_list, new_fractions=list(new_fractions),
@@ -111,6 +151,8 @@ def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup,
     except OSError as err:
         click.echo(f"ctaccel: error: {err}", err=True)
         sys.exit(2)
+    if experiment == "all":
+        _cpu(console, rates, None, 2, params, out_dir, True)
     if with_ovs_dpdk:
         comparison = compare.compare_with_ovs_dpdk(report, out_dir, ovs_dpdk_repeats, console)
         if "error" not in comparison:

@@ -238,3 +238,59 @@ def write_plots(report: dict, out_dir, comparison: dict | None = None) -> list[P
         plot_new_fraction(report, out / "new-fraction.png"),
         plot_run_bars(report, out / "modes.png", comparison),
     ]
+
+
+CPU_HOSTS = (("recirc", "recirc (software)", "tab:blue", "o-"),
+             ("assume-established", "assume-established (software)", "tab:orange", "s-"),
+             ("offload-stub", "offloaded: device stub (measured)", "tab:green", "^-"),
+             ("offload-model", "offloaded: model", "tab:green", "x--"))  # fmt: skip
+
+
+def _cpu_axes(ax, points: list[dict], xkey, xlabel: str) -> None:
+    for host, label, colour, style in CPU_HOSTS:
+        xs = [xkey(p) for p in points]
+        ys = [100 * p["hosts"][host]["established_share"] for p in points]
+        ax.plot(xs, ys, style, color=colour, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("host CPU, % of one core (established phase)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_cpu(report: dict, out_dir) -> list[Path]:
+    """The CPU experiment's plots: host CPU against offered load (``cpu-load.png``) and
+    against the number of flows at the talk's load (``cpu-flows.png``, when measured)."""
+    out, paths = Path(out_dir), []
+    points = sorted(report.get("load", []) + ([report["at_talk_load"]]
+                    if report.get("at_talk_load") else []), key=lambda p: p["offered_pps"])  # fmt: skip
+    if points:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        _cpu_axes(ax, points, lambda p: p["offered_pps"] / 1e6, "offered load (Mpps, log)")
+        load = report.get("talk_load_pps")
+        if load:
+            ax.axvline(load / 1e6, color="gray", ls=":", label="the talk's load (recirc at 52%)")
+        talk = report["talk"]
+        ax.axhline(100 * talk["offload_share"], color="tab:red", ls=":", lw=1,
+                   label="the talk, offloaded: 2%")  # fmt: skip
+        ax.axhline(100 * talk["baseline_share"], color="tab:red", ls="--", lw=1,
+                   label="the talk, software conntrack: 52%")  # fmt: skip
+        ax.set_title(f"Host CPU, {report['settings']['flows']:,} TCP flows\n"
+                     f"{_subtitle(report)}", fontsize=9)  # fmt: skip
+        ax.legend(fontsize=8)
+        paths.append(out / "cpu-load.png")
+        fig.tight_layout()
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    sweep = report.get("flows_sweep") or []
+    if sweep:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        _cpu_axes(ax, sweep, lambda p: p["flows"], "established TCP flows (log)")
+        ax.set_title(f"Host CPU at the talk's load, {sweep[0]['offered_pps'] / 1e6:.2f} Mpps\n"
+                     f"{_subtitle(report)}", fontsize=9)  # fmt: skip
+        ax.legend(fontsize=8)
+        paths.append(out / "cpu-flows.png")
+        fig.tight_layout()
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths

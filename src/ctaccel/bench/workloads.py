@@ -86,7 +86,7 @@ SERVER_NET_V6 = (0xFD00 << 112) | (2 << 64)  # fd00:0:0:2::/64
 SERVER_PORTS = np.array([80, 443, 5201, 8080], np.int64)
 PAYLOAD_PATTERN = b"ctaccel-workload-"
 
-SYN, ACK, PSH = 0x02, 0x10, 0x08
+FIN, SYN, ACK, PSH = 0x01, 0x02, 0x10, 0x08
 
 # Per flow the templates are rows 4f..4f+3 (established) or 4*flows + k (unidirectional),
 # computed when a chunk needs them (templates.template_rows).
@@ -450,6 +450,33 @@ def build(kind: str = "A", flows: int = DEFAULT_FLOWS, packets: int | None = Non
                    established_flows=plan.flows, unidirectional_flows=plan.unidirectional,
                    rounds=(plan.packets - plan.sched.handshake) // plan.sched.round_len,
                    payload_len=plan.payload_len)  # fmt: skip
+
+
+def build_lifecycle(flows: int = DEFAULT_FLOWS, rounds: int = 2, seed: int = 0) -> tuple:
+    """Workload A's connections through their whole life, in memory (the CPU experiment,
+    bench/cpu.py): :func:`build`'s handshakes and ``rounds`` complete data rounds, then
+    every connection closed (all client FIN/ACKs, all server FIN/ACKs, all last ACKs, in
+    blocks as the handshake). Returns (frames, phase ends): the packets ``0..ends[0]`` set
+    connections up (the handshakes and the first round, whose packets are each direction's
+    first after the handshake: they install the fast path's entries), ``..ends[1]`` are
+    the other rounds (``rounds`` >= 2), ``..ends[2]`` tear down."""
+    flows, rounds = int(flows), max(int(rounds), 2)
+    plan = _prepare("A", flows, 3 * flows + 2 * flows * rounds, None, False, seed, None, None)
+    n = plan.packets
+    frames = np.empty((n + 3 * flows, plan.templates.base.shape[1]), np.uint8)
+    for lo in range(0, n, CHUNK_PACKETS):
+        hi = min(n, lo + CHUNK_PACKETS)
+        _patch_frames(frames[lo:hi], plan, *_slots(plan.sched, lo, hi))
+    ends = plan.endpoints
+    c_next = ends.isn_client[:flows] + 1 + rounds * plan.payload_len  # next unsent seq
+    s_next = ends.isn_server[:flows] + 1 + rounds * plan.payload_len
+    row = 4 * np.arange(flows, dtype=np.int64)
+    rows = np.concatenate([row + ROW_CLIENT_BARE, row + ROW_SERVER_BARE, row + ROW_CLIENT_BARE])
+    flags = np.repeat(np.array([FIN | ACK, FIN | ACK, ACK], np.int64), flows)
+    seq = np.concatenate([c_next, s_next, c_next + 1]) & 0xFFFFFFFF
+    ack = np.concatenate([s_next, c_next + 1, s_next + 1]) & 0xFFFFFFFF
+    _patch_frames(frames[n:], plan, rows, flags, seq, ack)
+    return frames, (5 * flows, n, n + 3 * flows)
 
 
 def generate(

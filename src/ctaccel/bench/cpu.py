@@ -1,0 +1,356 @@
+"""The talk's host-CPU experiment: ``ctaccel bench --experiment cpu``.
+
+What: :func:`run_cpu_experiment` offers workload A's connections through their whole life
+(set-up, established rounds, teardown, then expiry; workloads.build_lifecycle) at fixed
+packet rates (bench/paced.py) to three hosts and measures each one's CPU time per second of
+traffic: ``recirc`` and ``assume-established`` in software, and ``offload-stub``, the
+assume-established host with a device stub that consumes the packets an Agilio-class NIC
+would take (bench/offload.py) and does the driver's pushes and statistics syncs for real.
+Beside them, ``offload-model``: the host CPU the offload model predicts from the software
+runs' own measurements, checked against the stub's run. It finds the talk's load (the rate
+at which recirc takes 52% of a core in the established phase, the talk's baseline figure)
+and measures there, then sweeps the number of flows at that load. Writes ``cpu-<time>.json``
+and ``cpu-latest.json``, ``cpu-load.png`` and ``cpu-flows.png``; prints a table.
+
+Design: every point (flows, rate) takes ``repeats`` rounds in which the three hosts run in
+turn (fresh engines, one untimed reference run before them), so they share the machine's
+drift; figures are medians over the rounds, ratios medians of per-round ratios. The model
+and its check use the same round's runs. Host CPU is the datapath thread's CPU time
+(``time.thread_time``) over the traffic's duration, as a share of one core.
+
+Invariants: the three hosts give the same rule counters (checked per round and reported);
+nothing is written outside ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ctaccel.bench import offload as O
+from ctaccel.bench import paced as P
+from ctaccel.bench import workloads as W
+
+TALK_FLOWS = 10_000
+TALK_BASELINE_SHARE = 0.52  # the talk: host CPU with conntrack in software, 10,000 flows
+TALK_OFFLOAD_SHARE = 0.02  # ... and with established connections on the SmartNIC
+DEFAULT_RATES = (100e3, 250e3, 500e3, 1e6, 2e6, 4e6)
+QUICK_RATES = (250e3, 1e6, 4e6)
+DEFAULT_FLOWS_SWEEP = (1_000, 10_000, 100_000)
+EST_SECONDS = 0.5  # the established phase's traffic time (at most MAX_EST_PACKETS)
+MAX_EST_PACKETS = 2_000_000
+HOSTS = ("recirc", "assume-established", "offload-stub")
+EXPIRY_AFTER_MS = 901_000  # past every closing state's timeout (fin_wait: 900 s)
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+class _Traffic:
+    """Workload A's lifecycle for ``flows`` with enough rounds for ``rate``."""
+
+    def __init__(self, flows: int, rate: float, est_seconds: float):
+        target = min(rate * est_seconds, MAX_EST_PACKETS)
+        self.rounds = max(2, int(round(target / (2 * flows))))
+        frames, self.ends = W.build_lifecycle(flows, self.rounds)
+        self.flows, self.rate = flows, rate
+        self.frame_len = frames.shape[1]
+        self.n = len(frames)
+        self.buf = frames.reshape(-1)
+
+    def stream(self, keep=None) -> P.HostStream:
+        return P.offered_stream(self.buf, self.frame_len, self.n, self.ends, self.rate,
+                                W.IN_PORT, keep)  # fmt: skip
+
+
+def _engine(tables, mode: str):
+    from ctaccel.datapath.engine import DatapathEngine
+
+    return DatapathEngine(tables, mode=mode, batch_size=P.MAX_BATCH)
+
+
+def _one_round(tables, tr: _Traffic, ref: O.Reference, dplan: O.DevicePlan) -> dict:
+    """The three hosts once each over ``tr``; per host its phases' JSON and expiry."""
+    out = {}
+    full = tr.stream()
+    end_ms = int(full.now_ms()[-1]) + EXPIRY_AFTER_MS
+    for host in HOSTS:
+        engine = _engine(tables, "recirc" if host == "recirc" else "assume-established")
+        work, stream = None, full
+        if host == "offload-stub":
+            keep = ~dplan.consumed
+            stream = tr.stream(keep)
+            stub = O.DeviceStub(engine, ref, dplan, dplan.push[keep])
+            stub.host_entry = ref.entry[keep]
+            work = P.HostWork(stub.on_batch, stub.sync, dplan.sync_t)
+        phases = P.paced_run(engine, stream, work)
+        exp_cpu, freed = P.expiry_cpu(engine, end_ms)
+        out[host] = {
+            "phases": [ph.to_json() for ph in phases],
+            "expiry_cpu_s": exp_cpu,
+            "expired": freed,
+            "same_rule_counters": bool(np.array_equal(engine.rule_stats, ref.rule_stats)),
+        }
+        if host == "offload-stub":
+            out["calibration"] = stub.calibrate() | {"wake_s": P.wake_cost(engine)}
+    return out
+
+
+def _device_per_phase(tr: _Traffic, dplan: O.DevicePlan, phase_span) -> dict:
+    phase_of = np.searchsorted(np.asarray(tr.ends), np.arange(tr.n), "right")
+    bounds = np.cumsum(phase_span)
+    sp = np.minimum(np.searchsorted(bounds, dplan.sync_t, "left"), len(P.PHASES) - 1)
+    per = {"device_packets": [], "pushes": [], "syncs": [], "synced_entries": [],
+           "host_batches": []}  # fmt: skip
+    arrival = tr.stream().arrival_s
+    for p in range(len(P.PHASES)):
+        host = ~dplan.consumed & (phase_of == p)
+        per["host_batches"].append(P.predicted_batches(arrival[host]))
+        per["device_packets"].append(int(np.count_nonzero(dplan.consumed & (phase_of == p))))
+        per["pushes"].append(int(np.count_nonzero((dplan.push != 0) & (phase_of == p))))
+        per["syncs"].append(int(np.count_nonzero(sp == p)))
+        per["synced_entries"].append(int(sum(len(dplan.sync_ids[j]) for j in
+                                             np.flatnonzero(sp == p))))  # fmt: skip
+    return per
+
+
+def _host_summary(rounds: list[dict], host: str, traffic_s: float) -> dict:
+    """Medians over the rounds of one host: CPU per phase, expiry, shares of a core."""
+    runs = [r[host] for r in rounds]
+    phases = []
+    for p, name in enumerate(P.PHASES):
+        phases.append({"phase": name,
+                       "cpu_s": _median([r["phases"][p]["cpu_s"] for r in runs]),
+                       "cpu_share": _median([r["phases"][p]["cpu_share"] for r in runs]),
+                       "packets": runs[0]["phases"][p]["packets"],
+                       "python_s": _median([r["phases"][p]["python_s"] for r in runs]),
+                       "sync_cpu_s": _median([r["phases"][p].get("sync_cpu_s", 0.0)
+                                              for r in runs]),
+                       "stats": runs[0]["phases"][p]["stats"]})  # fmt: skip
+    totals = [sum(ph["cpu_s"] for ph in r["phases"]) + r.get("expiry_cpu_s", 0.0) for r in runs]
+    spans = [max(traffic_s, sum(ph.get("wall_s", 0.0) for ph in r["phases"])) for r in runs]
+    return {
+        "phases": phases,
+        "expiry_cpu_s": _median([r.get("expiry_cpu_s", 0.0) for r in runs]),
+        "total_cpu_s": _median(totals),
+        "established_share": _median([r["phases"][1]["cpu_share"] for r in runs]),
+        "total_share": _median([t / s for t, s in zip(totals, spans, strict=True)]),
+        "same_rule_counters": all(r.get("same_rule_counters", True) for r in runs),
+    }
+
+
+def _model_rounds(rounds: list[dict], dev: dict, span) -> None:
+    """Add the modelled host ("offload-model") to every round, from its own runs."""
+    for r in rounds:
+        cpu = O.model_cpu(r["assume-established"]["phases"], r["recirc"]["phases"], dev,
+                          r["calibration"], dev["synced_entries"])  # fmt: skip
+        r["offload-model"] = {
+            "phases": [
+                {
+                    "phase": n,
+                    "cpu_s": c,
+                    "cpu_share": c / max(s, 1e-9),
+                    "packets": 0,
+                    "python_s": 0.0,
+                    "stats": {},
+                }
+                for n, c, s in zip(P.PHASES, cpu, span, strict=True)
+            ],  # fmt: skip
+            "expiry_cpu_s": r["assume-established"]["expiry_cpu_s"],
+        }
+
+
+def _per_path(hosts: dict, flows: int) -> dict:
+    """Per-event host costs (ns) from the medians: the fast path's hit, a megaflow
+    packet, an upcall, set-up / teardown / expiry per connection."""
+    ae, rc = hosts["assume-established"]["phases"], hosts["recirc"]["phases"]
+    est_ae, est_rc = ae[1], rc[1]
+    hits = est_ae["stats"].get("fast_path_hits", 0)
+    per_mf = est_rc["cpu_s"] / max(est_rc["packets"], 1)
+    per_hit = max(est_ae["cpu_s"] - (est_ae["packets"] - hits) * per_mf, 0.0) / max(hits, 1)
+    upcalls = rc[0]["stats"].get("upcalls", 0) + rc[1]["stats"].get("upcalls", 0)
+    py = rc[0]["python_s"] + rc[1]["python_s"]
+    out = {"fast_path_hit_ns": per_hit * 1e9, "megaflow_packet_ns": per_mf * 1e9,
+           "upcall_us": py / upcalls * 1e6 if upcalls else None}  # fmt: skip
+    for host in ("recirc", "assume-established"):
+        ph = hosts[host]["phases"]
+        out[host] = {"set-up_per_connection_us": ph[0]["cpu_s"] / flows * 1e6,
+                     "teardown_per_connection_us": ph[2]["cpu_s"] / flows * 1e6,
+                     "expiry_per_connection_us": hosts[host]["expiry_cpu_s"] / flows * 1e6,
+                     "python_share": sum(p["python_s"] for p in ph)
+                     / max(sum(p["cpu_s"] for p in ph), 1e-12)}  # fmt: skip
+    return out
+
+
+def measure_point(tables, flows: int, rate: float, repeats: int, params: O.OffloadParams,
+                  est_seconds: float = EST_SECONDS, on_round=None) -> dict:  # fmt: skip
+    """One (flows, rate) point: a reference run, the device plan, ``repeats`` rounds of the
+    three hosts, the model per round; medians, ratios and the model's check."""
+    tr = _Traffic(flows, rate, est_seconds)
+    full = tr.stream()
+    ref = O.reference(_engine(tables, "assume-established"), tr.buf, tr.frame_len, tr.n,
+                      W.IN_PORT, full.now_ms())  # fmt: skip
+    dplan = O.plan(ref, full.arrival_s, tr.ends[1], params, full.base_ms)
+    dev = _device_per_phase(tr, dplan, full.phase_span_s)
+    rounds = []
+    for _ in range(repeats):
+        rounds.append(_one_round(tables, tr, ref, dplan))
+        if on_round:
+            on_round()
+    _model_rounds(rounds, dev, full.phase_span_s)
+    traffic_s = float(full.phase_span_s.sum())
+    est_s = float(full.phase_span_s[1])
+    hosts = {h: _host_summary(rounds, h, traffic_s) for h in (*HOSTS, "offload-model")}
+
+    def ratio(a: str, b: str, key: str) -> float | None:
+        vals = [_share(r, a, key, full.phase_span_s) / max(_share(r, b, key, full.phase_span_s),
+                                                            1e-12) for r in rounds]  # fmt: skip
+        return _median(vals)
+
+    check = {key: ratio("offload-model", "offload-stub", key) for key in ("total", "established")}
+    for key in ("total", "established"):
+        check[f"{key}_within_10_percent"] = check[key] is not None and abs(check[key] - 1) <= 0.1
+    return {
+        "flows": flows, "offered_pps": rate, "rounds": tr.rounds, "packets": tr.n,
+        "traffic_s": traffic_s, "established_s": est_s, "repeats": repeats,
+        "hosts": hosts,
+        "ratios": {f"{a}/recirc": {k: ratio(a, "recirc", k) for k in ("established", "total")}
+                   for a in ("assume-established", "offload-stub", "offload-model")},
+        "model_check": check,
+        "device": dplan.summary | {"per_phase": dev}, "calibration": rounds[0]["calibration"],
+        "per_path": _per_path(hosts, flows),
+        "runs": [{h: r[h] for h in (*HOSTS, "offload-model")} for r in rounds],
+    }  # fmt: skip
+
+
+def _share(r: dict, host: str, key: str, span) -> float:
+    ph = r[host]["phases"]
+    if key == "established":
+        return ph[1]["cpu_s"] / max(float(span[1]), 1e-9)
+    total = sum(p["cpu_s"] for p in ph) + r[host].get("expiry_cpu_s", 0.0)
+    return total / max(float(np.sum(span)), 1e-9)
+
+
+def talk_load(points: list[dict], target: float = TALK_BASELINE_SHARE) -> float | None:
+    """The offered rate at which recirc's established-phase share reaches ``target``,
+    interpolated (in log rate) between the measured points; None if no point reaches it."""
+    pts = sorted((p["offered_pps"], p["hosts"]["recirc"]["established_share"]) for p in points)
+    for (r0, s0), (r1, s1) in zip(pts, pts[1:], strict=False):
+        if s0 <= target <= s1 and s1 > s0:
+            f = (target - s0) / (s1 - s0)
+            return float(np.exp(np.log(r0) + f * (np.log(r1) - np.log(r0))))
+    return None
+
+
+def run_cpu_experiment(rates=None, flows: int = TALK_FLOWS, flows_sweep=None, repeats: int = 3,
+                       params: O.OffloadParams | None = None, out_dir="benchmarks/results",
+                       quick: bool = False, console=None, progress: bool = True,
+                       est_seconds: float = EST_SECONDS) -> dict:  # fmt: skip
+    """Measure host CPU against offered load (``rates``, pps) at ``flows`` flows, find the
+    talk's load and measure there, then against the number of flows (``flows_sweep``) at
+    that load; write the JSON and PNGs under ``out_dir``; return the report."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ctaccel.bench.runner import machine_info
+    from ctaccel.datapath.warmup import warm_up
+    from ctaccel.ofproto.classifier import FlowTables
+    from ctaccel.ofproto.rules import parse_flows
+
+    console = console or Console()
+    params = params or O.OffloadParams()
+    rates = sorted(float(r) for r in (rates or (QUICK_RATES if quick else DEFAULT_RATES)))
+    sweep = [] if quick else [int(f) for f in (flows_sweep or DEFAULT_FLOWS_SWEEP)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    tables = FlowTables(parse_flows(W.rules("A"), "workload A's firewall"))
+    report = {"experiment": "cpu", "machine": machine_info(), "offload": params.to_json(),
+              "settings": {"flows": flows, "rates": rates, "flows_sweep": sweep,
+                           "repeats": repeats, "established_seconds": est_seconds,
+                           "poll_s": P.POLL_S, "max_batch": P.MAX_BATCH, "quick": quick},
+              "talk": {"flows": TALK_FLOWS, "baseline_share": TALK_BASELINE_SHARE,
+                       "offload_share": TALK_OFFLOAD_SHARE}}  # fmt: skip
+    steps = (len(rates) + 1 + len(sweep)) * repeats
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console, disable=not progress, transient=True) as bar:  # fmt: skip
+        task = bar.add_task("host CPU: warming up", total=steps)
+        warm_up()
+        advance = lambda: bar.advance(task)  # noqa: E731
+        points = []
+        for rate in rates:
+            bar.update(task, description=f"host CPU: {flows:,} flows at {rate / 1e6:g} Mpps")
+            points.append(measure_point(tables, flows, rate, repeats, params, est_seconds,
+                                        advance))  # fmt: skip
+        report["load"] = points
+        load = talk_load(points)
+        report["talk_load_pps"] = load
+        if load is not None:
+            bar.update(task, description=f"host CPU: the talk's load, {load / 1e6:.2f} Mpps")
+            report["at_talk_load"] = measure_point(tables, flows, load, repeats, params,
+                                                   est_seconds, advance)  # fmt: skip
+            report["flows_sweep"] = []
+            for f in sweep:
+                bar.update(task, description=f"host CPU: {f:,} flows at {load / 1e6:.2f} Mpps")
+                report["flows_sweep"].append(
+                    measure_point(tables, f, load, repeats, params, est_seconds, advance)
+                )
+    report["seconds"] = time.perf_counter() - started
+    write_cpu_report(report, out)
+    print_cpu_report(report, console)
+    return report
+
+
+def write_cpu_report(report: dict, out: Path) -> Path:
+    from ctaccel.bench import plots
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(report, indent=1, default=float) + "\n"
+    path = out / f"cpu-{stamp}.json"
+    path.write_text(text, encoding="utf-8")
+    (out / "cpu-latest.json").write_text(text, encoding="utf-8")
+    plots.plot_cpu(report, out)
+    return path
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def print_cpu_report(report: dict, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"Host CPU, {report['settings']['flows']:,} flows (established phase, "
+                    f"share of one core; whole run in brackets)")  # fmt: skip
+    for col in ("offered", "recirc", "AE (software)", "offload stub", "offload model",
+                "model/stub"):  # fmt: skip
+        t.add_column(col, justify="right")
+    rows = list(report.get("load", []))
+    if report.get("at_talk_load"):
+        rows.append(report["at_talk_load"])
+    for p in sorted(rows, key=lambda p: p["offered_pps"]):
+        h = p["hosts"]
+        mark = " (talk's load)" if p is report.get("at_talk_load") else ""
+        t.add_row(f"{p['offered_pps'] / 1e6:.2f} Mpps{mark}",
+                  *(f"{_pct(h[k]['established_share'])} ({_pct(h[k]['total_share'])})"
+                    for k in ("recirc", "assume-established", "offload-stub", "offload-model")),
+                  f"{p['model_check']['total']:.2f}")  # fmt: skip
+    console.print(t)
+    at = report.get("at_talk_load")
+    if at:
+        r = at["ratios"]
+        console.print(
+            f"At the talk's load ({at['offered_pps'] / 1e6:.2f} Mpps, recirc at "
+            f"{_pct(at['hosts']['recirc']['established_share'])}): assume-established / recirc "
+            f"{r['assume-established/recirc']['established']:.2f}, offloaded / recirc "
+            f"{r['offload-stub/recirc']['established']:.3f} (model "
+            f"{r['offload-model/recirc']['established']:.3f}); the talk: "
+            f"{TALK_OFFLOAD_SHARE / TALK_BASELINE_SHARE:.3f} (52% -> 2%)"
+        )
