@@ -110,8 +110,9 @@ def reference(engine, buf, frame_len: int, n: int, in_port: int, now_ms) -> Refe
     hit = np.zeros(n, bool)
     digest = hashlib.sha256()
     hit_rules = None
-    for lo in range(0, n, 1024):
-        hi = min(n, lo + 1024)
+    lo = 0
+    while lo < n:  # small batches until one of hits alone shows the rules a hit counts
+        hi = min(n, lo + (1024 if hit_rules is not None else 32))
         before = engine.rule_stats[:, 0].copy()
         br = engine.run(buf, offsets[lo:hi], lengths[lo:hi], ports[lo:hi], now_ms[lo:hi])
         path = br.res[:, L.R_PATH]
@@ -119,6 +120,7 @@ def reference(engine, buf, frame_len: int, n: int, in_port: int, now_ms) -> Refe
         digest.update(br.output_ports().tobytes())
         if hit_rules is None and hit[lo:hi].all():
             hit_rules = np.flatnonzero(engine.rule_stats[:, 0] - before == hi - lo)
+        lo = hi
     entry = entry_ids(buf, frame_len, n, in_port)
     return Reference(hit=hit, entry=entry, entry_slot=_entry_slots(engine, buf, frame_len, entry),
                      hit_rules=np.zeros(0, np.int64) if hit_rules is None else hit_rules,
@@ -350,15 +352,15 @@ class DeviceStub:
 
 
 def model_cpu(ae_phases: list[dict], recirc_phases: list[dict], dev: dict, cal: dict,
-              sync_entries: list[int]) -> list[float]:  # fmt: skip
+              sync_entries: list[int], est: int = 2) -> list[float]:  # fmt: skip
     """Modelled host CPU seconds per phase with the device: the assume-established run's
     (``ae_phases``, PhaseCPU JSON) less the device's packets at the per-hit cost and the
     wakes the host no longer takes at the per-wake cost (``cal["wake_s"]``), plus pushes
     and syncs at ``cal``'s costs. The per-hit cost is the established phase's CPU less its
     wakes and its packets off the fast path (at the recirc run's per-packet cost, itself
     net of wakes). ``dev``: per phase ``device_packets``, ``pushes``, ``syncs`` and
-    ``host_batches`` (the wakes the host keeps); ``sync_entries``: entries synced per phase."""
-    est = 1  # PHASES index of the established phase
+    ``host_batches`` (the wakes the host keeps); ``sync_entries``: entries synced per phase;
+    ``est``: the index of the steady established phase (paced.EST)."""
     wake = cal.get("wake_s", 0.0)
     a, r = ae_phases[est], recirc_phases[est]
     hits = a["stats"]["fast_path_hits"]

@@ -2,9 +2,9 @@
 
 What: :func:`paced_run` feeds a datapath engine the packets of a :class:`HostStream` as they
 *arrive* at an offered rate (packet ``k`` of the traffic at ``k / rate`` seconds after the
-start), and measures the CPU time the process's datapath thread spends, phase by phase
-(set-up, established, teardown), with ``time.thread_time`` (CLOCK_THREAD_CPUTIME_ID: CPU
-time, not wall time; a sleeping thread spends none). :func:`expiry_cpu` times the sweep that
+start), and measures the CPU time the process's datapath thread spends with ``time.thread_time`` (CLOCK_THREAD_CPUTIME_ID: CPU
+time, not wall time; a sleeping thread spends none), phase by phase (``PHASES``).
+:func:`expiry_cpu` times the sweep that
 frees the closed connections afterwards. The CPU experiment (bench/cpu.py) builds its
 figures from these.
 
@@ -36,7 +36,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PHASES = ("set-up", "established", "teardown")
+# set-up: handshakes and first packets; installing: established traffic while an offload
+# device still accepts entries (bench/offload.py; for a software host simply the first part
+# of the established traffic); established: the rest, the steady state; teardown: FINs.
+PHASES = ("set-up", "installing", "established", "teardown")
+EST = PHASES.index("established")
 POLL_S = 0.001  # wake at most once a millisecond while packets trickle in
 MAX_BATCH = 1024
 

@@ -249,7 +249,7 @@ CPU_HOSTS = (("recirc", "recirc (software)", "tab:blue", "o-"),
 def _cpu_axes(ax, points: list[dict], xkey, xlabel: str) -> None:
     for host, label, colour, style in CPU_HOSTS:
         xs = [xkey(p) for p in points]
-        ys = [100 * p["hosts"][host]["established_share"] for p in points]
+        ys = [100 * (p["hosts"][host]["established_share"] or float("nan")) for p in points]
         ax.plot(xs, ys, style, color=colour, label=label)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
