@@ -191,14 +191,14 @@ def test_model_arithmetic():
     ae = [ph(1.0, 100, 10, 0), ph(2.0, 1000, 20, 900), ph(0.5, 50, 5, 0)]
     rc = [ph(1.0, 100, 10, 0), ph(3.0, 1000, 20, 0), ph(0.5, 50, 5, 0)]  # est: phase 1 here
     cal = {"wake_s": 0.01, "push_s_per_entry": 0.001, "sync_s_fixed": 0.002,
-           "sync_s_per_entry": 0.0001}  # fmt: skip
+           "sync_s_per_entry": 0.0001, "idle_wake_s": 0.0005}  # fmt: skip
     dev = {"device_packets": [0, 800, 0], "pushes": [10, 0, 10], "syncs": [0, 2, 1],
            "host_batches": [10, 5, 5]}  # fmt: skip
     per_other = (3.0 - 20 * 0.01) / 1000
     per_hit = (2.0 - 20 * 0.01 - 100 * per_other) / 900
     want = [1.0 + 10 * 0.001,
-            2.0 - 800 * per_hit - 15 * 0.01 + 2 * 0.002 + 200 * 0.0001,
-            0.5 + 10 * 0.001 + 0.002 + 100 * 0.0001]  # fmt: skip
+            2.0 - 800 * per_hit - 15 * 0.01 + 2 * (0.002 + 0.0005) + 200 * 0.0001,
+            0.5 + 10 * 0.001 + 0.002 + 0.0005 + 100 * 0.0001]  # fmt: skip
     assert O.model_cpu(ae, rc, dev, cal, [0, 200, 100], est=1) == pytest.approx(want)
 
 
@@ -216,8 +216,8 @@ def test_talk_load_interpolates_in_log_rate():
 
 def test_cpu_experiment_end_to_end(tmp_path):
     report = run_cpu_experiment(rates=[30_000, 5_000_000], flows=200, flows_sweep=[100],
-                                repeats=1, out_dir=tmp_path, progress=False,
-                                est_seconds=0.05)  # fmt: skip
+                                repeats=1, out_dir=tmp_path, progress=False, est_seconds=0.05,
+                                params=O.OffloadParams(stats_interval_s=0.01))  # fmt: skip
     data = json.loads((tmp_path / "cpu-latest.json").read_text())
     assert data["settings"]["rates"] == [30_000, 5_000_000]
     assert (tmp_path / "cpu-load.png").stat().st_size > 10_000
@@ -234,12 +234,15 @@ def test_cpu_experiment_end_to_end(tmp_path):
     assert data["flows_sweep"][0]["flows"] == 100
     assert (tmp_path / "cpu-flows.png").is_file()
     assert report["talk_load_pps"] == data["talk_load_pps"]
+    cal = data["at_talk_load"]["calibration"]
+    assert cal["sync_s_fixed"] > 0 and cal["idle_wake_s"] > 0 and cal["wake_s"] > 0
 
 
 def test_cli_cpu_experiment(tmp_path):
     run = CliRunner().invoke(bench, ["--experiment", "cpu", "--quick", "--flows", "100",
                                      "--offered-rate", "20k", "--offered-rate", "5M",
-                                     "--repeats", "1", "--out-dir", str(tmp_path)])  # fmt: skip
+                                     "--repeats", "1", "--stats-interval", "0.01",
+                                     "--out-dir", str(tmp_path)])  # fmt: skip
     assert run.exit_code == 0, run.output
     assert "Host CPU" in run.output
     assert (tmp_path / "cpu-latest.json").is_file()

@@ -87,8 +87,10 @@ def _engine(tables, mode: str):
     return DatapathEngine(tables, mode=mode, batch_size=P.MAX_BATCH)
 
 
-def _one_round(tables, tr: _Traffic, ref: O.Reference, dplan: O.DevicePlan) -> dict:
-    """The three hosts once each over ``tr``; per host its phases' JSON and expiry."""
+def _one_round(tables, tr: _Traffic, ref: O.Reference, dplan: O.DevicePlan,
+               calibrate: float | None = None) -> dict:  # fmt: skip
+    """The three hosts once each over ``tr``; per host its phases' JSON and expiry; with
+    ``calibrate`` (the statistics interval), the device stub's costs measured afterwards."""
     out = {}
     full = tr.stream()
     end_ms = int(full.now_ms()[-1]) + EXPIRY_AFTER_MS
@@ -109,8 +111,8 @@ def _one_round(tables, tr: _Traffic, ref: O.Reference, dplan: O.DevicePlan) -> d
             "expired": freed,
             "same_rule_counters": bool(np.array_equal(engine.rule_stats, ref.rule_stats)),
         }
-        if host == "offload-stub":
-            out["calibration"] = stub.calibrate() | {"wake_s": P.wake_cost(engine)}
+        if host == "offload-stub" and calibrate is not None:
+            out["calibration"] = stub.calibrate(calibrate) | {"wake_s": P.wake_cost(engine)}
     return out
 
 
@@ -216,10 +218,14 @@ def measure_point(tables, flows: int, rate: float, repeats: int, params: O.Offlo
     full = tr.stream()
     dev = _device_per_phase(tr, dplan, full.phase_span_s)
     rounds = []
-    for _ in range(repeats):
-        rounds.append(_one_round(tables, tr, ref, dplan))
+    for k in range(repeats):  # the last round measures the model's costs (same conditions)
+        last = k == repeats - 1
+        rounds.append(_one_round(tables, tr, ref, dplan,
+                                 params.stats_interval_s if last else None))  # fmt: skip
         if on_round:
             on_round()
+    for r in rounds:
+        r["calibration"] = rounds[-1]["calibration"]
     _model_rounds(rounds, dev, full.phase_span_s)
     traffic_s = float(full.phase_span_s.sum())
     est_s = float(full.phase_span_s[P.EST])

@@ -58,6 +58,9 @@ SOURCES = {
 }
 
 
+EVICT_BYTES = 64 << 20  # written before each calibration run: more than any cache here
+
+
 @dataclass(frozen=True)
 class OffloadParams:
     """The device of the model (defaults: ``SOURCES``)."""
@@ -271,8 +274,9 @@ class DeviceStub:
         self._cum = np.concatenate([[0], np.cumsum(host_push != 0)])
         self.host_entry = None  # per host packet: its entry (set by the experiment)
         n_entries = len(dplan.admitted)
-        self.table = np.zeros(n_entries, np.int8)  # 1: installed on the device
-        self.flow_stats = np.zeros((n_entries, 2), np.int64)  # what the revalidator read
+        # written now, so their pages exist before the run (as a driver's tables would)
+        self.table = np.full(n_entries, 0, np.int8)  # 1: installed on the device
+        self.flow_stats = np.full((n_entries, 2), 0, np.int64)  # what the revalidator read
         self.pushed = 0
         self.synced_packets = 0
 
@@ -312,21 +316,29 @@ class DeviceStub:
         conns[slots, CL.C_EXPIRATION_HI] = new >> 32
         self.synced_packets += total
 
-    def calibrate(self, repeats: int = 7) -> dict:
-        """The host cost of a sync of every installed entry and of a push, per entry (s),
-        measured here (medians, each after an idle millisecond as in the paced run), for
-        :func:`model_cpu`."""
+    def calibrate(self, idle_s: float, repeats: int = 3) -> dict:
+        """The host costs :func:`model_cpu` needs, measured here (medians of ``repeats``): a
+        sync of every installed entry and of one (its fixed part), each as in the run, where
+        a sync follows ``idle_s`` (the statistics interval) in which the host did other work
+        or slept: caches evicted, then ``idle_s`` asleep (on this machine the sleep costs
+        the next work more than the eviction); the host CPU a sleep of ``idle_s`` itself
+        takes (its wake-up); a push, per entry, amid other work."""
         ids = np.flatnonzero(self.plan.admitted)
         if not len(ids):
-            return {"sync_s_per_entry": 0.0, "sync_s_fixed": 0.0, "push_s_per_entry": 0.0}
+            return {"sync_s_per_entry": 0.0, "sync_s_fixed": 0.0, "push_s_per_entry": 0.0,
+                    "idle_wake_s": 0.0}  # fmt: skip
         zero = np.zeros(len(ids), np.int64)
         saved = self.engine.rule_stats.copy(), self.engine.conntrack.conns.copy()
         few = ids[:1]
 
-        def timed(fn) -> float:
+        scratch = np.zeros(EVICT_BYTES, np.uint8)
+
+        def timed(fn, cold: bool = True) -> float:
             runs = []
             for _ in range(repeats):
-                time.sleep(0.001)  # as in the run: the host idles between syncs (cold caches)
+                if cold:
+                    np.add(scratch, 1, out=scratch)
+                    time.sleep(idle_s)
                 c0 = time.thread_time()
                 fn()
                 runs.append(time.thread_time() - c0)
@@ -345,10 +357,12 @@ class DeviceStub:
                 sel = ids[lo : lo + chunk]
                 self.table[sel] = np.where(push[: len(sel)] == 1, 1, 0)
 
-        t_push = timed(pushes) / len(ids)
+        t_push = timed(pushes, cold=False) / len(ids)
         self.table[:] = 0
         per = max(t_all - t_one, 0.0) / max(len(ids) - 1, 1)
-        return {"sync_s_per_entry": per, "sync_s_fixed": t_one, "push_s_per_entry": t_push}
+        wake = timed(lambda: time.sleep(idle_s), cold=False)
+        return {"sync_s_per_entry": per, "sync_s_fixed": t_one, "push_s_per_entry": t_push,
+                "idle_wake_s": wake}  # fmt: skip
 
 
 def model_cpu(ae_phases: list[dict], recirc_phases: list[dict], dev: dict, cal: dict,
@@ -356,7 +370,7 @@ def model_cpu(ae_phases: list[dict], recirc_phases: list[dict], dev: dict, cal: 
     """Modelled host CPU seconds per phase with the device: the assume-established run's
     (``ae_phases``, PhaseCPU JSON) less the device's packets at the per-hit cost and the
     wakes the host no longer takes at the per-wake cost (``cal["wake_s"]``), plus pushes
-    and syncs at ``cal``'s costs. The per-hit cost is the established phase's CPU less its
+    and syncs at ``cal``'s costs, each sync with the wake-up from idle it takes. The per-hit cost is the established phase's CPU less its
     wakes and its packets off the fast path (at the recirc run's per-packet cost, itself
     net of wakes). ``dev``: per phase ``device_packets``, ``pushes``, ``syncs`` and
     ``host_batches`` (the wakes the host keeps); ``sync_entries``: entries synced per phase;
@@ -372,6 +386,7 @@ def model_cpu(ae_phases: list[dict], recirc_phases: list[dict], dev: dict, cal: 
         cpu = ph["cpu_s"] - dev["device_packets"][p] * per_hit
         cpu -= max(ph["batches"] - dev["host_batches"][p], 0) * wake
         cpu += dev["pushes"][p] * cal["push_s_per_entry"]
-        cpu += dev["syncs"][p] * cal["sync_s_fixed"] + sync_entries[p] * cal["sync_s_per_entry"]
+        per_sync = cal["sync_s_fixed"] + cal.get("idle_wake_s", 0.0)
+        cpu += dev["syncs"][p] * per_sync + sync_entries[p] * cal["sync_s_per_entry"]
         out.append(max(cpu, 0.0))
     return out

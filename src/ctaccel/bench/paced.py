@@ -193,14 +193,16 @@ def paced_run(engine, stream: HostStream, host_work: HostWork | None = None,
                 done = hi
                 continue
             wake = max(float(arrival[done]), last_wake + poll_s)
-        elif now >= bounds[p] and next_sync > bounds[p]:  # packets, time and syncs done
+        elif next_sync > bounds[p]:  # packets done, no sync left in the phase's time
             c1 = time.thread_time()
             phases[p].cpu_s += c1 - c_prev
             c_prev = c1
-            phases[p].wall_s = now - phase_start
+            now = max(now, float(bounds[p]))  # (not waking for the boundary: an idle host
+            phases[p].wall_s = now - phase_start  # would not)
             phases[p].python_s = engine.slow_path_seconds - py0
             py0 = engine.slow_path_seconds
             before.append(_counters(engine))
+            c_prev = time.thread_time()  # reading the counters is the measurement's, no phase's
             phase_start = now
             p += 1
             continue
