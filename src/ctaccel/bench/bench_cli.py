@@ -134,7 +134,7 @@ def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup,
     params = OffloadParams(offload_capacity, offload_insert_rate, offload_insert_rate,
                            stats_interval)  # fmt: skip
     if experiment == "cpu":
-        _cpu(console, rates, (flows_list or [None])[0], min(repeats, 3), params, out_dir,
+        _cpu(console, rates, (flows_list or [None])[0], repeats, params, out_dir,
              quick)  # fmt: skip
         return
     try:

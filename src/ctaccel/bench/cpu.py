@@ -42,7 +42,8 @@ TALK_OFFLOAD_SHARE = 0.02  # ... and with established connections on the SmartNI
 DEFAULT_RATES = (100e3, 250e3, 500e3, 1e6, 2e6, 4e6)
 QUICK_RATES = (250e3, 1e6, 4e6)
 DEFAULT_FLOWS_SWEEP = (1_000, 10_000, 100_000)
-EST_SECONDS = 0.5  # the established phase's traffic time (at most MAX_EST_PACKETS)
+EST_SECONDS = 1.0  # the steady established phase's traffic time (at most MAX_EST_PACKETS)
+QUICK_EST_SECONDS = 0.5
 MAX_EST_PACKETS = 4_000_000
 HOSTS = ("recirc", "assume-established", "offload-stub")
 EXPIRY_AFTER_MS = 901_000  # past every closing state's timeout (fin_wait: 900 s)
@@ -291,6 +292,8 @@ def run_cpu_experiment(rates=None, flows: int = TALK_FLOWS, flows_sweep=None, re
     console = console or Console()
     params = params or O.OffloadParams()
     rates = sorted(float(r) for r in (rates or (QUICK_RATES if quick else DEFAULT_RATES)))
+    repeats = min(repeats, 2) if quick else repeats
+    est_seconds = min(est_seconds, QUICK_EST_SECONDS) if quick else est_seconds
     sweep = [] if quick else [int(f) for f in (flows_sweep or DEFAULT_FLOWS_SWEEP)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,6 +380,37 @@ def print_cpu_report(report: dict, console) -> None:
             f"{_num(r['offload-stub/recirc'])} (model {_num(r['offload-model/recirc'])}); "
             f"the talk: {TALK_OFFLOAD_SHARE / TALK_BASELINE_SHARE:.3f} (52% -> 2%)"
         )
+
+    if at:
+        _print_paths(at, console)
+
+
+def _print_paths(at: dict, console) -> None:
+    """Where the host's CPU goes at the talk's load: per path and per connection."""
+    from rich.table import Table
+
+    pp, dev = at["per_path"], at["device"]
+    t = Table(title="Host cost per event at the talk's load (medians)")
+    for col in ("path", "recirc", "assume-established"):
+        t.add_column(col, justify="right")
+    t.add_row("fast-path hit", "-", f"{pp['fast_path_hit_ns']:.0f} ns")
+    t.add_row("megaflow packet (ct + recirculation)", f"{pp['megaflow_packet_ns']:.0f} ns", "-")
+    t.add_row("upcall (Python translation)", _us(pp["upcall_us"]), "-")
+    for key, label in (("set-up", "set-up"), ("teardown", "teardown"), ("expiry", "expiry")):
+        t.add_row(f"{label}, per connection",
+                  *(_us(pp[h][f"{key}_per_connection_us"]) for h in ("recirc",
+                                                                      "assume-established")))  # fmt: skip
+    console.print(t)
+    console.print(
+        f"Offload model: {dev['installed']:,} of {dev['entries']:,} entries installed "
+        f"({dev['refused_capacity']:,} refused for capacity), the last at "
+        f"{dev['last_install_s']:.2f} s; {dev['device_packets']:,} packets on the device, "
+        f"{dev['host_kept_hits']:,} fast-path hits kept by the host; {dev['syncs']} syncs."
+    )
+
+
+def _us(x) -> str:
+    return "-" if x is None else f"{x:.2f} µs"
 
 
 def _num(x) -> str:
