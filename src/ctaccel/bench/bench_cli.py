@@ -38,7 +38,7 @@ def _cpu(console, rates, flows, repeats, params, out_dir, quick) -> None:
         sys.exit(2)
 
 
-def _flow_counts(values, hint: str = "--flows") -> list[int]:
+def _flow_counts(values, hint: str = "--flows", what: str = "flow count") -> list[int]:
     """``--flows 1000 --flows 10k,100k`` -> [1000, 10000, 100000] (k/M suffixes allowed)."""
     counts = []
     for value in values:
@@ -51,7 +51,7 @@ def _flow_counts(values, hint: str = "--flows") -> list[int]:
             try:
                 n = int(float(digits) * scale)
             except ValueError:
-                raise click.BadParameter(f"{value!r} is not a count", param_hint=hint) from None
+                raise click.BadParameter(f"{value!r} is not a {what}", param_hint=hint) from None
             if n < 1:
                 raise click.BadParameter(f"{value!r}: must be >= 1", param_hint=hint)
             counts.append(n)
@@ -115,50 +115,61 @@ def _flow_counts(values, hint: str = "--flows") -> list[int]:
               show_default=True,
               help="CPU experiment: seconds between statistics syncs from the NIC.")  # fmt: skip
 @shows_compiles
-def bench(flows, new_fractions, repeats, packets, batch_size, quick, no_startup, cold_start,
-          out_dir, with_ovs_dpdk, ovs_dpdk_repeats, timeout_policies, experiment, offered_rates,
-          offload_capacity, offload_insert_rate, stats_interval):  # fmt: skip
+def bench(**options):
     """Measure both datapath modes on the talk's workloads; write JSON and PNG plots."""
+    from types import SimpleNamespace
+
     from rich.console import Console
 
-    from ctaccel.bench import compare, runner
     from ctaccel.bench.offload import OffloadParams
-    from ctaccel.conntrack.timeouts import parse_timeout_policies
 
-    flows_list = _flow_counts(flows) or None
-    rates = _flow_counts(offered_rates, "--offered-rate") or None
-    for f in new_fractions:
+    o = SimpleNamespace(**options)  # the options above, by their parameter names
+    flows_list = _flow_counts(o.flows) or None
+    rates = _flow_counts(o.offered_rates, "--offered-rate", "packet rate") or None
+    for f in o.new_fractions:
         if not 0.0 <= f < 1.0:
             raise click.BadParameter(f"{f} is not in [0, 1)", param_hint="--new-fraction")
     console = Console()
-    params = OffloadParams(offload_capacity, offload_insert_rate, offload_insert_rate,
-                           stats_interval)  # fmt: skip
-    if experiment == "cpu":
-        _cpu(console, rates, (flows_list or [None])[0], repeats, params, out_dir,
-             quick)  # fmt: skip
+    params = OffloadParams(o.offload_capacity, o.offload_insert_rate, o.offload_insert_rate,
+                           o.stats_interval)  # fmt: skip
+    if o.experiment == "cpu":
+        _cpu(console, rates, (flows_list or [None])[0], o.repeats, params, o.out_dir, o.quick)
         return
+    report = _rate_experiments(o, flows_list, console)
+    if o.experiment == "all":
+        _cpu(console, rates, None, 2, params, o.out_dir, True)
+    _ovs_dpdk(o, report, console)
+
+
+def _rate_experiments(o, flows_list, console) -> dict:
+    """The packet-rate experiments (bench/runner.py); a user's error is one line, exit 2."""
+    from ctaccel.bench import runner
+    from ctaccel.conntrack.timeouts import parse_timeout_policies
+
     try:
-        policies = parse_timeout_policies(timeout_policies)
-        report = runner.run_bench(flows_list=flows_list, new_fractions=list(new_fractions),
-                                  repeats=repeats, packets=packets, out_dir=out_dir,
-                                  quick=quick, progress=True, batch_size=batch_size,
-                                  startup_times=not no_startup,
-                                  cold_start="measure" if cold_start else "auto",
-                                  console=console, policies=policies)  # fmt: skip
-    except CtaccelError as err:
+        policies = parse_timeout_policies(o.timeout_policies)
+        return runner.run_bench(flows_list=flows_list, new_fractions=list(o.new_fractions),
+                                repeats=o.repeats, packets=o.packets, out_dir=o.out_dir,
+                                quick=o.quick, progress=True, batch_size=o.batch_size,
+                                startup_times=not o.no_startup,
+                                cold_start="measure" if o.cold_start else "auto",
+                                console=console, policies=policies)  # fmt: skip
+    except (CtaccelError, OSError) as err:
         click.echo(f"ctaccel: error: {err}", err=True)
         sys.exit(2)
-    except OSError as err:
-        click.echo(f"ctaccel: error: {err}", err=True)
-        sys.exit(2)
-    if experiment == "all":
-        _cpu(console, rates, None, 2, params, out_dir, True)
-    if with_ovs_dpdk:
-        comparison = compare.compare_with_ovs_dpdk(report, out_dir, ovs_dpdk_repeats, console)
+
+
+def _ovs_dpdk(o, report: dict, console) -> None:
+    """OVS-DPDK beside the rate experiments (``--with-ovs-dpdk``), or how to get it."""
+    from ctaccel.bench import compare
+
+    if o.with_ovs_dpdk:
+        comparison = compare.compare_with_ovs_dpdk(report, o.out_dir, o.ovs_dpdk_repeats,
+                                                   console)  # fmt: skip
         if "error" not in comparison:
             from ctaccel.bench import plots
 
-            plots.plot_run_bars(report, f"{out_dir}/modes.png", comparison)
+            plots.plot_run_bars(report, f"{o.out_dir}/modes.png", comparison)
     else:
         why = compare.ovs_dpdk_unavailable()
         hint = why or "run `ctaccel bench --with-ovs-dpdk` or `python benchmarks/run_all.py`"

@@ -246,16 +246,41 @@ CPU_HOSTS = (("recirc", "recirc (software)", "tab:blue", "o-"),
              ("offload-model", "offloaded: model", "tab:green", "x--"))  # fmt: skip
 
 
-def _cpu_axes(ax, points: list[dict], xkey, xlabel: str) -> None:
+def _cpu_axes(ax, points: list[dict], xkey, xlabel: str, share: str) -> None:
     for host, label, colour, style in CPU_HOSTS:
         xs = [xkey(p) for p in points]
-        ys = [100 * (p["hosts"][host]["established_share"] or float("nan")) for p in points]
+        ys = [100 * (p["hosts"][host][share] or float("nan")) for p in points]
         ax.plot(xs, ys, style, color=colour, label=label)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("host CPU, % of one core (established phase)")
+    ax.set_ylabel("host CPU, % of one core")
     ax.set_ylim(bottom=0)
     ax.grid(True, which="both", alpha=0.3)
+
+
+def _cpu_figure(report: dict, points: list[dict], xkey, xlabel: str, title: str, path: Path,
+                load=None) -> Path:  # fmt: skip
+    """Two panels: the steady established phase (the talk's figure) and the whole run
+    (set-up, installing, established, teardown and expiry over the whole traffic)."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    talk = report["talk"]
+    for ax, share, what in ((axes[0], "established_share", "established connections only"),
+                            (axes[1], "total_share", "whole run: set-up to expiry")):  # fmt: skip
+        _cpu_axes(ax, points, xkey, xlabel, share)
+        if load:
+            ax.axvline(load / 1e6, color="gray", ls=":", label="the talk's load (recirc at 52%)")
+        if share == "established_share":
+            ax.axhline(100 * talk["baseline_share"], color="tab:red", ls="--", lw=1,
+                       label="the talk, software conntrack: 52%")  # fmt: skip
+            ax.axhline(100 * talk["offload_share"], color="tab:red", ls=":", lw=1,
+                       label="the talk, offloaded: 2%")  # fmt: skip
+        ax.set_title(what, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}\n{_subtitle(report)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_cpu(report: dict, out_dir) -> list[Path]:
@@ -265,32 +290,14 @@ def plot_cpu(report: dict, out_dir) -> list[Path]:
     points = sorted(report.get("load", []) + ([report["at_talk_load"]]
                     if report.get("at_talk_load") else []), key=lambda p: p["offered_pps"])  # fmt: skip
     if points:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        _cpu_axes(ax, points, lambda p: p["offered_pps"] / 1e6, "offered load (Mpps, log)")
-        load = report.get("talk_load_pps")
-        if load:
-            ax.axvline(load / 1e6, color="gray", ls=":", label="the talk's load (recirc at 52%)")
-        talk = report["talk"]
-        ax.axhline(100 * talk["offload_share"], color="tab:red", ls=":", lw=1,
-                   label="the talk, offloaded: 2%")  # fmt: skip
-        ax.axhline(100 * talk["baseline_share"], color="tab:red", ls="--", lw=1,
-                   label="the talk, software conntrack: 52%")  # fmt: skip
-        ax.set_title(f"Host CPU, {report['settings']['flows']:,} TCP flows\n"
-                     f"{_subtitle(report)}", fontsize=9)  # fmt: skip
-        ax.legend(fontsize=8)
-        paths.append(out / "cpu-load.png")
-        fig.tight_layout()
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(_cpu_figure(report, points, lambda p: p["offered_pps"] / 1e6,
+                                 "offered load (Mpps, log)",
+                                 f"Host CPU, {report['settings']['flows']:,} TCP flows",
+                                 out / "cpu-load.png", report.get("talk_load_pps")))  # fmt: skip
     sweep = report.get("flows_sweep") or []
     if sweep:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        _cpu_axes(ax, sweep, lambda p: p["flows"], "established TCP flows (log)")
-        ax.set_title(f"Host CPU at the talk's load, {sweep[0]['offered_pps'] / 1e6:.2f} Mpps\n"
-                     f"{_subtitle(report)}", fontsize=9)  # fmt: skip
-        ax.legend(fontsize=8)
-        paths.append(out / "cpu-flows.png")
-        fig.tight_layout()
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        title = f"Host CPU at the talk's load, {sweep[0]['offered_pps'] / 1e6:.2f} Mpps"
+        paths.append(_cpu_figure(report, sweep, lambda p: p["flows"],
+                                 "established TCP flows (log)", title,
+                                 out / "cpu-flows.png"))  # fmt: skip
     return paths
