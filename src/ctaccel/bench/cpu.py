@@ -15,8 +15,10 @@ and ``cpu-latest.json``, ``cpu-load.png`` and ``cpu-flows.png``; prints a table.
 Design: every point (flows, rate) takes ``repeats`` rounds in which the three hosts run in
 turn (fresh engines, one untimed reference run before them), so they share the machine's
 drift; figures are medians over the rounds, ratios medians of per-round ratios. The model
-and its check use the same round's runs. Host CPU is the datapath thread's CPU time
-(``time.thread_time``) over the traffic's duration, as a share of one core.
+of a round uses that round's software runs, with the stub's costs measured after the point's
+last round (offload.DeviceStub.calibrate), and is checked against that round's stub run.
+Host CPU is the datapath thread's CPU time (``time.thread_time``) over the traffic's
+duration (or the wall time it took, when longer), as a share of one core.
 
 Invariants: the three hosts give the same rule counters (checked per round and reported);
 nothing is written outside ``out_dir``.
