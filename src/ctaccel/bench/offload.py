@@ -316,13 +316,13 @@ class DeviceStub:
         conns[slots, CL.C_EXPIRATION_HI] = new >> 32
         self.synced_packets += total
 
-    def calibrate(self, idle_s: float, repeats: int = 3) -> dict:
+    def calibrate(self, idle_s: float, repeats: int = 2) -> dict:
         """The host costs :func:`model_cpu` needs, measured here (medians of ``repeats``): a
         sync of every installed entry and of one (its fixed part), each as in the run, where
-        a sync follows ``idle_s`` (the statistics interval) in which the host did other work
-        or slept: caches evicted, then ``idle_s`` asleep (on this machine the sleep costs
-        the next work more than the eviction); the host CPU a sleep of ``idle_s`` itself
-        takes (its wake-up); a push, per entry, amid other work."""
+        a sync follows a statistics interval in which the host did other work or slept:
+        caches evicted, then ``idle_s`` asleep (on this machine the sleep costs the next work
+        more than the eviction); the host CPU a sleep of ``idle_s`` itself takes (its
+        wake-up); a push, per entry, amid other work."""
         ids = np.flatnonzero(self.plan.admitted)
         if not len(ids):
             return {"sync_s_per_entry": 0.0, "sync_s_fixed": 0.0, "push_s_per_entry": 0.0,
