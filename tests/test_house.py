@@ -41,6 +41,7 @@ LAYERS = [
         "control",
         "kernel_sync",
         "fuzz",
+        "workers",
     },
     {"cli", "live_cli", "__main__", "__init__"},
 ]

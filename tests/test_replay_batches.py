@@ -202,7 +202,7 @@ def test_progress_shows_on_a_terminal_once_a_replay_runs_long(tmp_path, monkeypa
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=120)
     RP.replay(tmp_path / "r.flows", [(1, str(tmp_path / "in.pcap"))], tmp_path / "o",
-              progress=True, console=console, mode="recirc")  # fmt: skip
+              progress=console, mode="recirc")  # fmt: skip
     assert ("20,000" in out.getvalue() or "20000" in out.getvalue()) == shown
 
 
@@ -211,11 +211,11 @@ def test_no_progress_without_a_terminal_under_ci_or_quiet(monkeypatch):
 
     terminal = Console(force_terminal=True)
     monkeypatch.delenv("CI", raising=False)
-    assert RP._progress(50_000, True, terminal) is not None
-    assert RP._progress(50_000, False, terminal) is None  # --quiet
-    assert RP._progress(50_000, True, Console(force_terminal=False)) is None  # a log file
+    assert RP._progress(50_000, terminal) is not None
+    assert RP._progress(50_000, False) is None  # --quiet
+    assert RP._progress(50_000, Console(force_terminal=False)) is None  # a log file
     monkeypatch.setenv("CI", "true")
-    assert RP._progress(50_000, True, terminal) is None
+    assert RP._progress(50_000, terminal) is None
 
 
 @pytest.mark.parametrize("stop_before", [None, 1, 700, 1500, 1501])

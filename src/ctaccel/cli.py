@@ -134,34 +134,39 @@ def demo(out_dir):
 @click.option("--zone-map", "zone_map", multiple=True, metavar="KZ=Z",
               help=ZONE_MAP_HELP)  # fmt: skip
 @_timeout_policy_option
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Engines to shard the connections over, each on a thread of its own (a "
+              "core each): same results as one. Rules with NAT or NORMAL, zone limits and "
+              "--ct-import keep state across connections: they run one (and say so).")  # fmt: skip
 @shows_compiles
-def replay(flows, inputs, out_dir, zone_limits, mode, packets, flows_at, quiet, bridge, ct_import,
-           zone_map, timeout_policies):  # fmt: skip
+def replay(**options):
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
+    from types import SimpleNamespace
+
     from rich.console import Console
 
     from ctaccel.replay import parse_inputs
     from ctaccel.replay import replay as run
 
-    console = Console(stderr=True)
+    o = SimpleNamespace(**options)  # the options above, by their parameter names
     try:
         summary = run(
-            flows,
-            parse_inputs(inputs),
-            out_dir,
-            zone_limits=_zone_limits(zone_limits),
-            progress=not quiet,
-            console=console,
-            mode=mode,
-            packets=packets,
-            flows_at=flows_at,
-            bridge=bridge,
-            ct_import=_ct_import(ct_import, zone_map),
-            timeout_policies=_policies(timeout_policies),
+            o.flows,
+            parse_inputs(o.inputs),
+            o.out_dir,
+            zone_limits=_zone_limits(o.zone_limits),
+            progress=False if o.quiet else Console(stderr=True),
+            mode=o.mode,
+            packets=o.packets,
+            flows_at=o.flows_at,
+            bridge=o.bridge,
+            ct_import=_ct_import(o.ct_import, o.zone_map),
+            timeout_policies=_policies(o.timeout_policies),
+            workers=o.workers,
         )
     except CtaccelError as e:
         _fail(e)
-    if not quiet:
+    if not o.quiet:
         _print_summary(summary)
 
 
@@ -171,6 +176,8 @@ def _print_summary(s) -> None:
 
     t = Table(title=f"replay ({s.mode}) → {s.out_dir}", show_header=False)
     t.add_row("packets in", str(s.packets_in))
+    if s.workers > 1 or s.workers_note:
+        t.add_row("workers", f"{s.workers}" + (f" ({s.workers_note})" if s.workers_note else ""))
     t.add_row("packets out (frames on ports)", str(s.packets_out))
     if s.to_controller:
         t.add_row("to controller", str(s.to_controller))

@@ -56,6 +56,8 @@ class ReplaySummary:
     datapath_stats: dict = field(default_factory=dict)
     time_split: dict = field(default_factory=dict)  # reading, datapath, writing, waiting (s)
     imported: dict = field(default_factory=dict)  # --ct-import: rows per outcome
+    workers: int = 1  # engines the packets were sharded over
+    workers_note: str = ""  # why fewer workers than asked ran
 
 
 def merged_order(captures):
@@ -198,6 +200,28 @@ def make_engine(flows_path, mode, zone_limits=None, tables: FlowTables | None = 
                           bridge=switch)  # fmt: skip
 
 
+def _engine_for(flows_path, mode, zone_limits, bridge, timeout_policies, asked):
+    """The replay's engine and, when ``asked`` = (workers, ct_import) wanted more than one
+    worker but one runs, why (workers.sharding_blockers; imported connections)."""
+    workers, ct_import = asked
+    if workers < 1:
+        raise InputError(f"--workers {workers}: expected 1 or more")
+    tables = load_tables(flows_path)
+    engine = make_engine(flows_path, mode, zone_limits, tables, bridge, timeout_policies)
+    if workers == 1 or mode == "reference":
+        return engine, ("the reference engine runs one packet at a time"
+                        if workers > 1 else "")  # fmt: skip
+    from ctaccel.workers import ShardedEngine, sharding_blockers
+
+    why = sharding_blockers(tables, engine.conntrack, engine.bridge if bridge else None)
+    if ct_import is not None:
+        why.append("--ct-import (connections loaded into one table)")
+    if why:
+        return engine, "one worker: " + "; ".join(why) + " keep state across connections"
+    return ShardedEngine(tables, workers, mode, REPLAY_BATCH,
+                         lambda: build_conntrack(zone_limits, timeout_policies)), ""  # fmt: skip
+
+
 def parse_flows_at(specs) -> list[tuple[int, FlowTables]]:
     """``SECONDS=FILE`` items (replay --flows-at) as (ms, the file's rules), in time order;
     every file read and checked now (InputError/RuleError), before anything is written."""
@@ -234,10 +258,14 @@ def import_table(engine, path, zone_map=None, *, inputs=()) -> dict:
     return engine.conntrack.import_entries(entries, first_packet_ms(inputs), zone_map, peers)
 
 
-def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, console=None,
+def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False,
            mode="assume-established", packets="jsonl", flows_at=(), bridge=None,
-           ct_import=None, timeout_policies=None) -> ReplaySummary:  # fmt: skip
+           ct_import=None, timeout_policies=None, workers: int = 1) -> ReplaySummary:  # fmt: skip
     """Run the replay; see the module docstring. Raises InputError/RuleError before writing.
+    ``progress``: a rich Console to show progress on (long replays only), or False.
+    ``workers``: connection-sharded engines run side by side (ctaccel/workers.py), when
+    nothing in the configuration keeps state across connections (else one, and
+    ``summary.workers_note`` says why).
     ``packets``: "jsonl" writes packets.jsonl, "parquet" packets.parquet (the compiled modes),
     "none" no per-packet results. ``flows_at``: SECONDS=FILE rule changes (the file's rules
     replace the rule set when the capture clock is SECONDS past the first packet's).
@@ -248,8 +276,8 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
         raise InputError(f"--packets {packets!r}: expected one of {', '.join(PACKET_FORMATS)}")
     if packets == "parquet" and mode == "reference":
         raise InputError("--packets parquet: the reference mode writes jsonl (or none)")
-    engine = make_engine(flows_path, mode, zone_limits, bridge=bridge,
-                         timeout_policies=timeout_policies)  # fmt: skip
+    engine, note = _engine_for(flows_path, mode, zone_limits, bridge, timeout_policies,
+                               (workers, ct_import))  # fmt: skip
     imported = {} if ct_import is None else import_table(engine, *ct_import, inputs=inputs)
     if mode == "reference":
         captures, ports = load_inputs(inputs)
@@ -263,10 +291,11 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
     except OSError as e:
         raise InputError(f"cannot create output directory {out_dir!r}: {e.strerror}") from e
 
-    summary = ReplaySummary(out_dir=out_dir, packets_in=total, mode=mode, imported=imported)
+    summary = ReplaySummary(out_dir=out_dir, packets_in=total, mode=mode, imported=imported,
+                            workers=getattr(engine, "workers", 1), workers_note=note)  # fmt: skip
     now_ms = 0
     paths: Counter = Counter()
-    bar = _progress(total, progress, console)
+    bar = _progress(total, progress)
     if mode != "reference":
         from ctaccel.datapath.warmup import warm_up
         from ctaccel.replay_batches import warm_up_writer
@@ -288,6 +317,8 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
             writer.close()
             if bar is not None:
                 bar.finish()
+            if hasattr(engine, "close"):
+                engine.close()
         summary.packets_out, summary.to_controller = writer.packets_out, writer.to_controller
         summary.drops.update(writer.drops)
         paths.update(writer.paths)
@@ -303,7 +334,8 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False, con
     summary.conntrack_counters = dict(engine.conntrack.counters)
     summary.datapath_stats = dict(engine.stats) if mode != "reference" else {}
     with open(os.path.join(out_dir, "stats.json"), "w") as f:
-        json.dump({"mode": mode, "packets": total, "seconds": round(summary.seconds, 3),
+        json.dump({"mode": mode, "workers": summary.workers, "packets": total,
+                   "seconds": round(summary.seconds, 3),
                    "warmup_seconds": round(summary.warmup_seconds, 3),
                    "paths": summary.paths, "drops": dict(summary.drops),
                    "time_split": {k: round(v, 3) for k, v in summary.time_split.items()},
@@ -396,9 +428,9 @@ def _rate_column():
     return RateColumn()
 
 
-def _progress(total, enabled, console):
+def _progress(total, console):
     """The bar, where a person watches: not with --quiet, not on a non-terminal (CI logs)."""
-    if not enabled or total < 20_000 or console is None or not console.is_terminal:
+    if not console or total < 20_000 or not console.is_terminal:
         return None
     if os.environ.get("CI") == "true":
         return None
