@@ -50,7 +50,8 @@ def replay_run(w, workers: int, mode: str) -> float:
     import tempfile
 
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "ctaccel", "replay", "--flows", str(w.flows_path),
+        cli = "from ctaccel.cli import main; main()"
+        cmd = [sys.executable, "-c", cli, "replay", "--flows", str(w.flows_path),
                "--in", f"1={w.pcap_path}", "--out-dir", out, "--mode", mode,
                "--packets", "none", "--quiet", "--workers", str(workers)]  # fmt: skip
         subprocess.run(cmd, check=True, capture_output=True)
