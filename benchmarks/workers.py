@@ -27,14 +27,16 @@ OUT = Path("benchmarks/results/workers")
 
 
 def engine_run(tables, loaded, workers: int, mode: str, batch: int) -> float:
-    """Seconds in ``run`` for the whole capture through a fresh ShardedEngine."""
+    """Seconds in ``run`` for the whole capture through a fresh ShardedEngine (``batch``
+    packets per engine call; one worker: the plain engine, as the replay runs it)."""
     from ctaccel.workers import ShardedEngine
 
     eng = ShardedEngine(tables, workers, mode, batch_size=batch)
+    step = eng.batch_size  # what the replay hands it at once (engine batches x workers x 8)
     try:
         t = 0.0
-        for lo in range(0, loaded.packets, batch):
-            hi = min(loaded.packets, lo + batch)
+        for lo in range(0, loaded.packets, step):
+            hi = min(loaded.packets, lo + step)
             t0 = time.perf_counter()
             eng.run(loaded.buf, loaded.offsets[lo:hi], loaded.lengths[lo:hi],
                     loaded.in_ports[lo:hi], loaded.now_ms[lo:hi])  # fmt: skip

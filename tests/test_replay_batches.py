@@ -23,7 +23,7 @@ from ctaccel import replay_batches as RB
 from ctaccel.errors import InputError
 from ctaccel.io.pcap import PcapWriter
 from support.per_packet import batched_results
-from support.random_traffic import TrafficParams, random_traffic
+from support.random_traffic import TrafficParams, random_traffic, write_captures
 from support.rulesets import RULE_SETS
 
 
@@ -83,14 +83,7 @@ KINDS = (("tcp", 40), ("udp", 25), ("icmp", 10), ("frag", 20), ("odd", 5))
 
 def _inputs(tmp: Path, seed: int) -> list[str]:
     packets = random_traffic(TrafficParams(seed=seed, n_packets=1500, kinds=KINDS))
-    writers = {}
-    for k, (port, frame, now_ms) in enumerate(packets):
-        if port not in writers:
-            writers[port] = PcapWriter(tmp / f"in-{port}.pcap", nanosecond=True)
-        writers[port].write(frame, now_ms * 1_000_000 + k)
-    for w in writers.values():
-        w.close()
-    return [f"{port}={tmp / f'in-{port}.pcap'}" for port in sorted(writers)]
+    return [f"{port}={path}" for port, path in write_captures(packets, tmp)]
 
 
 @pytest.mark.parametrize("mode", ["assume-established", "recirc"])

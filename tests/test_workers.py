@@ -22,7 +22,7 @@ from ctaccel.packet import build as B
 from ctaccel.workers import ShardedEngine, shard_of, sharding_blockers
 from support import rulesets
 from support.equivalence import conntrack_for_tests
-from support.random_traffic import TrafficParams, random_traffic
+from support.random_traffic import TrafficParams, random_traffic, write_captures
 
 SHARDABLE = [n for n, text in rulesets.RULE_SETS.items()
              if not sharding_blockers(FlowTables(parse_flows(text, n)))]  # fmt: skip
@@ -160,18 +160,9 @@ def test_blockers_name_what_crosses_connections():
 
 
 def _capture_files(tmp, seed: int) -> list[tuple[int, str]]:
-    from ctaccel.io.pcap import PcapWriter
-
     packets = random_traffic(TrafficParams(seed=seed, n_packets=3000, n_live=24, n_hosts=6,
                                            jump_prob=0.002))  # fmt: skip
-    writers = {}
-    for k, (port, frame, now_ms) in enumerate(packets):
-        if port not in writers:
-            writers[port] = PcapWriter(tmp / f"in-{port}.pcap", nanosecond=True)
-        writers[port].write(frame, now_ms * 1_000_000 + k)
-    for w in writers.values():
-        w.close()
-    return [(port, str(tmp / f"in-{port}.pcap")) for port in sorted(writers)]
+    return write_captures(packets, tmp)
 
 
 def _outputs(out) -> dict:

@@ -19,7 +19,10 @@ Design:
 - A batch is split by shard; the shards' engines run their parts on a thread each (the
   compiled kernel releases the GIL: ctaccel.jit's ``nogil``), the caller's thread taking
   shard 0; the results are put back in input order: per-packet rows, outputs (their start
-  indexes shifted), rewritten frames, reference-engine results. Each connection sees its
+  indexes shifted), rewritten frames, reference-engine results. A hand-off between threads
+  costs as much as hundreds of packets (~95 us measured here), so the batch a caller hands
+  over (``batch_size``) holds CHUNK_BATCHES engine batches per worker, and a large one is
+  hashed by every thread, a stretch each. Each connection sees its
   packets in the same order as with one engine, so its verdicts are the same; what differs
   is which cache served a packet (each shard upcalls and installs for itself), as in
   OVS-DPDK, whose PMD threads each have their own caches.
@@ -47,6 +50,8 @@ from ctaccel.jit import njit
 
 _ETH_IPV4, _ETH_IPV6, _ETH_VLAN, _ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
 _MIX0, _MIX1 = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F  # odd 64-bit multipliers
+CHUNK_BATCHES = 8  # engine batches per worker per hand-off (ShardedEngine.batch_size)
+HASH_SPLIT_MIN = 8192  # batches at least this large are hashed by every thread
 
 
 @njit(forceinline=True)
@@ -123,6 +128,13 @@ def _group(shard, workers, order, bounds, fill):
     for i in range(len(shard)):
         order[fill[shard[i]]] = i
         fill[shard[i]] += 1
+
+
+@njit
+def _shift(res, part, col, base):
+    """``res[part, col] += base``."""
+    for k in range(len(part)):
+        res[part[k], col] += base
 
 
 @njit
@@ -222,7 +234,10 @@ class ShardedEngine:
         tables = rules if isinstance(rules, FlowTables) else FlowTables(rules)
         self.workers = int(workers)
         self.mode = mode
-        self.batch_size = int(batch_size)
+        self.inner = int(batch_size)  # packets per engine.run: the engines' own batch size
+        # what a caller should hand over at once: a hand-off between threads costs as much as
+        # some hundreds of packets here, so each worker gets several engine batches per call
+        self.batch_size = self.inner * (self.workers * CHUNK_BATCHES if self.workers > 1 else 1)
         self.ipf = SharedIpf()  # one reassembly for all shards, as OVS's ipf is one
         self.shards = [self._shard(tables, make_conntrack) for _ in range(self.workers)]
         self.in_order_batches = 0  # batches run in input order (fragments, pending lists)
@@ -236,7 +251,7 @@ class ShardedEngine:
         from ctaccel.datapath.engine import DatapathEngine
 
         ct = make_conntrack() if make_conntrack else None
-        return DatapathEngine(tables, mode=self.mode, batch_size=self.batch_size, ipf=self.ipf,
+        return DatapathEngine(tables, mode=self.mode, batch_size=self.inner, ipf=self.ipf,
                               conntrack=ct)  # fmt: skip
 
     def close(self) -> None:
@@ -262,7 +277,7 @@ class ShardedEngine:
         offsets = np.ascontiguousarray(offsets, np.int64)
         lengths = np.ascontiguousarray(lengths, np.int64)
         shard, frag = np.empty(n, np.int64), np.empty(n, np.int64)
-        _shards(buf, offsets, lengths, np.int64(w), shard, frag)
+        self._hash(buf, offsets, lengths, shard, frag)
         batch = (buf, offsets, lengths, in_ports, now_ms)
         res = np.empty((n, L.RES_WIDTH), np.int64)
         if frag.any() or len(self.ipf) or self.ipf.next_flush_ms <= int(np.max(now_ms)):
@@ -276,9 +291,23 @@ class ShardedEngine:
         results = [self._part(0, parts[0], batch, res) if len(parts[0]) else None]
         results += [f.result() if f is not None else None for f in futures]
         t1 = time.perf_counter()
-        merged = _merge(res, parts, results)
+        merged = _merge(res, *_flat(results))
         self.split_seconds += time.perf_counter() - t1
         return merged
+
+    def _hash(self, buf, offsets, lengths, shard, frag) -> None:
+        """Every packet's shard and fragment flag; a large batch hashed by all the threads,
+        a stretch each (the hash is the first read of the frames: memory-bound)."""
+        n, w = len(offsets), np.int64(self.workers)
+        if n < HASH_SPLIT_MIN:
+            _shards(buf, offsets, lengths, w, shard, frag)
+            return
+        cut = [k * n // self.workers for k in range(self.workers + 1)]
+        jobs = [self._pool.submit(_shards, buf, offsets[a:b], lengths[a:b], w, shard[a:b],
+                                  frag[a:b]) for a, b in zip(cut[1:-1], cut[2:], strict=True)]  # fmt: skip
+        _shards(buf, offsets[: cut[1]], lengths[: cut[1]], w, shard[: cut[1]], frag[: cut[1]])
+        for job in jobs:
+            job.result()
 
     def _in_order(self, shard, batch, res, t0):
         """The batch in input order, each stretch of consecutive packets of one shard on that
@@ -292,18 +321,23 @@ class ShardedEngine:
         self.split_seconds += time.perf_counter() - t0
         results = [self._part(int(shard[p[0]]), p, batch, res) for p in parts]
         t1 = time.perf_counter()
-        merged = _merge(res, parts, results)
+        merged = _merge(res, *_flat(results))
         self.split_seconds += time.perf_counter() - t1
         self.in_order_batches += 1
         return merged
 
-    def _part(self, s: int, part, batch, res):
-        """Shard ``s``'s packets of the batch through its engine, their result rows put in
-        their places in ``res`` (on the shard's thread: the copy releases the GIL too)."""
+    def _part(self, s: int, part, batch, res) -> list:
+        """Shard ``s``'s packets of the batch through its engine, ``self.inner`` at a time,
+        their result rows put in their places in ``res`` (on the shard's thread: the copy
+        releases the GIL too); [(packets, BatchResult)] per engine batch."""
         buf, offsets, lengths, in_ports, now_ms = batch
-        br = self.shards[s].run(buf, offsets[part], lengths[part], in_ports[part], now_ms[part])
-        _scatter(res, part, br.res, L.R_OUT_START, 0)
-        return br
+        out = []
+        for lo in range(0, len(part), self.inner):
+            sub = part[lo : lo + self.inner]
+            br = self.shards[s].run(buf, offsets[sub], lengths[sub], in_ports[sub], now_ms[sub])
+            _scatter(res, sub, br.res, L.R_OUT_START, 0)
+            out.append((sub, br))
+        return out
 
     def replace_flows(self, rules) -> None:
         for e in self.shards:
@@ -331,36 +365,39 @@ class ShardedEngine:
         return total
 
 
+def _flat(results) -> tuple[list, list]:
+    """The (packets, BatchResult) pairs of every shard's engine batches, as two lists."""
+    pairs = [pair for shard_pairs in results if shard_pairs for pair in shard_pairs]
+    return [p for p, _ in pairs], [br for _, br in pairs]
+
+
 def _merge(res, parts, results):
     """The shards' BatchResults as one, in input order: ``res`` holds every packet's row
     already (``_part``); here the outputs are joined and each row's first output index
-    shifted by the outputs of the shards before its own."""
+    shifted by the outputs of the engine batches before its own."""
     from ctaccel.datapath.engine import BatchResult
 
-    ports, fofs, fbufs, flens, slow = [], [], [], [], {}
-    out_base, fbuf_base, any_frames = 0, 0, False
+    ports, slow, out_base = [], {}, 0
     for p, br in zip(parts, results, strict=True):
-        if br is None:
-            continue
         if out_base:
-            res[p, L.R_OUT_START] += out_base
-        m = len(br.out_ports)
+            _shift(res, p, L.R_OUT_START, out_base)
         ports.append(br.out_ports)
-        if br.out_fofs is not None:
-            any_frames = True
-            fofs.append(np.where(br.out_fofs >= 0, br.out_fofs + fbuf_base, -1))
-            fbufs.append(br.out_fbuf)
-            flens.append(br.out_flen)
-            fbuf_base += len(br.out_fbuf)
-        else:
-            fofs.append(np.full(m, -1, np.int64))
-            fbufs.append(np.zeros(0, np.uint8))
-            flens.append(np.zeros(m, np.int64))
         for i, r_slow in br.slow.items():
             slow[int(p[i])] = r_slow
-        out_base += m
-    cat = np.concatenate
-    out_ports = cat(ports) if ports else np.zeros(0, np.int64)
-    if not any_frames:
+        out_base += len(br.out_ports)
+    out_ports = np.concatenate(ports) if ports else np.zeros(0, np.int64)
+    if all(br.out_fofs is None for br in results):
         return BatchResult(res, out_ports, slow)
+    fofs, fbufs, flens, fbuf_base = [], [], [], 0
+    for br in results:
+        m = len(br.out_ports)
+        if br.out_fofs is None:
+            fofs.append(np.full(m, -1, np.int64))
+            flens.append(np.zeros(m, np.int64))
+            continue
+        fofs.append(np.where(br.out_fofs >= 0, br.out_fofs + fbuf_base, -1))
+        fbufs.append(br.out_fbuf)
+        flens.append(br.out_flen)
+        fbuf_base += len(br.out_fbuf)
+    cat = np.concatenate
     return BatchResult(res, out_ports, slow, cat(fofs), cat(fbufs), cat(flens))

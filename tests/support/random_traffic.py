@@ -305,3 +305,22 @@ def batch_sizes(n_packets: int, seed: int, low: int = 1, high: int = 300) -> lis
         sizes.append(size)
         left -= size
     return sizes
+
+
+def write_captures(packets: list[Packet], directory) -> list[tuple[int, str]]:
+    """``packets`` as one nanosecond pcap per input port (``in-<port>.pcap`` in
+    ``directory``; packet k's timestamp is its clock plus k ns, so the merged replay order
+    is the list's): (port, path) per file, ports in order."""
+    from pathlib import Path
+
+    from ctaccel.io.pcap import PcapWriter
+
+    directory = Path(directory)
+    writers = {}
+    for k, (port, frame, now_ms) in enumerate(packets):
+        if port not in writers:
+            writers[port] = PcapWriter(directory / f"in-{port}.pcap", nanosecond=True)
+        writers[port].write(frame, now_ms * 1_000_000 + k)
+    for w in writers.values():
+        w.close()
+    return [(port, str(directory / f"in-{port}.pcap")) for port in sorted(writers)]
