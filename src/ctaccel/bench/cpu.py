@@ -44,9 +44,9 @@ TALK_OFFLOAD_SHARE = 0.02  # ... and with established connections on the SmartNI
 DEFAULT_RATES = (100e3, 250e3, 500e3, 1e6, 2e6, 4e6)
 QUICK_RATES = (250e3, 1e6, 4e6)
 DEFAULT_FLOWS_SWEEP = (1_000, 10_000, 100_000)
-EST_SECONDS = 1.0  # the steady established phase's traffic time (at most MAX_EST_PACKETS)
+EST_SECONDS = 2.0  # the steady established phase's traffic time (at most MAX_EST_PACKETS)
 QUICK_EST_SECONDS = 0.5
-MAX_EST_PACKETS = 4_000_000
+MAX_EST_PACKETS = 10_000_000  # 600 MB of 60-byte frames
 HOSTS = ("recirc", "assume-established", "offload-stub")
 EXPIRY_AFTER_MS = 901_000  # past every closing state's timeout (fin_wait: 900 s)
 # The stub's costs are measured after this much sleep (or the statistics interval, if
