@@ -138,12 +138,11 @@ def _shift(res, part, col, base):
 
 
 @njit
-def _scatter(res, part, rows, out_col, base):
-    """``res[part[k]] = rows[k]``, column ``out_col`` plus ``base``."""
+def _scatter(res, part, rows):
+    """``res[part[k]] = rows[k]``."""
     for k in range(len(part)):
         for c in range(res.shape[1]):
             res[part[k], c] = rows[k, c]
-        res[part[k], out_col] += base
 
 
 def shard_of(buf, offsets, lengths, workers: int) -> np.ndarray:
@@ -212,11 +211,7 @@ class _ConntrackFacade:
 
     @property
     def counters(self) -> dict:
-        total: dict = {}
-        for ct in self._cts:
-            for k, v in ct.counters.items():
-                total[k] = total.get(k, 0) + v
-        return total
+        return _summed(ct.counters for ct in self._cts)
 
     def __len__(self) -> int:
         return sum(len(ct) for ct in self._cts)
@@ -290,6 +285,9 @@ class ShardedEngine:
                    else None for s in range(1, self.workers)]  # fmt: skip
         results = [self._part(0, parts[0], batch, res) if len(parts[0]) else None]
         results += [f.result() if f is not None else None for f in futures]
+        return self._merged(res, results)
+
+    def _merged(self, res, results):
         t1 = time.perf_counter()
         merged = _merge(res, *_flat(results))
         self.split_seconds += time.perf_counter() - t1
@@ -320,11 +318,8 @@ class ShardedEngine:
         parts = [np.arange(a, b, dtype=np.int64) for a, b in zip(starts, ends, strict=True)]
         self.split_seconds += time.perf_counter() - t0
         results = [self._part(int(shard[p[0]]), p, batch, res) for p in parts]
-        t1 = time.perf_counter()
-        merged = _merge(res, *_flat(results))
-        self.split_seconds += time.perf_counter() - t1
         self.in_order_batches += 1
-        return merged
+        return self._merged(res, results)
 
     def _part(self, s: int, part, batch, res) -> list:
         """Shard ``s``'s packets of the batch through its engine, ``self.inner`` at a time,
@@ -335,7 +330,7 @@ class ShardedEngine:
         for lo in range(0, len(part), self.inner):
             sub = part[lo : lo + self.inner]
             br = self.shards[s].run(buf, offsets[sub], lengths[sub], in_ports[sub], now_ms[sub])
-            _scatter(res, sub, br.res, L.R_OUT_START, 0)
+            _scatter(res, sub, br.res)
             out.append((sub, br))
         return out
 
@@ -350,19 +345,19 @@ class ShardedEngine:
 
     @property
     def stats(self) -> dict:
-        total: dict = {}
-        for e in self.shards:
-            for k, v in e.stats.items():
-                total[k] = total.get(k, 0) + v
-        total["workers"] = self.workers
-        return total
+        return _summed(e.stats for e in self.shards) | {"workers": self.workers}
 
     def memory_bytes(self) -> dict:
-        total: dict = {}
-        for e in self.shards:
-            for k, v in e.memory_bytes().items():
-                total[k] = total.get(k, 0) + v
-        return total
+        return _summed(e.memory_bytes() for e in self.shards)
+
+
+def _summed(dicts) -> dict:
+    """Per key, the sum over ``dicts`` (the shards' counters, stats, memory)."""
+    total: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def _flat(results) -> tuple[list, list]:
