@@ -85,12 +85,12 @@ class Reference:
     hit_rules: np.ndarray  # rule ids a fast-path hit adds to
     frame_bytes: int
     rule_stats: np.ndarray  # the run's rule counters at its end
-    ports_digest: str
 
 
-def entry_ids(buf: np.ndarray, frame_len: int, n: int, in_port: int) -> np.ndarray:
+def entry_ids(buf: np.ndarray, frame_len: int, n: int, in_port: int) -> tuple:
     """Per packet, its fast-path entry (IPv4 5-tuple + input port; fixed-length untagged
-    frames, as the workloads'): dense ids in order of first appearance."""
+    frames, as the workloads'): dense ids in order of first appearance; and per entry its
+    key: 14 bytes, the addresses and ports as in the frame (12), protocol, input port."""
     frames = buf[: n * frame_len].reshape(n, frame_len)
     key = np.zeros((n, 14), np.uint8)
     key[:, :12] = frames[:, 26:38]  # addresses and ports
@@ -98,69 +98,60 @@ def entry_ids(buf: np.ndarray, frame_len: int, n: int, in_port: int) -> np.ndarr
     key[:, 13] = in_port & 0xFF
     _u, first, inverse = np.unique(key.view("V14").ravel(), return_index=True,
                                    return_inverse=True)  # fmt: skip
+    by_rank = np.argsort(first, kind="stable")
     rank = np.empty(len(first), np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    return rank[inverse.ravel()]
+    rank[by_rank] = np.arange(len(first))
+    return rank[inverse.ravel()], key[first[by_rank]]
 
 
 def reference(engine, buf, frame_len: int, n: int, in_port: int, now_ms) -> Reference:
     """``n`` frames through ``engine`` (assume-established, fresh) in batches, untimed."""
-    import hashlib
-
     offsets = np.arange(n, dtype=np.int64) * frame_len
     lengths = np.full(n, frame_len, np.int64)
     ports = np.full(n, in_port, np.int64)
     hit = np.zeros(n, bool)
-    digest = hashlib.sha256()
     hit_rules = None
     lo = 0
     while lo < n:  # small batches until one of hits alone shows the rules a hit counts
         hi = min(n, lo + (1024 if hit_rules is not None else 32))
         before = engine.rule_stats[:, 0].copy()
         br = engine.run(buf, offsets[lo:hi], lengths[lo:hi], ports[lo:hi], now_ms[lo:hi])
-        path = br.res[:, L.R_PATH]
-        hit[lo:hi] = path == L.PATH_FAST
-        digest.update(br.output_ports().tobytes())
+        hit[lo:hi] = br.res[:, L.R_PATH] == L.PATH_FAST
         if hit_rules is None and hit[lo:hi].all():
             hit_rules = np.flatnonzero(engine.rule_stats[:, 0] - before == hi - lo)
         lo = hi
-    entry = entry_ids(buf, frame_len, n, in_port)
-    return Reference(hit=hit, entry=entry, entry_slot=_entry_slots(engine, buf, frame_len, entry),
+    entry, keys = entry_ids(buf, frame_len, n, in_port)
+    return Reference(hit=hit, entry=entry, entry_slot=_entry_slots(engine, keys),
                      hit_rules=np.zeros(0, np.int64) if hit_rules is None else hit_rules,
-                     frame_bytes=frame_len, rule_stats=engine.rule_stats.copy(),
-                     ports_digest=digest.hexdigest())  # fmt: skip
+                     frame_bytes=frame_len, rule_stats=engine.rule_stats.copy())  # fmt: skip
 
 
-def _entry_slots(engine, buf, frame_len: int, entry: np.ndarray) -> np.ndarray:
-    """Per entry, the conntrack row of its connection (either direction), -1 if none."""
+def _entry_slots(engine, keys: np.ndarray) -> np.ndarray:
+    """Per entry (``keys``: entry_ids'), the conntrack row of its connection (either
+    direction), -1 if none: the tuples as 12 big-endian bytes, the table's and the entries'
+    (reversed for an entry of the reply direction), matched by a sorted search."""
     conns = engine.conntrack.conns
     live = np.flatnonzero(conns[:, CL.C_USED] == CL.ROW_CONN)
     rows = conns[live].astype(np.int64)
-    conn_key = _tuple_key(rows[:, CL.C_SRC4], rows[:, CL.C_DST4], rows[:, CL.C_SPORT],
-                          rows[:, CL.C_DPORT])  # fmt: skip
-    first = np.unique(entry, return_index=True)[1]
-    f = buf[: len(entry) * frame_len].reshape(-1, frame_len)[first].astype(np.int64)
-    src = f[:, 26] << 24 | f[:, 27] << 16 | f[:, 28] << 8 | f[:, 29]
-    dst = f[:, 30] << 24 | f[:, 31] << 16 | f[:, 32] << 8 | f[:, 33]
-    sp, dp = f[:, 34] << 8 | f[:, 35], f[:, 36] << 8 | f[:, 37]
+    cols = (CL.C_SRC4, CL.C_DST4, CL.C_SPORT, CL.C_DPORT)
+    conn = np.zeros((len(live), 12), np.uint8)
+    for at, col, width in zip((0, 4, 8, 10), cols, (4, 4, 2, 2), strict=True):
+        be = rows[:, col].astype(">u8").view(np.uint8).reshape(-1, 8)
+        conn[:, at : at + width] = be[:, 8 - width :]
+    conn_key = conn.view("S12").ravel()
+    fwd = np.ascontiguousarray(keys[:, :12])
+    rev = np.concatenate([fwd[:, 4:8], fwd[:, 0:4], fwd[:, 10:12], fwd[:, 8:10]], axis=1)
     order = np.argsort(conn_key)
     sorted_keys = conn_key[order]
-    out = np.full(len(first), -1, np.int64)
+    out = np.full(len(keys), -1, np.int64)
     if not len(sorted_keys):
         return out
-    for key in (_tuple_key(dst, src, dp, sp), _tuple_key(src, dst, sp, dp)):  # reply, then orig
+    for tup in (rev, fwd):  # a reply-direction entry, then an original-direction one
+        key = tup.view("S12").ravel()
         at = np.minimum(np.searchsorted(sorted_keys, key), len(sorted_keys) - 1)
         found = sorted_keys[at] == key
         out[found] = live[order[at[found]]]
     return out
-
-
-def _tuple_key(src, dst, sport, dport) -> np.ndarray:
-    """An IPv4 address pair and port pair as one comparable value (a 12-byte string)."""
-    k = np.zeros((len(src), 12), np.uint8)
-    for at, v, width in ((0, src, 4), (4, dst, 4), (8, sport, 2), (10, dport, 2)):
-        k[:, at : at + width] = np.asarray(v, ">u8").view(np.uint8).reshape(-1, 8)[:, 8 - width :]
-    return k.view("S12").ravel()
 
 
 @dataclass
