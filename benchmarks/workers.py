@@ -103,7 +103,8 @@ def main() -> None:
             report["results"].append(row)
             print(kind, mode, {n: f"{row['engine_mpps'][n]:.2f} Mpps "
                                f"x{row['engine_ratio'][n]:.2f}" for n in counts},
-                  {n: f"e2e x{r:.2f}" for n, r in row["replay_ratio"].items()}, flush=True)  # fmt: skip
+                  {n: f"e2e x{r:.2f}" for n, r in row["replay_ratio"].items()},
+                  flush=True)  # fmt: skip
     (OUT / "workers.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     plot(report)
 

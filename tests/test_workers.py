@@ -109,7 +109,8 @@ def _run(engine, packets, batch: int):
 @pytest.mark.parametrize("mode", ["recirc", "assume-established"])
 def test_sharded_engine_gives_one_engines_results(name, mode):
     tables = FlowTables(parse_flows(rulesets.RULE_SETS[name], name))
-    packets = random_traffic(TrafficParams(seed=zlib.crc32(name.encode()) % 1000, n_packets=1500, n_live=16,
+    seed = zlib.crc32(name.encode()) % 1000
+    packets = random_traffic(TrafficParams(seed=seed, n_packets=1500, n_live=16,
                                            jump_prob=0.002, n_hosts=6))  # fmt: skip
     one = DatapathEngine(tables, mode=mode, conntrack=conntrack_for_tests(), batch_size=512)
     want, end = _run(one, packets, 200)

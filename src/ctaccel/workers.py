@@ -301,8 +301,9 @@ class ShardedEngine:
             _shards(buf, offsets, lengths, w, shard, frag)
             return
         cut = [k * n // self.workers for k in range(self.workers + 1)]
+        stretches = zip(cut[1:-1], cut[2:], strict=True)
         jobs = [self._pool.submit(_shards, buf, offsets[a:b], lengths[a:b], w, shard[a:b],
-                                  frag[a:b]) for a, b in zip(cut[1:-1], cut[2:], strict=True)]  # fmt: skip
+                                  frag[a:b]) for a, b in stretches]  # fmt: skip
         _shards(buf, offsets[: cut[1]], lengths[: cut[1]], w, shard[: cut[1]], frag[: cut[1]])
         for job in jobs:
             job.result()

@@ -401,10 +401,9 @@ def _print_paths(at: dict, console) -> None:
     t.add_row("fast-path hit", "-", f"{pp['fast_path_hit_ns']:.0f} ns")
     t.add_row("megaflow packet (ct + recirculation)", f"{pp['megaflow_packet_ns']:.0f} ns", "-")
     t.add_row("upcall (Python translation)", _us(pp["upcall_us"]), "-")
-    for key, label in (("set-up", "set-up"), ("teardown", "teardown"), ("expiry", "expiry")):
-        t.add_row(f"{label}, per connection",
-                  *(_us(pp[h][f"{key}_per_connection_us"]) for h in ("recirc",
-                                                                      "assume-established")))  # fmt: skip
+    for key in ("set-up", "teardown", "expiry"):
+        per = (pp[h][f"{key}_per_connection_us"] for h in ("recirc", "assume-established"))
+        t.add_row(f"{key}, per connection", *(_us(x) for x in per))
     console.print(t)
     console.print(
         f"Offload model: {dev['installed']:,} of {dev['entries']:,} entries installed "

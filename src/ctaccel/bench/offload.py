@@ -361,11 +361,12 @@ def model_cpu(ae_phases: list[dict], recirc_phases: list[dict], dev: dict, cal: 
     """Modelled host CPU seconds per phase with the device: the assume-established run's
     (``ae_phases``, PhaseCPU JSON) less the device's packets at the per-hit cost and the
     wakes the host no longer takes at the per-wake cost (``cal["wake_s"]``), plus pushes
-    and syncs at ``cal``'s costs, each sync with the wake-up from idle it takes. The per-hit cost is the established phase's CPU less its
-    wakes and its packets off the fast path (at the recirc run's per-packet cost, itself
-    net of wakes). ``dev``: per phase ``device_packets``, ``pushes``, ``syncs`` and
-    ``host_batches`` (the wakes the host keeps); ``sync_entries``: entries synced per phase;
-    ``est``: the index of the steady established phase (paced.EST)."""
+    and syncs at ``cal``'s costs, each sync with the wake-up from idle it takes. The per-hit
+    cost is the established phase's CPU less its wakes and its packets off the fast path (at
+    the recirc run's per-packet cost, itself net of wakes). ``dev``: per phase
+    ``device_packets``, ``pushes``, ``syncs`` and ``host_batches`` (the wakes the host
+    keeps); ``sync_entries``: entries synced per phase; ``est``: the index of the steady
+    established phase (paced.EST)."""
     wake = cal.get("wake_s", 0.0)
     a, r = ae_phases[est], recirc_phases[est]
     hits = a["stats"]["fast_path_hits"]

@@ -2,11 +2,11 @@
 
 What: :func:`paced_run` feeds a datapath engine the packets of a :class:`HostStream` as they
 *arrive* at an offered rate (packet ``k`` of the traffic at ``k / rate`` seconds after the
-start), and measures the CPU time the process's datapath thread spends with ``time.thread_time`` (CLOCK_THREAD_CPUTIME_ID: CPU
-time, not wall time; a sleeping thread spends none), phase by phase (``PHASES``).
-:func:`expiry_cpu` times the sweep that
-frees the closed connections afterwards. The CPU experiment (bench/cpu.py) builds its
-figures from these.
+start), and measures the CPU time the process's datapath thread spends with
+``time.thread_time`` (CLOCK_THREAD_CPUTIME_ID: CPU time, not wall time; a sleeping thread
+spends none), phase by phase (``PHASES``). :func:`expiry_cpu` times the sweep that frees the
+closed connections afterwards. The CPU experiment (bench/cpu.py) builds its figures from
+these.
 
 Design:
 - The host sleeps until something is due, as an interrupt-driven receive path does: when

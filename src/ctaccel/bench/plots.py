@@ -287,8 +287,8 @@ def plot_cpu(report: dict, out_dir) -> list[Path]:
     """The CPU experiment's plots: host CPU against offered load (``cpu-load.png``) and
     against the number of flows at the talk's load (``cpu-flows.png``, when measured)."""
     out, paths = Path(out_dir), []
-    points = sorted(report.get("load", []) + ([report["at_talk_load"]]
-                    if report.get("at_talk_load") else []), key=lambda p: p["offered_pps"])  # fmt: skip
+    at = [report["at_talk_load"]] if report.get("at_talk_load") else []
+    points = sorted(report.get("load", []) + at, key=lambda p: p["offered_pps"])
     if points:
         paths.append(_cpu_figure(report, points, lambda p: p["offered_pps"] / 1e6,
                                  "offered load (Mpps, log)",
