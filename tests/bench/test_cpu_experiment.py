@@ -112,6 +112,27 @@ def test_paced_run_beyond_saturation_takes_longer_than_its_traffic(tables, lifec
     assert all(ph.cpu_share <= 1.05 for ph in phases)  # at most one core
 
 
+def test_interleaved_runs_each_get_their_own_phases_and_clock(tables, lifecycle):
+    """Two hosts phase by phase in turn: each one's packets, counters and traffic time are
+    those of a run alone, and no phase's wall time counts the other host's turn."""
+    frames, ends = lifecycle
+    rate = 200_000.0
+    stream = P.offered_stream(frames.reshape(-1).copy(), frames.shape[1], len(frames), ends,
+                              rate, 1)  # fmt: skip
+    alone = P.paced_run(_engine(tables), stream)
+    engines = [_engine(tables), _engine(tables, "recirc")]
+    both = P.interleaved([P.paced_phases(e, stream) for e in engines])
+    for phases in both:
+        assert [ph.packets for ph in phases] == [ph.packets for ph in alone]
+        assert [ph.traffic_s for ph in phases] == pytest.approx([ph.traffic_s for ph in alone])
+        # the other host's turn (a whole phase of traffic) is not this phase's time
+        assert all(ph.wall_s < ph.traffic_s + 0.05 for ph in phases)
+    assert [ph.stats["fast_path_hits"] for ph in both[0]] == [
+        ph.stats["fast_path_hits"] for ph in alone]  # fmt: skip
+    assert sum(ph.stats["fast_path_hits"] for ph in both[1]) == 0  # recirc: no fast path
+    assert np.array_equal(engines[0].rule_stats, engines[1].rule_stats)
+
+
 def test_host_subset_keeps_arrival_times_and_phases():
     buf = np.zeros(10 * 60, np.uint8)
     keep = np.array([1, 0, 1, 1, 0, 0, 1, 0, 0, 1], bool)
@@ -191,15 +212,22 @@ def test_model_arithmetic():
     ae = [ph(1.0, 100, 10, 0), ph(2.0, 1000, 20, 900), ph(0.5, 50, 5, 0)]
     rc = [ph(1.0, 100, 10, 0), ph(3.0, 1000, 20, 0), ph(0.5, 50, 5, 0)]  # est: phase 1 here
     cal = {"wake_s": 0.01, "push_s_per_entry": 0.001, "sync_s_fixed": 0.002,
-           "sync_s_per_entry": 0.0001, "idle_wake_s": 0.0005}  # fmt: skip
+           "sync_s_per_entry": 0.0001}  # fmt: skip
     dev = {"device_packets": [0, 800, 0], "pushes": [10, 0, 10], "syncs": [0, 2, 1],
            "host_batches": [10, 5, 5]}  # fmt: skip
     per_other = (3.0 - 20 * 0.01) / 1000
     per_hit = (2.0 - 20 * 0.01 - 100 * per_other) / 900
     want = [1.0 + 10 * 0.001,
-            2.0 - 800 * per_hit - 15 * 0.01 + 2 * (0.002 + 0.0005) + 200 * 0.0001,
-            0.5 + 10 * 0.001 + 0.002 + 0.0005 + 100 * 0.0001]  # fmt: skip
+            # kept: 5 wakes, the 100 hits the device did not take, the 100 other packets
+            5 * 0.01 + 100 * per_hit + 100 * per_other + 2 * 0.002 + 200 * 0.0001,
+            0.5 + 10 * 0.001 + 0.002 + 100 * 0.0001]  # fmt: skip
     assert O.model_cpu(ae, rc, dev, cal, [0, 200, 100], est=1) == pytest.approx(want)
+    # wakes measured dearer than a phase's whole CPU: the host keeps its wakes, nothing less
+    cal["wake_s"] = 0.2
+    dev["host_batches"][1] = 0
+    assert O.model_cpu(ae, rc, dev, cal, [0, 200, 100], est=1)[1] == pytest.approx(
+        100 * 0.0 + 2 * 0.002 + 200 * 0.0001
+    )  # per_hit and per_other are 0: all wakes
 
 
 # --- the experiment ---------------------------------------------------------------------------
@@ -235,7 +263,7 @@ def test_cpu_experiment_end_to_end(tmp_path):
     assert (tmp_path / "cpu-flows.png").is_file()
     assert report["talk_load_pps"] == data["talk_load_pps"]
     cal = data["at_talk_load"]["calibration"]
-    assert cal["sync_s_fixed"] > 0 and cal["idle_wake_s"] > 0 and cal["wake_s"] > 0
+    assert cal["sync_s_fixed"] > 0 and cal["wake_s"] > 0
 
 
 def test_cli_cpu_experiment(tmp_path):

@@ -53,6 +53,10 @@ EXPIRY_AFTER_MS = 901_000  # past every closing state's timeout (fin_wait: 900 s
 # shorter), as its syncs meet them in the run: measured after 50 ms, the model fell 10-20%
 # short of the stub on steady traffic; after 500 ms, within 10%.
 CALIBRATION_IDLE_S = 0.5
+# Before each host's turn at a phase the caches are evicted, so that every turn meets them
+# alike (as a host whose cores serve other work, VMs, meets them), not warm with whatever
+# the previous turn left: more than the last-level cache of any machine this runs on.
+EVICT_BYTES = 64 << 20
 
 
 def _median(values):
@@ -96,11 +100,12 @@ def _engine(tables, mode: str):
 
 def _one_round(tables, tr: _Traffic, ref: O.Reference, dplan: O.DevicePlan,
                calibrate: float | None = None) -> dict:  # fmt: skip
-    """The three hosts once each over ``tr``; per host its phases' JSON and expiry; with
-    ``calibrate`` (the statistics interval), the device stub's costs measured afterwards."""
-    out = {}
+    """The three hosts once each over ``tr``, phase by phase in turn (paced.interleaved);
+    per host its phases' JSON and expiry; with ``calibrate`` (the statistics interval), the
+    device stub's costs measured afterwards."""
     full = tr.stream()
     end_ms = int(full.now_ms()[-1]) + EXPIRY_AFTER_MS
+    engines, runs = {}, []
     for host in HOSTS:
         engine = _engine(tables, "recirc" if host == "recirc" else "assume-established")
         work, stream = None, full
@@ -110,7 +115,13 @@ def _one_round(tables, tr: _Traffic, ref: O.Reference, dplan: O.DevicePlan,
             stub = O.DeviceStub(engine, ref, dplan, dplan.push[keep])
             stub.host_entry = ref.entry[keep]
             work = P.HostWork(stub.on_batch, stub.sync, dplan.sync_t)
-        phases = P.paced_run(engine, stream, work)
+        engines[host] = engine
+        runs.append(P.paced_phases(engine, stream, work))
+    scratch = np.zeros(EVICT_BYTES, np.uint8)
+    out = {}
+    turns = P.interleaved(runs, lambda: P.evict_caches(scratch))
+    for host, phases in zip(HOSTS, turns, strict=True):
+        engine = engines[host]
         exp_cpu, freed = P.expiry_cpu(engine, end_ms)
         out[host] = {
             "phases": [ph.to_json() for ph in phases],
@@ -118,8 +129,10 @@ def _one_round(tables, tr: _Traffic, ref: O.Reference, dplan: O.DevicePlan,
             "expired": freed,
             "same_rule_counters": bool(np.array_equal(engine.rule_stats, ref.rule_stats)),
         }
-        if host == "offload-stub" and calibrate is not None:
-            out["calibration"] = stub.calibrate(calibrate) | {"wake_s": P.wake_cost(engine)}
+    if calibrate is not None:
+        out["calibration"] = stub.calibrate(calibrate) | {
+            "wake_s": P.wake_cost(engines["offload-stub"])
+        }
     return out
 
 

@@ -58,9 +58,6 @@ SOURCES = {
 }
 
 
-EVICT_BYTES = 64 << 20  # written before each calibration run: more than any cache here
-
-
 @dataclass(frozen=True)
 class OffloadParams:
     """The device of the model (defaults: ``SOURCES``)."""
@@ -307,66 +304,64 @@ class DeviceStub:
         conns[slots, CL.C_EXPIRATION_HI] = new >> 32
         self.synced_packets += total
 
-    def calibrate(self, idle_s: float, repeats: int = 2) -> dict:
-        """The host costs :func:`model_cpu` needs, measured here (medians of ``repeats``): a
-        sync of every installed entry and of one (its fixed part), each as in the run, where
-        a sync follows a statistics interval in which the host did other work or slept:
-        caches evicted, then ``idle_s`` asleep (on this machine the sleep costs the next work
-        more than the eviction); the host CPU a sleep of ``idle_s`` itself takes (its
-        wake-up); a push, per entry, amid other work."""
+    def calibrate(self, idle_s: float, repeats: int = 3) -> dict:
+        """The host costs :func:`model_cpu` needs, measured here as the run meets them: a
+        statistics sync of every installed entry and one of a single entry (its fixed
+        part), each ``repeats`` times in the paced loop itself (bench/paced.py) with nothing
+        else to do, ``idle_s`` apart, so that each carries what a sync carries in the run:
+        the wake-up from a statistics interval asleep and the loop's own turn; a push, per
+        entry, amid other work."""
+        from ctaccel.bench import paced as P
+
         ids = np.flatnonzero(self.plan.admitted)
         if not len(ids):
-            return {"sync_s_per_entry": 0.0, "sync_s_fixed": 0.0, "push_s_per_entry": 0.0,
-                    "idle_wake_s": 0.0}  # fmt: skip
+            return {"sync_s_per_entry": 0.0, "sync_s_fixed": 0.0, "push_s_per_entry": 0.0}
         zero = np.zeros(len(ids), np.int64)
         saved = self.engine.rule_stats.copy(), self.engine.conntrack.conns.copy()
-        few = ids[:1]
+        idle = np.zeros(0, np.int64)
+        span = np.array([0.0, 0.0, repeats * idle_s, 0.0])
+        stream = P.HostStream(buf=np.zeros(64, np.uint8), offsets=idle, lengths=idle,
+                              in_ports=idle, arrival_s=np.zeros(0), phase_ends=np.zeros(4, int),
+                              phase_span_s=span)  # fmt: skip
+        at = idle_s * np.arange(1, repeats + 1)
 
-        scratch = np.zeros(EVICT_BYTES, np.uint8)
+        def in_loop(few: int) -> float:
+            work = P.HostWork(sync=lambda _k: self.apply(ids[:few], zero[:few], zero[:few]),
+                              sync_at=at)  # fmt: skip
+            return P.paced_run(self.engine, stream, work)[P.EST].cpu_s / repeats
 
-        def timed(fn, cold: bool = True) -> float:
-            runs = []
-            for _ in range(repeats):
-                if cold:
-                    np.add(scratch, 1, out=scratch)
-                    time.sleep(idle_s)
-                c0 = time.thread_time()
-                fn()
-                runs.append(time.thread_time() - c0)
-            return float(np.median(runs))
-
-        t_all = timed(lambda: self.apply(ids, zero, zero))
-        t_one = timed(lambda: self.apply(few, zero[:1], zero[:1]))
+        t_all, t_one = in_loop(len(ids)), in_loop(1)
         self.engine.rule_stats[:] = saved[0]
         self.engine.conntrack.conns[:] = saved[1]
         self.synced_packets = 0
         chunk = 64
         push = np.ones(chunk, np.int8)
-
-        def pushes():
+        runs = []
+        for _ in range(repeats):
+            c0 = time.thread_time()
             for lo in range(0, len(ids), chunk):
                 sel = ids[lo : lo + chunk]
                 self.table[sel] = np.where(push[: len(sel)] == 1, 1, 0)
-
-        t_push = timed(pushes, cold=False) / len(ids)
+            runs.append((time.thread_time() - c0) / len(ids))
         self.table[:] = 0
         per = max(t_all - t_one, 0.0) / max(len(ids) - 1, 1)
-        wake = timed(lambda: time.sleep(idle_s), cold=False)
-        return {"sync_s_per_entry": per, "sync_s_fixed": t_one, "push_s_per_entry": t_push,
-                "idle_wake_s": wake}  # fmt: skip
+        return {"sync_s_per_entry": per, "sync_s_fixed": t_one,
+                "push_s_per_entry": float(np.median(runs))}  # fmt: skip
 
 
 def model_cpu(ae_phases: list[dict], recirc_phases: list[dict], dev: dict, cal: dict,
               sync_entries: list[int], est: int = 2) -> list[float]:  # fmt: skip
-    """Modelled host CPU seconds per phase with the device: the assume-established run's
-    (``ae_phases``, PhaseCPU JSON) less the device's packets at the per-hit cost and the
-    wakes the host no longer takes at the per-wake cost (``cal["wake_s"]``), plus pushes
-    and syncs at ``cal``'s costs, each sync with the wake-up from idle it takes. The per-hit
-    cost is the established phase's CPU less its wakes and its packets off the fast path (at
-    the recirc run's per-packet cost, itself net of wakes). ``dev``: per phase
-    ``device_packets``, ``pushes``, ``syncs`` and ``host_batches`` (the wakes the host
-    keeps); ``sync_entries``: entries synced per phase; ``est``: the index of the steady
-    established phase (paced.EST)."""
+    """Modelled host CPU seconds per phase with the device: what the host keeps of the
+    assume-established run (``ae_phases``, PhaseCPU JSON) plus pushes and syncs at
+    ``cal``'s costs (each sync's with its wake-up and the loop's turn). What the host keeps
+    of a phase: its packets off the fast path, the fast-path hits the device did not take
+    and the wakes (batches) it still takes, each at its cost in the assume-established run:
+    the per-wake cost measured by ``cal["wake_s"]``; the per-packet cost off the fast path,
+    the recirc run's established phase net of its wakes; the per-hit cost, the
+    assume-established run's established phase net of its wakes and its other packets. A
+    phase the host keeps whole (no device packets, no wake less) is the run's own CPU.
+    ``dev``: per phase ``device_packets``, ``pushes``, ``syncs`` and ``host_batches``;
+    ``sync_entries``: entries synced per phase; ``est``: paced.EST."""
     wake = cal.get("wake_s", 0.0)
     a, r = ae_phases[est], recirc_phases[est]
     hits = a["stats"]["fast_path_hits"]
@@ -375,10 +370,15 @@ def model_cpu(ae_phases: list[dict], recirc_phases: list[dict], dev: dict, cal: 
     per_hit = max(a["cpu_s"] - a["batches"] * wake - others * per_other, 0.0) / max(hits, 1)
     out = []
     for p, ph in enumerate(ae_phases):
-        cpu = ph["cpu_s"] - dev["device_packets"][p] * per_hit
-        cpu -= max(ph["batches"] - dev["host_batches"][p], 0) * wake
+        kept_batches = min(dev["host_batches"][p], ph["batches"])
+        if dev["device_packets"][p] == 0 and kept_batches == ph["batches"]:
+            cpu = ph["cpu_s"]
+        else:
+            ph_hits = ph["stats"].get("fast_path_hits", 0)
+            rest = max(ph["cpu_s"] - ph["batches"] * wake - ph_hits * per_hit, 0.0)
+            kept_hits = max(ph_hits - dev["device_packets"][p], 0)
+            cpu = kept_batches * wake + kept_hits * per_hit + rest
         cpu += dev["pushes"][p] * cal["push_s_per_entry"]
-        per_sync = cal["sync_s_fixed"] + cal.get("idle_wake_s", 0.0)
-        cpu += dev["syncs"][p] * per_sync + sync_entries[p] * cal["sync_s_per_entry"]
+        cpu += dev["syncs"][p] * cal["sync_s_fixed"] + sync_entries[p] * cal["sync_s_per_entry"]
         out.append(max(cpu, 0.0))
     return out

@@ -139,6 +139,35 @@ def _counters(engine) -> dict:
 def paced_run(engine, stream: HostStream, host_work: HostWork | None = None,
               poll_s: float = POLL_S, max_batch: int = MAX_BATCH) -> list[PhaseCPU]:  # fmt: skip
     """``stream`` through ``engine`` at its arrival times; one :class:`PhaseCPU` per phase."""
+    return list(paced_phases(engine, stream, host_work, poll_s, max_batch))
+
+
+def interleaved(runs: list, before_turn=None) -> list[list[PhaseCPU]]:
+    """Several paced runs (``paced_phases`` generators) phase by phase in turn: every run's
+    set-up, then every run's next phase, and so on, so that the runs compared phase by
+    phase meet the machine in the same moment; per run its phases. ``before_turn()`` runs
+    before each turn (outside every phase's CPU)."""
+    out = [[] for _ in runs]
+    for _ in PHASES:
+        for k, run in enumerate(runs):
+            if before_turn is not None:
+                before_turn()
+            out[k].append(next(run))
+    return out
+
+
+def evict_caches(scratch: np.ndarray) -> None:
+    """Write ``scratch`` (larger than the machine's caches) through: the next work meets
+    cold caches and TLBs, whichever run's data they held."""
+    np.add(scratch, 1, out=scratch)
+
+
+def paced_phases(engine, stream: HostStream, host_work: HostWork | None = None,
+                 poll_s: float = POLL_S, max_batch: int = MAX_BATCH):  # fmt: skip
+    """:func:`paced_run` one phase at a time: yields each phase's :class:`PhaseCPU` when the
+    phase ends. While suspended the run's clock stops: the next phase starts when it is
+    resumed, its packets' arrival times counted from then (the thread's CPU while suspended
+    is no phase's)."""
     work = host_work or HostWork()
     now_ms = stream.now_ms()
     arrival = stream.arrival_s
@@ -152,7 +181,7 @@ def paced_run(engine, stream: HostStream, host_work: HostWork | None = None,
     sync_at = np.append(sync_at, np.inf)
     sync_k = 0
     next_sync = sync_at[0]
-    before = [_counters(engine)]
+    before = _counters(engine)
     gc.collect()
     done, p = 0, 0
     t0 = time.perf_counter()
@@ -194,26 +223,26 @@ def paced_run(engine, stream: HostStream, host_work: HostWork | None = None,
                 continue
             wake = max(float(arrival[done]), last_wake + poll_s)
         elif next_sync > bounds[p]:  # packets done, no sync left in the phase's time
-            c1 = time.thread_time()
-            phases[p].cpu_s += c1 - c_prev
-            c_prev = c1
+            ph = phases[p]
+            ph.cpu_s += time.thread_time() - c_prev
             now = max(now, float(bounds[p]))  # (not waking for the boundary: an idle host
-            phases[p].wall_s = now - phase_start  # would not)
-            phases[p].python_s = engine.slow_path_seconds - py0
+            ph.wall_s = now - phase_start  # would not)
+            ph.python_s = engine.slow_path_seconds - py0
             py0 = engine.slow_path_seconds
-            before.append(_counters(engine))
-            c_prev = time.thread_time()  # reading the counters is the measurement's, no phase's
-            phase_start = now
+            after = _counters(engine)  # reading the counters is the measurement's, no phase's
+            ph.stats = {key: after[key] - before[key] for key in before}
+            before = after
             p += 1
+            yield ph
+            t0 = time.perf_counter() - now  # resumed: the clock goes on from the boundary
+            c_prev = time.thread_time()
+            phase_start = now
             continue
         else:
             wake = float(bounds[p])
         wake = min(wake, next_sync)
         if wake > now:
             time.sleep(wake - now)
-    for k, ph in enumerate(phases):
-        ph.stats = {key: before[k + 1][key] - before[k][key] for key in before[0]}
-    return phases
 
 
 def expiry_cpu(engine, at_ms: int) -> tuple[float, int]:
