@@ -94,6 +94,9 @@ def test_paced_run_accounts_every_packet_and_phase(tables, lifecycle):
     assert [ph.packets for ph in phases] == sizes.tolist()
     assert [ph.traffic_s for ph in phases] == pytest.approx((sizes / rate).tolist())
     assert all(ph.cpu_s > 0 and ph.batches >= 1 for ph in phases)
+    est = phases[P.EST]  # a host that keeps up wakes at most once per poll interval
+    assert 0 < est.wakes <= est.batches and est.wakes <= P.predicted_wakes(
+        stream.arrival_s[ends[0] : ends[1]]) + 1  # fmt: skip
     # the host kept up (2 ms of set-up traffic may take longer on a busy machine)
     assert phases[P.EST].wall_s >= phases[P.EST].traffic_s * 0.9
     assert sum(ph.stats["fast_path_hits"] for ph in phases) == engine.stats["fast_path_hits"]
@@ -109,6 +112,8 @@ def test_paced_run_beyond_saturation_takes_longer_than_its_traffic(tables, lifec
                               1e10, 1)  # fmt: skip
     phases = P.paced_run(_engine(tables, "recirc"), stream)
     assert all(ph.wall_s > ph.traffic_s for ph in phases)
+    # asleep only for the poll interval at a phase's tail (fewer than a batch waiting)
+    assert sum(ph.wakes for ph in phases) <= len(phases) + 1
     assert all(ph.cpu_share <= 1.05 for ph in phases)  # at most one core
 
 
@@ -141,7 +146,7 @@ def test_host_subset_keeps_arrival_times_and_phases():
     assert s.arrival_s.tolist() == pytest.approx([0.0, 0.02, 0.03, 0.06, 0.09])
     assert s.phase_ends.tolist() == [2, 2, 4, 5]
     assert s.phase_span_s.tolist() == pytest.approx([0.03, 0.0, 0.04, 0.03])
-    assert P.predicted_batches(s.arrival_s, poll_s=0.025) == 4  # slots 0, 0, 1, 2, 3
+    assert P.predicted_wakes(s.arrival_s, poll_s=0.025) == 4  # slots 0, 0, 1, 2, 3
 
 
 # --- the device -------------------------------------------------------------------------------
@@ -205,8 +210,8 @@ def test_entries_the_device_cannot_take_stay_on_the_host(tables, lifecycle):
 
 
 def test_model_arithmetic():
-    def ph(cpu, packets, batches, hits):
-        return {"cpu_s": cpu, "packets": packets, "batches": batches,
+    def ph(cpu, packets, wakes, hits):
+        return {"cpu_s": cpu, "packets": packets, "wakes": wakes,
                 "stats": {"fast_path_hits": hits}}  # fmt: skip
 
     ae = [ph(1.0, 100, 10, 0), ph(2.0, 1000, 20, 900), ph(0.5, 50, 5, 0)]
@@ -214,7 +219,7 @@ def test_model_arithmetic():
     cal = {"wake_s": 0.01, "push_s_per_entry": 0.001, "sync_s_fixed": 0.002,
            "sync_s_per_entry": 0.0001}  # fmt: skip
     dev = {"device_packets": [0, 800, 0], "pushes": [10, 0, 10], "syncs": [0, 2, 1],
-           "host_batches": [10, 5, 5]}  # fmt: skip
+           "host_wakes": [10, 5, 5]}  # fmt: skip
     per_other = (3.0 - 20 * 0.01) / 1000
     per_hit = (2.0 - 20 * 0.01 - 100 * per_other) / 900
     want = [1.0 + 10 * 0.001,
@@ -224,7 +229,7 @@ def test_model_arithmetic():
     assert O.model_cpu(ae, rc, dev, cal, [0, 200, 100], est=1) == pytest.approx(want)
     # wakes measured dearer than a phase's whole CPU: the host keeps its wakes, nothing less
     cal["wake_s"] = 0.2
-    dev["host_batches"][1] = 0
+    dev["host_wakes"][1] = 0
     assert O.model_cpu(ae, rc, dev, cal, [0, 200, 100], est=1)[1] == pytest.approx(
         100 * 0.0 + 2 * 0.002 + 200 * 0.0001
     )  # per_hit and per_other are 0: all wakes

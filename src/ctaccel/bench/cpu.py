@@ -141,11 +141,11 @@ def _device_per_phase(tr: _Traffic, dplan: O.DevicePlan, phase_span) -> dict:
     bounds = np.cumsum(phase_span)
     sp = np.minimum(np.searchsorted(bounds, dplan.sync_t, "left"), len(P.PHASES) - 1)
     per = {"device_packets": [], "pushes": [], "syncs": [], "synced_entries": [],
-           "host_batches": []}  # fmt: skip
+           "host_wakes": []}  # fmt: skip
     arrival = tr.stream().arrival_s
     for p in range(len(P.PHASES)):
         host = ~dplan.consumed & (phase_of == p)
-        per["host_batches"].append(P.predicted_batches(arrival[host]))
+        per["host_wakes"].append(P.predicted_wakes(arrival[host]))
         per["device_packets"].append(int(np.count_nonzero(dplan.consumed & (phase_of == p))))
         per["pushes"].append(int(np.count_nonzero((dplan.push != 0) & (phase_of == p))))
         per["syncs"].append(int(np.count_nonzero(sp == p)))

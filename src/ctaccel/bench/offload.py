@@ -355,29 +355,30 @@ def model_cpu(ae_phases: list[dict], recirc_phases: list[dict], dev: dict, cal: 
     assume-established run (``ae_phases``, PhaseCPU JSON) plus pushes and syncs at
     ``cal``'s costs (each sync's with its wake-up and the loop's turn). What the host keeps
     of a phase: its packets off the fast path, the fast-path hits the device did not take
-    and the wakes (batches) it still takes, each at its cost in the assume-established run:
-    the per-wake cost measured by ``cal["wake_s"]``; the per-packet cost off the fast path,
-    the recirc run's established phase net of its wakes; the per-hit cost, the
+    and the wake-ups it still takes, each at its cost in the assume-established run: the
+    per-wake cost measured by ``cal["wake_s"]`` (a wake-up is a batch after a sleep; a
+    host that is behind takes its batches without one); the per-packet cost off the fast
+    path, the recirc run's established phase net of its wakes; the per-hit cost, the
     assume-established run's established phase net of its wakes and its other packets. A
     phase the host keeps whole (no device packets, no wake less) is the run's own CPU.
-    ``dev``: per phase ``device_packets``, ``pushes``, ``syncs`` and ``host_batches``;
+    ``dev``: per phase ``device_packets``, ``pushes``, ``syncs`` and ``host_wakes``;
     ``sync_entries``: entries synced per phase; ``est``: paced.EST."""
     wake = cal.get("wake_s", 0.0)
     a, r = ae_phases[est], recirc_phases[est]
     hits = a["stats"]["fast_path_hits"]
     others = a["packets"] - hits
-    per_other = max(r["cpu_s"] - r["batches"] * wake, 0.0) / max(r["packets"], 1)
-    per_hit = max(a["cpu_s"] - a["batches"] * wake - others * per_other, 0.0) / max(hits, 1)
+    per_other = max(r["cpu_s"] - r["wakes"] * wake, 0.0) / max(r["packets"], 1)
+    per_hit = max(a["cpu_s"] - a["wakes"] * wake - others * per_other, 0.0) / max(hits, 1)
     out = []
     for p, ph in enumerate(ae_phases):
-        kept_batches = min(dev["host_batches"][p], ph["batches"])
-        if dev["device_packets"][p] == 0 and kept_batches == ph["batches"]:
+        kept_wakes = min(dev["host_wakes"][p], ph["wakes"])
+        if dev["device_packets"][p] == 0 and kept_wakes == ph["wakes"]:
             cpu = ph["cpu_s"]
         else:
             ph_hits = ph["stats"].get("fast_path_hits", 0)
-            rest = max(ph["cpu_s"] - ph["batches"] * wake - ph_hits * per_hit, 0.0)
+            rest = max(ph["cpu_s"] - ph["wakes"] * wake - ph_hits * per_hit, 0.0)
             kept_hits = max(ph_hits - dev["device_packets"][p], 0)
-            cpu = kept_batches * wake + kept_hits * per_hit + rest
+            cpu = kept_wakes * wake + kept_hits * per_hit + rest
         cpu += dev["pushes"][p] * cal["push_s_per_entry"]
         cpu += dev["syncs"][p] * cal["sync_s_fixed"] + sync_entries[p] * cal["sync_s_per_entry"]
         out.append(max(cpu, 0.0))

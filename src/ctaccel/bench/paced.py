@@ -96,6 +96,7 @@ class PhaseCPU:
     wall_s: float = 0.0
     packets: int = 0
     batches: int = 0
+    wakes: int = 0  # batches taken right after a sleep: the wake-ups the phase paid for
     python_s: float = 0.0
     sync_cpu_s: float = 0.0
     syncs: int = 0
@@ -109,7 +110,7 @@ class PhaseCPU:
     def to_json(self) -> dict:
         return {"phase": self.phase, "cpu_s": self.cpu_s, "traffic_s": self.traffic_s,
                 "wall_s": self.wall_s, "cpu_share": self.cpu_share, "packets": self.packets,
-                "batches": self.batches, "python_s": self.python_s,
+                "batches": self.batches, "wakes": self.wakes, "python_s": self.python_s,
                 "sync_cpu_s": self.sync_cpu_s, "syncs": self.syncs,
                 "stats": self.stats}  # fmt: skip
 
@@ -188,6 +189,7 @@ def paced_phases(engine, stream: HostStream, host_work: HostWork | None = None,
     last_wake = -poll_s
     phase_start = 0.0
     py0 = engine.slow_path_seconds
+    slept = True  # the run starts as from a sleep
     c_prev = time.thread_time()
     while p < len(phases):
         now = time.perf_counter() - t0
@@ -195,6 +197,7 @@ def paced_phases(engine, stream: HostStream, host_work: HostWork | None = None,
             c0 = time.thread_time()
             sync_k += 1
             work.sync(sync_k)
+            slept = False  # the sync took this wake-up (its cost is the sync's)
             c1 = time.thread_time()
             q = min(int(np.searchsorted(bounds, next_sync, "left")), len(phases) - 1)
             phases[q].cpu_s += c1 - c_prev
@@ -218,6 +221,8 @@ def paced_phases(engine, stream: HostStream, host_work: HostWork | None = None,
                 phases[p].cpu_s += c1 - c_prev
                 phases[p].packets += hi - done
                 phases[p].batches += 1
+                phases[p].wakes += slept
+                slept = False
                 c_prev = c1
                 done = hi
                 continue
@@ -243,6 +248,7 @@ def paced_phases(engine, stream: HostStream, host_work: HostWork | None = None,
         wake = min(wake, next_sync)
         if wake > now:
             time.sleep(wake - now)
+            slept = True
 
 
 def expiry_cpu(engine, at_ms: int) -> tuple[float, int]:
@@ -268,11 +274,7 @@ def wake_cost(engine, repeats: int = 30, nap_s: float = POLL_S) -> float:
     return float(np.median(runs))
 
 
-def predicted_batches(arrival_s: np.ndarray, poll_s: float = POLL_S,
-                      max_batch: int = MAX_BATCH) -> int:  # fmt: skip
-    """The batches :func:`paced_run` takes for packets arriving at ``arrival_s`` when it
-    keeps up: one per poll interval that received packets (more when over ``max_batch``)."""
-    if not len(arrival_s):
-        return 0
-    _slots, counts = np.unique((arrival_s // poll_s).astype(np.int64), return_counts=True)
-    return int(np.sum(-(-counts // max_batch)))
+def predicted_wakes(arrival_s: np.ndarray, poll_s: float = POLL_S) -> int:
+    """The wake-ups :func:`paced_run` takes for packets arriving at ``arrival_s`` when it
+    keeps up: one per poll interval that received packets."""
+    return int(len(np.unique((arrival_s // poll_s).astype(np.int64)))) if len(arrival_s) else 0
