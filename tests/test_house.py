@@ -42,6 +42,7 @@ LAYERS = [
         "kernel_sync",
         "fuzz",
         "workers",
+        "cluster",
     },
     {"cli", "live_cli", "__main__", "__init__"},
 ]

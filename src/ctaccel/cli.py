@@ -138,6 +138,12 @@ def demo(out_dir):
               help="Engines to shard the connections over, each on a thread of its own (a "
               "core each): same results as one. Rules with NAT or NORMAL, zone limits and "
               "--ct-import keep state across connections: they run one (and say so).")  # fmt: skip
+@click.option("--dask", default=None, metavar="ADDRESS",
+              help="Replay on a Dask cluster: the scheduler's address (tcp://host:8786), or "
+              "local[:N] for a local cluster of N processes. The captures are split by "
+              "connection into shards (--workers of them; default one per Dask worker) under "
+              "OUT_DIR/.shards, which the workers must see; the outputs are merged into one "
+              "replay's. Needs ctaccel[dask].")  # fmt: skip
 @shows_compiles
 def replay(**options):
     """Replay captures through the rules; write per-port captures and per-packet verdicts."""
@@ -150,24 +156,47 @@ def replay(**options):
 
     o = SimpleNamespace(**options)  # the options above, by their parameter names
     try:
-        summary = run(
-            o.flows,
-            parse_inputs(o.inputs),
-            o.out_dir,
-            zone_limits=_zone_limits(o.zone_limits),
-            progress=False if o.quiet else Console(stderr=True),
-            mode=o.mode,
-            packets=o.packets,
-            flows_at=o.flows_at,
-            bridge=o.bridge,
-            ct_import=_ct_import(o.ct_import, o.zone_map),
-            timeout_policies=_policies(o.timeout_policies),
-            workers=o.workers,
+        summary = (
+            _replay_dask(o)
+            if o.dask
+            else run(
+                o.flows,
+                parse_inputs(o.inputs),
+                o.out_dir,
+                zone_limits=_zone_limits(o.zone_limits),
+                progress=False if o.quiet else Console(stderr=True),
+                mode=o.mode,
+                packets=o.packets,
+                flows_at=o.flows_at,
+                bridge=o.bridge,
+                ct_import=_ct_import(o.ct_import, o.zone_map),
+                timeout_policies=_policies(o.timeout_policies),
+                workers=o.workers,
+            )
         )
     except CtaccelError as e:
         _fail(e)
     if not o.quiet:
         _print_summary(summary)
+
+
+def _replay_dask(o):
+    """``replay --dask``: the replay on a Dask cluster (ctaccel/cluster.py)."""
+    from rich.console import Console
+
+    from ctaccel.cluster import replay_dask
+    from ctaccel.errors import InputError
+    from ctaccel.replay import parse_inputs
+
+    if o.ct_import:
+        raise InputError("--ct-import with --dask: the imported table is one; replay without "
+                         "--dask")  # fmt: skip
+    return replay_dask(o.flows, parse_inputs(o.inputs), o.out_dir, o.dask,
+                       shards=o.workers if o.workers > 1 else None, mode=o.mode,
+                       packets=o.packets, flows_at=o.flows_at,
+                       zone_limits=_zone_limits(o.zone_limits), bridge=o.bridge,
+                       timeout_policies=_policies(o.timeout_policies),
+                       progress=False if o.quiet else Console(stderr=True))  # fmt: skip
 
 
 def _print_summary(s) -> None:

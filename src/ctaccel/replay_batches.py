@@ -430,14 +430,14 @@ def gather_stream_frames(streams, inp, off, length) -> tuple[np.ndarray, np.ndar
 
 
 def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limit=None,
-                changes=None):  # fmt: skip
+                changes=None, base=None):  # fmt: skip
     """The first ``limit`` packets (all: None) of ``streams`` (CaptureStreams; port
     ``ports[i]`` for input i) through ``engine`` in batches, each batch's outputs to
     ``writer`` (None: none) on a second thread, a batch or two behind the datapath;
     a sweep step (Conntrack.sweep_some) after each packet numbered a multiple of
     ``sweep_every`` (0: never);
-    ``changes``: (ms after the first packet's clock, rules) to put in place, in time order,
-    before the first packet whose clock reaches that time; the pages of the inputs behind
+    ``changes``: (ms after the first packet's clock, or after ``base`` if given, rules) to put
+    in place, in time order, before the first packet whose clock reaches that time; the pages of the inputs behind
     each batch given back. Returns the clock (ms) after the last packet and the seconds spent
     reading (merging, gathering frames), in the datapath (the engine, sweeps and rule
     changes), and writing the outputs (on the writer's thread, alongside the other two) or
@@ -445,7 +445,7 @@ def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limi
     clock = time.perf_counter
     port_of = np.asarray(ports, np.int64)
     split = {"reading": 0.0, "datapath": 0.0, "writing": 0.0, "waiting": 0.0}
-    now_ms, done, base = 0, 0, None
+    now_ms, done = 0, 0
     pending = list(changes or [])
     batches = MergedStream(streams).batches(engine.batch_size)
     behind = WriterThread(writer) if writer is not None else None
