@@ -218,3 +218,53 @@ def test_cli_dask_on_a_local_cluster_of_processes(tmp_path):
     assert _outputs(tmp_path / "o") == _outputs(tmp_path / "one")
     bad = CliRunner().invoke(main, [*args, "--dask", "tcp://127.0.0.1:9"])
     assert bad.exit_code != 0 and "cannot reach" in bad.output
+
+
+# --- the oracle scenarios -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["assume-established", "recirc"])
+def test_oracle_scenarios_sharded_write_what_one_writes(tmp_path, client, mode):
+    """Every scenario the oracle tests compare with the real OVS (NAT, ALG helpers, NORMAL,
+    VLANs, zone limits, timeout policies...), replayed by 1 worker, by 3 (ctaccel/workers.py)
+    and on the cluster in 3 shards: the same files."""
+    from support.oracle.compare import write_inputs
+    from support.oracle.scenarios import SCENARIOS
+    from support.oracle.scenarios_alg import ALG_SCENARIOS
+    from support.oracle.scenarios_nat import NAT_SCENARIOS
+
+    sharded = 0
+    for sc in [*SCENARIOS, *NAT_SCENARIOS, *ALG_SCENARIOS]:
+        flows, inputs = write_inputs(sc, tmp_path / sc.name / "in")
+        inputs = [(port, str(path)) for port, path in inputs]
+        kw = {"mode": mode, "zone_limits": sc.zone_limits or None, "bridge": sc.bridge,
+              "timeout_policies": sc.timeout_policies or None}  # fmt: skip
+        RP.replay(flows, inputs, tmp_path / sc.name / "one", **kw)
+        RP.replay(flows, inputs, tmp_path / sc.name / "workers", workers=3, **kw)
+        s = CL.replay_dask(flows, inputs, tmp_path / sc.name / "dask", client, shards=3, **kw)
+        sharded += s.workers > 1
+        one = _outputs(tmp_path / sc.name / "one")
+        assert _outputs(tmp_path / sc.name / "workers") == one, sc.name
+        assert _outputs(tmp_path / sc.name / "dask") == one, sc.name
+    # most scenarios are one or two connections between two hosts (one shard); NAT, NORMAL
+    # and zone limits run as one; the rest are split
+    assert sharded >= 5
+
+
+@pytest.mark.parametrize("kind", ["A", "B"])
+def test_workloads_sharded_write_what_one_writes(tmp_path, client, kind):
+    """The benchmark's workloads (A: long-lived connections; B: a share of new ones), in
+    both modes, 1 worker against 2 workers and 3 shards on the cluster."""
+    from ctaccel.bench.measure import cached_workload
+
+    w = cached_workload(kind, 500, 20_000, None, tmp_path / "w")
+    inputs = [(1, str(w.pcap_path))]
+    for mode in ("assume-established", "recirc"):
+        RP.replay(w.flows_path, inputs, tmp_path / f"one-{mode}", mode=mode)
+        RP.replay(w.flows_path, inputs, tmp_path / f"workers-{mode}", mode=mode, workers=2)
+        s = CL.replay_dask(w.flows_path, inputs, tmp_path / f"dask-{mode}", client, shards=3,
+                           mode=mode)  # fmt: skip
+        assert (s.workers, s.workers_note) == (3, "")
+        one = _outputs(tmp_path / f"one-{mode}")
+        assert _outputs(tmp_path / f"workers-{mode}") == one
+        assert _outputs(tmp_path / f"dask-{mode}") == one

@@ -334,7 +334,7 @@ def merge_lines(dest: str, parts: list[tuple[str, np.ndarray]]) -> None:
             out = np.empty(int((end - tail).sum()) + len(order) * (len(_HEAD) + 20), np.uint8)
             used = _renumbered(np.concatenate(src), tail, end, nums[order], _HEAD,
                                np.empty(20, np.uint8), out)  # fmt: skip
-            f.write(out[:used].tobytes())
+            f.write(out[:used].data)
 
 
 def merge_parquet(dest: str, parts: list[tuple[str, np.ndarray]]) -> None:
@@ -417,6 +417,7 @@ def replay_dask(flows_path, inputs, out_dir, scheduler, *, shards: int | None = 
             except TimeoutError as e:
                 raise InputError("--dask: no worker joined the cluster within 60 s") from e
         n = shards or max(sum(client.nthreads().values()), 1)
+        t0 = time.perf_counter()
         if blockers or n == 1:
             why = "; ".join(blockers) + " keep state across connections" if blockers else ""
             sp = Split(inputs=[list(inputs)], numbers=[None], base_ms=None, final_ms=None,
@@ -429,17 +430,18 @@ def replay_dask(flows_path, inputs, out_dir, scheduler, *, shards: int | None = 
                  "timeout_policies": timeout_policies, "base_ms": sp.base_ms,
                  "final_ms": sp.final_ms}
                 for k, (ins, nums) in enumerate(zip(sp.inputs, sp.numbers, strict=True))]  # fmt: skip
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         results = _run(client, jobs, progress)
-        seconds = time.perf_counter() - t0
+        t2 = time.perf_counter()
     finally:
         for c in to_close:
             c.close()
     summary = ReplaySummary(out_dir=out_dir, packets_in=sum(len(s) for s in open_streams(inputs)[0]),
                             mode=mode, workers=len(jobs), workers_note=sp.note)  # fmt: skip
     merge(out_dir, jobs, results, packets, summary)
-    summary.seconds = seconds
-    _write_stats(out_dir, summary, results, scheduler)
+    t3 = time.perf_counter()
+    summary.seconds = t3 - t0  # split, shards, merge: the cluster's start and warm-ups apart
+    _write_stats(out_dir, summary, results, scheduler, (t1 - t0, t2 - t1, t3 - t2))
     shutil.rmtree(root, ignore_errors=True)
     return summary
 
@@ -499,7 +501,7 @@ def _read_lines(directory: str, name: str) -> list[str]:
         return f.read().splitlines()
 
 
-def _write_stats(out_dir: str, s, results, scheduler) -> None:
+def _write_stats(out_dir: str, s, results, scheduler, spans) -> None:
     with open(os.path.join(out_dir, "stats.json"), "w") as f:
         json.dump({"mode": s.mode, "workers": s.workers, "packets": s.packets_in,
                    "seconds": round(s.seconds, 3), "warmup_seconds": round(s.warmup_seconds, 3),
@@ -508,5 +510,8 @@ def _write_stats(out_dir: str, s, results, scheduler) -> None:
                    "datapath": s.datapath_stats, "conntrack": s.conntrack_counters,
                    "dask": {"scheduler": scheduler if isinstance(scheduler, str) else "client",
                             "shards": s.workers, "note": s.workers_note,
+                            "split_seconds": round(spans[0], 3),
+                            "shards_seconds": round(spans[1], 3),
+                            "merge_seconds": round(spans[2], 3),
                             "shard_seconds": [round(r["seconds"], 3) for r in results]}},
                   f, indent=2)  # fmt: skip
