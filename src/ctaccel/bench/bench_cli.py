@@ -96,11 +96,16 @@ def _flow_counts(values, hint: str = "--flows", what: str = "flow count") -> lis
               metavar="ZONE:NAME=SECONDS",
               help="A zone's conntrack timeout policy for every engine, as ovs-vsctl "
               "add-zone-tp (see ctaccel replay --help). Repeatable.")  # fmt: skip
-@click.option("--experiment", type=click.Choice(["all", "rate", "cpu"]), default="all",
-              show_default=True,
+@click.option("--experiment", type=click.Choice(["all", "rate", "cpu", "workers"]),
+              default="all", show_default=True,
               help="rate: the packet-rate experiments; cpu: the host-CPU experiment in full "
-                   "(paced replay at fixed offered rates, software and offloaded); all: the "
-                   "rate experiments and a short CPU experiment.")  # fmt: skip
+                   "(paced replay at fixed offered rates, software and offloaded); workers: "
+                   "scaling with connection-sharded workers (--workers); all: the rate "
+                   "experiments and a short CPU experiment (and workers, with --workers).")  # fmt: skip
+@click.option("--workers", "worker_counts", default=None, metavar="N[,N...]",
+              help="Worker counts to compare (engine and end-to-end replay, workloads A and "
+                   "B, both modes) [default for --experiment workers: 1, 2, 4... up to the "
+                   "cores].")  # fmt: skip
 @click.option("--offered-rate", "offered_rates", multiple=True, metavar="PPS",
               help="CPU experiment: an offered rate in packets/s (k/M suffixes; repeatable) "
                    "[default: 100k,250k,500k,1M,2M,4M; short run: 250k,1M,4M].")  # fmt: skip
@@ -132,13 +137,39 @@ def bench(**options):
     console = Console()
     params = OffloadParams(o.offload_capacity, o.offload_insert_rate, o.offload_insert_rate,
                            o.stats_interval)  # fmt: skip
+    counts = _worker_counts(o.worker_counts)
     if o.experiment == "cpu":
         _cpu(console, rates, (flows_list or [None])[0], o.repeats, params, o.out_dir, o.quick)
         return
-    report = _rate_experiments(o, flows_list, console)
-    if o.experiment == "all":
-        _cpu(console, rates, None, 2, params, o.out_dir, True)
-    _ovs_dpdk(o, report, console)
+    if o.experiment != "workers":
+        report = _rate_experiments(o, flows_list, console)
+        if o.experiment == "all":
+            _cpu(console, rates, None, 2, params, o.out_dir, True)
+        _ovs_dpdk(o, report, console)
+    if o.experiment == "workers" or (o.worker_counts and o.experiment == "all"):
+        from ctaccel.bench.scaling import run_workers_experiment
+
+        run_workers_experiment(counts, min(o.repeats, 2) if o.quick else o.repeats,
+                               0 if o.quick else 3,
+                               (flows_list or [1_000 if o.quick else 10_000])[0], o.out_dir,
+                               console, packets=50_000 if o.quick else o.packets)  # fmt: skip
+
+
+def _worker_counts(spec) -> list[int]:
+    """``--workers 1,2,4`` as a list; default 1 and the powers of two up to the cores."""
+    import os
+
+    if spec is None:
+        cores = os.cpu_count() or 1
+        return [1] + [n for n in (2, 4, 8, 16, 32, 64) if n <= cores]
+    try:
+        counts = [int(x) for x in str(spec).split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"{spec!r}: expected N[,N...] with every N >= 1",
+                                 param_hint="--workers")  # fmt: skip
+    return counts
 
 
 def _rate_experiments(o, flows_list, console) -> dict:
