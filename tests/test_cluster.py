@@ -141,6 +141,7 @@ def test_what_cannot_be_split_runs_as_one_shard(tmp_path, client, what, note):
     RP.replay(flows, inputs, tmp_path / "one", mode="recirc")
     s = CL.replay_dask(flows, inputs, tmp_path / "dask", client, shards=3, mode="recirc")
     assert s.workers == 1 and note in s.workers_note
+    assert s.packets_in == 1500
     assert _outputs(tmp_path / "dask") == _outputs(tmp_path / "one")
 
 

@@ -21,7 +21,7 @@ Design:
 - A shard's replay is the plain replay's (replay_batches.run_batches) with three things
   told from outside: the first packet's clock (rule changes count from it), the last
   packet's (the conntrack dump's ``now``; rule changes due by then), and its packets'
-  global numbers, kept per output record for the merge (:class:`_NumberedWriter`).
+  global numbers, kept per output record for the merge (:func:`_numbered_writer`).
 - What a shard cannot reproduce runs as one shard, on the cluster, with a note: rules
   with NAT or NORMAL and zone limits (workers.sharding_blockers), IP fragments (one
   reassembly with global limits), inputs whose timestamps step back. The reference mode
@@ -59,7 +59,7 @@ class Split:
     of) and the file of its packets' global numbers (1-based, processing order)."""
 
     inputs: list = field(default_factory=list)  # per shard
-    numbers: list = field(default_factory=list)  # per shard: path of an int64 .npy
+    numbers: list = field(default_factory=list)  # per shard: its file of raw int64 numbers
     total: int = 0
     base_ms: int | None = 0  # the first packet's clock (None: the shard's own, one shard)
     final_ms: int | None = 0  # the last packet's clock
@@ -85,13 +85,13 @@ def split(inputs, shards: int, root: str) -> Split:
     back make shards differ from one replay."""
     from ctaccel.io.pcap import PcapWriter
     from ctaccel.replay import open_streams
-    from ctaccel.replay_batches import MergedStream, clock_ms, gather_stream_frames
+    from ctaccel.replay_batches import MergedStream, _release, clock_ms, gather_stream_frames
     from ctaccel.workers import _shards
 
     streams, _ports = open_streams(inputs)
     out = Split(total=sum(len(s) for s in streams))
     writers: dict = {}
-    numbers = [[] for _ in range(shards)]
+    numbers: dict = {}  # per shard: its file of global packet numbers (int64, appended)
     last_ts = np.full(len(streams), np.iinfo(np.int64).min)
     done, now = 0, 0
     for inp, off, length, ts in MergedStream(streams).batches(SPLIT_BATCH):
@@ -100,7 +100,7 @@ def split(inputs, shards: int, root: str) -> Split:
         _shards(buf, offsets, length, np.int64(shards), shard, frag)
         why = _unshardable(inp, ts, frag, last_ts)
         if why:
-            for w in writers.values():
+            for w in (*writers.values(), *numbers.values()):
                 w.close()
             return Split(inputs=[list(inputs)], numbers=[None], total=out.total, base_ms=None,
                          final_ms=None, note=why)  # fmt: skip
@@ -109,28 +109,27 @@ def split(inputs, shards: int, root: str) -> Split:
         now = int(clock[-1])
         for s in np.unique(shard).tolist():
             sel = np.flatnonzero(shard == s)
-            numbers[s].append(done + 1 + sel)
+            if s not in numbers:
+                os.makedirs(os.path.join(root, str(s)), exist_ok=True)
+                numbers[s] = open(os.path.join(root, str(s), "numbers.i64"), "wb")  # noqa: SIM115
+            numbers[s].write((done + 1 + sel).astype(np.int64).tobytes())
             for i in np.unique(inp[sel]).tolist():
                 mine = sel[inp[sel] == i]
                 w = writers.get((s, i))
                 if w is None:
-                    os.makedirs(os.path.join(root, str(s)), exist_ok=True)
                     w = writers[(s, i)] = PcapWriter(os.path.join(root, str(s), f"in-{i}.pcap"),
                                                      SPLIT_SNAPLEN, nanosecond=True)  # fmt: skip
                 w.write_batch(buf, offsets[mine], length[mine], ts[mine])
+        _release(streams, inp, off)
         done += len(inp)
-    for w in writers.values():
+    for w in (*writers.values(), *numbers.values()):
         w.close()
     out.final_ms = now
-    for s in range(shards):
-        if not numbers[s]:
-            continue
-        path = os.path.join(root, str(s), "numbers.npy")
-        np.save(path, np.concatenate(numbers[s]))
+    for s in sorted(numbers):
         mine = sorted(i for t, i in writers if t == s)
         out.inputs.append([(inputs[i][0], os.path.join(root, str(s), f"in-{i}.pcap"))
                            for i in mine])  # fmt: skip
-        out.numbers.append(path)
+        out.numbers.append(numbers[s].name)
     if not out.inputs:  # no packets: the one replay of nothing
         return Split(inputs=[list(inputs)], numbers=[None], base_ms=None, final_ms=None)
     return out
@@ -154,7 +153,7 @@ def _unshardable(inp, ts, frag, last_ts) -> str:
 
 def _numbered_writer(out_dir: str, packets: str, numbers):
     """A replay_batches.BatchWriter that also keeps, per output port, the global number of
-    the packet behind each record it writes (saved as ``<capture>.n.npy`` on close)."""
+    the packet behind each record it writes (raw int64, appended to ``<capture>.n.i64``)."""
     from ctaccel import replay_emit as E
     from ctaccel.replay_batches import BatchWriter
 
@@ -162,7 +161,7 @@ def _numbered_writer(out_dir: str, packets: str, numbers):
         def __init__(self):
             super().__init__(out_dir, packets)
             self.numbers = numbers
-            self.kept: dict[int, list] = {}
+            self.kept: dict = {}  # port -> its open file of numbers
 
         def _write_out(self, first_n, in_ports, ts_ns, pk) -> None:
             super()._write_out(first_n, in_ports, ts_ns, pk)
@@ -171,14 +170,27 @@ def _numbered_writer(out_dir: str, packets: str, numbers):
             local = np.repeat(np.arange(first_n, first_n + len(pk)), pk[:, E.PK_COUNT])
             glob = self.numbers[local - 1] if self.numbers is not None else local
             for p in np.unique(ports).tolist():
-                self.kept.setdefault(p, []).append(glob[ports == p])
+                f = self.kept.get(p)
+                if f is None:
+                    path = _capture_path(out_dir, p) + ".n.i64"
+                    f = self.kept[p] = open(path, "wb")  # noqa: SIM115 (closed in close())
+                f.write(np.ascontiguousarray(glob[ports == p], np.int64).tobytes())
 
         def close(self) -> None:
             super().close()
-            for p, parts in self.kept.items():
-                np.save(_capture_path(out_dir, p) + ".n.npy", np.concatenate(parts))
+            for f in self.kept.values():
+                f.close()
 
     return NumberedWriter()
+
+
+def _numbers(path):
+    """A shard's global packet numbers (a file of raw int64, mapped), or None (one shard)."""
+    if not path:
+        return None
+    if not os.path.getsize(path):
+        return np.zeros(0, np.int64)
+    return np.memmap(path, np.int64, mode="r")
 
 
 def _capture_path(out_dir: str, port: int) -> str:
@@ -201,7 +213,7 @@ def replay_shard(job: dict) -> dict:
     changes = parse_flows_at(job["flows_at"])
     out = job["out_dir"]
     os.makedirs(out, exist_ok=True)
-    numbers = np.load(job["numbers"]) if job["numbers"] else None
+    numbers = _numbers(job["numbers"])
     writer = _numbered_writer(out, job["packets"], numbers)
     t0 = time.perf_counter()
     try:
@@ -398,7 +410,7 @@ def replay_dask(flows_path, inputs, out_dir, scheduler, *, shards: int | None = 
         raise InputError(f"--workers {shards}: expected 1 or more")
     changes = parse_flows_at(flows_at)  # every file checked before anything is written
     blockers = _blockers(flows_path, mode, zone_limits, bridge, timeout_policies, changes)
-    open_streams(inputs)
+    total = sum(len(st) for st in open_streams(inputs)[0])  # every capture checked whole
     out_dir = str(out_dir)
     root = os.path.join(out_dir, SHARD_DIR)
     try:
@@ -429,15 +441,16 @@ def replay_dask(flows_path, inputs, out_dir, scheduler, *, shards: int | None = 
                  "flows_at": tuple(flows_at), "zone_limits": zone_limits, "bridge": bridge,
                  "timeout_policies": timeout_policies, "base_ms": sp.base_ms,
                  "final_ms": sp.final_ms}
-                for k, (ins, nums) in enumerate(zip(sp.inputs, sp.numbers, strict=True))]  # fmt: skip
+                for k, (ins, nums) in enumerate(zip(sp.inputs, sp.numbers,
+                                                    strict=True))]  # fmt: skip
         t1 = time.perf_counter()
         results = _run(client, jobs, progress)
         t2 = time.perf_counter()
     finally:
         for c in to_close:
             c.close()
-    summary = ReplaySummary(out_dir=out_dir, packets_in=sum(len(s) for s in open_streams(inputs)[0]),
-                            mode=mode, workers=len(jobs), workers_note=sp.note)  # fmt: skip
+    summary = ReplaySummary(out_dir=out_dir, packets_in=total, mode=mode, workers=len(jobs),
+                            workers_note=sp.note)  # fmt: skip
     merge(out_dir, jobs, results, packets, summary)
     t3 = time.perf_counter()
     summary.seconds = t3 - t0  # split, shards, merge: the cluster's start and warm-ups apart
@@ -466,10 +479,10 @@ def merge(out_dir: str, jobs: list[dict], results: list[dict], packets: str, sum
     from ctaccel.ofproto.dumpflows import format_dump_flows
     from ctaccel.workers import _summed
 
-    numbers = [np.load(j["numbers"]) if j["numbers"] else None for j in jobs]
+    numbers = [_numbers(j["numbers"]) for j in jobs]
     for port in sorted({p for r in results for p in r["ports"]}):
-        parts = [(_capture_path(j["out_dir"], port), np.load(_capture_path(j["out_dir"], port)
-                                                             + ".n.npy"))
+        parts = [(_capture_path(j["out_dir"], port), _numbers(_capture_path(j["out_dir"], port)
+                                                              + ".n.i64"))
                  for j, r in zip(jobs, results, strict=True) if port in r["ports"]]  # fmt: skip
         merge_captures(_capture_path(out_dir, port), parts)
     name = {"jsonl": "packets.jsonl", "parquet": "packets.parquet"}.get(packets)

@@ -437,8 +437,8 @@ def run_batches(engine, streams, ports, writer, sweep_every: int, bar=None, limi
     a sweep step (Conntrack.sweep_some) after each packet numbered a multiple of
     ``sweep_every`` (0: never);
     ``changes``: (ms after the first packet's clock, or after ``base`` if given, rules) to put
-    in place, in time order, before the first packet whose clock reaches that time; the pages of the inputs behind
-    each batch given back. Returns the clock (ms) after the last packet and the seconds spent
+    in place, in time order, before the first packet whose clock reaches that time; the pages
+    of the inputs behind each batch given back. Returns the clock (ms) after the last packet and the seconds spent
     reading (merging, gathering frames), in the datapath (the engine, sweeps and rule
     changes), and writing the outputs (on the writer's thread, alongside the other two) or
     waiting for the writer to catch up."""
