@@ -86,6 +86,8 @@ def test_dask_replay_writes_what_one_replay_writes(tmp_path, client, monkeypatch
     assert not (tmp_path / "dask" / CL.SHARD_DIR).exists()
     stats = json.loads((tmp_path / "dask" / "stats.json").read_text())
     assert stats["workers"] == 3 and len(stats["dask"]["shard_seconds"]) == 3
+    assert set(stats["time_split"]) == {"split", "shards", "merge"}
+    assert sum(stats["time_split"].values()) <= stats["seconds"] + 0.01
     assert stats["packets"] == s.packets_in == 3000
     assert sum(stats["paths"].values()) == 3000
 

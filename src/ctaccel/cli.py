@@ -229,7 +229,9 @@ def _print_summary(s) -> None:
     rate = s.packets_in / s.seconds / 1e3 if s.seconds else 0.0
     t.add_row("time", f"{s.seconds:.2f} s ({rate:.1f} kpps, including writing the outputs)")
     split = dict(s.time_split)
-    if split:
+    if "shards" in split:  # --dask: where the time went
+        t.add_row("  of which", ", ".join(f"{k} {v:.2f} s" for k, v in split.items()))
+    elif split:
         main_thread = ", ".join(f"{k} {split.pop(k):.2f} s" for k in ("reading", "datapath")
                                 if k in split)  # fmt: skip
         t.add_row("  of which", main_thread)
