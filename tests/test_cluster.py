@@ -31,7 +31,7 @@ def client():
     from dask.distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                           dashboard_address=None)  # fmt: skip
+                           dashboard_address=":0")  # fmt: skip
     c = Client(cluster)
     yield c
     c.close()

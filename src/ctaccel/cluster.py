@@ -384,7 +384,7 @@ def connect(scheduler):
         if n and not (n.isdigit() and int(n) > 0):
             raise InputError(f"--dask {scheduler!r}: expected local:N with N >= 1")
         cluster = LocalCluster(n_workers=int(n or os.cpu_count() or 1), threads_per_worker=1,
-                               processes=True, dashboard_address=None)  # fmt: skip
+                               processes=True, dashboard_address=":0")  # fmt: skip
         client = Client(cluster)
         return client, [client, cluster]
     try:
