@@ -126,7 +126,8 @@ def test_ties_keep_the_order_of_the_inputs(tmp_path, client):
 
 
 @pytest.mark.parametrize(("what", "note"), [("nat", "NAT"), ("fragments", "fragments"),
-                                            ("step back", "step back")])  # fmt: skip
+                                            ("step back", "step back"),
+                                            ("nat later", "NAT")])  # fmt: skip
 def test_what_cannot_be_split_runs_as_one_shard(tmp_path, client, what, note):
     flows = _rules(tmp_path, "nat_ranges" if what == "nat" else "zones_by_port")
     kinds = (("tcp", 60), ("frag", 20)) if what == "fragments" else NO_FRAGMENTS
@@ -140,8 +141,12 @@ def test_what_cannot_be_split_runs_as_one_shard(tmp_path, client, what, note):
             for i in reversed(range(len(cap))):
                 w.write(cap.frame_bytes(i), int(cap.ts_ns[i]))
         inputs = [(port, str(tmp_path / "back.pcap")), *inputs[1:]]
-    RP.replay(flows, inputs, tmp_path / "one", mode="recirc")
-    s = CL.replay_dask(flows, inputs, tmp_path / "dask", client, shards=3, mode="recirc")
+    changes = ()
+    if what == "nat later":  # NAT arrives in a rule change
+        changes = (f"0.5={_rules(tmp_path, 'nat_ranges')}",)
+    RP.replay(flows, inputs, tmp_path / "one", mode="recirc", flows_at=changes)
+    s = CL.replay_dask(flows, inputs, tmp_path / "dask", client, shards=3, mode="recirc",
+                       flows_at=changes)  # fmt: skip
     assert s.workers == 1 and note in s.workers_note
     assert s.packets_in == 1500
     assert _outputs(tmp_path / "dask") == _outputs(tmp_path / "one")

@@ -210,6 +210,10 @@ def test_replay_runs_one_worker_when_state_crosses_connections(tmp_path):
     s = RP.replay(plain, inputs, tmp_path / "o2", workers=2, zone_limits={"default": 100},
                   packets="none")  # fmt: skip
     assert s.workers == 1 and "zone limits" in s.workers_note
+    # NAT arriving later, in a --flows-at rule set, keeps one worker too
+    s = RP.replay(plain, inputs, tmp_path / "o3", workers=2, packets="none",
+                  flows_at=(f"1={flows}",))  # fmt: skip
+    assert s.workers == 1 and "NAT" in s.workers_note
 
 
 def test_cli_workers_option(tmp_path):

@@ -73,10 +73,8 @@ def _blockers(flows_path, mode, zone_limits, bridge, timeout_policies, changes) 
     from ctaccel.workers import sharding_blockers
 
     engine = make_engine(flows_path, mode, zone_limits, None, bridge, timeout_policies)
-    why = sharding_blockers(engine.tables, engine.conntrack, engine.bridge if bridge else None)
-    for _ms, tables in changes:
-        why += [w for w in sharding_blockers(tables) if w not in why]
-    return why
+    return sharding_blockers(engine.tables, engine.conntrack, engine.bridge if bridge else None,
+                             changes)  # fmt: skip
 
 
 def split(inputs, shards: int, root: str) -> Split:

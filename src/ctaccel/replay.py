@@ -201,9 +201,10 @@ def make_engine(flows_path, mode, zone_limits=None, tables: FlowTables | None = 
 
 
 def _engine_for(flows_path, mode, zone_limits, bridge, timeout_policies, asked):
-    """The replay's engine and, when ``asked`` = (workers, ct_import) wanted more than one
-    worker but one runs, why (workers.sharding_blockers; imported connections)."""
-    workers, ct_import = asked
+    """The replay's engine and, when ``asked`` = (workers, ct_import, rule changes) wanted
+    more than one worker but one runs, why (workers.sharding_blockers; imported
+    connections)."""
+    workers, ct_import, changes = asked
     if workers < 1:
         raise InputError(f"--workers {workers}: expected 1 or more")
     tables = load_tables(flows_path)
@@ -213,7 +214,8 @@ def _engine_for(flows_path, mode, zone_limits, bridge, timeout_policies, asked):
                         if workers > 1 else "")  # fmt: skip
     from ctaccel.workers import ShardedEngine, sharding_blockers
 
-    why = sharding_blockers(tables, engine.conntrack, engine.bridge if bridge else None)
+    why = sharding_blockers(tables, engine.conntrack, engine.bridge if bridge else None,
+                            changes)  # fmt: skip
     if ct_import is not None:
         why.append("--ct-import (connections loaded into one table)")
     if why:
@@ -277,7 +279,7 @@ def replay(flows_path, inputs, out_dir, *, zone_limits=None, progress=False,
     if packets == "parquet" and mode == "reference":
         raise InputError("--packets parquet: the reference mode writes jsonl (or none)")
     engine, note = _engine_for(flows_path, mode, zone_limits, bridge, timeout_policies,
-                               (workers, ct_import))  # fmt: skip
+                               (workers, ct_import, changes))  # fmt: skip
     imported = {} if ct_import is None else import_table(engine, *ct_import, inputs=inputs)
     if mode == "reference":
         captures, ports = load_inputs(inputs)

@@ -156,12 +156,14 @@ def shard_of(buf, offsets, lengths, workers: int) -> np.ndarray:
     return out
 
 
-def sharding_blockers(tables, conntrack=None, bridge=None) -> list[str]:
-    """What keeps state across connections in this configuration (rules ``tables``, a
-    conntrack with zone limits, a NORMAL bridge), which shards do not share yet."""
+def sharding_blockers(tables, conntrack=None, bridge=None, changes=()) -> list[str]:
+    """What keeps state across connections in this configuration (rules ``tables`` and the
+    rule sets that replace them later, ``changes``: replay.parse_flows_at's; a conntrack
+    with zone limits; a NORMAL bridge), which shards do not share yet."""
     import re
 
-    text = "\n".join(r.format_actions() for r in tables.all_rules())
+    rules = [*tables.all_rules(), *(r for _ms, t in changes for r in t.all_rules())]
+    text = "\n".join(r.format_actions() for r in rules)
     out = []
     if re.search(r"\bnat\b", text):
         out.append("NAT (addresses and ports are allocated across connections)")
