@@ -156,47 +156,32 @@ def replay(**options):
 
     o = SimpleNamespace(**options)  # the options above, by their parameter names
     try:
-        summary = (
-            _replay_dask(o)
-            if o.dask
-            else run(
-                o.flows,
-                parse_inputs(o.inputs),
-                o.out_dir,
-                zone_limits=_zone_limits(o.zone_limits),
-                progress=False if o.quiet else Console(stderr=True),
-                mode=o.mode,
-                packets=o.packets,
-                flows_at=o.flows_at,
-                bridge=o.bridge,
-                ct_import=_ct_import(o.ct_import, o.zone_map),
-                timeout_policies=_policies(o.timeout_policies),
-                workers=o.workers,
-            )
-        )
+        common = {"mode": o.mode, "packets": o.packets, "flows_at": o.flows_at,
+                  "zone_limits": _zone_limits(o.zone_limits), "bridge": o.bridge,
+                  "timeout_policies": _policies(o.timeout_policies),
+                  "progress": False if o.quiet else Console(stderr=True)}  # fmt: skip
+        inputs = parse_inputs(o.inputs)
+        if o.dask:
+            summary = _replay_dask(o, inputs, common)
+        else:
+            summary = run(o.flows, inputs, o.out_dir, ct_import=_ct_import(o.ct_import, o.zone_map),
+                          workers=o.workers, **common)  # fmt: skip
     except CtaccelError as e:
         _fail(e)
     if not o.quiet:
         _print_summary(summary)
 
 
-def _replay_dask(o):
+def _replay_dask(o, inputs, common: dict):
     """``replay --dask``: the replay on a Dask cluster (ctaccel/cluster.py)."""
-    from rich.console import Console
-
     from ctaccel.cluster import replay_dask
     from ctaccel.errors import InputError
-    from ctaccel.replay import parse_inputs
 
     if o.ct_import:
         raise InputError("--ct-import with --dask: the imported table is one; replay without "
                          "--dask")  # fmt: skip
-    return replay_dask(o.flows, parse_inputs(o.inputs), o.out_dir, o.dask,
-                       shards=o.workers if o.workers > 1 else None, mode=o.mode,
-                       packets=o.packets, flows_at=o.flows_at,
-                       zone_limits=_zone_limits(o.zone_limits), bridge=o.bridge,
-                       timeout_policies=_policies(o.timeout_policies),
-                       progress=False if o.quiet else Console(stderr=True))  # fmt: skip
+    return replay_dask(o.flows, inputs, o.out_dir, o.dask,
+                       shards=o.workers if o.workers > 1 else None, **common)  # fmt: skip
 
 
 def _print_summary(s) -> None:
